@@ -1,0 +1,1 @@
+"""The `courierguard` command line: thin commands over the core services."""

@@ -1,0 +1,102 @@
+"""Settings, declared once: name, default, help and bounds.
+
+Every setting can be given as an environment variable ``COURIERGUARD_<NAME>`` (upper case). The
+docs test fails when a setting here is missing from ``docs/configuration.md``. Secrets are never
+settings stored in the database: key material comes from the key provider (see ``vault.keys``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from courierguard.errors import ConfigError
+
+ENV_PREFIX = "COURIERGUARD_"
+
+
+class Settings(BaseModel):
+    """Courier Guard configuration. Defaults give the embedded single-process deployment."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    data_dir: Annotated[Path, Field(description="Folder for the embedded database and the local key file.")] = (
+        Path("var")
+    )
+    database_url: Annotated[
+        str | None,
+        Field(description="SQLAlchemy URL. Unset: SQLite (WAL) at DATA_DIR/courierguard.sqlite3."),
+    ] = None
+    key_provider: Annotated[
+        Literal["file", "env"],
+        Field(description="Where key-encryption, blind-index and signing keys come from."),
+    ] = "file"
+    key_file: Annotated[
+        Path | None, Field(description="Local key file (created with mode 0600). Unset: DATA_DIR/keys.json.")
+    ] = None
+    tenant: Annotated[str, Field(description="Tenant id used when a request names none.", max_length=64)] = "demo"
+    policy_dir: Annotated[
+        Path | None, Field(description="Folder of Cedar policies and schema. Unset: the shipped default set.")
+    ] = None
+    host: Annotated[str, Field(description="Address the HTTP API listens on.")] = "127.0.0.1"
+    port: Annotated[int, Field(description="Port the HTTP API listens on.", ge=1, le=65535)] = 8700
+    page_size_max: Annotated[
+        int, Field(description="Largest page a list or search returns (masked rows).", ge=1, le=1000)
+    ] = 100
+    reveal_grace_hours: Annotated[
+        int, Field(description="Hours after sign-off during which the delivering courier may still reveal.", ge=0)
+    ] = 24
+    export_ttl_minutes: Annotated[
+        int, Field(description="Minutes an approved bulk export stays downloadable.", ge=1, le=1440)
+    ] = 30
+    export_max_rows: Annotated[int, Field(description="Most rows one bulk export may hold.", ge=1)] = 50_000
+    audit_retention_days: Annotated[
+        int, Field(description="Days audit entries are kept before archiving (law: at least 180).", ge=180)
+    ] = 180
+    audit_witness_file: Annotated[
+        Path | None, Field(description="File every signed tree head is appended to, outside the database.")
+    ] = None
+    risk_state: Annotated[
+        Literal["memory", "redis"], Field(description="Where risk features live: one process, or Redis.")
+    ] = "memory"
+    redis_url: Annotated[str, Field(description="Redis URL for shared risk state.")] = "redis://127.0.0.1:6379/0"
+    alert_webhook: Annotated[str | None, Field(description="URL each risk alert is POSTed to as JSON.")] = None
+    jwt_issuer: Annotated[str, Field(description="Expected `iss` of employee bearer tokens.")] = (
+        "courierguard-dev"
+    )
+    jwt_audience: Annotated[str, Field(description="Expected `aud` of employee bearer tokens.")] = "courierguard"
+    jwks_url: Annotated[
+        str | None,
+        Field(description="JWKS URL of a real identity provider. Unset: the built-in development issuer."),
+    ] = None
+    log_level: Annotated[Literal["debug", "info", "warning", "error"], Field(description="Log level.")] = "info"
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'courierguard.sqlite3'}"
+
+    @property
+    def resolved_key_file(self) -> Path:
+        return self.key_file or self.data_dir / "keys.json"
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
+        """Settings from ``COURIERGUARD_*`` variables, then explicit overrides; a bad value is a ConfigError."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for name in cls.model_fields:
+            raw = env.get(ENV_PREFIX + name.upper())
+            if raw is not None and raw != "":
+                values[name] = raw
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "settings"
+            raise ConfigError(f"{ENV_PREFIX}{where.upper()}: {first['msg']}") from None

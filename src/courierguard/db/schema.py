@@ -1,0 +1,8 @@
+"""The whole schema: importing this module registers every capability's tables on ``metadata``.
+
+Alembic's environment and the migration test import it. A capability with tables adds one import.
+"""
+
+from courierguard.db.tables import metadata
+
+__all__ = ["metadata"]

@@ -1,0 +1,1 @@
+"""Real-time risk control of accounts: streaming features, baselines, scoring, graduated responses."""
