@@ -16,7 +16,7 @@ from pathlib import Path
 
 from benchmarks.report import Report, machine
 
-MODULES = ["vault", "gateway", "audit", "sim", "risk"]
+MODULES = ["vault", "policy", "gateway", "audit", "sim", "risk"]
 
 
 def _pin_one_core() -> str:

@@ -23,9 +23,9 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    data_dir: Annotated[Path, Field(description="Folder for the embedded database and the local key file.")] = (
-        Path("var")
-    )
+    data_dir: Annotated[
+        Path, Field(description="Folder for the embedded database and the local key file.")
+    ] = Path("var")
     database_url: Annotated[
         str | None,
         Field(description="SQLAlchemy URL. Unset: SQLite (WAL) at DATA_DIR/courierguard.sqlite3."),
@@ -37,7 +37,9 @@ class Settings(BaseModel):
     key_file: Annotated[
         Path | None, Field(description="Local key file (created with mode 0600). Unset: DATA_DIR/keys.json.")
     ] = None
-    tenant: Annotated[str, Field(description="Tenant id used when a request names none.", max_length=64)] = "demo"
+    tenant: Annotated[str, Field(description="Tenant id used when a request names none.", max_length=64)] = (
+        "demo"
+    )
     policy_dir: Annotated[
         Path | None, Field(description="Folder of Cedar policies and schema. Unset: the shipped default set.")
     ] = None
@@ -47,7 +49,8 @@ class Settings(BaseModel):
         int, Field(description="Largest page a list or search returns (masked rows).", ge=1, le=1000)
     ] = 100
     reveal_grace_hours: Annotated[
-        int, Field(description="Hours after sign-off during which the delivering courier may still reveal.", ge=0)
+        int,
+        Field(description="Hours after sign-off during which the delivering courier may still reveal.", ge=0),
     ] = 24
     export_ttl_minutes: Annotated[
         int, Field(description="Minutes an approved bulk export stays downloadable.", ge=1, le=1440)
@@ -62,17 +65,25 @@ class Settings(BaseModel):
     risk_state: Annotated[
         Literal["memory", "redis"], Field(description="Where risk features live: one process, or Redis.")
     ] = "memory"
-    redis_url: Annotated[str, Field(description="Redis URL for shared risk state.")] = "redis://127.0.0.1:6379/0"
-    alert_webhook: Annotated[str | None, Field(description="URL each risk alert is POSTed to as JSON.")] = None
+    redis_url: Annotated[str, Field(description="Redis URL for shared risk state.")] = (
+        "redis://127.0.0.1:6379/0"
+    )
+    alert_webhook: Annotated[str | None, Field(description="URL each risk alert is POSTed to as JSON.")] = (
+        None
+    )
     jwt_issuer: Annotated[str, Field(description="Expected `iss` of employee bearer tokens.")] = (
         "courierguard-dev"
     )
-    jwt_audience: Annotated[str, Field(description="Expected `aud` of employee bearer tokens.")] = "courierguard"
+    jwt_audience: Annotated[str, Field(description="Expected `aud` of employee bearer tokens.")] = (
+        "courierguard"
+    )
     jwks_url: Annotated[
         str | None,
         Field(description="JWKS URL of a real identity provider. Unset: the built-in development issuer."),
     ] = None
-    log_level: Annotated[Literal["debug", "info", "warning", "error"], Field(description="Log level.")] = "info"
+    log_level: Annotated[Literal["debug", "info", "warning", "error"], Field(description="Log level.")] = (
+        "info"
+    )
 
     @property
     def resolved_database_url(self) -> str:

@@ -41,6 +41,7 @@ class InvalidInput(CourierGuardError):
     def __init__(self, field: str, message: str, **extra: Any) -> None:
         super().__init__(f"{field}: {message}", **extra)
         self.field = field
+        self.message = message
 
 
 class NotFound(CourierGuardError):

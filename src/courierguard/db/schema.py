@@ -3,6 +3,7 @@
 Alembic's environment and the migration test import it. A capability with tables adds one import.
 """
 
+from courierguard.audit import tables as _audit_tables  # noqa: F401
 from courierguard.db.tables import metadata
 
 __all__ = ["metadata"]

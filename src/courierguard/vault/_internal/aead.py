@@ -40,7 +40,9 @@ class Aead:
         if len(sealed) < 1 + NONCE_BYTES + TAG_BYTES or sealed[:1] != FORMAT_V1:
             raise DecryptionFailed
         try:
-            return self._aesgcm.decrypt(sealed[1 : 1 + NONCE_BYTES], sealed[1 + NONCE_BYTES :], associated_data)
+            return self._aesgcm.decrypt(
+                sealed[1 : 1 + NONCE_BYTES], sealed[1 + NONCE_BYTES :], associated_data
+            )
         except InvalidTag:
             raise DecryptionFailed from None
 

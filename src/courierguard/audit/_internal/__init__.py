@@ -1,0 +1,1 @@
+"""Private helpers of the audit package. Nothing here is a stable API."""

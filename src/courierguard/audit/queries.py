@@ -1,0 +1,182 @@
+"""Investigator queries over the stored log: by actor, by waybill, by time, with inclusion proofs.
+
+A data subject's question ("who accessed my data?") starts at the vault: the caller turns the phone
+into waybill numbers through the blind index, then asks :meth:`AuditQueries.search` for those waybills.
+No clear-text personal data is needed, or accepted, here.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import Engine, Select, select
+
+from courierguard.audit.merkle import MerkleTree
+from courierguard.audit.models import (
+    AuditRecord,
+    EntryKind,
+    Page,
+    SignedTreeHead,
+    decode_entry,
+    from_micros,
+    to_micros,
+)
+from courierguard.audit.sql import latest_head, load_leaf_hashes
+from courierguard.audit.tables import audit_entries, audit_waybills
+from courierguard.errors import InvalidInput, NotFound
+
+MAX_PAGE = 1000
+MAX_WAYBILLS = 1000
+
+
+class AuditQueries:
+    """Read-only access to a stored log for investigators and the console."""
+
+    def __init__(self, engine: Engine, *, max_page: int = MAX_PAGE) -> None:
+        self._engine = engine
+        self._max_page = max_page
+        self._tree = MerkleTree()
+        self._lock = threading.Lock()
+
+    def search(
+        self,
+        *,
+        actor: str | None = None,
+        waybills: Sequence[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        kinds: Sequence[EntryKind] | None = None,
+        cursor: int | None = None,
+        limit: int = 100,
+        with_proofs: bool = False,
+    ) -> Page:
+        """Entries matching every given filter, oldest first, ``limit`` per page.
+
+        ``since`` is inclusive and ``until`` exclusive. ``cursor`` is the ``next_cursor`` of the previous
+        page. With ``with_proofs`` each record carries its inclusion proof in the latest signed tree head.
+        """
+        if not 1 <= limit <= self._max_page:
+            raise InvalidInput("limit", f"must be between 1 and {self._max_page}")
+        e = audit_entries.c
+        query: Select[tuple[int, int, str, str | None, bytes | None, bytes]] = select(
+            e.seq, e.ts_us, e.kind, e.actor, e.entry, e.leaf_hash
+        )
+        if waybills is not None:
+            wanted = sorted(set(waybills))
+            if not wanted or len(wanted) > MAX_WAYBILLS:
+                raise InvalidInput("waybills", f"give 1 to {MAX_WAYBILLS} waybill numbers")
+            matching = select(audit_waybills.c.seq).where(audit_waybills.c.waybill.in_(wanted))
+            query = query.where(e.seq.in_(matching))
+        if actor is not None:
+            query = query.where(e.actor == actor)
+        if since is not None:
+            query = query.where(e.ts_us >= to_micros(since))
+        if until is not None:
+            query = query.where(e.ts_us < to_micros(until))
+        if kinds:
+            query = query.where(e.kind.in_([str(k) for k in kinds]))
+        if cursor is not None:
+            query = query.where(e.seq >= cursor)
+        query = query.order_by(e.seq).limit(limit + 1)
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+            head = latest_head(conn) if with_proofs else None
+            if head is not None:
+                self._extend_tree(head.size)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        records = [self._record(r.seq, r.ts_us, r.kind, r.actor, r.entry, r.leaf_hash, head) for r in rows]
+        return Page(records, rows[-1].seq + 1 if more else None)
+
+    def by_actor(self, actor: str, **filters: object) -> Page:
+        """Entries of one actor (employee or service id); same keyword filters as :meth:`search`."""
+        return self.search(actor=actor, **filters)  # type: ignore[arg-type]
+
+    def by_waybills(self, waybills: Sequence[str], **filters: object) -> Page:
+        """Entries about any of ``waybills``; same keyword filters as :meth:`search`."""
+        return self.search(waybills=waybills, **filters)  # type: ignore[arg-type]
+
+    def by_time(self, since: datetime, until: datetime, **filters: object) -> Page:
+        """Entries with ``since <= ts < until``; same keyword filters as :meth:`search`."""
+        return self.search(since=since, until=until, **filters)  # type: ignore[arg-type]
+
+    def entry(self, index: int, *, with_proof: bool = False) -> AuditRecord:
+        """One entry by index; raises :class:`~courierguard.errors.NotFound`."""
+        e = audit_entries.c
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                select(e.seq, e.ts_us, e.kind, e.actor, e.entry, e.leaf_hash).where(e.seq == index)
+            ).first()
+            head = latest_head(conn) if with_proof else None
+            if head is not None:
+                self._extend_tree(head.size)
+        if row is None:
+            raise NotFound(f"audit entry {index} does not exist")
+        return self._record(row.seq, row.ts_us, row.kind, row.actor, row.entry, row.leaf_hash, head)
+
+    def tree_head(self) -> SignedTreeHead:
+        """The latest stored signed tree head; raises NotFound on an empty store."""
+        with self._engine.connect() as conn:
+            head = latest_head(conn)
+        if head is None:
+            raise NotFound("no signed tree head is stored")
+        return head
+
+    def inclusion_proof(self, index: int, tree_size: int | None = None) -> tuple[bytes, list[bytes], int]:
+        """(leaf hash, audit path, tree size) for ``index``; the size defaults to the latest head's."""
+        size = self.tree_head().size if tree_size is None else tree_size
+        self._extend_tree(size)
+        try:
+            with self._lock:
+                return self._tree.leaf(index), self._tree.inclusion_proof(index, size), size
+        except (ValueError, IndexError):
+            raise InvalidInput("index", f"no entry {index} in a tree of {size}") from None
+
+    def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
+        """RFC 6962 consistency proof between two stored tree sizes."""
+        self._extend_tree(new_size)
+        try:
+            with self._lock:
+                return self._tree.consistency_proof(old_size, new_size)
+        except ValueError:
+            raise InvalidInput("size", f"need 0 <= old <= new <= {len(self._tree)}") from None
+
+    def root(self, size: int) -> bytes:
+        """Merkle root recomputed from stored leaf hashes for the first ``size`` entries."""
+        self._extend_tree(size)
+        with self._lock:
+            try:
+                return self._tree.root(size)
+            except ValueError:
+                raise InvalidInput("size", f"only {len(self._tree)} entries are stored") from None
+
+    def _extend_tree(self, size: int) -> None:
+        with self._lock:
+            have = len(self._tree)
+            if have >= size:
+                return
+            with self._engine.connect() as conn:
+                packed = load_leaf_hashes(conn, have, size)
+            for i in range(0, len(packed), 32):
+                self._tree.append(bytes(packed[i : i + 32]))
+
+    def _record(
+        self,
+        seq: int,
+        ts_us: int,
+        kind: str,
+        actor: str | None,
+        entry: bytes | None,
+        leaf: bytes,
+        head: SignedTreeHead | None,
+    ) -> AuditRecord:
+        body = decode_entry(bytes(entry)).body if entry is not None else None
+        proof: tuple[bytes, ...] | None = None
+        size: int | None = None
+        if head is not None and seq < head.size:
+            with self._lock:
+                proof = tuple(self._tree.inclusion_proof(seq, head.size))
+            size = head.size
+        return AuditRecord(seq, from_micros(ts_us), kind, actor, body, bytes(leaf), proof, size)

@@ -1,0 +1,352 @@
+"""The SQL audit log (SQLite or PostgreSQL) with group commit.
+
+Callers on any thread enqueue an entry and block. One writer thread takes everything queued (up to
+``max_batch``), numbers the entries, hashes them into the Merkle tree, writes them in *one*
+transaction, commits, and only then wakes the callers: one fsync pays for a whole batch, yet no caller
+is answered before its entry is durable. A failed transaction wakes every caller of the batch with
+:class:`~courierguard.errors.AuditUnavailable` and undoes the leaves in memory (fail closed).
+
+A signed tree head is added to the batch transaction when the last one is ``head_interval`` seconds
+old, the writer wakes on its own to sign one when entries arrived but no batch followed, and
+``checkpoint()``/``close()`` force one.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, func, insert, select, text
+
+from courierguard.audit._internal.core import (
+    HeadSigner,
+    Witness,
+    actor_of,
+    body_bytes,
+    check_kind,
+    waybills_of,
+)
+from courierguard.audit.merkle import MerkleTree, leaf_hash
+from courierguard.audit.models import EntryKind, SignedTreeHead, encode_entry, to_micros
+from courierguard.audit.tables import audit_entries, audit_tree_heads, audit_waybills
+from courierguard.clock import Clock, SystemClock
+from courierguard.errors import AuditUnavailable
+from courierguard.events import AccessEvent, event_dict
+from courierguard.vault.keys import KeyProvider
+
+log = logging.getLogger(__name__)
+
+# Arbitrary constant naming the PostgreSQL advisory lock that serialises writers of several workers.
+_PG_LOCK_KEY = 0x6367_6175_6469_74
+_APPEND_TIMEOUT = 30.0
+
+
+@dataclass(slots=True, eq=False)
+class _Request:
+    kind: EntryKind | None
+    body: bytes
+    ts_us: int
+    actor: str | None
+    waybills: set[str]
+    done: threading.Event = field(default_factory=threading.Event)
+    index: int = -1
+    head: SignedTreeHead | None = None
+    error: BaseException | None = None
+
+
+def load_leaf_hashes(conn: Connection, start: int = 0, end: int | None = None) -> bytearray:
+    """Stored leaf hashes of entries ``start..end`` concatenated, in index order."""
+    query = (
+        select(audit_entries.c.leaf_hash).where(audit_entries.c.seq >= start).order_by(audit_entries.c.seq)
+    )
+    if end is not None:
+        query = query.where(audit_entries.c.seq < end)
+    packed = bytearray()
+    for (h,) in conn.execute(query):
+        packed += h
+    return packed
+
+
+def latest_head(conn: Connection) -> SignedTreeHead | None:
+    """The stored tree head of the largest size, if any."""
+    row = conn.execute(select(audit_tree_heads).order_by(audit_tree_heads.c.size.desc()).limit(1)).first()
+    if row is None:
+        return None
+    return SignedTreeHead(
+        row.size, bytes(row.root), row.timestamp_ms, bytes(row.signature), bytes(row.public_key)
+    )
+
+
+class SqlAuditLog:
+    """The durable :class:`~courierguard.audit.interfaces.AuditLog`; build it with :func:`open_audit_log`."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        key_provider: KeyProvider,
+        *,
+        clock: Clock | None = None,
+        witness_file: Path | None = None,
+        head_interval: float = 1.0,
+        max_batch: int = 8192,
+    ) -> None:
+        self._engine = engine
+        self._clock = clock or SystemClock()
+        self._signer = HeadSigner(key_provider.signer(), self._clock)
+        self._witness = Witness(witness_file) if witness_file else None
+        self._interval = head_interval
+        self._max_batch = max_batch
+        self._pg = engine.dialect.name == "postgresql"
+        self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
+        self._tree_lock = threading.Lock()
+        self._closing = threading.Event()
+        with engine.connect() as conn:
+            self._tree = MerkleTree.from_packed(load_leaf_hashes(conn))
+            head = latest_head(conn)
+        self._head = head
+        self._last_head_at = time.monotonic()
+        if head is None or head.size != len(self._tree):
+            # A fresh log, or a crash after entries committed without a head: sign what is there.
+            self._write(())
+        self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
+        self._thread.start()
+
+    # ---- callers ------------------------------------------------------------------------------
+
+    def append(self, kind: EntryKind, body: Mapping[str, Any]) -> int:
+        """Append one entry and block until it is committed; returns its leaf index."""
+        checked = check_kind(kind)
+        request = _Request(
+            checked, body_bytes(body), to_micros(self._clock.now()), actor_of(body), waybills_of(body)
+        )
+        self._submit(request)
+        return request.index
+
+    def append_event(self, event: AccessEvent) -> int:
+        """Append an Access Event v1 as an ``access`` entry."""
+        return self.append(EntryKind.ACCESS, event_dict(event))
+
+    def _submit(self, request: _Request) -> None:
+        if self._closing.is_set() or not self._thread.is_alive():
+            raise AuditUnavailable("audit log is closed")
+        self._queue.put(request)
+        if not request.done.wait(_APPEND_TIMEOUT):
+            raise AuditUnavailable("audit write timed out")
+        if request.error is not None:
+            raise AuditUnavailable("audit write failed") from request.error
+
+    def tree_head(self) -> SignedTreeHead:
+        """The latest signed tree head."""
+        with self._tree_lock:
+            assert self._head is not None
+            return self._head
+
+    def checkpoint(self) -> SignedTreeHead:
+        """Sign and store a head over every committed entry (goes through the writer, in order)."""
+        request = _Request(None, b"", 0, None, set())
+        self._submit(request)
+        assert request.head is not None
+        return request.head
+
+    def inclusion_proof(self, index: int, tree_size: int) -> list[bytes]:
+        """Audit path of ``index`` in the tree of ``tree_size``."""
+        with self._tree_lock:
+            return self._tree.inclusion_proof(index, tree_size)
+
+    def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
+        """Consistency proof between two tree sizes."""
+        with self._tree_lock:
+            return self._tree.consistency_proof(old_size, new_size)
+
+    def leaf_hash(self, index: int) -> bytes:
+        """Leaf hash of entry ``index``."""
+        with self._tree_lock:
+            return self._tree.leaf(index)
+
+    @property
+    def size(self) -> int:
+        """Number of committed entries."""
+        with self._tree_lock:
+            return len(self._tree)
+
+    def close(self) -> None:
+        """Commit what is queued, sign a final head, stop the writer. Idempotent."""
+        if self._closing.is_set():
+            return
+        self._closing.set()
+        self._queue.put(None)
+        self._thread.join()
+
+    # ---- writer thread ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            dirty = self._head is not None and self._head.size != len(self._tree)
+            timeout = max(0.0, self._interval - (time.monotonic() - self._last_head_at)) if dirty else None
+            try:
+                first = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                self._safe_write([])
+                continue
+            batch: list[_Request] = []
+            if first is None:
+                stop = True
+            else:
+                batch.append(first)
+            while len(batch) < self._max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                else:
+                    batch.append(item)
+            self._safe_write(batch, force_head=stop)
+        # Anything that slipped in after the stop marker is refused, never silently dropped.
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                item.error = AuditUnavailable("audit log is closed")
+                item.done.set()
+
+    def _safe_write(self, batch: list[_Request], *, force_head: bool = False) -> None:
+        try:
+            self._write(batch, force_head=force_head)
+        except Exception as exc:
+            log.error("audit batch of %d entries not committed: %s", len(batch), exc.__class__.__name__)
+            for request in batch:
+                request.error = exc
+                request.done.set()
+
+    def _write(self, batch: list[_Request] | tuple[()], *, force_head: bool = False) -> None:
+        entries = [r for r in batch if r.kind is not None]
+        wants_head = force_head or len(entries) < len(batch) or not batch
+        with self._engine.begin() as conn:
+            if self._pg:
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
+            # max() reads one end of the primary key; count() would scan the whole table per batch.
+            top = conn.execute(select(func.max(audit_entries.c.seq))).scalar_one()
+            stored = -1 if top is None else int(top)
+            stored += 1
+            with self._tree_lock:
+                start = len(self._tree)
+            if stored > start:
+                # Another worker appended since we last looked: take its leaves before numbering ours.
+                extra = load_leaf_hashes(conn, start)
+                with self._tree_lock:
+                    for i in range(0, len(extra), 32):
+                        self._tree.append(bytes(extra[i : i + 32]))
+                    start = len(self._tree)
+            rows: list[dict[str, Any]] = []
+            waybill_rows: list[dict[str, Any]] = []
+            leaves: list[bytes] = []
+            for offset, request in enumerate(entries):
+                index = start + offset
+                assert request.kind is not None
+                entry = encode_entry(index, request.ts_us, request.kind, request.body)
+                h = leaf_hash(entry)
+                leaves.append(h)
+                rows.append(
+                    {
+                        "seq": index,
+                        "ts_us": request.ts_us,
+                        "kind": request.kind.value,
+                        "actor": request.actor,
+                        "entry": entry,
+                        "leaf_hash": h,
+                    }
+                )
+                waybill_rows.extend({"waybill": w, "seq": index} for w in request.waybills)
+            head: SignedTreeHead | None = None
+            with self._tree_lock:
+                try:
+                    for h in leaves:
+                        self._tree.append(h)
+                    size = len(self._tree)
+                    due = time.monotonic() - self._last_head_at >= self._interval
+                    last = self._head
+                    if (wants_head or due) and (last is None or last.size != size):
+                        head = self._signer.sign(
+                            size, self._tree.root(), not_before_ms=last.timestamp_ms if last else 0
+                        )
+                except BaseException:
+                    self._tree.truncate(start)
+                    raise
+            try:
+                if rows:
+                    conn.execute(insert(audit_entries), rows)
+                if waybill_rows:
+                    conn.execute(insert(audit_waybills), waybill_rows)
+                if head is not None:
+                    conn.execute(
+                        insert(audit_tree_heads),
+                        [
+                            {
+                                "size": head.size,
+                                "root": head.root,
+                                "timestamp_ms": head.timestamp_ms,
+                                "signature": head.signature,
+                                "public_key": head.public_key,
+                            }
+                        ],
+                    )
+            except BaseException:
+                with self._tree_lock:
+                    self._tree.truncate(start)
+                raise
+        # Committed: from here on every entry of the batch is durable.
+        if head is not None:
+            with self._tree_lock:
+                self._head = head
+            self._last_head_at = time.monotonic()
+            if self._witness is not None:
+                try:
+                    self._witness.publish(head)
+                except OSError as exc:
+                    # The head is durable in the database; a witness outage must not block reveals.
+                    log.error("witness file not written: %s", exc.__class__.__name__)
+        current = self._head
+        for offset, request in enumerate(entries):
+            request.index = start + offset
+        for request in batch:
+            if request.kind is None:
+                request.head = current
+            request.done.set()
+
+
+def open_audit_log(
+    engine: Engine,
+    key_provider: KeyProvider,
+    *,
+    clock: Clock | None = None,
+    witness_file: Path | None = None,
+    head_interval: float = 1.0,
+    max_batch: int = 8192,
+) -> SqlAuditLog:
+    """Open the durable audit log on ``engine`` (schema must be migrated) and start its writer thread.
+
+    Example::
+
+        log = open_audit_log(create_db_engine(url), LocalKeyFile(path), witness_file=Path("heads.jsonl"))
+        index = log.append_event(event)   # returns once durable, or raises AuditUnavailable
+        log.close()
+    """
+    return SqlAuditLog(
+        engine,
+        key_provider,
+        clock=clock,
+        witness_file=witness_file,
+        head_interval=head_interval,
+        max_batch=max_batch,
+    )

@@ -1,0 +1,59 @@
+"""What every command shares: settings from options and environment, one-line errors."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from courierguard.config import Settings
+from courierguard.errors import CourierGuardError
+
+console = Console()
+err_console = Console(stderr=True)
+
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option("--database-url", help="SQLAlchemy URL (default: COURIERGUARD_DATABASE_URL or SQLite)."),
+]
+DataDir = Annotated[
+    Path | None, typer.Option("--data-dir", help="Folder for SQLite and the key file (default: var).")
+]
+KeyFile = Annotated[
+    Path | None, typer.Option("--key-file", help="Local key file (default: DATA_DIR/keys.json).")
+]
+Tenant = Annotated[
+    str | None, typer.Option("--tenant", help="Tenant id (default: COURIERGUARD_TENANT or demo).")
+]
+
+
+def settings_from(
+    database_url: str | None = None,
+    data_dir: Path | None = None,
+    key_file: Path | None = None,
+    tenant: str | None = None,
+    **extra: Any,
+) -> Settings:
+    return Settings.from_env(
+        database_url=database_url, data_dir=data_dir, key_file=key_file, tenant=tenant, **extra
+    )
+
+
+@contextmanager
+def one_line_errors() -> Iterator[None]:
+    """Turn a CourierGuardError into one line on stderr and exit code 1; no traceback."""
+    try:
+        yield
+    except CourierGuardError as exc:
+        err_console.print(f"[red]error:[/red] {exc.diagnostics()}", highlight=False)
+        sys.exit(1)
+
+
+def run_guarded(fn: Callable[[], None]) -> None:
+    with one_line_errors():
+        fn()

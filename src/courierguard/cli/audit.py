@@ -1,0 +1,266 @@
+"""`courierguard audit ...`: verify the trail, print proofs and heads, query, export, archive.
+
+Each command parses its options, calls one library function and prints the result; errors are one
+line on stderr with exit code 1 (a failed check) or 2 (bad input or configuration).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from sqlalchemy import Engine
+
+from courierguard.audit import AuditQueries, archive, export_jsonl, export_ocsf, verify
+from courierguard.config import Settings
+from courierguard.db import create_db_engine
+from courierguard.errors import CourierGuardError, InvalidInput
+from courierguard.vault.keys import key_provider_from_settings
+
+app = typer.Typer(help="Tamper-evident audit trail: verify, proofs, tree heads, queries, export, retention.")
+proof_app = typer.Typer(help="RFC 6962 inclusion and consistency proofs.")
+app.add_typer(proof_app, name="proof")
+
+T = TypeVar("T")
+
+DatabaseUrl = Annotated[
+    str | None, typer.Option("--database-url", help="SQLAlchemy URL (default: from COURIERGUARD_* settings).")
+]
+KeyFile = Annotated[Path | None, typer.Option("--key-file", help="Key file (default: from settings).")]
+
+
+def _settings(database_url: str | None, key_file: Path | None) -> Settings:
+    return Settings.from_env(database_url=database_url, key_file=key_file)
+
+
+@contextmanager
+def _engine(database_url: str | None) -> Iterator[Engine]:
+    engine = create_db_engine(_settings(database_url, None).resolved_database_url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def _public_key(public_key: str | None, database_url: str | None, key_file: Path | None) -> bytes:
+    if public_key:
+        try:
+            raw = bytes.fromhex(public_key)
+        except ValueError:
+            raise InvalidInput("public_key", "not hex") from None
+        if len(raw) != 32:
+            raise InvalidInput("public_key", "an Ed25519 public key is 32 bytes")
+        return raw
+    settings = _settings(database_url, key_file)
+    return key_provider_from_settings(settings.key_provider, settings.resolved_key_file).signer().public_key
+
+
+def _run(fn: Callable[[], T]) -> T:
+    """Call ``fn``; a Courier Guard error becomes one line on stderr and exit code 2, never a traceback."""
+    try:
+        return fn()
+    except CourierGuardError as exc:
+        typer.echo(exc.diagnostics(), err=True)
+        raise typer.Exit(2) from None
+    except Exception as exc:  # a database or file error: name its kind only, values may hold PII
+        typer.echo(f"Error: {exc.__class__.__name__}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _print(data: Any) -> None:
+    typer.echo(json.dumps(data, ensure_ascii=False, indent=2))
+
+
+def _parse_time(value: str | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput(name, "not an ISO 8601 timestamp") from None
+    if when.tzinfo is None:
+        raise InvalidInput(name, "needs a UTC offset, e.g. 2025-11-11T00:00:00+08:00")
+    return when
+
+
+@app.command("verify")
+def verify_command(
+    database_url: DatabaseUrl = None,
+    key_file: KeyFile = None,
+    public_key: Annotated[
+        str | None, typer.Option(help="Pinned Ed25519 public key (hex) instead of the key file.")
+    ] = None,
+    witness: Annotated[
+        Path | None, typer.Option(help="Witness file of tree heads kept outside the database.")
+    ] = None,
+) -> None:
+    """Recompute the whole log and check every signed tree head; exit 1 naming the first bad entry.
+
+    Example: ``courierguard audit verify --witness /mnt/worm/heads.jsonl``
+    """
+
+    def go() -> bool:
+        key = _public_key(public_key, database_url, key_file)
+        with _engine(database_url) as engine:
+            report = verify(engine, key, witness_file=witness)
+        typer.echo(report.summary())
+        for problem in sorted(report.problems, key=lambda p: p.index)[:20]:
+            typer.echo(f"  {problem.kind} at {problem.index}: {problem.detail}")
+        return report.ok
+
+    if not _run(go):
+        raise typer.Exit(1)
+
+
+@app.command("head")
+def head_command(database_url: DatabaseUrl = None) -> None:
+    """Print the latest signed tree head as JSON.
+
+    Example: ``courierguard audit head``
+    """
+
+    def go() -> dict[str, Any]:
+        with _engine(database_url) as engine:
+            return AuditQueries(engine).tree_head().to_dict()
+
+    _print(_run(go))
+
+
+@proof_app.command("inclusion")
+def inclusion_command(
+    index: int,
+    size: Annotated[int | None, typer.Option("--size", help="Tree size (default: latest head).")] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Print the inclusion proof of entry INDEX.
+
+    Example: ``courierguard audit proof inclusion 42 --size 1000``
+    """
+
+    def go() -> dict[str, Any]:
+        with _engine(database_url) as engine:
+            queries = AuditQueries(engine)
+            leaf, path, tree_size = queries.inclusion_proof(index, size)
+            return {
+                "index": index,
+                "tree_size": tree_size,
+                "leaf_hash": leaf.hex(),
+                "root": queries.root(tree_size).hex(),
+                "proof": [h.hex() for h in path],
+            }
+
+    _print(_run(go))
+
+
+@proof_app.command("consistency")
+def consistency_command(old: int, new: int, database_url: DatabaseUrl = None) -> None:
+    """Print the consistency proof between tree sizes OLD and NEW.
+
+    Example: ``courierguard audit proof consistency 1000 2000``
+    """
+
+    def go() -> dict[str, Any]:
+        with _engine(database_url) as engine:
+            queries = AuditQueries(engine)
+            path = queries.consistency_proof(old, new)
+            return {
+                "old_size": old,
+                "new_size": new,
+                "old_root": queries.root(old).hex(),
+                "new_root": queries.root(new).hex(),
+                "proof": [h.hex() for h in path],
+            }
+
+    _print(_run(go))
+
+
+@app.command("query")
+def query_command(
+    actor: Annotated[str | None, typer.Option(help="Employee or service id.")] = None,
+    waybill: Annotated[list[str] | None, typer.Option(help="Waybill number; repeat for several.")] = None,
+    since: Annotated[str | None, typer.Option(help="From this ISO 8601 time (inclusive).")] = None,
+    until: Annotated[str | None, typer.Option(help="Up to this ISO 8601 time (exclusive).")] = None,
+    limit: Annotated[int, typer.Option(help="Entries per page.")] = 100,
+    cursor: Annotated[int | None, typer.Option(help="next_cursor of the previous page.")] = None,
+    proofs: Annotated[bool, typer.Option(help="Attach inclusion proofs in the latest head.")] = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Entries by actor, waybill and time, one page as JSON.
+
+    Example: ``courierguard audit query --waybill YT0000000001 --since 2025-11-01T00:00:00+08:00``
+    """
+
+    def go() -> dict[str, Any]:
+        with _engine(database_url) as engine:
+            page = AuditQueries(engine).search(
+                actor=actor,
+                waybills=waybill or None,
+                since=_parse_time(since, "since"),
+                until=_parse_time(until, "until"),
+                limit=limit,
+                cursor=cursor,
+                with_proofs=proofs,
+            )
+        return {"records": [r.to_dict() for r in page.records], "next_cursor": page.next_cursor}
+
+    _print(_run(go))
+
+
+@app.command("export")
+def export_command(
+    out: Annotated[Path, typer.Option("--out", help="Output file (JSON Lines).")],
+    format: Annotated[str, typer.Option("--format", help="jsonl (Access Event v1) or ocsf.")] = "jsonl",
+    since: Annotated[str | None, typer.Option(help="From this ISO 8601 time (inclusive).")] = None,
+    until: Annotated[str | None, typer.Option(help="Up to this ISO 8601 time (exclusive).")] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Export access entries for a SIEM.
+
+    Example: ``courierguard audit export --format ocsf --out audit.ocsf.jsonl``
+    """
+
+    def go() -> int:
+        if format not in ("jsonl", "ocsf"):
+            raise InvalidInput("format", "jsonl or ocsf")
+        writer = export_jsonl if format == "jsonl" else export_ocsf
+        with _engine(database_url) as engine, out.open("wb") as handle:
+            return writer(
+                engine, handle, since=_parse_time(since, "since"), until=_parse_time(until, "until")
+            )
+
+    typer.echo(f"wrote {_run(go)} events to {out}")
+
+
+@app.command("archive")
+def archive_command(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the Parquet archive.")],
+    before_days: Annotated[
+        int, typer.Option("--before-days", help="Archive entries older than this (>= 180).")
+    ] = 180,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Archive old entries to Parquet, then purge their bodies (leaf hashes stay, so verify still works).
+
+    Example: ``courierguard audit archive --before-days 365 --out /srv/audit-archive``
+    """
+
+    def go() -> str:
+        with _engine(database_url) as engine:
+            result = archive(engine, out, before_days=before_days)
+        if result.path is None:
+            return "nothing older than the retention window"
+        return (
+            f"archived {result.archived} entries ({result.first_index}..{result.last_index}) to {result.path}"
+        )
+
+    typer.echo(_run(go))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,108 @@
+"""`courierguard policy ...`: validate a policy folder and check it against a cases file.
+
+Thin commands: parse options, call :mod:`courierguard.policy`, render. Errors are one line on
+stderr and exit code 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from courierguard.errors import CourierGuardError
+from courierguard.policy import PolicyEngine, load_cases, run_cases
+
+app = typer.Typer(
+    help="Need-to-know policies: validate a Cedar policy folder, run its test cases.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+PolicyDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--policy-dir",
+        help="Folder of *.cedar files and schema.cedarschema. Default: the shipped default set.",
+        file_okay=False,
+    ),
+]
+
+
+def _engine(policy_dir: Path | None) -> PolicyEngine:
+    return PolicyEngine.default() if policy_dir is None else PolicyEngine.from_folder(policy_dir)
+
+
+def _fail(console: Console, exc: CourierGuardError) -> typer.Exit:
+    console.print(f"error: {exc.diagnostics()}", markup=False, highlight=False, soft_wrap=True)
+    return typer.Exit(1)
+
+
+@app.command()
+def validate(policy_dir: PolicyDirOption = None) -> None:
+    """Parse the policies and validate them against the schema.
+
+    Example: ``courierguard policy validate --policy-dir ./policies``
+    """
+    err = Console(stderr=True)
+    try:
+        engine = _engine(policy_dir)
+    except CourierGuardError as exc:
+        raise _fail(err, exc) from None
+    forbids = sum(1 for p in engine.policies if p.effect == "forbid")
+    Console().print(
+        f"ok: {len(engine.policies)} policies ({len(engine.policies) - forbids} permit, {forbids} forbid) "
+        f"valid against {engine.schema_file.name} in {engine.folder}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@app.command()
+def test(
+    cases_file: Annotated[
+        Path, typer.Argument(help="YAML file of requests and expected verdicts.", dir_okay=False)
+    ],
+    policy_dir: PolicyDirOption = None,
+) -> None:
+    """Decide every case of CASES_FILE and show pass/fail; exit 1 if any case fails.
+
+    Example: ``courierguard policy test src/courierguard/policy/default/cases.yaml``
+    """
+    err = Console(stderr=True)
+    try:
+        engine = _engine(policy_dir)
+        cases = load_cases(cases_file)
+    except CourierGuardError as exc:
+        raise _fail(err, exc) from None
+    results = run_cases(engine, cases)
+    table = Table(title=f"policy cases: {cases_file.name}")
+    table.add_column("result")
+    table.add_column("case")
+    table.add_column("role")
+    table.add_column("action")
+    table.add_column("decision")
+    table.add_column("why")
+    for result in results:
+        request = result.case.request
+        decision = result.decision
+        verdict = "allow" if decision.allowed else f"deny ({decision.reason})"
+        why = ", ".join(decision.policy_ids) or "no permit matched"
+        table.add_row(
+            "[green]pass[/]" if result.passed else "[red]FAIL[/]",
+            result.case.name,
+            request.principal.role.value,
+            request.action.value,
+            verdict,
+            why if result.passed else f"{why}; {result.problem}",
+        )
+    out = Console()
+    out.print(table)
+    failed = sum(1 for r in results if not r.passed)
+    out.print(f"{len(results) - failed} passed, {failed} failed", highlight=False)
+    if failed:
+        raise typer.Exit(1)

@@ -1,0 +1,1 @@
+"""Private helpers of ``courierguard.policy``: Cedar loading and entity building. No stability promise."""

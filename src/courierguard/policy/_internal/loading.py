@@ -1,0 +1,117 @@
+"""Reading a policy folder: every ``*.cedar`` file plus exactly one Cedar schema.
+
+Everything here fails closed: a parse or validation error, an empty set, a policy without ``@id``
+or an unknown ``@deny_reason`` raises :class:`ConfigError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cedarpy
+
+from courierguard.errors import ConfigError, DenyReason
+
+SCHEMA_NAMES = ("schema.cedarschema", "schema.cedarschema.json")
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyInfo:
+    """What the engine keeps about one policy: its Cedar id, @id, effect and deny reason."""
+
+    cedar_id: str
+    name: str
+    effect: str
+    deny_reason: DenyReason
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedPolicies:
+    """A validated policy set, parsed once and reused for every decision."""
+
+    folder: Path
+    schema_file: Path
+    policy_set: cedarpy.PolicySet
+    schema: cedarpy.Schema
+    policies: dict[str, PolicyInfo]
+
+
+def one_line(text: str) -> str:
+    """Cedar messages span lines (source snippets); the CLI and logs want one."""
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read ({type(exc).__name__})") from None
+
+
+def _load_schema(folder: Path) -> tuple[Path, cedarpy.Schema]:
+    found = [folder / name for name in SCHEMA_NAMES if (folder / name).is_file()]
+    if len(found) != 1:
+        raise ConfigError(f"{folder}: expected exactly one of {', '.join(SCHEMA_NAMES)}, found {len(found)}")
+    path = found[0]
+    text = _read(path)
+    try:
+        schema = (
+            cedarpy.Schema.from_json_str(text)
+            if path.name.endswith(".json")
+            else cedarpy.Schema.from_str(text)
+        )
+    except ValueError as exc:
+        raise ConfigError(f"{path.name}: {one_line(str(exc))}") from None
+    return path, schema
+
+
+def load_folder(folder: Path) -> LoadedPolicies:
+    """Parse and validate the policy folder, or raise :class:`ConfigError`."""
+    if not folder.is_dir():
+        raise ConfigError(f"{folder}: policy folder not found")
+    schema_file, schema = _load_schema(folder)
+    files = sorted(folder.glob("*.cedar"))
+    if not files:
+        raise ConfigError(f"{folder}: no *.cedar policy files (an empty set would deny or allow blindly)")
+    texts: list[str] = []
+    for path in files:
+        text = _read(path)
+        # Parsed file by file first so a syntax error names its file, not an offset in the concatenation.
+        try:
+            cedarpy.PolicySet.from_str(text)
+        except ValueError as exc:
+            raise ConfigError(f"{path.name}: {one_line(str(exc))}") from None
+        texts.append(text)
+    source = "\n".join(texts)
+    result = cedarpy.validate_policies(source, schema)
+    if not result.validation_passed:
+        names = result.id_annotations_by_policy_id
+        first = result.errors[0] if result.errors else None
+        if first is None:
+            raise ConfigError(f"{folder}: policies do not validate against {schema_file.name}")
+        where = names.get(first.policy_id) or first.policy_id or "policies"
+        more = f" (+{len(result.errors) - 1} more)" if len(result.errors) > 1 else ""
+        raise ConfigError(f"{where}: {one_line(first.error)}{more}")
+    policy_set = cedarpy.PolicySet.from_str(source)
+    tree = cedarpy.policies_to_pst(source)
+    if tree.templates:
+        raise ConfigError(f"{folder}: policy templates are not supported, write static policies")
+    policies: dict[str, PolicyInfo] = {}
+    seen: set[str] = set()
+    for cedar_id, policy in tree.static_policies.items():
+        name = policy.annotations.get("id")
+        if not name:
+            raise ConfigError(f"{cedar_id} ({policy.effect}): every policy needs an @id annotation")
+        if name in seen:
+            raise ConfigError(f"{name}: duplicate @id")
+        seen.add(name)
+        raw_reason = policy.annotations.get("deny_reason", DenyReason.POLICY_DENIED.value)
+        try:
+            reason = DenyReason(raw_reason)
+        except ValueError:
+            raise ConfigError(f"{name}: unknown @deny_reason {raw_reason!r}") from None
+        policies[cedar_id] = PolicyInfo(cedar_id, name, policy.effect, reason)
+    if not policies:
+        raise ConfigError(f"{folder}: the policy set is empty")
+    return LoadedPolicies(folder, schema_file, policy_set, schema, policies)

@@ -1,0 +1,214 @@
+"""Policy test cases: a YAML file of requests and the verdict each must get.
+
+The format (documented in ``docs/policies.md``)::
+
+    now: "2026-11-11T12:00:00+08:00"      # default decision time of every case
+    principals:                            # key = employee id
+      C-100: {role: courier, org_unit: OUT-SH-01}          # status defaults to active
+    waybills:                              # key = a name the cases refer to
+      delivering:
+        number: YT4512000000017
+        origin_outlet: OUT-BJ-01
+        dest_outlet: OUT-SH-01
+        status: out_for_delivery
+        status_ts: "2026-11-11T08:00:00+08:00"
+        assignee: C-100
+        task: delivery
+        cases: [{id: T-1, kind: ticket, owner: S-1, state: open}]
+    cases:
+      - name: courier reveals the recipient phone of their own delivery
+        principal: C-100
+        action: reveal
+        waybill: delivering
+        fields: [recipient.phone]
+        purpose: delivery_contact
+        expect: allow                      # allow | deny
+        reason: no_task                    # optional, a DenyReason value (deny only)
+        policy: courier-contact-recipient-while-delivering   # optional, must be among the deciding ids
+
+Cases name employee ids and synthetic waybill numbers only, never personal data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from courierguard.domain import CaseKind, CaseState, EmployeeStatus, TaskKind
+from courierguard.errors import ConfigError, DenyReason
+from courierguard.events import PiiField, Role, WaybillStatus
+from courierguard.policy.interfaces import PolicyDecider
+from courierguard.policy.models import (
+    CaseFacts,
+    PolicyAction,
+    PolicyDecision,
+    PolicyRequest,
+    Principal,
+    WaybillFacts,
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _PrincipalSpec(_Strict):
+    role: Role
+    org_unit: str
+    status: EmployeeStatus = EmployeeStatus.ACTIVE
+
+
+class _CaseSpec(_Strict):
+    id: str
+    kind: CaseKind
+    owner: str
+    state: CaseState
+
+
+class _WaybillSpec(_Strict):
+    number: str
+    origin_outlet: str
+    dest_outlet: str
+    status: WaybillStatus
+    status_ts: datetime
+    assignee: str | None = None
+    task: TaskKind | None = None
+    delivered_at: datetime | None = None
+    cases: tuple[_CaseSpec, ...] = ()
+
+
+class _TestSpec(_Strict):
+    name: Annotated[str, Field(min_length=1)]
+    principal: str
+    action: PolicyAction
+    waybill: str | None = None
+    fields: tuple[PiiField, ...] = ()
+    purpose: str | None = None
+    org_unit: str | None = None
+    approved_by: str | None = None
+    requested_by: str | None = None
+    now: datetime | None = None
+    expect: Literal["allow", "deny"]
+    reason: DenyReason | None = None
+    policy: str | None = None
+
+
+class _FileSpec(_Strict):
+    now: datetime
+    principals: dict[str, _PrincipalSpec]
+    waybills: dict[str, _WaybillSpec] = Field(default_factory=dict)
+    cases: Annotated[tuple[_TestSpec, ...], Field(min_length=1)]
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyCase:
+    """One request and the verdict it must get."""
+
+    name: str
+    request: PolicyRequest
+    expect_allowed: bool
+    expect_reason: DenyReason | None = None
+    expect_policy: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CaseResult:
+    """The outcome of one case: the decision and, when it failed, what was wrong."""
+
+    case: PolicyCase
+    decision: PolicyDecision
+    problem: str | None
+
+    @property
+    def passed(self) -> bool:
+        """True when the decision matched every expectation of the case."""
+        return self.problem is None
+
+
+def _first_error(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "file"
+    return f"{where}: {first['msg']}"
+
+
+def load_cases(path: Path) -> list[PolicyCase]:
+    """Read a cases file; any problem raises :class:`ConfigError` with a one-line message."""
+    try:
+        raw: Any = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read ({type(exc).__name__})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}:{line} not valid YAML") from None
+    try:
+        spec = _FileSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {_first_error(exc)}") from None
+    principals = {
+        key: Principal(id=key, role=p.role, org_unit=p.org_unit, status=p.status)
+        for key, p in spec.principals.items()
+    }
+    waybills = {
+        key: WaybillFacts(
+            number=w.number,
+            origin_outlet=w.origin_outlet,
+            dest_outlet=w.dest_outlet,
+            status=w.status,
+            status_ts=w.status_ts,
+            assignee=w.assignee,
+            task=w.task,
+            delivered_at=w.delivered_at,
+            cases=tuple(CaseFacts(c.id, c.kind, c.owner, c.state) for c in w.cases),
+        )
+        for key, w in spec.waybills.items()
+    }
+    cases: list[PolicyCase] = []
+    for index, test in enumerate(spec.cases):
+        where = f"{path}: cases.{index} ({test.name})"
+        if test.principal not in principals:
+            raise ConfigError(f"{where}: unknown principal {test.principal!r}")
+        if test.waybill is not None and test.waybill not in waybills:
+            raise ConfigError(f"{where}: unknown waybill {test.waybill!r}")
+        if test.expect == "allow" and test.reason is not None:
+            raise ConfigError(f"{where}: a reason only makes sense with expect: deny")
+        request = PolicyRequest(
+            principal=principals[test.principal],
+            action=test.action,
+            resource=None if test.waybill is None else waybills[test.waybill],
+            now=test.now or spec.now,
+            purpose=test.purpose,
+            fields=test.fields,
+            org_unit=test.org_unit,
+            approved_by=test.approved_by,
+            requested_by=test.requested_by,
+        )
+        cases.append(PolicyCase(test.name, request, test.expect == "allow", test.reason, test.policy))
+    return cases
+
+
+def check(case: PolicyCase, decision: PolicyDecision) -> str | None:
+    """What is wrong with ``decision`` for ``case``, or ``None`` when it is right."""
+    if decision.allowed != case.expect_allowed:
+        want = "allow" if case.expect_allowed else "deny"
+        got = "allow" if decision.allowed else "deny"
+        return f"expected {want}, got {got} ({decision.detail})"
+    if case.expect_reason is not None and decision.reason != case.expect_reason:
+        return f"expected reason {case.expect_reason}, got {decision.reason}"
+    if case.expect_policy is not None and case.expect_policy not in decision.policy_ids:
+        return f"expected policy {case.expect_policy}, got {', '.join(decision.policy_ids) or 'none'}"
+    return None
+
+
+def run_cases(engine: PolicyDecider, cases: list[PolicyCase]) -> list[CaseResult]:
+    """Decide every case and compare with its expectation."""
+    results = []
+    for case in cases:
+        decision = engine.decide(case.request)
+        results.append(CaseResult(case, decision, check(case, decision)))
+    return results

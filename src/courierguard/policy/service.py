@@ -1,0 +1,119 @@
+"""The need-to-know policy engine: Cedar policies decide every access to a waybill.
+
+The policy set and schema are parsed and validated once, when the engine is built; each decision
+then builds two small entities (the principal and the waybill or scope) and asks Cedar. Any failure
+on the way (bad input, an evaluation error in any policy) is a deny: the engine fails closed.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import cedarpy
+
+from courierguard.errors import ConfigError, CourierGuardError, DenyReason
+from courierguard.policy._internal import translate
+from courierguard.policy._internal.loading import LoadedPolicies, PolicyInfo, load_folder
+from courierguard.policy.models import PolicyDecision, PolicyRequest
+
+# When several forbids refuse at once, the most specific explanation wins.
+_REASON_PRIORITY = (DenyReason.ACCOUNT_INACTIVE, DenyReason.FOUR_EYES, DenyReason.NO_TASK)
+
+
+def default_policy_dir() -> Path:
+    """The folder of the shipped default policy set (inside the installed package)."""
+    return Path(str(resources.files("courierguard.policy").joinpath("default")))
+
+
+class PolicyEngine:
+    """Decides :class:`PolicyRequest` against a validated Cedar policy set.
+
+    Build it with :meth:`from_folder` or :meth:`default`; ``grace_hours`` is how long after sign-off
+    the delivering courier may still reveal (``Settings.reveal_grace_hours``), handed to the policies
+    as ``context.grace_seconds``.
+
+    >>> engine = PolicyEngine.default()
+    >>> "courier-contact-recipient-while-delivering" in engine.policy_ids
+    True
+    """
+
+    def __init__(self, loaded: LoadedPolicies, *, grace_hours: int = 24) -> None:
+        if grace_hours < 0:
+            raise ConfigError(f"grace_hours must be >= 0, got {grace_hours}")
+        self._loaded = loaded
+        self._grace_seconds = grace_hours * 3600
+        self.grace_hours = grace_hours
+
+    @classmethod
+    def from_folder(cls, path: Path, *, grace_hours: int = 24) -> PolicyEngine:
+        """Load every ``*.cedar`` file of ``path`` and its schema; invalid or empty raises ConfigError."""
+        return cls(load_folder(Path(path)), grace_hours=grace_hours)
+
+    @classmethod
+    def default(cls, *, grace_hours: int = 24) -> PolicyEngine:
+        """The engine over the shipped default policy set."""
+        return cls.from_folder(default_policy_dir(), grace_hours=grace_hours)
+
+    @property
+    def folder(self) -> Path:
+        """The folder the policies were loaded from."""
+        return self._loaded.folder
+
+    @property
+    def schema_file(self) -> Path:
+        """The schema file the policies were validated against."""
+        return self._loaded.schema_file
+
+    @property
+    def policies(self) -> tuple[PolicyInfo, ...]:
+        """Every loaded policy, in file order."""
+        return tuple(self._loaded.policies.values())
+
+    @property
+    def policy_ids(self) -> tuple[str, ...]:
+        """The @id of every loaded policy, in file order."""
+        return tuple(info.name for info in self._loaded.policies.values())
+
+    def decide(self, request: PolicyRequest) -> PolicyDecision:
+        """Allow or deny ``request``. Never raises on bad input or engine trouble: that is a deny."""
+        action = request.action
+        if action.needs_waybill and request.resource is None:
+            return PolicyDecision(False, (), DenyReason.POLICY_DENIED, f"{action} needs a waybill")
+        try:
+            cedar_request, entities = translate.build(request, self._grace_seconds)
+            result = cedarpy.is_authorized(cedar_request, self._loaded.policy_set, entities)
+        except (CourierGuardError, ValueError, TypeError, KeyError) as exc:
+            # Messages from Cedar can quote ids; the type name is enough to debug and leaks nothing.
+            return PolicyDecision(
+                False,
+                (),
+                DenyReason.POLICY_DENIED,
+                f"{action}: request rejected by the engine ({type(exc).__name__})",
+            )
+        diagnostics = result.diagnostics
+        if diagnostics.errors:
+            # Cedar skips a policy that errors, which would silently drop a forbid: deny instead.
+            return PolicyDecision(
+                False,
+                (),
+                DenyReason.POLICY_DENIED,
+                f"{action}: policy evaluation error, denied (fail closed)",
+            )
+        infos = [self._loaded.policies[cedar_id] for cedar_id in diagnostics.reasons]
+        names = tuple(info.name for info in infos)
+        role = request.principal.role.value
+        if result.allowed:
+            return PolicyDecision(True, names, None, f"{action} by {role} allowed by {', '.join(names)}")
+        if infos:
+            reasons = {info.deny_reason for info in infos}
+            reason = next((r for r in _REASON_PRIORITY if r in reasons), DenyReason.POLICY_DENIED)
+            return PolicyDecision(False, names, reason, f"{action} by {role} denied by {', '.join(names)}")
+        if action.is_contact:
+            return PolicyDecision(
+                False,
+                (),
+                DenyReason.NO_TASK,
+                f"{action} by {role}: no current task explains it (no permit matched)",
+            )
+        return PolicyDecision(False, (), DenyReason.POLICY_DENIED, f"{action} by {role}: no permit matched")

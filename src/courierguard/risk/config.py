@@ -1,0 +1,174 @@
+"""Risk engine thresholds, budgets and weights, with defaults and a loader for YAML, TOML or JSON.
+
+Every number the engine compares against lives here, so a company can tune the engine to its own
+operations without touching code. ``docs/risk.md`` explains each one.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from courierguard.errors import ConfigError
+
+
+class RoleBudget(BaseModel):
+    """What one person in a role may do in a day before the engine steps in."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    unexplained_reveals_per_day: Annotated[
+        int, Field(ge=0, description="Clear-text records a day not explained by a task; above it: deny.")
+    ] = 12
+    reveals_per_hour: Annotated[
+        int, Field(ge=1, description="Clear-text records an hour, explained or not; above it: deny.")
+    ] = 400
+    exports_per_day: Annotated[
+        int, Field(ge=0, description="Bulk export requests a day; above it: deny.")
+    ] = 0
+    requests_per_minute: Annotated[int, Field(ge=1, description="Requests a minute; above it: throttle.")] = (
+        120
+    )
+
+
+_DEFAULT_BUDGETS: dict[str, RoleBudget] = {
+    "courier": RoleBudget(unexplained_reveals_per_day=12),
+    "outlet_clerk": RoleBudget(unexplained_reveals_per_day=40, exports_per_day=2),
+    "outlet_manager": RoleBudget(unexplained_reveals_per_day=30, exports_per_day=3),
+    "hub_operator": RoleBudget(unexplained_reveals_per_day=10),
+    "customer_service": RoleBudget(unexplained_reveals_per_day=5),
+    "security_officer": RoleBudget(unexplained_reveals_per_day=200, exports_per_day=5),
+    "auditor": RoleBudget(unexplained_reveals_per_day=50, exports_per_day=5),
+    "admin": RoleBudget(unexplained_reveals_per_day=5),
+    "service": RoleBudget(
+        unexplained_reveals_per_day=1_000_000,
+        reveals_per_hour=1_000_000,
+        exports_per_day=1_000_000,
+        requests_per_minute=1_000_000,
+    ),
+}
+
+
+class RiskConfig(BaseModel):
+    """All tunables of the risk engine. Unknown keys in a file are an error (catches typos)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    seed: int = 0
+    budgets: dict[str, RoleBudget] = Field(default_factory=lambda: dict(_DEFAULT_BUDGETS))
+    default_budget: RoleBudget = RoleBudget()
+
+    # Warm-up: an account's own baselines speak only after this much history.
+    warmup_days: Annotated[int, Field(ge=0)] = 2
+    warmup_events: Annotated[int, Field(ge=0)] = 30
+
+    # Identity signals (is this still the account's owner?).
+    # /16: mobile carriers hand a courier a new address from a large block at every session.
+    network_prefix_v4: Annotated[int, Field(ge=8, le=32)] = 16
+    place_cell_degrees: Annotated[float, Field(gt=0)] = 0.5
+    concurrent_window_s: Annotated[float, Field(gt=0)] = 600.0
+    impossible_speed_kmh: Annotated[float, Field(gt=0)] = 300.0
+    impossible_min_km: Annotated[float, Field(ge=0)] = 80.0
+    off_shift_share: Annotated[
+        float, Field(ge=0, le=1, description="Hour share under which it is off-shift.")
+    ] = 0.01
+    shared_device_accounts: Annotated[int, Field(ge=2)] = 3
+    shared_device_org_units: Annotated[int, Field(ge=1)] = 2
+    shared_window_s: Annotated[float, Field(gt=0)] = 86_400.0
+    dormant_days: Annotated[float, Field(gt=0, description="Silence after which a return is suspicious.")] = (
+        6.0
+    )
+
+    # Points each identity signal adds to a session's doubt (0-1 scale; >= step_up_doubt asks a factor).
+    doubt_new_device: float = 0.5
+    doubt_new_network: float = 0.25
+    doubt_new_place: float = 0.25
+    doubt_off_shift: float = 0.2
+    doubt_impossible_travel: float = 0.6
+    doubt_concurrent_devices: float = 0.6
+    doubt_shared_device: float = 0.6
+    doubt_dormant: float = 0.5
+    step_up_doubt: float = 0.5
+    device_trust_days: Annotated[
+        int, Field(ge=1, description="Distinct days of clean use after which an unbound device is trusted.")
+    ] = 2
+    repeat_step_up: Annotated[
+        bool, Field(description="Repeat step_up on every event of a session until auth.step_up clears it.")
+    ] = True
+
+    # Harvest signals (is the account used for volume no task explains?).
+    lock_unexplained_with_doubt: Annotated[
+        int, Field(ge=1, description="Unexplained records in a doubted session that lock the account.")
+    ] = 4
+    unexplained_burst: Annotated[
+        int, Field(ge=1, description="Unexplained records in burst_window_s: deny.")
+    ] = 8
+    burst_window_s: Annotated[float, Field(gt=0)] = 900.0
+    peer_ratio: Annotated[float, Field(gt=1, description="Records today vs peers' mean that deny.")] = 4.0
+    peer_floor: Annotated[
+        int, Field(ge=0, description="Records today below which peers are not compared.")
+    ] = 150
+    peer_min_members: Annotated[int, Field(ge=1)] = 3
+    enumeration_gap: Annotated[int, Field(ge=1, description="Largest step between 'sequential' numbers.")] = 3
+    enumeration_hits: Annotated[
+        int, Field(ge=2, description="Sequential hits among recent lookups that lock.")
+    ] = 6
+    enumeration_memory: Annotated[int, Field(ge=4)] = 16
+    denial_window_s: Annotated[float, Field(gt=0)] = 600.0
+    denial_burst: Annotated[int, Field(ge=2, description="Denials in denial_window_s: deny.")] = 10
+    denial_lock: Annotated[int, Field(ge=2, description="Denials in denial_window_s: lock.")] = 30
+    strikes_to_lock: Annotated[
+        int, Field(ge=1, description="Engine denials in a day that lock the account.")
+    ] = 25
+    export_lock_over: Annotated[int, Field(ge=1, description="Exports over budget in a day that lock.")] = 3
+
+    @classmethod
+    def load(cls, path: str | Path) -> RiskConfig:
+        """Read a ``.yaml``/``.yml``, ``.toml`` or ``.json`` file; missing keys keep their defaults.
+
+        ``budgets`` given in the file are merged over the default per-role budgets.
+        """
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+            data: Any
+            if p.suffix in (".yaml", ".yml"):
+                data = yaml.safe_load(text) or {}
+            elif p.suffix == ".toml":
+                data = tomllib.loads(text)
+            elif p.suffix == ".json":
+                data = json.loads(text)
+            else:
+                raise ConfigError(f"risk config {p.name}: use .yaml, .toml or .json")
+        except (OSError, ValueError, yaml.YAMLError) as exc:
+            raise ConfigError(f"risk config {p.name}: {type(exc).__name__}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"risk config {p.name}: top level must be a mapping")
+        return cls.from_mapping(data)
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any]) -> RiskConfig:
+        """Build from plain data, merging ``budgets`` over the defaults."""
+        merged = dict(data)
+        if "budgets" in merged:
+            budgets: dict[str, Any] = {k: v.model_dump() for k, v in _DEFAULT_BUDGETS.items()}
+            for role, values in dict(merged["budgets"]).items():
+                budgets[role] = {**budgets.get(role, {}), **dict(values)}
+            merged["budgets"] = budgets
+        try:
+            return cls.model_validate(merged)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "config"
+            raise ConfigError(f"risk config {where}: {first['msg']}") from None
+
+    def budget(self, role: str | None) -> RoleBudget:
+        """The budget of ``role`` (the default budget when the role is absent or unknown)."""
+        if role is None:
+            return self.default_budget
+        return self.budgets.get(role, self.default_budget)

@@ -1,0 +1,340 @@
+"""Risk state behind one interface: process memory for the embedded default, Redis for several workers.
+
+The engine reads and writes per-account state (:class:`AccountState`), a per-device registry (which
+accounts used a device) and per-peer-group daily counters through :class:`RiskState`. Locks and
+employee status are kept apart from the account blob, in their own keys, so that a lock set by one
+worker is never overwritten by another worker saving an older copy of the account.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, Protocol
+
+import orjson
+
+from courierguard.risk.detectors import HourProfile, RunningZ, SequenceDetector
+
+
+class SessionState:
+    """What the engine knows about one session of an account: doubt about who holds it, step-up."""
+
+    __slots__ = ("device", "doubt", "first_ts", "pending", "reasons", "unexpl", "verified")
+
+    def __init__(self, device: str | None, first_ts: float) -> None:
+        self.device = device
+        self.first_ts = first_ts
+        self.doubt = 0.0
+        self.reasons: dict[str, str] = {}
+        self.pending = False
+        self.verified = False
+        self.unexpl = 0
+
+    def to_state(self) -> list[Any]:
+        return [
+            self.device,
+            self.first_ts,
+            self.doubt,
+            self.reasons,
+            self.pending,
+            self.verified,
+            self.unexpl,
+        ]
+
+    @classmethod
+    def from_state(cls, s: list[Any]) -> SessionState:
+        out = cls(s[0], s[1])
+        out.doubt, out.reasons, out.pending, out.verified, out.unexpl = s[2], dict(s[3]), s[4], s[5], s[6]
+        return out
+
+
+class AccountState:
+    """Everything learned about one account: known devices, networks and places, habits, today's counts."""
+
+    __slots__ = (
+        "actor", "burst_unexpl", "cur_day", "d_alerts", "d_exports", "d_records", "d_strikes", "d_unexpl", "daily_records",
+        "daily_unexpl", "days", "deny_times", "dev_days", "dev_last", "devices", "first_ts", "hour_records", "hours",
+        "last_device", "last_ts", "loc", "lock_reason", "locked", "n", "nets", "org", "places",
+        "records_times", "req_times", "role", "seq", "sessions", "status", "unexpl_times",
+    )  # fmt: skip
+
+    def __init__(self, actor: str, seed: int = 0) -> None:
+        self.actor = actor
+        self.role: str | None = None
+        self.org: str | None = None
+        self.status = "active"
+        self.locked = False
+        self.lock_reason: str | None = None
+        self.n = 0
+        self.first_ts = 0.0
+        self.last_ts = 0.0
+        self.cur_day = 0
+        self.days = 0
+        # Trusted devices, networks and places with when they were last used.
+        self.devices: dict[str, float] = {}
+        self.nets: dict[str, float] = {}
+        self.places: dict[str, float] = {}
+        # Every device seen (trusted or not): last use, and on how many distinct days it was used.
+        self.dev_last: dict[str, float] = {}
+        self.dev_days: dict[str, list[int]] = {}
+        self.last_device: str | None = None
+        self.loc: list[float] | None = None
+        self.hours = HourProfile(seed=seed)
+        self.daily_records = RunningZ(seed=seed)
+        self.daily_unexpl = RunningZ(seed=seed)
+        self.seq = SequenceDetector(seed=seed)
+        self.d_records = 0
+        self.d_unexpl = 0
+        self.d_exports = 0
+        self.d_strikes = 0
+        self.d_alerts: list[str] = []
+        # Sliding windows as (ts, records) with their running sums, so a window costs O(1) per event.
+        self.unexpl_times: deque[tuple[float, int]] = deque()
+        self.burst_unexpl = 0
+        self.hour_records = 0
+        self.records_times: deque[tuple[float, int]] = deque()
+        self.req_times: deque[float] = deque()
+        self.deny_times: deque[float] = deque()
+        self.sessions: dict[str, SessionState] = {}
+
+    def to_state(self) -> dict[str, Any]:
+        """JSON-ready data for Redis (locks and status live in their own keys)."""
+        return {
+            "actor": self.actor, "role": self.role, "org": self.org, "n": self.n, "first_ts": self.first_ts,
+            "last_ts": self.last_ts, "cur_day": self.cur_day, "days": self.days, "devices": self.devices,
+            "nets": self.nets, "places": self.places, "dev_last": self.dev_last, "dev_days": self.dev_days,
+            "last_device": self.last_device, "loc": self.loc, "hours": self.hours.to_state(),
+            "daily_records": self.daily_records.to_state(), "daily_unexpl": self.daily_unexpl.to_state(),
+            "seq": self.seq.to_state(), "d_records": self.d_records, "d_unexpl": self.d_unexpl,
+            "d_exports": self.d_exports, "d_strikes": self.d_strikes, "d_alerts": self.d_alerts,
+            "unexpl_times": list(self.unexpl_times), "burst_unexpl": self.burst_unexpl,
+            "hour_records": self.hour_records,
+            "records_times": list(self.records_times), "req_times": list(self.req_times),
+            "deny_times": list(self.deny_times),
+            "sessions": {k: v.to_state() for k, v in self.sessions.items()},
+        }  # fmt: skip
+
+    @classmethod
+    def from_state(cls, s: dict[str, Any]) -> AccountState:
+        a = cls(s["actor"])
+        for name in ("role", "org", "n", "first_ts", "last_ts", "cur_day", "days", "devices", "nets", "places",
+                     "dev_last", "dev_days", "last_device", "loc", "d_records", "d_unexpl", "d_exports",
+                     "d_strikes", "d_alerts", "burst_unexpl", "hour_records"):  # fmt: skip
+            setattr(a, name, s[name])
+        a.hours = HourProfile.from_state(s["hours"])
+        a.daily_records = RunningZ.from_state(s["daily_records"])
+        a.daily_unexpl = RunningZ.from_state(s["daily_unexpl"])
+        a.seq = SequenceDetector.from_state(s["seq"])
+        a.unexpl_times = deque((t, n) for t, n in s["unexpl_times"])
+        a.records_times = deque((t, n) for t, n in s["records_times"])
+        a.req_times = deque(s["req_times"])
+        a.deny_times = deque(s["deny_times"])
+        a.sessions = {k: SessionState.from_state(v) for k, v in s["sessions"].items()}
+        return a
+
+
+class RiskState(Protocol):
+    """Where the engine keeps what it learned. One implementation per deployment shape."""
+
+    def load(self, actor: str) -> AccountState:
+        """The account's state (a fresh one for an unknown account), with its lock and status."""
+        ...
+
+    def save(self, account: AccountState) -> None:
+        """Persist ``account`` after an event changed it (a no-op for memory)."""
+        ...
+
+    def set_lock(self, actor: str, reason: str | None) -> None:
+        """Lock the account with ``reason``, or unlock it with ``None``."""
+        ...
+
+    def set_status(self, actor: str, status: str) -> None:
+        """Record the employee's status: ``active``, ``suspended`` or ``left``."""
+        ...
+
+    def device_touch(
+        self, device: str, actor: str, org: str | None, ts: float, window: float
+    ) -> tuple[int, int]:
+        """Note that ``actor`` used ``device`` at ``ts``; distinct accounts and org units in ``window``."""
+        ...
+
+    def peer_add(self, group: str, member: str, records: int, unexplained: int) -> None:
+        """Add today's clear-text records (and the unexplained part) of ``member`` to a peer group."""
+        ...
+
+    def peer_stats(self, group: str, member: str) -> tuple[int, float, float]:
+        """Number of other members of ``group`` and their mean records and mean unexplained records."""
+        ...
+
+
+def _touch(
+    registry: dict[str, list[Any]], actor: str, org: str | None, ts: float, window: float
+) -> tuple[int, int]:
+    registry[actor] = [org, ts]
+    cutoff = ts - window
+    stale = [a for a, (_o, t) in registry.items() if t < cutoff]
+    for a in stale:
+        del registry[a]
+    orgs = {o for o, _t in registry.values()}
+    return len(registry), len(orgs)
+
+
+class MemoryState:
+    """All state in this process's memory: the embedded default, and the fastest for replay."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+        self.accounts: dict[str, AccountState] = {}
+        self.locks: dict[str, str] = {}
+        self.statuses: dict[str, str] = {}
+        self.device_registry: dict[str, dict[str, list[Any]]] = {}
+        self.peers: dict[str, dict[str, list[int]]] = {}
+
+    def load(self, actor: str) -> AccountState:
+        acc = self.accounts.get(actor)
+        if acc is None:
+            acc = self.accounts[actor] = AccountState(actor, self.seed)
+            acc.status = self.statuses.get(actor, "active")
+            reason = self.locks.get(actor)
+            acc.locked, acc.lock_reason = reason is not None, reason
+        return acc
+
+    def save(self, account: AccountState) -> None:
+        return None
+
+    def set_lock(self, actor: str, reason: str | None) -> None:
+        acc = self.load(actor)
+        if reason is None:
+            self.locks.pop(actor, None)
+        else:
+            self.locks[actor] = reason
+        acc.locked, acc.lock_reason = reason is not None, reason
+
+    def set_status(self, actor: str, status: str) -> None:
+        self.statuses[actor] = status
+        self.load(actor).status = status
+
+    def device_touch(
+        self, device: str, actor: str, org: str | None, ts: float, window: float
+    ) -> tuple[int, int]:
+        return _touch(self.device_registry.setdefault(device, {}), actor, org, ts, window)
+
+    def peer_add(self, group: str, member: str, records: int, unexplained: int) -> None:
+        g = self.peers.get(group)
+        if g is None:
+            g = self.peers[group] = {}
+        m = g.get(member)
+        if m is None:
+            g[member] = [records, unexplained]
+        else:
+            m[0] += records
+            m[1] += unexplained
+
+    def peer_stats(self, group: str, member: str) -> tuple[int, float, float]:
+        g = self.peers.get(group, {})
+        mine = g.get(member, [0, 0])
+        others = len(g) - (1 if member in g else 0)
+        if others <= 0:
+            return 0, 0.0, 0.0
+        total_r = sum(v[0] for v in g.values()) - mine[0]
+        total_u = sum(v[1] for v in g.values()) - mine[1]
+        return others, total_r / others, total_u / others
+
+    def forget_peers_before(self, day: int) -> None:
+        """Drop peer groups of days before ``day`` (group keys end with ``:<day>``)."""
+        for key in [k for k in self.peers if int(k.rsplit(":", 1)[1]) < day]:
+            del self.peers[key]
+
+
+class RedisState:
+    """State in Redis, shared by every API worker.
+
+    Keys (all under ``prefix``): ``acct:<id>`` the account as JSON, ``lock:<id>`` and ``status:<id>``
+    strings, ``dev:<device>`` a hash actor → ``org|ts``, ``peer:<group>`` a hash of counters. Account
+    and device keys expire after ``ttl_s`` of silence; locks and statuses never expire. Two workers
+    handling the same account at the same instant may each save their copy (last write wins); the
+    lock and status keys are written on their own, so containment is never lost that way.
+    """
+
+    def __init__(
+        self, client: Any, prefix: str = "cg:risk:", ttl_s: int = 90 * 86_400, seed: int = 0
+    ) -> None:
+        self.r = client
+        self.prefix = prefix
+        self.ttl_s = ttl_s
+        self.seed = seed
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str = "cg:risk:") -> RedisState:
+        """Connect to ``url`` (e.g. ``redis://127.0.0.1:6379/0``)."""
+        import redis
+
+        return cls(redis.Redis.from_url(url, socket_timeout=0.5), prefix)
+
+    def _k(self, kind: str, key: str) -> str:
+        return f"{self.prefix}{kind}:{key}"
+
+    def load(self, actor: str) -> AccountState:
+        blob, lock, status = self.r.mget(
+            [self._k("acct", actor), self._k("lock", actor), self._k("status", actor)]
+        )
+        acc = AccountState.from_state(orjson.loads(blob)) if blob else AccountState(actor, self.seed)
+        acc.locked = lock is not None
+        acc.lock_reason = lock.decode() if lock is not None else None
+        acc.status = status.decode() if status is not None else "active"
+        return acc
+
+    def save(self, account: AccountState) -> None:
+        self.r.set(self._k("acct", account.actor), orjson.dumps(account.to_state()), ex=self.ttl_s)
+
+    def set_lock(self, actor: str, reason: str | None) -> None:
+        if reason is None:
+            self.r.delete(self._k("lock", actor))
+        else:
+            self.r.set(self._k("lock", actor), reason)
+
+    def set_status(self, actor: str, status: str) -> None:
+        self.r.set(self._k("status", actor), status)
+
+    def device_touch(
+        self, device: str, actor: str, org: str | None, ts: float, window: float
+    ) -> tuple[int, int]:
+        key = self._k("dev", device)
+        pipe = self.r.pipeline()
+        pipe.hset(key, actor, f"{org or ''}|{ts}")
+        pipe.expire(key, int(window) + 3600)
+        pipe.hgetall(key)
+        raw = pipe.execute()[-1]
+        registry: dict[str, list[Any]] = {}
+        for a, v in raw.items():
+            o, t = v.decode().rsplit("|", 1)
+            registry[a.decode()] = [o or None, float(t)]
+        count, orgs = _touch(registry, actor, org, ts, window)
+        stale = [a for a in raw if a.decode() not in registry]
+        if stale:
+            self.r.hdel(key, *stale)
+        return count, orgs
+
+    def peer_add(self, group: str, member: str, records: int, unexplained: int) -> None:
+        key = self._k("peer", group)
+        pipe = self.r.pipeline()
+        pipe.hincrby(key, f"r:{member}", records)
+        pipe.hincrby(key, f"u:{member}", unexplained)
+        pipe.expire(key, 3 * 86_400)
+        pipe.execute()
+
+    def peer_stats(self, group: str, member: str) -> tuple[int, float, float]:
+        raw = self.r.hgetall(self._k("peer", group))
+        rec: dict[str, int] = {}
+        une: dict[str, int] = {}
+        for k, v in raw.items():
+            kind, who = k.decode().split(":", 1)
+            (rec if kind == "r" else une)[who] = int(v)
+        others = len(rec) - (1 if member in rec else 0)
+        if others <= 0:
+            return 0, 0.0, 0.0
+        return (
+            others,
+            (sum(rec.values()) - rec.get(member, 0)) / others,
+            (sum(une.values()) - une.get(member, 0)) / others,
+        )

@@ -1,0 +1,683 @@
+"""The ten attack scenarios, hidden inside normal work.
+
+Attack events look exactly like real ones (same apps, same formats, outcomes as the legacy system
+would have decided them); only the truth file says which they are. Each scenario has its own seeded
+``random.Random``, so adding or removing one leaves the others (and normal work) unchanged, except
+where the attack changes the world itself (scenario 2's owner stays at home, scenario 10's courier
+leaves).
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from courierguard.sim.world import CLERK, COURIER, CS, MANAGER, PDA_UA, Staff, device_id
+
+if TYPE_CHECKING:
+    from courierguard.sim.engine import Day, Delivery, ScenarioTruth, Simulation
+
+DAY_MS = 86_400_000
+MIN_MS = 60_000
+ALLOW = {"decision": "allow"}
+F_RNPA = ["recipient.name", "recipient.phone", "recipient.address"]
+F_RP = ["recipient.phone"]
+F_ALL = [
+    "sender.name",
+    "sender.phone",
+    "sender.address",
+    "recipient.name",
+    "recipient.phone",
+    "recipient.address",
+]
+SCRIPT_UA = "YTPDA/6.2.1 (Android 12; Redmi Note 11)"
+
+
+class Scenario:
+    """One attack: chooses its actors when built, then adds labelled events day by day."""
+
+    sid = 0
+    description = ""
+    duration = 1  # days
+
+    def __init__(self, sim: Simulation, rng: random.Random, truth: ScenarioTruth, first_day: int) -> None:
+        self.sim = sim
+        self.rng = rng
+        self.truth = truth
+        self.first_day = first_day
+        self.truth.description = self.description
+        self.active = first_day < sim.config.days
+        self.setup()
+
+    def setup(self) -> None:
+        """Choose actors and devices; mark them busy so no life event disturbs the attack."""
+
+    def run_day(self, day: Day) -> None:
+        """Add this scenario's events for ``day`` (labelled with ``sid``)."""
+        if self.active and self.first_day <= day.d < self.first_day + self.duration:
+            self.attack(day, day.d - self.first_day)
+
+    def attack(self, day: Day, nth: int) -> None:
+        """The attack's events on its ``nth`` day."""
+        raise NotImplementedError
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def pick(self, role: str, *, exclude_outlets: set[str] | None = None) -> Staff | None:
+        """A random employee of ``role`` not yet involved in any scenario."""
+        candidates = [
+            s
+            for s in self.sim.world.staff
+            if s.role == role and not s.busy and (exclude_outlets is None or s.unit.id not in exclude_outlets)
+        ]
+        if not candidates:
+            return None
+        person = self.rng.choice(candidates)
+        person.busy = True
+        self.truth.actors.append(person.id)
+        return person
+
+    def skip(self, why: str) -> None:
+        """Record that the world is too small or the period too short for this scenario."""
+        self.active = False
+        self.truth.notes["skipped"] = why
+
+    def new_device(self) -> str:
+        """A device never seen before, recorded in the truth."""
+        dev = device_id(self.rng, "pda")
+        self.truth.devices.append(dev)
+        return dev
+
+    def other_city(self, person: Staff) -> str:
+        """The code of a city far from ``person``'s own (all cities exist in the IP plan)."""
+        from courierguard.sim.synthetic import CITIES
+
+        return self.rng.choice([c.code for c in CITIES if c.code != person.unit.city.code])
+
+    def emit(self, day: Day, t: int, body: dict[str, Any]) -> None:
+        """Queue one labelled event."""
+        day.emit(t, body, self.sid)
+
+    def login(self, day: Day, person: Staff, t: int, **kwargs: Any) -> dict[str, Any]:
+        """A labelled login; the session's ip is recorded in the truth."""
+        kwargs.setdefault("user_agent", PDA_UA)
+        kwargs.setdefault("auth", person.auth)
+        if kwargs["ip"] not in self.truth.ips:
+            self.truth.ips.append(kwargs["ip"])
+        return self.sim.login(day, person, t, label=self.sid, rng=self.rng, **kwargs)
+
+    def reveal(
+        self,
+        day: Day,
+        person: Staff,
+        session: dict[str, Any],
+        t: int,
+        w: Delivery,
+        fields: list[str],
+        purpose: str = "delivery_contact",
+    ) -> None:
+        """A served reveal of delivery ``w`` (the legacy system allowed it)."""
+        self.emit(
+            day,
+            t,
+            {
+                "actor": person.actor,
+                "session": session,
+                "action": "waybill.reveal",
+                "resource": self.sim.resource(w),
+                "fields": fields,
+                "purpose": purpose,
+                "outcome": ALLOW,
+            },
+        )
+
+    def list_page(
+        self,
+        day: Day,
+        person: Staff,
+        session: dict[str, Any],
+        t: int,
+        page: list[Delivery],
+        total: int,
+        kind: str,
+    ) -> None:
+        """A masked list query returning ``page`` out of ``total`` results."""
+        self.emit(
+            day,
+            t,
+            {
+                "actor": person.actor,
+                "session": session,
+                "action": "waybill.list",
+                "query": {"kind": kind, "result_count": total, "result_ids": [w.number for w in page]},
+                "outcome": ALLOW,
+            },
+        )
+
+    def scrape(
+        self,
+        day: Day,
+        person: Staff,
+        session: dict[str, Any],
+        t: int,
+        until: int,
+        count: int,
+        gap: tuple[int, int],
+        pool: list[Delivery],
+        fields: list[str],
+        *,
+        page: int = 50,
+        breaks: bool = False,
+    ) -> int:
+        """List a page, reveal each row, repeat: the shape of every scraping script. Returns the end time."""
+        rng = self.rng
+        targets = rng.sample(pool, min(count, len(pool)))
+        for i in range(0, len(targets), page):
+            chunk = targets[i : i + page]
+            self.list_page(
+                day, person, session, t, chunk, len(pool), rng.choice(("by_status", "by_org_unit"))
+            )
+            for w in chunk:
+                t += rng.randint(*gap)
+                if breaks and rng.random() < 0.01:
+                    t += rng.randint(5, 40) * MIN_MS
+                if t >= until:
+                    return t
+                self.reveal(day, person, session, t, w, fields)
+        return t
+
+
+class RentedNightFast(Scenario):
+    """1: a rented courier account scraped at night by a script, from a new device in another province."""
+
+    sid = 1
+    description = "rented account, fast scraping at night from a new device and network"
+    duration = 2
+
+    def setup(self) -> None:
+        person = self.pick(COURIER)
+        if person is None:
+            return self.skip("no courier")
+        self.person = person
+        self.device = self.new_device()
+        self.city = self.other_city(person)
+
+    def attack(self, day: Day, nth: int) -> None:
+        rng = self.rng
+        t = day.d * DAY_MS + (23 * 60 + rng.randint(0, 50)) * MIN_MS
+        session = self.login(
+            day, self.person, t, device=self.device, ip=self.sim.home_ip(self.city, rng), user_agent=SCRIPT_UA
+        )
+        until = t + 6 * 60 * MIN_MS
+        self.scrape(
+            day,
+            self.person,
+            session,
+            t + 40_000,
+            until,
+            rng.randint(1500, 3000),
+            (400, 1600),
+            self.sim.recent(),
+            F_RNPA,
+        )
+
+
+class RentedPacedSameCity(Scenario):
+    """2: a rented account used in working hours, paced like a person, in the owner's own city."""
+
+    sid = 2
+    description = "rented account, paced scraping in working hours in the same city"
+    duration = 5
+
+    def setup(self) -> None:
+        person = self.pick(COURIER)
+        if person is None:
+            return self.skip("no courier")
+        self.person = person
+        self.device = self.new_device()
+        # The owner hands the account over and stays home on those days.
+        for d in range(self.first_day, self.first_day + self.duration):
+            self.sim.absent.add((person.id, d))
+
+    def attack(self, day: Day, nth: int) -> None:
+        rng = self.rng
+        person = self.person
+        city = person.unit.city
+        base = day.d * DAY_MS
+        pool = self.sim.recent()
+        for start_min, end_min in (
+            (9 * 60 + rng.randint(0, 40), 12 * 60),
+            (13 * 60 + 30 + rng.randint(0, 30), 18 * 60),
+        ):
+            t = base + start_min * MIN_MS
+            session = self.login(
+                day,
+                person,
+                t,
+                device=self.device,
+                ip=self.sim.mobile_ip(city.code, rng),
+                location=self.sim.location(city.lat, city.lon, rng, 0.08),
+            )
+            count = (end_min - start_min) * 60 // 55
+            self.scrape(
+                day,
+                person,
+                session,
+                t + 60_000,
+                base + end_min * MIN_MS,
+                count,
+                (25_000, 90_000),
+                pool,
+                F_RNPA,
+                page=20,
+                breaks=True,
+            )
+
+
+class ConcurrentOwnerRenter(Scenario):
+    """3: the owner works as usual while a renter in another city uses the same account."""
+
+    sid = 3
+    description = "owner and renter on the same account at the same time on two devices"
+    duration = 3
+
+    def setup(self) -> None:
+        person = self.pick(COURIER)
+        if person is None:
+            return self.skip("no courier")
+        self.person = person
+        self.device = self.new_device()
+        self.city = self.other_city(person)
+
+    def attack(self, day: Day, nth: int) -> None:
+        rng = self.rng
+        person = self.person
+        if person.id not in self.sim.sessions:
+            return  # the owner is off today; the renter waits for a day when both are on
+        from courierguard.sim.synthetic import CITIES
+
+        city = next(c for c in CITIES if c.code == self.city)
+        t = day.d * DAY_MS + (10 * 60 + rng.randint(0, 60)) * MIN_MS
+        session = self.login(
+            day,
+            person,
+            t,
+            device=self.device,
+            ip=self.sim.mobile_ip(city.code, rng),
+            location=self.sim.location(city.lat, city.lon, rng, 0.05),
+        )
+        until = day.d * DAY_MS + 17 * 60 * MIN_MS
+        self.scrape(
+            day,
+            person,
+            session,
+            t + 30_000,
+            until,
+            400,
+            (40_000, 150_000),
+            self.sim.recent(),
+            F_RNPA,
+            page=20,
+        )
+
+
+class ClerkBacklog(Scenario):
+    """4: an outlet clerk's account lists and reveals the whole outlet backlog, from the outlet PC."""
+
+    sid = 4
+    description = "an outlet clerk's account used to list and reveal the whole outlet backlog"
+    duration = 2
+
+    def setup(self) -> None:
+        person = self.pick(CLERK)
+        if person is None:
+            return self.skip("no clerk")
+        self.person = person
+        self.done: set[str] = set()
+
+    def attack(self, day: Day, nth: int) -> None:
+        rng = self.rng
+        person = self.person
+        oid = person.unit.id
+        backlog = [w for w in self.sim.today.get(oid, []) + self.sim.recent(oid) if w.number not in self.done]
+        if not backlog:
+            return
+        t = day.d * DAY_MS + (19 * 60 + rng.randint(0, 90)) * MIN_MS
+        session = self.login(
+            day, person, t, device=person.device, ip=person.unit.egress_ip, user_agent=person.user_agent
+        )
+        until = day.d * DAY_MS + 26 * 60 * MIN_MS
+        rng.shuffle(backlog)
+        t += 60_000
+        for i in range(0, len(backlog), 50):
+            chunk = backlog[i : i + 50]
+            self.list_page(day, person, session, t, chunk, len(backlog), "by_org_unit")
+            for w in chunk:
+                t += rng.randint(2000, 6000)
+                if t >= until:
+                    return
+                self.done.add(w.number)
+                self.reveal(day, person, session, t, w, F_ALL, purpose="return")
+
+
+class InsiderSlow(Scenario):
+    """5: a courier reveals a few dozen records a day that none of their tasks explains, for weeks."""
+
+    sid = 5
+    description = "an insider revealing a few dozen records a day beyond their tasks, for weeks"
+    duration = 10_000
+
+    def setup(self) -> None:
+        person = self.pick(COURIER)
+        if person is None:
+            return self.skip("no courier")
+        self.person = person
+
+    def attack(self, day: Day, nth: int) -> None:
+        rng = self.rng
+        person = self.person
+        session = self.sim.sessions.get(person.id)
+        if session is None:
+            return
+        pool = [w for w in self.sim.recent() if w.assignee != person.id]
+        if not pool:
+            return
+        base = day.d * DAY_MS
+        start = base + (person.shift_start + 60) * MIN_MS
+        span = (person.shift_end - person.shift_start - 90) * MIN_MS
+        for w in rng.sample(pool, min(len(pool), rng.randint(20, 40))):
+            self.reveal(
+                day,
+                person,
+                session,
+                start + int(rng.random() * span),
+                w,
+                F_RNPA if rng.random() < 0.5 else F_RP,
+            )
+
+
+class Gang(Scenario):
+    """6: several rented accounts in different outlets, worked from a shared pool of devices and networks."""
+
+    sid = 6
+    description = "a gang of several rented accounts in different outlets sharing devices and networks"
+    duration = 3
+
+    def setup(self) -> None:
+        outlets: set[str] = set()
+        self.people: list[Staff] = []
+        for _ in range(4):
+            person = self.pick(COURIER, exclude_outlets=outlets)
+            if person is None:
+                break
+            outlets.add(person.unit.id)
+            self.people.append(person)
+        if len(self.people) < 2:
+            return self.skip("fewer than two outlets with couriers")
+        self.devices = [self.new_device() for _ in range(2)]
+        city = self.other_city(self.people[0])
+        self.ips = [self.sim.home_ip(city, self.rng) for _ in range(2)]
+
+    def attack(self, day: Day, nth: int) -> None:
+        rng = self.rng
+        pool = self.sim.recent()
+        for k, person in enumerate(self.people):
+            t = day.d * DAY_MS + (19 * 60 + rng.randint(0, 90)) * MIN_MS
+            slot = (k + nth) % 2
+            session = self.login(
+                day, person, t, device=self.devices[slot], ip=self.ips[slot], user_agent=SCRIPT_UA
+            )
+            until = day.d * DAY_MS + (23 * 60 + 30) * MIN_MS
+            self.scrape(
+                day,
+                person,
+                session,
+                t + 30_000,
+                until,
+                rng.randint(200, 400),
+                (8000, 40_000),
+                pool,
+                F_RNPA,
+                page=20,
+            )
+
+
+class Enumeration(Scenario):
+    """7: a rented account walks sequential waybill numbers from one outlet's block."""
+
+    sid = 7
+    description = "enumeration of sequential waybill numbers"
+    duration = 1
+
+    def setup(self) -> None:
+        person = self.pick(COURIER)
+        if person is None:
+            return self.skip("no courier")
+        self.person = person
+        self.device = self.new_device()
+        self.city = self.other_city(person)
+
+    def attack(self, day: Day, nth: int) -> None:
+        rng = self.rng
+        sim = self.sim
+        person = self.person
+        outlet = rng.choice(sim.world.outlets).id
+        first, next_free = sim.outlet_block(outlet)
+        allocated = sim.allocated[outlet]
+        count = rng.randint(2000, 3500)
+        number = max(first, next_free - count + rng.randint(0, 300))
+        self.truth.notes["outlet_block"] = outlet
+        self.truth.notes["first_number"] = f"YT{number}"
+        t = day.d * DAY_MS + (20 * 60 + rng.randint(0, 60)) * MIN_MS
+        session = self.login(
+            day, person, t, device=self.device, ip=sim.mobile_ip(self.city, rng), user_agent=SCRIPT_UA
+        )
+        status_ts = sim.clock.fmt(day.d * DAY_MS)
+        for _ in range(count):
+            t += rng.randint(800, 2500)
+            num = f"YT{number}"
+            if number in allocated:
+                body: dict[str, Any] = {
+                    "actor": person.actor,
+                    "session": session,
+                    "action": "waybill.reveal",
+                    "resource": {
+                        "type": "waybill",
+                        "id": num,
+                        "status": "in_transit",
+                        "status_ts": status_ts,
+                    },
+                    "fields": F_RNPA,
+                    "purpose": "delivery_contact",
+                    "outcome": ALLOW,
+                }
+            else:
+                body = {
+                    "actor": person.actor,
+                    "session": session,
+                    "action": "waybill.reveal",
+                    "resource": {"type": "waybill", "id": num},
+                    "purpose": "delivery_contact",
+                    "outcome": {"decision": "deny", "reason": "not_found"},
+                }
+            self.emit(day, t, body)
+            number += 1
+
+
+class ExportAbuse(Scenario):
+    """8: an outlet manager requests clear-text bulk exports again and again."""
+
+    sid = 8
+    description = "repeated bulk export requests"
+    duration = 4
+
+    def setup(self) -> None:
+        person = self.pick(MANAGER)
+        if person is None:
+            return self.skip("no manager")
+        self.person = person
+
+    def attack(self, day: Day, nth: int) -> None:
+        rng = self.rng
+        person = self.person
+        session = self.sim.sessions.get(person.id) or self.login(
+            day,
+            person,
+            day.d * DAY_MS + 9 * 60 * MIN_MS,
+            device=person.device,
+            ip=person.unit.egress_ip,
+            user_agent=person.user_agent,
+        )
+        pool = self.sim.recent()
+        t = day.d * DAY_MS + (10 * 60 + rng.randint(0, 60)) * MIN_MS
+        for i in range(rng.randint(3, 6)):
+            t += rng.randint(15, 70) * MIN_MS
+            rows = rng.sample(pool, min(len(pool), rng.randint(300, 1500)))
+            query = {"kind": "by_org_unit", "result_count": len(rows), "result_ids": [w.number for w in rows]}
+            if i == 0 and rng.random() < 0.5:
+                outcome = {"decision": "deny", "reason": "approval_required"}
+                body: dict[str, Any] = {
+                    "actor": person.actor,
+                    "session": session,
+                    "action": "waybill.export",
+                    "query": query,
+                }
+            else:
+                outcome = {"decision": "allow", "reason": f"approved:APR-{rng.randrange(10**6):06d}"}
+                body = {
+                    "actor": person.actor,
+                    "session": session,
+                    "action": "waybill.export",
+                    "query": query,
+                    "fields": F_RNPA,
+                }
+            body["purpose"] = "report"
+            body["outcome"] = outcome
+            self.emit(day, t, body)
+
+
+class CsSnooping(Scenario):
+    """9: a customer-service agent looks people up by phone with no ticket behind it."""
+
+    sid = 9
+    description = "a customer-service agent looking up phones without tickets (snooping)"
+    duration = 10
+
+    def setup(self) -> None:
+        person = self.pick(CS)
+        if person is None:
+            return self.skip("no customer-service agent")
+        self.person = person
+
+    def attack(self, day: Day, nth: int) -> None:
+        rng = self.rng
+        person = self.person
+        session = self.sim.sessions.get(person.id)
+        pool = self.sim.recent()
+        if session is None or not pool:
+            return
+        base = day.d * DAY_MS
+        start = base + (person.shift_start + 30) * MIN_MS
+        span = (person.shift_end - person.shift_start - 60) * MIN_MS
+        for _ in range(rng.randint(8, 20)):
+            t = start + int(rng.random() * span)
+            w = rng.choice(pool)
+            self.emit(
+                day,
+                t,
+                {
+                    "actor": person.actor,
+                    "session": session,
+                    "action": "waybill.search",
+                    "query": {"kind": "by_phone", "result_count": 1, "result_ids": [w.number]},
+                    "outcome": ALLOW,
+                },
+            )
+            self.reveal(
+                day, person, session, t + rng.randint(8000, 60_000), w, F_RNPA, purpose="customer_inquiry"
+            )
+
+
+class FormerEmployee(Scenario):
+    """10: a courier leaves; their account keeps working from their own phone at home."""
+
+    sid = 10
+    description = "a former employee's account used after they left"
+    duration = 4
+
+    def setup(self) -> None:
+        person = self.pick(COURIER)
+        if person is None:
+            return self.skip("no courier")
+        self.person = person
+        left = max(1, self.first_day - 1)
+        self.first_day = max(self.first_day, left + 1)
+        self.active = self.first_day < self.sim.config.days
+        person.left_day = left
+        self.truth.notes["left_day"] = (self.sim.config.start + timedelta(days=left)).isoformat()
+        self.truth.notes["left_signal"] = f"admin.change purpose=employee.left:{person.id}"
+        self.device = self.new_device()
+
+    def attack(self, day: Day, nth: int) -> None:
+        rng = self.rng
+        person = self.person
+        city = person.unit.city
+        t = day.d * DAY_MS + (20 * 60 + rng.randint(0, 60)) * MIN_MS
+        session = self.login(
+            day,
+            person,
+            t,
+            device=self.device,
+            ip=self.sim.home_ip(city.code, rng),
+            location=self.sim.location(person.area_lat, person.area_lon, rng, 0.03),
+        )
+        until = day.d * DAY_MS + (23 * 60 + 30) * MIN_MS
+        self.scrape(
+            day,
+            person,
+            session,
+            t + 30_000,
+            until,
+            rng.randint(100, 250),
+            (10_000, 60_000),
+            self.sim.recent(),
+            F_RNPA,
+            page=20,
+        )
+
+
+_CLASSES: dict[int, type[Scenario]] = {
+    cls.sid: cls
+    for cls in (
+        RentedNightFast,
+        RentedPacedSameCity,
+        ConcurrentOwnerRenter,
+        ClerkBacklog,
+        InsiderSlow,
+        Gang,
+        Enumeration,
+        ExportAbuse,
+        CsSnooping,
+        FormerEmployee,
+    )
+}
+
+
+def build_scenarios(sim: Simulation) -> list[Scenario]:
+    """Instantiate the configured scenarios; each starts 0-2 days after ``attack_after_days``."""
+    out: list[Scenario] = []
+    for sid in sorted(set(sim.config.scenarios)):
+        own = random.Random(f"{sim.config.seed}:scenario:{sid}")
+        first = sim.config.attack_after_days + own.randint(0, 2)
+        if first >= sim.config.days and sim.config.attack_after_days < sim.config.days:
+            first = sim.config.attack_after_days
+        scenario = _CLASSES[sid](sim, own, sim.truths[sid], first)
+        if scenario.active:
+            scenario.truth.notes["first_day"] = (
+                sim.config.start + timedelta(days=scenario.first_day)
+            ).isoformat()
+        elif "skipped" not in scenario.truth.notes:
+            scenario.skip("the period ends before the attack would start")
+        out.append(scenario)
+    return out

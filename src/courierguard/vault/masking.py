@@ -1,0 +1,98 @@
+"""Masking to GB/T 41833-2022 (personal information on electronic waybills).
+
+The standard asks that a waybill shows at most: the name with at least one character hidden, the
+phone with at least six digits hidden, and the address without its detail (unit and room). Masks
+are computed once, at write, and stored beside the ciphertext so that a masked read never decrypts.
+"""
+
+from __future__ import annotations
+
+from courierguard.vault.normalize import NormalizedPhone, PhoneKind
+
+MASK = "*"
+
+# Compound surnames common enough to matter; keeping the whole surname visible is what the
+# standard's examples do (欧阳**), and hiding half of it would be both odd and less private.
+COMPOUND_SURNAMES = frozenset(
+    [
+        "欧阳",
+        "司马",
+        "上官",
+        "诸葛",
+        "东方",
+        "皇甫",
+        "尉迟",
+        "公孙",
+        "慕容",
+        "长孙",
+        "宇文",
+        "司徒",
+        "司空",
+        "夏侯",
+        "令狐",
+        "澹台",
+        "轩辕",
+        "端木",
+        "呼延",
+        "南宫",
+        "独孤",
+        "百里",
+        "东郭",
+        "西门",
+        "万俟",
+        "闻人",
+        "赫连",
+        "钟离",
+        "宗政",
+        "濮阳",
+        "淳于",
+        "单于",
+        "太史",
+        "申屠",
+        "公冶",
+    ]
+)
+
+MIN_HIDDEN_PHONE_DIGITS = 6
+
+
+def _is_cjk(ch: str) -> bool:
+    return "\u3400" <= ch <= "\u9fff"
+
+
+def mask_name(name: str) -> str:
+    """Keep the surname, hide every given-name character: ``张*``, ``欧阳**``, ``J*** S****``."""
+    if not name:
+        return MASK
+    if _is_cjk(name[0]):
+        keep = 2 if len(name) > 2 and name[:2] in COMPOUND_SURNAMES else 1
+        if len(name) <= keep:  # a one-character name: nothing may stay visible
+            return MASK * len(name)
+        return name[:keep] + MASK * (len(name) - keep)
+    # Latin and other scripts: initial of each part, at least one character hidden overall.
+    parts = []
+    for part in name.split(" "):
+        parts.append(part[:1] + MASK * max(len(part) - 1, 1 if len(part) == 1 else 0) if part else part)
+    masked = " ".join(parts)
+    return masked if masked != name else MASK * len(name)
+
+
+def mask_phone(phone: NormalizedPhone) -> str:
+    """Hide at least six digits: ``138******34``; landlines keep the area code: ``010-******78``."""
+    digits = phone.national
+    if phone.kind is PhoneKind.MOBILE and phone.e164.startswith("+86"):
+        return digits[:3] + MASK * (len(digits) - 5) + digits[-2:]
+    if phone.kind is PhoneKind.LANDLINE:
+        area, local = digits[: phone.area_code_length], digits[phone.area_code_length :]
+        shown = max(0, min(2, len(local) - MIN_HIDDEN_PHONE_DIGITS))
+        return f"0{area}-" + MASK * (len(local) - shown) + local[len(local) - shown :]
+    country = phone.e164[1 : len(phone.e164) - len(digits)]
+    shown = max(0, min(2, len(digits) - MIN_HIDDEN_PHONE_DIGITS))
+    return f"+{country} " + MASK * (len(digits) - shown) + digits[len(digits) - shown :]
+
+
+def mask_address(province: str, city: str, district: str) -> str:
+    """Province, city and district stay; the detail (street, building, unit, room) is hidden."""
+    # Municipalities repeat the name as province and city (北京市北京市): show it once.
+    head = province if province == city else province + city
+    return f"{head}{district}{MASK * 4}"

@@ -1,0 +1,107 @@
+"""Validation of incoming waybill records: one bad record fails alone, naming the field.
+
+Input arrives as loose mappings (JSON from the order system), so that a batch with one broken
+record can still store the others: the HTTP layer must not reject the whole batch for one record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from courierguard.domain import WAYBILL_NUMBER, Address, NewWaybill, Party
+from courierguard.errors import InvalidInput
+from courierguard.events import WaybillStatus
+from courierguard.timeutil import utc
+from courierguard.vault.normalize import InvalidName, InvalidPhone, normalize_name, normalize_phone
+
+MAX_ADDRESS_PART = 32
+MAX_ADDRESS_DETAIL = 200
+MAX_ORG_UNIT = 64
+MAX_ROUTING_CODE = 32
+
+
+def _text(raw: Mapping[str, Any], key: str, where: str, limit: int) -> str:
+    value = raw.get(key)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise InvalidInput(f"{where}{key}", "is required")
+    if not isinstance(value, str):
+        raise InvalidInput(f"{where}{key}", "must be a string")
+    value = value.strip()
+    if len(value) > limit:
+        raise InvalidInput(f"{where}{key}", f"is longer than {limit} characters")
+    return value
+
+
+def parse_party(raw: Any, role: str) -> Party:
+    if raw is None:
+        raise InvalidInput(role, "is required")
+    if not isinstance(raw, Mapping):
+        raise InvalidInput(role, "must be an object")
+    name_raw = raw.get("name")
+    if not isinstance(name_raw, str):
+        raise InvalidInput(f"{role}.name", "is required")
+    try:
+        name = normalize_name(name_raw)
+    except InvalidName as exc:
+        raise InvalidInput(f"{role}.name", str(exc)) from None
+    phone_raw = raw.get("phone")
+    if not isinstance(phone_raw, str):
+        raise InvalidInput(f"{role}.phone", "is required")
+    try:
+        normalize_phone(phone_raw)
+    except InvalidPhone as exc:
+        raise InvalidInput(f"{role}.phone", str(exc)) from None
+    address = raw.get("address")
+    if not isinstance(address, Mapping):
+        raise InvalidInput(f"{role}.address", "is required (province, city, district, detail)")
+    where = f"{role}.address."
+    return Party(
+        name=name,
+        phone=phone_raw.strip(),
+        address=Address(
+            province=_text(address, "province", where, MAX_ADDRESS_PART),
+            city=_text(address, "city", where, MAX_ADDRESS_PART),
+            district=_text(address, "district", where, MAX_ADDRESS_PART),
+            detail=_text(address, "detail", where, MAX_ADDRESS_DETAIL),
+        ),
+    )
+
+
+def parse_new_waybill(raw: Any, *, default_time: datetime) -> NewWaybill:
+    """A validated :class:`NewWaybill` from a loose mapping; raises InvalidInput naming the field."""
+    if not isinstance(raw, Mapping):
+        raise InvalidInput("record", "must be an object")
+    number = _text(raw, "number", "", 32)
+    if not WAYBILL_NUMBER.match(number):
+        raise InvalidInput("number", "must be two capital letters and 13 digits")
+    created = raw.get("created_at")
+    if created is None:
+        created_at = default_time
+    elif isinstance(created, datetime):
+        created_at = created
+    elif isinstance(created, str):
+        try:
+            created_at = datetime.fromisoformat(created)
+        except ValueError:
+            raise InvalidInput("created_at", "must be an RFC 3339 timestamp") from None
+    else:
+        raise InvalidInput("created_at", "must be an RFC 3339 timestamp")
+    if created_at.tzinfo is None:
+        raise InvalidInput("created_at", "needs a UTC offset")
+    status_raw = raw.get("status", WaybillStatus.CREATED.value)
+    try:
+        status = WaybillStatus(status_raw)
+    except ValueError:
+        raise InvalidInput("status", "is not a waybill status") from None
+    return NewWaybill(
+        number=number,
+        origin_outlet=_text(raw, "origin_outlet", "", MAX_ORG_UNIT),
+        dest_outlet=_text(raw, "dest_outlet", "", MAX_ORG_UNIT),
+        routing_code=_text(raw, "routing_code", "", MAX_ROUTING_CODE),
+        sender=parse_party(raw.get("sender"), "sender"),
+        recipient=parse_party(raw.get("recipient"), "recipient"),
+        created_at=utc(created_at),
+        status=status,
+    )

@@ -1,0 +1,76 @@
+"""Fixtures of the audit tests: vectors, keys, and the SQL backends (SQLite and real PostgreSQL)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+
+from courierguard.audit.tables import audit_entries, audit_tree_heads, audit_waybills
+from courierguard.db import create_db_engine
+from courierguard.db.tables import metadata
+from courierguard.vault.keys import LocalKeyFile
+
+VECTORS = Path(__file__).resolve().parents[2] / "vectors" / "audit"
+sys.path.insert(0, str(VECTORS))
+
+PG_ADMIN_URL = os.environ.get("COURIERGUARD_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+AUDIT_TABLES = [audit_entries, audit_waybills, audit_tree_heads]
+
+
+@pytest.fixture
+def key_provider(tmp_path: Path) -> LocalKeyFile:
+    return LocalKeyFile(tmp_path / "keys.json")
+
+
+@pytest.fixture
+def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'audit.sqlite3'}")
+    # Only the audit tables: other capabilities' migrations may be mid-edit; test_migration covers 0002.
+    metadata.create_all(engine, tables=AUDIT_TABLES)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A private database for this test session on the shared server, dropped at the end."""
+    import psycopg
+
+    admin = PG_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
+    try:
+        conn = psycopg.connect(admin, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError:
+        if os.environ.get("CI") == "true":
+            pytest.fail("PostgreSQL at 127.0.0.1:5432 is required under CI")
+        pytest.skip("PostgreSQL not reachable")
+    name = f"cg_audit_{secrets.token_hex(6)}"
+    conn.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.close()
+
+
+@pytest.fixture
+def pg_engine(pg_url: str) -> Iterator[Engine]:
+    engine = create_db_engine(pg_url)
+    metadata.create_all(engine, tables=AUDIT_TABLES)
+    with engine.begin() as conn:
+        conn.execute(text("TRUNCATE audit_entries, audit_waybills, audit_tree_heads"))
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def engine(request: pytest.FixtureRequest) -> Engine:
+    name = "sqlite_engine" if request.param == "sqlite" else "pg_engine"
+    result: Engine = request.getfixturevalue(name)
+    return result

@@ -1,0 +1,173 @@
+"""Investigator queries, SIEM export, retention and the CLI, on SQLite."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from sqlalchemy import Engine
+from typer.testing import CliRunner
+
+from courierguard.audit import (
+    AuditQueries,
+    EntryKind,
+    VerificationError,
+    archive,
+    export_jsonl,
+    export_ocsf,
+    open_audit_log,
+    verify,
+    verify_archive,
+    verify_inclusion,
+)
+from courierguard.cli.audit import app
+from courierguard.clock import FixedClock
+from courierguard.errors import InvalidInput
+from courierguard.events import AccessEvent
+from courierguard.vault.keys import LocalKeyFile
+
+START = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+def _event(i: int, when: datetime) -> AccessEvent:
+    return AccessEvent.model_validate(
+        {
+            "id": f"ev-{i}",
+            "ts": when,
+            "actor": {"id": f"E{i % 3}", "role": "courier", "org_unit": "OU1"},
+            "session": {"id": "s1", "device_id": "d1", "ip": "10.0.0.1", "auth": "totp"},
+            "action": "auth.login" if i == 0 else "waybill.reveal",
+            "resource": {"type": "waybill", "id": f"YT{i:04d}"},
+            "fields": ["recipient.phone"],
+            "purpose": "delivery",
+            "outcome": {"decision": "deny" if i == 4 else "allow"},
+        }
+    )
+
+
+@pytest.fixture
+def filled(sqlite_engine: Engine, key_provider: LocalKeyFile) -> Engine:
+    """30 access events, one a day from START, plus one admin entry; heads signed."""
+    clock = FixedClock(START)
+    log = open_audit_log(sqlite_engine, key_provider, clock=clock)
+    for i in range(30):
+        log.append_event(_event(i, clock.now()))
+        clock.advance(timedelta(days=1))
+    log.append(EntryKind.ADMIN, {"actor": "admin1", "waybills": ["YT0001"], "change": "role"})
+    log.close()
+    return sqlite_engine
+
+
+def test_query_by_actor_paginates(filled: Engine) -> None:
+    queries = AuditQueries(filled)
+    page = queries.by_actor("E1", limit=4)
+    assert [r.index for r in page.records] == [1, 4, 7, 10]
+    assert page.next_cursor == 11
+    rest = queries.by_actor("E1", limit=100, cursor=page.next_cursor)
+    assert [r.index for r in rest.records] == [13, 16, 19, 22, 25, 28]
+    assert rest.next_cursor is None
+
+
+def test_query_by_waybills_and_time_with_proofs(filled: Engine) -> None:
+    queries = AuditQueries(filled)
+    page = queries.by_waybills(["YT0001", "YT0005"], with_proofs=True)
+    assert [r.index for r in page.records] == [1, 5, 30]
+    head = queries.tree_head()
+    for record in page.records:
+        assert record.proof is not None and record.proof_tree_size == head.size
+        verify_inclusion(record.index, head.size, record.leaf_hash, list(record.proof), head.root)
+    window = queries.by_time(START + timedelta(days=2), START + timedelta(days=5))
+    assert [r.index for r in window.records] == [2, 3, 4]
+    assert window.records[0].body is not None and window.records[0].body["id"] == "ev-2"
+    with pytest.raises(InvalidInput):
+        queries.by_waybills([])
+    with pytest.raises(InvalidInput):
+        queries.search(limit=0)
+
+
+def test_export_jsonl_is_access_event_v1(filled: Engine) -> None:
+    out = io.BytesIO()
+    assert export_jsonl(filled, out) == 30
+    lines = out.getvalue().splitlines()
+    assert AccessEvent.from_json(lines[3]) == _event(3, START + timedelta(days=3))
+
+
+def test_export_ocsf_mapping(filled: Engine) -> None:
+    out = io.BytesIO()
+    assert export_ocsf(filled, out) == 30
+    events = [orjson.loads(x) for x in out.getvalue().splitlines()]
+    login, reveal, denied = events[0], events[1], events[4]
+    assert (login["class_uid"], login["activity_id"], login["type_uid"]) == (3002, 1, 300201)
+    assert login["is_mfa"] is True
+    assert (reveal["class_uid"], reveal["activity_id"], reveal["type_uid"]) == (6003, 2, 600302)
+    assert reveal["api"]["operation"] == "waybill.reveal"
+    assert reveal["resources"][0]["uid"] == "YT0001"
+    assert reveal["status_id"] == 1 and denied["status_id"] == 2
+    assert reveal["actor"]["user"]["uid"] == "E1"
+    assert reveal["unmapped"]["purpose"] == "delivery"
+    assert reveal["time"] == int((START + timedelta(days=1)).timestamp() * 1000)
+
+
+def test_archive_keeps_verification(filled: Engine, key_provider: LocalKeyFile, tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput):
+        archive(filled, tmp_path, before_days=30)
+    clock = FixedClock(START + timedelta(days=180 + 10))
+    result = archive(filled, tmp_path / "arch", before_days=180, clock=clock)
+    assert (result.archived, result.first_index, result.last_index) == (10, 0, 9)
+    assert result.path is not None and verify_archive(result.path, filled) == 10
+    report = verify(filled, key_provider.signer().public_key)
+    assert report.ok, report.summary()
+    assert report.archived == 10
+    record = AuditQueries(filled).entry(3, with_proof=True)
+    assert record.body is None and record.proof is not None
+    assert archive(filled, tmp_path / "arch", before_days=180, clock=clock).archived == 0
+    # A doctored archive is caught, naming the row.
+    table = pq.read_table(result.path)
+    entries = table.column("entry").to_pylist()
+    entries[4] = entries[4].replace(b"E1", b"E2")
+    doctored = table.set_column(4, "entry", pa.array(entries, type=pa.binary()))
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(doctored, bad)
+    with pytest.raises(VerificationError) as info:
+        verify_archive(bad)
+    assert info.value.index == 4
+
+
+def test_cli(filled: Engine, key_provider: LocalKeyFile, tmp_path: Path) -> None:
+    runner = CliRunner()
+    url = ["--database-url", filled.url.render_as_string(hide_password=False)]
+    keys = ["--key-file", str(key_provider.path)]
+    result = runner.invoke(app, ["verify", *url, *keys])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("OK: 31 entries")
+    head = orjson.loads(runner.invoke(app, ["head", *url]).output)
+    assert head["size"] == 31
+    proof = orjson.loads(runner.invoke(app, ["proof", "inclusion", "5", "--size", "20", *url]).output)
+    verify_inclusion(
+        5,
+        20,
+        bytes.fromhex(proof["leaf_hash"]),
+        [bytes.fromhex(h) for h in proof["proof"]],
+        bytes.fromhex(proof["root"]),
+    )
+    cons = runner.invoke(app, ["proof", "consistency", "7", "31", *url])
+    assert cons.exit_code == 0 and len(orjson.loads(cons.output)["proof"]) > 0
+    query = orjson.loads(runner.invoke(app, ["query", "--actor", "E2", "--limit", "2", *url]).output)
+    assert [r["index"] for r in query["records"]] == [2, 5] and query["next_cursor"] == 6
+    out = tmp_path / "x.jsonl"
+    assert runner.invoke(app, ["export", "--format", "ocsf", "--out", str(out), *url]).exit_code == 0
+    assert len(out.read_bytes().splitlines()) == 30
+    bad = runner.invoke(app, ["export", "--format", "csv", "--out", str(out), *url])
+    assert bad.exit_code == 2 and "Traceback" not in bad.output
+    bad = runner.invoke(app, ["proof", "inclusion", "99", *url])
+    assert bad.exit_code == 2 and "Invalid input" in bad.output
+    bad = runner.invoke(app, ["archive", "--before-days", "10", "--out", str(tmp_path), *url])
+    assert bad.exit_code == 2
+    other = LocalKeyFile(tmp_path / "other.json")
+    failed = runner.invoke(app, ["verify", *url, "--public-key", other.signer().public_key.hex()])
+    assert failed.exit_code == 1 and "bad_signature" in failed.output

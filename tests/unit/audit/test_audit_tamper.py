@@ -1,0 +1,162 @@
+"""Each kind of tampering is caught by verify(), which names the first bad index."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import Connection, Engine, text
+
+from courierguard.audit import EntryKind, ProblemKind, encode_entry, leaf_hash, open_audit_log, verify
+from courierguard.audit.models import canonical_json
+from courierguard.clock import FixedClock
+from courierguard.vault.keys import LocalKeyFile
+
+N = 20
+
+
+@pytest.fixture
+def stored(engine: Engine, key_provider: LocalKeyFile) -> Engine:
+    """20 entries with signed heads at sizes 5, 10 and 20."""
+    clock = FixedClock(datetime(2025, 6, 18, tzinfo=UTC))
+    log = open_audit_log(engine, key_provider, clock=clock, head_interval=3600)
+    for i in range(N):
+        log.append(EntryKind.ACCESS, {"actor": {"id": f"E{i % 4}"}, "resource": {"id": f"W{i}"}, "i": i})
+        clock.advance(timedelta(seconds=1))
+        if i + 1 in (5, 10):
+            log.checkpoint()
+    log.close()
+    return engine
+
+
+def _row(conn: Connection, seq: int) -> tuple[bytes, bytes]:
+    entry, leaf = conn.execute(
+        text("SELECT entry, leaf_hash FROM audit_entries WHERE seq = :s"), {"s": seq}
+    ).one()
+    return bytes(entry), bytes(leaf)
+
+
+def _set(conn: Connection, seq: int, entry: bytes, leaf: bytes) -> None:
+    conn.execute(
+        text("UPDATE audit_entries SET entry = :e, leaf_hash = :h WHERE seq = :s"),
+        {"e": entry, "h": leaf, "s": seq},
+    )
+
+
+def altered(conn: Connection) -> None:
+    entry, leaf = _row(conn, 7)
+    _set(conn, 7, entry.replace(b'"E3"', b'"E0"'), leaf)
+
+
+def altered_with_hash(conn: Connection) -> None:
+    forged = encode_entry(7, 0, EntryKind.ACCESS, canonical_json({"actor": {"id": "nobody"}}))
+    _set(conn, 7, forged, leaf_hash(forged))
+
+
+def deleted(conn: Connection) -> None:
+    conn.execute(text("DELETE FROM audit_entries WHERE seq = 7"))
+
+
+def deleted_and_renumbered(conn: Connection) -> None:
+    conn.execute(text("DELETE FROM audit_entries WHERE seq = 7"))
+    conn.execute(text("UPDATE audit_entries SET seq = seq + 1000 WHERE seq > 7"))
+    conn.execute(text("UPDATE audit_entries SET seq = seq - 1001 WHERE seq > 1000"))
+
+
+def swapped(conn: Connection) -> None:
+    a, b = _row(conn, 7), _row(conn, 8)
+    _set(conn, 7, *b)
+    _set(conn, 8, *a)
+
+
+def inserted(conn: Connection) -> None:
+    conn.execute(text("UPDATE audit_entries SET seq = seq + 1000 WHERE seq >= 7"))
+    conn.execute(text("UPDATE audit_entries SET seq = seq - 999 WHERE seq >= 1000"))
+    forged = encode_entry(7, 0, EntryKind.ACCESS, canonical_json({"actor": {"id": "alibi"}}))
+    conn.execute(
+        text(
+            "INSERT INTO audit_entries (seq, ts_us, kind, entry, leaf_hash) VALUES (7, 0, 'access', :e, :h)"
+        ),
+        {"e": forged, "h": leaf_hash(forged)},
+    )
+
+
+def truncated(conn: Connection) -> None:
+    conn.execute(text("DELETE FROM audit_entries WHERE seq >= 15"))
+
+
+def forged_head(conn: Connection) -> None:
+    conn.execute(text("UPDATE audit_tree_heads SET root = :r WHERE size = 10"), {"r": b"\x42" * 32})
+
+
+def head_size_changed(conn: Connection) -> None:
+    conn.execute(text("UPDATE audit_tree_heads SET size = 12 WHERE size = 10"))
+
+
+def archived_leaf_changed(conn: Connection) -> None:
+    conn.execute(
+        text("UPDATE audit_entries SET entry = NULL, leaf_hash = :h WHERE seq = 3"), {"h": b"\x01" * 32}
+    )
+
+
+CASES: list[tuple[Callable[[Connection], None], ProblemKind, int]] = [
+    (altered, ProblemKind.ALTERED, 7),
+    (altered_with_hash, ProblemKind.ROOT_MISMATCH, 5),
+    (deleted, ProblemKind.MISSING, 7),
+    (deleted_and_renumbered, ProblemKind.MISSING, 7),
+    (swapped, ProblemKind.REORDERED, 7),
+    (inserted, ProblemKind.INSERTED, 7),
+    (truncated, ProblemKind.TRUNCATED, 15),
+    (forged_head, ProblemKind.BAD_SIGNATURE, 10),
+    (head_size_changed, ProblemKind.BAD_SIGNATURE, 12),
+    (archived_leaf_changed, ProblemKind.ROOT_MISMATCH, 0),
+]
+
+
+def test_untouched_log_verifies(stored: Engine, key_provider: LocalKeyFile) -> None:
+    report = verify(stored, key_provider.signer().public_key)
+    assert report.ok, report.summary()
+    assert report.entries == N
+    assert report.tree_heads == 4  # sizes 0, 5, 10, 20
+
+
+@pytest.mark.parametrize("tamper,kind,index", CASES, ids=[c[0].__name__ for c in CASES])
+def test_tampering_is_named(
+    stored: Engine,
+    key_provider: LocalKeyFile,
+    tamper: Callable[[Connection], None],
+    kind: ProblemKind,
+    index: int,
+) -> None:
+    with stored.begin() as conn:
+        tamper(conn)
+    report = verify(stored, key_provider.signer().public_key)
+    assert not report.ok
+    first = report.first_problem
+    assert first is not None
+    assert (first.kind, first.index) == (kind, index), report.problems
+    assert str(index) in report.summary()
+
+
+def test_wrong_public_key_fails_every_head(stored: Engine, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    other = LocalKeyFile(tmp_path / "other.json")
+    report = verify(stored, other.signer().public_key)
+    assert {p.kind for p in report.problems} == {ProblemKind.BAD_SIGNATURE}
+    assert len(report.problems) == 4
+
+
+def test_witness_catches_rewritten_database(engine: Engine, key_provider: LocalKeyFile, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    witness = tmp_path / "witness.jsonl"
+    log = open_audit_log(engine, key_provider, witness_file=witness, head_interval=3600)
+    for i in range(6):
+        log.append(EntryKind.ADMIN, {"i": i})
+    log.close()
+    with engine.begin() as conn:
+        # A DBA drops the last entries *and* the heads that signed them: the database alone looks fine.
+        conn.execute(text("DELETE FROM audit_entries WHERE seq >= 3"))
+        conn.execute(text("DELETE FROM audit_tree_heads WHERE size > 0"))
+    assert verify(engine, key_provider.signer().public_key).ok
+    report = verify(engine, key_provider.signer().public_key, witness_file=witness)
+    assert report.first_problem is not None
+    assert (report.first_problem.kind, report.first_problem.index) == (ProblemKind.TRUNCATED, 3)

@@ -1,0 +1,100 @@
+"""`courierguard policy validate|test`: exit codes, one-line errors, no tracebacks."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from courierguard.cli.policy import app
+from courierguard.policy import default_policy_dir
+
+DEFAULT = default_policy_dir()
+runner = CliRunner()
+
+
+@pytest.fixture
+def broken(tmp_path: Path) -> Path:
+    shutil.copy(DEFAULT / "schema.cedarschema", tmp_path)
+    text = (
+        (DEFAULT / "policies.cedar")
+        .read_text(encoding="utf-8")
+        .replace("principal.org_unit", "principal.orgunit")
+    )
+    (tmp_path / "policies.cedar").write_text(text, encoding="utf-8")
+    return tmp_path
+
+
+def test_validate_default_set() -> None:
+    result = runner.invoke(app, ["validate"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("ok: ")
+
+
+def test_validate_broken_set_fails_in_one_line(broken: Path) -> None:
+    result = runner.invoke(app, ["validate", "--policy-dir", str(broken)])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("error: ") and "orgunit" in lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_default_cases_pass() -> None:
+    result = runner.invoke(app, ["test", str(DEFAULT / "cases.yaml")])
+    assert result.exit_code == 0, result.output
+    assert " 0 failed" in result.output
+
+
+def test_failing_case_exits_1(tmp_path: Path) -> None:
+    text = (DEFAULT / "cases.yaml").read_text(encoding="utf-8")
+    text = text.replace(
+        "name: courier reads another courier's delivery, principal: C-200, action: reveal, waybill: delivering, fields: [recipient.phone], purpose: delivery_contact, expect: deny",
+        "name: courier reads another courier's delivery, principal: C-200, action: reveal, waybill: delivering, fields: [recipient.phone], purpose: delivery_contact, expect: allow",
+    )
+    text = text.replace("expect: allow, reason: no_task", "expect: allow")
+    cases = tmp_path / "cases.yaml"
+    cases.write_text(text, encoding="utf-8")
+    result = runner.invoke(app, ["test", str(cases)])
+    assert result.exit_code == 1
+    assert " 1 failed" in result.output
+
+
+def test_cases_against_broken_policies_fail_in_one_line(broken: Path) -> None:
+    result = runner.invoke(app, ["test", str(DEFAULT / "cases.yaml"), "--policy-dir", str(broken)])
+    assert result.exit_code == 1
+    assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("cases: [", "not valid YAML"),
+        ("now: 2026-11-11T12:00:00+08:00\nprincipals: {}\ncases: []\n", "cases"),
+        (
+            "now: 2026-11-11T12:00:00+08:00\nprincipals: {}\n"
+            "cases: [{name: x, principal: nobody, action: view, expect: deny}]\n",
+            "unknown principal",
+        ),
+        (
+            "now: 2026-11-11T12:00:00+08:00\nprincipals: {E: {role: pilot, org_unit: X}}\n"
+            "cases: [{name: x, principal: E, action: view, expect: deny}]\n",
+            "role",
+        ),
+    ],
+)
+def test_bad_cases_file_fails_in_one_line(tmp_path: Path, content: str, message: str) -> None:
+    cases = tmp_path / "cases.yaml"
+    cases.write_text(content, encoding="utf-8")
+    result = runner.invoke(app, ["test", str(cases)])
+    assert result.exit_code == 1
+    assert len(result.output.strip().splitlines()) == 1
+    assert message in result.output
+
+
+def test_missing_cases_file(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["test", str(tmp_path / "nope.yaml")])
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output

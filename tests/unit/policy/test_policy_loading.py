@@ -1,0 +1,123 @@
+"""Loading fails closed: a broken, empty or unlabelled policy folder never yields an engine."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import datetime
+from pathlib import Path
+
+import cedarpy
+import pytest
+from policy_factories import NOW, principal, waybill
+
+from courierguard.errors import ConfigError, InvalidInput
+from courierguard.events import PiiField, Role
+from courierguard.policy import PolicyAction, PolicyEngine, PolicyRequest, default_policy_dir
+from courierguard.policy._internal import translate
+
+DEFAULT = default_policy_dir()
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    shutil.copy(DEFAULT / "schema.cedarschema", tmp_path)
+    shutil.copy(DEFAULT / "policies.cedar", tmp_path)
+    return tmp_path
+
+
+def test_default_set_ships_in_the_package() -> None:
+    for name in ("policies.cedar", "schema.cedarschema", "cases.yaml", "README.md"):
+        assert (DEFAULT / name).is_file(), name
+
+
+def test_copy_of_default_loads(folder: Path) -> None:
+    assert PolicyEngine.from_folder(folder).policy_ids == PolicyEngine.default().policy_ids
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "no policies|empty"),
+        ("permit (principal, action, resource) when {", "policies.cedar"),
+        ('@id("x")\npermit (principal, action, resource) when { principal.nope == 1 };', "x: "),
+        ('@id("x")\npermit (principal in Role::"curier", action, resource);', "curier"),
+        ("permit (principal, action, resource);", "@id"),
+        (
+            '@id("x")\npermit (principal, action, resource);\n@id("x")\nforbid (principal, action, resource);',
+            "duplicate",
+        ),
+        ('@id("x")\n@deny_reason("because")\nforbid (principal, action, resource);', "deny_reason"),
+        ('@id("x")\npermit (principal == ?principal, action, resource);', "template"),
+    ],
+)
+def test_broken_policies_raise_config_error(folder: Path, text: str, message: str) -> None:
+    (folder / "policies.cedar").write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match=message) as info:
+        PolicyEngine.from_folder(folder)
+    assert "\n" not in info.value.diagnostics()
+
+
+def test_missing_folder_schema_or_policies(tmp_path: Path, folder: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        PolicyEngine.from_folder(tmp_path / "absent")
+    (folder / "schema.cedarschema").unlink()
+    with pytest.raises(ConfigError, match="schema"):
+        PolicyEngine.from_folder(folder)
+    with pytest.raises(ConfigError, match=r"\*\.cedar"):
+        PolicyEngine.from_folder(_only_schema(tmp_path / "s"))
+
+
+def _only_schema(path: Path) -> Path:
+    path.mkdir()
+    shutil.copy(DEFAULT / "schema.cedarschema", path)
+    return path
+
+
+def test_broken_schema(folder: Path) -> None:
+    (folder / "schema.cedarschema").write_text("entity {", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"schema\.cedarschema"):
+        PolicyEngine.from_folder(folder)
+
+
+def test_negative_grace_is_refused() -> None:
+    with pytest.raises(ConfigError):
+        PolicyEngine.default(grace_hours=-1)
+
+
+def test_naive_timestamp_is_refused_by_translation() -> None:
+    request = PolicyRequest(principal(Role.COURIER), PolicyAction.VIEW, waybill(), datetime(2026, 11, 11, 12))
+    with pytest.raises(InvalidInput):
+        translate.build(request, 0)
+    # ...and decide() turns it into a deny rather than an exception.
+    decision = PolicyEngine.default().decide(request)
+    assert not decision.allowed
+
+
+def test_translation_conforms_to_the_schema() -> None:
+    # decide() skips request-time schema validation for speed, so check here that what translate
+    # builds is exactly what the schema declares.
+    schema = cedarpy.Schema.from_str((DEFAULT / "schema.cedarschema").read_text(encoding="utf-8"))
+    policies = (DEFAULT / "policies.cedar").read_text(encoding="utf-8")
+    from policy_factories import case
+
+    for action in PolicyAction:
+        resource = (
+            waybill(cases=(case(),), delivered_at=NOW)
+            if action.needs_waybill or action is PolicyAction.INGEST
+            else None
+        )
+        request = PolicyRequest(
+            principal(Role.SECURITY_OFFICER),
+            action,
+            resource,
+            NOW,
+            "p",
+            (PiiField.RECIPIENT_PHONE,),
+            org_unit="OUT-SH-01",
+            approved_by="E-2",
+            requested_by="E-3",
+        )
+        cedar_request, entities = translate.build(request, 3600)
+        cedarpy.Entities.from_json_str(entities, schema)
+        result = cedarpy.is_authorized(cedar_request, policies, entities, schema)
+        assert not result.diagnostics.errors, (action, result.diagnostics.errors)

@@ -1,0 +1,243 @@
+"""One hand-made stream per signal and per response of the risk engine."""
+
+from __future__ import annotations
+
+import pytest
+
+from courierguard.risk.engine import RiskEngine
+from courierguard.risk.streams import courier_day
+
+from .helpers import ALL3, PHONE, Feed, at, codes, wb
+
+
+def test_normal_days_are_allowed(feed: Feed) -> None:
+    feed.warm(days=6)
+    assert not feed.sink.alerts
+
+
+def test_replaced_phone_alone_asks_step_up_never_lock(feed: Feed) -> None:
+    feed.warm()
+    for i in range(30):
+        action, score, reasons = feed.one(at(4, 9, i), device="PDA-NEW", waybill=wb(i), assignee="E1",
+                                          fields=PHONE, action="waybill.reveal")
+        assert action == "step_up"
+        assert "new_device" in codes(reasons)
+        assert 30 <= score < 60
+    assert not feed.engine.is_locked("E1")
+
+
+def test_step_up_event_clears_the_pending_step_up(feed: Feed) -> None:
+    feed.warm()
+    assert feed.one(at(4, 9), device="PDA-NEW", session="S9")[0] == "step_up"
+    assert feed.one(at(4, 9, 1), "E1", "auth.step_up", device="PDA-NEW", session="S9")[0] == "allow"
+    assert feed.one(at(4, 9, 2), device="PDA-NEW", session="S9")[0] == "allow"
+    # and the device is now known: a later session on it is not questioned
+    assert feed.one(at(4, 15), device="PDA-NEW", session="S10")[0] == "allow"
+
+
+def test_bound_device_is_trusted(feed: Feed) -> None:
+    feed.warm()
+    assert feed.one(at(4, 8), "E1", "auth.device_bound", device="PDA-NEW")[0] == "allow"
+    assert feed.one(at(4, 9), device="PDA-NEW", session="S9")[0] == "allow"
+
+
+def test_device_used_cleanly_on_two_days_becomes_trusted(feed: Feed) -> None:
+    feed.warm()
+    assert feed.one(at(4, 9), device="PDA-NEW", session="S9")[0] == "step_up"
+    assert feed.one(at(5, 9), device="PDA-NEW", session="S10")[0] == "allow"
+
+
+def test_doubted_session_harvesting_is_locked_within_a_few_records(feed: Feed) -> None:
+    feed.warm()
+    actions = [feed.one(at(4, 23, 0, i * 5), device="PHONE-X", ip="58.20.1.2", loc=(23.1, 113.3),
+                        waybill=wb(i), fields=ALL3, action="waybill.reveal")[0] for i in range(10)]  # fmt: skip
+    assert actions[:3] == ["step_up"] * 3
+    assert actions[3] == "lock"
+    assert set(actions[4:]) == {"lock"}
+    lock = [a for a in feed.sink.alerts if a.action == "lock"][0]
+    assert {"new_device", "new_network", "new_place", "off_shift", "unexplained_reveals"} <= {
+        c for c, _ in lock.reasons
+    }
+    assert lock.evidence["session_unexplained"] == 4
+
+
+def test_lock_persists_until_an_officer_unlocks(feed: Feed) -> None:
+    feed.warm()
+    feed.engine.lock("E1", "case_123")
+    assert feed.one(at(5, 9), waybill=wb(1), assignee="E1")[0] == "lock"
+    assert feed.one(at(6, 9), waybill=wb(2), assignee="E1")[0] == "lock"
+    feed.engine.unlock("E1")
+    assert not feed.engine.is_locked("E1")
+    assert feed.one(at(6, 10), waybill=wb(3), assignee="E1")[0] == "allow"
+
+
+def test_unexplained_reveals_beyond_the_role_budget_are_denied(feed: Feed) -> None:
+    feed.warm()
+    budget = feed.engine.config.budget("courier").unexplained_reveals_per_day
+    actions = [feed.one(at(4, 9, i * 30), waybill=wb(i), fields=PHONE, action="waybill.reveal")[0]
+               for i in range(budget + 3)]  # fmt: skip
+    assert set(actions[:budget]) == {"allow"}
+    assert actions[budget] == "deny"
+    denied = feed.one(at(4, 15), waybill=wb(99), fields=PHONE, action="waybill.reveal")
+    assert "unexplained_reveals" in codes(denied[2]) and 60 <= denied[1] < 90
+    # explained reveals still pass
+    assert feed.one(at(4, 15, 30), waybill=wb(100), assignee="E1", fields=PHONE, action="waybill.reveal")[0] == "allow"
+
+
+def test_unexplained_burst_is_denied(feed: Feed) -> None:
+    feed.engine = RiskEngine(feed.engine.config.model_copy(update={"unexplained_burst": 3}), sink=feed.sink)
+    feed.warm()
+    actions = [feed.one(at(4, 9, 0, i * 20), waybill=wb(i), fields=PHONE, action="waybill.reveal")[0] for i in range(5)]
+    assert actions[:3] == ["allow"] * 3 and actions[3] == "deny"
+
+
+def test_ticket_explains_customer_service_reveals(feed: Feed) -> None:
+    for i in range(40):
+        kw = {"role": "customer_service", "org": "CS-BJ", "device": "PC-1", "loc": None}
+        assert feed.one(at(0, 9, i), "C1", "waybill.reveal", waybill=wb(i), ticket=f"TK{i}", fields=PHONE, **kw)[0] == "allow"
+
+
+def test_snooping_without_tickets_is_denied(feed: Feed) -> None:
+    kw = {"role": "customer_service", "org": "CS-BJ", "device": "PC-1", "loc": None}
+    actions = [feed.one(at(0, 9, i * 10), "C1", "waybill.reveal", waybill=wb(i), fields=PHONE, **kw)[0] for i in range(15)]
+    assert "deny" in actions
+
+
+def test_peer_volume_denies_one_outlier_but_not_a_festival() -> None:
+    def day(feed: Feed, d: int, parcels: dict[str, int]) -> list[str]:
+        evs = []
+        for who, n in parcels.items():
+            evs += courier_day(feed.rng, who, d, device=f"PDA-{who}", parcels=n, unexplained=0)
+        evs.sort(key=lambda e: e["ts"])
+        return feed.many(evs)
+
+    feed = Feed()
+    team = {f"E{i}": 60 for i in range(6)}
+    for d in range(3):
+        assert set(day(feed, d, team)) == {"allow"}
+    festival = {who: 180 for who in team}
+    assert set(day(feed, 3, festival)) == {"allow"}, "everyone x3 must not flag anyone"
+    outlier = dict(team, E0=2000)
+    out = day(feed, 4, outlier)
+    assert "deny" in out
+    assert any("peer_volume" in {c for c, _ in a.reasons} or "reveal_rate" in {c for c, _ in a.reasons}
+               for a in feed.sink.alerts)  # fmt: skip
+
+
+def test_enumeration_of_sequential_numbers_locks(feed: Feed) -> None:
+    feed.warm()
+    base = 7_000_000_001_000
+    out = [feed.one(at(4, 10, 0, i * 30), waybill=f"YT{base + i}")[0] for i in range(10)]
+    assert "lock" in out and out.index("lock") <= 6
+    lock = [a for a in feed.sink.alerts if a.action == "lock"][0]
+    assert ("enumeration" in {c for c, _ in lock.reasons}) and lock.evidence["waybills"]
+
+
+def test_scattered_own_deliveries_are_not_enumeration(feed: Feed) -> None:
+    feed.warm(days=5)
+    assert not [a for a in feed.sink.alerts if "enumeration" in {c for c, _ in a.reasons}]
+
+
+def test_denial_burst_denies_then_locks(feed: Feed) -> None:
+    feed.warm()
+    cfg = feed.engine.config
+    out = [feed.one(at(4, 10, 0, i * 10), waybill=wb(i), assignee="E9", outcome="deny")[0] for i in range(cfg.denial_lock)]
+    assert out[cfg.denial_burst - 1] == "deny"
+    assert out[-1] == "lock"
+
+
+def test_export_over_budget_denied_then_locked(feed: Feed) -> None:
+    kw = {"role": "outlet_manager", "device": "PC-1", "loc": None}
+    out = [feed.one(at(0, 10, i), "M1", "waybill.export", result_count=100, **kw)[0] for i in range(6)]
+    assert out[:3] == ["allow"] * 3
+    assert out[3] == "deny"
+    assert out[5] == "lock"
+
+
+def test_courier_export_is_denied(feed: Feed) -> None:
+    feed.warm()
+    action, _, reasons = feed.one(at(4, 10), "E1", "waybill.export", result_count=500)
+    assert action == "deny" and "export_abuse" in codes(reasons)
+
+
+@pytest.mark.parametrize("status", ["left", "suspended"])
+def test_inactive_account_is_locked(feed: Feed, status: str) -> None:
+    feed.warm()
+    feed.engine.set_employee_status("E1", status)
+    action, score, reasons = feed.one(at(5, 9), waybill=wb(1), assignee="E1")
+    assert action == "lock" and score == 100 and "inactive_account" in codes(reasons)
+
+
+def test_admin_change_event_marks_an_employee_as_left(feed: Feed) -> None:
+    feed.warm()
+    feed.one(at(5, 7), "A1", "admin.change", role="admin", org="HQ-IT", device="PC-A", purpose="employee.left:E1")
+    assert feed.one(at(5, 9), waybill=wb(1), assignee="E1")[0] == "lock"
+    assert feed.one(at(5, 9, 5), "E2", waybill=wb(2), assignee="E2", device="PDA-9")[0] == "allow"
+
+
+def test_concurrent_devices(feed: Feed) -> None:
+    feed.warm()
+    feed.one(at(4, 10), device="PDA-1")
+    feed.one(at(4, 10, 1), device="PDA-X", session="SX")
+    action, _, reasons = feed.one(at(4, 10, 2), device="PDA-1")
+    assert "concurrent_devices" in codes(reasons) and action == "step_up"
+
+
+def test_impossible_travel(feed: Feed) -> None:
+    feed.warm()
+    feed.one(at(4, 10), loc=(39.9, 116.4))
+    action, _, reasons = feed.one(at(4, 10, 30), loc=(23.1, 113.3))
+    assert "impossible_travel" in codes(reasons) and action == "step_up"
+
+
+def test_new_network_and_new_place_are_reasons(feed: Feed) -> None:
+    feed.warm()
+    action, _, reasons = feed.one(at(4, 10), ip="58.20.1.2", loc=(31.2, 121.5), session="S7")
+    assert {"new_network", "new_place"} <= codes(reasons) and action == "step_up"
+
+
+def test_off_shift_is_learned(feed: Feed) -> None:
+    feed.warm()
+    _, _, day = feed.one(at(4, 11))
+    assert "off_shift" not in codes(day)
+    _, _, night = feed.one(at(4, 3), session="S-night")
+    assert "off_shift" in codes(night)
+
+
+def test_shared_device_across_outlets(feed: Feed) -> None:
+    for who, org in (("E1", "OUT-1"), ("E2", "OUT-2"), ("E3", "OUT-3")):
+        feed.warm(who, days=3, device=f"PDA-{who}", org=org)
+    feed.one(at(3, 10), "E1", device="GANG", org="OUT-1", session="g1")
+    feed.one(at(3, 10, 5), "E2", device="GANG", org="OUT-2", session="g2")
+    action, _, reasons = feed.one(at(3, 10, 10), "E3", device="GANG", org="OUT-3", session="g3")
+    assert "shared_device" in codes(reasons) and action == "step_up"
+
+
+def test_dormant_account_wakes_up(feed: Feed) -> None:
+    feed.warm()
+    action, _, reasons = feed.one(at(20, 10), session="S-late")
+    assert "dormant_account" in codes(reasons) and action == "step_up"
+
+
+def test_request_rate_throttles(feed: Feed) -> None:
+    feed.warm()
+    limit = feed.engine.config.budget("courier").requests_per_minute
+    out = [feed.one(at(4, 10, 0, i * 0.2), waybill=wb(i), assignee="E1")[0] for i in range(limit + 5)]
+    assert "throttle" in out and out.index("throttle") == limit
+
+
+def test_repeated_denials_lock(feed: Feed) -> None:
+    feed.warm()
+    cfg = feed.engine.config
+    budget = cfg.budget("courier").unexplained_reveals_per_day
+    out = [feed.one(at(4, 8, i * 2), waybill=wb(i), fields=PHONE, action="waybill.reveal")[0]
+           for i in range(budget + cfg.strikes_to_lock + 1)]  # fmt: skip
+    assert out[-1] == "lock"
+    assert any("repeated_denials" in {c for c, _ in a.reasons} for a in feed.sink.alerts)
+
+
+def test_denied_by_source_is_not_exposure(feed: Feed) -> None:
+    feed.warm()
+    for i in range(30):
+        feed.one(at(4, 9, i * 5), waybill=wb(i), assignee="E7", fields=PHONE, action="waybill.reveal", outcome="deny")
+    assert feed.engine.state.load("E1").d_unexpl == 0  # type: ignore[attr-defined]

@@ -1,0 +1,114 @@
+"""Masking to GB/T 41833-2022 and normalisation, with vectors and properties."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from courierguard.sim.synthetic import MOBILE_PREFIXES
+from courierguard.vault.masking import MASK, mask_address, mask_name, mask_phone
+from courierguard.vault.normalize import (
+    InvalidName,
+    InvalidPhone,
+    PhoneKind,
+    normalize_name,
+    normalize_phone,
+)
+
+VECTORS = json.loads((Path(__file__).parents[2] / "vectors" / "vault" / "masking.json").read_text())
+
+CJK = st.characters(min_codepoint=0x4E00, max_codepoint=0x9FA5)
+
+
+@pytest.mark.parametrize(("name", "masked"), VECTORS["names"])
+def test_name_vectors(name: str, masked: str) -> None:
+    assert mask_name(normalize_name(name)) == masked
+
+
+@pytest.mark.parametrize(("phone", "masked"), VECTORS["phones"])
+def test_phone_vectors(phone: str, masked: str) -> None:
+    assert mask_phone(normalize_phone(phone)) == masked
+
+
+@pytest.mark.parametrize(("parts", "masked"), VECTORS["addresses"])
+def test_address_vectors(parts: list[str], masked: str) -> None:
+    assert mask_address(*parts) == masked
+
+
+@given(st.text(CJK, min_size=1, max_size=8))
+def test_a_chinese_name_always_hides_at_least_one_character(name: str) -> None:
+    masked = mask_name(name)
+    assert len(masked) == len(name)
+    assert masked.count(MASK) >= 1
+    # Whatever stays visible is a prefix of the real name (the surname), never a later character.
+    visible = masked.rstrip(MASK)
+    assert name.startswith(visible)
+
+
+@given(st.sampled_from(sorted(MOBILE_PREFIXES)), st.text("0123456789", min_size=8, max_size=8))
+def test_every_mainland_mobile_hides_six_digits_and_keeps_prefix(prefix: str, rest: str) -> None:
+    number = (prefix + rest)[:11]
+    phone = normalize_phone(number)
+    assert phone.kind is PhoneKind.MOBILE
+    masked = mask_phone(phone)
+    assert masked.count(MASK) >= 6
+    assert masked.startswith(number[:3]) and masked.endswith(number[-2:])
+    assert sum(c.isdigit() for c in masked) <= 5
+
+
+@given(
+    st.sampled_from(sorted(MOBILE_PREFIXES)),
+    st.text("0123456789", min_size=8, max_size=8),
+    st.sampled_from(["{}", "+86{}", "+86 {}", "0086{}", "86-{}", "({})", " {} "]),
+    st.sampled_from(["", " ", "-"]),
+)
+def test_messy_spellings_of_one_mobile_normalise_equally(
+    prefix: str, rest: str, shape: str, sep: str
+) -> None:
+    digits = (prefix + rest)[:11]
+    spaced = digits[:3] + sep + digits[3:7] + sep + digits[7:]
+    assert normalize_phone(shape.format(spaced)).e164 == "+86" + digits
+
+
+@given(st.text(max_size=40))
+def test_normalize_phone_never_crashes_and_never_echoes_input(raw: str) -> None:
+    try:
+        phone = normalize_phone(raw)
+    except InvalidPhone as exc:
+        # Messages are fixed texts: nothing of the input can leak through them into a log.
+        assert str(exc) in {
+            "empty or longer than 32 characters",
+            "not a phone number",
+            "not a valid phone number",
+        }
+    else:
+        assert phone.e164.startswith("+")
+        assert mask_phone(phone).count(MASK) >= 6
+
+
+@given(st.text(max_size=80))
+def test_normalize_name_is_idempotent(raw: str) -> None:
+    try:
+        once = normalize_name(raw)
+    except InvalidName:
+        return
+    assert normalize_name(once) == once
+
+
+def test_name_rules() -> None:
+    assert normalize_name(" 张  三 ") == "张三"
+    assert normalize_name("阿依古丽•买买提") == "阿依古丽·买买提"
+    with pytest.raises(InvalidName):
+        normalize_name("   ")
+    with pytest.raises(InvalidName):
+        normalize_name("张" * 65)
+
+
+@pytest.mark.parametrize("bad", ["", "12345", "1381234563", "138123456345678901234567890123456", "abc"])
+def test_invalid_phones_are_refused(bad: str) -> None:
+    with pytest.raises(InvalidPhone):
+        normalize_phone(bad)

@@ -1,0 +1,218 @@
+"""The vault end to end, on SQLite and on the real PostgreSQL server."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, select, update
+
+from courierguard.db.tables import data_keys, parties
+from courierguard.errors import InvalidInput, NotFound
+from courierguard.events import PiiField
+from courierguard.vault import LocalKeyFile, Vault, VaultError, VaultFailure
+
+
+def record(n: int, *, month: str = "11", phone: str = "13812345634", **over: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "number": f"YT{n:013d}",
+        "origin_outlet": "SZ-NS-01",
+        "dest_outlet": "BJ-HD-02",
+        "routing_code": "755-010-A1",
+        "created_at": f"2026-{month}-02T10:00:00+08:00",
+        "sender": {
+            "name": "张三",
+            "phone": phone,
+            "address": {
+                "province": "广东省",
+                "city": "深圳市",
+                "district": "南山区",
+                "detail": "科技园1栋2单元301",
+            },
+        },
+        "recipient": {
+            "name": "欧阳娜娜",
+            "phone": "010-62345678",
+            "address": {
+                "province": "北京市",
+                "city": "北京市",
+                "district": "海淀区",
+                "detail": "中关村3号楼502",
+            },
+        },
+    }
+    base.update(over)
+    return base
+
+
+@pytest.fixture
+def vault(engine: Engine, tmp_path: Path) -> Vault:
+    return Vault(engine, LocalKeyFile(tmp_path / "keys.json"), tenant="t-" + secrets.token_hex(4))
+
+
+def test_ingest_mask_reveal_roundtrip(vault: Vault) -> None:
+    result = vault.ingest_records([record(1)])
+    assert result.stored == ("YT0000000000001",) and result.failed == ()
+    masked = vault.masked("YT0000000000001")
+    assert masked.sender is not None and masked.recipient is not None
+    assert (masked.sender.name, masked.sender.phone) == ("张*", "138******34")
+    assert masked.recipient.address == "北京市海淀区****"
+    clear = vault.reveal("YT0000000000001", [PiiField.SENDER_PHONE, PiiField.RECIPIENT_NAME])
+    assert clear == {PiiField.SENDER_PHONE: "+8613812345634", PiiField.RECIPIENT_NAME: "欧阳娜娜"}
+    assert vault.reveal("YT0000000000001", [PiiField.SENDER_ADDRESS])[PiiField.SENDER_ADDRESS] == (
+        "广东省深圳市南山区科技园1栋2单元301"
+    )
+
+
+def test_nothing_in_the_database_is_clear_text(vault: Vault) -> None:
+    vault.ingest_records([record(1)])
+    with vault.engine.connect() as conn:
+        rows = conn.execute(select(parties).where(parties.c.tenant == vault.tenant)).all()
+    dump = repr(rows).encode() + b"".join(v for row in rows for v in row if isinstance(v, bytes))
+    for secret in ["13812345634", "62345678", "张三", "欧阳娜娜", "科技园", "中关村"]:
+        assert secret.encode() not in dump
+        assert secret not in repr(rows)
+
+
+def test_bad_records_fail_alone_and_name_the_field(vault: Vault) -> None:
+    no_recipient = record(3)
+    del no_recipient["recipient"]
+    long_detail = record(4)
+    long_detail["sender"]["address"]["detail"] = "x" * 201
+    result = vault.ingest_records(
+        [record(1), record(2, phone="12345"), no_recipient, long_detail, "junk", record(5), record(1)]
+    )
+    assert result.stored == ("YT0000000000001", "YT0000000000005")
+    failures = {(f.index, f.field) for f in result.failed}
+    assert failures == {
+        (1, "sender.phone"),
+        (2, "recipient"),
+        (3, "sender.address.detail"),
+        (4, "record"),
+        (6, "number"),
+    }
+    for f in result.failed:
+        assert "12345" not in f.message
+    with pytest.raises(NotFound):
+        vault.masked("YT0000000000002")
+    again = vault.ingest_records([record(5)])
+    assert again.stored == () and again.failed[0].message == "already exists"
+
+
+def test_tampered_ciphertext_fails(vault: Vault) -> None:
+    vault.ingest_records([record(1)])
+    with vault.engine.begin() as conn:
+        ct = conn.execute(
+            select(parties.c.phone_ct).where(parties.c.tenant == vault.tenant, parties.c.role == "sender")
+        ).scalar_one()
+        tampered = ct[:-1] + bytes([ct[-1] ^ 1])
+        conn.execute(update(parties).where(parties.c.tenant == vault.tenant).values(phone_ct=tampered))
+    with pytest.raises(VaultError) as caught:
+        vault.reveal("YT0000000000001", [PiiField.SENDER_PHONE])
+    assert caught.value.reason == VaultFailure.UNREADABLE
+    assert "13812345634" not in caught.value.diagnostics()
+
+
+def test_swapped_ciphertexts_between_records_fail(vault: Vault) -> None:
+    vault.ingest_records([record(1), record(2, phone="13999998888")])
+    with vault.engine.begin() as conn:
+        ct = {
+            r.waybill: r.phone_ct
+            for r in conn.execute(
+                select(parties.c.waybill, parties.c.phone_ct).where(
+                    parties.c.tenant == vault.tenant, parties.c.role == "sender"
+                )
+            )
+        }
+        for number, other in (("YT0000000000001", "YT0000000000002"), ("YT0000000000002", "YT0000000000001")):
+            conn.execute(
+                update(parties)
+                .where(
+                    parties.c.tenant == vault.tenant, parties.c.waybill == number, parties.c.role == "sender"
+                )
+                .values(phone_ct=ct[other])
+            )
+    for number in ("YT0000000000001", "YT0000000000002"):
+        with pytest.raises(VaultError):
+            vault.reveal(number, [PiiField.SENDER_PHONE])
+
+
+def test_swapped_fields_within_a_record_fail(vault: Vault) -> None:
+    vault.ingest_records([record(1)])
+    with vault.engine.begin() as conn:
+        row = conn.execute(
+            select(parties.c.name_ct, parties.c.phone_ct).where(
+                parties.c.tenant == vault.tenant, parties.c.role == "sender"
+            )
+        ).one()
+        conn.execute(
+            update(parties)
+            .where(parties.c.tenant == vault.tenant, parties.c.role == "sender")
+            .values(name_ct=row.phone_ct, phone_ct=row.name_ct)
+        )
+    with pytest.raises(VaultError):
+        vault.reveal("YT0000000000001", [PiiField.SENDER_NAME])
+
+
+def test_rotation_rewraps_and_everything_stays_readable(vault: Vault, tmp_path: Path) -> None:
+    vault.ingest_records([record(1, month="10"), record(2, month="11")])
+    with vault.engine.connect() as conn:
+        before = dict(
+            conn.execute(
+                select(data_keys.c.month, data_keys.c.wrapped).where(data_keys.c.tenant == vault.tenant)
+            ).all()
+        )
+    report = vault.rotate_keys()
+    assert report.rewrapped >= 2 and report.retired
+    keys = LocalKeyFile(tmp_path / "keys.json")
+    assert keys.active_kek_id() == report.new_kek and keys.kek_ids() == {report.new_kek}
+    fresh = Vault(vault.engine, keys, tenant=vault.tenant)  # no cached data keys
+    for n in (1, 2):
+        assert fresh.reveal(f"YT{n:013d}", [PiiField.SENDER_NAME]) == {PiiField.SENDER_NAME: "张三"}
+    with vault.engine.connect() as conn:
+        after = dict(
+            conn.execute(
+                select(data_keys.c.month, data_keys.c.wrapped).where(data_keys.c.tenant == vault.tenant)
+            ).all()
+        )
+    assert before.keys() == after.keys() and all(before[m] != after[m] for m in before)
+
+
+def test_shredding_a_month_makes_exactly_that_month_unreadable(vault: Vault, tmp_path: Path) -> None:
+    vault.ingest_records([record(1, month="10"), record(2, month="11"), record(3, month="11")])
+    report = vault.shred_month("2026-11")
+    assert report.parties == 4
+    fresh = Vault(vault.engine, LocalKeyFile(tmp_path / "keys.json"), tenant=vault.tenant)
+    assert fresh.reveal("YT0000000000001", [PiiField.SENDER_NAME]) == {PiiField.SENDER_NAME: "张三"}
+    for v in (vault, fresh):
+        for n in (2, 3):
+            with pytest.raises(VaultError) as caught:
+                v.reveal(f"YT{n:013d}", [PiiField.SENDER_PHONE])
+            assert caught.value.reason == VaultFailure.SHREDDED
+    assert fresh.waybills_by_phone("13812345634") == ["YT0000000000001"]
+    masked = fresh.masked("YT0000000000002")
+    assert masked.sender == masked.sender.__class__(None, None, None)
+    with pytest.raises(InvalidInput):
+        vault.shred_month("secrets")
+
+
+def test_lookup_by_phone_and_name_through_the_blind_index(vault: Vault) -> None:
+    vault.ingest_records([record(1), record(2, phone="13999998888"), record(3)])
+    assert vault.waybills_by_phone("+86 138-1234-5634") == ["YT0000000000001", "YT0000000000003"]
+    assert vault.waybills_by_phone("010 6234 5678") == [f"YT{n:013d}" for n in (1, 2, 3)]
+    assert vault.waybills_by_phone("nonsense") == []
+    assert vault.waybills_by_name("欧阳 娜娜") == [f"YT{n:013d}" for n in (1, 2, 3)]
+
+
+def test_secrets_at_rest_roundtrip_and_bind_label(vault: Vault) -> None:
+    sealed = vault.seal_secret("totp:E1:dev1", b"seed-bytes")
+    assert vault.open_secret("totp:E1:dev1", sealed) == b"seed-bytes"
+    with pytest.raises(VaultError):
+        vault.open_secret("totp:E2:dev1", sealed)
+
+
+def test_reveal_of_unknown_waybill_is_not_found(vault: Vault) -> None:
+    with pytest.raises(NotFound):
+        vault.reveal("YT0000000000099", [PiiField.SENDER_NAME])
