@@ -13,12 +13,12 @@ old, the writer wakes on its own to sign one when entries arrived but no batch f
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import queue
 import threading
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from _thread import LockType
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +32,9 @@ from courierguard.audit._internal.core import (
     check_kind,
     waybills_of,
 )
-from courierguard.audit.merkle import MerkleTree, leaf_hash
+from courierguard.audit.merkle import LEAF_PREFIX, MerkleTree
 from courierguard.audit.models import EntryKind, SignedTreeHead, encode_entry, to_micros
-from courierguard.audit.tables import audit_entries, audit_tree_heads, audit_waybills
+from courierguard.audit.tables import audit_entries, audit_tree_heads
 from courierguard.clock import Clock, SystemClock
 from courierguard.errors import AuditUnavailable
 from courierguard.events import AccessEvent, event_dict
@@ -45,19 +45,38 @@ log = logging.getLogger(__name__)
 # Arbitrary constant naming the PostgreSQL advisory lock that serialises writers of several workers.
 _PG_LOCK_KEY = 0x6367_6175_6469_74
 _APPEND_TIMEOUT = 30.0
+_INSERT_ENTRY_QMARK = (
+    "INSERT INTO audit_entries (seq, ts_us, kind, actor, entry, leaf_hash) VALUES (?, ?, ?, ?, ?, ?)"
+)
+_INSERT_ENTRY_FORMAT = (
+    "INSERT INTO audit_entries (seq, ts_us, kind, actor, entry, leaf_hash) VALUES (%s, %s, %s, %s, %s, %s)"
+)
+_INSERT_WAYBILL_QMARK = "INSERT INTO audit_waybills (waybill, seq) VALUES (?, ?)"
+_INSERT_WAYBILL_FORMAT = "INSERT INTO audit_waybills (waybill, seq) VALUES (%s, %s)"
 
 
-@dataclass(slots=True, eq=False)
 class _Request:
-    kind: EntryKind | None
-    body: bytes
-    ts_us: int
-    actor: str | None
-    waybills: set[str]
-    done: threading.Event = field(default_factory=threading.Event)
-    index: int = -1
-    head: SignedTreeHead | None = None
-    error: BaseException | None = None
+    """One queued entry (or, with ``kind`` None, a checkpoint). Plain slots: no per-entry Event."""
+
+    __slots__ = ("actor", "body", "error", "head", "index", "kind", "ts_us", "waybills")
+
+    def __init__(
+        self, kind: str | None, body: bytes, ts_us: int, actor: str | None, waybills: set[str]
+    ) -> None:
+        self.kind = kind
+        self.body = body
+        self.ts_us = ts_us
+        self.actor = actor
+        self.waybills = waybills
+        self.index = -1
+        self.head: SignedTreeHead | None = None
+        self.error: BaseException | None = None
+
+
+def _new_gate() -> LockType:
+    gate = threading.Lock()
+    gate.acquire()
+    return gate
 
 
 def load_leaf_hashes(conn: Connection, start: int = 0, end: int | None = None) -> bytearray:
@@ -101,11 +120,18 @@ class SqlAuditLog:
         self._signer = HeadSigner(key_provider.signer(), self._clock)
         self._witness = Witness(witness_file) if witness_file else None
         self._interval = head_interval
-        self._max_batch = max_batch
+        self._max_batch = max(1, max_batch)
         self._pg = engine.dialect.name == "postgresql"
-        self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
+        qmark = engine.dialect.paramstyle == "qmark"
+        self._insert_entry = _INSERT_ENTRY_QMARK if qmark else _INSERT_ENTRY_FORMAT
+        self._insert_waybill = _INSERT_WAYBILL_QMARK if qmark else _INSERT_WAYBILL_FORMAT
+        # Callers append to ``_pending`` and wait on ``_gate``, the gate of the batch being formed;
+        # the writer swaps both under ``_wakeup``'s lock, so a request always waits on its own batch.
+        self._wakeup = threading.Condition(threading.Lock())
+        self._pending: list[_Request] = []
+        self._gate = _new_gate()
+        self._closing = False
         self._tree_lock = threading.Lock()
-        self._closing = threading.Event()
         with engine.connect() as conn:
             self._tree = MerkleTree.from_packed(load_leaf_hashes(conn))
             head = latest_head(conn)
@@ -113,7 +139,7 @@ class SqlAuditLog:
         self._last_head_at = time.monotonic()
         if head is None or head.size != len(self._tree):
             # A fresh log, or a crash after entries committed without a head: sign what is there.
-            self._write(())
+            self._write([], force_head=True)
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
         self._thread.start()
 
@@ -121,25 +147,52 @@ class SqlAuditLog:
 
     def append(self, kind: EntryKind, body: Mapping[str, Any]) -> int:
         """Append one entry and block until it is committed; returns its leaf index."""
-        checked = check_kind(kind)
         request = _Request(
-            checked, body_bytes(body), to_micros(self._clock.now()), actor_of(body), waybills_of(body)
+            check_kind(kind).value,
+            body_bytes(body),
+            to_micros(self._clock.now()),
+            actor_of(body),
+            waybills_of(body),
         )
-        self._submit(request)
+        self._submit((request,))
         return request.index
+
+    def append_many(self, kind: EntryKind, bodies: Sequence[Mapping[str, Any]]) -> list[int]:
+        """Append several entries of one kind and block until all are committed; their leaf indices.
+
+        The entries are numbered consecutively and committed in the same transaction (unless there
+        are more than ``max_batch``); for a caller that already holds a batch, e.g. an importer.
+        """
+        checked = check_kind(kind).value
+        ts_us = to_micros(self._clock.now())
+        requests = [
+            _Request(checked, body_bytes(body), ts_us, actor_of(body), waybills_of(body)) for body in bodies
+        ]
+        if requests:
+            self._submit(requests)
+        return [r.index for r in requests]
 
     def append_event(self, event: AccessEvent) -> int:
         """Append an Access Event v1 as an ``access`` entry."""
         return self.append(EntryKind.ACCESS, event_dict(event))
 
-    def _submit(self, request: _Request) -> None:
-        if self._closing.is_set() or not self._thread.is_alive():
-            raise AuditUnavailable("audit log is closed")
-        self._queue.put(request)
-        if not request.done.wait(_APPEND_TIMEOUT):
+    def _submit(self, requests: Sequence[_Request]) -> None:
+        wakeup = self._wakeup
+        with wakeup:
+            if self._closing or not self._thread.is_alive():
+                raise AuditUnavailable("audit log is closed")
+            if not self._pending:
+                wakeup.notify()
+            self._pending.extend(requests)
+            gate = self._gate
+        # The writer opens the gate once the batch is committed; each caller passes it on to the
+        # next one, so waking a batch costs one release per caller and no per-entry Event.
+        if not gate.acquire(True, _APPEND_TIMEOUT):
             raise AuditUnavailable("audit write timed out")
-        if request.error is not None:
-            raise AuditUnavailable("audit write failed") from request.error
+        gate.release()
+        for request in requests:
+            if request.error is not None:
+                raise AuditUnavailable("audit write failed") from request.error
 
     def tree_head(self) -> SignedTreeHead:
         """The latest signed tree head."""
@@ -150,7 +203,7 @@ class SqlAuditLog:
     def checkpoint(self) -> SignedTreeHead:
         """Sign and store a head over every committed entry (goes through the writer, in order)."""
         request = _Request(None, b"", 0, None, set())
-        self._submit(request)
+        self._submit((request,))
         assert request.head is not None
         return request.head
 
@@ -177,48 +230,42 @@ class SqlAuditLog:
 
     def close(self) -> None:
         """Commit what is queued, sign a final head, stop the writer. Idempotent."""
-        if self._closing.is_set():
-            return
-        self._closing.set()
-        self._queue.put(None)
-        self._thread.join()
+        with self._wakeup:
+            if self._closing:
+                already = True
+            else:
+                already = False
+                self._closing = True
+                self._wakeup.notify()
+        if not already:
+            self._thread.join()
 
     # ---- writer thread ------------------------------------------------------------------------
 
     def _run(self) -> None:
-        stop = False
-        while not stop:
-            dirty = self._head is not None and self._head.size != len(self._tree)
-            timeout = max(0.0, self._interval - (time.monotonic() - self._last_head_at)) if dirty else None
-            try:
-                first = self._queue.get(timeout=timeout)
-            except queue.Empty:
-                self._safe_write([])
-                continue
-            batch: list[_Request] = []
-            if first is None:
-                stop = True
-            else:
-                batch.append(first)
-            while len(batch) < self._max_batch:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                else:
-                    batch.append(item)
-            self._safe_write(batch, force_head=stop)
-        # Anything that slipped in after the stop marker is refused, never silently dropped.
+        wakeup = self._wakeup
         while True:
+            with wakeup:
+                while not self._pending and not self._closing:
+                    dirty = self._head is not None and self._head.size != len(self._tree)
+                    if not dirty:
+                        wakeup.wait()
+                        continue
+                    left = self._interval - (time.monotonic() - self._last_head_at)
+                    if left <= 0 or not wakeup.wait(left):
+                        break
+                batch, self._pending = self._pending, []
+                gate, self._gate = self._gate, _new_gate()
+                stop = self._closing
             try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is not None:
-                item.error = AuditUnavailable("audit log is closed")
-                item.done.set()
+                step = self._max_batch
+                for start in range(0, max(len(batch), 1), step):
+                    last = start + step >= len(batch)
+                    self._safe_write(batch[start : start + step], force_head=stop and last)
+            finally:
+                gate.release()
+            if stop:
+                return
 
     def _safe_write(self, batch: list[_Request], *, force_head: bool = False) -> None:
         try:
@@ -227,9 +274,8 @@ class SqlAuditLog:
             log.error("audit batch of %d entries not committed: %s", len(batch), exc.__class__.__name__)
             for request in batch:
                 request.error = exc
-                request.done.set()
 
-    def _write(self, batch: list[_Request] | tuple[()], *, force_head: bool = False) -> None:
+    def _write(self, batch: list[_Request], *, force_head: bool = False) -> None:
         entries = [r for r in batch if r.kind is not None]
         wants_head = force_head or len(entries) < len(batch) or not batch
         with self._engine.begin() as conn:
@@ -237,42 +283,34 @@ class SqlAuditLog:
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
             # max() reads one end of the primary key; count() would scan the whole table per batch.
             top = conn.execute(select(func.max(audit_entries.c.seq))).scalar_one()
-            stored = -1 if top is None else int(top)
-            stored += 1
+            stored = 0 if top is None else int(top) + 1
             with self._tree_lock:
                 start = len(self._tree)
             if stored > start:
                 # Another worker appended since we last looked: take its leaves before numbering ours.
                 extra = load_leaf_hashes(conn, start)
                 with self._tree_lock:
-                    for i in range(0, len(extra), 32):
-                        self._tree.append(bytes(extra[i : i + 32]))
+                    self._tree.extend_packed(extra)
                     start = len(self._tree)
-            rows: list[dict[str, Any]] = []
-            waybill_rows: list[dict[str, Any]] = []
+            rows: list[tuple[Any, ...]] = []
+            waybill_rows: list[tuple[str, int]] = []
             leaves: list[bytes] = []
-            for offset, request in enumerate(entries):
-                index = start + offset
+            sha = hashlib.sha256
+            encode = encode_entry
+            index = start
+            for request in entries:
                 assert request.kind is not None
-                entry = encode_entry(index, request.ts_us, request.kind, request.body)
-                h = leaf_hash(entry)
+                entry = encode(index, request.ts_us, request.kind, request.body)
+                h = sha(LEAF_PREFIX + entry).digest()
                 leaves.append(h)
-                rows.append(
-                    {
-                        "seq": index,
-                        "ts_us": request.ts_us,
-                        "kind": request.kind.value,
-                        "actor": request.actor,
-                        "entry": entry,
-                        "leaf_hash": h,
-                    }
-                )
-                waybill_rows.extend({"waybill": w, "seq": index} for w in request.waybills)
+                rows.append((index, request.ts_us, request.kind, request.actor, entry, h))
+                if request.waybills:
+                    waybill_rows.extend((w, index) for w in request.waybills)
+                index += 1
             head: SignedTreeHead | None = None
             with self._tree_lock:
                 try:
-                    for h in leaves:
-                        self._tree.append(h)
+                    self._tree.extend_packed(b"".join(leaves))
                     size = len(self._tree)
                     due = time.monotonic() - self._last_head_at >= self._interval
                     last = self._head
@@ -284,10 +322,11 @@ class SqlAuditLog:
                     self._tree.truncate(start)
                     raise
             try:
+                # Driver-level executemany: the Core insert costs several times more per row in Python.
                 if rows:
-                    conn.execute(insert(audit_entries), rows)
+                    conn.exec_driver_sql(self._insert_entry, rows)
                 if waybill_rows:
-                    conn.execute(insert(audit_waybills), waybill_rows)
+                    conn.exec_driver_sql(self._insert_waybill, waybill_rows)
                 if head is not None:
                     conn.execute(
                         insert(audit_tree_heads),
@@ -317,12 +356,13 @@ class SqlAuditLog:
                     # The head is durable in the database; a witness outage must not block reveals.
                     log.error("witness file not written: %s", exc.__class__.__name__)
         current = self._head
-        for offset, request in enumerate(entries):
-            request.index = start + offset
+        index = start
         for request in batch:
             if request.kind is None:
                 request.head = current
-            request.done.set()
+            else:
+                request.index = index
+                index += 1
 
 
 def open_audit_log(

@@ -6,7 +6,7 @@ import typer
 
 from courierguard import __version__
 from courierguard.app import open_core
-from courierguard.cli import keys, policy
+from courierguard.cli import audit, keys, policy, risk, serve, sim
 from courierguard.cli._common import (
     DatabaseUrl,
     DataDir,
@@ -24,6 +24,12 @@ app = typer.Typer(
 )
 app.add_typer(keys.app, name="keys")
 app.add_typer(policy.app, name="policy")
+app.add_typer(audit.app, name="audit")
+app.command()(serve.serve)
+app.command()(serve.run)
+app.command()(sim.simulate)
+app.command()(sim.evaluate)
+app.command()(risk.replay)
 
 
 @app.command()

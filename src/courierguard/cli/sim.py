@@ -165,4 +165,5 @@ def evaluate(
     if as_json:
         typer.echo(orjson.dumps(result.to_dict(), option=orjson.OPT_INDENT_2).decode())
         return
-    render(result, Console())
+    console = Console()
+    render(result, Console(width=max(console.width, 150)) if not console.is_terminal else console)

@@ -5,5 +5,6 @@ Alembic's environment and the migration test import it. A capability with tables
 
 from courierguard.audit import tables as _audit_tables  # noqa: F401
 from courierguard.db.tables import metadata
+from courierguard.risk import tables as _risk_tables  # noqa: F401
 
 __all__ = ["metadata"]

@@ -76,6 +76,7 @@ employees = Table(
     Column("role", String(32), nullable=False),
     Column("org_unit", String(64), nullable=False),
     Column("status", String(16), nullable=False),
+    Column("status_reason", String(64)),
     Column("shifts", Text, nullable=False, default="[]"),
     Column("name", String(100)),
     Column("updated_at", TS, nullable=False),
@@ -205,19 +206,23 @@ api_keys = Table(
     Column("revoked_at", TS),
 )
 
-exports = Table(
-    "exports",
+# Four-eyes approvals: a bulk export, or a security officer's reveal, waits here until a different
+# officer approves it; an approved request is usable until ``expires_at``.
+approvals = Table(
+    "approvals",
     metadata,
     Column("id", String(32), primary_key=True),
     Column("tenant", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),
     Column("requested_by", String(64), nullable=False),
     Column("justification", String(500), nullable=False),
-    Column("filter", Text, nullable=False),
+    Column("scope", Text, nullable=False),
     Column("fields", Text, nullable=False),
     Column("status", String(16), nullable=False),
     Column("created_at", TS, nullable=False),
     Column("decided_by", String(64)),
     Column("decided_at", TS),
     Column("expires_at", TS),
-    Column("downloaded_at", TS),
+    Column("used_at", TS),
+    Index(None, "tenant", "status"),
 )

@@ -92,7 +92,7 @@ class RiskConfig(BaseModel):
     doubt_impossible_travel: float = 0.6
     doubt_concurrent_devices: float = 0.6
     doubt_shared_device: float = 0.6
-    doubt_dormant: float = 0.5
+    doubt_dormant_account: float = 0.5
     step_up_doubt: float = 0.5
     device_trust_days: Annotated[
         int, Field(ge=1, description="Distinct days of clean use after which an unbound device is trusted.")

@@ -103,6 +103,7 @@ class RiskEngine:
         c = self.config
         self._v4_octets = c.network_prefix_v4 // 8
         self._dormant_s = c.dormant_days * 86_400
+        self._today = 0
 
     # ------------------------------------------------------------------ public API
 
@@ -150,6 +151,8 @@ class RiskEngine:
         """Severity index (0 allow … 4 lock), score and reasons for one record; updates state."""
         c = self.config
         st = self.state
+        if r.day > self._today:
+            self._new_day(r.day)
         acc = st.load(r.actor)
         ts = r.ts
         if r.day != acc.cur_day:
@@ -436,7 +439,12 @@ class RiskEngine:
             return True
         if r.ticket is not None:
             return True
-        if r.status == "exception" and r.role == "hub_operator" and r.res_org is not None and r.res_org == r.org:
+        if (
+            r.status == "exception"
+            and r.role == "hub_operator"
+            and r.res_org is not None
+            and r.res_org == r.org
+        ):
             return True  # a parcel in exception at the operator's own hub is their task
         return r.role in _OFFICERS and r.purpose in _OFFICER_PURPOSES
 
@@ -452,6 +460,13 @@ class RiskEngine:
         target = rest.split(":", 1)[0]
         if status is not None and target:
             self.set_employee_status(target, status)
+
+    def _new_day(self, day: int) -> None:
+        # Peer counters older than yesterday are never read again; Redis expires them by TTL.
+        self._today = day
+        forget = getattr(self.state, "forget_peers_before", None)
+        if forget is not None:
+            forget(day - 1)
 
     def _roll_day(self, acc: AccountState, day: int) -> None:
         if acc.cur_day:

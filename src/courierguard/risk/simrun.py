@@ -54,13 +54,11 @@ def run(events: Path, decisions: Path, config: RiskConfig | None = None) -> Repl
 def evaluate(events: Path, truth: Path, decisions: Path) -> dict[str, Any]:
     """Per-scenario containment and normal-staff rates (the simulator's evaluator when available)."""
     try:
-        from courierguard.sim import evaluate as sim_eval  # type: ignore[attr-defined]
+        from courierguard.sim.evaluate import evaluate as sim_evaluate
     except ImportError:
-        sim_eval = None
-    if sim_eval is not None and hasattr(sim_eval, "evaluate"):
-        result: dict[str, Any] = sim_eval.evaluate(events, truth, decisions)
-        return result
-    return own_evaluate(events, truth, decisions)
+        return own_evaluate(events, truth, decisions)
+    result: dict[str, Any] = sim_evaluate(events, truth, decisions).to_dict()
+    return result
 
 
 def own_evaluate(events: Path, truth: Path, decisions: Path) -> dict[str, Any]:
@@ -146,7 +144,7 @@ def main() -> None:
     ap.add_argument("--employees", type=int, default=300)
     ap.add_argument("--days", type=int, default=14)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--dir", type=Path, default=Path("/tmp/cg-risk-sim"))
+    ap.add_argument("--dir", type=Path, default=Path("var/bench-risk"))
     args = ap.parse_args()
     t0 = time.perf_counter()
     events, truth = generate(args.employees, args.days, args.seed, args.dir)

@@ -45,6 +45,7 @@ _dumps = orjson.dumps
 F_RP = ["recipient.phone"]
 F_RPA = ["recipient.phone", "recipient.address"]
 F_RA = ["recipient.address"]
+F_RNA = ["recipient.name", "recipient.address"]
 F_SP = ["sender.phone"]
 F_RNPA = ["recipient.name", "recipient.phone", "recipient.address"]
 F_ALL = [
@@ -123,7 +124,10 @@ class Delivery:
 
 
 class Day:
-    """Everything generated for one day before sorting: ``(t, seq, body bytes, label)`` items."""
+    """Everything generated for one day before sorting: ``(t, seq, body bytes, label)`` items.
+
+    The body is the event's JSON without ``id``/``ts`` and without its opening brace.
+    """
 
     __slots__ = ("d", "items", "rng", "seq", "weekday")
 
@@ -136,7 +140,9 @@ class Day:
 
     def emit(self, t: int, body: Event, label: int = 0) -> None:
         """Queue one event body (no ``id``/``ts`` yet) at simulation time ``t``."""
-        self.items.append((t, next(self.seq), _dumps(body), label))
+        # Slicing off the "{" also copies orjson's 4 KB output buffer into a right-sized object;
+        # keeping orjson's own bytes for a day of events would cost gigabytes.
+        self.items.append((t, next(self.seq), _dumps(body)[1:], label))
 
 
 class Simulation:
@@ -168,6 +174,7 @@ class Simulation:
         self.yesterday: dict[str, list[Delivery]] = {}
         self.pickups_today: dict[str, list[tuple[int, str]]] = {}
         self.sessions: dict[str, dict[str, Any]] = {}
+        self._recent_all: list[Delivery] | None = None
         self.allocated: dict[str, set[int]] = {u.id: set() for u in self.world.outlets}
         self._session_seq = itertools.count(1)
         self._ticket_seq = itertools.count(100_001)
@@ -272,10 +279,10 @@ class Simulation:
         source = self.yesterday or self.today
         if outlet is not None:
             return source.get(outlet, [])
-        out: list[Delivery] = []
-        for items in source.values():
-            out.extend(items)
-        return out
+        if self._recent_all is None:
+            # Built once a day: every agent, officer and attacker draws from the same pool.
+            self._recent_all = [w for items in source.values() for w in items]
+        return self._recent_all
 
     def working(self, person: Staff, d: int, weekday: int) -> bool:
         """Whether ``person`` works on day ``d`` under normal circumstances."""
@@ -316,7 +323,7 @@ class Simulation:
             for t, _, body, label in items[:cut]:
                 n += 1
                 ts = clock_fmt(t)
-                append(template % (n, ts.encode(), body[1:]))
+                append(template % (n, ts.encode(), body))
                 labels.append(label)
                 if label:
                     truth = self.truths[label]
@@ -325,6 +332,7 @@ class Simulation:
                         truth.start = ts
                     truth.end = ts
             self.event_count = n
+            del items, day  # a festival day holds over a million events; free them before yielding
             yield lines, labels
         self.done = True
 
@@ -371,6 +379,7 @@ class Simulation:
         self.yesterday = self.today
         self.today = {u.id: [] for u in self.world.outlets}
         self.sessions = {}
+        self._recent_all = None
         self.pickups_today = {u.id: [] for u in self.world.outlets}
         factor = self.config.festival_factor if d in self.festival else 1.0
         if weekday == 5:
@@ -805,24 +814,20 @@ class Simulation:
         if rng.random() < 0.12 and backlog:
             # The weekly delivery report: masked, approved by a second manager (four-eyes).
             size = min(len(backlog), rng.randint(50, 400))
-            events.append(
-                (
-                    start + int(rng.random() * span),
-                    {
-                        "action": "waybill.export",
-                        "query": {
-                            "kind": "by_org_unit",
-                            "result_count": size,
-                            "result_ids": [w.number for w in backlog[:size]],
-                        },
-                        "purpose": "report",
-                        "outcome": {
-                            "decision": "allow",
-                            "reason": f"approved:APR-{rng.randrange(10**6):06d}",
-                        },
-                    },
-                )
-            )
+            export: Event = {
+                "action": "waybill.export",
+                "query": {
+                    "kind": "by_org_unit",
+                    "result_count": size,
+                    "result_ids": [w.number for w in backlog[:size]],
+                },
+            }
+            if rng.random() < 0.15:
+                # A claims list for the insurer: names and addresses in clear, still approved.
+                export["fields"] = F_RNA
+            export["purpose"] = "report"
+            export["outcome"] = {"decision": "allow", "reason": f"approved:APR-{rng.randrange(10**6):06d}"}
+            events.append((start + int(rng.random() * span), export))
         self._emit_desk(day, person, session, events)
 
     def _hub(self, day: Day, person: Staff, factor: float) -> None:

@@ -8,6 +8,8 @@ Definitions (also in ``docs/simulator.md``):
 - A scenario actor (account) is *contained* at the first ``deny`` or ``lock`` decision on one of the
   scenario's own events, or at the first ``lock`` on any event of that account at or after the
   scenario's start (a lock revokes every session of the account; a deny refuses one event only).
+- *Records without engine*: distinct waybills the scenario's events would have served had no engine
+  run (source-system outcome only): the size of the attack.
 - *Records exposed before containment*: distinct waybills (and, separately, distinct
   (waybill, field) pairs) whose clear-text fields were served by the scenario's events of an account
   before that account was contained. Exports count every id in ``query.result_ids``.
@@ -255,6 +257,9 @@ def _score_attack_event(track: _Track, event: dict[str, Any], actor: str, action
     ts = datetime.fromisoformat(event["ts"])
     if track.start is None:
         track.start = ts
+    ids = _served(event)
+    fields = event.get("fields") or ()
+    track.total.update(ids)
     if action is not None and action != "allow":
         r.detected = True
         if r.first_flag_s is None:
@@ -266,19 +271,19 @@ def _score_attack_event(track: _Track, event: dict[str, Any], actor: str, action
                 track.contained_at[actor] = ts
                 _note_contain(track, actor, ts)
             return
-    fields = event.get("fields")
-    if not fields:
-        return
-    outcome = event.get("outcome") or {}
-    if outcome.get("decision", "allow") != "allow":
-        return
-    resource = event.get("resource")
-    if resource and resource.get("id"):
-        ids = [resource["id"]]
-    else:
-        ids = list((event.get("query") or {}).get("result_ids") or [])
-    track.total.update(ids)
-    if actor in track.contained_at:
+    if not ids or actor in track.contained_at:
         return
     track.exposed.update(ids)
     track.exposed_fields.update((i, f) for i in ids for f in fields)
+
+
+def _served(event: dict[str, Any]) -> list[str]:
+    """Waybills whose clear-text fields the source system served with this event."""
+    if not event.get("fields"):
+        return []
+    if (event.get("outcome") or {}).get("decision", "allow") != "allow":
+        return []
+    resource = event.get("resource")
+    if resource and resource.get("id"):
+        return [resource["id"]]
+    return list((event.get("query") or {}).get("result_ids") or [])

@@ -16,10 +16,11 @@ from courierguard.domain import Address, Party
 
 MOBILE_PREFIXES: tuple[str, ...] = (
     # China Mobile, Unicom, Telecom, Broadnet and the virtual operators, as allocated by MIIT.
-    # 154 is unallocated; 174 is the satellite/maritime block and 194 is not yet allocated, so
-    # none of them appear on parcels. 140-144 are 13-digit IoT numbers and never a contact phone.
+    # Left out because they never serve as a contact phone: 154 and 194 (unallocated), 174
+    # (satellite and maritime), 140-144 (13-digit IoT), 146/148/149 (data-only blocks, which
+    # libphonenumber also rejects, so the vault would refuse them).
     "130", "131", "132", "133", "134", "135", "136", "137", "138", "139",
-    "145", "146", "147", "148", "149",
+    "145", "147",
     "150", "151", "152", "153", "155", "156", "157", "158", "159",
     "162", "165", "166", "167",
     "170", "171", "172", "173", "175", "176", "177", "178",

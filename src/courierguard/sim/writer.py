@@ -51,9 +51,8 @@ def write_files(config: SimConfig, events: Path, truth: Path, progress: Progress
     count = 0
     with events.open("wb", buffering=_BUFFER) as handle:
         for day, lines in enumerate(sim.batches(), start=1):
-            chunk = b"".join(lines)
-            handle.write(chunk)
-            written += len(chunk)
+            handle.writelines(lines)
+            written += sum(map(len, lines))
             count += len(lines)
             if progress is not None:
                 progress(day, config.days, count)

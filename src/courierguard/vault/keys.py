@@ -56,6 +56,10 @@ class KeyProvider(Protocol):
         """The Ed25519 signer of audit tree heads."""
         ...
 
+    def dev_issuer_key(self) -> bytes:
+        """HMAC key of the built-in development token issuer (demo and tests only)."""
+        ...
+
     def rotate(self) -> str:
         """Create a new active KEK and return its id; the old ones stay until :meth:`retire`."""
         ...
@@ -81,6 +85,7 @@ def new_key_document() -> dict[str, Any]:
         "keks": {kek_id: _b64(new_key())},
         "blind_index": _b64(secrets.token_bytes(32)),
         "signing": _b64(new_signing_key()),
+        "dev_issuer": _b64(secrets.token_bytes(32)),
     }
 
 
@@ -101,6 +106,7 @@ class _DocumentKeys:
             self._keks = {k: Aead(v) for k, v in keks.items()}
             self._blind_index = _unb64(document["blind_index"])
             self._signer = Signer(_unb64(document["signing"]))
+            self._dev_issuer = _unb64(document["dev_issuer"]) if "dev_issuer" in document else None
         except (KeyError, ValueError, TypeError, AttributeError) as exc:
             raise ConfigError(f"key document is not valid ({exc})") from None
         self._document = document
@@ -126,6 +132,11 @@ class _DocumentKeys:
 
     def signer(self) -> Signer:
         return self._signer
+
+    def dev_issuer_key(self) -> bytes:
+        if self._dev_issuer is None:
+            raise ConfigError("this key document has no development token issuer key; configure JWKS_URL")
+        return self._dev_issuer
 
     def kek_ids(self) -> set[str]:
         return set(self._keks)
@@ -253,6 +264,9 @@ class KmsKeyProvider:
 
     def signer(self) -> Signer:
         return self._signer
+
+    def dev_issuer_key(self) -> bytes:
+        raise ConfigError("a KMS deployment has no development token issuer; configure JWKS_URL")
 
     def rotate(self) -> str:
         self._active = self._kms.create_key()

@@ -42,6 +42,12 @@ SECRETS_MONTH = "secrets"
 """Pseudo-month of the data key that encrypts operational secrets (TOTP seeds); never shredded."""
 
 PARTY_ROLES = ("sender", "recipient")
+_REVEAL_SQL = (
+    "SELECT role, key_month, name_ct, phone_ct, address_ct FROM parties WHERE tenant = ? AND waybill = ?"
+)
+_REVEAL_SQL = (
+    "SELECT role, key_month, name_ct, phone_ct, address_ct FROM parties WHERE tenant = ? AND waybill = ?"
+)
 _CT_INDEX = {"name": 2, "phone": 3, "address": 4}
 
 
@@ -138,10 +144,9 @@ class Vault:
         self._index = BlindIndex(keys.blind_index_key())
         self._data_keys: dict[str, Aead] = {}
         self._lock = threading.Lock()
-        mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
-        self._reveal_sql = (  # only the placeholder style varies; values are always bound
-            "SELECT role, key_month, name_ct, phone_ct, address_ct FROM parties "
-            f"WHERE tenant = {mark} AND waybill = {mark}"
+        # Only the placeholder style differs between drivers; values are always bound.
+        self._reveal_sql = (
+            _REVEAL_SQL if engine.dialect.paramstyle == "qmark" else _REVEAL_SQL.replace("?", "%s")
         )
 
     # --- data keys --------------------------------------------------------------------------------
@@ -371,7 +376,7 @@ class Vault:
         assert driver is not None
         rows = {
             row[0]: row
-            for row in driver.execute(self._reveal_sql, (self.tenant, number)).fetchall()  # type: ignore[attr-defined]
+            for row in driver.execute(self._reveal_sql, (self.tenant, number)).fetchall()
         }
         if not rows:
             raise NotFound(f"waybill {number} not found")

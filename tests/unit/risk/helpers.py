@@ -7,7 +7,6 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-
 from courierguard.risk.alerts import MemorySink
 from courierguard.risk.engine import ACTION_NAMES, RiskEngine
 from courierguard.risk.record import from_dict
@@ -28,7 +27,9 @@ class Feed:
         self.n = 0
         self.rng = random.Random(7)
 
-    def one(self, ts: datetime, actor: str = "E1", action: str = "waybill.view", **kw: Any) -> tuple[str, float, list[tuple[str, str | None]]]:
+    def one(
+        self, ts: datetime, actor: str = "E1", action: str = "waybill.view", **kw: Any
+    ) -> tuple[str, float, list[tuple[str, str | None]]]:
         self.n += 1
         sev, score, reasons = self.engine.decide(from_dict(event(f"t{self.n}", ts, actor, action, **kw)))
         return ACTION_NAMES[sev], score, reasons
@@ -36,10 +37,19 @@ class Feed:
     def many(self, events: Iterable[dict[str, Any]]) -> list[str]:
         return [ACTION_NAMES[self.engine.decide(from_dict(e))[0]] for e in events]
 
-    def warm(self, actor: str = "E1", days: int = 4, device: str = "PDA-1", org: str = "OUT-BJ-001", parcels: int = 40) -> None:
+    def warm(
+        self,
+        actor: str = "E1",
+        days: int = 4,
+        device: str = "PDA-1",
+        org: str = "OUT-BJ-001",
+        parcels: int = 40,
+    ) -> None:
         """``days`` normal working days for ``actor`` (days 0 .. days-1)."""
         for d in range(days):
-            out = self.many(courier_day(self.rng, actor, d, device=device, org=org, parcels=parcels, unexplained=1))
+            out = self.many(
+                courier_day(self.rng, actor, d, device=device, org=org, parcels=parcels, unexplained=1)
+            )
             assert set(out) == {"allow"}, out
 
 
@@ -53,5 +63,3 @@ def codes(reasons: list[tuple[str, str | None]]) -> set[str]:
 
 def wb(i: int) -> str:
     return f"YT{4_000_000_000_000 + i * 7919:013d}"
-
-

@@ -104,13 +104,14 @@ class Witness:
 
 
 def read_witness(path: Path) -> list[SignedTreeHead]:
-    """Every well-formed head in a witness file; a torn last line (crash mid-write) is skipped."""
+    """Every head in a witness file. Only a torn *last* line (crash mid-write) is tolerated."""
+    lines = [line for line in path.read_bytes().splitlines() if line.strip()]
     heads: list[SignedTreeHead] = []
-    for line in path.read_bytes().splitlines():
-        if not line.strip():
-            continue
+    for number, line in enumerate(lines, 1):
         try:
             heads.append(SignedTreeHead.from_dict(orjson.loads(line)))
         except (ValueError, orjson.JSONDecodeError):
-            continue
+            if number == len(lines):
+                break
+            raise InvalidInput("witness_file", f"line {number} is not a tree head") from None
     return heads

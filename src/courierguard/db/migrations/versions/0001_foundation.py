@@ -64,27 +64,31 @@ def upgrade() -> None:
         sa.Column("role", sa.String(length=32), nullable=False),
         sa.Column("org_unit", sa.String(length=64), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("status_reason", sa.String(length=64), nullable=True),
         sa.Column("shifts", sa.Text(), nullable=False),
         sa.Column("name", sa.String(length=100), nullable=True),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("tenant", "id", name=op.f("pk_employees")),
     )
     op.create_table(
-        "exports",
+        "approvals",
         sa.Column("id", sa.String(length=32), nullable=False),
         sa.Column("tenant", sa.String(length=64), nullable=False),
+        sa.Column("kind", sa.String(length=16), nullable=False),
         sa.Column("requested_by", sa.String(length=64), nullable=False),
         sa.Column("justification", sa.String(length=500), nullable=False),
-        sa.Column("filter", sa.Text(), nullable=False),
+        sa.Column("scope", sa.Text(), nullable=False),
         sa.Column("fields", sa.Text(), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("decided_by", sa.String(length=64), nullable=True),
         sa.Column("decided_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("downloaded_at", sa.DateTime(timezone=True), nullable=True),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_exports")),
+        sa.Column("used_at", sa.DateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_approvals")),
     )
+    with op.batch_alter_table("approvals", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_approvals_tenant_status"), ["tenant", "status"], unique=False)
     op.create_table(
         "org_units",
         sa.Column("tenant", sa.String(length=64), nullable=False),
@@ -222,7 +226,7 @@ def downgrade() -> None:
 
     op.drop_table("parties")
     op.drop_table("org_units")
-    op.drop_table("exports")
+    op.drop_table("approvals")
     op.drop_table("employees")
     op.drop_table("devices")
     op.drop_table("data_keys")

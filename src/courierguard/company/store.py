@@ -1,0 +1,340 @@
+"""Storage of org units, employees, waybill lifecycle and cases (SQLAlchemy Core)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, time
+from typing import Any
+
+from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy.engine import Connection
+
+from courierguard.db.tables import cases, employees, org_units, tenants, waybill_history, waybills
+from courierguard.domain import (
+    Case,
+    CaseKind,
+    CaseState,
+    Employee,
+    EmployeeStatus,
+    OrgUnit,
+    OrgUnitKind,
+    Shift,
+    TaskKind,
+    Waybill,
+)
+from courierguard.errors import Conflict, InvalidInput, NotFound
+from courierguard.events import Role, WaybillStatus
+from courierguard.policy import CaseFacts, WaybillFacts
+from courierguard.timeutil import utc, utc_or_none
+from courierguard.vault.service import waybill_from_row
+
+# Which task a status change implies for the assignee, and which statuses end a task.
+_TASK_FOR_STATUS = {
+    WaybillStatus.AWAITING_PICKUP: TaskKind.PICKUP,
+    WaybillStatus.OUT_FOR_DELIVERY: TaskKind.DELIVERY,
+}
+_TERMINAL = {WaybillStatus.DELIVERED, WaybillStatus.REFUSED, WaybillStatus.RETURNED}
+
+
+@dataclass(frozen=True, slots=True)
+class LifecycleChange:
+    """One step of a waybill's life, as the PDA or order system reports it."""
+
+    number: str
+    status: WaybillStatus
+    ts: datetime
+    assignee: str | None = None
+    """For awaiting_pickup and out_for_delivery: the courier now assigned to the task."""
+
+
+def _shifts_to_json(shifts: tuple[Shift, ...]) -> str:
+    return json.dumps([[s.weekday, s.start.strftime("%H:%M"), s.end.strftime("%H:%M")] for s in shifts])
+
+
+def _shifts_from_json(text: str) -> tuple[Shift, ...]:
+    return tuple(
+        Shift(int(d), time.fromisoformat(a), time.fromisoformat(b)) for d, a, b in json.loads(text or "[]")
+    )
+
+
+def employee_from_row(row: Any) -> Employee:
+    return Employee(
+        id=row.id,
+        role=Role(row.role),
+        org_unit=row.org_unit,
+        status=EmployeeStatus(row.status),
+        shifts=_shifts_from_json(row.shifts),
+        name=row.name,
+    )
+
+
+class CompanyStore:
+    """Org units, employees, waybill lifecycle and cases of one tenant."""
+
+    def __init__(self, engine: Engine, *, tenant: str) -> None:
+        self.engine = engine
+        self.tenant = tenant
+
+    # --- tenant and org units -----------------------------------------------------------------------
+
+    def ensure_tenant(self, name: str, now: datetime) -> None:
+        with self.engine.begin() as conn:
+            if conn.execute(select(tenants.c.id).where(tenants.c.id == self.tenant)).first() is None:
+                conn.execute(insert(tenants).values(id=self.tenant, name=name, created_at=now))
+
+    def put_org_unit(self, unit: OrgUnit) -> None:
+        values = {
+            "kind": unit.kind.value,
+            "name": unit.name,
+            "parent": unit.parent,
+            "city": unit.city,
+            "lat": unit.lat,
+            "lon": unit.lon,
+        }
+        with self.engine.begin() as conn:
+            found = conn.execute(
+                update(org_units)
+                .where(org_units.c.tenant == self.tenant, org_units.c.id == unit.id)
+                .values(**values)
+            )
+            if not found.rowcount:
+                conn.execute(insert(org_units).values(tenant=self.tenant, id=unit.id, **values))
+
+    def org_unit(self, unit_id: str) -> OrgUnit:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(org_units).where(org_units.c.tenant == self.tenant, org_units.c.id == unit_id)
+            ).first()
+        if row is None:
+            raise NotFound(f"org unit {unit_id} not found")
+        return OrgUnit(row.id, OrgUnitKind(row.kind), row.name, row.parent, row.city, row.lat, row.lon)
+
+    def org_units(self) -> list[OrgUnit]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(org_units).where(org_units.c.tenant == self.tenant).order_by(org_units.c.id)
+            )
+            return [OrgUnit(r.id, OrgUnitKind(r.kind), r.name, r.parent, r.city, r.lat, r.lon) for r in rows]
+
+    # --- employees ----------------------------------------------------------------------------------
+
+    def put_employee(self, employee: Employee, now: datetime) -> None:
+        values = {
+            "role": employee.role.value,
+            "org_unit": employee.org_unit,
+            "status": employee.status.value,
+            "shifts": _shifts_to_json(employee.shifts),
+            "name": employee.name,
+            "updated_at": now,
+        }
+        with self.engine.begin() as conn:
+            found = conn.execute(
+                update(employees)
+                .where(employees.c.tenant == self.tenant, employees.c.id == employee.id)
+                .values(**values)
+            )
+            if not found.rowcount:
+                conn.execute(insert(employees).values(tenant=self.tenant, id=employee.id, **values))
+
+    def put_employees(self, batch: list[Employee], now: datetime) -> None:
+        for employee in batch:
+            self.put_employee(employee, now)
+
+    def employee(self, employee_id: str, conn: Connection | None = None) -> Employee:
+        stmt = select(employees).where(employees.c.tenant == self.tenant, employees.c.id == employee_id)
+        if conn is None:
+            with self.engine.connect() as own:
+                row = own.execute(stmt).first()
+        else:
+            row = conn.execute(stmt).first()
+        if row is None:
+            raise NotFound(f"employee {employee_id} not found")
+        return employee_from_row(row)
+
+    def employees(self, *, org_unit: str | None = None) -> list[Employee]:
+        stmt = select(employees).where(employees.c.tenant == self.tenant)
+        if org_unit is not None:
+            stmt = stmt.where(employees.c.org_unit == org_unit)
+        with self.engine.connect() as conn:
+            return [employee_from_row(r) for r in conn.execute(stmt.order_by(employees.c.id))]
+
+    def set_employee_status(
+        self, employee_id: str, status: EmployeeStatus, now: datetime, *, reason: str | None = None
+    ) -> Employee:
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(employees)
+                .where(employees.c.tenant == self.tenant, employees.c.id == employee_id)
+                .values(status=status.value, status_reason=reason, updated_at=now)
+            )
+            if not result.rowcount:
+                raise NotFound(f"employee {employee_id} not found")
+            return self.employee(employee_id, conn)
+
+    def employee_status_reason(self, employee_id: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(employees.c.status_reason).where(
+                    employees.c.tenant == self.tenant, employees.c.id == employee_id
+                )
+            ).scalar()
+
+    # --- waybills -----------------------------------------------------------------------------------
+
+    def waybill(self, number: str, conn: Connection | None = None) -> Waybill:
+        stmt = select(waybills).where(waybills.c.tenant == self.tenant, waybills.c.number == number)
+        if conn is None:
+            with self.engine.connect() as own:
+                row = own.execute(stmt).first()
+        else:
+            row = conn.execute(stmt).first()
+        if row is None:
+            raise NotFound(f"waybill {number} not found")
+        return waybill_from_row(row)
+
+    def facts(self, conn: Connection, number: str) -> WaybillFacts:
+        """What the policies need about one waybill: routing, status, assignment, open cases."""
+        wb = self.waybill(number, conn)
+        found = conn.execute(
+            select(cases.c.id, cases.c.kind, cases.c.owner, cases.c.state).where(
+                cases.c.tenant == self.tenant, cases.c.waybill == number
+            )
+        ).all()
+        return WaybillFacts(
+            number=wb.number,
+            origin_outlet=wb.origin_outlet,
+            dest_outlet=wb.dest_outlet,
+            status=wb.status,
+            status_ts=wb.status_ts,
+            assignee=wb.assignee,
+            task=wb.task,
+            delivered_at=wb.delivered_at,
+            cases=tuple(CaseFacts(r.id, CaseKind(r.kind), r.owner, CaseState(r.state)) for r in found),
+        )
+
+    def apply(self, change: LifecycleChange) -> Waybill:
+        """Move a waybill to a new status. Pickup and delivery steps (re)assign the courier's task."""
+        with self.engine.begin() as conn:
+            current = self.waybill(change.number, conn)
+            if current.status in _TERMINAL and change.status not in (
+                WaybillStatus.RETURNED,
+                WaybillStatus.EXCEPTION,
+            ):
+                raise Conflict(f"waybill {change.number} is already {current.status.value}")
+            values: dict[str, Any] = {"status": change.status.value, "status_ts": utc(change.ts)}
+            task = _TASK_FOR_STATUS.get(change.status)
+            if task is not None:
+                if not change.assignee:
+                    raise InvalidInput(
+                        "assignee", f"is required when a waybill becomes {change.status.value}"
+                    )
+                values.update(assignee=change.assignee, task=task.value)
+            elif change.status is WaybillStatus.PICKED_UP or change.status is WaybillStatus.IN_TRANSIT:
+                values.update(assignee=None, task=None)  # pickup done: the courier's task has ended
+            if change.status is WaybillStatus.DELIVERED:
+                values["delivered_at"] = utc(change.ts)  # assignee stays: the grace period needs it
+            conn.execute(
+                update(waybills)
+                .where(waybills.c.tenant == self.tenant, waybills.c.number == change.number)
+                .values(**values)
+            )
+            conn.execute(
+                insert(waybill_history).values(
+                    tenant=self.tenant,
+                    number=change.number,
+                    status=change.status.value,
+                    ts=utc(change.ts),
+                    assignee=values.get("assignee"),
+                    task=values.get("task"),
+                )
+            )
+            return self.waybill(change.number, conn)
+
+    def page(
+        self,
+        *,
+        org_unit: str | None,
+        status: WaybillStatus | None,
+        after: str | None,
+        limit: int,
+        assignee: str | None = None,
+    ) -> list[str]:
+        """Waybill numbers in number order after the cursor ``after`` (keyset paging)."""
+        stmt = select(waybills.c.number).where(waybills.c.tenant == self.tenant)
+        if org_unit is not None:
+            stmt = stmt.where((waybills.c.origin_outlet == org_unit) | (waybills.c.dest_outlet == org_unit))
+        if status is not None:
+            stmt = stmt.where(waybills.c.status == status.value)
+        if assignee is not None:
+            stmt = stmt.where(waybills.c.assignee == assignee)
+        if after is not None:
+            stmt = stmt.where(waybills.c.number > after)
+        with self.engine.connect() as conn:
+            return list(conn.execute(stmt.order_by(waybills.c.number).limit(limit)).scalars())
+
+    def numbers_with_prefix(self, prefix: str, *, limit: int) -> list[str]:
+        with self.engine.connect() as conn:
+            return list(
+                conn.execute(
+                    select(waybills.c.number)
+                    .where(
+                        waybills.c.tenant == self.tenant,
+                        waybills.c.number.startswith(prefix, autoescape=True),
+                    )
+                    .order_by(waybills.c.number)
+                    .limit(limit)
+                ).scalars()
+            )
+
+    def count_waybills(self) -> int:
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    select(func.count()).select_from(waybills).where(waybills.c.tenant == self.tenant)
+                ).scalar_one()
+            )
+
+    # --- cases --------------------------------------------------------------------------------------
+
+    def open_case(self, case: Case) -> None:
+        with self.engine.begin() as conn:
+            self.waybill(case.waybill, conn)
+            exists = conn.execute(
+                select(cases.c.id).where(cases.c.tenant == self.tenant, cases.c.id == case.id)
+            ).first()
+            if exists is not None:
+                raise Conflict(f"case {case.id} already exists")
+            conn.execute(
+                insert(cases).values(
+                    tenant=self.tenant,
+                    id=case.id,
+                    kind=case.kind.value,
+                    waybill=case.waybill,
+                    owner=case.owner,
+                    state=CaseState.OPEN.value,
+                    opened_at=utc(case.opened_at),
+                )
+            )
+
+    def close_case(self, case_id: str, now: datetime) -> Case:
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(cases)
+                .where(cases.c.tenant == self.tenant, cases.c.id == case_id)
+                .values(state=CaseState.CLOSED.value, closed_at=utc(now))
+            )
+            if not result.rowcount:
+                raise NotFound(f"case {case_id} not found")
+            row = conn.execute(
+                select(cases).where(cases.c.tenant == self.tenant, cases.c.id == case_id)
+            ).one()
+        return Case(
+            row.id,
+            CaseKind(row.kind),
+            row.waybill,
+            row.owner,
+            CaseState(row.state),
+            utc(row.opened_at),
+            utc_or_none(row.closed_at),
+        )

@@ -1,0 +1,670 @@
+"""The HTTP API (FastAPI) under ``/v1``: thin routes that parse, call one Guard method and render.
+
+Handlers are plain ``def`` so FastAPI runs them on its thread pool: many requests then wait on the
+audit log's group commit together, which is what makes fail-closed recording cheap.
+"""
+
+import csv
+import io
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import structlog
+from fastapi import Depends, FastAPI, Header, Path, Query, Request, Response
+from fastapi.responses import PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from pydantic import BaseModel, ConfigDict, Field
+
+from courierguard import __version__
+from courierguard.company import LifecycleChange
+from courierguard.domain import (
+    Case,
+    CaseKind,
+    CaseState,
+    Employee,
+    EmployeeStatus,
+    OrgUnit,
+    OrgUnitKind,
+    Shift,
+)
+from courierguard.errors import AccessDenied, InvalidInput, NotFound, Unauthenticated
+from courierguard.events import AuthMethod, PiiField, Role, WaybillStatus
+from courierguard.gateway import problems
+from courierguard.gateway.service import Approval, Caller
+from courierguard.gateway.wiring import Deployment
+from courierguard.vault import MaskedParty, MaskedWaybill
+
+log = structlog.get_logger("courierguard.http")
+
+NUMBER = r"^[A-Z]{2}\d{13}$"
+ID = r"^[A-Za-z0-9_.:\-]{1,64}$"
+
+
+# --- wire models --------------------------------------------------------------------------------------
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    reason: str
+    field: str | None = None
+    retry_after: int | None = None
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": Problem, "content": {"application/problem+json": {}}}
+    for code in (401, 403, 404, 409, 422, 429, 503)
+}
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PartyOut(BaseModel):
+    name: str | None
+    phone: str | None
+    address: str | None
+
+
+class WaybillOut(BaseModel):
+    number: str
+    origin_outlet: str
+    dest_outlet: str
+    routing_code: str
+    status: WaybillStatus
+    status_ts: datetime
+    assignee: str | None
+    task: str | None
+    created_at: datetime
+    delivered_at: datetime | None
+    sender: PartyOut | None = None
+    recipient: PartyOut | None = None
+
+
+class PageOut(BaseModel):
+    items: list[WaybillOut]
+    next_cursor: str | None
+
+
+class RevealIn(_In):
+    fields: Annotated[list[PiiField], Field(min_length=1, max_length=6)]
+    purpose: Annotated[str, Field(min_length=1, max_length=128)]
+    approval: Annotated[str | None, Field(max_length=32)] = None
+
+
+class RevealOut(BaseModel):
+    number: str
+    fields: dict[str, str]
+
+
+class SearchIn(_In):
+    phone: Annotated[str | None, Field(max_length=32)] = None
+    name: Annotated[str | None, Field(max_length=64)] = None
+    number_prefix: Annotated[str | None, Field(max_length=15, pattern=r"^[A-Z0-9]+$")] = None
+    org_unit: Annotated[str | None, Field(max_length=64)] = None
+    page_size: Annotated[int, Field(ge=1, le=1000)] = 50
+
+
+class IngestIn(_In):
+    records: Annotated[list[dict[str, Any]], Field(min_length=1, max_length=5000)]
+
+
+class RecordErrorOut(BaseModel):
+    index: int
+    number: str | None
+    field: str
+    message: str
+
+
+class IngestOut(BaseModel):
+    stored: list[str]
+    failed: list[RecordErrorOut]
+
+
+class LifecycleIn(_In):
+    status: WaybillStatus
+    ts: datetime | None = None
+    assignee: Annotated[str | None, Field(max_length=64)] = None
+
+
+class CaseIn(_In):
+    id: Annotated[str, Field(pattern=ID)]
+    kind: CaseKind
+    waybill: Annotated[str, Field(pattern=NUMBER)]
+    owner: Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class CaseOut(BaseModel):
+    id: str
+    kind: CaseKind
+    waybill: str
+    owner: str
+    state: CaseState
+
+
+class ApprovalIn(_In):
+    kind: Literal["export", "reveal"]
+    justification: Annotated[str, Field(min_length=10, max_length=500)]
+    fields: Annotated[list[PiiField], Field(min_length=1, max_length=6)]
+    org_unit: Annotated[str | None, Field(max_length=64)] = None
+    status: WaybillStatus | None = None
+    waybill: Annotated[str | None, Field(pattern=NUMBER)] = None
+
+
+class ApprovalOut(BaseModel):
+    id: str
+    kind: str
+    requested_by: str
+    status: str
+    fields: list[PiiField]
+    scope: dict[str, Any]
+    created_at: datetime
+    decided_by: str | None
+    expires_at: datetime | None
+
+
+class ShiftIn(_In):
+    weekday: Annotated[int, Field(ge=0, le=6)]
+    start: Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")]
+    end: Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")]
+
+
+class EmployeeIn(_In):
+    role: Role
+    org_unit: Annotated[str, Field(min_length=1, max_length=64)]
+    status: EmployeeStatus = EmployeeStatus.ACTIVE
+    shifts: Annotated[list[ShiftIn], Field(max_length=21)] = []
+    name: Annotated[str | None, Field(max_length=100)] = None
+
+
+class EmployeeOut(BaseModel):
+    id: str
+    role: Role
+    org_unit: str
+    status: EmployeeStatus
+
+
+class StatusIn(_In):
+    status: EmployeeStatus
+
+
+class OrgUnitIn(_In):
+    kind: OrgUnitKind
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    parent: Annotated[str | None, Field(max_length=64)] = None
+    city: Annotated[str | None, Field(max_length=64)] = None
+    lat: Annotated[float | None, Field(ge=-90, le=90)] = None
+    lon: Annotated[float | None, Field(ge=-180, le=180)] = None
+
+
+class OrgUnitOut(BaseModel):
+    id: str
+    kind: OrgUnitKind
+    name: str
+    parent: str | None
+
+
+class LoginIn(_In):
+    auth: AuthMethod = AuthMethod.SSO
+
+
+class SessionOut(BaseModel):
+    session_id: str
+    employee: str
+    role: Role
+    org_unit: str
+    device_bound: bool
+
+
+class StepUpIn(_In):
+    code: Annotated[str, Field(pattern=r"^\d{6}$")]
+
+
+class DeviceOut(BaseModel):
+    device_id: str
+    totp_seed: str
+    otpauth_uri: str
+
+
+class DevTokenIn(_In):
+    employee_id: Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class DevTokenOut(BaseModel):
+    token: str
+    session_id: str
+
+
+class TreeHeadOut(BaseModel):
+    tree_size: int
+    root_hash: str
+    timestamp: str
+    signature: str
+
+
+class ProofOut(BaseModel):
+    proof: list[str]
+
+
+# --- rendering ------------------------------------------------------------------------------------------
+
+
+def _party(p: MaskedParty | None) -> PartyOut | None:
+    return None if p is None else PartyOut(name=p.name, phone=p.phone, address=p.address)
+
+
+def _waybill(m: MaskedWaybill) -> WaybillOut:
+    w = m.waybill
+    return WaybillOut(
+        number=w.number, origin_outlet=w.origin_outlet, dest_outlet=w.dest_outlet, routing_code=w.routing_code,
+        status=w.status, status_ts=w.status_ts, assignee=w.assignee, task=w.task.value if w.task else None,
+        created_at=w.created_at, delivered_at=w.delivered_at, sender=_party(m.sender), recipient=_party(m.recipient),
+    )  # fmt: skip
+
+
+def _approval(a: Approval) -> ApprovalOut:
+    return ApprovalOut(
+        id=a.id, kind=a.kind, requested_by=a.requested_by, status=a.status, fields=list(a.fields), scope=a.scope,
+        created_at=a.created_at, decided_by=a.decided_by, expires_at=a.expires_at,
+    )  # fmt: skip
+
+
+def _location(raw: str | None) -> tuple[float, float] | None:
+    if not raw:
+        return None
+    try:
+        lat_s, lon_s = raw.split(",", 1)
+        lat, lon = float(lat_s), float(lon_s)
+    except ValueError:
+        raise InvalidInput("X-Device-Location", "must be 'lat,lon' in decimal degrees") from None
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        raise InvalidInput("X-Device-Location", "is out of range")
+    return lat, lon
+
+
+# --- the app ---------------------------------------------------------------------------------------------
+
+
+def create_app(deployment: Deployment) -> FastAPI:
+    """The ASGI app for one deployment (built by :func:`courierguard.gateway.wiring.open_deployment`)."""
+    guard = deployment.guard
+    app = FastAPI(
+        title="Courier Guard",
+        version=__version__,
+        description="Need-to-know access to senders' and recipients' personal data, recorded and risk-controlled.",
+        docs_url="/v1/docs",
+        openapi_url="/v1/openapi.json",
+        redoc_url=None,
+    )
+    problems.install(app)
+    registry = CollectorRegistry()
+    requests_total = Counter(
+        "courierguard_http_requests",
+        "HTTP requests by route and status",
+        ["route", "status"],
+        registry=registry,
+    )
+    latency = Histogram("courierguard_http_seconds", "HTTP latency by route", ["route"], registry=registry)
+    app.state.deployment = deployment
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        elapsed = time.perf_counter() - start
+        requests_total.labels(path, str(response.status_code)).inc()
+        latency.labels(path).observe(elapsed)
+        # The route template, never the concrete URL or body: nothing personal reaches the log.
+        log.info(
+            "request",
+            method=request.method,
+            route=path,
+            status=response.status_code,
+            ms=round(elapsed * 1000, 2),
+        )
+        return response
+
+    def device_headers(
+        request: Request,
+        x_device_id: Annotated[str | None, Header(max_length=128)] = None,
+        x_device_location: Annotated[str | None, Header(max_length=64)] = None,
+    ) -> tuple[str | None, tuple[float, float] | None, str | None, str | None]:
+        ip = request.client.host if request.client else None
+        ua = request.headers.get("user-agent")
+        return x_device_id, _location(x_device_location), ip, ua
+
+    Device = Annotated[
+        tuple[str | None, tuple[float, float] | None, str | None, str | None], Depends(device_headers)
+    ]
+
+    def caller(device: Device, authorization: Annotated[str | None, Header()] = None) -> Caller:
+        if not authorization:
+            raise Unauthenticated("send Authorization: Bearer <token> or Authorization: ApiKey <key>")
+        scheme, _, credential = authorization.partition(" ")
+        device_id, location, ip, ua = device
+        if scheme.lower() == "apikey":
+            return guard.service_caller(credential.strip(), ip=ip)
+        if scheme.lower() != "bearer" or not credential:
+            raise Unauthenticated("unsupported authorization scheme")
+        claims = deployment.tokens.verify(credential.strip())
+        if device_id is None:
+            raise InvalidInput("X-Device-Id", "is required for employees")
+        return guard.employee_caller(
+            claims.employee_id,
+            claims.session_id,
+            device_id=device_id,
+            ip=ip,
+            user_agent=ua,
+            location=location,
+        )
+
+    Who = Annotated[Caller, Depends(caller)]
+    Number = Annotated[str, Path(pattern=NUMBER)]
+    Ident = Annotated[str, Path(pattern=ID)]
+
+    # --- identity ---
+
+    @app.post("/v1/auth/login", response_model=SessionOut, responses=ERRORS, tags=["identity"])
+    def login(
+        body: LoginIn, device: Device, authorization: Annotated[str | None, Header()] = None
+    ) -> SessionOut:
+        """Open a session for the employee in the bearer token, on the device in ``X-Device-Id``."""
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthenticated("send Authorization: Bearer <token>")
+        claims = deployment.tokens.verify(token.strip())
+        device_id, location, ip, ua = device
+        if device_id is None:
+            raise InvalidInput("X-Device-Id", "is required")
+        session = guard.login(
+            claims.employee_id, claims.session_id, device_id=device_id, ip=ip, user_agent=ua,
+            location=location, auth=body.auth,
+        )  # fmt: skip
+        employee = guard.company.employee(claims.employee_id)
+        return SessionOut(
+            session_id=session.id, employee=employee.id, role=employee.role, org_unit=employee.org_unit,
+            device_bound=device_id in guard.devices.bound(employee.id),
+        )  # fmt: skip
+
+    @app.post("/v1/auth/logout", status_code=204, responses=ERRORS, tags=["identity"])
+    def logout(who: Who) -> Response:
+        """End this session; the token stops working on the next request."""
+        guard.logout(who)
+        return Response(status_code=204)
+
+    @app.post("/v1/auth/devices", response_model=DeviceOut, responses=ERRORS, tags=["identity"])
+    def bind_device(who: Who) -> DeviceOut:
+        """Bind this device to the account; the TOTP seed is returned once, for the authenticator."""
+        seed = guard.bind_device(who)
+        uri = f"otpauth://totp/CourierGuard:{who.principal.id}?secret={seed}&issuer=CourierGuard"
+        return DeviceOut(device_id=who.device_id or "", totp_seed=seed, otpauth_uri=uri)
+
+    @app.post("/v1/auth/step-up", status_code=204, responses=ERRORS, tags=["identity"])
+    def step_up(body: StepUpIn, who: Who) -> Response:
+        """Confirm with a TOTP code from a bound device; lifts a pending step-up for this session."""
+        guard.step_up(who, body.code)
+        return Response(status_code=204)
+
+    if deployment.dev_issuer is not None:
+        dev = deployment.dev_issuer
+
+        @app.post("/v1/dev/token", response_model=DevTokenOut, responses=ERRORS, tags=["development"])
+        def dev_token(body: DevTokenIn) -> DevTokenOut:
+            """UNSAFE, development only: a token for any employee. Absent when JWKS_URL is set."""
+            guard.company.employee(body.employee_id)
+            token, session_id = dev.issue(body.employee_id, now=guard.clock.now())
+            return DevTokenOut(token=token, session_id=session_id)
+
+    # --- waybills ---
+
+    @app.get("/v1/waybills/{number}", response_model=WaybillOut, responses=ERRORS, tags=["waybills"])
+    def view(number: Number, who: Who) -> WaybillOut:
+        """One waybill with masked parties (routing data only for hub operators)."""
+        return _waybill(guard.view(who, number))
+
+    @app.post("/v1/waybills/{number}/reveal", response_model=RevealOut, responses=ERRORS, tags=["waybills"])
+    def reveal(number: Number, body: RevealIn, who: Who) -> RevealOut:
+        """Clear text of named fields, for a stated purpose, when the caller's task explains it."""
+        clear = guard.reveal(who, number, body.fields, body.purpose, approval_id=body.approval)
+        return RevealOut(number=number, fields={f.value: v for f, v in clear.items()})
+
+    @app.get("/v1/waybills", response_model=PageOut, responses=ERRORS, tags=["waybills"])
+    def list_waybills(
+        who: Who,
+        org_unit: Annotated[str | None, Query(max_length=64)] = None,
+        status: WaybillStatus | None = None,
+        cursor: Annotated[str | None, Query(pattern=NUMBER)] = None,
+        page_size: Annotated[int, Query(ge=1, le=1000)] = 50,
+    ) -> PageOut:
+        """Masked waybills of an org unit, keyset-paged (page size bounded by PAGE_SIZE_MAX)."""
+        page = guard.list_waybills(who, org_unit=org_unit, status=status, cursor=cursor, page_size=page_size)
+        return PageOut(items=[_waybill(m) for m in page.items], next_cursor=page.next_cursor)
+
+    @app.post("/v1/waybills/search", response_model=PageOut, responses=ERRORS, tags=["waybills"])
+    def search(body: SearchIn, who: Who) -> PageOut:
+        """Masked search by phone or name (blind index) or number prefix; the query stays out of URLs."""
+        page = guard.search(
+            who, phone=body.phone, name=body.name, number_prefix=body.number_prefix, org_unit=body.org_unit,
+            page_size=body.page_size,
+        )  # fmt: skip
+        return PageOut(items=[_waybill(m) for m in page.items], next_cursor=None)
+
+    @app.post("/v1/waybills", response_model=IngestOut, responses=ERRORS, tags=["ingest"])
+    def ingest(body: IngestIn, who: Who) -> IngestOut:
+        """Store a batch of new waybills; each bad record fails alone and is named in ``failed``."""
+        result = guard.ingest(who, body.records)
+        return IngestOut(
+            stored=list(result.stored),
+            failed=[
+                RecordErrorOut(index=f.index, number=f.number, field=f.field, message=f.message)
+                for f in result.failed
+            ],
+        )
+
+    @app.post("/v1/waybills/{number}/events", response_model=WaybillOut, responses=ERRORS, tags=["ingest"])
+    def lifecycle(number: Number, body: LifecycleIn, who: Who) -> WaybillOut:
+        """A lifecycle step from the PDA system (assignment for pickup or delivery, sign-off, ...)."""
+        ts = body.ts or guard.clock.now()
+        if ts.tzinfo is None:
+            raise InvalidInput("ts", "needs a UTC offset")
+        waybill = guard.lifecycle(who, LifecycleChange(number, body.status, ts, body.assignee))
+        return _waybill(MaskedWaybill(waybill, None, None))  # routing only: the PDA system sent it
+
+    @app.post("/v1/cases", response_model=CaseOut, status_code=201, responses=ERRORS, tags=["ingest"])
+    def open_case(body: CaseIn, who: Who) -> CaseOut:
+        """A customer-service ticket, return or claim case that references a waybill."""
+        guard.open_case(
+            who, Case(body.id, body.kind, body.waybill, body.owner, CaseState.OPEN, guard.clock.now())
+        )
+        return CaseOut(
+            id=body.id, kind=body.kind, waybill=body.waybill, owner=body.owner, state=CaseState.OPEN
+        )
+
+    @app.post("/v1/cases/{case_id}/close", response_model=CaseOut, responses=ERRORS, tags=["ingest"])
+    def close_case(case_id: Ident, who: Who) -> CaseOut:
+        case = guard.close_case(who, case_id)
+        return CaseOut(id=case.id, kind=case.kind, waybill=case.waybill, owner=case.owner, state=case.state)
+
+    # --- four-eyes ---
+
+    @app.post(
+        "/v1/approvals", response_model=ApprovalOut, status_code=201, responses=ERRORS, tags=["four-eyes"]
+    )
+    def request_approval(body: ApprovalIn, who: Who) -> ApprovalOut:
+        """Ask for a bulk export or an officer's reveal; a different officer must approve it."""
+        return _approval(
+            guard.request_approval(
+                who, kind=body.kind, justification=body.justification, fields=body.fields,
+                org_unit=body.org_unit, status=body.status, waybill=body.waybill,
+            )
+        )  # fmt: skip
+
+    @app.get("/v1/approvals/{approval_id}", response_model=ApprovalOut, responses=ERRORS, tags=["four-eyes"])
+    def get_approval(approval_id: Ident, who: Who) -> ApprovalOut:
+        approval = guard.approval(approval_id)
+        if who.principal.id != approval.requested_by and who.principal.role not in (
+            Role.SECURITY_OFFICER, Role.AUDITOR, Role.ADMIN,
+        ):  # fmt: skip
+            raise NotFound(f"approval {approval_id} not found")
+        return _approval(approval)
+
+    @app.post(
+        "/v1/approvals/{approval_id}/approve",
+        response_model=ApprovalOut,
+        responses=ERRORS,
+        tags=["four-eyes"],
+    )
+    def approve(approval_id: Ident, who: Who) -> ApprovalOut:
+        return _approval(guard.decide_approval(who, approval_id, approve=True))
+
+    @app.post(
+        "/v1/approvals/{approval_id}/reject", response_model=ApprovalOut, responses=ERRORS, tags=["four-eyes"]
+    )
+    def reject(approval_id: Ident, who: Who) -> ApprovalOut:
+        return _approval(guard.decide_approval(who, approval_id, approve=False))
+
+    @app.get(
+        "/v1/exports/{approval_id}/download",
+        response_class=PlainTextResponse,
+        responses={**ERRORS, 200: {"content": {"text/csv": {}}}},
+        tags=["four-eyes"],
+    )
+    def download(approval_id: Ident, who: Who) -> PlainTextResponse:
+        """The approved export as CSV: once, by the requester, before it expires."""
+        rows = guard.download_export(who, approval_id)
+        out = io.StringIO()
+        columns = ["number", *sorted({k for r in rows for k in r if k != "number"})]
+        writer = csv.DictWriter(out, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+        return PlainTextResponse(
+            out.getvalue(),
+            media_type="text/csv",
+            headers={
+                "Content-Disposition": f'attachment; filename="{approval_id}.csv"',
+                "Cache-Control": "no-store",
+            },
+        )
+
+    # --- administration ---
+
+    @app.put(
+        "/v1/admin/employees/{employee_id}", response_model=EmployeeOut, responses=ERRORS, tags=["admin"]
+    )
+    def put_employee(employee_id: Ident, body: EmployeeIn, who: Who) -> EmployeeOut:
+        shifts = tuple(Shift(s.weekday, _time(s.start), _time(s.end)) for s in body.shifts)
+        e = guard.put_employee(
+            who, Employee(employee_id, body.role, body.org_unit, body.status, shifts, body.name)
+        )
+        return EmployeeOut(id=e.id, role=e.role, org_unit=e.org_unit, status=e.status)
+
+    @app.get(
+        "/v1/admin/employees/{employee_id}", response_model=EmployeeOut, responses=ERRORS, tags=["admin"]
+    )
+    def get_employee(employee_id: Ident, who: Who) -> EmployeeOut:
+        if (
+            who.principal.role not in (Role.ADMIN, Role.SECURITY_OFFICER, Role.AUDITOR)
+            and who.principal.id != employee_id
+        ):
+            raise AccessDenied("only admins and officers look up other employees")
+        e = guard.company.employee(employee_id)
+        return EmployeeOut(id=e.id, role=e.role, org_unit=e.org_unit, status=e.status)
+
+    @app.post(
+        "/v1/admin/employees/{employee_id}/status",
+        response_model=EmployeeOut,
+        responses=ERRORS,
+        tags=["admin"],
+    )
+    def set_status(employee_id: Ident, body: StatusIn, who: Who) -> EmployeeOut:
+        """Suspend, reinstate or record that an employee left; sessions are revoked at once."""
+        e = guard.set_employee_status(who, employee_id, body.status)
+        return EmployeeOut(id=e.id, role=e.role, org_unit=e.org_unit, status=e.status)
+
+    @app.post(
+        "/v1/admin/employees/{employee_id}/unlock",
+        response_model=EmployeeOut,
+        responses=ERRORS,
+        tags=["admin"],
+    )
+    def unlock(employee_id: Ident, who: Who) -> EmployeeOut:
+        """An officer's review ends a risk lock."""
+        e = guard.unlock(who, employee_id)
+        return EmployeeOut(id=e.id, role=e.role, org_unit=e.org_unit, status=e.status)
+
+    @app.put("/v1/admin/org-units/{unit_id}", response_model=OrgUnitOut, responses=ERRORS, tags=["admin"])
+    def put_org_unit(unit_id: Ident, body: OrgUnitIn, who: Who) -> OrgUnitOut:
+        u = guard.put_org_unit(
+            who, OrgUnit(unit_id, body.kind, body.name, body.parent, body.city, body.lat, body.lon)
+        )
+        return OrgUnitOut(id=u.id, kind=u.kind, name=u.name, parent=u.parent)
+
+    # --- audit ---
+
+    def officer(who: Who) -> Caller:
+        if who.principal.role not in (Role.SECURITY_OFFICER, Role.AUDITOR):
+            raise AccessDenied("the audit trail is for security officers and auditors")
+        return who
+
+    Officer = Annotated[Caller, Depends(officer)]
+
+    @app.get("/v1/audit/head", response_model=TreeHeadOut, responses=ERRORS, tags=["audit"])
+    def audit_head(who: Officer) -> TreeHeadOut:
+        """The latest signed tree head of the audit log."""
+        head = guard.audit.checkpoint()
+        return TreeHeadOut(
+            tree_size=head.size, root_hash=head.root.hex(), timestamp=head.timestamp.isoformat(),
+            signature=head.signature.hex(),
+        )  # fmt: skip
+
+    @app.get("/v1/audit/proofs/inclusion", response_model=ProofOut, responses=ERRORS, tags=["audit"])
+    def inclusion(
+        who: Officer, index: Annotated[int, Query(ge=0)], size: Annotated[int, Query(ge=1)]
+    ) -> ProofOut:
+        """RFC 6962 inclusion proof of entry ``index`` in the tree of ``size`` entries."""
+        _check_range(index < size <= guard.audit.size, "index < size <= current tree size")
+        return ProofOut(proof=[h.hex() for h in guard.audit.inclusion_proof(index, size)])
+
+    @app.get("/v1/audit/proofs/consistency", response_model=ProofOut, responses=ERRORS, tags=["audit"])
+    def consistency(
+        who: Officer, old: Annotated[int, Query(ge=0)], new: Annotated[int, Query(ge=1)]
+    ) -> ProofOut:
+        """RFC 6962 consistency proof between two tree sizes."""
+        _check_range(old <= new <= guard.audit.size, "old <= new <= current tree size")
+        return ProofOut(proof=[h.hex() for h in guard.audit.consistency_proof(old, new)])
+
+    # --- operations ---
+
+    @app.get("/healthz", tags=["operations"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/metrics", response_class=PlainTextResponse, tags=["operations"])
+    def metrics() -> PlainTextResponse:
+        return PlainTextResponse(generate_latest(registry).decode(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def _time(text: str) -> Any:
+    from datetime import time as dtime
+
+    return dtime.fromisoformat(text)
+
+
+def _check_range(ok: bool, rule: str) -> None:
+    if not ok:
+        raise InvalidInput("size", f"must satisfy {rule}")
+
+
+logging.getLogger("uvicorn.access").disabled = True  # our middleware logs the route, not the raw URL

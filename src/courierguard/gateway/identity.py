@@ -1,0 +1,328 @@
+"""Who is asking: bearer tokens, sessions, service API keys, bound devices and TOTP step-up.
+
+* Employees present a JWT from the company's identity provider (JWKS) or, for the demo and tests,
+  from the built-in development issuer (HS256 under a key held by the key provider). The token
+  names the employee (``sub``) and a session (``sid``); Courier Guard tracks that session, so a
+  logout or a revocation takes effect on the very next request.
+* Service accounts (order system, PDA backend) use API keys; only a SHA-256 hash is stored.
+* A step-up is a fresh TOTP code from an authenticator bound to the account's device; seeds are
+  encrypted by the vault, never stored in clear.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jwt
+import pyotp
+from sqlalchemy import Engine, insert, select, update
+
+from courierguard.clock import Clock, SystemClock
+from courierguard.db.tables import api_keys, devices, sessions
+from courierguard.errors import Unauthenticated
+from courierguard.timeutil import utc, utc_or_none
+from courierguard.vault import Vault
+
+DEV_ALGORITHM = "HS256"
+IDP_ALGORITHMS = ["RS256", "ES256", "EdDSA"]
+STEP_UP_VALID = timedelta(minutes=15)
+API_KEY_PREFIX = "cgk_"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenClaims:
+    employee_id: str
+    session_id: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    id: str
+    employee: str
+    device_id: str | None
+    created_at: datetime
+    last_seen: datetime
+    step_up_at: datetime | None
+    revoked_at: datetime | None
+    revoked_reason: str | None
+
+    def stepped_up_at(self, now: datetime) -> bool:
+        return self.step_up_at is not None and now - self.step_up_at <= STEP_UP_VALID
+
+
+class TokenVerifier:
+    """Verifies employee bearer tokens: the development issuer, or an identity provider's JWKS."""
+
+    def __init__(
+        self,
+        *,
+        issuer: str,
+        audience: str,
+        dev_key: bytes | None = None,
+        jwks_url: str | None = None,
+        clock: Clock | None = None,
+        leeway: timedelta = timedelta(seconds=30),
+    ) -> None:
+        if (dev_key is None) == (jwks_url is None):
+            raise ValueError("configure exactly one of the development issuer and a JWKS URL")
+        self._clock = clock or SystemClock()
+        self._leeway = leeway
+        self.issuer = issuer
+        self.audience = audience
+        self._dev_key = dev_key
+        self._jwks = jwt.PyJWKClient(jwks_url, cache_keys=True, lifespan=300) if jwks_url else None
+
+    def verify(self, token: str) -> TokenClaims:
+        try:
+            if self._jwks is not None:
+                key: Any = self._jwks.get_signing_key_from_jwt(token).key
+                algorithms = IDP_ALGORITHMS
+            else:
+                key, algorithms = self._dev_key, [DEV_ALGORITHM]
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=algorithms,
+                issuer=self.issuer,
+                audience=self.audience,
+                # Expiry is checked below against the injected clock, like every other time check.
+                options={
+                    "require": ["exp", "sub", "sid", "iss", "aud"],
+                    "verify_exp": False,
+                    "verify_iat": False,
+                },
+            )
+        except jwt.PyJWTError as exc:
+            # The exception class says enough (expired, bad signature); its text may echo claims.
+            raise Unauthenticated(f"bearer token rejected ({exc.__class__.__name__})") from None
+        try:
+            expires = datetime.fromtimestamp(int(claims["exp"]), tz=UTC)
+        except (TypeError, ValueError, OverflowError):
+            raise Unauthenticated("bearer token has an invalid exp") from None
+        if expires + self._leeway < self._clock.now():
+            raise Unauthenticated("bearer token rejected (ExpiredSignatureError)")
+        sub, sid = claims.get("sub"), claims.get("sid")
+        if not isinstance(sub, str) or not isinstance(sid, str) or not sub or not sid or len(sid) > 64:
+            raise Unauthenticated("bearer token lacks a valid sub or sid")
+        return TokenClaims(
+            sub, sid, datetime.fromtimestamp(int(claims["exp"]), tz=utc(datetime.now()).tzinfo)
+        )
+
+
+class DevIssuer:
+    """The built-in development token issuer: stands in for the company's SSO in the demo and tests."""
+
+    def __init__(self, key: bytes, *, issuer: str, audience: str) -> None:
+        self._key = key
+        self.issuer = issuer
+        self.audience = audience
+
+    def issue(
+        self, employee_id: str, *, now: datetime, ttl: timedelta = timedelta(hours=10)
+    ) -> tuple[str, str]:
+        """A token for a new session of ``employee_id``; returns (token, session id)."""
+        session_id = "s_" + secrets.token_urlsafe(12)
+        token = jwt.encode(
+            {
+                "iss": self.issuer,
+                "aud": self.audience,
+                "sub": employee_id,
+                "sid": session_id,
+                "iat": int(now.timestamp()),
+                "exp": int((now + ttl).timestamp()),
+            },
+            self._key,
+            algorithm=DEV_ALGORITHM,
+        )
+        return token, session_id
+
+
+class SessionStore:
+    """Sessions Courier Guard knows about; revocation is checked on every request."""
+
+    def __init__(self, engine: Engine, *, tenant: str) -> None:
+        self.engine = engine
+        self.tenant = tenant
+
+    def open(self, session_id: str, employee: str, device_id: str, auth: str, now: datetime) -> SessionRecord:
+        with self.engine.begin() as conn:
+            row = conn.execute(select(sessions).where(sessions.c.id == session_id)).first()
+            if row is not None:
+                if row.employee != employee or row.tenant != self.tenant:
+                    raise Unauthenticated("session belongs to another account")
+                if row.revoked_at is not None:
+                    raise Unauthenticated("session has been revoked; sign in again")
+            else:
+                conn.execute(
+                    insert(sessions).values(
+                        id=session_id,
+                        tenant=self.tenant,
+                        employee=employee,
+                        device_id=device_id,
+                        auth=auth,
+                        created_at=now,
+                        last_seen=now,
+                    )
+                )
+        return self.get(session_id)
+
+    def get(self, session_id: str) -> SessionRecord:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(sessions).where(sessions.c.id == session_id, sessions.c.tenant == self.tenant)
+            ).first()
+        if row is None:
+            raise Unauthenticated("unknown session; sign in first")
+        return SessionRecord(
+            row.id,
+            row.employee,
+            row.device_id,
+            utc(row.created_at),
+            utc(row.last_seen),
+            utc_or_none(row.step_up_at),
+            utc_or_none(row.revoked_at),
+            row.revoked_reason,
+        )
+
+    def mark_stepped_up(self, session_id: str, now: datetime) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(sessions).where(sessions.c.id == session_id).values(step_up_at=now))
+
+    def revoke(self, session_id: str, now: datetime, reason: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(sessions)
+                .where(sessions.c.id == session_id, sessions.c.revoked_at.is_(None))
+                .values(revoked_at=now, revoked_reason=reason)
+            )
+
+    def revoke_all(self, employee: str, now: datetime, reason: str) -> int:
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(sessions)
+                .where(
+                    sessions.c.tenant == self.tenant,
+                    sessions.c.employee == employee,
+                    sessions.c.revoked_at.is_(None),
+                )
+                .values(revoked_at=now, revoked_reason=reason)
+            )
+        return int(result.rowcount or 0)
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyRecord:
+    id: str
+    name: str
+
+
+class ApiKeys:
+    """API keys of service accounts. The secret is shown once; the database keeps its SHA-256."""
+
+    def __init__(self, engine: Engine, *, tenant: str) -> None:
+        self.engine = engine
+        self.tenant = tenant
+
+    def create(self, name: str, now: datetime) -> tuple[ApiKeyRecord, str]:
+        key_id = secrets.token_hex(6)
+        secret = secrets.token_urlsafe(32)
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(api_keys).values(
+                    id=key_id,
+                    tenant=self.tenant,
+                    name=name,
+                    key_hash=hashlib.sha256(secret.encode()).digest(),
+                    created_at=now,
+                )
+            )
+        return ApiKeyRecord(key_id, name), f"{API_KEY_PREFIX}{key_id}_{secret}"
+
+    def verify(self, presented: str) -> ApiKeyRecord:
+        if not presented.startswith(API_KEY_PREFIX) or presented.count("_") < 2:
+            raise Unauthenticated("malformed API key")
+        key_id, _, secret = presented[len(API_KEY_PREFIX) :].partition("_")
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(api_keys).where(api_keys.c.id == key_id, api_keys.c.tenant == self.tenant)
+            ).first()
+        # Compare even when the id is unknown, so timing does not tell which ids exist.
+        expected = row.key_hash if row is not None else b"\x00" * 32
+        if not hmac.compare_digest(hashlib.sha256(secret.encode()).digest(), expected) or row is None:
+            raise Unauthenticated("API key rejected")
+        if row.revoked_at is not None:
+            raise Unauthenticated("API key has been revoked")
+        return ApiKeyRecord(row.id, row.name)
+
+    def revoke(self, key_id: str, now: datetime) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(api_keys).where(api_keys.c.id == key_id).values(revoked_at=now))
+
+
+class Devices:
+    """Devices bound to an account, each with a TOTP seed encrypted by the vault."""
+
+    def __init__(self, engine: Engine, vault: Vault, *, tenant: str) -> None:
+        self.engine = engine
+        self.vault = vault
+        self.tenant = tenant
+
+    def bound(self, employee: str) -> list[str]:
+        with self.engine.connect() as conn:
+            return list(
+                conn.execute(
+                    select(devices.c.device_id).where(
+                        devices.c.tenant == self.tenant, devices.c.employee == employee
+                    )
+                ).scalars()
+            )
+
+    def bind(self, employee: str, device_id: str, now: datetime) -> str:
+        """Bind ``device_id`` to ``employee`` and return its new TOTP seed (base32), shown once."""
+        seed = pyotp.random_base32()
+        sealed = self.vault.seal_secret(f"totp:{employee}:{device_id}", seed.encode())
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(devices)
+                .where(
+                    devices.c.tenant == self.tenant,
+                    devices.c.employee == employee,
+                    devices.c.device_id == device_id,
+                )
+                .values(totp_ct=sealed, bound_at=now)
+            )
+            if not result.rowcount:
+                conn.execute(
+                    insert(devices).values(
+                        tenant=self.tenant,
+                        employee=employee,
+                        device_id=device_id,
+                        bound_at=now,
+                        totp_ct=sealed,
+                    )
+                )
+        return seed
+
+    def verify_code(self, employee: str, code: str, now: datetime) -> bool:
+        """True if ``code`` is the current TOTP of any device bound to ``employee`` (±1 step)."""
+        if not code.isdigit() or len(code) != 6:
+            return False
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(devices.c.device_id, devices.c.totp_ct).where(
+                    devices.c.tenant == self.tenant, devices.c.employee == employee
+                )
+            ).all()
+        for row in rows:
+            if row.totp_ct is None:
+                continue
+            seed = self.vault.open_secret(f"totp:{employee}:{row.device_id}", row.totp_ct).decode()
+            if pyotp.TOTP(seed).verify(code, for_time=now, valid_window=1):
+                return True
+        return False

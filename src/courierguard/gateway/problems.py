@@ -1,0 +1,73 @@
+"""RFC 9457 problem details: the one place errors become HTTP responses.
+
+Validation errors never echo the submitted value (it may be a phone or a name): only the field's
+location and a message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from courierguard.errors import CourierGuardError, InvalidInput, Throttled, Unauthenticated
+
+PROBLEM_TYPE_BASE = "https://courierguard.dev/problems/"
+MEDIA_TYPE = "application/problem+json"
+
+
+def problem(status: int, title: str, detail: str, reason: str, **extra: Any) -> JSONResponse:
+    body = {
+        "type": PROBLEM_TYPE_BASE + reason,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "reason": reason,
+    }
+    body.update({k: v for k, v in extra.items() if v is not None})
+    headers = {}
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    if "retry_after" in extra and extra["retry_after"] is not None:
+        headers["Retry-After"] = str(extra["retry_after"])
+    return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(CourierGuardError)
+    async def _domain(_: Request, exc: CourierGuardError) -> JSONResponse:
+        extra: dict[str, Any] = {}
+        if isinstance(exc, InvalidInput):
+            extra["field"] = exc.field
+        if isinstance(exc, Throttled):
+            extra["retry_after"] = exc.retry_after
+        status = 401 if isinstance(exc, Unauthenticated) else exc.status
+        return problem(status, exc.title, exc.detail, str(exc.reason), **extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {
+                "field": ".".join(str(p) for p in err.get("loc", ()) if p != "body"),
+                "message": err.get("msg", ""),
+            }
+            for err in exc.errors()
+        ]
+        first = errors[0] if errors else {"field": "request", "message": "invalid"}
+        return problem(
+            422, "Invalid input", f"{first['field']}: {first['message']}", "invalid_input",
+            field=first["field"], errors=errors,
+        )  # fmt: skip
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        reason = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return problem(exc.status_code, str(exc.detail), str(exc.detail), reason)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        # The class name only: an exception's text may carry data the request touched.
+        return problem(500, "Internal error", f"unexpected {exc.__class__.__name__}", "internal")

@@ -1,0 +1,800 @@
+"""The guarded request path: every read of personal data, framework-free.
+
+For every request the order is fixed, and each step can only narrow what is served:
+
+1. the caller is authenticated (``identity``) and their account and session are live;
+2. the task facts of the waybill are loaded and the Cedar policies decide (need-to-know);
+3. the Access Event v1 about to be served is shown to the risk hook, which may step up, throttle,
+   deny or lock;
+4. the event, with its final outcome, is appended to the audit log and made durable;
+5. only then is personal data read from the vault and returned.
+
+If step 4 fails, nothing is served (fail-closed). Denied attempts are recorded and shown to the
+risk engine too: probing is a signal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from sqlalchemy import insert, select, update
+
+from courierguard.audit import AuditLog, EntryKind
+from courierguard.clock import Clock
+from courierguard.company import CompanyStore, LifecycleChange
+from courierguard.config import Settings
+from courierguard.db.tables import approvals
+from courierguard.domain import Case, CaseState, Employee, EmployeeStatus, OrgUnit
+from courierguard.errors import (
+    AccessDenied,
+    AuditUnavailable,
+    Conflict,
+    CourierGuardError,
+    DenyReason,
+    InvalidInput,
+    NotFound,
+    StepUpRequired,
+    Throttled,
+    Unauthenticated,
+)
+from courierguard.events import (
+    AccessEvent,
+    Action,
+    Actor,
+    AuthMethod,
+    EventOutcome,
+    Location,
+    Outcome,
+    PiiField,
+    Query,
+    QueryKind,
+    Resource,
+    RiskAction,
+    RiskDecision,
+    Role,
+    Session,
+    WaybillStatus,
+)
+from courierguard.gateway.identity import ApiKeys, Devices, SessionRecord, SessionStore
+from courierguard.policy import (
+    PolicyAction,
+    PolicyDecision,
+    PolicyEngine,
+    PolicyRequest,
+    Principal,
+    WaybillFacts,
+)
+from courierguard.risk.interfaces import RiskHook
+from courierguard.timeutil import utc, utc_or_none
+from courierguard.vault import MaskedWaybill, Vault
+
+T = TypeVar("T")
+
+RISK_LOCK_REASON = "risk_lock"
+MAX_PURPOSE = 128
+SERVICE_ORG_UNIT = "SYSTEM"
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """An authenticated caller and the context of the request, as the HTTP layer saw it."""
+
+    principal: Principal
+    session_id: str | None
+    device_id: str | None
+    ip: str | None = None
+    user_agent: str | None = None
+    location: tuple[float, float] | None = None
+    auth: AuthMethod = AuthMethod.SSO
+    kind: str = "employee"
+
+
+@dataclass(frozen=True, slots=True)
+class PageResult:
+    items: list[MaskedWaybill]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Approval:
+    id: str
+    kind: str
+    requested_by: str
+    justification: str
+    scope: dict[str, Any]
+    fields: tuple[PiiField, ...]
+    status: str
+    created_at: datetime
+    decided_by: str | None
+    decided_at: datetime | None
+    expires_at: datetime | None
+    used_at: datetime | None
+
+
+@dataclass
+class Guard:
+    """Need-to-know access to the vault, recorded and risk-controlled. One instance per deployment."""
+
+    settings: Settings
+    vault: Vault
+    company: CompanyStore
+    policy: PolicyEngine
+    audit: AuditLog
+    risk: RiskHook
+    sessions: SessionStore
+    devices: Devices
+    api_keys: ApiKeys
+    clock: Clock
+    on_lock: list[Callable[[str], None]] = field(default_factory=list)
+
+    # --- identity ----------------------------------------------------------------------------------
+
+    def employee_caller(
+        self,
+        employee_id: str,
+        session_id: str,
+        *,
+        device_id: str | None,
+        ip: str | None = None,
+        user_agent: str | None = None,
+        location: tuple[float, float] | None = None,
+    ) -> Caller:
+        """The caller behind a verified token; refuses revoked sessions and inactive accounts."""
+        session = self.sessions.get(session_id)
+        if session.employee != employee_id:
+            raise Unauthenticated("session belongs to another account")
+        if session.revoked_at is not None:
+            raise Unauthenticated(f"session revoked ({session.revoked_reason or 'logout'}); sign in again")
+        employee = self._employee(employee_id)
+        if employee.status is not EmployeeStatus.ACTIVE:
+            raise AccessDenied(
+                f"account {employee_id} is {employee.status.value}", reason=DenyReason.ACCOUNT_INACTIVE
+            )
+        return Caller(
+            Principal(employee.id, employee.role, employee.org_unit, employee.status),
+            session_id,
+            device_id,
+            ip,
+            user_agent,
+            location,
+        )
+
+    def service_caller(self, api_key: str, *, ip: str | None = None) -> Caller:
+        record = self.api_keys.verify(api_key)
+        principal = Principal(f"svc:{record.name}", Role.SERVICE, SERVICE_ORG_UNIT, EmployeeStatus.ACTIVE)
+        return Caller(principal, None, None, ip, None, None, AuthMethod.API_KEY, "service")
+
+    def _employee(self, employee_id: str) -> Employee:
+        try:
+            return self.company.employee(employee_id)
+        except NotFound:
+            raise Unauthenticated(f"employee {employee_id} is not known to Courier Guard") from None
+
+    def login(
+        self,
+        employee_id: str,
+        session_id: str,
+        *,
+        device_id: str,
+        ip: str | None,
+        user_agent: str | None,
+        location: tuple[float, float] | None,
+        auth: AuthMethod,
+    ) -> SessionRecord:
+        """Open (or resume) a session for a verified token, recorded as ``auth.login``."""
+        now = self.clock.now()
+        employee = self._employee(employee_id)
+        caller = Caller(
+            Principal(employee.id, employee.role, employee.org_unit, employee.status),
+            session_id, device_id, ip, user_agent, location, auth,
+        )  # fmt: skip
+        if employee.status is not EmployeeStatus.ACTIVE:
+            self._record(
+                self._event(caller, Action.AUTH_LOGIN_FAILED, outcome=Outcome.DENY, reason="account_inactive")
+            )
+            raise AccessDenied(
+                f"account {employee_id} is {employee.status.value}", reason=DenyReason.ACCOUNT_INACTIVE
+            )
+        session = self.sessions.open(session_id, employee_id, device_id, auth.value, now)
+        self._judge(self._event(caller, Action.AUTH_LOGIN, outcome=Outcome.ALLOW), serve=lambda: None)
+        return session
+
+    def logout(self, caller: Caller) -> None:
+        if caller.session_id:
+            self.sessions.revoke(caller.session_id, self.clock.now(), "logout")
+        self._record(self._event(caller, Action.AUTH_LOGOUT, outcome=Outcome.ALLOW))
+
+    def bind_device(self, caller: Caller) -> str:
+        """Bind the caller's device to their account and return its TOTP seed (shown once).
+
+        The first device of an account binds freely (enrolment); any further device only after a
+        step-up on an already bound one, so a renter cannot enrol their own phone.
+        """
+        if caller.device_id is None:
+            raise InvalidInput("X-Device-Id", "is required")
+        bound = self.devices.bound(caller.principal.id)
+        if bound and caller.device_id not in bound:
+            session = self.sessions.get(caller.session_id or "")
+            if not session.stepped_up_at(self.clock.now()):
+                raise StepUpRequired("binding another device needs a step-up on a bound device")
+        seed = self.devices.bind(caller.principal.id, caller.device_id, self.clock.now())
+        self._record(self._event(caller, Action.AUTH_DEVICE_BOUND, outcome=Outcome.ALLOW))
+        return seed
+
+    def step_up(self, caller: Caller, code: str) -> None:
+        """Check a TOTP code from a bound device; success lifts a pending step-up for this session."""
+        now = self.clock.now()
+        if not self.devices.verify_code(caller.principal.id, code, now):
+            self._judge(
+                self._event(caller, Action.AUTH_STEP_UP_FAILED, outcome=Outcome.DENY), serve=lambda: None
+            )
+            raise Unauthenticated("step-up code rejected")
+        if caller.session_id:
+            self.sessions.mark_stepped_up(caller.session_id, now)
+        self._judge(self._event(caller, Action.AUTH_STEP_UP, outcome=Outcome.ALLOW), serve=lambda: None)
+
+    # --- reads ---------------------------------------------------------------------------------------
+
+    def view(self, caller: Caller, number: str) -> MaskedWaybill:
+        """One waybill, masked; hub operators get routing data only."""
+        routing_only = caller.principal.role is Role.HUB_OPERATOR
+        action = PolicyAction.VIEW_ROUTING if routing_only else PolicyAction.VIEW
+        facts = self._facts(number)
+
+        def serve() -> MaskedWaybill:
+            masked = self.vault.masked(number)
+            return replace(masked, sender=None, recipient=None) if routing_only else masked
+
+        return self._guard(caller, Action.WAYBILL_VIEW, action, facts=facts, serve=serve)
+
+    def reveal(
+        self,
+        caller: Caller,
+        number: str,
+        fields: Sequence[PiiField],
+        purpose: str,
+        *,
+        approval_id: str | None = None,
+    ) -> dict[PiiField, str]:
+        """Clear text of ``fields`` for a stated purpose, if the caller's current task explains it."""
+        if not fields:
+            raise InvalidInput("fields", "name at least one field")
+        if len(set(fields)) != len(fields):
+            raise InvalidInput("fields", "must be unique")
+        purpose = _purpose(purpose)
+        approved_by = None
+        if approval_id is not None:
+            approval = self._usable_approval(approval_id, caller, kind="reveal")
+            if approval.scope.get("waybill") != number or not set(fields) <= set(approval.fields):
+                raise AccessDenied(
+                    "the approval does not cover this waybill or these fields", reason=DenyReason.FOUR_EYES
+                )
+            approved_by = approval.decided_by
+        facts = self._facts(number)
+
+        def serve() -> dict[PiiField, str]:
+            with self.vault.engine.connect() as conn:
+                return self.vault.reveal_in(conn, number, fields)
+
+        return self._guard(
+            caller, Action.WAYBILL_REVEAL, PolicyAction.REVEAL, facts=facts, fields=tuple(fields),
+            purpose=purpose, approved_by=approved_by, serve=serve,
+        )  # fmt: skip
+
+    def list_waybills(
+        self,
+        caller: Caller,
+        *,
+        org_unit: str | None,
+        status: WaybillStatus | None = None,
+        cursor: str | None = None,
+        page_size: int = 50,
+    ) -> PageResult:
+        """Masked waybills of an org unit (``None``: company-wide, officers only), keyset-paged."""
+        size = self._page_size(page_size)
+        scope = org_unit if org_unit is not None else None
+        numbers = self.company.page(org_unit=scope, status=status, after=cursor, limit=size + 1)
+        more = len(numbers) > size
+        numbers = numbers[:size]
+        kind = QueryKind.BY_STATUS if status is not None else QueryKind.BY_ORG_UNIT
+        items = self._guard(
+            caller, Action.WAYBILL_LIST, PolicyAction.LIST, org_unit=scope,
+            query=Query(kind=kind, result_count=len(numbers), result_ids=tuple(numbers)),
+            serve=lambda: self.vault.masked_many(numbers),
+        )  # fmt: skip
+        return PageResult(items, numbers[-1] if more and numbers else None)
+
+    def search(
+        self,
+        caller: Caller,
+        *,
+        phone: str | None = None,
+        name: str | None = None,
+        number_prefix: str | None = None,
+        org_unit: str | None = None,
+        page_size: int = 50,
+    ) -> PageResult:
+        """Masked search by phone or name (through the blind index) or waybill-number prefix."""
+        given = [v for v in (phone, name, number_prefix) if v]
+        if len(given) != 1:
+            raise InvalidInput("query", "give exactly one of phone, name, number_prefix")
+        size = self._page_size(page_size)
+        if phone:
+            kind, numbers = QueryKind.BY_PHONE, self.vault.waybills_by_phone(phone, limit=1000)
+        elif name:
+            kind, numbers = QueryKind.BY_NAME, self.vault.waybills_by_name(name, limit=1000)
+        else:
+            assert number_prefix is not None
+            if len(number_prefix) < 4:
+                raise InvalidInput("number_prefix", "needs at least 4 characters")
+            kind, numbers = (
+                QueryKind.BY_WAYBILL_PREFIX,
+                self.company.numbers_with_prefix(number_prefix, limit=1000),
+            )
+        if org_unit is not None:
+            wanted = (
+                set(self.company.page(org_unit=org_unit, status=None, after=None, limit=100_000))
+                if numbers
+                else set()
+            )
+            numbers = [n for n in numbers if n in wanted]
+        numbers = numbers[:size]
+        items = self._guard(
+            caller, Action.WAYBILL_SEARCH, PolicyAction.SEARCH, org_unit=org_unit,
+            query=Query(kind=kind, result_count=len(numbers), result_ids=tuple(numbers)),
+            serve=lambda: self.vault.masked_many(numbers),
+        )  # fmt: skip
+        return PageResult(items, None)
+
+    # --- four-eyes approvals: bulk export and officers' reveals ----------------------------------------
+
+    def request_approval(
+        self,
+        caller: Caller,
+        *,
+        kind: str,
+        justification: str,
+        fields: Sequence[PiiField],
+        org_unit: str | None = None,
+        status: WaybillStatus | None = None,
+        waybill: str | None = None,
+    ) -> Approval:
+        """Ask for a bulk export (``kind="export"``) or an officer's reveal (``kind="reveal"``)."""
+        if kind not in ("export", "reveal"):
+            raise InvalidInput("kind", "must be export or reveal")
+        justification = (justification or "").strip()
+        if not 10 <= len(justification) <= 500:
+            raise InvalidInput("justification", "must be 10 to 500 characters")
+        if not fields:
+            raise InvalidInput("fields", "name at least one field")
+        if kind == "reveal":
+            if waybill is None:
+                raise InvalidInput("waybill", "is required for a reveal approval")
+            self._facts(waybill)
+            scope: dict[str, Any] = {"waybill": waybill}
+            action, policy_action = Action.WAYBILL_REVEAL, PolicyAction.REVEAL
+            if caller.principal.role not in (Role.SECURITY_OFFICER, Role.AUDITOR):
+                raise AccessDenied("only security officers and auditors reveal through four-eyes approval")
+        else:
+            scope = {"org_unit": org_unit, "status": status.value if status else None}
+            action, policy_action = Action.WAYBILL_EXPORT, PolicyAction.EXPORT_REQUEST
+        now = self.clock.now()
+        approval = Approval(
+            "ap_" + secrets.token_hex(8), kind, caller.principal.id, justification, scope, tuple(fields),
+            "pending", now, None, None, None, None,
+        )  # fmt: skip
+
+        def store() -> Approval:
+            with self.vault.engine.begin() as conn:
+                conn.execute(
+                    insert(approvals).values(
+                        id=approval.id, tenant=self.settings.tenant, kind=kind, requested_by=approval.requested_by,
+                        justification=justification, scope=json.dumps(scope), status="pending", created_at=now,
+                        fields=json.dumps([f.value for f in fields]),
+                    )
+                )  # fmt: skip
+            return approval
+
+        if kind == "export":
+            return self._guard(
+                caller, action, policy_action, org_unit=org_unit, purpose="export_request", serve=store,
+                query=Query(kind=QueryKind.BY_STATUS if status else QueryKind.BY_ORG_UNIT, result_count=0),
+            )  # fmt: skip
+        self._record(
+            self._event(
+                caller, Action.ADMIN_CHANGE, outcome=Outcome.ALLOW, purpose=f"approval.request:{approval.id}"
+            )
+        )
+        return store()
+
+    def decide_approval(self, caller: Caller, approval_id: str, *, approve: bool) -> Approval:
+        """A second officer approves or rejects; nobody approves their own request."""
+        approval = self._approval(approval_id)
+        if approval.status != "pending":
+            raise Conflict(f"approval {approval_id} is already {approval.status}")
+        decision = self.policy.decide(
+            PolicyRequest(
+                caller.principal, PolicyAction.EXPORT_APPROVE, None, self.clock.now(),
+                org_unit=approval.scope.get("org_unit"), requested_by=approval.requested_by,
+            )
+        )  # fmt: skip
+        if caller.principal.id == approval.requested_by:
+            decision = PolicyDecision(False, (), DenyReason.FOUR_EYES, "nobody approves their own request")
+        now = self.clock.now()
+        status = "approved" if approve else "rejected"
+        event = self._event(
+            caller, Action.ADMIN_CHANGE, purpose=f"approval.{status}:{approval_id}",
+            outcome=Outcome.ALLOW if decision.allowed else Outcome.DENY,
+            reason=None if decision.allowed else f"policy:{decision.reason}",
+        )  # fmt: skip
+        self._record(event)
+        if not decision.allowed:
+            raise AccessDenied(decision.detail, reason=decision.reason or DenyReason.POLICY_DENIED)
+        expires = now + timedelta(minutes=self.settings.export_ttl_minutes) if approve else None
+        with self.vault.engine.begin() as conn:
+            changed = conn.execute(
+                update(approvals)
+                .where(approvals.c.id == approval_id, approvals.c.status == "pending")
+                .values(status=status, decided_by=caller.principal.id, decided_at=now, expires_at=expires)
+            )
+            if not changed.rowcount:
+                raise Conflict(f"approval {approval_id} was decided meanwhile")
+        return self._approval(approval_id)
+
+    def download_export(self, caller: Caller, approval_id: str) -> list[dict[str, str]]:
+        """Rows of an approved export, once, before it expires: clear text of the approved fields."""
+        approval = self._usable_approval(approval_id, caller, kind="export")
+        numbers = self.company.page(
+            org_unit=approval.scope.get("org_unit"),
+            status=WaybillStatus(approval.scope["status"]) if approval.scope.get("status") else None,
+            after=None,
+            limit=self.settings.export_max_rows,
+        )
+
+        def serve() -> list[dict[str, str]]:
+            with self.vault.engine.begin() as conn:
+                used = conn.execute(
+                    update(approvals)
+                    .where(approvals.c.id == approval_id, approvals.c.used_at.is_(None))
+                    .values(used_at=self.clock.now())
+                )
+                if not used.rowcount:
+                    raise Conflict(f"export {approval_id} was already downloaded")
+            rows = []
+            with self.vault.engine.connect() as conn:
+                for number in numbers:
+                    clear = self.vault.reveal_in(conn, number, approval.fields)
+                    rows.append({"number": number, **{f.value: v for f, v in clear.items()}})
+            return rows
+
+        return self._guard(
+            caller, Action.WAYBILL_EXPORT, PolicyAction.EXPORT_DOWNLOAD, org_unit=approval.scope.get("org_unit"),
+            fields=approval.fields, purpose="export", approved_by=approval.decided_by,
+            requested_by=approval.requested_by,
+            query=Query(kind=QueryKind.BY_ORG_UNIT, result_count=len(numbers), result_ids=tuple(numbers[:10000])),
+            serve=serve,
+        )  # fmt: skip
+
+    def approval(self, approval_id: str) -> Approval:
+        return self._approval(approval_id)
+
+    def _approval(self, approval_id: str) -> Approval:
+        with self.vault.engine.connect() as conn:
+            row = conn.execute(
+                select(approvals).where(
+                    approvals.c.id == approval_id, approvals.c.tenant == self.settings.tenant
+                )
+            ).first()
+        if row is None:
+            raise NotFound(f"approval {approval_id} not found")
+        return Approval(
+            row.id, row.kind, row.requested_by, row.justification, json.loads(row.scope),
+            tuple(PiiField(f) for f in json.loads(row.fields)), row.status, utc(row.created_at), row.decided_by,
+            utc_or_none(row.decided_at), utc_or_none(row.expires_at), utc_or_none(row.used_at),
+        )  # fmt: skip
+
+    def _usable_approval(self, approval_id: str, caller: Caller, *, kind: str) -> Approval:
+        approval = self._approval(approval_id)
+        if approval.kind != kind or approval.requested_by != caller.principal.id:
+            raise AccessDenied("this approval is not yours to use", reason=DenyReason.FOUR_EYES)
+        if approval.status != "approved":
+            raise AccessDenied(f"approval {approval_id} is {approval.status}", reason=DenyReason.FOUR_EYES)
+        if approval.expires_at is None or approval.expires_at <= self.clock.now():
+            raise AccessDenied(f"approval {approval_id} has expired", reason=DenyReason.FOUR_EYES)
+        if kind == "export" and approval.used_at is not None:
+            raise Conflict(f"export {approval_id} was already downloaded")
+        return approval
+
+    # --- writes from the order and PDA systems -----------------------------------------------------------
+
+    def ingest(self, caller: Caller, records: Sequence[Any]) -> Any:
+        self._require(caller, PolicyAction.INGEST)
+        result = self.vault.ingest_records(records)
+        self._record_system(caller, "waybill.ingest", stored=len(result.stored), failed=len(result.failed))
+        return result
+
+    def lifecycle(self, caller: Caller, change: LifecycleChange) -> Any:
+        self._require(caller, PolicyAction.INGEST)
+        return self.company.apply(change)
+
+    def open_case(self, caller: Caller, case: Case) -> None:
+        self._require(caller, PolicyAction.INGEST)
+        self.company.open_case(case)
+
+    def close_case(self, caller: Caller, case_id: str) -> Case:
+        self._require(caller, PolicyAction.INGEST)
+        return self.company.close_case(case_id, self.clock.now())
+
+    # --- administration -------------------------------------------------------------------------------------
+
+    def put_employee(self, caller: Caller, employee: Employee) -> Employee:
+        self._admin(caller, f"employee.put:{employee.id}")
+        previous = None
+        with contextlib.suppress(NotFound):
+            previous = self.company.employee(employee.id)
+        self.company.put_employee(employee, self.clock.now())
+        if previous is not None and previous.status is not employee.status:
+            self._status_changed(caller, employee.id, employee.status)
+        return self.company.employee(employee.id)
+
+    def put_org_unit(self, caller: Caller, unit: OrgUnit) -> OrgUnit:
+        self._admin(caller, f"org_unit.put:{unit.id}")
+        self.company.put_org_unit(unit)
+        return self.company.org_unit(unit.id)
+
+    def set_employee_status(self, caller: Caller, employee_id: str, status: EmployeeStatus) -> Employee:
+        self._admin(caller, f"employee.status:{employee_id}:{status.value}")
+        employee = self.company.set_employee_status(employee_id, status, self.clock.now(), reason="officer")
+        self._status_changed(caller, employee_id, status)
+        return employee
+
+    def unlock(self, caller: Caller, employee_id: str) -> Employee:
+        """An officer's review ends a risk lock: the account is active again."""
+        if caller.principal.role not in (Role.SECURITY_OFFICER, Role.ADMIN):
+            raise AccessDenied("only a security officer or an admin unlocks an account")
+        self._record(
+            self._event(
+                caller,
+                Action.ADMIN_CHANGE,
+                outcome=Outcome.ALLOW,
+                purpose=f"employee.reinstated:{employee_id}",
+            )
+        )
+        employee = self.company.set_employee_status(
+            employee_id, EmployeeStatus.ACTIVE, self.clock.now(), reason="unlocked"
+        )
+        unlock = getattr(self.risk, "unlock", None)
+        if callable(unlock):
+            unlock(employee_id)
+        return employee
+
+    def _status_changed(self, caller: Caller, employee_id: str, status: EmployeeStatus) -> None:
+        label = {"left": "employee.left", "suspended": "employee.suspended", "active": "employee.reinstated"}[
+            status.value
+        ]
+        self._judge(
+            self._event(caller, Action.ADMIN_CHANGE, outcome=Outcome.ALLOW, purpose=f"{label}:{employee_id}"),
+            serve=lambda: None,
+        )
+        if status is not EmployeeStatus.ACTIVE:
+            self.sessions.revoke_all(employee_id, self.clock.now(), f"employee_{status.value}")
+
+    def _admin(self, caller: Caller, what: str) -> None:
+        decision = self.policy.decide(
+            PolicyRequest(caller.principal, PolicyAction.ADMIN, None, self.clock.now())
+        )
+        self._record(
+            self._event(
+                caller, Action.ADMIN_CHANGE, purpose=what,
+                outcome=Outcome.ALLOW if decision.allowed else Outcome.DENY,
+                reason=None if decision.allowed else f"policy:{decision.reason}",
+            )
+        )  # fmt: skip
+        if not decision.allowed:
+            raise AccessDenied(decision.detail, reason=decision.reason or DenyReason.POLICY_DENIED)
+
+    def _require(self, caller: Caller, action: PolicyAction) -> None:
+        decision = self.policy.decide(PolicyRequest(caller.principal, action, None, self.clock.now()))
+        if not decision.allowed:
+            self._record(self._event(caller, Action.ADMIN_CHANGE, outcome=Outcome.DENY, purpose=action.value,
+                                     reason=f"policy:{decision.reason}"))  # fmt: skip
+            raise AccessDenied(decision.detail, reason=decision.reason or DenyReason.POLICY_DENIED)
+
+    def _record_system(self, caller: Caller, what: str, **counts: int) -> None:
+        try:
+            self.audit.append(
+                EntryKind.SYSTEM,
+                {"what": what, "actor": caller.principal.id, "ts": self.clock.now().isoformat(), **counts},
+            )
+        except CourierGuardError:
+            raise
+        except Exception as exc:
+            raise AuditUnavailable(f"audit append failed ({exc.__class__.__name__})") from None
+
+    # --- the guarded core --------------------------------------------------------------------------------------
+
+    def _facts(self, number: str) -> WaybillFacts:
+        with self.vault.engine.connect() as conn:
+            return self.company.facts(conn, number)
+
+    def _page_size(self, requested: int) -> int:
+        if requested < 1:
+            raise InvalidInput("page_size", "must be at least 1")
+        return min(requested, self.settings.page_size_max)
+
+    def _guard(
+        self,
+        caller: Caller,
+        action: Action,
+        policy_action: PolicyAction,
+        *,
+        serve: Callable[[], T],
+        facts: WaybillFacts | None = None,
+        fields: tuple[PiiField, ...] = (),
+        purpose: str | None = None,
+        org_unit: str | None = None,
+        approved_by: str | None = None,
+        requested_by: str | None = None,
+        query: Query | None = None,
+    ) -> T:
+        decision = self.policy.decide(
+            PolicyRequest(
+                caller.principal, policy_action, facts, self.clock.now(), purpose=purpose, fields=fields,
+                org_unit=org_unit, approved_by=approved_by, requested_by=requested_by,
+            )
+        )  # fmt: skip
+        event = self._event(
+            caller, action, facts=facts, fields=fields if decision.allowed else (), purpose=purpose, query=query,
+            outcome=Outcome.ALLOW if decision.allowed else Outcome.DENY,
+            reason=None if decision.allowed else f"policy:{decision.reason}",
+        )  # fmt: skip
+        if not decision.allowed:
+            self._judge(event, serve=lambda: None)  # recorded and scored; raises if risk escalates
+            raise AccessDenied(decision.detail, reason=decision.reason or DenyReason.POLICY_DENIED)
+        return self._judge(event, serve=serve)
+
+    def _judge(self, event: AccessEvent, *, serve: Callable[[], T]) -> T:
+        """Ask the risk hook, record the final outcome durably, apply responses, then serve."""
+        risk = self._assess(event)
+        final = event
+        error: CourierGuardError | None = None
+        if risk.action is not RiskAction.ALLOW and (
+            event.outcome is None or event.outcome.decision is Outcome.ALLOW
+        ):
+            codes = ",".join(r.code for r in risk.reasons) or "risk"
+            decision = Outcome.CHALLENGE if risk.action is RiskAction.STEP_UP else Outcome.DENY
+            final = event.model_copy(
+                update={
+                    "fields": None,
+                    "outcome": EventOutcome(
+                        decision=decision, reason=f"risk:{risk.action.value}:{codes}"[:256]
+                    ),
+                }
+            )
+            error = _risk_error(risk, codes)
+        self._record(final)
+        if risk.action is RiskAction.LOCK:
+            self._lock(event.actor.id)
+            if error is None:
+                error = AccessDenied(
+                    "account locked pending review by a security officer", reason=DenyReason.RISK_LOCKED
+                )
+        if error is not None:
+            raise error
+        return serve()
+
+    def _assess(self, event: AccessEvent) -> RiskDecision:
+        try:
+            return self.risk.assess(event)
+        except Exception as exc:  # a broken risk engine must not open the gate: fail closed
+            raise AccessDenied(
+                f"risk assessment unavailable ({exc.__class__.__name__})", reason=DenyReason.RISK_DENIED
+            ) from None
+
+    def _record(self, event: AccessEvent) -> None:
+        try:
+            self.audit.append_event(event)
+        except CourierGuardError:
+            raise
+        except Exception as exc:
+            raise AuditUnavailable(f"audit append failed ({exc.__class__.__name__})") from None
+
+    def _lock(self, employee_id: str) -> None:
+        if employee_id.startswith("svc:"):
+            return
+        now = self.clock.now()
+        try:
+            self.company.set_employee_status(
+                employee_id, EmployeeStatus.SUSPENDED, now, reason=RISK_LOCK_REASON
+            )
+        except NotFound:
+            return
+        self.sessions.revoke_all(employee_id, now, RISK_LOCK_REASON)
+        for hook in self.on_lock:
+            hook(employee_id)
+
+    def _event(
+        self,
+        caller: Caller,
+        action: Action,
+        *,
+        outcome: Outcome,
+        facts: WaybillFacts | None = None,
+        fields: tuple[PiiField, ...] = (),
+        purpose: str | None = None,
+        query: Query | None = None,
+        reason: str | None = None,
+    ) -> AccessEvent:
+        resource = None
+        if facts is not None:
+            ticket = next(
+                (c.id for c in facts.cases if c.state is CaseState.OPEN and c.owner == caller.principal.id),
+                None,
+            ) or next((c.id for c in facts.cases if c.state is CaseState.OPEN), None)
+            resource = Resource(
+                type="waybill",
+                id=facts.number,
+                org_unit=facts.dest_outlet
+                if facts.task is not None and facts.task.value == "delivery"
+                else facts.origin_outlet,
+                assignee=facts.assignee,
+                status=facts.status,
+                status_ts=facts.status_ts,
+                ticket=ticket,
+            )
+        p = caller.principal
+        return AccessEvent(
+            id="ev_" + secrets.token_hex(10),
+            ts=self.clock.now(),
+            tenant=self.settings.tenant,
+            actor=Actor(
+                id=p.id,
+                kind="service" if caller.kind == "service" else "employee",
+                role=p.role,
+                org_unit=p.org_unit,
+            ),
+            session=Session(
+                id=caller.session_id,
+                device_id=caller.device_id,
+                ip=caller.ip,
+                user_agent=(caller.user_agent or None) and caller.user_agent[:512],
+                location=Location(lat=caller.location[0], lon=caller.location[1])
+                if caller.location
+                else None,
+                auth=caller.auth,
+            ),
+            action=action,
+            resource=resource,
+            query=query,
+            fields=fields or None,
+            purpose=purpose,
+            outcome=EventOutcome(decision=outcome, reason=reason),
+        )
+
+
+def _purpose(purpose: str) -> str:
+    purpose = (purpose or "").strip()
+    if not purpose:
+        raise InvalidInput("purpose", "is required: say why this data is needed (e.g. delivery_contact)")
+    if len(purpose) > MAX_PURPOSE:
+        raise InvalidInput("purpose", f"is longer than {MAX_PURPOSE} characters")
+    return purpose
+
+
+def _risk_error(risk: RiskDecision, codes: str) -> CourierGuardError:
+    if risk.action is RiskAction.STEP_UP:
+        return StepUpRequired(f"unusual activity ({codes}): confirm with a code from your bound device")
+    if risk.action is RiskAction.THROTTLE:
+        return Throttled(f"too much activity ({codes}); slow down", retry_after=60)
+    if risk.action is RiskAction.LOCK:
+        return AccessDenied(f"account locked pending review ({codes})", reason=DenyReason.RISK_LOCKED)
+    return AccessDenied(f"refused by risk control ({codes})", reason=DenyReason.RISK_DENIED)
+
+
+__all__ = ["Approval", "Caller", "Guard", "PageResult"]

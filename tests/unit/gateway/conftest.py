@@ -1,0 +1,144 @@
+"""A small company behind the real HTTP app, on SQLite, with a clock the tests move."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from courierguard.clock import FixedClock
+from courierguard.config import Settings
+from courierguard.domain import Employee, OrgUnit, OrgUnitKind
+from courierguard.events import AccessEvent, RiskAction, RiskDecision, RiskReason, Role
+from courierguard.gateway.http import create_app
+from courierguard.gateway.wiring import Deployment, open_deployment
+from courierguard.risk.interfaces import AllowAll
+
+START = datetime(2026, 11, 11, 9, 0, tzinfo=UTC)
+
+SENDER_PHONE = "13912345678"
+RECIPIENT_PHONE = "18687654321"
+RECIPIENT_NAME = "欧阳娜娜"
+SENDER_NAME = "张三丰"
+
+STAFF = {
+    "C1": (Role.COURIER, "OUT-BJ-01"),
+    "C2": (Role.COURIER, "OUT-BJ-01"),
+    "K1": (Role.OUTLET_CLERK, "OUT-BJ-01"),
+    "M1": (Role.OUTLET_MANAGER, "OUT-BJ-01"),
+    "S1": (Role.CUSTOMER_SERVICE, "CS-01"),
+    "H1": (Role.HUB_OPERATOR, "HUB-01"),
+    "X1": (Role.SECURITY_OFFICER, "SEC"),
+    "X2": (Role.SECURITY_OFFICER, "SEC"),
+    "A1": (Role.ADMIN, "HQ"),
+}
+
+
+class ScriptedRisk:
+    """A risk hook the test scripts: answers ``next_action`` for one actor, allow otherwise."""
+
+    def __init__(self) -> None:
+        self.seen: list[AccessEvent] = []
+        self.script: dict[str, RiskAction] = {}
+        self._allow = AllowAll()
+
+    def assess(self, event: AccessEvent) -> RiskDecision:
+        self.seen.append(event)
+        action = self.script.get(event.actor.id)
+        if action is None:
+            return self._allow.assess(event)
+        return RiskDecision(
+            event_id=event.id, ts=event.ts, actor_id=event.actor.id, action=action, score=90.0,
+            reasons=(RiskReason(code="scripted"),),
+        )  # fmt: skip
+
+
+def record(n: int, **over: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "number": f"YT{n:013d}",
+        "origin_outlet": "OUT-SZ-09",
+        "dest_outlet": "OUT-BJ-01",
+        "routing_code": "755-010-A1",
+        "created_at": (START - timedelta(days=1)).isoformat(),
+        "sender": {
+            "name": SENDER_NAME,
+            "phone": SENDER_PHONE,
+            "address": {"province": "广东省", "city": "深圳市", "district": "南山区", "detail": "科技园1栋301"},
+        },
+        "recipient": {
+            "name": RECIPIENT_NAME,
+            "phone": RECIPIENT_PHONE,
+            "address": {"province": "北京市", "city": "北京市", "district": "海淀区", "detail": "中关村5号楼502"},
+        },
+    }
+    base.update(over)
+    return base
+
+
+@dataclass
+class World:
+    client: TestClient
+    deployment: Deployment
+    clock: FixedClock
+    risk: ScriptedRisk
+    service_key: str
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    def login(self, employee: str, device: str = "dev-1", location: str | None = None) -> dict[str, str]:
+        assert self.deployment.dev_issuer is not None
+        token, _ = self.deployment.dev_issuer.issue(employee, now=self.clock.now())
+        headers = {"Authorization": f"Bearer {token}", "X-Device-Id": device}
+        if location:
+            headers["X-Device-Location"] = location
+        r = self.client.post("/v1/auth/login", json={}, headers=headers)
+        assert r.status_code == 200, r.text
+        return headers
+
+    @property
+    def svc(self) -> dict[str, str]:
+        return {"Authorization": f"ApiKey {self.service_key}"}
+
+    def step(self, number: str, status: str, assignee: str | None = None) -> None:
+        body: dict[str, Any] = {"status": status, "ts": self.clock.now().isoformat()}
+        if assignee:
+            body["assignee"] = assignee
+        r = self.client.post(f"/v1/waybills/{number}/events", json=body, headers=self.svc)
+        assert r.status_code == 200, r.text
+
+    def access_events(self) -> list[dict[str, Any]]:
+        from courierguard.audit import AuditQueries
+
+        queries, out, cursor = AuditQueries(self.deployment.core.engine), [], None
+        while True:
+            page = queries.search(limit=1000, cursor=cursor)
+            out += [r.body for r in page.records if r.kind == "access"]
+            if page.next_cursor is None:
+                return out
+            cursor = page.next_cursor
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    clock = FixedClock(START)
+    settings = Settings(data_dir=tmp_path, tenant="t1")
+    risk = ScriptedRisk()
+    deployment = open_deployment(settings, clock=clock, risk=risk)
+    company = deployment.guard.company
+    company.ensure_tenant("Test Express", clock.now())
+    for unit, kind in [("OUT-BJ-01", OrgUnitKind.OUTLET), ("OUT-SZ-09", OrgUnitKind.OUTLET), ("HUB-01", OrgUnitKind.HUB)]:
+        company.put_org_unit(OrgUnit(unit, kind, unit))
+    for emp, (role, unit) in STAFF.items():
+        company.put_employee(Employee(emp, role, unit), clock.now())
+    _, key = deployment.guard.api_keys.create("order-system", clock.now())
+    client = TestClient(create_app(deployment), raise_server_exceptions=False)
+    w = World(client, deployment, clock, risk, key)
+    r = client.post("/v1/waybills", json={"records": [record(n) for n in range(1, 6)]}, headers=w.svc)
+    assert r.status_code == 200 and len(r.json()["stored"]) == 5, r.text
+    yield w
+    client.close()
+    deployment.close()
