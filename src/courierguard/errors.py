@@ -65,11 +65,9 @@ class Unauthenticated(CourierGuardError):
 class DenyReason(StrEnum):
     """Why an access was refused. Stable codes: they appear in audit events and problem JSON."""
 
-    NO_POLICY = "no_policy"
     POLICY_DENIED = "policy_denied"
     NO_TASK = "no_task"
     ACCOUNT_INACTIVE = "account_inactive"
-    SESSION_REVOKED = "session_revoked"
     RISK_DENIED = "risk_denied"
     RISK_LOCKED = "risk_locked"
     STEP_UP_REQUIRED = "step_up_required"

@@ -113,7 +113,10 @@ def render(result: EvaluationResult, console: Console) -> None:
         "fields exposed",
         "without engine",
     ):
-        table.add_column(column, justify="right" if column not in ("scenario", "detected") else "left")
+        if column == "scenario":
+            table.add_column(column, no_wrap=True, min_width=27)
+        else:
+            table.add_column(column, justify="left" if column == "detected" else "right")
     for s in result.scenarios:
         if s.skipped:
             table.add_row(str(s.scenario), s.name, "0", f"skipped: {s.skipped}", "", "", "", "", "", "")

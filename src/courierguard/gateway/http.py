@@ -41,6 +41,7 @@ log = structlog.get_logger("courierguard.http")
 
 NUMBER = r"^[A-Z]{2}\d{13}$"
 ID = r"^[A-Za-z0-9_.:\-]{1,64}$"
+LOCATION = r"^-?(90(\.0+)?|[1-8]?\d(\.\d+)?),-?(180(\.0+)?|(1[0-7]\d|[1-9]?\d)(\.\d+)?)$"
 
 
 # --- wire models --------------------------------------------------------------------------------------
@@ -305,6 +306,7 @@ def create_app(deployment: Deployment) -> FastAPI:
         redoc_url=None,
     )
     problems.install(app)
+    _headers_are_never_null(app)
     registry = CollectorRegistry()
     requests_total = Counter(
         "courierguard_http_requests",
@@ -337,7 +339,9 @@ def create_app(deployment: Deployment) -> FastAPI:
     def device_headers(
         request: Request,
         x_device_id: Annotated[str | None, Header(max_length=128)] = None,
-        x_device_location: Annotated[str | None, Header(max_length=64)] = None,
+        x_device_location: Annotated[
+            str | None, Header(max_length=64, pattern=LOCATION, description="Device position: 'lat,lon'")
+        ] = None,
     ) -> tuple[str | None, tuple[float, float] | None, str | None, str | None]:
         ip = request.client.host if request.client else None
         ua = request.headers.get("user-agent")
@@ -654,6 +658,31 @@ def create_app(deployment: Deployment) -> FastAPI:
         return PlainTextResponse(generate_latest(registry).decode(), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _headers_are_never_null(app: FastAPI) -> None:
+    """An absent header is absent, never ``null``: say so in the OpenAPI document.
+
+    FastAPI renders an optional header as ``anyOf: [string, null]``; clients (and schemathesis) then
+    send the text "null". The document keeps only the string branch, which is what the API accepts.
+    """
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        document = original()
+        for path in document.get("paths", {}).values():
+            for operation in path.values():
+                for param in operation.get("parameters", []):
+                    schema = param.get("schema", {})
+                    if param.get("in") == "header" and "anyOf" in schema:
+                        branches = [b for b in schema.pop("anyOf") if b.get("type") != "null"]
+                        schema.update(branches[0] if len(branches) == 1 else {"anyOf": branches})
+        app.openapi_schema = document
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _time(text: str) -> Any:

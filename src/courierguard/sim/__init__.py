@@ -8,6 +8,7 @@ Public API: :class:`PartyGenerator` (synthetic parties), :class:`SimConfig` and 
 from courierguard.sim.config import ALL_SCENARIOS, SCENARIOS, SimConfig
 from courierguard.sim.engine import Simulation, iter_events
 from courierguard.sim.evaluate import EvaluationResult, NormalResult, ScenarioResult, evaluate
+from courierguard.sim.intents import Intent, intents
 from courierguard.sim.synthetic import MOBILE_PREFIXES, PartyGenerator
 from courierguard.sim.writer import SimSummary, write_files
 
@@ -19,6 +20,7 @@ __all__ = [
     "MOBILE_PREFIXES",
     "SCENARIOS",
     "EvaluationResult",
+    "Intent",
     "NormalResult",
     "PartyGenerator",
     "ScenarioResult",
@@ -26,6 +28,7 @@ __all__ = [
     "SimSummary",
     "Simulation",
     "evaluate",
+    "intents",
     "iter_events",
     "simulate",
     "write_files",

@@ -173,7 +173,7 @@ class Simulation:
         self.today: dict[str, list[Delivery]] = {}
         self.yesterday: dict[str, list[Delivery]] = {}
         self.pickups_today: dict[str, list[tuple[int, str]]] = {}
-        self.sessions: dict[str, dict[str, Any]] = {}
+        self.sessions: dict[str, list[tuple[int, dict[str, Any]]]] = {}
         self._recent_all: list[Delivery] | None = None
         self.allocated: dict[str, set[int]] = {u.id: set() for u in self.world.outlets}
         self._session_seq = itertools.count(1)
@@ -253,8 +253,16 @@ class Simulation:
             t, {"actor": person.actor, "session": session, "action": "auth.login", "outcome": ALLOW}, label
         )
         if label == 0:
-            self.sessions[person.id] = session
+            self.sessions.setdefault(person.id, []).append((t, session))
         return session
+
+    def session_at(self, person_id: str, t: int) -> dict[str, Any] | None:
+        """The employee's own session open at ``t`` today, if any (insiders act inside their work)."""
+        found = None
+        for start, session in self.sessions.get(person_id, ()):
+            if start < t:
+                found = session
+        return found
 
     def location(self, lat: float, lon: float, rng: random.Random, spread: float = 0.01) -> dict[str, float]:
         """A device-reported position near (lat, lon)."""
@@ -566,6 +574,8 @@ class Simulation:
         times = sorted([route_start + int(rand() * span) for _ in range(parcels)])
         relogin = route_start + int(span * rng.uniform(0.3, 0.6)) if rng.random() < 0.5 else None
         lat, lon = c.area_lat, c.area_lon
+        since = start + 1000  # no event of a session before its login
+        last = end
         pickups = int(rng.randint(8, 35) * (1.5 if factor > 1.5 else 1.0))
         pickup_at = {int(rng.random() * parcels) for _ in range(pickups)}
         reveal_p = c.reveal_rate
@@ -574,6 +584,7 @@ class Simulation:
             t = times[i]
             if relogin is not None and t >= relogin:
                 relogin = None
+                since = t - 30_000
                 if covered is not c:
                     lat, lon = covered.area_lat, covered.area_lon
                 session = self.login(
@@ -590,7 +601,7 @@ class Simulation:
             roll = rand()
             if roll < reveal_p:
                 emit(
-                    t - 60_000 - int(rand() * 540_000),
+                    max(since, t - 60_000 - int(rand() * 540_000)),
                     {
                         "actor": actor,
                         "session": session,
@@ -603,7 +614,7 @@ class Simulation:
                 )
             elif roll < reveal_p + 0.25:
                 emit(
-                    t - 60_000 - int(rand() * 540_000),
+                    max(since, t - 60_000 - int(rand() * 540_000)),
                     {
                         "actor": actor,
                         "session": session,
@@ -655,11 +666,16 @@ class Simulation:
                     },
                 )
             if i in pickup_at:
-                self._pickup(day, c, outlet, session, t + rng.randint(60_000, 900_000))
+                last = t + rng.randint(60_000, 900_000)
+                self._pickup(day, c, outlet, session, last, since)
         if rng.random() < 0.6:
-            emit(end, {"actor": actor, "session": session, "action": "auth.logout", "outcome": ALLOW})
+            # Never log out before the last pickup of an overrunning day.
+            emit(
+                max(end, last + 60_000),
+                {"actor": actor, "session": session, "action": "auth.logout", "outcome": ALLOW},
+            )
 
-    def _pickup(self, day: Day, c: Staff, outlet: Unit, session: dict[str, Any], t: int) -> None:
+    def _pickup(self, day: Day, c: Staff, outlet: Unit, session: dict[str, Any], t: int, since: int) -> None:
         rng = day.rng
         number = self._block_next[outlet.id]
         self._block_next[outlet.id] = number + rng.choice((1, 1, 1, 2))
@@ -686,7 +702,7 @@ class Simulation:
         )
         if rng.random() < 0.2:
             day.emit(
-                t - rng.randint(120_000, 1_800_000),
+                max(since, t - rng.randint(120_000, 900_000)),
                 {
                     "actor": c.actor,
                     "session": session,
@@ -725,7 +741,7 @@ class Simulation:
         start, end = self._shift(day, person)
         session = self._desk_session(day, person, start)
         oid = person.unit.id
-        backlog = self.today.get(oid) or self.recent(oid)
+        backlog = self.recent(oid)  # yesterday's deliveries: today's are not scanned yet
         n_views = int(rng.gauss(person.volume, person.volume * 0.2) * min(factor, 2.0))
         n_lists = rng.randint(4, 14)
         events: list[tuple[int, Event]] = []
@@ -787,7 +803,7 @@ class Simulation:
         start, end = self._shift(day, person)
         session = self._desk_session(day, person, start)
         oid = person.unit.id
-        backlog = self.today.get(oid) or self.recent(oid)
+        backlog = self.recent(oid)  # yesterday's deliveries: today's are not scanned yet
         span = end - start
         events: list[tuple[int, Event]] = []
         for _ in range(rng.randint(2, 8)):

@@ -377,9 +377,6 @@ class InsiderSlow(Scenario):
     def attack(self, day: Day, nth: int) -> None:
         rng = self.rng
         person = self.person
-        session = self.sim.sessions.get(person.id)
-        if session is None:
-            return
         pool = [w for w in self.sim.recent() if w.assignee != person.id]
         if not pool:
             return
@@ -387,11 +384,15 @@ class InsiderSlow(Scenario):
         start = base + (person.shift_start + 60) * MIN_MS
         span = (person.shift_end - person.shift_start - 90) * MIN_MS
         for w in rng.sample(pool, min(len(pool), rng.randint(20, 40))):
+            t = start + int(rng.random() * span)
+            session = self.sim.session_at(person.id, t)
+            if session is None:
+                continue  # not at work today
             self.reveal(
                 day,
                 person,
                 session,
-                start + int(rng.random() * span),
+                t,
                 w,
                 F_RNPA if rng.random() < 0.5 else F_RP,
             )
@@ -521,16 +522,16 @@ class ExportAbuse(Scenario):
     def attack(self, day: Day, nth: int) -> None:
         rng = self.rng
         person = self.person
-        session = self.sim.sessions.get(person.id) or self.login(
+        t = day.d * DAY_MS + (10 * 60 + rng.randint(0, 60)) * MIN_MS
+        session = self.sim.session_at(person.id, t) or self.login(
             day,
             person,
-            day.d * DAY_MS + 9 * 60 * MIN_MS,
+            t - 20 * MIN_MS,
             device=person.device,
             ip=person.unit.egress_ip,
             user_agent=person.user_agent,
         )
         pool = self.sim.recent()
-        t = day.d * DAY_MS + (10 * 60 + rng.randint(0, 60)) * MIN_MS
         for i in range(rng.randint(3, 6)):
             t += rng.randint(15, 70) * MIN_MS
             rows = rng.sample(pool, min(len(pool), rng.randint(300, 1500)))
@@ -573,9 +574,8 @@ class CsSnooping(Scenario):
     def attack(self, day: Day, nth: int) -> None:
         rng = self.rng
         person = self.person
-        session = self.sim.sessions.get(person.id)
         pool = self.sim.recent()
-        if session is None or not pool:
+        if person.id not in self.sim.sessions or not pool:
             return
         base = day.d * DAY_MS
         start = base + (person.shift_start + 30) * MIN_MS
@@ -583,6 +583,9 @@ class CsSnooping(Scenario):
         for _ in range(rng.randint(8, 20)):
             t = start + int(rng.random() * span)
             w = rng.choice(pool)
+            session = self.sim.session_at(person.id, t)
+            if session is None:
+                continue
             self.emit(
                 day,
                 t,

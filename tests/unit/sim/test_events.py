@@ -105,3 +105,25 @@ def test_config_rejects_nonsense() -> None:
         SimConfig(scenarios=(11,))
     with pytest.raises(ValueError, match="employees"):
         SimConfig(employees=3)
+
+
+def test_every_session_starts_with_its_login(small_run: Run) -> None:
+    started: dict[str, str] = {}
+    for event in small_run.events:
+        sid = (event.get("session") or {}).get("id")
+        if sid is None:
+            assert event["action"] in ("auth.login_failed", "auth.device_bound")
+            continue
+        if event["action"] == "auth.login":
+            assert sid not in started
+            started[sid] = event["actor"]["id"]
+        else:
+            assert started.get(sid) == event["actor"]["id"], event
+
+
+def test_waybill_status_never_comes_from_the_future(small_run: Run) -> None:
+    first_day = small_run.config.start.isoformat()
+    for event in small_run.events:
+        status_ts = (event.get("resource") or {}).get("status_ts")
+        if status_ts and not event["ts"].startswith(first_day):
+            assert datetime.fromisoformat(status_ts) <= datetime.fromisoformat(event["ts"]), event

@@ -1,0 +1,87 @@
+"""One uvicorn worker for the gateway benchmark, pinned to one CPU (run by ``benchmarks.gateway``).
+
+Usage: ``python -m benchmarks._gateway_server DATA_DIR PORT CPU MODE`` where MODE is
+
+* ``guarded``: the product app (``create_app(open_deployment(settings))``), real risk engine;
+* ``allow-all``: the product app with the risk hook set to :class:`AllowAll`;
+* ``plain``: an UNGUARDED app that exists only in this benchmark. It serves the same records in
+  the same JSON shapes with the same request parsing (path pattern, body model, response model),
+  but with no identity, policy, risk hook or audit record: the baseline of the guarded routes.
+
+The server logs as ``courierguard serve`` does (``configure_logging(settings.log_level)``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import uvicorn
+from fastapi import FastAPI
+from fastapi import Path as PathParam
+
+from courierguard.config import Settings
+from courierguard.gateway.http import NUMBER, RevealIn, RevealOut, WaybillOut, _waybill, create_app
+from courierguard.gateway.wiring import Deployment, open_deployment
+from courierguard.logging import configure_logging
+from courierguard.risk.interfaces import AllowAll
+from courierguard.vault import Vault
+from courierguard.vault.keys import key_provider_from_settings
+
+MODES = ("guarded", "allow-all", "plain")
+
+
+def plain_app(vault: Vault) -> FastAPI:
+    """The unguarded baseline: the same reads of the same records, nothing else."""
+    app = FastAPI(title="unguarded baseline (benchmark only)")
+    Number = Annotated[str, PathParam(pattern=NUMBER)]
+
+    @app.get("/v1/waybills/{number}", response_model=WaybillOut)
+    def view(number: Number) -> WaybillOut:
+        return _waybill(vault.masked(number))
+
+    @app.post("/v1/waybills/{number}/reveal", response_model=RevealOut)
+    def reveal(number: Number, body: RevealIn) -> RevealOut:
+        with vault.engine.connect() as conn:
+            clear = vault.reveal_in(conn, number, body.fields)
+        return RevealOut(number=number, fields={f.value: v for f, v in clear.items()})
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
+def main(argv: list[str]) -> int:
+    data_dir, port, cpu, mode = Path(argv[0]), int(argv[1]), int(argv[2]), argv[3]
+    if mode not in MODES:
+        raise SystemExit(f"mode must be one of {MODES}")
+    try:
+        os.sched_setaffinity(0, {cpu})
+    except (AttributeError, OSError):
+        pass
+    settings = Settings(data_dir=data_dir, tenant="bench")
+    configure_logging(settings.log_level)
+    deployment: Deployment | None = None
+    if mode == "plain":
+        from courierguard.db import create_db_engine
+
+        engine = create_db_engine(settings.resolved_database_url)
+        keys = key_provider_from_settings(settings.key_provider, settings.resolved_key_file)
+        app = plain_app(Vault(engine, keys, tenant=settings.tenant))
+    else:
+        deployment = open_deployment(settings, risk=AllowAll() if mode == "allow-all" else None)
+        app = create_app(deployment)
+    try:
+        uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    finally:
+        if deployment is not None:
+            deployment.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
