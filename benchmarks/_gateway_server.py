@@ -11,8 +11,7 @@ Usage: ``python -m benchmarks._gateway_server DATA_DIR PORT CPU MODE`` where MOD
 The server logs as ``courierguard serve`` does (``configure_logging(settings.log_level)``).
 """
 
-from __future__ import annotations
-
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -36,14 +35,14 @@ MODES = ("guarded", "allow-all", "plain")
 def plain_app(vault: Vault) -> FastAPI:
     """The unguarded baseline: the same reads of the same records, nothing else."""
     app = FastAPI(title="unguarded baseline (benchmark only)")
-    Number = Annotated[str, PathParam(pattern=NUMBER)]
+    number_type = Annotated[str, PathParam(pattern=NUMBER)]
 
     @app.get("/v1/waybills/{number}", response_model=WaybillOut)
-    def view(number: Number) -> WaybillOut:
+    def view(number: number_type) -> WaybillOut:
         return _waybill(vault.masked(number))
 
     @app.post("/v1/waybills/{number}/reveal", response_model=RevealOut)
-    def reveal(number: Number, body: RevealIn) -> RevealOut:
+    def reveal(number: number_type, body: RevealIn) -> RevealOut:
         with vault.engine.connect() as conn:
             clear = vault.reveal_in(conn, number, body.fields)
         return RevealOut(number=number, fields={f.value: v for f, v in clear.items()})
@@ -59,10 +58,8 @@ def main(argv: list[str]) -> int:
     data_dir, port, cpu, mode = Path(argv[0]), int(argv[1]), int(argv[2]), argv[3]
     if mode not in MODES:
         raise SystemExit(f"mode must be one of {MODES}")
-    try:
+    with contextlib.suppress(AttributeError, OSError):
         os.sched_setaffinity(0, {cpu})
-    except (AttributeError, OSError):
-        pass
     settings = Settings(data_dir=data_dir, tenant="bench")
     configure_logging(settings.log_level)
     deployment: Deployment | None = None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from courierguard.audit.models import EntryKind, SignedTreeHead
@@ -20,6 +20,14 @@ class AuditLog(Protocol):
 
     def append(self, kind: EntryKind, body: Mapping[str, Any]) -> int:
         """Append one entry and block until it is durable; returns its 0-based leaf index."""
+        ...
+
+    def append_many(self, kind: EntryKind, bodies: Sequence[Mapping[str, Any]]) -> list[int]:
+        """Append several entries of one kind, consecutively; same contract as :meth:`append` for all.
+
+        Returns their leaf indices once every one of them is durable; on failure none is reported
+        durable (:class:`courierguard.errors.AuditUnavailable`).
+        """
         ...
 
     def append_event(self, event: AccessEvent) -> int:

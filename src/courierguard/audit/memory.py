@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,22 @@ class MemoryAuditLog:
             if time.monotonic() - self._last_head >= self._interval:
                 self._sign_locked()
             return index
+
+    def append_many(self, kind: EntryKind, bodies: Sequence[Mapping[str, Any]]) -> list[int]:
+        """Append several entries of one kind, consecutively; returns their indices."""
+        checked = check_kind(kind)
+        data = [body_bytes(body) for body in bodies]
+        ts_us = to_micros(self._clock.now())
+        with self._lock:
+            if self._closed:
+                raise AuditUnavailable("audit log is closed")
+            start = len(self.entries)
+            entries = [encode_entry(start + i, ts_us, checked, d) for i, d in enumerate(data)]
+            self.entries.extend(entries)
+            self._tree.extend_packed(b"".join(leaf_hash(e) for e in entries))
+            if time.monotonic() - self._last_head >= self._interval:
+                self._sign_locked()
+            return list(range(start, start + len(entries)))
 
     def append_event(self, event: AccessEvent) -> int:
         """Append an Access Event v1 as an ``access`` entry."""

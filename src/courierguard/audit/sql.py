@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, insert, select, text
+from sqlalchemy import Connection, Engine, insert, select, text
 
 from courierguard.audit._internal.core import (
     HeadSigner,
@@ -51,6 +51,7 @@ _INSERT_ENTRY_QMARK = (
 _INSERT_ENTRY_FORMAT = (
     "INSERT INTO audit_entries (seq, ts_us, kind, actor, entry, leaf_hash) VALUES (%s, %s, %s, %s, %s, %s)"
 )
+_MAX_SEQ = "SELECT max(seq) FROM audit_entries"
 _INSERT_WAYBILL_QMARK = "INSERT INTO audit_waybills (waybill, seq) VALUES (?, ?)"
 _INSERT_WAYBILL_FORMAT = "INSERT INTO audit_waybills (waybill, seq) VALUES (%s, %s)"
 
@@ -282,7 +283,7 @@ class SqlAuditLog:
             if self._pg:
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
             # max() reads one end of the primary key; count() would scan the whole table per batch.
-            top = conn.execute(select(func.max(audit_entries.c.seq))).scalar_one()
+            top = conn.exec_driver_sql(_MAX_SEQ).scalar_one()
             stored = 0 if top is None else int(top) + 1
             with self._tree_lock:
                 start = len(self._tree)

@@ -33,7 +33,7 @@ from courierguard.domain import (
 from courierguard.errors import AccessDenied, InvalidInput, NotFound, Unauthenticated
 from courierguard.events import AuthMethod, PiiField, Role, WaybillStatus
 from courierguard.gateway import problems
-from courierguard.gateway.service import Approval, Caller
+from courierguard.gateway.service import Approval, Caller, last_receipt
 from courierguard.gateway.wiring import Deployment
 from courierguard.vault import MaskedParty, MaskedWaybill
 
@@ -437,9 +437,13 @@ def create_app(deployment: Deployment) -> FastAPI:
         return _waybill(guard.view(who, number))
 
     @app.post("/v1/waybills/{number}/reveal", response_model=RevealOut, responses=ERRORS, tags=["waybills"])
-    def reveal(number: Number, body: RevealIn, who: Who) -> RevealOut:
-        """Clear text of named fields, for a stated purpose, when the caller's task explains it."""
+    def reveal(number: Number, body: RevealIn, who: Who, response: Response) -> RevealOut:
+        """Clear text of named fields, for a stated purpose, when the caller's task explains it.
+
+        ``X-Audit-Entry`` and ``X-Audit-Event`` name the durable audit record of this reveal.
+        """
         clear = guard.reveal(who, number, body.fields, body.purpose, approval_id=body.approval)
+        _receipt(response)
         return RevealOut(number=number, fields={f.value: v for f, v in clear.items()})
 
     @app.get("/v1/waybills", response_model=PageOut, responses=ERRORS, tags=["waybills"])
@@ -689,6 +693,13 @@ def _time(text: str) -> Any:
     from datetime import time as dtime
 
     return dtime.fromisoformat(text)
+
+
+def _receipt(response: Response) -> None:
+    receipt = last_receipt.get()
+    if receipt is not None:
+        response.headers["X-Audit-Entry"] = str(receipt[0])
+        response.headers["X-Audit-Event"] = receipt[1]
 
 
 def _check_range(ok: bool, rule: str) -> None:

@@ -19,6 +19,7 @@ import contextlib
 import json
 import secrets
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -75,6 +76,10 @@ from courierguard.timeutil import utc, utc_or_none
 from courierguard.vault import MaskedWaybill, Vault
 
 T = TypeVar("T")
+
+# The audit receipt of the request being handled: (leaf index, event id). The HTTP layer returns it
+# in headers so a client can later prove, with an inclusion proof, that its access was recorded.
+last_receipt: ContextVar[tuple[int, str] | None] = ContextVar("courierguard_audit_receipt", default=None)
 
 RISK_LOCK_REASON = "risk_lock"
 MAX_PURPOSE = 128
@@ -697,13 +702,15 @@ class Guard:
                 f"risk assessment unavailable ({exc.__class__.__name__})", reason=DenyReason.RISK_DENIED
             ) from None
 
-    def _record(self, event: AccessEvent) -> None:
+    def _record(self, event: AccessEvent) -> int:
         try:
-            self.audit.append_event(event)
+            index = self.audit.append_event(event)
         except CourierGuardError:
             raise
         except Exception as exc:
             raise AuditUnavailable(f"audit append failed ({exc.__class__.__name__})") from None
+        last_receipt.set((index, event.id))
+        return index
 
     def _lock(self, employee_id: str) -> None:
         if employee_id.startswith("svc:"):

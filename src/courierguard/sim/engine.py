@@ -674,6 +674,49 @@ class Simulation:
                 max(end, last + 60_000),
                 {"actor": actor, "session": session, "action": "auth.logout", "outcome": ALLOW},
             )
+        if rng.random() < 0.03:
+            self._evening_check(day, c, own, max(end, last) + rng.randint(60, 150) * MIN_MS)
+
+    def _evening_check(self, day: Day, c: Staff, own: list[tuple[str, dict[str, Any]]], t: int) -> None:
+        """A courier calls back a failed delivery from home: off-shift, home broadband, own parcels.
+
+        Honest behaviour that shares signals with a rented account (new network, off shift), so a
+        risk engine must weigh them, not trip on them.
+        """
+        rng = day.rng
+        session = self.login(
+            day,
+            c,
+            t,
+            device=c.device,
+            ip=self.home_ip(c.unit.city.code, rng),
+            user_agent=c.user_agent,
+            auth=c.auth,
+            location=self.location(c.area_lat, c.area_lon, rng, 0.02),
+        )
+        for number, res in rng.sample(own, min(len(own), rng.randint(2, 8))):
+            t += rng.randint(20_000, 180_000)
+            failed = dict(
+                res, status="exception", status_ts=self.clock.fmt(t - rng.randint(60, 240) * MIN_MS)
+            )
+            body: Event = {"actor": c.actor, "session": session, "action": "waybill.view", "resource": failed}
+            body["outcome"] = ALLOW
+            day.emit(t, body)
+            if rng.random() < 0.4:
+                t += rng.randint(10_000, 60_000)
+                day.emit(
+                    t,
+                    {
+                        "actor": c.actor,
+                        "session": session,
+                        "action": "waybill.reveal",
+                        "resource": failed,
+                        "fields": F_RP,
+                        "purpose": "delivery_contact",
+                        "outcome": ALLOW,
+                    },
+                )
+            del number
 
     def _pickup(self, day: Day, c: Staff, outlet: Unit, session: dict[str, Any], t: int, since: int) -> None:
         rng = day.rng

@@ -173,3 +173,70 @@ def test_migration_creates_audit_tables(tmp_path: Path) -> None:
     names = set(inspect(engine).get_table_names())
     assert {"audit_entries", "audit_waybills", "audit_tree_heads"} <= names
     engine.dispose()
+
+
+def test_append_many_numbers_consecutively(audit_log: AuditLog) -> None:
+    assert audit_log.append(EntryKind.SYSTEM, {"first": True}) == 0
+    bodies = [{"actor": {"id": f"E{i}"}, "waybills": [f"YT{i:010d}"], "i": i} for i in range(25)]
+    assert audit_log.append_many(EntryKind.ACCESS, bodies) == list(range(1, 26))
+    assert audit_log.append_many(EntryKind.ACCESS, []) == []
+    head = audit_log.checkpoint()
+    assert head.size == 26
+    proof = audit_log.inclusion_proof(13, 26)
+    verify_inclusion(13, 26, audit_log.leaf_hash(13), proof, head.root)
+
+
+def test_append_many_refuses_bad_input_whole(audit_log: AuditLog) -> None:
+    with pytest.raises(InvalidInput):
+        audit_log.append_many(EntryKind.ACCESS, [{"ok": 1}, {"bad": object()}])
+    assert audit_log.size == 0
+
+
+def test_batches_larger_than_max_batch_are_split(engine: Engine, key_provider: LocalKeyFile) -> None:
+    log = open_audit_log(engine, key_provider, max_batch=3)
+    got: list[int] = []
+    lock = threading.Lock()
+
+    def worker(t: int) -> None:
+        for i in range(5):
+            indices = log.append_many(
+                EntryKind.ACCESS, [{"actor": {"id": f"E{t}"}, "i": i, "j": j} for j in range(4)]
+            )
+            with lock:
+                got.extend(indices)
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    log.close()
+    assert sorted(got) == list(range(120))
+    report = verify(engine, key_provider.signer().public_key)
+    assert report.ok, report.summary()
+    assert report.entries == 120
+
+
+def test_append_after_close_never_hangs(engine: Engine, key_provider: LocalKeyFile) -> None:
+    log = open_audit_log(engine, key_provider)
+    results: list[object] = []
+
+    def worker() -> None:
+        for i in range(200):
+            try:
+                results.append(log.append(EntryKind.SYSTEM, {"i": i}))
+            except AuditUnavailable as exc:
+                results.append(exc)
+                return
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.01)
+    log.close()
+    for thread in threads:
+        thread.join(timeout=10)
+        assert not thread.is_alive()
+    indices = sorted(r for r in results if isinstance(r, int))
+    assert indices == list(range(len(indices)))
+    assert verify(engine, key_provider.signer().public_key).entries == len(indices)

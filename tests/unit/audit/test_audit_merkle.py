@@ -266,3 +266,24 @@ def test_property_fast_equals_naive(leaves: list[bytes], data: st.DataObject) ->
     assert tree.inclusion_proof(m, n) == path(m, leaves)
     old = data.draw(st.integers(1, n))
     assert tree.consistency_proof(old, n) == proof(old, leaves)
+
+
+@settings(max_examples=40, deadline=None)
+@given(size=st.integers(0, 70), cuts=st.lists(st.integers(1, 70), max_size=6))
+def test_property_extend_packed_equals_appends(size: int, cuts: list[int]) -> None:
+    # Group commit adds a whole batch of leaves at once; the tree must be the one built leaf by leaf.
+    hashes = [leaf_hash(i.to_bytes(2, "big")) for i in range(size)]
+    one_by_one = MerkleTree(hashes)
+    batched = MerkleTree()
+    start = 0
+    for cut in [*cuts, size]:
+        end = min(size, start + cut)
+        assert batched.extend_packed(b"".join(hashes[start:end])) == start
+        start = end
+    batched.extend_packed(b"".join(hashes[start:]))
+    assert len(batched) == size
+    assert batched.root() == one_by_one.root() == root_from_leaf_hashes(hashes)
+    for old in range(size + 1):
+        assert batched.root(old) == one_by_one.root(old)
+    assert batched.consistency_proof(size // 2, size) == one_by_one.consistency_proof(size // 2, size)
+    assert MerkleTree.from_packed(b"".join(hashes)).root() == one_by_one.root()

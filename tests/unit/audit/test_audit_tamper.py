@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -160,3 +161,33 @@ def test_witness_catches_rewritten_database(engine: Engine, key_provider: LocalK
     report = verify(engine, key_provider.signer().public_key, witness_file=witness)
     assert report.first_problem is not None
     assert (report.first_problem.kind, report.first_problem.index) == (ProblemKind.TRUNCATED, 3)
+
+
+@pytest.mark.parametrize("tamper,kind,index", CASES, ids=[c[0].__name__ for c in CASES])
+def test_tampering_is_named_across_fetch_chunks(
+    stored: Engine,
+    key_provider: LocalKeyFile,
+    monkeypatch: pytest.MonkeyPatch,
+    tamper: Callable[[Connection], None],
+    kind: ProblemKind,
+    index: int,
+) -> None:
+    # verify() checks whole chunks at once and re-scans a failing chunk row by row: with chunks of
+    # 3 rows the bad entry sits in a later chunk, away from its start, and must still be named.
+    monkeypatch.setattr(importlib.import_module("courierguard.audit.verify"), "_FETCH", 3)
+    with stored.begin() as conn:
+        tamper(conn)
+    first = verify(stored, key_provider.signer().public_key).first_problem
+    assert first is not None
+    assert (first.kind, first.index) == (kind, index)
+
+
+def test_archived_entries_are_counted_across_fetch_chunks(
+    stored: Engine, key_provider: LocalKeyFile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(importlib.import_module("courierguard.audit.verify"), "_FETCH", 3)
+    with stored.begin() as conn:
+        conn.execute(text("UPDATE audit_entries SET entry = NULL WHERE seq IN (2, 4, 11)"))
+    report = verify(stored, key_provider.signer().public_key)
+    assert report.ok, report.summary()
+    assert (report.entries, report.archived) == (N, 3)

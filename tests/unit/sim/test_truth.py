@@ -35,14 +35,17 @@ def test_each_scenario_is_labelled_and_its_events_exist(small_run: Run) -> None:
 
 def test_attack_events_do_not_label_themselves(small_run: Run) -> None:
     labels = small_run.labels()
-    normal_keys: dict[str, set[str]] = {}
+    normal_keys: set[str] = set()
+    session_keys: set[str] = set()
     for e in small_run.events:
         if e["id"] not in labels:
-            normal_keys.setdefault(e["action"], set()).update(e)
+            normal_keys.update(e)
+            session_keys.update(e.get("session") or {})
     for event in small_run.events:
         if event["id"] in labels:
-            assert set(event) <= normal_keys[event["action"]], event
-            assert "scenario" not in str(event)
+            assert set(event) <= normal_keys, event
+            assert set(event.get("session") or {}) <= session_keys
+            assert "scenario" not in str(event) and "attack" not in str(event)
 
 
 def test_gang_shares_devices_across_accounts_in_different_outlets(small_run: Run) -> None:

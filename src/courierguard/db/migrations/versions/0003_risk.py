@@ -29,7 +29,9 @@ def upgrade() -> None:
         batch_op.create_index(
             batch_op.f("ix_risk_alerts_tenant_actor_id_ts"), ["tenant", "actor_id", "ts"], unique=False
         )
-        batch_op.create_index(batch_op.f("ix_risk_alerts_tenant_state_ts"), ["tenant", "state", "ts"], unique=False)
+        batch_op.create_index(
+            batch_op.f("ix_risk_alerts_tenant_state_ts"), ["tenant", "state", "ts"], unique=False
+        )
 
 
 def downgrade() -> None:

@@ -1,0 +1,476 @@
+"""Gateway figures (issue 3): guarded reveal and masked view against unguarded reads of the same records.
+
+In-process: :meth:`Guard.reveal` / :meth:`Guard.view` as the assigned courier (default Cedar policies,
+the risk engine built by ``open_deployment``, the SQL audit log with group commit, SQLite) against
+:meth:`Vault.reveal_in` / :meth:`Vault.masked` of the same records, with the same number of threads.
+
+Over HTTP: one uvicorn worker in a subprocess pinned to one CPU (``benchmarks._gateway_server``),
+the load generator (asyncio streams, keep-alive) pinned to the other. The guarded routes of the
+product app against an unguarded app of this benchmark only, serving the same records in the same
+JSON shape. Only 2xx responses count; the share of other statuses is given in the note.
+
+The risk engine budgets each courier (120 requests a minute, 400 records an hour): a benchmark
+that sends thousands of requests a second for a few dozen couriers is, to it, abuse, and it throttles
+and then locks them. Those refusals are the engine doing its job, not a cost of the gateway, so each
+guarded figure is also measured with the risk hook set to ``AllowAll`` (labelled so).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+
+from benchmarks.report import Report, latencies_us
+from courierguard.company import CompanyStore
+from courierguard.config import Settings
+from courierguard.db import create_db_engine
+from courierguard.domain import EmployeeStatus
+from courierguard.errors import CourierGuardError
+from courierguard.events import AuthMethod, PiiField
+from courierguard.gateway.service import Caller, Guard
+from courierguard.gateway.wiring import AuditAlertSink, Deployment, build_risk_engine, open_deployment
+from courierguard.risk.interfaces import AllowAll, RiskHook
+from courierguard.sim.seed import seed_company
+
+SECTION = "Gateway"
+THREADS = 16
+CONCURRENCY = 32
+IN_PROCESS_WARMUP, IN_PROCESS_SECONDS = 0.5, 3.0
+HTTP_WARMUP, HTTP_SECONDS = 1.0, 4.0
+FIELD = PiiField.RECIPIENT_PHONE
+PURPOSE = "delivery_contact"
+REVEAL_BODY = b'{"fields":["recipient.phone"],"purpose":"delivery_contact"}'
+TARGET = 0.6
+
+Work = list[tuple[str, str]]
+"""(courier id, waybill out for delivery assigned to that courier), interleaved over couriers."""
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+
+def _interleave(deliveries: dict[str, list[str]]) -> Work:
+    """Round-robin over couriers, so consecutive requests come from different couriers."""
+    queues = [[(c, n) for n in numbers] for c, numbers in sorted(deliveries.items()) if numbers]
+    out: Work = []
+    for i in range(max(len(q) for q in queues)):
+        out += [q[i] for q in queues if i < len(q)]
+    return out
+
+
+def _refused_note(ok: int, refused: collections.Counter[str]) -> str:
+    total = ok + sum(refused.values())
+    if not refused or total == 0:
+        return "all 2xx" if total else "no requests"
+    top = ", ".join(f"{k} {v / total:.0%}" for k, v in refused.most_common(3))
+    return f"{sum(refused.values()) / total:.0%} refused: {top}"
+
+
+def _threaded(
+    ops: Sequence[Callable[[], object]], *, threads: int
+) -> tuple[float, collections.Counter[str], int]:
+    """Run ``threads`` threads, each cycling through its share of ``ops``; successes per second.
+
+    Returns (successes/s, refusals by error class, successes) counted in the measured window only.
+    """
+    phase = [0]  # 0 warm-up, 1 measuring, 2 stop
+    oks = [0] * threads
+    refusals: list[collections.Counter[str]] = [collections.Counter() for _ in range(threads)]
+
+    def worker(i: int) -> None:
+        mine = ops[i::threads] or ops
+        k = 0
+        while phase[0] != 2:
+            op = mine[k % len(mine)]
+            k += 1
+            try:
+                op()
+                ok = True
+                name = ""
+            except CourierGuardError as exc:
+                ok, name = False, exc.__class__.__name__
+            if phase[0] == 1:
+                if ok:
+                    oks[i] += 1
+                else:
+                    refusals[i][name] += 1
+
+    pool = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(threads)]
+    for t in pool:
+        t.start()
+    time.sleep(IN_PROCESS_WARMUP)
+    phase[0] = 1
+    start = time.perf_counter()
+    time.sleep(IN_PROCESS_SECONDS)
+    phase[0] = 2
+    elapsed = time.perf_counter() - start
+    for t in pool:
+        t.join()
+    refused: collections.Counter[str] = collections.Counter()
+    for r in refusals:
+        refused.update(r)
+    return sum(oks) / elapsed, refused, sum(oks)
+
+
+# --- in-process -----------------------------------------------------------------------------------
+
+
+def _fresh_risk(dep: Deployment) -> RiskHook:
+    """A new risk engine exactly as ``open_deployment`` builds it (no memory of earlier phases)."""
+    return build_risk_engine(dep.guard.settings, [dep.alerts, AuditAlertSink(dep.guard.audit)])
+
+
+def _reactivate(company: CompanyStore, employees: Sequence[str]) -> None:
+    """Undo the risk engine's locks of an earlier phase."""
+    now = datetime.now(UTC)
+    for employee in employees:
+        if company.employee(employee).status is not EmployeeStatus.ACTIVE:
+            company.set_employee_status(employee, EmployeeStatus.ACTIVE, now, reason="benchmark")
+
+
+def _in_process(report: Report, dep: Deployment, work: Work) -> None:
+    guard: Guard = dep.guard
+    vault = guard.vault
+    couriers = sorted({c for c, _ in work})
+    callers: dict[str, Caller] = {}
+    for courier in couriers:
+        session = f"s_bench_{courier}"
+        guard.login(
+            courier, session, device_id=f"dev-{courier}", ip="10.1.2.3", user_agent="bench",
+            location=None, auth=AuthMethod.SSO,
+        )  # fmt: skip
+        callers[courier] = guard.employee_caller(
+            courier, session, device_id=f"dev-{courier}", ip="10.1.2.3", user_agent="bench"
+        )
+    fields = [FIELD]
+
+    def reveal_op(courier: str, number: str) -> Callable[[], object]:
+        caller = callers[courier]
+        return lambda: guard.reveal(caller, number, fields, PURPOSE)
+
+    def view_op(courier: str, number: str) -> Callable[[], object]:
+        caller = callers[courier]
+        return lambda: guard.view(caller, number)
+
+    def plain_reveal_op(number: str) -> Callable[[], object]:
+        def op() -> object:
+            with vault.engine.connect() as conn:
+                return vault.reveal_in(conn, number, fields)
+
+        return op
+
+    def plain_view_op(number: str) -> Callable[[], object]:
+        return lambda: vault.masked(number)
+
+    # Sanity: the guarded path serves what the baseline serves.
+    c0, n0 = work[0]
+    assert guard.reveal(callers[c0], n0, fields, PURPOSE) == plain_reveal_op(n0)()
+
+    def measure(make: Callable[[str, str], Callable[[], object]], risk: RiskHook) -> tuple[float, str]:
+        _reactivate(guard.company, couriers)
+        guard.risk = risk
+        ok_rate, refused, _ = _threaded([make(c, n) for c, n in work], threads=THREADS)
+        return ok_rate, _refused_note(round(ok_rate), refused)
+
+    for what, make, plain_make, base_name in (
+        ("reveal of one field", reveal_op, plain_reveal_op, "Vault.reveal_in on a pooled connection"),
+        ("masked view", view_op, plain_view_op, "Vault.masked"),
+    ):
+        base, _, _ = _threaded([plain_make(n) for _, n in work], threads=THREADS)
+        real, real_note = measure(make, _fresh_risk(dep))
+        allow, allow_note = measure(make, AllowAll())
+        report.add(
+            SECTION, f"in-process guarded {what}, {THREADS} threads, 2xx-equivalent ({real_note})", real, "req/s",
+            baseline_name=f"unguarded {base_name}, {THREADS} threads", baseline_value=base,
+        )  # fmt: skip
+        report.add(
+            SECTION, f"in-process guarded {what}, {THREADS} threads, risk hook AllowAll ({allow_note})", allow,
+            "req/s", baseline_name=f"unguarded {base_name}, {THREADS} threads", baseline_value=base,
+        )  # fmt: skip
+
+    # Latency, one thread: a fresh risk engine, requests spread over every courier (within budget).
+    _reactivate(guard.company, couriers)
+    guard.risk = _fresh_risk(dep)
+    n = min(len(work), 1500)
+    ops = [reveal_op(c, num) for c, num in work[:n]]
+    plain_ops = [plain_reveal_op(num) for _, num in work[:n]]
+
+    def cycling(chosen: list[Callable[[], object]]) -> Callable[[], object]:
+        it = iter(chosen * 2)
+
+        def call() -> object:
+            return next(it)()
+
+        return call
+
+    for op in ops[:50]:
+        op()
+    guarded = latencies_us(cycling(ops), n)
+    for op in plain_ops[:50]:
+        op()
+    plain = latencies_us(cycling(plain_ops), n)
+    for key in ("p50", "p99"):
+        report.add(
+            SECTION, f"in-process guarded reveal latency {key}, one thread (real risk engine; one durable "
+            "audit commit per request)", guarded[key], "µs",
+            baseline_name="Vault.reveal_in on a pooled connection", baseline_value=plain[key],
+        )  # fmt: skip
+    _reactivate(guard.company, couriers)
+
+
+# --- over HTTP ------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _cpus() -> tuple[int, int]:
+    """(server CPU, client CPU): two different CPUs when the machine allows."""
+    with contextlib.suppress(OSError):
+        os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+    cpus = sorted(os.sched_getaffinity(0))
+    return cpus[-1], cpus[0]
+
+
+class Server:
+    """A benchmark server subprocess; always terminated by ``close``."""
+
+    def __init__(self, data_dir: Path, cpu: int, mode: str) -> None:
+        self.port = _free_port()
+        self.log = data_dir / f"server-{mode}-{self.port}.log"
+        self._out = self.log.open("wb")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "benchmarks._gateway_server",
+                str(data_dir),
+                str(self.port),
+                str(cpu),
+                mode,
+            ],
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+        )
+        self.base = f"http://127.0.0.1:{self.port}"
+        deadline = time.monotonic() + 60
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"benchmark server exited: {self._tail()}")
+            try:
+                if httpx.get(self.base + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"benchmark server did not start: {self._tail()}")
+            time.sleep(0.1)
+
+    def _tail(self) -> str:
+        self._out.flush()
+        return self.log.read_text(errors="replace")[-2000:]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._out.close()
+
+
+def _login(base: str, couriers: Sequence[str]) -> dict[str, str]:
+    """Bearer tokens of ``couriers`` with an open session each (dev issuer, then login)."""
+    tokens = {}
+    with httpx.Client(base_url=base, timeout=10) as client:
+        for courier in couriers:
+            r = client.post("/v1/dev/token", json={"employee_id": courier})
+            r.raise_for_status()
+            token = r.json()["token"]
+            r = client.post(
+                "/v1/auth/login",
+                json={},
+                headers={"Authorization": f"Bearer {token}", "X-Device-Id": f"dev-{courier}"},
+            )
+            r.raise_for_status()
+            tokens[courier] = token
+    return tokens
+
+
+def _requests(port: int, work: Work, tokens: dict[str, str], kind: str) -> list[bytes]:
+    out = []
+    for courier, number in work:
+        head = (
+            f"Host: 127.0.0.1:{port}\r\nAuthorization: Bearer {tokens[courier]}\r\n"
+            f"X-Device-Id: dev-{courier}\r\nUser-Agent: cg-bench\r\n"
+        )
+        if kind == "reveal":
+            out.append(
+                (
+                    f"POST /v1/waybills/{number}/reveal HTTP/1.1\r\n{head}Content-Type: application/json\r\n"
+                    f"Content-Length: {len(REVEAL_BODY)}\r\n\r\n"
+                ).encode()
+                + REVEAL_BODY
+            )
+        else:
+            out.append(f"GET /v1/waybills/{number} HTTP/1.1\r\n{head}\r\n".encode())
+    return out
+
+
+async def _load(port: int, requests: Sequence[bytes]) -> tuple[float, collections.Counter[int]]:
+    """Keep-alive HTTP/1.1 load on ``CONCURRENCY`` connections; (2xx/s, statuses) in the window."""
+    phase = [0]
+    statuses: collections.Counter[int] = collections.Counter()
+
+    async def worker(i: int) -> None:
+        mine = list(requests[i::CONCURRENCY]) or list(requests)
+        k = 0
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while phase[0] != 2:
+                writer.write(mine[k % len(mine)])
+                k += 1
+                head = await reader.readuntil(b"\r\n\r\n")
+                status = int(head[9:12])
+                length = 0
+                close = False
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    lname = name.strip().lower()
+                    if lname == b"content-length":
+                        length = int(value)
+                    elif lname == b"connection" and value.strip().lower() == b"close":
+                        close = True
+                if length:
+                    await reader.readexactly(length)
+                if phase[0] == 1:
+                    statuses[status] += 1
+                if close:
+                    writer.close()
+                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        finally:
+            writer.close()
+
+    tasks = [asyncio.create_task(worker(i)) for i in range(CONCURRENCY)]
+    await asyncio.sleep(HTTP_WARMUP)
+    phase[0] = 1
+    start = time.perf_counter()
+    await asyncio.sleep(HTTP_SECONDS)
+    phase[0] = 2
+    elapsed = time.perf_counter() - start
+    await asyncio.gather(*tasks)
+    ok = sum(v for k, v in statuses.items() if 200 <= k < 300)
+    return ok / elapsed, statuses
+
+
+def _status_note(statuses: collections.Counter[int]) -> str:
+    total = sum(statuses.values())
+    bad = {k: v for k, v in statuses.items() if not 200 <= k < 300}
+    if not bad:
+        return f"{total / HTTP_SECONDS:,.0f} responses/s, all 2xx"
+    share = sum(bad.values()) / total
+    top = ", ".join(f"{k}: {v / total:.0%}" for k, v in sorted(bad.items(), key=lambda kv: -kv[1])[:3])
+    return f"{total / HTTP_SECONDS:,.0f} responses/s, {share:.0%} non-2xx ({top})"
+
+
+def _measure_http(
+    data_dir: Path,
+    cpus: tuple[int, int],
+    mode: str,
+    work: Work,
+    kinds: Sequence[str],
+    tokens: dict[str, str] | None,
+) -> tuple[dict[str, tuple[float, collections.Counter[int]]], dict[str, str]]:
+    couriers = sorted({c for c, _ in work})
+    server = Server(data_dir, cpus[0], mode)
+    try:
+        if tokens is None:
+            tokens = _login(server.base, couriers)
+        os.sched_setaffinity(0, {cpus[1]})
+        out = {
+            kind: asyncio.run(_load(server.port, _requests(server.port, work, tokens, kind)))
+            for kind in kinds
+        }
+    finally:
+        server.close()
+    return out, tokens
+
+
+def _over_http(report: Report, data_dir: Path, work: Work) -> None:
+    cpus = _cpus()
+    engine = create_db_engine(Settings(data_dir=data_dir, tenant="bench").resolved_database_url)
+    company = CompanyStore(engine, tenant="bench")
+    couriers = sorted({c for c, _ in work})
+    results: dict[str, dict[str, tuple[float, collections.Counter[int]]]] = {}
+    try:
+        # The real risk engine remembers (and locks): a fresh server for each route.
+        for kind in ("reveal", "view"):
+            _reactivate(company, couriers)
+            got, _ = _measure_http(data_dir, cpus, "guarded", work, [kind], None)
+            results.setdefault("guarded", {}).update(got)
+        _reactivate(company, couriers)
+        results["allow-all"], tokens = _measure_http(
+            data_dir, cpus, "allow-all", work, ["reveal", "view"], None
+        )
+        results["plain"], _ = _measure_http(data_dir, cpus, "plain", work, ["reveal", "view"], tokens)
+    finally:
+        _reactivate(company, couriers)
+        engine.dispose()
+    where = f"one uvicorn worker on CPU {cpus[0]}, client on CPU {cpus[1]}, {CONCURRENCY} connections"
+    for kind, route, name in (
+        ("reveal", "POST /v1/waybills/{number}/reveal", "reveal of one field"),
+        ("view", "GET /v1/waybills/{number}", "masked view"),
+    ):
+        base, base_st = results["plain"][kind]
+        for mode, label in (("guarded", "real risk engine"), ("allow-all", "risk hook AllowAll")):
+            value, st = results[mode][kind]
+            extra = {}
+            if kind == "reveal":
+                extra = {"target": f"≥ {TARGET:.0%} of unguarded", "met": value >= TARGET * base}
+            report.add(
+                SECTION, f"HTTP guarded {name} `{route}`, {label}, 2xx only ({_status_note(st)})", value, "req/s",
+                baseline_name=f"unguarded app, same route and record, {where}; {_status_note(base_st)}",
+                baseline_value=base, **extra,
+            )  # fmt: skip
+
+
+def run(report: Report) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="cg-bench-gateway-"))
+    pinned = os.sched_getaffinity(0)
+    try:
+        settings = Settings(data_dir=tmp, tenant="bench")
+        dep = open_deployment(settings)
+        try:
+            seeded = seed_company(
+                dep.guard.company, dep.core.vault, now=dep.guard.clock.now(), employees=60,
+                waybills_per_outlet=80, seed=7,
+            )  # fmt: skip
+            work = _interleave(seeded.deliveries)
+            print(f"  seeded {len(seeded.waybills)} waybills; {len(work)} out for delivery to "
+                  f"{len(seeded.deliveries)} couriers")  # fmt: skip
+            _in_process(report, dep, work)
+        finally:
+            dep.close()
+        _over_http(report, tmp, work)
+    finally:
+        os.sched_setaffinity(0, pinned)
+        shutil.rmtree(tmp, ignore_errors=True)
