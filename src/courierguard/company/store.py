@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, time
 from typing import Any
 
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Engine, bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from courierguard.db.tables import cases, employees, org_units, tenants, waybill_history, waybills
@@ -46,6 +46,19 @@ class LifecycleChange:
     ts: datetime
     assignee: str | None = None
     """For awaiting_pickup and out_for_delivery: the courier now assigned to the task."""
+
+
+# Hot path (every guarded request reads an employee and a waybill's facts): statements built once
+# with bound parameters; building a Core select per call costs more than the lookup itself.
+_EMPLOYEE = select(employees).where(
+    employees.c.tenant == bindparam("tenant"), employees.c.id == bindparam("id")
+)
+_WAYBILL = select(waybills).where(
+    waybills.c.tenant == bindparam("tenant"), waybills.c.number == bindparam("number")
+)
+_CASES_OF = select(cases.c.id, cases.c.kind, cases.c.owner, cases.c.state).where(
+    cases.c.tenant == bindparam("tenant"), cases.c.waybill == bindparam("number")
+)
 
 
 def _shifts_to_json(shifts: tuple[Shift, ...]) -> str:
@@ -142,12 +155,12 @@ class CompanyStore:
             self.put_employee(employee, now)
 
     def employee(self, employee_id: str, conn: Connection | None = None) -> Employee:
-        stmt = select(employees).where(employees.c.tenant == self.tenant, employees.c.id == employee_id)
+        params = {"tenant": self.tenant, "id": employee_id}
         if conn is None:
             with self.engine.connect() as own:
-                row = own.execute(stmt).first()
+                row = own.execute(_EMPLOYEE, params).first()
         else:
-            row = conn.execute(stmt).first()
+            row = conn.execute(_EMPLOYEE, params).first()
         if row is None:
             raise NotFound(f"employee {employee_id} not found")
         return employee_from_row(row)
@@ -183,12 +196,12 @@ class CompanyStore:
     # --- waybills -----------------------------------------------------------------------------------
 
     def waybill(self, number: str, conn: Connection | None = None) -> Waybill:
-        stmt = select(waybills).where(waybills.c.tenant == self.tenant, waybills.c.number == number)
+        params = {"tenant": self.tenant, "number": number}
         if conn is None:
             with self.engine.connect() as own:
-                row = own.execute(stmt).first()
+                row = own.execute(_WAYBILL, params).first()
         else:
-            row = conn.execute(stmt).first()
+            row = conn.execute(_WAYBILL, params).first()
         if row is None:
             raise NotFound(f"waybill {number} not found")
         return waybill_from_row(row)
@@ -196,11 +209,7 @@ class CompanyStore:
     def facts(self, conn: Connection, number: str) -> WaybillFacts:
         """What the policies need about one waybill: routing, status, assignment, open cases."""
         wb = self.waybill(number, conn)
-        found = conn.execute(
-            select(cases.c.id, cases.c.kind, cases.c.owner, cases.c.state).where(
-                cases.c.tenant == self.tenant, cases.c.waybill == number
-            )
-        ).all()
+        found = conn.execute(_CASES_OF, {"tenant": self.tenant, "number": number}).all()
         return WaybillFacts(
             number=wb.number,
             origin_outlet=wb.origin_outlet,
@@ -272,6 +281,23 @@ class CompanyStore:
             stmt = stmt.where(waybills.c.number > after)
         with self.engine.connect() as conn:
             return list(conn.execute(stmt.order_by(waybills.c.number).limit(limit)).scalars())
+
+    def within(self, numbers: list[str], org_unit: str) -> list[str]:
+        """Those of ``numbers`` whose origin or destination is ``org_unit``, in the given order."""
+        found: set[str] = set()
+        with self.engine.connect() as conn:
+            for start in range(0, len(numbers), 500):
+                chunk = numbers[start : start + 500]
+                found.update(
+                    conn.execute(
+                        select(waybills.c.number).where(
+                            waybills.c.tenant == self.tenant,
+                            waybills.c.number.in_(chunk),
+                            (waybills.c.origin_outlet == org_unit) | (waybills.c.dest_outlet == org_unit),
+                        )
+                    ).scalars()
+                )
+        return [n for n in numbers if n in found]
 
     def numbers_with_prefix(self, prefix: str, *, limit: int) -> list[str]:
         with self.engine.connect() as conn:

@@ -20,7 +20,7 @@ from typing import Any
 
 import jwt
 import pyotp
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, bindparam, insert, select, update
 
 from courierguard.clock import Clock, SystemClock
 from courierguard.db.tables import api_keys, devices, sessions
@@ -32,6 +32,10 @@ DEV_ALGORITHM = "HS256"
 IDP_ALGORITHMS = ["RS256", "ES256", "EdDSA"]
 STEP_UP_VALID = timedelta(minutes=15)
 API_KEY_PREFIX = "cgk_"
+
+
+# Checked on every request: built once with bound parameters (a Core select per call costs more).
+_SESSION = select(sessions).where(sessions.c.id == bindparam("id"), sessions.c.tenant == bindparam("tenant"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,9 +178,7 @@ class SessionStore:
 
     def get(self, session_id: str) -> SessionRecord:
         with self.engine.connect() as conn:
-            row = conn.execute(
-                select(sessions).where(sessions.c.id == session_id, sessions.c.tenant == self.tenant)
-            ).first()
+            row = conn.execute(_SESSION, {"id": session_id, "tenant": self.tenant}).first()
         if row is None:
             raise Unauthenticated("unknown session; sign in first")
         return SessionRecord(

@@ -303,7 +303,7 @@ class Guard:
     ) -> PageResult:
         """Masked waybills of an org unit (``None``: company-wide, officers only), keyset-paged."""
         size = self._page_size(page_size)
-        scope = org_unit if org_unit is not None else None
+        scope = _default_scope(caller, org_unit)
         numbers = self.company.page(org_unit=scope, status=status, after=cursor, limit=size + 1)
         more = len(numbers) > size
         numbers = numbers[:size]
@@ -342,13 +342,9 @@ class Guard:
                 QueryKind.BY_WAYBILL_PREFIX,
                 self.company.numbers_with_prefix(number_prefix, limit=1000),
             )
-        if org_unit is not None:
-            wanted = (
-                set(self.company.page(org_unit=org_unit, status=None, after=None, limit=100_000))
-                if numbers
-                else set()
-            )
-            numbers = [n for n in numbers if n in wanted]
+        org_unit = _default_scope(caller, org_unit)
+        if org_unit is not None and numbers:
+            numbers = self.company.within(numbers, org_unit)
         numbers = numbers[:size]
         items = self._guard(
             caller, Action.WAYBILL_SEARCH, PolicyAction.SEARCH, org_unit=org_unit,
@@ -783,6 +779,16 @@ class Guard:
             purpose=purpose,
             outcome=EventOutcome(decision=outcome, reason=reason),
         )
+
+
+_OUTLET_ROLES = (Role.COURIER, Role.OUTLET_CLERK, Role.OUTLET_MANAGER)
+
+
+def _default_scope(caller: Caller, org_unit: str | None) -> str | None:
+    """Outlet staff work within their outlet: with no org unit given, that is the scope."""
+    if org_unit is None and caller.principal.role in _OUTLET_ROLES:
+        return caller.principal.org_unit
+    return org_unit
 
 
 def _purpose(purpose: str) -> str:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from faker import Faker
-
 from courierguard.domain import Address, Party
 
 MOBILE_PREFIXES: tuple[str, ...] = (
@@ -81,6 +79,8 @@ class PartyGenerator:
     """
 
     def __init__(self, seed: int, *, messy_share: float = 0.08, landline_share: float = 0.04) -> None:
+        from faker import Faker  # imported here: it takes a tenth of a second, and the CLI rarely needs it
+
         self._rng = random.Random(seed)
         self._faker = Faker("zh_CN")
         self._faker.seed_instance(seed)

@@ -98,7 +98,7 @@ def test_masked_view_list_and_search(world: World) -> None:
     assert world.client.get("/v1/waybills", params={"org_unit": "OUT-SZ-09"}, headers=k1).status_code == 403
     assert world.client.get("/v1/waybills", params={"org_unit": "HUB-01"}, headers=k1).status_code == 403
     found = world.client.post("/v1/waybills/search", json={"phone": "+86 139-1234-5678"}, headers=k1)
-    assert found.status_code == 200 and len(found.json()["items"]) == 5
+    assert found.status_code == 200 and len(found.json()["items"]) == 5, found.text
     assert SENDER_PHONE not in found.text and SENDER_NAME not in found.text
     listed = [e for e in world.access_events() if e["action"] == "waybill.list"][0]
     assert listed["query"]["result_ids"] == [W1, W2] and "fields" not in listed
