@@ -194,6 +194,9 @@ class SqlAuditLog:
         for request in requests:
             if request.error is not None:
                 raise AuditUnavailable("audit write failed") from request.error
+            if request.index < 0 if request.kind is not None else request.head is None:
+                # The gate opened without this request being committed (the writer died): fail closed.
+                raise AuditUnavailable("audit write not confirmed")
 
     def tree_head(self) -> SignedTreeHead:
         """The latest signed tree head."""

@@ -6,7 +6,8 @@ from typing import Annotated
 
 import typer
 
-from courierguard.app import open_core
+from courierguard.app import Core, open_core
+from courierguard.audit import EntryKind, open_audit_log
 from courierguard.cli._common import (
     DatabaseUrl,
     DataDir,
@@ -16,6 +17,17 @@ from courierguard.cli._common import (
     one_line_errors,
     settings_from,
 )
+
+
+def _record(core: Core, body: dict[str, object]) -> None:
+    """Key operations are audit entries like any access (kind ``key``)."""
+    audit = open_audit_log(core.engine, core.keys, clock=core.clock)
+    try:
+        audit.append(EntryKind.KEY, {"ts": core.clock.now().isoformat(), **body})
+        audit.checkpoint()
+    finally:
+        audit.close()
+
 
 app = typer.Typer(help="Manage encryption keys: rotate the key-encryption key, crypto-shred a month.")
 
@@ -29,6 +41,8 @@ def rotate(database_url: DatabaseUrl = None, data_dir: DataDir = None, key_file:
     with one_line_errors():
         core = open_core(settings_from(database_url, data_dir, key_file))
         report = core.vault.rotate_keys()
+        _record(core, {"op": "kek.rotate", "new_kek": report.new_kek, "retired": list(report.retired),
+                       "rewrapped": report.rewrapped, "skipped": report.skipped})  # fmt: skip
         console.print(
             f"new key-encryption key {report.new_kek}; {report.rewrapped} data keys re-wrapped; "
             f"retired: {', '.join(report.retired) or 'none'}"
@@ -60,6 +74,12 @@ def shred(
                 f"Irreversibly destroy all personal data of {month} for tenant {settings.tenant}?", abort=True
             )
         core = open_core(settings)
+        # Recorded before it happens: if the audit trail cannot take the entry, nothing is destroyed.
+        _record(core, {"op": "month.shred.start", "tenant": settings.tenant, "month": month})
         report = core.vault.shred_month(month)
+        _record(
+            core,
+            {"op": "month.shred.done", "tenant": settings.tenant, "month": month, "parties": report.parties},
+        )
         console.print(f"shredded {report.month}: {report.parties} parties are now unrecoverable")
         core.close()

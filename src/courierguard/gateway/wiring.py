@@ -5,8 +5,10 @@ The one place where the gateway's collaborators are chosen; HTTP, CLI and demo a
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from courierguard.app import Core, open_core
@@ -57,6 +59,14 @@ class Deployment:
         self.core.close()
 
 
+def policy_digest(folder: Path) -> str:
+    """SHA-256 over the policy folder's files (names and contents): which rules were in force."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def build_risk_engine(settings: Settings, sinks: list[AlertSink]) -> RiskEngine:
     state: Any
     if settings.risk_state == "redis":
@@ -85,6 +95,11 @@ def open_deployment(
     audit_log = audit or open_audit_log(
         core.engine, core.keys, clock=core.clock, witness_file=settings.audit_witness_file
     )
+    audit_log.append(
+        EntryKind.POLICY,
+        {"what": "policy.loaded", "ts": core.clock.now().isoformat(), "digest": policy_digest(policy.folder),
+         "policies": list(policy.policy_ids), "grace_hours": settings.reveal_grace_hours},
+    )  # fmt: skip
     alerts = SqlSink(core.engine)
     sinks: list[AlertSink] = [alerts, AuditAlertSink(audit_log)]
     closables: list[Any] = []

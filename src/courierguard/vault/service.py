@@ -496,12 +496,7 @@ class Vault:
 
     def shred_month(self, month: str) -> ShredReport:
         """Crypto-shred one month of this tenant: delete its data key, masks and blind indexes."""
-        if (
-            month == SECRETS_MONTH
-            or len(month) != 7
-            or month[4] != "-"
-            or not month.replace("-", "").isdigit()
-        ):
+        if not _MONTH.fullmatch(month):
             raise InvalidInput("month", "must be YYYY-MM")
         with self.engine.begin() as conn:
             conn.execute(

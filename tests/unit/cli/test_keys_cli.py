@@ -1,0 +1,45 @@
+"""`courierguard init` and `keys`: one-line errors, audit entries for key operations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from courierguard.audit import AuditQueries, EntryKind, verify
+from courierguard.cli.main import app
+from courierguard.db import create_db_engine
+from courierguard.vault import LocalKeyFile
+
+runner = CliRunner()
+
+
+def test_init_rotate_and_shred_are_recorded(tmp_path: Path) -> None:
+    data = ["--data-dir", str(tmp_path)]
+    assert runner.invoke(app, ["init", *data]).exit_code == 0
+    assert (tmp_path / "keys.json").stat().st_mode & 0o777 == 0o600
+    rotated = runner.invoke(app, ["keys", "rotate", *data])
+    assert rotated.exit_code == 0, rotated.output
+    assert "new key-encryption key" in rotated.output
+    shred = runner.invoke(app, ["keys", "shred", "--month", "2026-04", "--yes", *data])
+    assert shred.exit_code == 0, shred.output
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'courierguard.sqlite3'}")
+    entries = AuditQueries(engine).search(kinds=[EntryKind.KEY], limit=100).records
+    assert [e.body["op"] for e in entries] == ["kek.rotate", "month.shred.start", "month.shred.done"]
+    report = verify(engine, LocalKeyFile(tmp_path / "keys.json").signer().public_key)
+    assert report.ok, report.summary()
+
+
+def test_bad_month_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["keys", "shred", "--month", "2026-13", "--yes", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "month: must be YYYY-MM" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_unreadable_key_file_is_one_line(tmp_path: Path) -> None:
+    key_file = tmp_path / "keys.json"
+    key_file.write_text("{}")
+    key_file.chmod(0o644)
+    result = runner.invoke(app, ["init", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 1 and "chmod 600" in result.output and "Traceback" not in result.output

@@ -1,0 +1,103 @@
+"""Key providers: file permissions, the environment variable, an external KMS, rotation rules."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from courierguard.errors import ConfigError
+from courierguard.vault._internal.aead import Aead, new_key
+from courierguard.vault.keys import EnvKeyProvider, KeyUnavailable, KmsKeyProvider, LocalKeyFile, new_key_document
+
+
+def test_key_file_is_created_private_and_reloads_the_same_keys(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "keys.json"
+    first = LocalKeyFile(path)
+    assert path.stat().st_mode & 0o777 == 0o600
+    kek, wrapped = first.wrap(b"k" * 32, b"ctx")
+    again = LocalKeyFile(path)
+    assert again.unwrap(kek, wrapped, b"ctx") == b"k" * 32
+    assert again.blind_index_key() == first.blind_index_key()
+    assert again.signer().public_key == first.signer().public_key
+
+
+def test_key_file_readable_by_others_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    LocalKeyFile(path)
+    os.chmod(path, 0o644)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        LocalKeyFile(path)
+
+
+def test_missing_or_corrupt_key_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="courierguard init"):
+        LocalKeyFile(tmp_path / "none.json", create=False)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    os.chmod(bad, 0o600)
+    with pytest.raises(ConfigError):
+        LocalKeyFile(bad)
+    bad.write_text(json.dumps({"format": "other"}))
+    with pytest.raises(ConfigError, match="not valid"):
+        LocalKeyFile(bad)
+
+
+def test_unwrap_with_wrong_context_or_retired_kek_fails(tmp_path: Path) -> None:
+    keys = LocalKeyFile(tmp_path / "keys.json")
+    old, wrapped = keys.wrap(b"d" * 32, b"tenant|2026-11")
+    with pytest.raises(KeyUnavailable):
+        keys.unwrap(old, wrapped, b"tenant|2026-12")
+    new = keys.rotate()
+    assert keys.active_kek_id() == new and keys.unwrap(old, wrapped, b"tenant|2026-11") == b"d" * 32
+    with pytest.raises(ConfigError, match="active"):
+        keys.retire({new})
+    keys.retire({old})
+    with pytest.raises(KeyUnavailable):
+        keys.unwrap(old, wrapped, b"tenant|2026-11")
+
+
+def test_environment_provider_is_read_only() -> None:
+    document = new_key_document()
+    env = {"COURIERGUARD_KEYS": EnvKeyProvider.encode(document)}
+    keys = EnvKeyProvider(env)
+    kek, wrapped = keys.wrap(b"x" * 32, b"c")
+    assert keys.unwrap(kek, wrapped, b"c") == b"x" * 32
+    with pytest.raises(ConfigError, match="read-only"):
+        keys.rotate()
+    with pytest.raises(ConfigError):
+        EnvKeyProvider({})
+    with pytest.raises(ConfigError):
+        EnvKeyProvider({"COURIERGUARD_KEYS": "%%%"})
+
+
+class InMemoryKms:
+    """A stand-in KMS for the protocol test: AES-GCM keys held in a dict, as a KMS would hold them."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, Aead] = {}
+
+    def create_key(self) -> str:
+        key_id = f"kms-{len(self.keys) + 1}"
+        self.keys[key_id] = Aead(new_key())
+        return key_id
+
+    def encrypt(self, key_id: str, plaintext: bytes, context: bytes) -> bytes:
+        return self.keys[key_id].seal(plaintext, context)
+
+    def decrypt(self, key_id: str, ciphertext: bytes, context: bytes) -> bytes:
+        return self.keys[key_id].open(ciphertext, context)
+
+
+def test_kms_provider_wraps_through_the_kms_and_rotates() -> None:
+    kms = InMemoryKms()
+    provider = KmsKeyProvider(kms, kms.create_key(), b"b" * 32, b"s" * 32)
+    kek, wrapped = provider.wrap(b"z" * 32, b"ctx")
+    new = provider.rotate()
+    assert new != kek and provider.unwrap(kek, wrapped, b"ctx") == b"z" * 32
+    with pytest.raises(KeyUnavailable):
+        provider.unwrap("kms-missing", wrapped, b"ctx")
+    with pytest.raises(ConfigError):
+        provider.dev_issuer_key()
