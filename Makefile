@@ -16,8 +16,8 @@ run: $(STAMP)
 	$(BIN)/courierguard run
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks tools
+	$(BIN)/ruff format --check src tests benchmarks tools
 
 types: $(STAMP)
 	$(BIN)/mypy

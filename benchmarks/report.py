@@ -43,7 +43,9 @@ class Report:
     def add(self, section: str, name: str, value: float, unit: str, **kwargs: object) -> Figure:
         fig = Figure(section, name, value, unit, **kwargs)  # type: ignore[arg-type]
         self.figures.append(fig)
-        print(f"  {section} / {name}: {value:,.1f} {unit}" + (f" (ratio {fig.ratio:.2f})" if fig.ratio else ""))
+        print(
+            f"  {section} / {name}: {value:,.1f} {unit}" + (f" (ratio {fig.ratio:.2f})" if fig.ratio else "")
+        )
         return fig
 
     def add_table(self, section: str, markdown: str) -> None:

@@ -48,13 +48,24 @@ def render(report: Report, started: datetime, seconds: float, pinning: str, modu
     for fig in report.figures:
         sections.setdefault(fig.section, []).append(fig)
     for section, figs in sections.items():
-        lines += [f"## {section}", "", "| figure | value | baseline | ratio | target | met |", "|---|---|---|---|---|---|"]
+        lines += [
+            f"## {section}",
+            "",
+            "| figure | value | baseline | ratio | target | met |",
+            "|---|---|---|---|---|---|",
+        ]
         for f in figs:
-            base = f"{_fmt(f.baseline_value)} {f.unit} ({f.baseline_name})" if f.baseline_value is not None else "–"
+            base = (
+                f"{_fmt(f.baseline_value)} {f.unit} ({f.baseline_name})"
+                if f.baseline_value is not None
+                else "–"
+            )
             ratio = f"{f.ratio:.2f}" if f.ratio is not None else "–"
             met = "–" if f.met is None else ("yes" if f.met else "**no**")
             name = f.name + (f" ({f.note})" if f.note else "")
-            lines.append(f"| {name} | {_fmt(f.value)} {f.unit} | {base} | {ratio} | {f.target or '–'} | {met} |")
+            lines.append(
+                f"| {name} | {_fmt(f.value)} {f.unit} | {base} | {ratio} | {f.target or '–'} | {met} |"
+            )
         lines.append("")
         for tsection, table in report.tables:
             if tsection == section:

@@ -52,7 +52,9 @@ def test_sigkill_during_reveals_loses_no_received_reveal(tmp_path: Path) -> None
     settings = Settings(data_dir=tmp_path)
     deployment = open_deployment(settings)
     guard = deployment.guard
-    seeded = seed_company(guard.company, guard.vault, now=guard.clock.now(), employees=40, waybills_per_outlet=30)
+    seeded = seed_company(
+        guard.company, guard.vault, now=guard.clock.now(), employees=40, waybills_per_outlet=30
+    )
     public_key = deployment.core.keys.signer().public_key
     deployment.close()
 

@@ -1,10 +1,16 @@
 """The SQL audit log (SQLite or PostgreSQL) with group commit.
 
-Callers on any thread enqueue an entry and block. One writer thread takes everything queued (up to
-``max_batch``), numbers the entries, hashes them into the Merkle tree, writes them in *one*
-transaction, commits, and only then wakes the callers: one fsync pays for a whole batch, yet no caller
-is answered before its entry is durable. A failed transaction wakes every caller of the batch with
-:class:`~courierguard.errors.AuditUnavailable` and undoes the leaves in memory (fail closed).
+Callers on any thread enqueue an entry and block. One writer thread takes everything queued, numbers
+the entries, hashes them into the Merkle tree (whole batch at once), writes them in *one* transaction
+per ``max_batch`` entries with driver-level ``executemany``, commits, and only then opens the batch's
+gate: one fsync pays for a whole batch, yet no caller is answered before its entry is durable. A
+failed transaction answers every caller of the batch with :class:`~courierguard.errors.AuditUnavailable`
+and undoes the leaves in memory (fail closed); a gate that opens without the entry having been
+numbered (the writer died) is refused the same way.
+
+Waking a batch is one lock per batch, not one ``Event`` per entry: the writer releases the gate once
+and each woken caller releases it again for the next, so the writer never pays for N wake-ups and
+no per-entry synchronisation object is built.
 
 A signed tree head is added to the batch transaction when the last one is ``head_interval`` seconds
 old, the writer wakes on its own to sign one when entries arrived but no batch followed, and

@@ -47,6 +47,7 @@ class Bytes(LargeBinary):
     def bind_processor(self, dialect: Any) -> None:
         return None
 
+
 tenants = Table(
     "tenants",
     metadata,

@@ -104,6 +104,7 @@ class RiskEngine:
         self._v4_octets = c.network_prefix_v4 // 8
         self._dormant_s = c.dormant_days * 86_400
         self._today = 0
+        self._last_trusted: dict[str, tuple[str | None, str | None, float | None, float | None]] = {}
 
     # ------------------------------------------------------------------ public API
 
@@ -251,7 +252,7 @@ class RiskEngine:
                 self._doubt(sess, "dormant_account", f"silent {int((ts - acc.last_ts) / 86400)} days")
         if r.lat is not None and r.lon is not None:
             loc = acc.loc
-            if loc is not None:
+            if loc is not None and (loc[0] != r.lat or loc[1] != r.lon):
                 km = _km(loc[0], loc[1], r.lat, r.lon)
                 hours = max(ts - loc[2], 1.0) / _HOUR
                 if km >= c.impossible_min_km and km / hours > c.impossible_speed_kmh:
@@ -410,6 +411,11 @@ class RiskEngine:
         return verdict
 
     def _trust(self, acc: AccountState, r: Rec) -> None:
+        # Most events repeat the previous one's device, address and position (same session).
+        key = (r.device, r.ip, r.lat, r.lon)
+        if key == self._last_trusted.get(acc.actor):
+            return
+        self._last_trusted[acc.actor] = key
         ts = r.ts
         if r.device is not None:
             acc.devices[r.device] = ts

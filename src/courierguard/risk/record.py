@@ -209,11 +209,22 @@ def from_dict(data: Any) -> Rec:
     if session is None:
         r.session = r.device = r.ip = None
     else:
-        r.session = _str(session, "id", "session.", 128)
-        r.device = _str(session, "device_id", "session.", 128)
-        r.ip = _str(session, "ip", "session.", 45)
-        _str(session, "user_agent", "session.", 512)
-        _enum(session, "auth", "session.", AUTHS)
+        # The common case inline (a string within bounds); anything else takes the checked path.
+        sid, dev, ip, ua = (
+            session.get("id"),
+            session.get("device_id"),
+            session.get("ip"),
+            session.get("user_agent"),
+        )
+        r.session = sid if type(sid) is str and len(sid) <= 128 else _str(session, "id", "session.", 128)
+        r.device = (
+            dev if type(dev) is str and len(dev) <= 128 else _str(session, "device_id", "session.", 128)
+        )
+        r.ip = ip if type(ip) is str and len(ip) <= 45 else _str(session, "ip", "session.", 45)
+        if not (type(ua) is str and len(ua) <= 512):
+            _str(session, "user_agent", "session.", 512)
+        if session.get("auth") not in AUTHS:
+            _enum(session, "auth", "session.", AUTHS)
         loc = session.get("location")
         if loc is not None:
             if type(loc) is not dict:
@@ -232,12 +243,17 @@ def from_dict(data: Any) -> Rec:
         rtype = res.get("type")
         if rtype is not None and rtype != "waybill":
             raise BadEvent("resource.type: must be waybill")
-        r.res_id = _str(res, "id", "resource.", 64)
-        r.res_org = _str(res, "org_unit", "resource.", 64)
-        r.assignee = _str(res, "assignee", "resource.", 64)
+        rid, rorg, who = res.get("id"), res.get("org_unit"), res.get("assignee")
+        r.res_id = rid if type(rid) is str and len(rid) <= 64 else _str(res, "id", "resource.", 64)
+        r.res_org = rorg if type(rorg) is str and len(rorg) <= 64 else _str(res, "org_unit", "resource.", 64)
+        r.assignee = who if type(who) is str and len(who) <= 64 else _str(res, "assignee", "resource.", 64)
         r.status = _enum(res, "status", "resource.", STATUSES)
-        if res.get("status_ts") is not None:
-            _ts(res["status_ts"], "resource.status_ts")
+        status_ts = res.get("status_ts")
+        if status_ts is not None and status_ts not in _VALID_TS:
+            _ts(status_ts, "resource.status_ts")
+            if len(_VALID_TS) > 65_536:
+                _VALID_TS.clear()
+            _VALID_TS.add(status_ts)
         r.ticket = _str(res, "ticket", "resource.", 64)
 
     query = _obj(data, "query")
@@ -285,6 +301,9 @@ def from_dict(data: Any) -> Rec:
 
 
 _KINDS = frozenset({"employee", "service"})
+# status_ts values repeat across a day's events (one arrival time per parcel batch); a valid one need
+# not be parsed again.
+_VALID_TS: set[str] = set()
 
 
 def _exposed(r: Rec, count: int | None) -> int:

@@ -374,10 +374,7 @@ class Vault:
         # Core select built per call, which costs ten times the lookup itself.
         driver = conn.connection.driver_connection
         assert driver is not None
-        rows = {
-            row[0]: row
-            for row in driver.execute(self._reveal_sql, (self.tenant, number)).fetchall()
-        }
+        rows = {row[0]: row for row in driver.execute(self._reveal_sql, (self.tenant, number)).fetchall()}
         if not rows:
             raise NotFound(f"waybill {number} not found")
         out: dict[PiiField, str] = {}

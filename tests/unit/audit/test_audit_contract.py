@@ -240,3 +240,19 @@ def test_append_after_close_never_hangs(engine: Engine, key_provider: LocalKeyFi
     indices = sorted(r for r in results if isinstance(r, int))
     assert indices == list(range(len(indices)))
     assert verify(engine, key_provider.signer().public_key).entries == len(indices)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_writer_death_fails_closed(engine: Engine, key_provider: LocalKeyFile) -> None:
+    log = open_audit_log(engine, key_provider)
+    assert log.append(EntryKind.SYSTEM, {}) == 0
+
+    def die(*args: object, **kwargs: object) -> None:
+        raise SystemExit  # escapes the writer's error handling and ends its thread
+
+    log._write = die  # type: ignore[method-assign]
+    with pytest.raises(AuditUnavailable):
+        log.append(EntryKind.SYSTEM, {"lost": 1})
+    with pytest.raises(AuditUnavailable):
+        log.append(EntryKind.SYSTEM, {"after": 1})
+    assert log.size == 1

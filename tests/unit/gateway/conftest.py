@@ -68,12 +68,22 @@ def record(n: int, **over: Any) -> dict[str, Any]:
         "sender": {
             "name": SENDER_NAME,
             "phone": SENDER_PHONE,
-            "address": {"province": "广东省", "city": "深圳市", "district": "南山区", "detail": "科技园1栋301"},
+            "address": {
+                "province": "广东省",
+                "city": "深圳市",
+                "district": "南山区",
+                "detail": "科技园1栋301",
+            },
         },
         "recipient": {
             "name": RECIPIENT_NAME,
             "phone": RECIPIENT_PHONE,
-            "address": {"province": "北京市", "city": "北京市", "district": "海淀区", "detail": "中关村5号楼502"},
+            "address": {
+                "province": "北京市",
+                "city": "北京市",
+                "district": "海淀区",
+                "detail": "中关村5号楼502",
+            },
         },
     }
     base.update(over)
@@ -130,7 +140,11 @@ def world(tmp_path: Path) -> Iterator[World]:
     deployment = open_deployment(settings, clock=clock, risk=risk)
     company = deployment.guard.company
     company.ensure_tenant("Test Express", clock.now())
-    for unit, kind in [("OUT-BJ-01", OrgUnitKind.OUTLET), ("OUT-SZ-09", OrgUnitKind.OUTLET), ("HUB-01", OrgUnitKind.HUB)]:
+    for unit, kind in [
+        ("OUT-BJ-01", OrgUnitKind.OUTLET),
+        ("OUT-SZ-09", OrgUnitKind.OUTLET),
+        ("HUB-01", OrgUnitKind.HUB),
+    ]:
         company.put_org_unit(OrgUnit(unit, kind, unit))
     for emp, (role, unit) in STAFF.items():
         company.put_employee(Employee(emp, role, unit), clock.now())

@@ -40,7 +40,9 @@ def test_courier_reveals_only_the_waybill_assigned_to_them_for_delivery(world: W
     assert reveal(world, c1, fields=["sender.phone"]).status_code == 403  # delivery task: recipient only
     events = [e for e in world.access_events() if e["action"] == "waybill.reveal"]
     served = [e for e in events if e["outcome"]["decision"] == "allow"]
-    assert len(served) == 1 and served[0]["fields"] == ["recipient.phone"] and served[0]["actor"]["id"] == "C1"
+    assert (
+        len(served) == 1 and served[0]["fields"] == ["recipient.phone"] and served[0]["actor"]["id"] == "C1"
+    )
     assert served[0]["resource"]["assignee"] == "C1" and served[0]["purpose"] == "delivery_contact"
     assert all("fields" not in e for e in events if e["outcome"]["decision"] == "deny")
     for e in events:
@@ -71,7 +73,9 @@ def test_pickup_courier_reveals_sender_contact(world: World) -> None:
 def test_customer_service_reveals_only_inside_an_open_ticket_they_own(world: World) -> None:
     s1 = world.login("S1")
     assert reveal(world, s1, purpose="ticket").status_code == 403
-    r = world.client.post("/v1/cases", json={"id": "T-1", "kind": "ticket", "waybill": W1, "owner": "S1"}, headers=world.svc)
+    r = world.client.post(
+        "/v1/cases", json={"id": "T-1", "kind": "ticket", "waybill": W1, "owner": "S1"}, headers=world.svc
+    )
     assert r.status_code == 201, r.text
     assert reveal(world, s1, purpose="ticket").status_code == 200
     assert world.client.post("/v1/cases/T-1/close", headers=world.svc).status_code == 200
@@ -81,7 +85,9 @@ def test_customer_service_reveals_only_inside_an_open_ticket_they_own(world: Wor
 def test_reveal_needs_a_purpose(world: World) -> None:
     world.step(W1, "out_for_delivery", assignee="C1")
     c1 = world.login("C1")
-    r = world.client.post(f"/v1/waybills/{W1}/reveal", json={"fields": ["recipient.phone"], "purpose": "  "}, headers=c1)
+    r = world.client.post(
+        f"/v1/waybills/{W1}/reveal", json={"fields": ["recipient.phone"], "purpose": "  "}, headers=c1
+    )
     assert r.status_code == 422 and r.json()["field"] == "purpose"
 
 
@@ -89,10 +95,14 @@ def test_masked_view_list_and_search(world: World) -> None:
     k1 = world.login("K1")
     view = world.client.get(f"/v1/waybills/{W1}", headers=k1).json()
     assert view["recipient"] == {"name": "欧阳**", "phone": "186******21", "address": "北京市海淀区****"}
-    page = world.client.get("/v1/waybills", params={"org_unit": "OUT-BJ-01", "page_size": 2}, headers=k1).json()
+    page = world.client.get(
+        "/v1/waybills", params={"org_unit": "OUT-BJ-01", "page_size": 2}, headers=k1
+    ).json()
     assert [i["number"] for i in page["items"]] == [W1, W2] and page["next_cursor"] == W2
     page2 = world.client.get(
-        "/v1/waybills", params={"org_unit": "OUT-BJ-01", "page_size": 2, "cursor": page["next_cursor"]}, headers=k1
+        "/v1/waybills",
+        params={"org_unit": "OUT-BJ-01", "page_size": 2, "cursor": page["next_cursor"]},
+        headers=k1,
     ).json()
     assert [i["number"] for i in page2["items"]] == ["YT0000000000003", "YT0000000000004"]
     assert world.client.get("/v1/waybills", params={"org_unit": "OUT-SZ-09"}, headers=k1).status_code == 403
@@ -100,7 +110,7 @@ def test_masked_view_list_and_search(world: World) -> None:
     found = world.client.post("/v1/waybills/search", json={"phone": "+86 139-1234-5678"}, headers=k1)
     assert found.status_code == 200 and len(found.json()["items"]) == 5, found.text
     assert SENDER_PHONE not in found.text and SENDER_NAME not in found.text
-    listed = [e for e in world.access_events() if e["action"] == "waybill.list"][0]
+    listed = next(e for e in world.access_events() if e["action"] == "waybill.list")
     assert listed["query"]["result_ids"] == [W1, W2] and "fields" not in listed
 
 
@@ -253,8 +263,15 @@ def test_broken_risk_engine_fails_closed(world: World, monkeypatch: pytest.Monke
 
 def test_authentication_errors(world: World) -> None:
     assert world.client.get(f"/v1/waybills/{W1}").status_code == 401
-    assert world.client.get(f"/v1/waybills/{W1}", headers={"Authorization": "Bearer nope", "X-Device-Id": "d"}).status_code == 401
-    assert world.client.get(f"/v1/waybills/{W1}", headers={"Authorization": "ApiKey cgk_x_y"}).status_code == 401
+    assert (
+        world.client.get(
+            f"/v1/waybills/{W1}", headers={"Authorization": "Bearer nope", "X-Device-Id": "d"}
+        ).status_code
+        == 401
+    )
+    assert (
+        world.client.get(f"/v1/waybills/{W1}", headers={"Authorization": "ApiKey cgk_x_y"}).status_code == 401
+    )
     # A service account ingests but never reads personal data.
     assert world.client.get(f"/v1/waybills/{W1}", headers=world.svc).status_code == 403
     # An employee cannot ingest.
@@ -266,7 +283,9 @@ def test_batch_ingest_reports_bad_records_without_echoing_values(world: World) -
     from .conftest import record
 
     bad = record(50, recipient={"name": "李四", "phone": "999", "address": {"province": "x"}})
-    r = world.client.post("/v1/waybills", json={"records": [record(40), bad, {"number": "nope"}]}, headers=world.svc)
+    r = world.client.post(
+        "/v1/waybills", json={"records": [record(40), bad, {"number": "nope"}]}, headers=world.svc
+    )
     body = r.json()
     assert r.status_code == 200 and body["stored"] == ["YT0000000000040"]
     assert [(f["index"], f["field"]) for f in body["failed"]] == [(1, "recipient.phone"), (2, "number")]
@@ -286,7 +305,9 @@ def test_audit_trail_of_a_session_verifies_and_proves(world: World) -> None:
     reveal(world, c1)
     head = world.client.get("/v1/audit/head", headers=x1).json()
     assert head["tree_size"] >= 3
-    proof = world.client.get("/v1/audit/proofs/inclusion", params={"index": 0, "size": head["tree_size"]}, headers=x1)
+    proof = world.client.get(
+        "/v1/audit/proofs/inclusion", params={"index": 0, "size": head["tree_size"]}, headers=x1
+    )
     assert proof.status_code == 200 and proof.json()["proof"]
     assert world.client.get("/v1/audit/head", headers=c1).status_code == 403
     world.deployment.guard.audit.checkpoint()
@@ -294,11 +315,16 @@ def test_audit_trail_of_a_session_verifies_and_proves(world: World) -> None:
     assert report.ok, report.summary()
 
 
-def test_no_personal_data_in_logs(world: World, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> None:
+def test_no_personal_data_in_logs(
+    world: World, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
     caplog.set_level(logging.DEBUG)
     world.step(W1, "out_for_delivery", assignee="C1")
     c1, k1 = world.login("C1"), world.login("K1")
-    assert reveal(world, c1, fields=["recipient.phone", "recipient.name", "recipient.address"]).status_code == 200
+    assert (
+        reveal(world, c1, fields=["recipient.phone", "recipient.name", "recipient.address"]).status_code
+        == 200
+    )
     world.client.post("/v1/waybills/search", json={"phone": SENDER_PHONE}, headers=k1)
     world.client.post("/v1/waybills/search", json={"name": SENDER_NAME}, headers=k1)
     reveal(world, k1)

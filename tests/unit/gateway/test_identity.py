@@ -58,7 +58,9 @@ def idp_token(**over: object) -> str:
 @pytest.mark.http
 def test_tokens_from_the_identity_provider_verify_against_its_jwks(jwks_url: str) -> None:
     clock = FixedClock(NOW)
-    verifier = TokenVerifier(issuer="https://sso.example", audience="courierguard", jwks_url=jwks_url, clock=clock)
+    verifier = TokenVerifier(
+        issuer="https://sso.example", audience="courierguard", jwks_url=jwks_url, clock=clock
+    )
     claims = verifier.verify(idp_token())
     assert (claims.employee_id, claims.session_id) == ("E000123", "sso-77")
     for bad in (idp_token(iss="https://evil.example"), idp_token(aud="other"), idp_token(sid=None)):
@@ -85,7 +87,9 @@ def test_dev_issuer_tokens_are_refused_when_a_jwks_is_configured(jwks_url: str) 
 
 def test_none_algorithm_is_refused() -> None:
     verifier = TokenVerifier(issuer="i", audience="a", dev_key=b"k" * 32, clock=FixedClock(NOW))
-    unsigned = jwt.encode({"iss": "i", "aud": "a", "sub": "E", "sid": "s", "exp": 2**40}, None, algorithm="none")
+    unsigned = jwt.encode(
+        {"iss": "i", "aud": "a", "sub": "E", "sid": "s", "exp": 2**40}, None, algorithm="none"
+    )
     with pytest.raises(Unauthenticated):
         verifier.verify(unsigned)
 

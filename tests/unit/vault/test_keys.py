@@ -10,7 +10,13 @@ import pytest
 
 from courierguard.errors import ConfigError
 from courierguard.vault._internal.aead import Aead, new_key
-from courierguard.vault.keys import EnvKeyProvider, KeyUnavailable, KmsKeyProvider, LocalKeyFile, new_key_document
+from courierguard.vault.keys import (
+    EnvKeyProvider,
+    KeyUnavailable,
+    KmsKeyProvider,
+    LocalKeyFile,
+    new_key_document,
+)
 
 
 def test_key_file_is_created_private_and_reloads_the_same_keys(tmp_path: Path) -> None:
