@@ -178,11 +178,14 @@ def _group_commit(report: Report, tmp: Path) -> tuple[Engine, bytes]:
 
 
 def _verification(report: Report, engine: Engine, public_key: bytes) -> None:
-    runs = []
+    runs, cpu_runs = [], []
     for _ in range(3):
+        cpu = time.process_time()
         result = verify(engine, public_key)
+        cpu = time.process_time() - cpu
         assert result.ok, result.summary()
         runs.append(result.entries / result.seconds)
+        cpu_runs.append(result.entries / cpu)
     full = max(runs)
     n = 1_000_000
     packed = b"".join(hashlib.sha256(i.to_bytes(8, "big")).digest() for i in range(n))
@@ -198,6 +201,7 @@ def _verification(report: Report, engine: Engine, public_key: bytes) -> None:
         baseline_value=tree_rate,
         target=">= 500,000 entries/s",
         met=full >= 500_000,
+        note=f"best of 3 by wall clock; {max(cpu_runs):,.0f} entries per CPU-second of this process",
     )
     report.add(
         SECTION,

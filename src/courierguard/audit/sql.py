@@ -253,6 +253,19 @@ class SqlAuditLog:
     # ---- writer thread ------------------------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            # However the writer ends, refuse what is still queued rather than leave callers waiting.
+            with self._wakeup:
+                self._closing = True
+                leftover, self._pending = self._pending, []
+                gate = self._gate
+            for request in leftover:
+                request.error = AuditUnavailable("audit log is closed")
+            gate.release()
+
+    def _loop(self) -> None:
         wakeup = self._wakeup
         while True:
             with wakeup:

@@ -29,6 +29,7 @@ app.command()(serve.serve)
 app.command()(serve.run)
 app.command()(sim.simulate)
 app.command()(sim.evaluate)
+app.command()(sim.demo)
 app.command()(risk.replay)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 import typer
@@ -46,8 +46,28 @@ def simulate(
     start: Annotated[str, typer.Option(help="first day, YYYY-MM-DD (Asia/Shanghai)")] = "2026-11-02",
     attack_after_days: Annotated[int, typer.Option(min=0, help="no attack before this many days")] = 7,
     quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar")] = False,
+    live: Annotated[
+        str | None,
+        typer.Option("--live", metavar="URL", help="drive a running Courier Guard instead of writing files"),
+    ] = None,
+    api_key: Annotated[
+        str | None, typer.Option("--api-key", help="--live: service API key for ingest")
+    ] = None,
+    admin: Annotated[
+        str | None, typer.Option("--admin", help="--live: id of an existing admin who builds the directory")
+    ] = None,
+    speed: Annotated[
+        float, typer.Option(min=0, help="--live: simulated seconds per real second (0: as fast as possible)")
+    ] = 600.0,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="--live: parallel HTTP clients")] = 4,
+    setup: Annotated[
+        bool, typer.Option("--setup/--no-setup", help="--live: create org units, staff and waybills first")
+    ] = True,
 ) -> None:
     """Write a simulated company's access events and the ground truth of its attacks.
+
+    With --live URL the same intents are sent to a running service through its API (see the
+    "Live mode" section of docs/simulator.md).
 
     Example: courierguard simulate --employees 2000 --days 28 --seed 7 --out ev.jsonl --truth truth.jsonl
     """
@@ -63,6 +83,9 @@ def simulate(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     console = Console(stderr=True)
+    if live is not None:
+        _live(config, live, api_key, admin, speed, workers, setup, console, quiet)
+        return
     with Progress(
         TextColumn("[bold]simulating"),
         BarColumn(),
@@ -170,3 +193,160 @@ def evaluate(
         return
     console = Console()
     render(result, Console(width=max(console.width, 150)) if not console.is_terminal else console)
+
+
+def _live(
+    config: SimConfig, url: str, api_key: str | None, admin: str | None, speed: float, workers: int,
+    setup: bool, console: Console, quiet: bool,
+) -> None:  # fmt: skip
+    from courierguard.sim.engine import Simulation
+    from courierguard.sim.intents import to_intent
+    from courierguard.sim.live import IntentResult, LiveOptions, LiveSetupError, drive
+
+    if not api_key or not admin:
+        raise typer.BadParameter("--live needs --api-key (ingest) and --admin (an admin employee id)")
+    sim = Simulation(config)
+    intents = [to_intent(e, s) for e, s in sim.labelled()]
+    options = LiveOptions(api_key=api_key, admin=admin, speed=speed, workers=workers, setup=setup)
+    with Progress(
+        TextColumn("[bold]live"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("intents · {task.fields[at]}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=quiet,
+    ) as bar:
+        task = bar.add_task("intents", total=len(intents), at="")
+
+        def tick(result: IntentResult) -> None:
+            bar.update(task, advance=1, at=result.at[:16])
+
+        try:
+            report = drive(url, intents, sim.world, options, seed=config.seed, on_result=tick)
+        except LiveSetupError as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(1) from None
+    table = Table(title=f"Live run against {url}: {report.requests:,} requests in {report.seconds:,.1f} s")
+    for column in ("#", "scenario", "intents", "first step-up", "contained at", "records served", "outcomes"):
+        table.add_column(column, overflow="fold")
+    for sid in sorted(report.scenarios):
+        t = report.scenarios[sid]
+        top = ", ".join(f"{k} {n:,}" for k, n in t.outcomes.most_common(6))
+        table.add_row(
+            str(sid), SCENARIOS.get(sid, "normal work"), f"{t.intents:,}", t.first_step_up or "–",
+            t.first_contained or "–", f"{len(t.records):,}", top,
+        )  # fmt: skip
+    console.print(table)
+
+
+def demo(
+    quick: Annotated[bool, typer.Option("--quick", help="a few seconds instead of about a minute")] = False,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="keep the demo's database and keys here")
+    ] = None,
+    employees: Annotated[int, typer.Option(min=20, max=400, help="staff in the demo company")] = 40,
+    seed: Annotated[int, typer.Option(help="seed of the synthetic company")] = 2,
+) -> None:
+    """Run a compressed working day with a rented-account attack against the live API, and watch it.
+
+    Starts Courier Guard in-process (embedded default, accelerated clock) on a free loopback port,
+    seeds a synthetic company and plays its day through the HTTP API.
+
+    Example: courierguard demo --quick
+    """
+    from courierguard.sim.demo import DemoConfig, run_demo
+
+    config = DemoConfig.quick_config(data_dir) if quick else DemoConfig(employees=employees, seed=seed,
+                                                                       data_dir=data_dir)  # fmt: skip
+    _run_demo(config, Console(), run_demo)
+
+
+def _run_demo(config: Any, console: Console, run: Any) -> None:
+    from datetime import datetime
+
+    from courierguard.sim.demo import DemoEvent
+    from courierguard.sim.live import IntentResult
+
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[clock]}"),
+        TextColumn("· {task.fields[requests]:,} requests · {task.fields[served]:,} reveals served to staff"),
+        TextColumn("· renter {task.fields[renter]:,} attempts"),
+        TimeElapsedColumn(),
+        console=console,
+    )
+    task = progress.add_task("preparing", total=1.0, clock="", requests=0, served=0, renter=0)
+    state: dict[str, Any] = {"last": None, "repeat": 0, "renter": 0, "served": 0, "requests": 0}
+    lock = __import__("threading").Lock()
+
+    def phase(text: str) -> None:
+        progress.update(task, description=text)
+
+    def started(url: str, folder: Path) -> None:
+        console.print(f"Courier Guard listening on {url} (data in {folder}); all data is synthetic.")
+
+    span: dict[str, Any] = {}
+
+    def clock_ready(clock: Any, first: datetime, end: datetime) -> None:
+        span.update(clock=clock, first=first, end=end)
+
+    def flush_repeat() -> None:
+        if state["repeat"]:
+            progress.console.print(f"           … {state['repeat']} more the same")
+            state["repeat"] = 0
+
+    def on_result(result: IntentResult) -> None:
+        with lock:
+            state["requests"] += 1
+            if result.scenario == 0 and result.records:
+                state["served"] += 1
+            if "clock" in span:
+                now = span["clock"].now()
+                total = (span["end"] - span["first"]).total_seconds()
+                done = min(1.0, max(0.0, (now - span["first"]).total_seconds() / total))
+                progress.update(task, completed=done, clock=now.strftime("%H:%M"))
+            if result.scenario != 0:
+                if result.outcome not in ("skipped", "unsupported"):
+                    state["renter"] += 1
+                key = (result.action, result.status, result.outcome, result.step_up)
+                if key == state["last"]:
+                    state["repeat"] += 1
+                else:
+                    flush_repeat()
+                    state["last"] = key
+                    status = "—" if result.status == 0 else str(result.status)
+                    what = f"{result.action} {result.waybill or ''}".strip()
+                    step = f" (step-up with a guessed code: {result.step_up})" if result.step_up else ""
+                    colour = "green" if result.outcome == "ok" else "red"
+                    progress.console.print(
+                        f"[dim]{result.at[11:19]}[/] renter on {result.actor} from device {result.device}: "
+                        f"{what} → [{colour}]{status} {result.outcome}[/]{step}"
+                    )
+            progress.update(task, requests=state["requests"], served=state["served"], renter=state["renter"])
+
+    def on_event(event: DemoEvent) -> None:
+        console.print(f"[dim]{event.at[11:19]}[/] [yellow]{event.text}[/]")
+
+    with progress:
+        result = run(config, on_start=started, on_phase=phase, on_result=on_result, on_event=None,
+                     clock_ready=clock_ready)  # fmt: skip
+        with lock:
+            flush_repeat()
+        progress.update(task, description="done", completed=1.0)
+    table = Table(title="Alerts raised for the rented account")
+    for column in ("time", "action", "score", "reasons"):
+        table.add_column(column)
+    for alert in result.alerts:
+        table.add_row(
+            str(alert["ts"])[11:19], str(alert["action"]), f"{alert['score']:.0f}",
+            ", ".join(r["code"] for r in alert["reasons"]),
+        )  # fmt: skip
+    console.print(table)
+    del on_event
+    console.print(
+        f"Baselines learned from {result.warmup_events:,} events in monitor mode; "
+        f"{result.report.requests:,} live requests in {result.seconds:,.1f} s."
+    )
+    console.print(f"[bold]{result.summary()}[/]")

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Engine, bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection
 
+from courierguard.db.fast import DriverQuery, timestamp
 from courierguard.db.tables import cases, employees, org_units, tenants, waybill_history, waybills
 from courierguard.domain import (
     Case,
@@ -28,6 +29,12 @@ from courierguard.events import Role, WaybillStatus
 from courierguard.policy import CaseFacts, WaybillFacts
 from courierguard.timeutil import utc, utc_or_none
 from courierguard.vault.service import waybill_from_row
+
+_FACTS_SQL = (
+    "SELECT w.number, w.origin_outlet, w.dest_outlet, w.status, w.status_ts, w.assignee, w.task, "
+    "w.delivered_at, c.id, c.kind, c.owner, c.state FROM waybills w LEFT JOIN cases c "
+    "ON c.tenant = w.tenant AND c.waybill = w.number WHERE w.tenant = ? AND w.number = ?"
+)
 
 # Which task a status change implies for the assignee, and which statuses end a task.
 _TASK_FOR_STATUS = {
@@ -55,9 +62,6 @@ _EMPLOYEE = select(employees).where(
 )
 _WAYBILL = select(waybills).where(
     waybills.c.tenant == bindparam("tenant"), waybills.c.number == bindparam("number")
-)
-_CASES_OF = select(cases.c.id, cases.c.kind, cases.c.owner, cases.c.state).where(
-    cases.c.tenant == bindparam("tenant"), cases.c.waybill == bindparam("number")
 )
 
 
@@ -88,6 +92,7 @@ class CompanyStore:
     def __init__(self, engine: Engine, *, tenant: str) -> None:
         self.engine = engine
         self.tenant = tenant
+        self._facts_query = DriverQuery(engine, _FACTS_SQL)
 
     # --- tenant and org units -----------------------------------------------------------------------
 
@@ -207,19 +212,28 @@ class CompanyStore:
         return waybill_from_row(row)
 
     def facts(self, conn: Connection, number: str) -> WaybillFacts:
-        """What the policies need about one waybill: routing, status, assignment, open cases."""
-        wb = self.waybill(number, conn)
-        found = conn.execute(_CASES_OF, {"tenant": self.tenant, "number": number}).all()
+        """What the policies need about one waybill: routing, status, assignment, open cases.
+
+        On every guarded request: one driver-level query for the waybill and its cases together.
+        """
+        rows = self._facts_query.all(conn, (self.tenant, number))
+        if not rows:
+            raise NotFound(f"waybill {number} not found")
+        first = rows[0]
+        status_ts = timestamp(first[4])
+        assert status_ts is not None
         return WaybillFacts(
-            number=wb.number,
-            origin_outlet=wb.origin_outlet,
-            dest_outlet=wb.dest_outlet,
-            status=wb.status,
-            status_ts=wb.status_ts,
-            assignee=wb.assignee,
-            task=wb.task,
-            delivered_at=wb.delivered_at,
-            cases=tuple(CaseFacts(r.id, CaseKind(r.kind), r.owner, CaseState(r.state)) for r in found),
+            number=number,
+            origin_outlet=first[1],
+            dest_outlet=first[2],
+            status=WaybillStatus(first[3]),
+            status_ts=status_ts,
+            assignee=first[5],
+            task=TaskKind(first[6]) if first[6] else None,
+            delivered_at=timestamp(first[7]),
+            cases=tuple(
+                CaseFacts(r[8], CaseKind(r[9]), r[10], CaseState(r[11])) for r in rows if r[8] is not None
+            ),
         )
 
     def apply(self, change: LifecycleChange) -> Waybill:

@@ -8,7 +8,6 @@ import csv
 import io
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -17,6 +16,7 @@ from fastapi import Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from courierguard import __version__
 from courierguard.company import LifecycleChange
@@ -317,24 +317,7 @@ def create_app(deployment: Deployment) -> FastAPI:
     latency = Histogram("courierguard_http_seconds", "HTTP latency by route", ["route"], registry=registry)
     app.state.deployment = deployment
 
-    @app.middleware("http")
-    async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        elapsed = time.perf_counter() - start
-        requests_total.labels(path, str(response.status_code)).inc()
-        latency.labels(path).observe(elapsed)
-        # The route template, never the concrete URL or body: nothing personal reaches the log.
-        log.info(
-            "request",
-            method=request.method,
-            route=path,
-            status=response.status_code,
-            ms=round(elapsed * 1000, 2),
-        )
-        return response
+    app.add_middleware(_Observe, requests_total=requests_total, latency=latency)
 
     def device_headers(
         request: Request,
@@ -662,6 +645,43 @@ def create_app(deployment: Deployment) -> FastAPI:
         return PlainTextResponse(generate_latest(registry).decode(), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+class _Observe:
+    """Logs and counts every request by route template (never the concrete URL or body).
+
+    A plain ASGI middleware: Starlette's ``BaseHTTPMiddleware`` would cost more per request than
+    the policy decision does.
+    """
+
+    def __init__(self, app: ASGIApp, *, requests_total: Counter, latency: Histogram) -> None:
+        self.app = app
+        self.requests_total = requests_total
+        self.latency = latency
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            path = getattr(scope.get("route"), "path", "unmatched")
+            elapsed = time.perf_counter() - start
+            self.requests_total.labels(path, str(status)).inc()
+            self.latency.labels(path).observe(elapsed)
+            log.info(
+                "request", method=scope["method"], route=path, status=status, ms=round(elapsed * 1000, 2)
+            )
 
 
 def _headers_are_never_null(app: FastAPI) -> None:

@@ -23,6 +23,7 @@ import pyotp
 from sqlalchemy import Engine, bindparam, insert, select, update
 
 from courierguard.clock import Clock, SystemClock
+from courierguard.db.fast import DriverQuery
 from courierguard.db.tables import api_keys, devices, sessions
 from courierguard.errors import Unauthenticated
 from courierguard.timeutil import utc, utc_or_none
@@ -43,6 +44,25 @@ class TokenClaims:
     employee_id: str
     session_id: str
     expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveCaller:
+    """A session and its employee, as read together on every request."""
+
+    session_id: str
+    employee: str
+    revoked_reason: str | None
+    revoked: bool
+    role: str
+    org_unit: str
+    status: str
+
+
+_CALLER_SQL = (
+    "SELECT s.employee, s.revoked_at, s.revoked_reason, e.role, e.org_unit, e.status FROM sessions s "
+    "JOIN employees e ON e.tenant = s.tenant AND e.id = s.employee WHERE s.id = ? AND s.tenant = ?"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +173,7 @@ class SessionStore:
     def __init__(self, engine: Engine, *, tenant: str) -> None:
         self.engine = engine
         self.tenant = tenant
+        self._caller_query = DriverQuery(engine, _CALLER_SQL)
 
     def open(self, session_id: str, employee: str, device_id: str, auth: str, now: datetime) -> SessionRecord:
         with self.engine.begin() as conn:
@@ -190,6 +211,17 @@ class SessionStore:
             utc_or_none(row.step_up_at),
             utc_or_none(row.revoked_at),
             row.revoked_reason,
+        )
+
+    def caller(self, session_id: str) -> ActiveCaller:
+        """The session with its employee's role, unit and status: one query on every request."""
+        with self.engine.connect() as conn:
+            rows = self._caller_query.all(conn, (session_id, self.tenant))
+        if not rows:
+            raise Unauthenticated("unknown session; sign in first")
+        employee, revoked_at, revoked_reason, role, org_unit, status = rows[0]
+        return ActiveCaller(
+            session_id, employee, revoked_reason, revoked_at is not None, role, org_unit, status
         )
 
     def mark_stepped_up(self, session_id: str, now: datetime) -> None:

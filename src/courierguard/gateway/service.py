@@ -151,18 +151,17 @@ class Guard:
         location: tuple[float, float] | None = None,
     ) -> Caller:
         """The caller behind a verified token; refuses revoked sessions and inactive accounts."""
-        session = self.sessions.get(session_id)
-        if session.employee != employee_id:
+        active = self.sessions.caller(session_id)
+        if active.employee != employee_id:
             raise Unauthenticated("session belongs to another account")
-        if session.revoked_at is not None:
-            raise Unauthenticated(f"session revoked ({session.revoked_reason or 'logout'}); sign in again")
-        employee = self._employee(employee_id)
-        if employee.status is not EmployeeStatus.ACTIVE:
+        if active.revoked:
+            raise Unauthenticated(f"session revoked ({active.revoked_reason or 'logout'}); sign in again")
+        if active.status != EmployeeStatus.ACTIVE.value:
             raise AccessDenied(
-                f"account {employee_id} is {employee.status.value}", reason=DenyReason.ACCOUNT_INACTIVE
+                f"account {employee_id} is {active.status}", reason=DenyReason.ACCOUNT_INACTIVE
             )
         return Caller(
-            Principal(employee.id, employee.role, employee.org_unit, employee.status),
+            Principal(employee_id, Role(active.role), active.org_unit, EmployeeStatus.ACTIVE),
             session_id,
             device_id,
             ip,

@@ -82,7 +82,7 @@ class PolicyEngine:
             return PolicyDecision(False, (), DenyReason.POLICY_DENIED, f"{action} needs a waybill")
         try:
             cedar_request, entities = translate.build(request, self._grace_seconds)
-            result = cedarpy.is_authorized(cedar_request, self._loaded.policy_set, entities)
+            result = cedarpy.is_authorized(cedar_request, self._loaded.by_action[action.value], entities)
         except (CourierGuardError, ValueError, TypeError, KeyError) as exc:
             # Messages from Cedar can quote ids; the type name is enough to debug and leaks nothing.
             return PolicyDecision(

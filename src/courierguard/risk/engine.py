@@ -104,7 +104,6 @@ class RiskEngine:
         self._v4_octets = c.network_prefix_v4 // 8
         self._dormant_s = c.dormant_days * 86_400
         self._today = 0
-        self._last_trusted: dict[str, tuple[str | None, str | None, float | None, float | None]] = {}
 
     # ------------------------------------------------------------------ public API
 
@@ -412,10 +411,10 @@ class RiskEngine:
 
     def _trust(self, acc: AccountState, r: Rec) -> None:
         # Most events repeat the previous one's device, address and position (same session).
-        key = (r.device, r.ip, r.lat, r.lon)
-        if key == self._last_trusted.get(acc.actor):
+        key = [r.device, r.ip, r.lat, r.lon]
+        if key == acc.trusted_key:
             return
-        self._last_trusted[acc.actor] = key
+        acc.trusted_key = key
         ts = r.ts
         if r.device is not None:
             acc.devices[r.device] = ts

@@ -55,7 +55,7 @@ class AccountState:
         "actor", "burst_unexpl", "cur_day", "d_alerts", "d_exports", "d_records", "d_strikes", "d_unexpl", "daily_records",
         "daily_unexpl", "days", "deny_times", "dev_days", "dev_last", "devices", "first_ts", "hour_records", "hours",
         "last_device", "last_ts", "loc", "lock_reason", "locked", "n", "nets", "org", "places",
-        "records_times", "req_times", "role", "seq", "sessions", "status", "unexpl_times",
+        "records_times", "req_times", "role", "seq", "sessions", "status", "trusted_key", "unexpl_times",
     )  # fmt: skip
 
     def __init__(self, actor: str, seed: int = 0) -> None:
@@ -78,6 +78,7 @@ class AccountState:
         self.dev_last: dict[str, float] = {}
         self.dev_days: dict[str, list[int]] = {}
         self.last_device: str | None = None
+        self.trusted_key: list[Any] | None = None
         self.loc: list[float] | None = None
         self.hours = HourProfile(seed=seed)
         self.daily_records = RunningZ(seed=seed)
@@ -103,7 +104,7 @@ class AccountState:
             "actor": self.actor, "role": self.role, "org": self.org, "n": self.n, "first_ts": self.first_ts,
             "last_ts": self.last_ts, "cur_day": self.cur_day, "days": self.days, "devices": self.devices,
             "nets": self.nets, "places": self.places, "dev_last": self.dev_last, "dev_days": self.dev_days,
-            "last_device": self.last_device, "loc": self.loc, "hours": self.hours.to_state(),
+            "last_device": self.last_device, "trusted_key": self.trusted_key, "loc": self.loc, "hours": self.hours.to_state(),
             "daily_records": self.daily_records.to_state(), "daily_unexpl": self.daily_unexpl.to_state(),
             "seq": self.seq.to_state(), "d_records": self.d_records, "d_unexpl": self.d_unexpl,
             "d_exports": self.d_exports, "d_strikes": self.d_strikes, "d_alerts": self.d_alerts,
@@ -118,7 +119,7 @@ class AccountState:
     def from_state(cls, s: dict[str, Any]) -> AccountState:
         a = cls(s["actor"])
         for name in ("role", "org", "n", "first_ts", "last_ts", "cur_day", "days", "devices", "nets", "places",
-                     "dev_last", "dev_days", "last_device", "loc", "d_records", "d_unexpl", "d_exports",
+                     "dev_last", "dev_days", "last_device", "trusted_key", "loc", "d_records", "d_unexpl", "d_exports",
                      "d_strikes", "d_alerts", "burst_unexpl", "hour_records"):  # fmt: skip
             setattr(a, name, s[name])
         a.hours = HourProfile.from_state(s["hours"])

@@ -24,6 +24,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from courierguard.clock import Clock, SystemClock
+from courierguard.db.fast import DriverQuery
 from courierguard.db.tables import data_keys, parties, waybill_history, waybills
 from courierguard.domain import NewWaybill, Party, TaskKind, Waybill
 from courierguard.errors import CourierGuardError, InvalidInput, NotFound
@@ -42,9 +43,6 @@ SECRETS_MONTH = "secrets"
 """Pseudo-month of the data key that encrypts operational secrets (TOTP seeds); never shredded."""
 
 PARTY_ROLES = ("sender", "recipient")
-_REVEAL_SQL = (
-    "SELECT role, key_month, name_ct, phone_ct, address_ct FROM parties WHERE tenant = ? AND waybill = ?"
-)
 _REVEAL_SQL = (
     "SELECT role, key_month, name_ct, phone_ct, address_ct FROM parties WHERE tenant = ? AND waybill = ?"
 )
@@ -144,10 +142,7 @@ class Vault:
         self._index = BlindIndex(keys.blind_index_key())
         self._data_keys: dict[str, Aead] = {}
         self._lock = threading.Lock()
-        # Only the placeholder style differs between drivers; values are always bound.
-        self._reveal_sql = (
-            _REVEAL_SQL if engine.dialect.paramstyle == "qmark" else _REVEAL_SQL.replace("?", "%s")
-        )
+        self._reveal_query = DriverQuery(engine, _REVEAL_SQL)
 
     # --- data keys --------------------------------------------------------------------------------
 
@@ -370,11 +365,8 @@ class Vault:
             return self.reveal_in(conn, number, fields)
 
     def reveal_in(self, conn: Connection, number: str, fields: Sequence[PiiField]) -> dict[PiiField, str]:
-        # Hot path (every reveal of the gateway): one prepared driver-level statement instead of a
-        # Core select built per call, which costs ten times the lookup itself.
-        driver = conn.connection.driver_connection
-        assert driver is not None
-        rows = {row[0]: row for row in driver.execute(self._reveal_sql, (self.tenant, number)).fetchall()}
+        # Hot path (every reveal of the gateway): a driver-level statement, see courierguard.db.fast.
+        rows = {row[0]: row for row in self._reveal_query.all(conn, (self.tenant, number))}
         if not rows:
             raise NotFound(f"waybill {number} not found")
         out: dict[PiiField, str] = {}

