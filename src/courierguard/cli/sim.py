@@ -255,8 +255,10 @@ def demo(
 
     Example: courierguard demo --quick
     """
+    from courierguard.logging import configure_logging
     from courierguard.sim.demo import DemoConfig, run_demo
 
+    configure_logging("error")  # per-request log lines would drown the story
     config = DemoConfig.quick_config(data_dir) if quick else DemoConfig(employees=employees, seed=seed,
                                                                        data_dir=data_dir)  # fmt: skip
     _run_demo(config, Console(), run_demo)
@@ -307,9 +309,10 @@ def _run_demo(config: Any, console: Console, run: Any) -> None:
                 total = (span["end"] - span["first"]).total_seconds()
                 done = min(1.0, max(0.0, (now - span["first"]).total_seconds() / total))
                 progress.update(task, completed=done, clock=now.strftime("%H:%M"))
-            if result.scenario != 0:
-                if result.outcome not in ("skipped", "unsupported"):
-                    state["renter"] += 1
+            if result.scenario != 0 and result.outcome in ("skipped", "unsupported"):
+                state["skipped"] = state.get("skipped", 0) + 1
+            elif result.scenario != 0:
+                state["renter"] += 1
                 key = (result.action, result.status, result.outcome, result.step_up)
                 if key == state["last"]:
                     state["repeat"] += 1
@@ -334,6 +337,11 @@ def _run_demo(config: Any, console: Console, run: Any) -> None:
                      clock_ready=clock_ready)  # fmt: skip
         with lock:
             flush_repeat()
+            if state.get("skipped"):
+                progress.console.print(
+                    f"           the script's {state['skipped']:,} further requests were never answered: "
+                    "the account is locked and its sessions revoked"
+                )
         progress.update(task, description="done", completed=1.0)
     table = Table(title="Alerts raised for the rented account")
     for column in ("time", "action", "score", "reasons"):

@@ -15,7 +15,7 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -52,12 +52,11 @@ class DemoConfig:
     """Real seconds the working day (05:00 to the end of the attack) takes, quiet hours skipped."""
     view_share: float = 0.5
     """Share of routine masked views sent (all logins, reveals and attack steps are always sent)."""
-    workers: int = 4
     data_dir: Path | None = None
 
     @classmethod
     def quick_config(cls, data_dir: Path | None = None) -> DemoConfig:
-        return cls(employees=20, day_seconds=6.0, view_share=0.1, workers=2, data_dir=data_dir)
+        return cls(employees=20, day_seconds=6.0, view_share=0.1, data_dir=data_dir)
 
 
 @dataclass
@@ -249,9 +248,9 @@ def _run(
             factor = (attack_end - first).total_seconds() / max(config.day_seconds, 0.5)
             driver = LiveDriver(
                 lambda: httpx.Client(base_url=server.url, timeout=30.0),
-                LiveOptions(api_key=key, admin=DEMO_ADMIN, speed=factor, workers=config.workers),
+                LiveOptions(api_key=key, admin=DEMO_ADMIN, speed=factor, max_gap=0.5, workers=1),
                 seed=config.seed,
-                pace=clock.now,
+                sync=clock.restart,
                 totp_now=clock.now,
                 on_result=on_result,
             )
@@ -262,21 +261,12 @@ def _run(
                 if clock_ready is not None:
                     clock_ready(clock, first, attack_end)
                 phase("the working day")
-                report = driver.run(_skip_quiet_hours(today, clock))
+                report = driver.run(today)
             finally:
                 driver.close()
         return _result(deployment, report, renter, renter_device, today, warm, started, on_event)
     finally:
         deployment.close()
-
-
-def _skip_quiet_hours(intents: list[Intent], clock: ScaledClock) -> Iterator[Intent]:
-    """Fast-forward the clock through gaps that would take more than a second of real time."""
-    for it in intents:
-        at = datetime.fromisoformat(it.at)
-        if clock.real_seconds_until(at) > 1.0:
-            clock.restart(at - timedelta(seconds=clock.factor * 0.2))
-        yield it
 
 
 def _result(

@@ -68,6 +68,8 @@ class LiveOptions:
     """Employee id of an admin that exists in the target: creates org units and employees."""
     speed: float = 600.0
     """Simulated seconds per real second; 0 sends as fast as the target answers."""
+    max_gap: float | None = None
+    """Longest real pause between two intents; longer quiet spells are skipped (None: never)."""
     workers: int = 4
     setup: bool = True
     """Create the world (directory, waybills) before driving; off when it already exists."""
@@ -236,9 +238,9 @@ class LiveDriver:
 
     ``client_factory`` makes one ``httpx.Client`` per worker (keep-alive; pass a FastAPI
     ``TestClient`` factory to drive an in-process app). ``sync`` is called with each intent's time
-    before it is sent (tests set a ``FixedClock`` with it; the run is then sequential and unpaced).
-    ``pace`` is the target's clock when the driver shares it (the demo's ``ScaledClock``): intents
-    wait until it shows their time. ``totp_now`` is the time the target checks TOTP codes against
+    before it is sent, after pacing: an in-process target's clock follows the intents with it (tests
+    set a ``FixedClock``, the demo re-anchors its ``ScaledClock``); the run is then sequential, so the
+    target never sees time run ahead of the driver. ``totp_now`` is the time the target checks TOTP codes against
     (default: the wall clock). ``on_result`` sees every result, from the worker threads.
     """
 
@@ -249,7 +251,6 @@ class LiveDriver:
         *,
         seed: int = 1,
         sync: Callable[[datetime], None] | None = None,
-        pace: Callable[[], datetime] | None = None,
         totp_now: Callable[[], datetime] | None = None,
         on_result: Callable[[IntentResult], None] | None = None,
     ) -> None:
@@ -257,7 +258,6 @@ class LiveDriver:
         self.options = options
         self._seed = seed
         self._sync = sync
-        self._pace = pace
         self._totp_now = totp_now or (lambda: datetime.now(UTC))
         self._on_result = on_result
         self.report = LiveReport()
@@ -371,22 +371,21 @@ class LiveDriver:
         self._clients = []
 
     def _paced(self, intents: Iterable[Intent]) -> Iterator[Intent]:
-        speed = self.options.speed
+        speed, max_gap = self.options.speed, self.options.max_gap
         anchor: tuple[float, datetime] | None = None
         for it in intents:
             at = datetime.fromisoformat(it.at)
-            if self._sync is not None:
-                self._sync(at)
-            elif self._pace is not None:
-                while (wait := (at - self._pace()).total_seconds()) > 0:
-                    time.sleep(min(wait / max(speed, 1.0), 0.25))
-            elif speed > 0:
+            if speed > 0:
                 if anchor is None:
                     anchor = (time.monotonic(), at)
-                due = anchor[0] + (at - anchor[1]).total_seconds() / speed
-                delay = due - time.monotonic()
+                delay = anchor[0] + (at - anchor[1]).total_seconds() / speed - time.monotonic()
+                if max_gap is not None and delay > max_gap:  # a quiet spell: skip most of it
+                    anchor = (anchor[0] - (delay - max_gap), anchor[1])
+                    delay = max_gap
                 if delay > 0:
                     time.sleep(delay)
+            if self._sync is not None:
+                self._sync(at)
             yield it
 
     def _run_threaded(self, intents: Iterable[Intent]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -99,6 +100,10 @@ class World:
     service_key: str
     tokens: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def tenant(self) -> str:
+        return self.deployment.core.settings.tenant
+
     def login(self, employee: str, device: str = "dev-1", location: str | None = None) -> dict[str, str]:
         assert self.deployment.dev_issuer is not None
         token, _ = self.deployment.dev_issuer.issue(employee, now=self.clock.now())
@@ -126,16 +131,26 @@ class World:
         queries, out, cursor = AuditQueries(self.deployment.core.engine), [], None
         while True:
             page = queries.search(limit=1000, cursor=cursor)
-            out += [r.body for r in page.records if r.kind == "access"]
+            out += [
+                r.body for r in page.records if r.kind == "access" and r.body.get("tenant") == self.tenant
+            ]
             if page.next_cursor is None:
                 return out
             cursor = page.next_cursor
 
 
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
     clock = FixedClock(START)
-    settings = Settings(data_dir=tmp_path, tenant="t1")
+    database_url, key_file = None, None
+    if request.param == "postgres":
+        # One database and, as in a real deployment, one key document for the whole session; a
+        # tenant per test keeps their data apart.
+        database_url = request.getfixturevalue("pg_database")
+        key_file = request.getfixturevalue("tmp_path_factory").getbasetemp() / "pg-gateway-keys.json"
+    settings = Settings(
+        data_dir=tmp_path, tenant="t" + secrets.token_hex(4), database_url=database_url, key_file=key_file
+    )
     risk = ScriptedRisk()
     deployment = open_deployment(settings, clock=clock, risk=risk)
     company = deployment.guard.company
