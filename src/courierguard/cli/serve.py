@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 import typer
@@ -16,6 +17,7 @@ from courierguard.cli._common import (
     settings_from,
 )
 from courierguard.logging import configure_logging
+from courierguard.sim.seed import SeededCompany
 
 
 def serve(
@@ -47,6 +49,23 @@ def serve(
             deployment.close()
 
 
+def demo_accounts(seeded: SeededCompany) -> dict[str, dict[str, str]]:
+    """A few accounts with something to do, for the README's tour."""
+    courier, parcels = next((c, n) for c, n in sorted(seeded.deliveries.items()) if n)
+    person = next(p for p in seeded.world.staff if p.id == courier)
+    clerk = next(p for p in seeded.world.by_role("outlet_clerk") if p.unit.id == person.unit.id)
+    agent, tickets = sorted(seeded.tickets.items())[0]
+    return {
+        "courier": {"employee_id": courier, "org_unit": person.unit.id, "waybill": parcels[0],
+                    "note": f"out for delivery: {parcels[0]} ({person.unit.id})"},
+        "outlet_clerk": {"employee_id": clerk.id, "org_unit": clerk.unit.id, "note": f"clerk at {clerk.unit.id}"},
+        "customer_service": {"employee_id": agent, "waybill": tickets[0][1],
+                             "note": f"open ticket {tickets[0][0]} on {tickets[0][1]}"},
+        "security_officer": {"employee_id": seeded.officers[0], "note": "reveals only with a second officer"},
+        "security_officer_2": {"employee_id": seeded.officers[1], "note": "the second officer"},
+    }  # fmt: skip
+
+
 def run(
     host: Annotated[str | None, typer.Option(help="Address to listen on (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 8700).")] = None,
@@ -74,14 +93,23 @@ def run(
                 _, key = guard.api_keys.create("demo-order-system", guard.clock.now())
             (settings.data_dir / "demo-api-key.txt").write_text(key + "\n", encoding="utf-8")
             (settings.data_dir / "demo-api-key.txt").chmod(0o600)
+            (settings.data_dir / "demo-accounts.json").write_text(
+                json.dumps(demo_accounts(seeded), indent=2), encoding="utf-8"
+            )
             console.print(
                 f"seeded {len(seeded.world.staff)} employees, {len(seeded.waybills)} waybills; "
                 f"order-system API key in {settings.data_dir / 'demo-api-key.txt'}"
             )
+        accounts_file = settings.data_dir / "demo-accounts.json"
+        if accounts_file.exists():
+            accounts = json.loads(accounts_file.read_text(encoding="utf-8"))
+            console.print("demo accounts (" + str(accounts_file) + "):")
+            for role, info in accounts.items():
+                console.print(f"  {role:<18} {info['employee_id']:<9} {info['note']}", highlight=False)
         base = f"http://{settings.host}:{settings.port}"
         console.print(f"[bold]Courier Guard[/bold] is running: console and API at {base}/v1/docs")
         console.print(
-            f"  sign in as any demo employee: POST {base}/v1/dev/token {{'employee_id': 'E000001'}}"
+            f"  sign in as a demo employee: see the README's tour (POST {base}/v1/dev/token)", highlight=False
         )
         console.print("  stop with Ctrl-C; data stays in " + str(settings.data_dir))
         try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 CST = timezone(timedelta(hours=8))
@@ -143,4 +143,4 @@ def iter_lines(events: list[dict[str, Any]]) -> Iterator[bytes]:
         yield orjson.dumps(e) + b"\n"
 
 
-__all__ = ["CST", "START", "UTC", "courier_day", "event", "iter_lines", "rented_stream"]
+__all__ = ["CST", "START", "courier_day", "event", "iter_lines", "rented_stream"]

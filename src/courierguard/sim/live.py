@@ -210,6 +210,14 @@ def _party(party: Party) -> dict[str, Any]:
     return {"name": party.name, "phone": party.phone, "address": address}
 
 
+def _detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    return str(body.get("detail", "")) if isinstance(body, dict) else ""
+
+
 def _shifts(person: Staff) -> list[dict[str, Any]]:
     start = dtime(person.shift_start // 60 % 24, person.shift_start % 60)
     end_minute = person.shift_end % 1440
@@ -470,6 +478,12 @@ class LiveDriver:
             step_up = self._step_up(client, it, session)
             if step_up == "passed":
                 r = send(client, session.headers)
+        if r.status_code == 401 and "Expired" in _detail(r):
+            # The token ran out during a long shift: the app signs in again and retries.
+            session.dead = True
+            renewed, _ = self._session(client, it, key)
+            if renewed is not None:
+                r = send(client, renewed.headers)
         outcome = _problem(r)
         if r.status_code == 401:
             session.dead = True

@@ -18,7 +18,7 @@ from courierguard.config import Settings
 from courierguard.gateway.http import create_app
 from courierguard.gateway.wiring import Deployment, open_deployment
 from courierguard.sim import SimConfig
-from courierguard.sim.demo import DEMO_ADMIN, bootstrap
+from courierguard.sim.demo import DEMO_ADMIN, bootstrap, thin
 from courierguard.sim.engine import Simulation
 from courierguard.sim.intents import Intent, to_intent
 from courierguard.sim.live import LiveDriver, LiveOptions, LiveSetupError, plan_waybills
@@ -27,7 +27,9 @@ from courierguard.sim.live import LiveDriver, LiveOptions, LiveSetupError, plan_
 class Target:
     def __init__(self, tmp_path: Path, start: datetime) -> None:
         self.clock = FixedClock(start)
-        self.deployment: Deployment = open_deployment(Settings(data_dir=tmp_path, tenant="live"), clock=self.clock)
+        self.deployment: Deployment = open_deployment(
+            Settings(data_dir=tmp_path, tenant="live"), clock=self.clock
+        )
         self.key = bootstrap(self.deployment, start)
         self.app = ProxyHeadersMiddleware(create_app(self.deployment), trusted_hosts="*")
 
@@ -57,7 +59,7 @@ def _first_day(seed: int) -> tuple[Simulation, list[Intent]]:
     # One outlet's couriers and clerks plus a customer-service agent: small, every kind of request.
     cs = sim.world.by_role("customer_service")[0].id
     keep = {p.id for p in sim.world.staff if p.unit.id == outlet} | {cs}
-    return sim, [it for it in intents if it.actor in keep][:400]
+    return sim, thin([it for it in intents if it.actor in keep], 0.05)[:400]
 
 
 @pytest.fixture
@@ -105,7 +107,9 @@ def test_driver_plays_a_small_world_and_the_audit_log_holds_it(
     # The simulated networks reach the engine through X-Forwarded-For; devices through X-Device-Id.
     pdas = {e["session"]["device_id"] for e in events if e["actor"]["role"] == "courier"}
     assert pdas <= {p.device for p in sim.world.staff}
-    assert not any(e["session"].get("ip") in (None, "testclient") for e in events if e["actor"]["id"] in logins)
+    assert not any(
+        e["session"].get("ip") in (None, "testclient") for e in events if e["actor"]["id"] in logins
+    )
     core = target.deployment.core
     assert verify(core.engine, core.keys.signer().public_key).ok
 

@@ -1,0 +1,95 @@
+"""End to end: a simulated renter is stepped up, then locked, through the live HTTP API.
+
+The account owner (a courier) works two ordinary days and most of a third through the API; that
+night someone else uses the account from a new phone on a broadband line in another province and
+scrapes the outlet (simulator scenario 1). The real RiskEngine sits on the request path.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+from courierguard.audit import verify
+from courierguard.clock import FixedClock
+from courierguard.config import Settings
+from courierguard.gateway.http import create_app
+from courierguard.gateway.wiring import open_deployment
+from courierguard.risk.engine import RiskEngine
+from courierguard.sim import SimConfig
+from courierguard.sim.demo import DEMO_ADMIN, bootstrap, thin
+from courierguard.sim.engine import Simulation
+from courierguard.sim.intents import to_intent
+from courierguard.sim.live import IntentResult, LiveDriver, LiveOptions, plan_waybills
+
+RENTED = 1
+
+
+@pytest.mark.slow
+def test_renter_is_stepped_up_then_locked_while_the_owner_works_undisturbed(tmp_path: Path) -> None:
+    sim = Simulation(SimConfig(employees=20, days=3, seed=2, scenarios=(RENTED,), attack_after_days=2))
+    labelled = list(sim.labelled())
+    truth = next(t for t in sim.truth() if t.get("scenario") == RENTED)
+    owner = truth["actors"][0]
+    attack_start = datetime.fromisoformat(truth["start"])
+    intents = thin([to_intent(e, s) for e, s in labelled if e["actor"]["id"] == owner], 0.25)
+    assert {it.scenario for it in intents} == {0, RENTED}
+
+    clock = FixedClock(datetime.fromisoformat(intents[0].at))
+    deployment = open_deployment(Settings(data_dir=tmp_path, tenant="e2e"), clock=clock)
+    assert isinstance(deployment.risk, RiskEngine)  # the real engine, default configuration
+    key = bootstrap(deployment, clock.now())
+    app = ProxyHeadersMiddleware(create_app(deployment), trusted_hosts="*")
+    results: list[IntentResult] = []
+    driver = LiveDriver(
+        lambda: TestClient(app, raise_server_exceptions=False),
+        LiveOptions(api_key=key, admin=DEMO_ADMIN, speed=0, workers=1),
+        seed=2,
+        sync=clock.set,
+        totp_now=clock.now,
+        on_result=results.append,
+    )
+    try:
+        driver.setup_world(sim.world, plan_waybills(intents))
+        report = driver.run(intents)
+    finally:
+        driver.close()
+
+    # The owner's normal work before the attack was all allowed.
+    own = [r for r in results if r.scenario == 0 and datetime.fromisoformat(r.at) < attack_start]
+    assert len({r.at[:10] for r in own}) >= 2, "the owner needs history before the renter shows up"
+    outcomes = [r.outcome for r in own]
+    assert set(outcomes) <= {"ok", "unsupported", "no_task"}, set(outcomes)
+    assert outcomes.count("no_task") <= 0.02 * len(own)  # the simulator's mis-scans, refused by policy
+    assert sum(r.records for r in own) >= 10
+
+    # The renter: first a step-up they cannot pass, then a lock, then the session is gone.
+    renter = [r for r in results if r.scenario == RENTED and r.outcome != "skipped"]
+    statuses = [(r.status, r.outcome) for r in renter]
+    first_step_up = statuses.index((403, "step_up_required"))
+    locked = statuses.index((403, "risk_locked"))
+    revoked = statuses.index((401, "unauthenticated"))
+    assert first_step_up < locked < revoked, statuses[: revoked + 1]
+    assert renter[first_step_up].action == "auth.login"  # the very first request of the new device
+    assert any(r.step_up == "failed" for r in renter[: locked + 1])  # no authenticator on their phone
+    assert not any(r.outcome in ("ok",) and r.action == "waybill.reveal" for r in renter)
+    assert report.tally(RENTED).records == set()  # no clear text reached the renter
+    assert locked <= 40, f"locked only after {locked} attempts"
+    assert report.tally(RENTED).contained_actors == {owner}
+
+    alerts = deployment.alerts.fetch(owner)
+    actions = [a["action"] for a in alerts]
+    assert "step_up" in actions and "lock" in actions
+    assert actions.index("step_up") < actions.index("lock")
+    lock = next(a for a in alerts if a["action"] == "lock")
+    assert {"new_device"} <= {r["code"] for r in lock["reasons"]}
+    assert deployment.risk.is_locked(owner)
+
+    core = deployment.core
+    report_audit = verify(core.engine, core.keys.signer().public_key)
+    assert report_audit.ok, report_audit.problems
+    deployment.close()
