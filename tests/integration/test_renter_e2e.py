@@ -93,3 +93,21 @@ def test_renter_is_stepped_up_then_locked_while_the_owner_works_undisturbed(tmp_
     report_audit = verify(core.engine, core.keys.signer().public_key)
     assert report_audit.ok, report_audit.problems
     deployment.close()
+
+
+@pytest.mark.http
+@pytest.mark.slow
+def test_demo_quick_runs_and_ends_with_a_summary(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", "from courierguard.cli.main import app; app()", "demo", "--quick",
+         "--data-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=120, check=False, env={"COLUMNS": "200", "PATH": ""},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    summary = next(line for line in result.stdout.splitlines() if line.startswith("Summary:"))
+    assert "obtained 0 clear-text records" in summary
+    assert "locked at" in summary and "audit trail verified" in summary
+    assert "step_up_required" in result.stdout and "risk_locked" in result.stdout

@@ -357,4 +357,4 @@ def _run_demo(config: Any, console: Console, run: Any) -> None:
         f"Baselines learned from {result.warmup_events:,} events in monitor mode; "
         f"{result.report.requests:,} live requests in {result.seconds:,.1f} s."
     )
-    console.print(f"[bold]{result.summary()}[/]")
+    console.print(f"[bold]{result.summary()}[/]", soft_wrap=True)

@@ -251,6 +251,10 @@ class TreeHeadOut(BaseModel):
     signature: str
 
 
+class WitnessOut(TreeHeadOut):
+    public_key: str
+
+
 class ProofOut(BaseModel):
     proof: list[str]
 
@@ -616,6 +620,19 @@ def create_app(deployment: Deployment) -> FastAPI:
         return TreeHeadOut(
             tree_size=head.size, root_hash=head.root.hex(), timestamp=head.timestamp.isoformat(),
             signature=head.signature.hex(),
+        )  # fmt: skip
+
+    @app.get("/v1/audit/witness", response_model=WitnessOut, tags=["audit"])
+    def audit_witness() -> WitnessOut:
+        """The latest signed tree head with the signing key, for external witnesses to poll.
+
+        Public on purpose: a tree head is a size, a hash, a time and a signature; it names no one.
+        A witness that stores heads and checks consistency between them catches a rewritten log.
+        """
+        head = guard.audit.tree_head()
+        return WitnessOut(
+            tree_size=head.size, root_hash=head.root.hex(), timestamp=head.timestamp.isoformat(),
+            signature=head.signature.hex(), public_key=deployment.core.keys.signer().public_key.hex(),
         )  # fmt: skip
 
     @app.get("/v1/audit/proofs/inclusion", response_model=ProofOut, responses=ERRORS, tags=["audit"])

@@ -310,6 +310,9 @@ def test_audit_trail_of_a_session_verifies_and_proves(world: World) -> None:
     )
     assert proof.status_code == 200 and proof.json()["proof"]
     assert world.client.get("/v1/audit/head", headers=c1).status_code == 403
+    witness = world.client.get("/v1/audit/witness").json()
+    assert witness["public_key"] == world.deployment.core.keys.signer().public_key.hex()
+    assert witness["tree_size"] >= head["tree_size"]
     world.deployment.guard.audit.checkpoint()
     report = verify(world.deployment.core.engine, world.deployment.core.keys.signer().public_key)
     assert report.ok, report.summary()
