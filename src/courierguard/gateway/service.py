@@ -73,7 +73,7 @@ from courierguard.policy import (
 )
 from courierguard.risk.interfaces import RiskHook
 from courierguard.timeutil import utc, utc_or_none
-from courierguard.vault import MaskedWaybill, Vault
+from courierguard.vault import MaskedWaybill, Vault, VaultError
 
 T = TypeVar("T")
 
@@ -283,8 +283,16 @@ class Guard:
         facts = self._facts(number)
 
         def serve() -> dict[PiiField, str]:
-            with self.vault.engine.connect() as conn:
-                return self.vault.reveal_in(conn, number, fields)
+            try:
+                with self.vault.engine.connect() as conn:
+                    return self.vault.reveal_in(conn, number, fields)
+            except VaultError as exc:
+                # The caller sees "record unavailable"; why (shredded, unreadable) goes on the record.
+                receipt = last_receipt.get()
+                self._record_system(
+                    caller, "vault.failure", failure=exc.failure.value, event=receipt[1] if receipt else None
+                )
+                raise
 
         return self._guard(
             caller, Action.WAYBILL_REVEAL, PolicyAction.REVEAL, facts=facts, fields=tuple(fields),
@@ -606,11 +614,11 @@ class Guard:
                                      reason=f"policy:{decision.reason}"))  # fmt: skip
             raise AccessDenied(decision.detail, reason=decision.reason or DenyReason.POLICY_DENIED)
 
-    def _record_system(self, caller: Caller, what: str, **counts: int) -> None:
+    def _record_system(self, caller: Caller, what: str, **details: int | str | None) -> None:
         try:
             self.audit.append(
                 EntryKind.SYSTEM,
-                {"what": what, "actor": caller.principal.id, "ts": self.clock.now().isoformat(), **counts},
+                {"what": what, "actor": caller.principal.id, "ts": self.clock.now().isoformat(), **details},
             )
         except CourierGuardError:
             raise

@@ -548,6 +548,8 @@ class LiveDriver:
         step_up = None
         if outcome == "step_up_required":
             step_up = self._step_up(client, it, new)
+        elif r.status_code == 429:  # throttled: try to sign in again with the next intent
+            return None, self._result(it, r.status_code, outcome)
         elif not r.is_success:
             # Cannot sign in (locked, left, revoked): a script gives up on this session.
             new.dead = new.gone = True

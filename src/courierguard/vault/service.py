@@ -56,14 +56,20 @@ class VaultFailure(StrEnum):
 
 
 class VaultError(CourierGuardError):
-    """A field could not be revealed. Callers see one opaque message; ``reason`` goes to the audit log."""
+    """A field could not be revealed.
+
+    Outside, every vault failure looks the same (``reason`` is always ``record_unavailable``): a
+    caller probing records must not learn which were shredded and which were tampered with. The
+    real cause is ``failure``, which the gateway writes to the audit log.
+    """
 
     status = 409
     title = "Record unavailable"
-    reason = VaultFailure.UNREADABLE
+    reason = "record_unavailable"
 
-    def __init__(self, reason: VaultFailure) -> None:
-        super().__init__("the requested personal data cannot be revealed", reason=reason)
+    def __init__(self, failure: VaultFailure) -> None:
+        super().__init__("the requested personal data cannot be revealed")
+        self.failure = failure
 
 
 @dataclass(frozen=True, slots=True)

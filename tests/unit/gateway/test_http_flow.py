@@ -337,3 +337,17 @@ def test_no_personal_data_in_logs(
     assert "request" in caplog.text or "request" in captured.err or "courierguard_http_requests" in text
     for secret in (SENDER_PHONE, RECIPIENT_PHONE, RECIPIENT_NAME, SENDER_NAME, "中关村", "科技园"):
         assert secret not in text
+
+
+def test_vault_failures_look_alike_outside_and_the_cause_is_recorded(world: World) -> None:
+    from courierguard.audit import AuditQueries, EntryKind
+
+    world.step(W1, "out_for_delivery", assignee="C1")
+    c1 = world.login("C1")
+    world.deployment.guard.vault.shred_month("2026-11")
+    r = reveal(world, c1)
+    assert r.status_code == 409 and r.json()["reason"] == "record_unavailable"
+    assert "shred" not in r.text
+    system = AuditQueries(world.deployment.core.engine).search(kinds=[EntryKind.SYSTEM], limit=1000).records
+    failures = [e.body for e in system if e.body.get("what") == "vault.failure" and e.body.get("actor") == "C1"]
+    assert failures and failures[-1]["failure"] == "shredded"

@@ -111,7 +111,7 @@ def test_tampered_ciphertext_fails(vault: Vault) -> None:
         conn.execute(update(parties).where(parties.c.tenant == vault.tenant).values(phone_ct=tampered))
     with pytest.raises(VaultError) as caught:
         vault.reveal("YT0000000000001", [PiiField.SENDER_PHONE])
-    assert caught.value.reason == VaultFailure.UNREADABLE
+    assert caught.value.failure == VaultFailure.UNREADABLE
     assert "13812345634" not in caught.value.diagnostics()
 
 
@@ -190,7 +190,7 @@ def test_shredding_a_month_makes_exactly_that_month_unreadable(vault: Vault, tmp
         for n in (2, 3):
             with pytest.raises(VaultError) as caught:
                 v.reveal(f"YT{n:013d}", [PiiField.SENDER_PHONE])
-            assert caught.value.reason == VaultFailure.SHREDDED
+            assert caught.value.failure == VaultFailure.SHREDDED
     assert fresh.waybills_by_phone("13812345634") == ["YT0000000000001"]
     masked = fresh.masked("YT0000000000002")
     assert masked.sender == masked.sender.__class__(None, None, None)
