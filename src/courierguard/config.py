@@ -45,6 +45,13 @@ class Settings(BaseModel):
     ] = None
     host: Annotated[str, Field(description="Address the HTTP API listens on.")] = "127.0.0.1"
     port: Annotated[int, Field(description="Port the HTTP API listens on.", ge=1, le=65535)] = 8700
+    trusted_proxies: Annotated[
+        str | None,
+        Field(
+            description="Comma-separated addresses of reverse proxies whose X-Forwarded-For is trusted for the "
+            "client IP (risk control keys networks on it). Unset: none; '*' trusts any (only behind a proxy)."
+        ),
+    ] = None
     page_size_max: Annotated[
         int, Field(description="Largest page a list or search returns (masked rows).", ge=1, le=1000)
     ] = 100

@@ -44,7 +44,15 @@ def serve(
         app = create_app(deployment)
         console.print(f"Courier Guard API on http://{settings.host}:{settings.port}/v1/docs")
         try:
-            uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
+            uvicorn.run(
+                app,
+                host=settings.host,
+                port=settings.port,
+                log_level="warning",
+                access_log=False,
+                proxy_headers=bool(settings.trusted_proxies),
+                forwarded_allow_ips=settings.trusted_proxies,
+            )
         finally:
             deployment.close()
 
@@ -113,6 +121,9 @@ def run(
         )
         console.print("  stop with Ctrl-C; data stays in " + str(settings.data_dir))
         try:
-            uvicorn.run(create_app(deployment), host=settings.host, port=settings.port, log_level="warning")
+            uvicorn.run(
+                create_app(deployment), host=settings.host, port=settings.port, log_level="warning",
+                access_log=False, proxy_headers=bool(settings.trusted_proxies), forwarded_allow_ips=settings.trusted_proxies,
+            )  # fmt: skip
         finally:
             deployment.close()
