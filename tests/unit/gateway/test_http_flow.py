@@ -349,5 +349,7 @@ def test_vault_failures_look_alike_outside_and_the_cause_is_recorded(world: Worl
     assert r.status_code == 409 and r.json()["reason"] == "record_unavailable"
     assert "shred" not in r.text
     system = AuditQueries(world.deployment.core.engine).search(kinds=[EntryKind.SYSTEM], limit=1000).records
-    failures = [e.body for e in system if e.body.get("what") == "vault.failure" and e.body.get("actor") == "C1"]
+    failures = [
+        e.body for e in system if e.body.get("what") == "vault.failure" and e.body.get("actor") == "C1"
+    ]
     assert failures and failures[-1]["failure"] == "shredded"
