@@ -253,6 +253,7 @@ def test_writer_death_fails_closed(engine: Engine, key_provider: LocalKeyFile) -
     log._write = die  # type: ignore[method-assign]
     with pytest.raises(AuditUnavailable):
         log.append(EntryKind.SYSTEM, {"lost": 1})
+    log._thread.join(5)  # let its exception be reported inside this test
     with pytest.raises(AuditUnavailable):
         log.append(EntryKind.SYSTEM, {"after": 1})
     assert log.size == 1
