@@ -275,6 +275,10 @@ def _waybill(m: MaskedWaybill) -> WaybillOut:
     )  # fmt: skip
 
 
+def _employee(e: Employee) -> EmployeeOut:
+    return EmployeeOut(id=e.id, role=e.role, org_unit=e.org_unit, status=e.status)
+
+
 def _approval(a: Approval) -> ApprovalOut:
     return ApprovalOut(
         id=a.id, kind=a.kind, requested_by=a.requested_by, status=a.status, fields=list(a.fields), scope=a.scope,
@@ -561,7 +565,7 @@ def create_app(deployment: Deployment) -> FastAPI:
         e = guard.put_employee(
             who, Employee(employee_id, body.role, body.org_unit, body.status, shifts, body.name)
         )
-        return EmployeeOut(id=e.id, role=e.role, org_unit=e.org_unit, status=e.status)
+        return _employee(e)
 
     @app.get(
         "/v1/admin/employees/{employee_id}", response_model=EmployeeOut, responses=ERRORS, tags=["admin"]
@@ -573,7 +577,7 @@ def create_app(deployment: Deployment) -> FastAPI:
         ):
             raise AccessDenied("only admins and officers look up other employees")
         e = guard.company.employee(employee_id)
-        return EmployeeOut(id=e.id, role=e.role, org_unit=e.org_unit, status=e.status)
+        return _employee(e)
 
     @app.post(
         "/v1/admin/employees/{employee_id}/status",
@@ -584,7 +588,7 @@ def create_app(deployment: Deployment) -> FastAPI:
     def set_status(employee_id: Ident, body: StatusIn, who: Who) -> EmployeeOut:
         """Suspend, reinstate or record that an employee left; sessions are revoked at once."""
         e = guard.set_employee_status(who, employee_id, body.status)
-        return EmployeeOut(id=e.id, role=e.role, org_unit=e.org_unit, status=e.status)
+        return _employee(e)
 
     @app.post(
         "/v1/admin/employees/{employee_id}/unlock",
@@ -595,7 +599,7 @@ def create_app(deployment: Deployment) -> FastAPI:
     def unlock(employee_id: Ident, who: Who) -> EmployeeOut:
         """An officer's review ends a risk lock."""
         e = guard.unlock(who, employee_id)
-        return EmployeeOut(id=e.id, role=e.role, org_unit=e.org_unit, status=e.status)
+        return _employee(e)
 
     @app.put("/v1/admin/org-units/{unit_id}", response_model=OrgUnitOut, responses=ERRORS, tags=["admin"])
     def put_org_unit(unit_id: Ident, body: OrgUnitIn, who: Who) -> OrgUnitOut:

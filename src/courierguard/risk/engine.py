@@ -278,7 +278,12 @@ class RiskEngine:
 
         # ---- is it used for volume no task explains?
         n = r.exposed
-        explained = self._explained(r)
+        # A bulk export within the role's daily export budget is explained by its approval (the
+        # gateway serves an export only after a second officer approved it); beyond the budget,
+        # export_abuse below decides, and its rows count as unexplained like any other.
+        explained = self._explained(r) or (
+            action == "waybill.export" and acc.d_exports < budget.exports_per_day
+        )
         # Sequential numbers count only for lookups that reveal or that the source refused: scanning
         # a sorted pile of parcels (masked views) is normal work, walking numbers for data is not.
         if not explained and r.res_id is not None and (action == "waybill.reveal" or r.outcome == "deny"):

@@ -269,3 +269,12 @@ def test_denied_by_source_is_not_exposure(feed: Feed) -> None:
             outcome="deny",
         )
     assert feed.engine.state.load("E1").d_unexpl == 0  # type: ignore[attr-defined]
+
+
+def test_an_approved_export_within_budget_is_not_an_unexplained_reveal(feed: Feed) -> None:
+    # A manager's weekly report export of a few hundred rows: explained by its approval, while a
+    # courier's export of the same rows is not (see test_courier_export_is_denied).
+    kw = {"role": "outlet_manager", "device": "PC-1", "loc": None}
+    action, _, reasons = feed.one(at(0, 12), "M1", "waybill.export", result_count=332, **kw)
+    assert action == "allow", reasons
+    assert "unexplained_reveals" not in codes(reasons)
