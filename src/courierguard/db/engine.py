@@ -31,12 +31,18 @@ def create_db_engine(url: str, **kwargs: Any) -> Engine:
         database = parsed.database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
+        # Sized for the server's thread pool (40 threads), each request holding a connection or two,
+        # so that requests never queue for a connection behind SQLAlchemy's default of 5 (+10).
+        kwargs.setdefault("pool_size", 40)
+        kwargs.setdefault("max_overflow", 40)
         engine = create_engine(url, connect_args={"check_same_thread": False}, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in ("", "psycopg2"):
         url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
     kwargs.setdefault("pool_pre_ping", True)
+    kwargs.setdefault("pool_size", 20)
+    kwargs.setdefault("max_overflow", 20)
     return create_engine(url, **kwargs)
 
 

@@ -327,7 +327,7 @@ def create_app(deployment: Deployment) -> FastAPI:
 
     app.add_middleware(_Observe, requests_total=requests_total, latency=latency)
 
-    def device_headers(
+    async def device_headers(
         request: Request,
         x_device_id: Annotated[str | None, Header(max_length=128)] = None,
         x_device_location: Annotated[
@@ -342,7 +342,9 @@ def create_app(deployment: Deployment) -> FastAPI:
         tuple[str | None, tuple[float, float] | None, str | None, str | None], Depends(device_headers)
     ]
 
-    def caller(device: Device, authorization: Annotated[str | None, Header()] = None) -> Caller:
+    async def caller(device: Device, authorization: Annotated[str | None, Header()] = None) -> Caller:
+        # Runs on the event loop, not the thread pool: a token check and one indexed lookup take tens
+        # of microseconds, less than another thread hop would cost; the endpoint does the real work.
         if not authorization:
             raise Unauthenticated("send Authorization: Bearer <token> or Authorization: ApiKey <key>")
         scheme, _, credential = authorization.partition(" ")
@@ -610,7 +612,7 @@ def create_app(deployment: Deployment) -> FastAPI:
 
     # --- audit ---
 
-    def officer(who: Who) -> Caller:
+    async def officer(who: Who) -> Caller:
         if who.principal.role not in (Role.SECURITY_OFFICER, Role.AUDITOR):
             raise AccessDenied("the audit trail is for security officers and auditors")
         return who

@@ -12,7 +12,9 @@ depends_on = None
 def upgrade() -> None:
     op.create_table(
         "audit_entries",
-        sa.Column("seq", sa.BigInteger(), autoincrement=False, nullable=False),
+        sa.Column(
+            "seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=False, nullable=False
+        ),
         sa.Column("ts_us", sa.BigInteger(), nullable=False),
         sa.Column("kind", sa.String(length=16), nullable=False),
         sa.Column("actor", sa.String(length=64), nullable=True),
