@@ -17,6 +17,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from sqlalchemy import Engine
 
+from courierguard.app import open_core
 from courierguard.audit import AuditQueries, archive, export_jsonl, export_ocsf, verify
 from courierguard.config import Settings
 from courierguard.db import create_db_engine
@@ -189,18 +190,44 @@ def query_command(
     limit: Annotated[int, typer.Option(help="Entries per page.")] = 100,
     cursor: Annotated[int | None, typer.Option(help="next_cursor of the previous page.")] = None,
     proofs: Annotated[bool, typer.Option(help="Attach inclusion proofs in the latest head.")] = False,
+    by_phone: Annotated[
+        bool,
+        typer.Option(
+            "--by-phone",
+            help="Who accessed a data subject's records: the phone is read from a hidden prompt or stdin "
+            "(never an argument, so it stays out of shell history) and matched through the blind index.",
+        ),
+    ] = False,
     database_url: DatabaseUrl = None,
+    key_file: Annotated[
+        Path | None, typer.Option(help="Key file, for the blind index of --by-phone.")
+    ] = None,
 ) -> None:
-    """Entries by actor, waybill and time, one page as JSON.
+    """Entries by actor, waybill, phone and time, one page as JSON.
 
     Example: ``courierguard audit query --waybill YT0000000001 --since 2025-11-01T00:00:00+08:00``
     """
+    phone = None
+    if by_phone:
+        phone = (
+            sys.stdin.readline().strip() if not sys.stdin.isatty() else typer.prompt("phone", hide_input=True)
+        )
 
     def go() -> dict[str, Any]:
+        numbers = list(waybill or [])
+        if phone is not None:
+            core = open_core(_settings(database_url, key_file), migrate_schema=False)
+            try:
+                found = core.vault.waybills_by_phone(phone)
+            finally:
+                core.close()
+            if not found:
+                return {"records": [], "next_cursor": None}
+            numbers += found
         with _engine(database_url) as engine:
             page = AuditQueries(engine).search(
                 actor=actor,
-                waybills=waybill or None,
+                waybills=numbers or None,
                 since=_parse_time(since, "since"),
                 until=_parse_time(until, "until"),
                 limit=limit,

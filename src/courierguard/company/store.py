@@ -155,10 +155,6 @@ class CompanyStore:
             if not found.rowcount:
                 conn.execute(insert(employees).values(tenant=self.tenant, id=employee.id, **values))
 
-    def put_employees(self, batch: list[Employee], now: datetime) -> None:
-        for employee in batch:
-            self.put_employee(employee, now)
-
     def employee(self, employee_id: str, conn: Connection | None = None) -> Employee:
         params = {"tenant": self.tenant, "id": employee_id}
         if conn is None:
@@ -189,14 +185,6 @@ class CompanyStore:
             if not result.rowcount:
                 raise NotFound(f"employee {employee_id} not found")
             return self.employee(employee_id, conn)
-
-    def employee_status_reason(self, employee_id: str) -> str | None:
-        with self.engine.connect() as conn:
-            return conn.execute(
-                select(employees.c.status_reason).where(
-                    employees.c.tenant == self.tenant, employees.c.id == employee_id
-                )
-            ).scalar()
 
     # --- waybills -----------------------------------------------------------------------------------
 

@@ -255,6 +255,21 @@ class WitnessOut(TreeHeadOut):
     public_key: str
 
 
+class AuditSearchIn(_In):
+    actor: Annotated[str | None, Field(max_length=64)] = None
+    waybills: Annotated[list[Annotated[str, Field(pattern=NUMBER)]], Field(max_length=100)] = []
+    phone: Annotated[str | None, Field(max_length=32)] = None
+    since: datetime | None = None
+    until: datetime | None = None
+    cursor: Annotated[int | None, Field(ge=0)] = None
+    limit: Annotated[int, Field(ge=1, le=1000)] = 100
+
+
+class AuditPageOut(BaseModel):
+    records: list[dict[str, Any]]
+    next_cursor: int | None
+
+
 class ProofOut(BaseModel):
     proof: list[str]
 
@@ -627,6 +642,18 @@ def create_app(deployment: Deployment) -> FastAPI:
             tree_size=head.size, root_hash=head.root.hex(), timestamp=head.timestamp.isoformat(),
             signature=head.signature.hex(),
         )  # fmt: skip
+
+    @app.post("/v1/audit/search", response_model=AuditPageOut, responses=ERRORS, tags=["audit"])
+    def audit_search(body: AuditSearchIn, who: Officer) -> AuditPageOut:
+        """Who accessed what: entries by actor, waybills, a data subject's phone (blind index), time.
+
+        The phone travels in the body, never the URL; the search itself is recorded.
+        """
+        page = guard.audit_search(
+            who, actor=body.actor, waybills=body.waybills, phone=body.phone, since=body.since, until=body.until,
+            cursor=body.cursor, limit=body.limit,
+        )  # fmt: skip
+        return AuditPageOut(records=[r.to_dict() for r in page.records], next_cursor=page.next_cursor)
 
     @app.get("/v1/audit/witness", response_model=WitnessOut, tags=["audit"])
     def audit_witness() -> WitnessOut:

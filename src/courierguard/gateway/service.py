@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import insert, select, update
 
-from courierguard.audit import AuditLog, EntryKind
+from courierguard.audit import AuditLog, AuditQueries, EntryKind, Page
 from courierguard.clock import Clock
 from courierguard.company import CompanyStore, LifecycleChange
 from courierguard.config import Settings
@@ -518,6 +518,48 @@ class Guard:
         if kind == "export" and approval.used_at is not None:
             raise Conflict(f"export {approval_id} was already downloaded")
         return approval
+
+    # --- investigations ------------------------------------------------------------------------------------
+
+    def audit_search(
+        self,
+        caller: Caller,
+        *,
+        actor: str | None = None,
+        waybills: Sequence[str] = (),
+        phone: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        cursor: int | None = None,
+        limit: int = 100,
+    ) -> Page:
+        """Who accessed what: audit entries by actor, waybill, a data subject's phone, time.
+
+        Officers and auditors only, and the search is itself recorded (never the phone: only that a
+        phone was searched and how many waybills it matched).
+        """
+        if caller.principal.role not in (Role.SECURITY_OFFICER, Role.AUDITOR):
+            raise AccessDenied("the audit trail is for security officers and auditors")
+        for name, value in (("since", since), ("until", until)):
+            if value is not None and value.tzinfo is None:
+                raise InvalidInput(name, "needs a UTC offset")
+        numbers = list(waybills)
+        matched = None
+        if phone is not None:
+            found = self.vault.waybills_by_phone(phone)
+            matched = len(found)
+            numbers += found
+        what = f"audit.search:actor={actor or '-'}:waybills={len(waybills)}:phone={'matched ' + str(matched) if matched is not None else '-'}"
+        self._record(self._event(caller, Action.ADMIN_CHANGE, outcome=Outcome.ALLOW, purpose=what[:128]))
+        if phone is not None and not numbers:
+            return Page([], None)
+        page = AuditQueries(self.vault.engine).search(
+            actor=actor, waybills=numbers or None, since=since, until=until, cursor=cursor, limit=limit
+        )
+        # One audit log may serve several tenants (waybill numbers can repeat between them): an
+        # investigator sees only their own tenant's entries. A page may then hold fewer than ``limit``.
+        tenant = self.settings.tenant
+        return Page([r for r in page.records if r.body and r.body.get("tenant") == tenant], page.next_cursor)
 
     # --- writes from the order and PDA systems -----------------------------------------------------------
 

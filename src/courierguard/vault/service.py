@@ -190,11 +190,6 @@ class Vault:
             self._data_keys[month] = aead
             return aead
 
-    def forget_cached_keys(self) -> None:
-        """Drop unwrapped data keys from memory (after shredding, or on an operator's request)."""
-        with self._lock:
-            self._data_keys.clear()
-
     # --- ingest -------------------------------------------------------------------------------------
 
     def ingest_records(self, records: Sequence[Any]) -> IngestResult:
@@ -391,24 +386,6 @@ class Vault:
             out[field] = _render(field, clear)
         return out
 
-    def reveal_party(self, number: str, role: str) -> Party:
-        """The whole party, e.g. for an approved export or the data subject's own report."""
-        fields = [PiiField(f"{role}.{a}") for a in ("name", "phone", "address")]
-        with self.engine.connect() as conn:
-            values = self.reveal_in(conn, number, fields)
-            row = conn.execute(
-                select(parties.c.address_ct, parties.c.key_month).where(
-                    parties.c.tenant == self.tenant, parties.c.waybill == number, parties.c.role == role
-                )
-            ).one()
-            aead = self._data_key(conn, row.key_month, create=False)
-            parts = (
-                aead.open(row.address_ct, _aad(self.tenant, number, f"{role}.address")).decode().split("\x1f")
-            )
-        from courierguard.domain import Address
-
-        return Party(values[fields[0]], values[fields[1]], Address(*parts))
-
     # --- lookup -------------------------------------------------------------------------------------
 
     def waybills_by_phone(self, phone: str, *, limit: int = 1000) -> list[str]:
@@ -423,9 +400,6 @@ class Vault:
         if digest is None:
             return []
         return self._by_index(parties.c.name_bidx, digest, limit)
-
-    def phone_index(self, phone: str) -> bytes | None:
-        return self._index.phone(phone)
 
     def _by_index(self, column: Any, digest: bytes, limit: int) -> list[str]:
         with self.engine.connect() as conn:

@@ -43,3 +43,35 @@ def test_unreadable_key_file_is_one_line(tmp_path: Path) -> None:
     key_file.chmod(0o644)
     result = runner.invoke(app, ["init", "--data-dir", str(tmp_path)])
     assert result.exit_code == 1 and "chmod 600" in result.output and "Traceback" not in result.output
+
+
+def test_audit_query_by_phone_reads_the_phone_from_stdin(tmp_path: Path) -> None:
+    import json
+    from datetime import UTC, datetime
+
+    from courierguard.audit import EntryKind, open_audit_log
+    from courierguard.domain import NewWaybill
+    from courierguard.sim.synthetic import PartyGenerator
+    from courierguard.vault import Vault
+
+    data = ["--data-dir", str(tmp_path)]
+    assert runner.invoke(app, ["init", *data]).exit_code == 0
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'courierguard.sqlite3'}")
+    keys = LocalKeyFile(tmp_path / "keys.json")
+    gen = PartyGenerator(1)
+    sender, recipient = gen.party(), gen.party()
+    now = datetime(2026, 11, 11, tzinfo=UTC)
+    Vault(engine, keys, tenant="demo").ingest(
+        [NewWaybill("YT0000000000001", "O1", "O2", "R", sender, recipient, now)]
+    )
+    log = open_audit_log(engine, keys)
+    log.append(EntryKind.ACCESS, {"id": "ev1", "action": "waybill.reveal", "actor": {"id": "E7"},
+                                  "resource": {"type": "waybill", "id": "YT0000000000001"}})  # fmt: skip
+    log.close()
+    result = runner.invoke(app, ["audit", "query", "--by-phone", *data[:0], "--key-file", str(tmp_path / "keys.json"),
+                                 "--database-url", f"sqlite:///{tmp_path / 'courierguard.sqlite3'}"],
+                           input=recipient.phone + "\n")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    records = json.loads(result.output)["records"]
+    assert [r["body"]["actor"]["id"] for r in records] == ["E7"]
+    assert recipient.phone not in result.output

@@ -353,3 +353,22 @@ def test_vault_failures_look_alike_outside_and_the_cause_is_recorded(world: Worl
         e.body for e in system if e.body.get("what") == "vault.failure" and e.body.get("actor") == "C1"
     ]
     assert failures and failures[-1]["failure"] == "shredded"
+
+
+def test_a_data_subject_asks_who_accessed_their_data(world: World) -> None:
+    world.step(W1, "out_for_delivery", assignee="C1")
+    c1, x1, k1 = world.login("C1"), world.login("X1"), world.login("K1")
+    assert reveal(world, c1).status_code == 200
+    body = {"phone": "+86 186 8765 4321"}  # the recipient of every seeded parcel
+    assert world.client.post("/v1/audit/search", json=body, headers=k1).status_code == 403
+    r = world.client.post("/v1/audit/search", json=body, headers=x1)
+    assert r.status_code == 200, r.text
+    reveals = [e["body"] for e in r.json()["records"] if e["body"].get("action") == "waybill.reveal"]
+    assert [(e["actor"]["id"], e["resource"]["id"], e["purpose"]) for e in reveals] == [
+        ("C1", W1, "delivery_contact")
+    ]
+    assert RECIPIENT_PHONE not in r.text.replace("+86" + RECIPIENT_PHONE, "")
+    nobody = world.client.post("/v1/audit/search", json={"phone": "13000000000"}, headers=x1).json()
+    assert nobody["records"] == []
+    searches = [e for e in world.access_events() if str(e.get("purpose", "")).startswith("audit.search")]
+    assert len(searches) == 2 and all(RECIPIENT_PHONE not in str(e) for e in searches)
