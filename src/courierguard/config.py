@@ -88,6 +88,13 @@ class Settings(BaseModel):
         str | None,
         Field(description="JWKS URL of a real identity provider. Unset: the built-in development issuer."),
     ] = None
+    opentelemetry: Annotated[
+        bool,
+        Field(
+            description="Emit FastAPI's native OpenTelemetry traces, metrics and logs (needs a configured "
+            "OpenTelemetry SDK). Off: Prometheus at /metrics and JSON logs only, and less work per request."
+        ),
+    ] = False
     log_level: Annotated[Literal["debug", "info", "warning", "error"], Field(description="Log level.")] = (
         "info"
     )

@@ -7,12 +7,13 @@ audit log's group commit together, which is what makes fail-closed recording che
 import csv
 import io
 import logging
+import re
 import time
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import structlog
-from fastapi import Depends, FastAPI, Header, Path, Query, Request, Response
+from fastapi import Depends, FastAPI, Path, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
@@ -42,6 +43,7 @@ log = structlog.get_logger("courierguard.http")
 NUMBER = r"^[A-Z]{2}\d{13}$"
 ID = r"^[A-Za-z0-9_.:\-]{1,64}$"
 LOCATION = r"^-?(90(\.0+)?|[1-8]?\d(\.\d+)?),-?(180(\.0+)?|(1[0-7]\d|[1-9]?\d)(\.\d+)?)$"
+LOCATION_RE = re.compile(LOCATION)
 
 
 # --- wire models --------------------------------------------------------------------------------------
@@ -327,9 +329,12 @@ def create_app(deployment: Deployment) -> FastAPI:
         docs_url="/v1/docs",
         openapi_url="/v1/openapi.json",
         redoc_url=None,
+        telemetry=None
+        if deployment.core.settings.opentelemetry
+        else {"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     problems.install(app)
-    _headers_are_never_null(app)
+    _document_headers(app)
     registry = CollectorRegistry()
     requests_total = Counter(
         "courierguard_http_requests",
@@ -342,24 +347,27 @@ def create_app(deployment: Deployment) -> FastAPI:
 
     app.add_middleware(_Observe, requests_total=requests_total, latency=latency)
 
-    async def device_headers(
+    # Identity headers are read straight from the request, not declared as ``Header()`` parameters:
+    # FastAPI re-inspects every declared parameter's annotation on every request, which cost more than
+    # the policy decision. The OpenAPI document still lists them (see ``_document_headers``).
+    def device_headers(
         request: Request,
-        x_device_id: Annotated[str | None, Header(max_length=128)] = None,
-        x_device_location: Annotated[
-            str | None, Header(max_length=64, pattern=LOCATION, description="Device position: 'lat,lon'")
-        ] = None,
     ) -> tuple[str | None, tuple[float, float] | None, str | None, str | None]:
+        headers = request.headers
+        device_id = headers.get("x-device-id")
+        if device_id is not None and not 0 < len(device_id) <= 128:
+            raise InvalidInput("X-Device-Id", "must be 1 to 128 characters")
+        raw_location = headers.get("x-device-location")
+        if raw_location is not None and not LOCATION_RE.fullmatch(raw_location):
+            raise InvalidInput("X-Device-Location", "must be 'lat,lon' in decimal degrees")
         ip = request.client.host if request.client else None
-        ua = request.headers.get("user-agent")
-        return x_device_id, _location(x_device_location), ip, ua
+        return device_id, _location(raw_location), ip, headers.get("user-agent")
 
-    Device = Annotated[
-        tuple[str | None, tuple[float, float] | None, str | None, str | None], Depends(device_headers)
-    ]
-
-    async def caller(device: Device, authorization: Annotated[str | None, Header()] = None) -> Caller:
+    async def caller(request: Request) -> Caller:
         # Runs on the event loop, not the thread pool: a token check and one indexed lookup take tens
         # of microseconds, less than another thread hop would cost; the endpoint does the real work.
+        device = device_headers(request)
+        authorization = request.headers.get("authorization")
         if not authorization:
             raise Unauthenticated("send Authorization: Bearer <token> or Authorization: ApiKey <key>")
         scheme, _, credential = authorization.partition(" ")
@@ -387,11 +395,10 @@ def create_app(deployment: Deployment) -> FastAPI:
     # --- identity ---
 
     @app.post("/v1/auth/login", response_model=SessionOut, responses=ERRORS, tags=["identity"])
-    def login(
-        body: LoginIn, device: Device, authorization: Annotated[str | None, Header()] = None
-    ) -> SessionOut:
+    def login(body: LoginIn, request: Request) -> SessionOut:
         """Open a session for the employee in the bearer token, on the device in ``X-Device-Id``."""
-        scheme, _, token = (authorization or "").partition(" ")
+        device = device_headers(request)
+        scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise Unauthenticated("send Authorization: Bearer <token>")
         claims = deployment.tokens.verify(token.strip())
@@ -734,25 +741,36 @@ class _Observe:
             )
 
 
-def _headers_are_never_null(app: FastAPI) -> None:
-    """An absent header is absent, never ``null``: say so in the OpenAPI document.
+_PUBLIC_ROUTES = {"/healthz", "/metrics", "/v1/dev/token", "/v1/audit/witness"}
 
-    FastAPI renders an optional header as ``anyOf: [string, null]``; clients (and schemathesis) then
-    send the text "null". The document keeps only the string branch, which is what the API accepts.
-    """
+
+def _document_headers(app: FastAPI) -> None:
+    """Lists the identity headers (read from the request, not declared) in the OpenAPI document."""
     original = app.openapi
+    device_params = [
+        {"name": "X-Device-Id", "in": "header", "required": False,
+         "description": "Stable id of the PDA, phone or PC (required for employees).",
+         "schema": {"type": "string", "minLength": 1, "maxLength": 128}},
+        {"name": "X-Device-Location", "in": "header", "required": False,
+         "description": "Device position: 'lat,lon' in decimal degrees.",
+         "schema": {"type": "string", "maxLength": 64, "pattern": LOCATION}},
+    ]  # fmt: skip
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is not None:
             return app.openapi_schema
         document = original()
-        for path in document.get("paths", {}).values():
-            for operation in path.values():
-                for param in operation.get("parameters", []):
-                    schema = param.get("schema", {})
-                    if param.get("in") == "header" and "anyOf" in schema:
-                        branches = [b for b in schema.pop("anyOf") if b.get("type") != "null"]
-                        schema.update(branches[0] if len(branches) == 1 else {"anyOf": branches})
+        document.setdefault("components", {})["securitySchemes"] = {
+            "employee": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+            "service": {"type": "apiKey", "in": "header", "name": "Authorization",
+                        "description": "ApiKey cgk_<id>_<secret>"},
+        }  # fmt: skip
+        for path, item in document.get("paths", {}).items():
+            if path in _PUBLIC_ROUTES:
+                continue
+            for operation in item.values():
+                operation.setdefault("parameters", []).extend(device_params)
+                operation["security"] = [{"employee": []}, {"service": []}]
         app.openapi_schema = document
         return document
 

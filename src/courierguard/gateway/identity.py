@@ -33,6 +33,7 @@ DEV_ALGORITHM = "HS256"
 IDP_ALGORITHMS = ["RS256", "ES256", "EdDSA"]
 STEP_UP_VALID = timedelta(minutes=15)
 API_KEY_PREFIX = "cgk_"
+VERIFIED_TOKENS_KEPT = 50_000
 
 
 # Checked on every request: built once with bound parameters (a Core select per call costs more).
@@ -97,12 +98,30 @@ class TokenVerifier:
             raise ValueError("configure exactly one of the development issuer and a JWKS URL")
         self._clock = clock or SystemClock()
         self._leeway = leeway
+        self._verified: dict[bytes, TokenClaims] = {}
         self.issuer = issuer
         self.audience = audience
         self._dev_key = dev_key
         self._jwks = jwt.PyJWKClient(jwks_url, cache_keys=True, lifespan=300) if jwks_url else None
 
     def verify(self, token: str) -> TokenClaims:
+        """The claims of a valid token; raises :class:`Unauthenticated` otherwise.
+
+        A token's signature check gives the same answer every time, so verified claims are kept
+        (keyed by the token's SHA-256, not the token), bounded, and expiry is rechecked on every call.
+        """
+        key = hashlib.sha256(token.encode()).digest()
+        claims = self._verified.get(key)
+        if claims is None:
+            claims = self._verify(token)
+            if len(self._verified) >= VERIFIED_TOKENS_KEPT:
+                self._verified.clear()
+            self._verified[key] = claims
+        if claims.expires_at + self._leeway < self._clock.now():
+            raise Unauthenticated("bearer token rejected (ExpiredSignatureError)")
+        return claims
+
+    def _verify(self, token: str) -> TokenClaims:
         try:
             if self._jwks is not None:
                 key: Any = self._jwks.get_signing_key_from_jwt(token).key
@@ -129,14 +148,10 @@ class TokenVerifier:
             expires = datetime.fromtimestamp(int(claims["exp"]), tz=UTC)
         except (TypeError, ValueError, OverflowError):
             raise Unauthenticated("bearer token has an invalid exp") from None
-        if expires + self._leeway < self._clock.now():
-            raise Unauthenticated("bearer token rejected (ExpiredSignatureError)")
         sub, sid = claims.get("sub"), claims.get("sid")
         if not isinstance(sub, str) or not isinstance(sid, str) or not sub or not sid or len(sid) > 64:
             raise Unauthenticated("bearer token lacks a valid sub or sid")
-        return TokenClaims(
-            sub, sid, datetime.fromtimestamp(int(claims["exp"]), tz=utc(datetime.now()).tzinfo)
-        )
+        return TokenClaims(sub, sid, expires)
 
 
 class DevIssuer:
