@@ -115,7 +115,9 @@ def run(
             for role, info in accounts.items():
                 console.print(f"  {role:<18} {info['employee_id']:<9} {info['note']}", highlight=False)
         base = f"http://{settings.host}:{settings.port}"
-        console.print(f"[bold]Courier Guard[/bold] is running: console and API at {base}/v1/docs")
+        console.print(
+            f"[bold]Courier Guard[/bold] is running at {base} (interactive API docs: {base}/v1/docs)"
+        )
         console.print(
             f"  sign in as a demo employee: see the README's tour (POST {base}/v1/dev/token)", highlight=False
         )
