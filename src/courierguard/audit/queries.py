@@ -44,6 +44,7 @@ class AuditQueries:
         self,
         *,
         actor: str | None = None,
+        tenant: str | None = None,
         waybills: Sequence[str] | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
@@ -71,6 +72,8 @@ class AuditQueries:
             query = query.where(e.seq.in_(matching))
         if actor is not None:
             query = query.where(e.actor == actor)
+        if tenant is not None:
+            query = query.where(e.tenant == tenant)
         if since is not None:
             query = query.where(e.ts_us >= to_micros(since))
         if until is not None:

@@ -36,6 +36,7 @@ from courierguard.audit._internal.core import (
     actor_of,
     body_bytes,
     check_kind,
+    tenant_of,
     waybills_of,
 )
 from courierguard.audit.merkle import LEAF_PREFIX, MerkleTree
@@ -54,12 +55,8 @@ _APPEND_TIMEOUT = 30.0
 # Group-commit linger: stop waiting when no caller arrived for _LINGER_QUIET s, or after _LINGER_MAX s.
 _LINGER_QUIET = 0.0002
 _LINGER_MAX = 0.002
-_INSERT_ENTRY_QMARK = (
-    "INSERT INTO audit_entries (seq, ts_us, kind, actor, entry, leaf_hash) VALUES (?, ?, ?, ?, ?, ?)"
-)
-_INSERT_ENTRY_FORMAT = (
-    "INSERT INTO audit_entries (seq, ts_us, kind, actor, entry, leaf_hash) VALUES (%s, %s, %s, %s, %s, %s)"
-)
+_INSERT_ENTRY_QMARK = "INSERT INTO audit_entries (seq, ts_us, kind, actor, tenant, entry, leaf_hash) VALUES (?, ?, ?, ?, ?, ?, ?)"
+_INSERT_ENTRY_FORMAT = "INSERT INTO audit_entries (seq, ts_us, kind, actor, tenant, entry, leaf_hash) VALUES (%s, %s, %s, %s, %s, %s, %s)"
 _MAX_SEQ = "SELECT max(seq) FROM audit_entries"
 _INSERT_WAYBILL_QMARK = "INSERT INTO audit_waybills (waybill, seq) VALUES (?, ?)"
 _INSERT_WAYBILL_FORMAT = "INSERT INTO audit_waybills (waybill, seq) VALUES (%s, %s)"
@@ -68,15 +65,22 @@ _INSERT_WAYBILL_FORMAT = "INSERT INTO audit_waybills (waybill, seq) VALUES (%s, 
 class _Request:
     """One queued entry (or, with ``kind`` None, a checkpoint). Plain slots: no per-entry Event."""
 
-    __slots__ = ("actor", "body", "error", "head", "index", "kind", "ts_us", "waybills")
+    __slots__ = ("actor", "body", "error", "head", "index", "kind", "tenant", "ts_us", "waybills")
 
     def __init__(
-        self, kind: str | None, body: bytes, ts_us: int, actor: str | None, waybills: set[str]
+        self,
+        kind: str | None,
+        body: bytes,
+        ts_us: int,
+        actor: str | None,
+        waybills: set[str],
+        tenant: str | None = None,
     ) -> None:
         self.kind = kind
         self.body = body
         self.ts_us = ts_us
         self.actor = actor
+        self.tenant = tenant
         self.waybills = waybills
         self.index = -1
         self.head: SignedTreeHead | None = None
@@ -163,6 +167,7 @@ class SqlAuditLog:
             to_micros(self._clock.now()),
             actor_of(body),
             waybills_of(body),
+            tenant_of(body),
         )
         self._submit((request,))
         return request.index
@@ -176,7 +181,8 @@ class SqlAuditLog:
         checked = check_kind(kind).value
         ts_us = to_micros(self._clock.now())
         requests = [
-            _Request(checked, body_bytes(body), ts_us, actor_of(body), waybills_of(body)) for body in bodies
+            _Request(checked, body_bytes(body), ts_us, actor_of(body), waybills_of(body), tenant_of(body))
+            for body in bodies
         ]
         if requests:
             self._submit(requests)
@@ -350,7 +356,7 @@ class SqlAuditLog:
                 entry = encode(index, request.ts_us, request.kind, request.body)
                 h = sha(LEAF_PREFIX + entry).digest()
                 leaves.append(h)
-                rows.append((index, request.ts_us, request.kind, request.actor, entry, h))
+                rows.append((index, request.ts_us, request.kind, request.actor, request.tenant, entry, h))
                 if request.waybills:
                     waybill_rows.extend((w, index) for w in request.waybills)
                 index += 1

@@ -20,10 +20,13 @@ audit_entries = Table(
     Column("ts_us", BigInteger, nullable=False),
     Column("kind", String(16), nullable=False),
     Column("actor", String(64)),
+    # Which tenant's entry (one log may serve several): investigators' searches are scoped by it.
+    Column("tenant", String(64)),
     Column("entry", LargeBinary),
     Column("leaf_hash", LargeBinary(32), nullable=False),
     Index(None, "ts_us"),
     Index(None, "actor", "seq"),
+    Index(None, "tenant", "seq"),
 )
 
 audit_waybills = Table(

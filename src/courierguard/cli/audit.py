@@ -215,8 +215,11 @@ def query_command(
 
     def go() -> dict[str, Any]:
         numbers = list(waybill or [])
+        tenant = None
         if phone is not None:
-            core = open_core(_settings(database_url, key_file), migrate_schema=False)
+            settings = _settings(database_url, key_file)
+            tenant = settings.tenant  # the phone was matched in this tenant's vault
+            core = open_core(settings, migrate_schema=False)
             try:
                 found = core.vault.waybills_by_phone(phone)
             finally:
@@ -227,6 +230,7 @@ def query_command(
         with _engine(database_url) as engine:
             page = AuditQueries(engine).search(
                 actor=actor,
+                tenant=tenant,
                 waybills=numbers or None,
                 since=_parse_time(since, "since"),
                 until=_parse_time(until, "until"),

@@ -65,8 +65,13 @@ def test_audit_query_by_phone_reads_the_phone_from_stdin(tmp_path: Path) -> None
         [NewWaybill("YT0000000000001", "O1", "O2", "R", sender, recipient, now)]
     )
     log = open_audit_log(engine, keys)
-    log.append(EntryKind.ACCESS, {"id": "ev1", "action": "waybill.reveal", "actor": {"id": "E7"},
-                                  "resource": {"type": "waybill", "id": "YT0000000000001"}})  # fmt: skip
+    for tenant, actor in (("demo", "E7"), ("other-tenant", "X9")):  # same waybill number, two tenants
+        log.append(
+            EntryKind.ACCESS,
+            {"id": f"ev-{actor}", "tenant": tenant, "action": "waybill.reveal", "actor": {"id": actor},
+             "resource": {"type": "waybill", "id": "YT0000000000001"}},
+        )  # fmt: skip
+
     log.close()
     result = runner.invoke(app, ["audit", "query", "--by-phone", *data[:0], "--key-file", str(tmp_path / "keys.json"),
                                  "--database-url", f"sqlite:///{tmp_path / 'courierguard.sqlite3'}"],

@@ -40,6 +40,12 @@ def _is_mapping(value: object) -> TypeGuard[Mapping[str, Any]]:
     return type(value) is dict or isinstance(value, Mapping)
 
 
+def tenant_of(body: Mapping[str, Any]) -> str | None:
+    """The tenant an entry belongs to (Access Event v1 ``tenant``, alerts' ``tenant``), if it names one."""
+    tenant = body.get("tenant")
+    return tenant[:64] if isinstance(tenant, str) else None
+
+
 def actor_of(body: Mapping[str, Any]) -> str | None:
     """The actor id an entry is filed under: ``actor.id`` (Access Event v1) or a plain ``actor``."""
     actor = body.get("actor")

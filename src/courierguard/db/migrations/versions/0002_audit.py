@@ -18,6 +18,7 @@ def upgrade() -> None:
         sa.Column("ts_us", sa.BigInteger(), nullable=False),
         sa.Column("kind", sa.String(length=16), nullable=False),
         sa.Column("actor", sa.String(length=64), nullable=True),
+        sa.Column("tenant", sa.String(length=64), nullable=True),
         sa.Column("entry", sa.LargeBinary(), nullable=True),
         sa.Column("leaf_hash", sa.LargeBinary(length=32), nullable=False),
         sa.PrimaryKeyConstraint("seq", name=op.f("pk_audit_entries")),
@@ -25,6 +26,7 @@ def upgrade() -> None:
     with op.batch_alter_table("audit_entries", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_audit_entries_ts_us"), ["ts_us"], unique=False)
         batch_op.create_index(batch_op.f("ix_audit_entries_actor_seq"), ["actor", "seq"], unique=False)
+        batch_op.create_index(batch_op.f("ix_audit_entries_tenant_seq"), ["tenant", "seq"], unique=False)
     op.create_table(
         "audit_waybills",
         sa.Column("waybill", sa.String(length=64), nullable=False),
@@ -46,6 +48,7 @@ def downgrade() -> None:
     op.drop_table("audit_tree_heads")
     op.drop_table("audit_waybills")
     with op.batch_alter_table("audit_entries", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_audit_entries_tenant_seq"))
         batch_op.drop_index(batch_op.f("ix_audit_entries_actor_seq"))
         batch_op.drop_index(batch_op.f("ix_audit_entries_ts_us"))
     op.drop_table("audit_entries")
