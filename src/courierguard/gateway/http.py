@@ -405,11 +405,10 @@ def create_app(deployment: Deployment) -> FastAPI:
         device_id, location, ip, ua = device
         if device_id is None:
             raise InvalidInput("X-Device-Id", "is required")
-        session = guard.login(
+        session, employee = guard.login(
             claims.employee_id, claims.session_id, device_id=device_id, ip=ip, user_agent=ua,
             location=location, auth=body.auth,
         )  # fmt: skip
-        employee = guard.company.employee(claims.employee_id)
         return SessionOut(
             session_id=session.id, employee=employee.id, role=employee.role, org_unit=employee.org_unit,
             device_bound=device_id in guard.devices.bound(employee.id),

@@ -190,7 +190,7 @@ class Guard:
         user_agent: str | None,
         location: tuple[float, float] | None,
         auth: AuthMethod,
-    ) -> SessionRecord:
+    ) -> tuple[SessionRecord, Employee]:
         """Open (or resume) a session for a verified token, recorded as ``auth.login``."""
         now = self.clock.now()
         employee = self._employee(employee_id)
@@ -207,7 +207,7 @@ class Guard:
             )
         session = self.sessions.open(session_id, employee_id, device_id, auth.value, now)
         self._judge(self._event(caller, Action.AUTH_LOGIN, outcome=Outcome.ALLOW), serve=lambda: None)
-        return session
+        return session, employee
 
     def logout(self, caller: Caller) -> None:
         if caller.session_id:
