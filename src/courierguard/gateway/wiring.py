@@ -48,9 +48,13 @@ class Deployment:
     guard: Guard
     tokens: TokenVerifier
     dev_issuer: DevIssuer | None
-    risk: RiskHook
     alerts: SqlSink
     closables: list[Any] = field(default_factory=list)
+
+    @property
+    def risk(self) -> RiskHook:
+        """The risk hook on the request path (the Guard holds it)."""
+        return self.guard.risk
 
     def close(self) -> None:
         self.guard.audit.close()
@@ -135,4 +139,4 @@ def open_deployment(
             "development token issuer enabled: whoever reaches /v1/dev/token can act as any employee; "
             "set COURIERGUARD_JWKS_URL to your identity provider in production"
         )
-    return Deployment(core, guard, tokens, dev_issuer, hook, alerts, closables)
+    return Deployment(core, guard, tokens, dev_issuer, alerts, closables)
