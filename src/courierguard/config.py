@@ -69,6 +69,15 @@ class Settings(BaseModel):
     audit_witness_file: Annotated[
         Path | None, Field(description="File every signed tree head is appended to, outside the database.")
     ] = None
+    audit_commit_delay_ms: Annotated[
+        float,
+        Field(
+            description="Group commit: longest an audit entry waits for others to share its commit, used only "
+            "when the arrival rate promises company (under light load nothing waits). 0 commits at once.",
+            ge=0,
+            le=100,
+        ),
+    ] = 3.0
     risk_state: Annotated[
         Literal["memory", "redis"], Field(description="Where risk features live: one process, or Redis.")
     ] = "memory"
@@ -98,12 +107,26 @@ class Settings(BaseModel):
     log_level: Annotated[Literal["debug", "info", "warning", "error"], Field(description="Log level.")] = (
         "info"
     )
+    inline_database: Annotated[
+        bool | None,
+        Field(
+            description="Run the API's database reads on the event loop rather than in worker threads. Unset: yes "
+            "for SQLite (an embedded read takes microseconds, less than a thread hop), no for a networked "
+            "database (a round trip would stall every request of the worker)."
+        ),
+    ] = None
 
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.data_dir / 'courierguard.sqlite3'}"
+
+    @property
+    def resolved_inline_database(self) -> bool:
+        if self.inline_database is not None:
+            return self.inline_database
+        return self.resolved_database_url.startswith("sqlite")
 
     @property
     def resolved_key_file(self) -> Path:

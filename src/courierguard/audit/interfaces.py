@@ -34,6 +34,10 @@ class AuditLog(Protocol):
         """Append an Access Event v1 as an ``access`` entry; same contract as :meth:`append`."""
         ...
 
+    async def append_event_async(self, event: AccessEvent) -> int:
+        """:meth:`append_event` for a coroutine: awaits durability; the same fail-closed contract."""
+        ...
+
     def tree_head(self) -> SignedTreeHead:
         """The latest signed tree head (at most about a second behind the last append)."""
         ...

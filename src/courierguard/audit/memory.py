@@ -86,6 +86,10 @@ class MemoryAuditLog:
         """Append an Access Event v1 as an ``access`` entry."""
         return self.append(EntryKind.ACCESS, event_dict(event))
 
+    async def append_event_async(self, event: AccessEvent) -> int:
+        """:meth:`append_event` (nothing to wait for in memory)."""
+        return self.append_event(event)
+
     def _sign_locked(self) -> SignedTreeHead:
         last = self.heads[-1]
         if last.size == len(self._tree):

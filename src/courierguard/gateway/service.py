@@ -15,6 +15,7 @@ risk engine too: probing is a signal.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import secrets
@@ -22,7 +23,7 @@ from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import insert, select, update
 
@@ -100,6 +101,25 @@ class Caller:
     kind: str = "employee"
 
 
+@dataclass(slots=True)
+class Verdict(Generic[T]):
+    """A decided request, not yet on the record: the event to append, then what follows it.
+
+    Deciding (policy, risk) and recording are separate steps so that one decision can be recorded
+    by a blocking caller (:meth:`Guard.reveal`) or by a coroutine that awaits durability without
+    parking a thread (:meth:`Guard.reveal_async`); nothing is served before the record is durable.
+    """
+
+    event: AccessEvent
+    serve: Callable[[], T]
+    error: CourierGuardError | None = None
+    """Raised after recording: the risk hook's step-up, throttle or deny."""
+    refusal: CourierGuardError | None = None
+    """Raised after recording when no risk error is: the policy's deny."""
+    lock: bool = False
+    """Suspend the actor after recording (the risk hook said lock)."""
+
+
 @dataclass(frozen=True, slots=True)
 class PageResult:
     items: list[MaskedWaybill]
@@ -137,6 +157,8 @@ class Guard:
     api_keys: ApiKeys
     clock: Clock
     on_lock: list[Callable[[str], None]] = field(default_factory=list)
+    inline_database: bool = True
+    """Run database work of the ``*_async`` methods on the event loop (see :meth:`offload`)."""
 
     # --- identity ----------------------------------------------------------------------------------
 
@@ -206,7 +228,7 @@ class Guard:
                 f"account {employee_id} is {employee.status.value}", reason=DenyReason.ACCOUNT_INACTIVE
             )
         session = self.sessions.open(session_id, employee_id, device_id, auth.value, now)
-        self._judge(self._event(caller, Action.AUTH_LOGIN, outcome=Outcome.ALLOW), serve=lambda: None)
+        self._judge_now(self._event(caller, Action.AUTH_LOGIN, outcome=Outcome.ALLOW))
         return session, employee
 
     def logout(self, caller: Caller) -> None:
@@ -235,18 +257,23 @@ class Guard:
         """Check a TOTP code from a bound device; success lifts a pending step-up for this session."""
         now = self.clock.now()
         if not self.devices.verify_code(caller.principal.id, code, now):
-            self._judge(
-                self._event(caller, Action.AUTH_STEP_UP_FAILED, outcome=Outcome.DENY), serve=lambda: None
-            )
+            self._judge_now(self._event(caller, Action.AUTH_STEP_UP_FAILED, outcome=Outcome.DENY))
             raise Unauthenticated("step-up code rejected")
         if caller.session_id:
             self.sessions.mark_stepped_up(caller.session_id, now)
-        self._judge(self._event(caller, Action.AUTH_STEP_UP, outcome=Outcome.ALLOW), serve=lambda: None)
+        self._judge_now(self._event(caller, Action.AUTH_STEP_UP, outcome=Outcome.ALLOW))
 
     # --- reads ---------------------------------------------------------------------------------------
 
     def view(self, caller: Caller, number: str) -> MaskedWaybill:
         """One waybill, masked; hub operators get routing data only."""
+        return self._settle(self._view(caller, number))
+
+    async def view_async(self, caller: Caller, number: str) -> MaskedWaybill:
+        """:meth:`view` for an asyncio server (see :meth:`reveal_async`)."""
+        return await self._settle_async(await self.offload(self._view, caller, number))
+
+    def _view(self, caller: Caller, number: str) -> Verdict[MaskedWaybill]:
         routing_only = caller.principal.role is Role.HUB_OPERATOR
         action = PolicyAction.VIEW_ROUTING if routing_only else PolicyAction.VIEW
         facts = self._facts(number)
@@ -267,6 +294,33 @@ class Guard:
         approval_id: str | None = None,
     ) -> dict[PiiField, str]:
         """Clear text of ``fields`` for a stated purpose, if the caller's current task explains it."""
+        return self._settle(self._reveal(caller, number, fields, purpose, approval_id))
+
+    async def reveal_async(
+        self,
+        caller: Caller,
+        number: str,
+        fields: Sequence[PiiField],
+        purpose: str,
+        *,
+        approval_id: str | None = None,
+    ) -> dict[PiiField, str]:
+        """:meth:`reveal` for an asyncio server: the same decision and record, without a parked thread.
+
+        Database work runs where ``Settings.inline_database`` says (on the loop for SQLite, in a
+        worker thread for PostgreSQL); waiting for the audit commit parks no thread at all.
+        """
+        verdict = await self.offload(self._reveal, caller, number, fields, purpose, approval_id)
+        return await self._settle_async(verdict)
+
+    def _reveal(
+        self,
+        caller: Caller,
+        number: str,
+        fields: Sequence[PiiField],
+        purpose: str,
+        approval_id: str | None,
+    ) -> Verdict[dict[PiiField, str]]:
         if not fields:
             raise InvalidInput("fields", "name at least one field")
         if len(set(fields)) != len(fields):
@@ -315,11 +369,12 @@ class Guard:
         more = len(numbers) > size
         numbers = numbers[:size]
         kind = QueryKind.BY_STATUS if status is not None else QueryKind.BY_ORG_UNIT
-        items = self._guard(
+        verdict = self._guard(
             caller, Action.WAYBILL_LIST, PolicyAction.LIST, org_unit=scope,
             query=Query(kind=kind, result_count=len(numbers), result_ids=tuple(numbers)),
             serve=lambda: self.vault.masked_many(numbers),
         )  # fmt: skip
+        items = self._settle(verdict)
         return PageResult(items, numbers[-1] if more and numbers else None)
 
     def search(
@@ -353,11 +408,12 @@ class Guard:
         if org_unit is not None and numbers:
             numbers = self.company.within(numbers, org_unit)
         numbers = numbers[:size]
-        items = self._guard(
+        verdict = self._guard(
             caller, Action.WAYBILL_SEARCH, PolicyAction.SEARCH, org_unit=org_unit,
             query=Query(kind=kind, result_count=len(numbers), result_ids=tuple(numbers)),
             serve=lambda: self.vault.masked_many(numbers),
         )  # fmt: skip
+        items = self._settle(verdict)
         return PageResult(items, None)
 
     # --- four-eyes approvals: bulk export and officers' reveals ----------------------------------------
@@ -410,10 +466,11 @@ class Guard:
             return approval
 
         if kind == "export":
-            return self._guard(
+            verdict = self._guard(
                 caller, action, policy_action, org_unit=org_unit, purpose="export_request", serve=store,
                 query=Query(kind=QueryKind.BY_STATUS if status else QueryKind.BY_ORG_UNIT, result_count=0),
             )  # fmt: skip
+            return self._settle(verdict)
         self._record(
             self._event(
                 caller, Action.ADMIN_CHANGE, outcome=Outcome.ALLOW, purpose=f"approval.request:{approval.id}"
@@ -481,13 +538,14 @@ class Guard:
                     rows.append({"number": number, **{f.value: v for f, v in clear.items()}})
             return rows
 
-        return self._guard(
+        verdict = self._guard(
             caller, Action.WAYBILL_EXPORT, PolicyAction.EXPORT_DOWNLOAD, org_unit=approval.scope.get("org_unit"),
             fields=approval.fields, purpose="export", approved_by=approval.decided_by,
             requested_by=approval.requested_by,
             query=Query(kind=QueryKind.BY_ORG_UNIT, result_count=len(numbers), result_ids=tuple(numbers[:10000])),
             serve=serve,
         )  # fmt: skip
+        return self._settle(verdict)
 
     def approval(self, approval_id: str) -> Approval:
         return self._approval(approval_id)
@@ -627,9 +685,8 @@ class Guard:
         label = {"left": "employee.left", "suspended": "employee.suspended", "active": "employee.reinstated"}[
             status.value
         ]
-        self._judge(
-            self._event(caller, Action.ADMIN_CHANGE, outcome=Outcome.ALLOW, purpose=f"{label}:{employee_id}"),
-            serve=lambda: None,
+        self._judge_now(
+            self._event(caller, Action.ADMIN_CHANGE, outcome=Outcome.ALLOW, purpose=f"{label}:{employee_id}")
         )
         if status is not EmployeeStatus.ACTIVE:
             self.sessions.revoke_all(employee_id, self.clock.now(), f"employee_{status.value}")
@@ -691,7 +748,8 @@ class Guard:
         approved_by: str | None = None,
         requested_by: str | None = None,
         query: Query | None = None,
-    ) -> T:
+    ) -> Verdict[T]:
+        """Policy, then risk: the verdict on one access, to be recorded before anything is served."""
         decision = self.policy.decide(
             PolicyRequest(
                 caller.principal, policy_action, facts, self.clock.now(), purpose=purpose, fields=fields,
@@ -703,40 +761,67 @@ class Guard:
             outcome=Outcome.ALLOW if decision.allowed else Outcome.DENY,
             reason=None if decision.allowed else f"policy:{decision.reason}",
         )  # fmt: skip
+        verdict = self._judge(event, serve=serve)  # denied attempts are recorded and scored too
         if not decision.allowed:
-            self._judge(event, serve=lambda: None)  # recorded and scored; raises if risk escalates
-            raise AccessDenied(decision.detail, reason=decision.reason or DenyReason.POLICY_DENIED)
-        return self._judge(event, serve=serve)
-
-    def _judge(self, event: AccessEvent, *, serve: Callable[[], T]) -> T:
-        """Ask the risk hook, record the final outcome durably, apply responses, then serve."""
-        risk = self._assess(event)
-        final = event
-        error: CourierGuardError | None = None
-        if risk.action is not RiskAction.ALLOW and (
-            event.outcome is None or event.outcome.decision is Outcome.ALLOW
-        ):
-            codes = ",".join(r.code for r in risk.reasons) or "risk"
-            decision = Outcome.CHALLENGE if risk.action is RiskAction.STEP_UP else Outcome.DENY
-            final = event.model_copy(
-                update={
-                    "fields": None,
-                    "outcome": EventOutcome(
-                        decision=decision, reason=f"risk:{risk.action.value}:{codes}"[:256]
-                    ),
-                }
+            verdict.refusal = AccessDenied(
+                decision.detail, reason=decision.reason or DenyReason.POLICY_DENIED
             )
-            error = _risk_error(risk, codes)
-        self._record(final)
-        if risk.action is RiskAction.LOCK:
-            self._lock(event.actor.id)
+        return verdict
+
+    def _judge(self, event: AccessEvent, *, serve: Callable[[], T]) -> Verdict[T]:
+        """Ask the risk hook; the final outcome it leads to is what will be recorded."""
+        risk = self._assess(event)
+        if risk.action is RiskAction.ALLOW or (
+            event.outcome is not None and event.outcome.decision is not Outcome.ALLOW
+        ):
+            return Verdict(event, serve, lock=risk.action is RiskAction.LOCK)
+        codes = ",".join(r.code for r in risk.reasons) or "risk"
+        decision = Outcome.CHALLENGE if risk.action is RiskAction.STEP_UP else Outcome.DENY
+        final = event.model_copy(
+            update={
+                "fields": None,
+                "outcome": EventOutcome(decision=decision, reason=f"risk:{risk.action.value}:{codes}"[:256]),
+            }
+        )
+        return Verdict(final, serve, error=_risk_error(risk, codes), lock=risk.action is RiskAction.LOCK)
+
+    def _judge_now(self, event: AccessEvent) -> None:
+        """Score and record an event that serves nothing (logins, step-ups, admin changes)."""
+        self._settle(self._judge(event, serve=_nothing))
+
+    def _settle(self, verdict: Verdict[T]) -> T:
+        """Record the verdict durably (blocking), then lock, refuse or serve."""
+        self._record(verdict.event)
+        return self._conclude(verdict)
+
+    async def _settle_async(self, verdict: Verdict[T]) -> T:
+        """:meth:`_settle` awaiting the durable record instead of blocking a thread."""
+        await self._record_async(verdict.event)
+        return await self.offload(self._conclude, verdict)
+
+    def _conclude(self, verdict: Verdict[T]) -> T:
+        """After the record is durable: apply a lock, raise a refusal, or serve."""
+        error = verdict.error
+        if verdict.lock:
+            self._lock(verdict.event.actor.id)
             if error is None:
                 error = AccessDenied(
                     "account locked pending review by a security officer", reason=DenyReason.RISK_LOCKED
                 )
+        error = error or verdict.refusal
         if error is not None:
             raise error
-        return serve()
+        return verdict.serve()
+
+    async def offload(self, work: Callable[..., T], *args: Any) -> T:
+        """Run database work for a coroutine: inline for an embedded database, else in a thread.
+
+        SQLite answers in microseconds, less than a thread hop costs; a networked database would
+        stall every request of the event loop for a round trip (``Settings.inline_database``).
+        """
+        if self.inline_database:
+            return work(*args)
+        return await asyncio.to_thread(work, *args)
 
     def _assess(self, event: AccessEvent) -> RiskDecision:
         try:
@@ -749,6 +834,16 @@ class Guard:
     def _record(self, event: AccessEvent) -> int:
         try:
             index = self.audit.append_event(event)
+        except CourierGuardError:
+            raise
+        except Exception as exc:
+            raise AuditUnavailable(f"audit append failed ({exc.__class__.__name__})") from None
+        last_receipt.set((index, event.id))
+        return index
+
+    async def _record_async(self, event: AccessEvent) -> int:
+        try:
+            index = await self.audit.append_event_async(event)
         except CourierGuardError:
             raise
         except Exception as exc:
@@ -832,6 +927,10 @@ class Guard:
 _OUTLET_ROLES = (Role.COURIER, Role.OUTLET_CLERK, Role.OUTLET_MANAGER)
 
 
+def _nothing() -> None:
+    return None
+
+
 def _default_scope(caller: Caller, org_unit: str | None) -> str | None:
     """Outlet staff work within their outlet: with no org unit given, that is the scope."""
     if org_unit is None and caller.principal.role in _OUTLET_ROLES:
@@ -858,4 +957,4 @@ def _risk_error(risk: RiskDecision, codes: str) -> CourierGuardError:
     return AccessDenied(f"refused by risk control ({codes})", reason=DenyReason.RISK_DENIED)
 
 
-__all__ = ["Approval", "Caller", "Guard", "PageResult"]
+__all__ = ["Approval", "Caller", "Guard", "PageResult", "Verdict"]

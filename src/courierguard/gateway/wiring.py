@@ -97,7 +97,11 @@ def open_deployment(
         else PolicyEngine.default(grace_hours=settings.reveal_grace_hours)
     )
     audit_log = audit or open_audit_log(
-        core.engine, core.keys, clock=core.clock, witness_file=settings.audit_witness_file
+        core.engine,
+        core.keys,
+        clock=core.clock,
+        witness_file=settings.audit_witness_file,
+        commit_delay=settings.audit_commit_delay_ms / 1000,
     )
     audit_log.append(
         EntryKind.POLICY,
@@ -123,6 +127,7 @@ def open_deployment(
         devices=Devices(core.engine, core.vault, tenant=settings.tenant),
         api_keys=ApiKeys(core.engine, tenant=settings.tenant),
         clock=core.clock,
+        inline_database=settings.resolved_inline_database,
     )
     dev_issuer = None
     if settings.jwks_url:

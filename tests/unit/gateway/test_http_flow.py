@@ -243,10 +243,17 @@ def test_fail_closed_when_the_audit_log_cannot_record(world: World, monkeypatch:
     def broken(event: AccessEvent) -> int:
         raise AuditUnavailable("disk full")
 
+    async def broken_async(event: AccessEvent) -> int:
+        raise AuditUnavailable("disk full")
+
+    # Both ways of recording: blocking (thread-pool routes) and awaited (the read routes).
     monkeypatch.setattr(world.deployment.guard.audit, "append_event", broken)
+    monkeypatch.setattr(world.deployment.guard.audit, "append_event_async", broken_async)
     r = reveal(world, c1)
     assert r.status_code == 503 and r.json()["reason"] == "audit_unavailable"
     assert RECIPIENT_PHONE not in r.text
+    r = world.client.get(f"/v1/waybills/{W1}", headers=c1)
+    assert r.status_code == 503 and r.json()["reason"] == "audit_unavailable"
 
 
 def test_broken_risk_engine_fails_closed(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
