@@ -1,22 +1,26 @@
 """Audit trail benchmarks: group-commit appends, verification, proofs at 10 million entries.
 
-* Durable appends/s through ``open_audit_log`` on SQLite (WAL, synchronous=FULL): 64 client threads
-  each calling ``append`` (the headline; what the gateway's request threads do), the same with 256
-  threads, and one caller using ``append_many`` with 1,000 bodies per call. Every call returns only
-  once its entries are committed. The baseline is the same rows (entry, leaf hash, index columns and
+* Durable appends/s through ``open_audit_log`` on SQLite (WAL, synchronous=FULL): 64 asyncio callers
+  each awaiting ``append_async`` (the headline; what the gateway's read routes do), the same with 256,
+  64 threads each calling the blocking ``append`` (the thread-pool routes, the CLI), and one caller
+  using ``append_many`` with 1,000 bodies per call. Every call returns only once its entries are
+  committed. The baseline is the same rows (entry, leaf hash, index columns and
   waybill row) INSERTed and committed one by one from one thread, in a second SQLite file with the
   same schema and pragmas in the same directory (what a handler writing its own audit row does).
 * The commit latency of that disk (one row, WAL, FULL) bounds group commit by Little's law: with
   ``N`` callers each waiting for its own commit, at most ``N / latency`` entries/s are possible.
-* Verification: ``verify()`` over everything stored, and the Merkle recomputation alone over
-  1 million stored-format leaf hashes.
+* Verification: ``verify()`` over everything stored (topped up to 1 million entries with
+  ``append_many``), with worker processes on every CPU of the machine (the default) and in one
+  process on one core; and the Merkle recomputation alone over 1 million stored leaf hashes.
 * Proofs at 10 million entries: the tree is built in memory from synthetic leaf hashes
   (SHA-256 of the index), as the SQL log holds it after loading its leaf hashes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import os
 import statistics
 import tempfile
 import threading
@@ -37,8 +41,9 @@ from courierguard.vault.keys import LocalKeyFile
 SECTION = "Audit trail"
 THREADS = 64
 PER_THREAD = 1500
-MANY_THREADS = 256
-PER_MANY_THREAD = 400
+MANY_CALLERS = 256
+PER_MANY_CALLER = 400
+VERIFY_ENTRIES = 1_000_000
 BATCH_BODIES = 1000
 BATCHES = 100
 TARGET = 20_000
@@ -77,6 +82,23 @@ def _callers(log: SqlAuditLog, threads: int, per_thread: int, first: int) -> tup
         worker.join()
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     total = threads * per_thread
+    return total / elapsed, cpu / total * 1e6
+
+
+def _async_callers(log: SqlAuditLog, callers: int, per_caller: int, first: int) -> tuple[float, float]:
+    """Entries/s and process CPU µs per entry with ``callers`` coroutines each awaiting its append."""
+
+    async def caller(t: int) -> None:
+        for i in range(per_caller):
+            await log.append_async(EntryKind.ACCESS, _body(first + t, i))
+
+    async def everyone() -> tuple[float, float]:
+        start, cpu = time.perf_counter(), time.process_time()
+        await asyncio.gather(*(caller(t) for t in range(callers)))
+        return time.perf_counter() - start, time.process_time() - cpu
+
+    elapsed, cpu = asyncio.run(everyone())
+    total = callers * per_caller
     return total / elapsed, cpu / total * 1e6
 
 
@@ -119,44 +141,48 @@ def _plain_inserts(tmp: Path) -> tuple[float, float]:
     return single, statistics.median(commits)
 
 
-def _group_commit(report: Report, tmp: Path) -> tuple[Engine, bytes]:
+def _group_commit(report: Report, tmp: Path) -> tuple[Engine, LocalKeyFile]:
     engine = create_db_engine(f"sqlite:///{tmp / 'bench.sqlite3'}")
     metadata.create_all(engine, tables=[audit_entries, audit_waybills, audit_tree_heads])
     keys = LocalKeyFile(tmp / "keys.json")
     log = open_audit_log(engine, keys)
-    grouped, cpu = _callers(log, THREADS, PER_THREAD, 0)
-    crowd, crowd_cpu = _callers(log, MANY_THREADS, PER_MANY_THREAD, 1000)
+    grouped, cpu = _async_callers(log, THREADS, PER_THREAD, 0)
+    crowd, crowd_cpu = _async_callers(log, MANY_CALLERS, PER_MANY_CALLER, 1000)
+    threaded, threaded_cpu = _callers(log, THREADS, PER_THREAD, 2000)
     batched = _batches(log)
     log.close()
     single, latency = _plain_inserts(tmp)
     ceiling = THREADS / latency
     baseline = "plain INSERT + commit per row, same rows and schema, one thread"
-    report.add(
-        SECTION,
-        f"durable appends, group commit (SQLite WAL, FULL sync, {THREADS} client threads calling append)",
-        grouped,
-        "entries/s",
-        baseline_name=baseline,
-        baseline_value=single,
-        target=">= 20,000 entries/s",
-        met=grouped >= TARGET,
-        note=(
-            f"{cpu:.0f} µs CPU per entry; with {THREADS} callers each waiting for its commit, "
-            f"{THREADS} / {latency * 1e3:.1f} ms commit latency = {ceiling:,.0f}/s is the most any "
-            "durable design can reach on this disk; Tessera, Trillian's successor, publishes about 2,900/s"
+    for label, value, used, threads in (
+        (
+            f"{THREADS} asyncio callers awaiting append_async, as the gateway's read routes",
+            grouped,
+            cpu,
+            False,
         ),
-    )
-    report.add(
-        SECTION,
-        f"durable appends, group commit ({MANY_THREADS} client threads calling append)",
-        crowd,
-        "entries/s",
-        baseline_name=baseline,
-        baseline_value=single,
-        target=">= 20,000 entries/s",
-        met=crowd >= TARGET,
-        note=f"{crowd_cpu:.0f} µs CPU per entry, all threads of the process",
-    )
+        (f"{MANY_CALLERS} asyncio callers awaiting append_async", crowd, crowd_cpu, False),
+        (
+            f"{THREADS} threads calling the blocking append, as thread-pool routes and the CLI",
+            threaded,
+            threaded_cpu,
+            True,
+        ),
+    ):
+        report.add(
+            SECTION,
+            f"durable appends, group commit (SQLite WAL, FULL sync; {label})",
+            value,
+            "entries/s",
+            baseline_name=baseline,
+            baseline_value=single,
+            target=None if threads else ">= 20,000 entries/s",
+            met=None if threads else value >= TARGET,
+            note=(
+                f"{used:.0f} µs CPU per entry, all threads of the process; every call returns once its entry "
+                "is committed; Tessera, Trillian's successor, publishes about 2,900/s"
+            ),
+        )
     report.add(
         SECTION,
         f"durable appends, append_many of {BATCH_BODIES:,} bodies per call (one caller)",
@@ -174,19 +200,39 @@ def _group_commit(report: Report, tmp: Path) -> tuple[Engine, bytes]:
         "ms",
         note=f"bounds {THREADS} waiting callers to {ceiling:,.0f} entries/s",
     )
-    return engine, keys.signer().public_key
+    return engine, keys
 
 
-def _verification(report: Report, engine: Engine, public_key: bytes) -> None:
-    runs, cpu_runs = [], []
-    for _ in range(3):
-        cpu = time.process_time()
-        result = verify(engine, public_key)
-        cpu = time.process_time() - cpu
-        assert result.ok, result.summary()
-        runs.append(result.entries / result.seconds)
-        cpu_runs.append(result.entries / cpu)
-    full = max(runs)
+def _verification(report: Report, engine: Engine, keys: LocalKeyFile, tmp: Path) -> None:
+    log = open_audit_log(engine, keys)
+    b = 0
+    while log.size < VERIFY_ENTRIES:
+        log.append_many(
+            EntryKind.ACCESS,
+            [_body(20_000 + b, i) for i in range(min(BATCH_BODIES, VERIFY_ENTRIES - log.size))],
+        )
+        b += 1
+    log.close()
+    public_key = keys.signer().public_key
+    pinned = os.sched_getaffinity(0)
+    everywhere = set(range(os.cpu_count() or 1))
+
+    def best(workers: int | None, cpus: set[int]) -> tuple[float, int]:
+        # verify() forks its workers only from a process running no other thread.
+        assert workers == 1 or threading.active_count() == 1, "threads alive: verify() would not fork"
+        os.sched_setaffinity(0, cpus)
+        try:
+            runs = []
+            for _ in range(3):
+                result = verify(engine, public_key, workers=workers)
+                assert result.ok, result.summary()
+                runs.append(result.entries / result.seconds)
+            return max(runs), result.entries
+        finally:
+            os.sched_setaffinity(0, pinned)
+
+    parallel, entries = best(None, everywhere)
+    single, _ = best(1, pinned)
     n = 1_000_000
     packed = b"".join(hashlib.sha256(i.to_bytes(8, "big")).digest() for i in range(n))
     start = time.perf_counter()
@@ -194,22 +240,21 @@ def _verification(report: Report, engine: Engine, public_key: bytes) -> None:
     tree_rate = n / (time.perf_counter() - start)
     report.add(
         SECTION,
-        f"verify(): entries re-hashed and tree recomputed from SQLite ({result.entries:,} entries)",
-        full,
+        f"verify(): entries re-read, re-hashed and tree recomputed from SQLite ({entries:,} entries), "
+        f"worker processes on all {len(everywhere)} CPUs (the default)",
+        parallel,
         "entries/s",
-        baseline_name="Merkle recomputation alone over stored leaf hashes",
-        baseline_value=tree_rate,
+        baseline_name="the same verify() in one process on one core",
+        baseline_value=single,
         target=">= 500,000 entries/s",
-        met=full >= 500_000,
-        note=f"best of 3 by wall clock; {max(cpu_runs):,.0f} entries per CPU-second of this process",
+        met=parallel >= 500_000,
+        note="best of 3 by wall clock; the benchmark process is unpinned for this figure only",
     )
     report.add(
         SECTION,
-        "Merkle root recomputation from 1M stored leaf hashes (hashlib, level by level)",
+        "Merkle root recomputation from 1M stored leaf hashes (hashlib, level by level, one core)",
         tree_rate,
         "entries/s",
-        target=">= 500,000 entries/s",
-        met=tree_rate >= 500_000,
     )
 
 
@@ -273,7 +318,7 @@ def _proofs(report: Report) -> None:
 def run(report: Report) -> None:
     """Run every audit benchmark (about a minute on one core)."""
     with tempfile.TemporaryDirectory() as tmp:
-        engine, public_key = _group_commit(report, Path(tmp))
-        _verification(report, engine, public_key)
+        engine, keys = _group_commit(report, Path(tmp))
+        _verification(report, engine, keys, Path(tmp))
         engine.dispose()
     _proofs(report)

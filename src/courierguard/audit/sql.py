@@ -194,6 +194,8 @@ class SqlAuditLog:
         self._rate = 0.0
         self._last_batch_at = time.monotonic()
         self._first_at = 0.0
+        self._last_arrival = 0.0
+        self._gap = 0.0  # between the first entry now queued and the one before it
         self._want = 0
         self._pg = engine.dialect.name == "postgresql"
         qmark = engine.dialect.paramstyle == "qmark"
@@ -275,11 +277,13 @@ class SqlAuditLog:
             if self._closing:
                 raise AuditUnavailable("audit log is closed")
             pending = self._pending
+            now = time.monotonic()
             if not pending:
-                self._first_at = time.monotonic()
+                self._first_at, self._gap = now, now - self._last_arrival
                 self._wakeup.notify()
             elif self._want and len(pending) + 1 >= self._want:
                 self._wakeup.notify()
+            self._last_arrival = now
             pending.append(request)
             batch = self._waiting.get(loop)
             first = batch is None
@@ -288,7 +292,7 @@ class SqlAuditLog:
             batch.waiters.append((future, request))
         if first:
             # Safe after releasing the lock: ``settle`` runs on this loop, so not before we yield.
-            batch.timer = loop.call_later(_APPEND_TIMEOUT, batch.expire)
+            batch.timer = loop.call_later(_APPEND_TIMEOUT, self._expire, batch)
         await future
         return request.index
 
@@ -296,17 +300,26 @@ class SqlAuditLog:
         """:meth:`append_event` for a coroutine (see :meth:`append_async`)."""
         return await self.append_async(EntryKind.ACCESS, event_dict(event))
 
+    def _expire(self, batch: _LoopBatch) -> None:
+        """Time out a loop's callers; later callers of that loop start a group with a timer of its own."""
+        with self._wakeup:
+            if self._waiting.get(batch.loop) is batch:
+                del self._waiting[batch.loop]
+        batch.expire()
+
     def _submit(self, requests: Sequence[_Request]) -> None:
         wakeup = self._wakeup
         with wakeup:
             if self._closing or not self._thread.is_alive():
                 raise AuditUnavailable("audit log is closed")
             pending = self._pending
+            now = time.monotonic()
             if not pending:
-                self._first_at = time.monotonic()
+                self._first_at, self._gap = now, now - self._last_arrival
                 wakeup.notify()
             elif self._want and len(pending) + len(requests) >= self._want:
                 wakeup.notify()
+            self._last_arrival = now
             pending.extend(requests)
             gate = self._gate
         # The writer opens the gate once the batch is committed; each caller passes it on to the
@@ -419,20 +432,27 @@ class SqlAuditLog:
         per entry, on the same core that serves requests. Committing whatever is queued the moment
         the writer wakes gives batches of one or two under a CPU-bound server, so the commits eat
         the CPU. So when the arrival rate promises at least two entries within ``commit_delay``,
-        wait until that many are queued or the oldest has waited ``commit_delay``. Under light load
-        nothing waits; nothing here changes when an entry counts as durable.
+        wait until that many are queued or the oldest has waited ``commit_delay``. Under light load,
+        or when this entry ends a pause in the traffic, nothing waits; nothing here changes when an
+        entry counts as durable.
         """
         expected = min(int(self._rate * self._delay), self._max_batch)
-        if expected < 2 or len(self._pending) >= expected:
-            return
+        if expected < 2 or len(self._pending) >= expected or self._gap > max(self._delay, 2.0 / self._rate):
+            return  # light load, enough already, or arrivals had paused for longer than a linger
         deadline = self._first_at + self._delay
+        # Arrivals stop early when every caller is already queued (a fixed crowd of N callers never
+        # reaches a rate-based count above N): stop after two mean gaps without a new one.
+        quiet = 2.0 / self._rate
         self._want = expected
         try:
             while len(self._pending) < expected and not self._closing:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return
-                self._wakeup.wait(left)
+                seen = len(self._pending)
+                self._wakeup.wait(min(left, quiet))
+                if len(self._pending) == seen:
+                    return
         finally:
             self._want = 0
 

@@ -12,19 +12,29 @@ What is checked, in order:
 4. Optionally, the same checks for the heads in a witness file kept outside the database.
 
 Entry scanning stops at the first bad entry: later roots prove nothing about a broken prefix.
+
+Step 1 is most of the work (read, re-hash, compare every entry) and is embarrassingly parallel, so a
+large log is checked by worker processes, each over its own range of indices on its own database
+connection, while this process builds the Merkle tree from their results in index order. Workers
+only confirm ranges that are wholly intact; anything else (or a log whose row count and indices do
+not line up) is re-scanned here, one row after another, to name the first problem exactly.
 """
 
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import operator
+import os
 import struct
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import cast
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, NullPool, create_engine, select
 
 from courierguard.audit._internal.core import read_witness
 from courierguard.audit.merkle import LEAF_PREFIX, MerkleTree, VerificationError, verify_consistency
@@ -32,6 +42,9 @@ from courierguard.audit.models import Problem, ProblemKind, SignedTreeHead, Veri
 from courierguard.audit.tables import audit_tree_heads
 
 _FETCH = 50_000
+# Entries per range handed to a worker process, and the smallest log worth starting workers for.
+_RANGE = 1 << 16
+_PARALLEL_FROM = 2 * _RANGE
 # The big-endian index embedded at bytes 4..12 of every encoded entry (see ``encode_entry``).
 _INDEX_BYTES = operator.itemgetter(slice(4, 12))
 _SEQ, _ENTRY, _STORED = operator.itemgetter(0), operator.itemgetter(1), operator.itemgetter(2)
@@ -40,15 +53,26 @@ _SELECT_ENTRIES = "SELECT seq, entry, leaf_hash FROM audit_entries ORDER BY seq"
 _Row = tuple[int, bytes | None, bytes]
 
 
-def _chunks(engine: Engine) -> Iterator[list[_Row]]:
-    """Every entry row in index order, in chunks of plain DB-API tuples (no ORM rows on this path)."""
+def _placeholder(engine: Engine) -> str:
+    return "?" if engine.dialect.paramstyle == "qmark" else "%s"
+
+
+def _chunks(engine: Engine, start: int = 0, end: int | None = None) -> Iterator[list[_Row]]:
+    """Entry rows from index ``start`` (to ``end``) in index order, in chunks of plain DB-API tuples."""
+    mark = _placeholder(engine)
+    sql = _SELECT_ENTRIES
+    params: tuple[int, ...] = ()
+    if start or end is not None:
+        where = f" WHERE seq >= {mark}" + ("" if end is None else f" AND seq < {mark}")
+        sql = sql.replace(" ORDER BY", where + " ORDER BY")
+        params = (start,) if end is None else (start, end)
     with engine.connect() as conn:
         raw = conn.connection.dbapi_connection
         assert raw is not None
         # PostgreSQL: a named (server-side) cursor streams instead of loading the table into memory.
         cursor = raw.cursor(name="audit_verify") if engine.dialect.name == "postgresql" else raw.cursor()
         try:
-            cursor.execute(_SELECT_ENTRIES)
+            cursor.execute(sql, params)
             while rows := cursor.fetchmany(_FETCH):
                 yield cast(list[_Row], rows)
         finally:
@@ -140,43 +164,44 @@ def _first_bad(start: int, chunk: list[_Row]) -> int | None:
     return None
 
 
-def verify(engine: Engine, public_key: bytes, *, witness_file: Path | None = None) -> VerifyReport:
+def verify(
+    engine: Engine, public_key: bytes, *, witness_file: Path | None = None, workers: int | None = None
+) -> VerifyReport:
     """Recompute the log stored on ``engine`` and check it against its signed tree heads.
 
     ``public_key`` is the raw Ed25519 key the heads must be signed with (``audit head`` prints it;
     auditors should pin it, not read it from the database). Returns a report; never raises for a
-    tampered log, only for an unreachable database.
+    tampered log, only for an unreachable database. ``workers``: processes re-hashing entries in
+    parallel (default: the CPUs this process may run on; 1 checks everything in this process).
     """
     started = time.perf_counter()
     problems: list[Problem] = []
-    packed = bytearray()
-    archived = 0
-    count = 0
-    chunks = _chunks(engine)
+    tree = MerkleTree()
+    count, archived = _parallel_prefix(engine, tree, workers)
+    chunks = _chunks(engine, count)
     for chunk in chunks:
         n = len(chunk)
         seqs = list(map(_SEQ, chunk))
         entries = list(map(_ENTRY, chunk))
         stored = list(map(_STORED, chunk))
         if None not in entries and _chunk_ok(count, seqs, entries, stored):
-            packed += b"".join(stored)
+            tree.extend_packed(b"".join(stored))
             count += n
             continue
         # Slow path: an archived entry, or something wrong somewhere in this chunk.
         bad = _first_bad(count, chunk)
         archived += sum(1 for e in entries[: n if bad is None else bad - count + 1] if e is None)
         if bad is None:
-            packed += b"".join(stored)
+            tree.extend_packed(b"".join(stored))
             count += n
             continue
         good = bad - count
-        packed += b"".join(stored[:good])
+        tree.extend_packed(b"".join(stored[:good]))
         rest = [*chunk[good:], *_rows(chunks)]
         problems.append(_classify(bad, rest))
         count = bad + len(rest)
         break
-    valid = len(packed) // 32
-    tree = MerkleTree.from_packed(packed)
+    valid = len(tree)
 
     heads = _heads(engine)
     if not heads:
@@ -192,6 +217,64 @@ def verify(engine: Engine, public_key: bytes, *, witness_file: Path | None = Non
         problems=problems,
         seconds=time.perf_counter() - started,
     )
+
+
+def _parallel_prefix(engine: Engine, tree: MerkleTree, workers: int | None) -> tuple[int, int]:
+    """Check whole ranges in worker processes; extend ``tree`` with the intact prefix.
+
+    Returns (entries confirmed, of which archived). Stops at the first range a worker cannot confirm,
+    so the caller re-scans from there and names the problem. Does nothing for a small log, a single
+    worker, or a process with other threads running (forking it could copy a held lock).
+    """
+    workers = workers if workers is not None else len(os.sched_getaffinity(0))
+    if workers < 2 or threading.active_count() > 1 or "fork" not in multiprocessing.get_all_start_methods():
+        return 0, 0
+    with engine.connect() as conn:
+        low, high, rows = conn.exec_driver_sql("SELECT min(seq), max(seq), count(*) FROM audit_entries").one()
+    if rows < _PARALLEL_FROM or low != 0 or high != rows - 1:
+        return 0, 0  # small, or rows missing or added: the sequential scan says exactly what happened
+    url = engine.url.render_as_string(hide_password=False)
+    confirmed = archived = 0
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        ranges = [pool.submit(_confirm_range, url, a, min(a + _RANGE, rows)) for a in range(0, rows, _RANGE)]
+        for future in ranges:
+            result = future.result()
+            if result is None:
+                for pending in ranges:
+                    pending.cancel()
+                break
+            packed, none = result
+            tree.extend_packed(packed)
+            confirmed += len(packed) // 32
+            archived += none
+    return confirmed, archived
+
+
+def _confirm_range(url: str, start: int, end: int) -> tuple[bytes, int] | None:
+    """Worker: (packed leaf hashes, archived count) of entries ``start..end`` if every one is intact."""
+    engine = _worker_engines.get(url)
+    if engine is None:  # one per worker process, made there: never a connection of the parent's
+        engine = _worker_engines[url] = create_engine(url, poolclass=NullPool)
+    packed = bytearray()
+    archived = 0
+    position = start
+    for chunk in _chunks(engine, start, end):
+        seqs = list(map(_SEQ, chunk))
+        entries = list(map(_ENTRY, chunk))
+        stored = list(map(_STORED, chunk))
+        if None in entries:
+            if _first_bad(position, chunk) is not None:
+                return None
+            archived += entries.count(None)
+        elif not _chunk_ok(position, seqs, entries, stored):
+            return None
+        packed += b"".join(stored)
+        position += len(chunk)
+    return (bytes(packed), archived) if position == end else None
+
+
+_worker_engines: dict[str, Engine] = {}
 
 
 def _check_heads(

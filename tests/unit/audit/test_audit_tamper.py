@@ -191,3 +191,66 @@ def test_archived_entries_are_counted_across_fetch_chunks(
     report = verify(stored, key_provider.signer().public_key)
     assert report.ok, report.summary()
     assert (report.entries, report.archived) == (N, 3)
+
+
+# verify() hands ranges to worker processes (fork) only in a process with no other thread running;
+# the test runner has threads, so each check runs in a fresh interpreter with tiny ranges.
+_PARALLEL_SCRIPT = """
+import importlib, json, sys
+from sqlalchemy import create_engine
+v = importlib.import_module("courierguard.audit.verify")
+v._RANGE, v._FETCH, v._PARALLEL_FROM = 4, 3, 8
+engine = create_engine(sys.argv[1])
+key = bytes.fromhex(sys.argv[2])
+tree = v.MerkleTree()
+prefix = v._parallel_prefix(engine, tree, 2)
+out = {"prefix": list(prefix)}
+for workers in (1, 2):
+    r = v.verify(engine, key, workers=workers)
+    first = r.first_problem
+    out[str(workers)] = [r.ok, r.entries, r.archived, r.root.hex(), first and [first.kind.value, first.index]]
+print(json.dumps(out))
+"""
+
+
+def _verify_in_fresh_process(engine: Engine, key_provider: LocalKeyFile) -> dict[str, list[object]]:
+    import json
+    import subprocess
+    import sys
+
+    url = engine.url.render_as_string(hide_password=False)
+    done = subprocess.run(
+        [sys.executable, "-c", _PARALLEL_SCRIPT, url, key_provider.signer().public_key.hex()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    result: dict[str, list[object]] = json.loads(done.stdout)
+    return result
+
+
+def test_worker_processes_confirm_an_untouched_log(stored: Engine, key_provider: LocalKeyFile) -> None:
+    out = _verify_in_fresh_process(stored, key_provider)
+    assert out["prefix"] == [N, 0]  # every range confirmed by a worker
+    assert out["2"] == out["1"] and out["2"][:3] == [True, N, 0]
+
+
+@pytest.mark.parametrize("tamper,kind,index", CASES, ids=[c[0].__name__ for c in CASES])
+def test_worker_processes_name_the_same_first_problem(
+    stored: Engine,
+    key_provider: LocalKeyFile,
+    tamper: Callable[[Connection], None],
+    kind: ProblemKind,
+    index: int,
+) -> None:
+    with stored.begin() as conn:
+        tamper(conn)
+    out = _verify_in_fresh_process(stored, key_provider)
+    assert out["2"] == out["1"]
+    assert out["2"][4] == [kind.value, index]
+    confirmed = out["prefix"][0]
+    assert isinstance(confirmed, int)
+    if kind in (ProblemKind.ALTERED, ProblemKind.MISSING, ProblemKind.REORDERED, ProblemKind.INSERTED):
+        # Damaged rows: the workers stop short and the scan from there names the problem.
+        assert confirmed <= index + 1 < N
