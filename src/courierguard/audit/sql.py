@@ -397,8 +397,12 @@ class SqlAuditLog:
 
     def _loop(self) -> None:
         wakeup = self._wakeup
+        previous = 0
         while True:
             with wakeup:
+                # Concurrency is evident when entries queued up during the last commit, or the last
+                # batch held several; a lone caller in a loop shows neither and must never wait.
+                crowded = bool(self._pending) or previous >= 2
                 while not self._pending and not self._closing:
                     dirty = self._head is not None and self._head.size != len(self._tree)
                     if not dirty:
@@ -407,10 +411,12 @@ class SqlAuditLog:
                     left = self._interval - (time.monotonic() - self._last_head_at)
                     if left <= 0 or not wakeup.wait(left):
                         break
-                self._linger()
+                if crowded:
+                    self._linger()
                 batch, self._pending = self._pending, []
                 waiting, self._waiting = self._waiting, {}
-                self._learn_rate(len(batch))
+                previous = len(batch)
+                self._learn_rate(previous)
                 gate, self._gate = self._gate, _new_gate()
                 stop = self._closing
             try:
@@ -433,8 +439,9 @@ class SqlAuditLog:
         the writer wakes gives batches of one or two under a CPU-bound server, so the commits eat
         the CPU. So when the arrival rate promises at least two entries within ``commit_delay``,
         wait until that many are queued or the oldest has waited ``commit_delay``. Under light load,
-        or when this entry ends a pause in the traffic, nothing waits; nothing here changes when an
-        entry counts as durable.
+        when this entry ends a pause in the traffic, or when one caller appends in a loop (nothing
+        queued during the last commit, which held one entry), nothing waits; nothing here changes
+        when an entry counts as durable.
         """
         expected = min(int(self._rate * self._delay), self._max_batch)
         if expected < 2 or len(self._pending) >= expected or self._gap > max(self._delay, 2.0 / self._rate):

@@ -7,6 +7,7 @@ on the way (bad input, an evaluation error in any policy) is a deny: the engine 
 
 from __future__ import annotations
 
+import functools
 from importlib import resources
 from pathlib import Path
 
@@ -19,6 +20,12 @@ from courierguard.policy.models import PolicyDecision, PolicyRequest
 
 # When several forbids refuse at once, the most specific explanation wins.
 _REASON_PRIORITY = (DenyReason.ACCOUNT_INACTIVE, DenyReason.FOUR_EYES, DenyReason.NO_TASK)
+
+
+@functools.lru_cache(maxsize=4096)
+def _principal_entities(principal_json: str) -> cedarpy.Entities:
+    """A principal parsed once (id, org unit, status and role are all in the key: a change is a miss)."""
+    return cedarpy.Entities.from_json_str(principal_json)
 
 
 def default_policy_dir() -> Path:
@@ -81,7 +88,8 @@ class PolicyEngine:
         if action.needs_waybill and request.resource is None:
             return PolicyDecision(False, (), DenyReason.POLICY_DENIED, f"{action} needs a waybill")
         try:
-            cedar_request, entities = translate.build(request, self._grace_seconds)
+            cedar_request, principal, resource = translate.build(request, self._grace_seconds)
+            entities = _principal_entities(principal).with_added_json_str(resource)
             result = cedarpy.is_authorized(cedar_request, self._loaded.by_action[action.value], entities)
         except (CourierGuardError, ValueError, TypeError, KeyError) as exc:
             # Messages from Cedar can quote ids; the type name is enough to debug and leaks nothing.

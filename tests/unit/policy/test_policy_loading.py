@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from datetime import datetime
 from pathlib import Path
@@ -117,7 +118,8 @@ def test_translation_conforms_to_the_schema() -> None:
             approved_by="E-2",
             requested_by="E-3",
         )
-        cedar_request, entities = translate.build(request, 3600)
+        cedar_request, principal_entities, resource_entities = translate.build(request, 3600)
+        entities = json.dumps(json.loads(principal_entities) + json.loads(resource_entities))
         cedarpy.Entities.from_json_str(entities, schema)
         result = cedarpy.is_authorized(cedar_request, policies, entities, schema)
         assert not result.diagnostics.errors, (action, result.diagnostics.errors)
