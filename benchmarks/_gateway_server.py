@@ -29,24 +29,34 @@ from courierguard.risk.interfaces import AllowAll
 from courierguard.vault import Vault
 from courierguard.vault.keys import key_provider_from_settings
 
-MODES = ("guarded", "allow-all", "plain")
+MODES = ("guarded", "allow-all", "plain", "plain-sync")
 
 
-def plain_app(vault: Vault) -> FastAPI:
-    """The unguarded baseline: the same reads of the same records, nothing else."""
+def plain_app(vault: Vault, *, sync: bool = False) -> FastAPI:
+    """The unguarded baseline: the same reads of the same records, nothing else.
+
+    By default coroutines reading SQLite on the event loop, as the product's read routes do (no
+    thread hop); with ``sync`` plain functions on FastAPI's thread pool (one hop per request).
+    """
     app = FastAPI(title="unguarded baseline (benchmark only)")
     number_type = Annotated[str, PathParam(pattern=NUMBER)]
 
-    # Coroutines reading SQLite on the event loop, as the product's read routes do (no thread hop).
-    @app.get("/v1/waybills/{number}", response_model=WaybillOut)
-    async def view(number: number_type) -> WaybillOut:
+    def view(number: number_type) -> WaybillOut:
         return _waybill(vault.masked(number))
 
-    @app.post("/v1/waybills/{number}/reveal", response_model=RevealOut)
-    async def reveal(number: number_type, body: RevealIn) -> RevealOut:
+    def reveal(number: number_type, body: RevealIn) -> RevealOut:
         with vault.engine.connect() as conn:
             clear = vault.reveal_in(conn, number, body.fields)
         return RevealOut(number=number, fields={f.value: v for f, v in clear.items()})
+
+    async def view_async(number: number_type) -> WaybillOut:
+        return view(number)
+
+    async def reveal_async(number: number_type, body: RevealIn) -> RevealOut:
+        return reveal(number, body)
+
+    app.get("/v1/waybills/{number}", response_model=WaybillOut)(view if sync else view_async)
+    app.post("/v1/waybills/{number}/reveal", response_model=RevealOut)(reveal if sync else reveal_async)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
@@ -64,12 +74,12 @@ def main(argv: list[str]) -> int:
     settings = Settings(data_dir=data_dir, tenant="bench")
     configure_logging(settings.log_level)
     deployment: Deployment | None = None
-    if mode == "plain":
+    if mode in ("plain", "plain-sync"):
         from courierguard.db import create_db_engine
 
         engine = create_db_engine(settings.resolved_database_url)
         keys = key_provider_from_settings(settings.key_provider, settings.resolved_key_file)
-        app = plain_app(Vault(engine, keys, tenant=settings.tenant))
+        app = plain_app(Vault(engine, keys, tenant=settings.tenant), sync=mode == "plain-sync")
     else:
         deployment = open_deployment(settings, risk=AllowAll() if mode == "allow-all" else None)
         app = create_app(deployment)
