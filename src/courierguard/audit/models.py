@@ -6,7 +6,7 @@ import base64
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -37,12 +37,15 @@ def canonical_json(body: Mapping[str, Any]) -> bytes:
     return orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
 def to_micros(when: datetime) -> int:
     """Microseconds since the Unix epoch of an aware datetime (exact, unlike float seconds)."""
     if when.tzinfo is None:
         raise ValueError("audit timestamps must be timezone-aware")
-    delta = when - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return (when - _EPOCH) // _MICROSECOND  # timedelta // timedelta: an exact int
 
 
 def from_micros(micros: int) -> datetime:

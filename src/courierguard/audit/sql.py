@@ -224,7 +224,12 @@ class SqlAuditLog:
 
     def append(self, kind: EntryKind, body: Mapping[str, Any]) -> int:
         """Append one entry and block until it is committed; returns its leaf index."""
-        request = _Request(
+        request = self._request(kind, body)
+        self._submit((request,))
+        return request.index
+
+    def _request(self, kind: EntryKind, body: Mapping[str, Any]) -> _Request:
+        return _Request(
             check_kind(kind).value,
             body_bytes(body),
             to_micros(self._clock.now()),
@@ -232,8 +237,6 @@ class SqlAuditLog:
             waybills_of(body),
             tenant_of(body),
         )
-        self._submit((request,))
-        return request.index
 
     def append_many(self, kind: EntryKind, bodies: Sequence[Mapping[str, Any]]) -> list[int]:
         """Append several entries of one kind and block until all are committed; their leaf indices.
@@ -262,29 +265,11 @@ class SqlAuditLog:
         loop, so an asyncio server pays neither a thread per waiting request nor a thread wake-up
         per entry; the contract is :meth:`append`'s (durable, or :class:`AuditUnavailable`).
         """
-        request = _Request(
-            check_kind(kind).value,
-            body_bytes(body),
-            to_micros(self._clock.now()),
-            actor_of(body),
-            waybills_of(body),
-            tenant_of(body),
-        )
+        request = self._request(kind, body)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         with self._wakeup:
-            # ``_closing`` is also set when the writer ends, however it ends.
-            if self._closing:
-                raise AuditUnavailable("audit log is closed")
-            pending = self._pending
-            now = time.monotonic()
-            if not pending:
-                self._first_at, self._gap = now, now - self._last_arrival
-                self._wakeup.notify()
-            elif self._want and len(pending) + 1 >= self._want:
-                self._wakeup.notify()
-            self._last_arrival = now
-            pending.append(request)
+            self._enqueue((request,))
             batch = self._waiting.get(loop)
             first = batch is None
             if batch is None:
@@ -307,20 +292,24 @@ class SqlAuditLog:
                 del self._waiting[batch.loop]
         batch.expire()
 
+    def _enqueue(self, requests: Sequence[_Request]) -> None:
+        """Queue ``requests`` for the writer (holding ``_wakeup``), waking it when it waits for them."""
+        # ``_closing`` is also set when the writer ends, however it ends.
+        if self._closing:
+            raise AuditUnavailable("audit log is closed")
+        pending = self._pending
+        now = time.monotonic()
+        if not pending:
+            self._first_at, self._gap = now, now - self._last_arrival
+            self._wakeup.notify()
+        elif self._want and len(pending) + len(requests) >= self._want:
+            self._wakeup.notify()
+        self._last_arrival = now
+        pending.extend(requests)
+
     def _submit(self, requests: Sequence[_Request]) -> None:
-        wakeup = self._wakeup
-        with wakeup:
-            if self._closing or not self._thread.is_alive():
-                raise AuditUnavailable("audit log is closed")
-            pending = self._pending
-            now = time.monotonic()
-            if not pending:
-                self._first_at, self._gap = now, now - self._last_arrival
-                wakeup.notify()
-            elif self._want and len(pending) + len(requests) >= self._want:
-                wakeup.notify()
-            self._last_arrival = now
-            pending.extend(requests)
+        with self._wakeup:
+            self._enqueue(requests)
             gate = self._gate
         # The writer opens the gate once the batch is committed; each caller passes it on to the
         # next one, so waking a batch costs one release per caller and no per-entry Event.
