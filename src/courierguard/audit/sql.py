@@ -1,16 +1,18 @@
 """The SQL audit log (SQLite or PostgreSQL) with group commit.
 
-Callers on any thread enqueue an entry and block. One writer thread takes everything queued, numbers
-the entries, hashes them into the Merkle tree (whole batch at once), writes them in *one* transaction
-per ``max_batch`` entries with driver-level ``executemany``, commits, and only then opens the batch's
-gate: one fsync pays for a whole batch, yet no caller is answered before its entry is durable. A
-failed transaction answers every caller of the batch with :class:`~courierguard.errors.AuditUnavailable`
-and undoes the leaves in memory (fail closed); a gate that opens without the entry having been
-numbered (the writer died) is refused the same way.
+Callers enqueue an entry and wait: threads block (``append``), coroutines await (``append_async``).
+One writer thread takes everything queued, numbers the entries, hashes them into the Merkle tree
+(whole batch at once), writes them in *one* transaction per ``max_batch`` entries with driver-level
+``executemany``, commits, and only then answers the batch: one fsync pays for a whole batch, yet no
+caller is answered before its entry is durable. A failed transaction answers every caller of the
+batch with :class:`~courierguard.errors.AuditUnavailable` and undoes the leaves in memory (fail
+closed); an answer that comes without the entry having been numbered (the writer died) is refused
+the same way.
 
-Waking a batch is one lock per batch, not one ``Event`` per entry: the writer releases the gate once
-and each woken caller releases it again for the next, so the writer never pays for N wake-ups and
-no per-entry synchronisation object is built.
+Waking a batch costs one lock per batch for threads, not one ``Event`` per entry (the writer releases
+the gate once and each woken caller releases it again for the next), and one
+``call_soon_threadsafe`` per event loop for coroutines. Before committing, the writer may linger a
+few milliseconds for companions when the arrival rate says they are coming (``_linger``).
 
 A signed tree head is added to the batch transaction when the last one is ``head_interval`` seconds
 old, the writer wakes on its own to sign one when entries arrived but no batch followed, and
