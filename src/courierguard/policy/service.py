@@ -7,25 +7,16 @@ on the way (bad input, an evaluation error in any policy) is a deny: the engine 
 
 from __future__ import annotations
 
-import functools
 from importlib import resources
 from pathlib import Path
 
-import cedarpy
-
 from courierguard.errors import ConfigError, CourierGuardError, DenyReason
-from courierguard.policy._internal import translate
+from courierguard.policy._internal import cedar, translate
 from courierguard.policy._internal.loading import LoadedPolicies, PolicyInfo, load_folder
 from courierguard.policy.models import PolicyDecision, PolicyRequest
 
 # When several forbids refuse at once, the most specific explanation wins.
 _REASON_PRIORITY = (DenyReason.ACCOUNT_INACTIVE, DenyReason.FOUR_EYES, DenyReason.NO_TASK)
-
-
-@functools.lru_cache(maxsize=4096)
-def _principal_entities(principal_json: str) -> cedarpy.Entities:
-    """A principal parsed once (id, org unit, status and role are all in the key: a change is a miss)."""
-    return cedarpy.Entities.from_json_str(principal_json)
 
 
 def default_policy_dir() -> Path:
@@ -89,8 +80,7 @@ class PolicyEngine:
             return PolicyDecision(False, (), DenyReason.POLICY_DENIED, f"{action} needs a waybill")
         try:
             cedar_request, principal, resource = translate.build(request, self._grace_seconds)
-            entities = _principal_entities(principal).with_added_json_str(resource)
-            result = cedarpy.is_authorized(cedar_request, self._loaded.by_action[action.value], entities)
+            answer = cedar.authorize(cedar_request, self._loaded.by_action[action.value], principal, resource)
         except (CourierGuardError, ValueError, TypeError, KeyError) as exc:
             # Messages from Cedar can quote ids; the type name is enough to debug and leaks nothing.
             return PolicyDecision(
@@ -99,8 +89,8 @@ class PolicyEngine:
                 DenyReason.POLICY_DENIED,
                 f"{action}: request rejected by the engine ({type(exc).__name__})",
             )
-        diagnostics = result.diagnostics
-        if diagnostics.errors:
+        diagnostics = answer["diagnostics"]
+        if diagnostics["errors"]:
             # Cedar skips a policy that errors, which would silently drop a forbid: deny instead.
             return PolicyDecision(
                 False,
@@ -108,10 +98,10 @@ class PolicyEngine:
                 DenyReason.POLICY_DENIED,
                 f"{action}: policy evaluation error, denied (fail closed)",
             )
-        infos = [self._loaded.policies[cedar_id] for cedar_id in diagnostics.reasons]
+        infos = [self._loaded.policies[cedar_id] for cedar_id in diagnostics["reason"]]
         names = tuple(info.name for info in infos)
         role = request.principal.role.value
-        if result.allowed:
+        if answer["decision"] == "Allow":
             return PolicyDecision(True, names, None, f"{action} by {role} allowed by {', '.join(names)}")
         if infos:
             reasons = {info.deny_reason for info in infos}

@@ -123,3 +123,39 @@ def test_translation_conforms_to_the_schema() -> None:
         cedarpy.Entities.from_json_str(entities, schema)
         result = cedarpy.is_authorized(cedar_request, policies, entities, schema)
         assert not result.diagnostics.errors, (action, result.diagnostics.errors)
+
+
+def test_a_principal_parsed_once_still_answers_for_its_current_attributes() -> None:
+    """The engine caches each principal's parsed entity: a changed status, role or outlet is a new
+    entity, never the cached one (the same employee, suspended or moved, is refused)."""
+    from courierguard.domain import EmployeeStatus
+
+    engine = PolicyEngine.default()
+
+    def reveal(who: object) -> bool:
+        request = PolicyRequest(
+            who, PolicyAction.REVEAL, waybill(), NOW, "delivery_contact", (PiiField.RECIPIENT_PHONE,)
+        )  # type: ignore[arg-type]
+        return engine.decide(request).allowed
+
+    assert reveal(principal(Role.COURIER))
+    assert not reveal(principal(Role.COURIER, status=EmployeeStatus.SUSPENDED))
+    assert not reveal(principal(Role.OUTLET_CLERK))
+    assert reveal(principal(Role.COURIER))  # and back: the cache holds each variant, not one per id
+
+
+def test_cedar_answers_match_the_public_cedarpy_api() -> None:
+    """The direct call into cedarpy's extension gives what its public wrapper gives."""
+    from courierguard.policy._internal import cedar
+
+    policies = (DEFAULT / "policies.cedar").read_text(encoding="utf-8")
+    parsed = cedarpy.PolicySet.from_str(policies)
+    for role in (Role.COURIER, Role.CUSTOMER_SERVICE, Role.HUB_OPERATOR, Role.SECURITY_OFFICER):
+        for action in (PolicyAction.REVEAL, PolicyAction.VIEW, PolicyAction.VIEW_ROUTING):
+            request = PolicyRequest(principal(role), action, waybill(), NOW, "p", (PiiField.RECIPIENT_PHONE,))
+            cedar_request, who, resource = translate.build(request, 3600)
+            direct = cedar.authorize(cedar_request, parsed, who, resource)
+            entities = json.dumps(json.loads(who) + json.loads(resource))
+            public = cedarpy.is_authorized(cedar_request, policies, entities)
+            assert (direct["decision"] == "Allow") == public.allowed
+            assert sorted(direct["diagnostics"]["reason"]) == sorted(public.diagnostics.reasons)
