@@ -146,6 +146,19 @@ def _chunk_ok(start: int, seqs: list[int], entries: list[bytes], stored: list[by
     return b"".join([sha(prefix + e).digest() for e in entries]) == b"".join(stored)
 
 
+def _intact(position: int, chunk: list[_Row]) -> tuple[bytes, int] | None:
+    """(Stored leaf hashes packed, archived rows) of ``chunk``, rows from index ``position``, when
+    every row is intact; None when one is not. Whole-chunk comparison first, row by row only when
+    that fails or a row is archived."""
+    entries = list(map(_ENTRY, chunk))
+    stored = list(map(_STORED, chunk))
+    if None not in entries and _chunk_ok(position, list(map(_SEQ, chunk)), entries, stored):
+        return b"".join(stored), 0
+    if _first_bad(position, chunk) is None:
+        return b"".join(stored), entries.count(None)
+    return None
+
+
 def _first_bad(start: int, chunk: list[_Row]) -> int | None:
     """Index of the first row of ``chunk`` (starting at index ``start``) that fails, if any."""
     sha = hashlib.sha256
@@ -180,23 +193,18 @@ def verify(
     count, archived = _parallel_prefix(engine, tree, workers)
     chunks = _chunks(engine, count)
     for chunk in chunks:
-        n = len(chunk)
-        seqs = list(map(_SEQ, chunk))
-        entries = list(map(_ENTRY, chunk))
-        stored = list(map(_STORED, chunk))
-        if None not in entries and _chunk_ok(count, seqs, entries, stored):
-            tree.extend_packed(b"".join(stored))
-            count += n
+        intact = _intact(count, chunk)
+        if intact is not None:
+            tree.extend_packed(intact[0])
+            archived += intact[1]
+            count += len(chunk)
             continue
-        # Slow path: an archived entry, or something wrong somewhere in this chunk.
+        # Something is wrong in this chunk: keep the rows before it, then name what happened.
         bad = _first_bad(count, chunk)
-        archived += sum(1 for e in entries[: n if bad is None else bad - count + 1] if e is None)
-        if bad is None:
-            tree.extend_packed(b"".join(stored))
-            count += n
-            continue
+        assert bad is not None  # _intact said so, by the same check
         good = bad - count
-        tree.extend_packed(b"".join(stored[:good]))
+        archived += sum(1 for row in chunk[: good + 1] if row[1] is None)
+        tree.extend_packed(b"".join(map(_STORED, chunk[:good])))
         rest = [*chunk[good:], *_rows(chunks)]
         problems.append(_classify(bad, rest))
         count = bad + len(rest)
@@ -260,16 +268,11 @@ def _confirm_range(url: str, start: int, end: int) -> tuple[bytes, int] | None:
     archived = 0
     position = start
     for chunk in _chunks(engine, start, end):
-        seqs = list(map(_SEQ, chunk))
-        entries = list(map(_ENTRY, chunk))
-        stored = list(map(_STORED, chunk))
-        if None in entries:
-            if _first_bad(position, chunk) is not None:
-                return None
-            archived += entries.count(None)
-        elif not _chunk_ok(position, seqs, entries, stored):
+        intact = _intact(position, chunk)
+        if intact is None:
             return None
-        packed += b"".join(stored)
+        packed += intact[0]
+        archived += intact[1]
         position += len(chunk)
     return (bytes(packed), archived) if position == end else None
 
