@@ -3,6 +3,10 @@
 A data subject's question ("who accessed my data?") starts at the vault: the caller turns the phone
 into waybill numbers through the blind index, then asks :meth:`AuditQueries.search` for those waybills.
 No clear-text personal data is needed, or accepted, here.
+
+A search reads the entries below the index mark through the actor and waybill indexes, and the few
+thousand above it (committed, not yet indexed: :mod:`courierguard.audit.search_index`) from the
+entries themselves, so what it finds never depends on how far the indexer has got.
 """
 
 from __future__ import annotations
@@ -10,9 +14,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Engine, Select, select
+from sqlalchemy import ColumnElement, Connection, Engine, Select, select
 
+from courierguard.audit._internal.core import waybills_of
 from courierguard.audit.merkle import MerkleTree
 from courierguard.audit.models import (
     AuditRecord,
@@ -23,8 +29,9 @@ from courierguard.audit.models import (
     from_micros,
     to_micros,
 )
+from courierguard.audit.search_index import indexed_upto
 from courierguard.audit.sql import latest_head, load_leaf_hashes
-from courierguard.audit.tables import audit_entries, audit_waybills
+from courierguard.audit.tables import audit_actors, audit_entries, audit_waybills
 from courierguard.errors import InvalidInput, NotFound
 
 MAX_PAGE = 1000
@@ -60,31 +67,31 @@ class AuditQueries:
         """
         if not 1 <= limit <= self._max_page:
             raise InvalidInput("limit", f"must be between 1 and {self._max_page}")
-        e = audit_entries.c
-        query: Select[tuple[int, int, str, str | None, bytes | None, bytes]] = select(
-            e.seq, e.ts_us, e.kind, e.actor, e.entry, e.leaf_hash
-        )
+        wanted: list[str] | None = None
         if waybills is not None:
             wanted = sorted(set(waybills))
             if not wanted or len(wanted) > MAX_WAYBILLS:
                 raise InvalidInput("waybills", f"give 1 to {MAX_WAYBILLS} waybill numbers")
-            matching = select(audit_waybills.c.seq).where(audit_waybills.c.waybill.in_(wanted))
-            query = query.where(e.seq.in_(matching))
-        if actor is not None:
-            query = query.where(e.actor == actor)
+        e = audit_entries.c
+        # Filters on the entry's own columns hold for the indexed part and the tail alike.
+        common: list[ColumnElement[bool]] = []
         if tenant is not None:
-            query = query.where(e.tenant == tenant)
+            common.append(e.tenant == tenant)
         if since is not None:
-            query = query.where(e.ts_us >= to_micros(since))
+            common.append(e.ts_us >= to_micros(since))
         if until is not None:
-            query = query.where(e.ts_us < to_micros(until))
+            common.append(e.ts_us < to_micros(until))
         if kinds:
-            query = query.where(e.kind.in_([str(k) for k in kinds]))
-        if cursor is not None:
-            query = query.where(e.seq >= cursor)
-        query = query.order_by(e.seq).limit(limit + 1)
+            common.append(e.kind.in_([str(k) for k in kinds]))
+        start = 0 if cursor is None else cursor
         with self._engine.connect() as conn:
-            rows = conn.execute(query).all()
+            # Entries below the mark stay indexed, so reading it first is consistent with both reads.
+            upto = indexed_upto(conn)
+            rows: list[Any] = []
+            if start < upto:
+                rows = list(conn.execute(_indexed(actor, wanted, common, start, upto).limit(limit + 1)).all())
+            if len(rows) <= limit:
+                rows += _unindexed(conn, actor, wanted, common, max(start, upto), limit + 1 - len(rows))
             head = latest_head(conn) if with_proofs else None
             if head is not None:
                 self._extend_tree(head.size)
@@ -183,3 +190,63 @@ class AuditQueries:
                 proof = tuple(self._tree.inclusion_proof(seq, head.size))
             size = head.size
         return AuditRecord(seq, from_micros(ts_us), kind, actor, body, bytes(leaf), proof, size)
+
+
+_Row = tuple[int, int, str, str | None, bytes | None, bytes]
+
+
+def _columns() -> Select[_Row]:
+    e = audit_entries.c
+    return select(e.seq, e.ts_us, e.kind, e.actor, e.entry, e.leaf_hash)
+
+
+def _indexed(
+    actor: str | None, waybills: list[str] | None, common: list[ColumnElement[bool]], start: int, upto: int
+) -> Select[_Row]:
+    """Matching entries of ``start..upto``, found through the search indexes, oldest first."""
+    e = audit_entries.c
+    query = _columns().where(*common)
+    if actor is not None:
+        # Walk the actor's index rows in order and fetch each entry by its key: a page of a busy
+        # actor's history costs a page of index, not a scan of everyone's.
+        a = audit_actors.c
+        query = (
+            query.join_from(audit_actors, audit_entries, e.seq == a.seq)
+            .where(a.actor == actor, a.seq >= start, a.seq < upto)
+            .order_by(a.seq)
+        )
+    else:
+        query = query.where(e.seq >= start, e.seq < upto).order_by(e.seq)
+    if waybills is not None:
+        w = audit_waybills.c
+        query = query.where(e.seq.in_(select(w.seq).where(w.waybill.in_(waybills), w.seq < upto)))
+    return query
+
+
+def _unindexed(
+    conn: Connection,
+    actor: str | None,
+    waybills: list[str] | None,
+    common: list[ColumnElement[bool]],
+    start: int,
+    count: int,
+) -> list[Any]:
+    """Up to ``count`` matching entries from ``start`` on, read without the search indexes.
+
+    ``start`` is at or above the index mark, so this is the short tail the indexer has not reached.
+    Waybills are matched on the stored body, with the function that fills the waybill index.
+    """
+    e = audit_entries.c
+    query = _columns().where(e.seq >= start, *common).order_by(e.seq)
+    if actor is not None:
+        query = query.where(e.actor == actor)
+    if waybills is None:
+        return list(conn.execute(query.limit(count)).all())
+    wanted = set(waybills)
+    found: list[Any] = []
+    for row in conn.execute(query):
+        if row.entry is not None and not wanted.isdisjoint(waybills_of(decode_entry(bytes(row.entry)).body)):
+            found.append(row)
+            if len(found) == count:
+                break
+    return found

@@ -17,11 +17,18 @@ few milliseconds for companions when the arrival rate says they are coming (``_l
 A signed tree head is added to the batch transaction when the last one is ``head_interval`` seconds
 old, the writer wakes on its own to sign one when entries arrived but no batch followed, and
 ``checkpoint()``/``close()`` force one.
+
+The actor and waybill search indexes are not part of a batch's commit: after answering a batch, the
+writer indexes the entries not yet indexed in a transaction of their own, once there are
+``index_every`` of them, once the oldest is ``head_interval`` old, when idle and on close
+(:mod:`courierguard.audit.search_index`). An entry is durable, and answered, before it is indexed;
+searches read the unindexed tail directly.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import hashlib
 import logging
@@ -45,6 +52,7 @@ from courierguard.audit._internal.core import (
 )
 from courierguard.audit.merkle import LEAF_PREFIX, MerkleTree
 from courierguard.audit.models import EntryKind, SignedTreeHead, encode_entry, to_micros
+from courierguard.audit.search_index import Indexable, indexed_upto, stored_indexables, write_index
 from courierguard.audit.tables import audit_entries, audit_tree_heads
 from courierguard.clock import Clock, SystemClock
 from courierguard.errors import AuditUnavailable
@@ -60,11 +68,14 @@ _APPEND_TIMEOUT = 30.0
 COMMIT_DELAY = 0.003
 # Weight of the newest batch in the arrival-rate estimate.
 _RATE_WEIGHT = 0.2
+# Entries indexed together (see ``search_index``): large enough that an actor's or a neighbourhood
+# of waybills' rows share pages, small enough that a search's scan of the unindexed tail stays short.
+INDEX_EVERY = 4096
+# Most entries indexed in one transaction, e.g. a long tail found on opening.
+_INDEX_MAX = 65_536
 _INSERT_ENTRY_QMARK = "INSERT INTO audit_entries (seq, ts_us, kind, actor, tenant, entry, leaf_hash) VALUES (?, ?, ?, ?, ?, ?, ?)"
 _INSERT_ENTRY_FORMAT = "INSERT INTO audit_entries (seq, ts_us, kind, actor, tenant, entry, leaf_hash) VALUES (%s, %s, %s, %s, %s, %s, %s)"
 _MAX_SEQ = "SELECT max(seq) FROM audit_entries"
-_INSERT_WAYBILL_QMARK = "INSERT INTO audit_waybills (waybill, seq) VALUES (?, ?)"
-_INSERT_WAYBILL_FORMAT = "INSERT INTO audit_waybills (waybill, seq) VALUES (%s, %s)"
 
 
 class _LoopBatch:
@@ -184,6 +195,7 @@ class SqlAuditLog:
         head_interval: float = 1.0,
         max_batch: int = 8192,
         commit_delay: float = COMMIT_DELAY,
+        index_every: int = INDEX_EVERY,
     ) -> None:
         self._engine = engine
         self._clock = clock or SystemClock()
@@ -202,7 +214,10 @@ class SqlAuditLog:
         self._pg = engine.dialect.name == "postgresql"
         qmark = engine.dialect.paramstyle == "qmark"
         self._insert_entry = _INSERT_ENTRY_QMARK if qmark else _INSERT_ENTRY_FORMAT
-        self._insert_waybill = _INSERT_WAYBILL_QMARK if qmark else _INSERT_WAYBILL_FORMAT
+        # The search index's state; only the writer thread touches it after start-up.
+        self._index_every = max(1, index_every)
+        self._unindexed: list[Indexable] = []  # what this writer committed above the mark
+        self._tail_since: float | None = None  # when the oldest unindexed entry was committed
         # Callers append to ``_pending`` and wait on ``_gate``, the gate of the batch being formed;
         # the writer swaps both under ``_wakeup``'s lock, so a request always waits on its own batch.
         self._wakeup = threading.Condition(threading.Lock())
@@ -214,8 +229,11 @@ class SqlAuditLog:
         with engine.connect() as conn:
             self._tree = MerkleTree.from_packed(load_leaf_hashes(conn))
             head = latest_head(conn)
+            self._indexed = indexed_upto(conn)
         self._head = head
         self._last_head_at = time.monotonic()
+        if self._indexed < len(self._tree):
+            self._tail_since = self._last_head_at
         if head is None or head.size != len(self._tree):
             # A fresh log, or a crash after entries committed without a head: sign what is there.
             self._write([], force_head=True)
@@ -419,6 +437,8 @@ class SqlAuditLog:
                 gate.release()
                 for loop_batch in waiting.values():
                     loop_batch.wake()
+            if self._index_due(idle=not batch or stop):
+                self._safe_index()
             if stop:
                 return
 
@@ -459,6 +479,51 @@ class SqlAuditLog:
         elapsed, self._last_batch_at = now - self._last_batch_at, now
         self._rate += _RATE_WEIGHT * (entries / max(elapsed, 1e-6) - self._rate)
 
+    def _index_due(self, *, idle: bool) -> bool:
+        """Whether to index the tail now: enough of it, old enough, or nothing else to do."""
+        if self._tail_since is None:
+            return False
+        tail = len(self._tree) - self._indexed
+        return idle or tail >= self._index_every or time.monotonic() - self._tail_since >= self._interval
+
+    def _safe_index(self) -> None:
+        # Entries are durable whether or not they are indexed, and searches read the unindexed tail,
+        # so a failure here is logged and retried later; it answers nobody with an error.
+        try:
+            self._index_tail()
+        except Exception as exc:
+            log.error("audit search index not updated: %s", exc.__class__.__name__)
+            if len(self._unindexed) > 4 * _INDEX_MAX:
+                self._unindexed.clear()  # bounded memory; the stored entries are read instead
+
+    def _index_tail(self) -> None:
+        with self._engine.begin() as conn:
+            if self._pg:
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
+            upto = indexed_upto(conn)
+            top = conn.exec_driver_sql(_MAX_SEQ).scalar_one()
+            stop = min(0 if top is None else int(top) + 1, upto + _INDEX_MAX)
+            if stop > upto:
+                known = self._known(upto, stop)
+                write_index(conn, stop, known if known is not None else stored_indexables(conn, upto, stop))
+            else:
+                stop = upto
+        self._indexed = stop
+        unindexed = self._unindexed
+        del unindexed[: _position(unindexed, stop)]
+        with self._tree_lock:
+            caught_up = stop >= len(self._tree)
+        self._tail_since = None if caught_up and not unindexed else time.monotonic()
+
+    def _known(self, start: int, stop: int) -> list[Indexable] | None:
+        """This writer's own record of entries ``start..stop``, if it has every one of them."""
+        unindexed = self._unindexed
+        first = _position(unindexed, start)
+        known = unindexed[first : first + stop - start]
+        if len(known) == stop - start and known and known[0][0] == start and known[-1][0] == stop - 1:
+            return known  # indices ascend, so both ends and the count prove there is no gap
+        return None
+
     def _safe_write(self, batch: list[_Request], *, force_head: bool = False) -> None:
         try:
             self._write(batch, force_head=force_head)
@@ -485,7 +550,6 @@ class SqlAuditLog:
                     self._tree.extend_packed(extra)
                     start = len(self._tree)
             rows: list[tuple[Any, ...]] = []
-            waybill_rows: list[tuple[str, int]] = []
             leaves: list[bytes] = []
             sha = hashlib.sha256
             encode = encode_entry
@@ -496,8 +560,6 @@ class SqlAuditLog:
                 h = sha(LEAF_PREFIX + entry).digest()
                 leaves.append(h)
                 rows.append((index, request.ts_us, request.kind, request.actor, request.tenant, entry, h))
-                if request.waybills:
-                    waybill_rows.extend((w, index) for w in request.waybills)
                 index += 1
             head: SignedTreeHead | None = None
             with self._tree_lock:
@@ -517,8 +579,6 @@ class SqlAuditLog:
                 # Driver-level executemany: the Core insert costs several times more per row in Python.
                 if rows:
                     conn.exec_driver_sql(self._insert_entry, rows)
-                if waybill_rows:
-                    conn.exec_driver_sql(self._insert_waybill, waybill_rows)
                 if head is not None:
                     conn.execute(
                         insert(audit_tree_heads),
@@ -549,12 +609,16 @@ class SqlAuditLog:
                     log.error("witness file not written: %s", exc.__class__.__name__)
         current = self._head
         index = start
+        unindexed = self._unindexed
         for request in batch:
             if request.kind is None:
                 request.head = current
             else:
                 request.index = index
+                unindexed.append((index, request.actor, request.waybills))
                 index += 1
+        if entries and self._tail_since is None:
+            self._tail_since = time.monotonic()
 
 
 def open_audit_log(
@@ -566,6 +630,7 @@ def open_audit_log(
     head_interval: float = 1.0,
     max_batch: int = 8192,
     commit_delay: float = COMMIT_DELAY,
+    index_every: int = INDEX_EVERY,
 ) -> SqlAuditLog:
     """Open the durable audit log on ``engine`` (schema must be migrated) and start its writer thread.
 
@@ -583,4 +648,10 @@ def open_audit_log(
         head_interval=head_interval,
         max_batch=max_batch,
         commit_delay=commit_delay,
+        index_every=index_every,
     )
+
+
+def _position(entries: Sequence[Indexable], index: int) -> int:
+    """Where the first entry numbered ``index`` or more is in ``entries`` (ascending indices)."""
+    return bisect.bisect_left(entries, index, key=lambda item: item[0])

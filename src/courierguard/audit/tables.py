@@ -2,8 +2,15 @@
 
 ``entry`` holds the exact leaf input (see :func:`courierguard.audit.models.encode_entry`); it becomes
 NULL once the entry is archived, while ``leaf_hash`` stays so that the tree and every signed tree head
-can still be checked. ``actor``, ``ts_us`` and ``audit_waybills`` are unhashed search indexes copied
-out of the entry; verification never trusts them.
+can still be checked. ``actor``, ``ts_us``, ``audit_actors`` and ``audit_waybills`` are unhashed search
+indexes copied out of the entry; verification never trusts them.
+
+``audit_actors`` and ``audit_waybills`` are written behind the log, not in each commit: every entry
+of a batch would land on its own B-tree page of each (a random actor, a random waybill), and writing
+those pages was most of a commit's cost. The writer indexes the entries from
+``audit_index_mark.upto`` on in sorted bulk every few thousand entries, and searches read the
+entries at or above the mark directly (:mod:`courierguard.audit.queries`), so a search is complete
+whether or not the latest entries are indexed yet.
 """
 
 from __future__ import annotations
@@ -24,10 +31,19 @@ audit_entries = Table(
     Column("tenant", String(64)),
     Column("entry", LargeBinary),
     Column("leaf_hash", LargeBinary(32), nullable=False),
+    # Time grows with ``seq``, so this index is appended to at its right edge: cheap per commit.
     Index(None, "ts_us"),
-    Index(None, "actor", "seq"),
     # No index on tenant: every search also names an actor, waybills or a time range, whose index
     # finds the rows; one B-tree less per entry is worth more to group commit (migration 0004).
+    # No index on actor either: ``audit_actors`` is that index, written in bulk (migration 0005).
+)
+
+audit_actors = Table(
+    "audit_actors",
+    metadata,
+    Column("actor", String(64), primary_key=True),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    sqlite_with_rowid=False,
 )
 
 audit_waybills = Table(
@@ -48,3 +64,15 @@ audit_tree_heads = Table(
     Column("signature", LargeBinary(64), nullable=False),
     Column("public_key", LargeBinary(32), nullable=False),
 )
+
+audit_index_mark = Table(
+    "audit_index_mark",
+    metadata,
+    # One row (id 1): every entry below ``upto`` is in ``audit_actors`` and ``audit_waybills``.
+    # No row means nothing is indexed yet.
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("upto", BigInteger, nullable=False),
+)
+
+# Every table of the audit trail, for creating them without the other capabilities' tables.
+AUDIT_TABLES = (audit_entries, audit_actors, audit_waybills, audit_index_mark, audit_tree_heads)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
-from courierguard.audit.tables import audit_entries, audit_tree_heads, audit_waybills
+from courierguard.audit.tables import AUDIT_TABLES
 from courierguard.db import create_db_engine
 from courierguard.db.tables import metadata
 from courierguard.vault.keys import LocalKeyFile
@@ -20,7 +21,6 @@ VECTORS = Path(__file__).resolve().parents[2] / "vectors" / "audit"
 sys.path.insert(0, str(VECTORS))
 
 PG_ADMIN_URL = os.environ.get("COURIERGUARD_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-AUDIT_TABLES = [audit_entries, audit_waybills, audit_tree_heads]
 
 
 @pytest.fixture
@@ -64,7 +64,7 @@ def pg_engine(pg_url: str) -> Iterator[Engine]:
     engine = create_db_engine(pg_url)
     metadata.create_all(engine, tables=AUDIT_TABLES)
     with engine.begin() as conn:
-        conn.execute(text("TRUNCATE audit_entries, audit_waybills, audit_tree_heads"))
+        conn.execute(text("TRUNCATE " + ", ".join(t.name for t in AUDIT_TABLES)))
     yield engine
     engine.dispose()
 
@@ -74,3 +74,40 @@ def engine(request: pytest.FixtureRequest) -> Engine:
     name = "sqlite_engine" if request.param == "sqlite" else "pg_engine"
     result: Engine = request.getfixturevalue(name)
     return result
+
+
+@contextlib.contextmanager
+def refusing_actor(engine: Engine, actor: str, table: str = "audit_entries") -> Iterator[None]:
+    """While open, the database itself refuses rows of ``actor`` in ``table`` (a trigger), so the
+    transaction writing one fails for real, on either backend."""
+    with engine.begin() as conn:
+        if engine.dialect.name == "sqlite":
+            conn.execute(
+                text(
+                    f"CREATE TRIGGER refuse_actor BEFORE INSERT ON {table} "
+                    f"WHEN NEW.actor = '{actor}' BEGIN SELECT RAISE(ABORT, 'refused by test'); END"
+                )
+            )
+        else:
+            conn.execute(
+                text(
+                    "CREATE FUNCTION refuse_actor() RETURNS trigger AS $$ BEGIN "
+                    f"IF NEW.actor = '{actor}' THEN RAISE EXCEPTION 'refused by test'; END IF; "
+                    "RETURN NEW; END $$ LANGUAGE plpgsql"
+                )
+            )
+            conn.execute(
+                text(
+                    f"CREATE TRIGGER refuse_actor BEFORE INSERT ON {table} "
+                    "FOR EACH ROW EXECUTE FUNCTION refuse_actor()"
+                )
+            )
+    try:
+        yield
+    finally:
+        with engine.begin() as conn:
+            if engine.dialect.name == "sqlite":
+                conn.execute(text("DROP TRIGGER refuse_actor"))
+            else:
+                conn.execute(text(f"DROP TRIGGER refuse_actor ON {table}"))
+                conn.execute(text("DROP FUNCTION refuse_actor()"))

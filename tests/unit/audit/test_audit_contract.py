@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from courierguard.audit import (
     AuditLog,
@@ -25,6 +25,8 @@ from courierguard.audit._internal.core import read_witness
 from courierguard.errors import AuditUnavailable, InvalidInput
 from courierguard.events import AccessEvent
 from courierguard.vault.keys import LocalKeyFile
+
+from .conftest import refusing_actor
 
 
 def _event(i: int) -> AccessEvent:
@@ -151,15 +153,12 @@ def test_reopen_keeps_tree_and_verifies(engine: Engine, key_provider: LocalKeyFi
 def test_storage_failure_raises_audit_unavailable(engine: Engine, key_provider: LocalKeyFile) -> None:
     log = open_audit_log(engine, key_provider)
     assert log.append(EntryKind.SYSTEM, {}) == 0
-    with engine.begin() as conn:
-        conn.execute(text("DROP TABLE audit_waybills"))
-    with pytest.raises(AuditUnavailable):
-        log.append_event(_event(1))  # has a waybill, so the batch touches the missing table
-    assert log.size == 1  # the failed leaf was undone
-    assert log.append(EntryKind.SYSTEM, {"after": 1}) == 1
+    with refusing_actor(engine, "E1"):
+        with pytest.raises(AuditUnavailable):
+            log.append_event(_event(1))  # actor E1: the database refuses the row
+        assert log.size == 1  # the failed leaf was undone
+        assert log.append(EntryKind.SYSTEM, {"after": 1}) == 1
     log.close()
-    with engine.begin() as conn:
-        conn.execute(text("CREATE TABLE audit_waybills (waybill VARCHAR(64), seq BIGINT)"))
     assert verify(engine, key_provider.signer().public_key).ok
 
 

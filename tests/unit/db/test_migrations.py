@@ -59,3 +59,68 @@ def test_audit_waybill_index_survives_the_0004_rebuild(tmp_path: object) -> None
     with engine.connect() as conn:
         assert conn.execute(text("SELECT waybill, seq FROM audit_waybills")).all() == [("YT0000000000001", 7)]
     engine.dispose()
+
+
+def test_0005_indexes_every_entry_and_downgrade_indexes_the_tail(tmp_path: object) -> None:
+    """Up from 0004 with entries: every actor indexed and the mark past them. Down again with an
+    unindexed tail: the tail's waybills are written, since the older code expects a complete index."""
+    from pathlib import Path
+
+    from alembic import command
+    from sqlalchemy import text
+
+    from courierguard.audit.models import canonical_json, encode_entry
+    from courierguard.db import create_db_engine
+    from courierguard.db.engine import alembic_config
+
+    assert isinstance(tmp_path, Path)
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'm.sqlite3'}")
+    config = alembic_config(engine)
+
+    def add_entry(seq: int, actor: str, waybill: str) -> None:
+        body = {"actor": {"id": actor}, "resource": {"type": "waybill", "id": waybill}}
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO audit_entries (seq, ts_us, kind, actor, entry, leaf_hash) "
+                    "VALUES (:seq, 0, 'access', :actor, :entry, :leaf)"
+                ),
+                {
+                    "seq": seq,
+                    "actor": actor,
+                    "entry": encode_entry(seq, 0, "access", canonical_json(body)),
+                    "leaf": b"\0" * 32,
+                },
+            )
+
+    def names(kind: str) -> set[str]:
+        with engine.connect() as conn:
+            return {
+                r[0]
+                for r in conn.execute(text("SELECT name FROM sqlite_master WHERE type = :k"), {"k": kind})
+            }
+
+    command.upgrade(config, "0004_audit_leaner_indexes")
+    for seq in range(3):
+        add_entry(seq, f"E{seq % 2}", f"YT{seq}")
+        with engine.begin() as conn:
+            conn.execute(
+                text("INSERT INTO audit_waybills (waybill, seq) VALUES (:w, :s)"), {"w": f"YT{seq}", "s": seq}
+            )
+    command.upgrade(config, "heads")
+    assert "ix_audit_entries_actor_seq" not in names("index")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT actor, seq FROM audit_actors ORDER BY seq")).all() == [
+            ("E0", 0),
+            ("E1", 1),
+            ("E0", 2),
+        ]
+        assert conn.execute(text("SELECT upto FROM audit_index_mark")).scalar_one() == 3
+    add_entry(3, "E9", "YT3")  # committed by the new code, not indexed yet
+    command.downgrade(config, "0004_audit_leaner_indexes")
+    assert "ix_audit_entries_actor_seq" in names("index")
+    assert not {"audit_actors", "audit_index_mark"} & names("table")
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT waybill, seq FROM audit_waybills ORDER BY seq")).all()
+    assert rows == [("YT0", 0), ("YT1", 1), ("YT2", 2), ("YT3", 3)]
+    engine.dispose()
