@@ -8,7 +8,9 @@ Usage: ``python -m benchmarks._gateway_server DATA_DIR PORT CPU MODE`` where MOD
   the same JSON shapes with the same request parsing (path pattern, body model, response model),
   but with no identity, policy, risk hook or audit record: the baseline of the guarded routes.
 
-The server logs as ``courierguard serve`` does (``configure_logging(settings.log_level)``).
+Every mode is served as ``courierguard serve`` serves (``courierguard.gateway.server.serve``: the
+same uvicorn options and the same garbage-collector tuning) and logs as it does
+(``configure_logging(settings.log_level)``).
 """
 
 import contextlib
@@ -17,12 +19,12 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import uvicorn
 from fastapi import FastAPI
 from fastapi import Path as PathParam
 
 from courierguard.config import Settings
 from courierguard.gateway.http import NUMBER, RevealIn, RevealOut, WaybillOut, _waybill, create_app
+from courierguard.gateway.server import serve
 from courierguard.gateway.wiring import Deployment, open_deployment
 from courierguard.logging import configure_logging
 from courierguard.risk.interfaces import AllowAll
@@ -71,7 +73,7 @@ def main(argv: list[str]) -> int:
         raise SystemExit(f"mode must be one of {MODES}")
     with contextlib.suppress(AttributeError, OSError):
         os.sched_setaffinity(0, {cpu})
-    settings = Settings(data_dir=data_dir, tenant="bench")
+    settings = Settings(data_dir=data_dir, tenant="bench", host="127.0.0.1", port=port)
     configure_logging(settings.log_level)
     deployment: Deployment | None = None
     if mode in ("plain", "plain-sync"):
@@ -84,7 +86,7 @@ def main(argv: list[str]) -> int:
         deployment = open_deployment(settings, risk=AllowAll() if mode == "allow-all" else None)
         app = create_app(deployment)
     try:
-        uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+        serve(app, settings)
     finally:
         if deployment is not None:
             deployment.close()

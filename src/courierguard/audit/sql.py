@@ -35,11 +35,11 @@ import logging
 import threading
 import time
 from _thread import LockType
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, select, text
+from sqlalchemy import Connection, Engine, select, text
 
 from courierguard.audit._internal.core import (
     HeadSigner,
@@ -73,8 +73,14 @@ _RATE_WEIGHT = 0.2
 INDEX_EVERY = 4096
 # Most entries indexed in one transaction, e.g. a long tail found on opening.
 _INDEX_MAX = 65_536
-_INSERT_ENTRY_QMARK = "INSERT INTO audit_entries (seq, ts_us, kind, actor, tenant, entry, leaf_hash) VALUES (?, ?, ?, ?, ?, ?, ?)"
-_INSERT_ENTRY_FORMAT = "INSERT INTO audit_entries (seq, ts_us, kind, actor, tenant, entry, leaf_hash) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+# The writer's statements, run on its own DB-API connection (see ``_WriterConnection``); ``?`` becomes
+# ``%s`` for psycopg. Values are always bound, never formatted into the SQL.
+_INSERT_ENTRY = "INSERT INTO audit_entries (seq, ts_us, kind, actor, tenant, entry, leaf_hash) VALUES (?, ?, ?, ?, ?, ?, ?)"
+_INSERT_HEAD = (
+    "INSERT INTO audit_tree_heads (size, root, timestamp_ms, signature, public_key) VALUES (?, ?, ?, ?, ?)"
+)
+_LEAVES_FROM = "SELECT leaf_hash FROM audit_entries WHERE seq >= ? ORDER BY seq"
+_PG_LOCK = "SELECT pg_advisory_xact_lock(?)"
 _MAX_SEQ = "SELECT max(seq) FROM audit_entries"
 
 
@@ -153,6 +159,60 @@ class _Request:
         self.error: BaseException | None = None
 
 
+class _WriterConnection:
+    """The writer thread's own DB-API connection, held for the life of the log.
+
+    A batch is a handful of fixed statements; going through SQLAlchemy's ``Engine.begin`` for each
+    (pool checkout, connection and result objects, event dispatch) cost more CPU than the SQL. On
+    SQLite each transaction starts with ``BEGIN IMMEDIATE``, so the writer holds the write lock
+    before it reads where the log ends: a second process appending to the same file (the CLI beside
+    the server) waits instead of racing it for the same index. A connection that fails to roll back
+    is dropped; the next batch checks out a fresh one.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._sqlite = engine.dialect.name == "sqlite"
+        self._connection: Any = None
+
+    def sql(self, statement: str) -> str:
+        return statement if self._sqlite else statement.replace("?", "%s")
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Any]:
+        """A DB-API cursor inside one transaction: committed on exit, rolled back on an error."""
+        if self._connection is None:
+            self._connection = self._engine.raw_connection()
+        connection = self._connection
+        cursor = connection.cursor()
+        try:
+            if self._sqlite:
+                cursor.execute("BEGIN IMMEDIATE")
+            yield cursor
+            connection.commit()
+        except BaseException:
+            try:
+                connection.rollback()
+            except Exception:
+                self._drop()
+            raise
+        finally:
+            with contextlib.suppress(Exception):
+                cursor.close()
+
+    def _drop(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                connection.invalidate()
+
+    def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                connection.close()
+
+
 def _new_gate() -> LockType:
     gate = threading.Lock()
     gate.acquire()
@@ -212,8 +272,9 @@ class SqlAuditLog:
         self._gap = 0.0  # between the first entry now queued and the one before it
         self._want = 0
         self._pg = engine.dialect.name == "postgresql"
-        qmark = engine.dialect.paramstyle == "qmark"
-        self._insert_entry = _INSERT_ENTRY_QMARK if qmark else _INSERT_ENTRY_FORMAT
+        self._db = _WriterConnection(engine)
+        self._insert_entry = self._db.sql(_INSERT_ENTRY)
+        self._insert_head = self._db.sql(_INSERT_HEAD)
         # The search index's state; only the writer thread touches it after start-up.
         self._index_every = max(1, index_every)
         self._unindexed: list[Indexable] = []  # what this writer committed above the mark
@@ -392,6 +453,7 @@ class SqlAuditLog:
         try:
             self._loop()
         finally:
+            self._db.close()
             # However the writer ends, refuse what is still queued rather than leave callers waiting.
             with self._wakeup:
                 self._closing = True
@@ -535,17 +597,20 @@ class SqlAuditLog:
     def _write(self, batch: list[_Request], *, force_head: bool = False) -> None:
         entries = [r for r in batch if r.kind is not None]
         wants_head = force_head or len(entries) < len(batch) or not batch
-        with self._engine.begin() as conn:
+        db = self._db
+        with db.transaction() as cursor:
             if self._pg:
-                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
+                cursor.execute(db.sql(_PG_LOCK), (_PG_LOCK_KEY,))
             # max() reads one end of the primary key; count() would scan the whole table per batch.
-            top = conn.exec_driver_sql(_MAX_SEQ).scalar_one()
+            cursor.execute(_MAX_SEQ)
+            top = cursor.fetchone()[0]
             stored = 0 if top is None else int(top) + 1
             with self._tree_lock:
                 start = len(self._tree)
             if stored > start:
-                # Another worker appended since we last looked: take its leaves before numbering ours.
-                extra = load_leaf_hashes(conn, start)
+                # Another writer appended since we last looked: take its leaves before numbering ours.
+                cursor.execute(db.sql(_LEAVES_FROM), (start,))
+                extra = b"".join(bytes(h) for (h,) in cursor.fetchall())
                 with self._tree_lock:
                     self._tree.extend_packed(extra)
                     start = len(self._tree)
@@ -576,21 +641,12 @@ class SqlAuditLog:
                     self._tree.truncate(start)
                     raise
             try:
-                # Driver-level executemany: the Core insert costs several times more per row in Python.
                 if rows:
-                    conn.exec_driver_sql(self._insert_entry, rows)
+                    cursor.executemany(self._insert_entry, rows)
                 if head is not None:
-                    conn.execute(
-                        insert(audit_tree_heads),
-                        [
-                            {
-                                "size": head.size,
-                                "root": head.root,
-                                "timestamp_ms": head.timestamp_ms,
-                                "signature": head.signature,
-                                "public_key": head.public_key,
-                            }
-                        ],
+                    cursor.execute(
+                        self._insert_head,
+                        (head.size, head.root, head.timestamp_ms, head.signature, head.public_key),
                     )
             except BaseException:
                 with self._tree_lock:

@@ -32,9 +32,8 @@ def serve(
 
     Example: courierguard serve --port 8700
     """
-    import uvicorn
-
     from courierguard.gateway.http import create_app
+    from courierguard.gateway.server import serve as serve_app
     from courierguard.gateway.wiring import open_deployment
 
     with one_line_errors():
@@ -44,15 +43,7 @@ def serve(
         app = create_app(deployment)
         console.print(f"Courier Guard API on http://{settings.host}:{settings.port}/v1/docs")
         try:
-            uvicorn.run(
-                app,
-                host=settings.host,
-                port=settings.port,
-                log_level="warning",
-                access_log=False,
-                proxy_headers=bool(settings.trusted_proxies),
-                forwarded_allow_ips=settings.trusted_proxies,
-            )
+            serve_app(app, settings)
         finally:
             deployment.close()
 
@@ -84,9 +75,8 @@ def run(
 
     Example: courierguard run
     """
-    import uvicorn
-
     from courierguard.gateway.http import create_app
+    from courierguard.gateway.server import serve as serve_app
     from courierguard.gateway.wiring import open_deployment
     from courierguard.sim.seed import seed_company
 
@@ -123,9 +113,6 @@ def run(
         )
         console.print("  stop with Ctrl-C; data stays in " + str(settings.data_dir))
         try:
-            uvicorn.run(
-                create_app(deployment), host=settings.host, port=settings.port, log_level="warning",
-                access_log=False, proxy_headers=bool(settings.trusted_proxies), forwarded_allow_ips=settings.trusted_proxies,
-            )  # fmt: skip
+            serve_app(create_app(deployment), settings)
         finally:
             deployment.close()
