@@ -6,12 +6,14 @@ import contextlib
 import os
 import secrets
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, text
 
+from courierguard.audit import SqlAuditLog, open_audit_log
 from courierguard.audit.tables import AUDIT_TABLES
 from courierguard.db import create_db_engine
 from courierguard.db.tables import metadata
@@ -111,3 +113,22 @@ def refusing_actor(engine: Engine, actor: str, table: str = "audit_entries") -> 
             else:
                 conn.execute(text(f"DROP TRIGGER refuse_actor ON {table}"))
                 conn.execute(text("DROP FUNCTION refuse_actor()"))
+
+
+OpenLog = Callable[..., SqlAuditLog]
+
+
+@pytest.fixture
+def open_log(engine: Engine, key_provider: LocalKeyFile) -> Iterator[OpenLog]:
+    """Opens SQL logs on the parametrised backend; closes them all at the end."""
+    logs: list[SqlAuditLog] = []
+
+    def factory(**options: Any) -> SqlAuditLog:
+        options.setdefault("head_interval", 0.05)
+        log = open_audit_log(engine, key_provider, **options)
+        logs.append(log)
+        return log
+
+    yield factory
+    for log in logs:
+        log.close()

@@ -14,7 +14,7 @@ import random
 import statistics
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,7 +22,7 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 import courierguard.audit.sql as sql_module
-from courierguard.audit import AuditLog, EntryKind, MemoryAuditLog, SqlAuditLog, open_audit_log, verify
+from courierguard.audit import AuditLog, EntryKind, MemoryAuditLog, SqlAuditLog, verify
 from courierguard.audit.tables import audit_entries
 from courierguard.clock import FixedClock
 from courierguard.db import create_db_engine
@@ -30,9 +30,7 @@ from courierguard.errors import AuditUnavailable
 from courierguard.events import AccessEvent
 from courierguard.vault.keys import LocalKeyFile
 
-from .conftest import refusing_actor
-
-OpenLog = Callable[..., SqlAuditLog]
+from .conftest import OpenLog, refusing_actor
 
 
 def _event(i: int) -> AccessEvent:
@@ -55,22 +53,6 @@ def _body(actor: str, waybill: str | None = None) -> dict[str, Any]:
     if waybill is not None:
         body["resource"] = {"type": "waybill", "id": waybill}
     return body
-
-
-@pytest.fixture
-def open_log(engine: Engine, key_provider: LocalKeyFile) -> Iterator[OpenLog]:
-    """Opens SQL logs on the parametrised backend; closes them all at the end."""
-    logs: list[SqlAuditLog] = []
-
-    def factory(**options: Any) -> SqlAuditLog:
-        options.setdefault("head_interval", 0.05)
-        log = open_audit_log(engine, key_provider, **options)
-        logs.append(log)
-        return log
-
-    yield factory
-    for log in logs:
-        log.close()
 
 
 def _stored(engine: Engine) -> dict[int, str | None]:

@@ -4,7 +4,7 @@ indexer has got to, the writer catches up from memory or from storage, and its f
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, delete, select, text
 
 import courierguard.audit.sql as sql_module
-from courierguard.audit import AuditQueries, EntryKind, SqlAuditLog, open_audit_log
+from courierguard.audit import AuditQueries, EntryKind, open_audit_log
 from courierguard.audit._internal.core import actor_of, waybills_of
 from courierguard.audit.models import decode_entry
 from courierguard.audit.search_index import indexed_upto, write_index
@@ -22,7 +22,7 @@ from courierguard.audit.tables import audit_actors, audit_entries, audit_index_m
 from courierguard.clock import FixedClock
 from courierguard.vault.keys import LocalKeyFile
 
-from .conftest import refusing_actor
+from .conftest import OpenLog, refusing_actor
 
 START = datetime(2025, 3, 1, tzinfo=UTC)
 ACTORS = ["E1", "E2", "E3", "svc"]
@@ -77,22 +77,8 @@ def _wait_for(condition: Callable[[], bool], what: str) -> None:
         time.sleep(0.01)
 
 
-@pytest.fixture
-def open_log(engine: Engine, key_provider: LocalKeyFile) -> Iterator[Callable[..., SqlAuditLog]]:
-    logs: list[SqlAuditLog] = []
-
-    def factory(**options: Any) -> SqlAuditLog:
-        log = open_audit_log(engine, key_provider, **options)
-        logs.append(log)
-        return log
-
-    yield factory
-    for log in logs:
-        log.close()
-
-
 def test_writer_indexes_from_memory_in_bulk(
-    open_log: Callable[..., SqlAuditLog], engine: Engine, monkeypatch: pytest.MonkeyPatch
+    open_log: OpenLog, engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def not_expected(*_: object) -> None:
         raise AssertionError("this writer knows its own entries; it must not read them back")
@@ -108,9 +94,7 @@ def test_writer_indexes_from_memory_in_bulk(
     assert _assert_index_exact(engine) == 25  # closing indexes the rest
 
 
-def test_writer_indexes_a_tail_left_by_a_crash_from_storage(
-    open_log: Callable[..., SqlAuditLog], engine: Engine
-) -> None:
+def test_writer_indexes_a_tail_left_by_a_crash_from_storage(open_log: OpenLog, engine: Engine) -> None:
     log = open_log(head_interval=60)
     log.append_many(EntryKind.ACCESS, [_body(i) for i in range(30)])
     log.close()
@@ -128,9 +112,7 @@ def test_writer_indexes_a_tail_left_by_a_crash_from_storage(
     assert _assert_index_exact(engine) == 40
 
 
-def test_a_failing_indexer_fails_no_append_and_catches_up(
-    open_log: Callable[..., SqlAuditLog], engine: Engine
-) -> None:
+def test_a_failing_indexer_fails_no_append_and_catches_up(open_log: OpenLog, engine: Engine) -> None:
     log = open_log(index_every=4, head_interval=60)
     with refusing_actor(engine, "E2", table="audit_actors"):
         indices = [log.append(EntryKind.ACCESS, _body(i)) for i in range(20)]
