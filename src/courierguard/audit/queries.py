@@ -16,10 +16,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Engine, Select, select
+from sqlalchemy import ColumnElement, Connection, Engine, Select, func, select
 
 from courierguard.audit._internal.core import waybills_of
-from courierguard.audit.merkle import MerkleTree
+from courierguard.audit.merkle import TiledTree
 from courierguard.audit.models import (
     AuditRecord,
     EntryKind,
@@ -30,7 +30,7 @@ from courierguard.audit.models import (
     to_micros,
 )
 from courierguard.audit.search_index import indexed_upto
-from courierguard.audit.sql import latest_head, load_leaf_hashes
+from courierguard.audit.sql import latest_head, stored_tree
 from courierguard.audit.tables import audit_actors, audit_entries, audit_waybills
 from courierguard.errors import InvalidInput, NotFound
 
@@ -44,7 +44,7 @@ class AuditQueries:
     def __init__(self, engine: Engine, *, max_page: int = MAX_PAGE) -> None:
         self._engine = engine
         self._max_page = max_page
-        self._tree = MerkleTree()
+        self._tree: TiledTree | None = None  # loaded for the size a proof needs, grown on demand
         self._lock = threading.Lock()
 
     def search(
@@ -94,7 +94,7 @@ class AuditQueries:
                 rows += _unindexed(conn, actor, wanted, common, max(start, upto), limit + 1 - len(rows))
             head = latest_head(conn) if with_proofs else None
             if head is not None:
-                self._extend_tree(head.size)
+                self._tree_of(head.size)
         more = len(rows) > limit
         rows = rows[:limit]
         records = [self._record(r.seq, r.ts_us, r.kind, r.actor, r.entry, r.leaf_hash, head) for r in rows]
@@ -121,7 +121,7 @@ class AuditQueries:
             ).first()
             head = latest_head(conn) if with_proof else None
             if head is not None:
-                self._extend_tree(head.size)
+                self._tree_of(head.size)
         if row is None:
             raise NotFound(f"audit entry {index} does not exist")
         return self._record(row.seq, row.ts_us, row.kind, row.actor, row.entry, row.leaf_hash, head)
@@ -137,40 +137,40 @@ class AuditQueries:
     def inclusion_proof(self, index: int, tree_size: int | None = None) -> tuple[bytes, list[bytes], int]:
         """(leaf hash, audit path, tree size) for ``index``; the size defaults to the latest head's."""
         size = self.tree_head().size if tree_size is None else tree_size
-        self._extend_tree(size)
+        tree = self._tree_of(size)
         try:
             with self._lock:
-                return self._tree.leaf(index), self._tree.inclusion_proof(index, size), size
+                return tree.leaf(index), tree.inclusion_proof(index, size), size
         except (ValueError, IndexError):
             raise InvalidInput("index", f"no entry {index} in a tree of {size}") from None
 
     def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
         """RFC 6962 consistency proof between two stored tree sizes."""
-        self._extend_tree(new_size)
+        tree = self._tree_of(new_size)
         try:
             with self._lock:
-                return self._tree.consistency_proof(old_size, new_size)
+                return tree.consistency_proof(old_size, new_size)
         except ValueError:
-            raise InvalidInput("size", f"need 0 <= old <= new <= {len(self._tree)}") from None
+            raise InvalidInput("size", f"need 0 <= old <= new <= {len(tree)}") from None
 
     def root(self, size: int) -> bytes:
-        """Merkle root recomputed from stored leaf hashes for the first ``size`` entries."""
-        self._extend_tree(size)
+        """Merkle root recomputed from the stored tile and leaf hashes of the first ``size`` entries."""
+        tree = self._tree_of(size)
         with self._lock:
             try:
-                return self._tree.root(size)
+                return tree.root(size)
             except ValueError:
-                raise InvalidInput("size", f"only {len(self._tree)} entries are stored") from None
+                raise InvalidInput("size", f"only {len(tree)} entries are stored") from None
 
-    def _extend_tree(self, size: int) -> None:
+    def _tree_of(self, size: int) -> TiledTree:
+        """A tree of at least ``size`` stored entries (or of all there are, when fewer)."""
         with self._lock:
-            have = len(self._tree)
-            if have >= size:
-                return
-            with self._engine.connect() as conn:
-                packed = load_leaf_hashes(conn, have, size)
-            for i in range(0, len(packed), 32):
-                self._tree.append(bytes(packed[i : i + 32]))
+            if self._tree is None or len(self._tree) < size:
+                with self._engine.connect() as conn:
+                    top = conn.execute(select(func.max(audit_entries.c.seq))).scalar()
+                stored = 0 if top is None else int(top) + 1
+                self._tree = stored_tree(self._engine, min(max(size, 0), stored))
+            return self._tree
 
     def _record(
         self,
@@ -186,8 +186,9 @@ class AuditQueries:
         proof: tuple[bytes, ...] | None = None
         size: int | None = None
         if head is not None and seq < head.size:
+            tree = self._tree_of(head.size)
             with self._lock:
-                proof = tuple(self._tree.inclusion_proof(seq, head.size))
+                proof = tuple(tree.inclusion_proof(seq, head.size))
             size = head.size
         return AuditRecord(seq, from_micros(ts_us), kind, actor, body, bytes(leaf), proof, size)
 

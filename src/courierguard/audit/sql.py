@@ -50,10 +50,10 @@ from courierguard.audit._internal.core import (
     tenant_of,
     waybills_of,
 )
-from courierguard.audit.merkle import LEAF_PREFIX, MerkleTree
+from courierguard.audit.merkle import HASH_SIZE, LEAF_PREFIX, TILE_HEIGHT, TiledTree, root_from_packed
 from courierguard.audit.models import EntryKind, SignedTreeHead, encode_entry, to_micros
 from courierguard.audit.search_index import Indexable, indexed_upto, stored_indexables, write_index
-from courierguard.audit.tables import audit_entries, audit_tree_heads
+from courierguard.audit.tables import audit_entries, audit_tiles, audit_tree_heads
 from courierguard.clock import Clock, SystemClock
 from courierguard.errors import AuditUnavailable
 from courierguard.events import AccessEvent, event_dict
@@ -76,10 +76,12 @@ _INDEX_MAX = 65_536
 # The writer's statements, run on its own DB-API connection (see ``_WriterConnection``); ``?`` becomes
 # ``%s`` for psycopg. Values are always bound, never formatted into the SQL.
 _INSERT_ENTRY = "INSERT INTO audit_entries (seq, ts_us, kind, actor, tenant, entry, leaf_hash) VALUES (?, ?, ?, ?, ?, ?, ?)"
+_INSERT_TILE = "INSERT INTO audit_tiles (height, idx, hash) VALUES (?, ?, ?)"
 _INSERT_HEAD = (
     "INSERT INTO audit_tree_heads (size, root, timestamp_ms, signature, public_key) VALUES (?, ?, ?, ?, ?)"
 )
 _LEAVES_FROM = "SELECT leaf_hash FROM audit_entries WHERE seq >= ? ORDER BY seq"
+_LEAVES_BETWEEN = "SELECT leaf_hash FROM audit_entries WHERE seq >= ? AND seq < ? ORDER BY seq"
 _PG_LOCK = "SELECT pg_advisory_xact_lock(?)"
 _MAX_SEQ = "SELECT max(seq) FROM audit_entries"
 
@@ -232,6 +234,57 @@ def load_leaf_hashes(conn: Connection, start: int = 0, end: int | None = None) -
     return packed
 
 
+def stored_tree(engine: Engine, size: int | None = None) -> TiledTree:
+    """The Merkle tree of the first ``size`` stored entries (default: all), from the stored tile hashes.
+
+    Reads one row per 256 entries plus the leaves of the last, incomplete tile; the leaves of a
+    complete tile are read only when a proof needs them. A tile whose hash is not stored (rows
+    deleted behind the log's back) is hashed from its leaves, with a warning; missing leaves raise
+    :class:`AuditUnavailable`: the log cannot be trusted to extend, and ``audit verify`` will say why.
+    """
+
+    statement = (
+        _LEAVES_BETWEEN if engine.dialect.paramstyle == "qmark" else _LEAVES_BETWEEN.replace("?", "%s")
+    )
+
+    def read(start: int, end: int) -> bytes:
+        # Driver level: a proof reads a tile or two, and Core's per-row machinery cost more than the SQL.
+        with engine.connect() as conn:
+            rows = conn.exec_driver_sql(statement, (start, end)).fetchall()
+        return b"".join(bytes(h) for (h,) in rows)
+
+    with engine.connect() as conn:
+        if size is None:
+            top = conn.exec_driver_sql(_MAX_SEQ).scalar()
+            size = 0 if top is None else int(top) + 1
+        tiles = size >> TILE_HEIGHT
+        width = 1 << TILE_HEIGHT
+        t = audit_tiles.c
+        found = conn.execute(
+            select(t.idx, t.hash).where(t.height == TILE_HEIGHT, t.idx < tiles).order_by(t.idx)
+        )
+        packed = bytearray()
+        rehashed = 0
+        for idx, tile_hash in [*found, (tiles, b"")]:
+            while len(packed) < idx * HASH_SIZE:  # tiles without a stored hash
+                missing = len(packed) // HASH_SIZE
+                packed += root_from_packed(
+                    _exact(load_leaf_hashes(conn, missing * width, (missing + 1) * width), width)
+                )
+                rehashed += 1
+            packed += tile_hash
+        tail = _exact(load_leaf_hashes(conn, tiles * width, size), size - tiles * width)
+    if rehashed:
+        log.warning("audit tree: %d tile hashes were missing and were recomputed from the entries", rehashed)
+    return TiledTree(read, packed, tail)
+
+
+def _exact(packed: bytearray, count: int) -> bytearray:
+    if len(packed) != count * HASH_SIZE:
+        raise AuditUnavailable("audit entries are missing from storage; run `courierguard audit verify`")
+    return packed
+
+
 def latest_head(conn: Connection) -> SignedTreeHead | None:
     """The stored tree head of the largest size, if any."""
     row = conn.execute(select(audit_tree_heads).order_by(audit_tree_heads.c.size.desc()).limit(1)).first()
@@ -275,6 +328,7 @@ class SqlAuditLog:
         self._db = _WriterConnection(engine)
         self._insert_entry = self._db.sql(_INSERT_ENTRY)
         self._insert_head = self._db.sql(_INSERT_HEAD)
+        self._insert_tile = self._db.sql(_INSERT_TILE)
         # The search index's state; only the writer thread touches it after start-up.
         self._index_every = max(1, index_every)
         self._unindexed: list[Indexable] = []  # what this writer committed above the mark
@@ -287,10 +341,15 @@ class SqlAuditLog:
         self._gate = _new_gate()
         self._closing = False
         self._tree_lock = threading.Lock()
+        self._tree = stored_tree(engine)
         with engine.connect() as conn:
-            self._tree = MerkleTree.from_packed(load_leaf_hashes(conn))
             head = latest_head(conn)
             self._indexed = indexed_upto(conn)
+        if head is not None and head.size <= len(self._tree) and self._tree.root(head.size) != head.root:
+            # Signing on top of a history that no longer matches what was signed would launder it.
+            raise AuditUnavailable(
+                "the stored audit log does not match its latest signed tree head; run `courierguard audit verify`"
+            )
         self._head = head
         self._last_head_at = time.monotonic()
         if self._indexed < len(self._tree):
@@ -597,61 +656,16 @@ class SqlAuditLog:
     def _write(self, batch: list[_Request], *, force_head: bool = False) -> None:
         entries = [r for r in batch if r.kind is not None]
         wants_head = force_head or len(entries) < len(batch) or not batch
-        db = self._db
-        with db.transaction() as cursor:
-            if self._pg:
-                cursor.execute(db.sql(_PG_LOCK), (_PG_LOCK_KEY,))
-            # max() reads one end of the primary key; count() would scan the whole table per batch.
-            cursor.execute(_MAX_SEQ)
-            top = cursor.fetchone()[0]
-            stored = 0 if top is None else int(top) + 1
+        with self._tree_lock:
+            before = self._tree.mark()
+        try:
+            with self._db.transaction() as cursor:
+                start, head = self._write_in(cursor, entries, wants_head)
+        except BaseException:
+            # Whatever failed, a statement or the commit itself, the tree forgets the batch's leaves.
             with self._tree_lock:
-                start = len(self._tree)
-            if stored > start:
-                # Another writer appended since we last looked: take its leaves before numbering ours.
-                cursor.execute(db.sql(_LEAVES_FROM), (start,))
-                extra = b"".join(bytes(h) for (h,) in cursor.fetchall())
-                with self._tree_lock:
-                    self._tree.extend_packed(extra)
-                    start = len(self._tree)
-            rows: list[tuple[Any, ...]] = []
-            leaves: list[bytes] = []
-            sha = hashlib.sha256
-            encode = encode_entry
-            index = start
-            for request in entries:
-                assert request.kind is not None
-                entry = encode(index, request.ts_us, request.kind, request.body)
-                h = sha(LEAF_PREFIX + entry).digest()
-                leaves.append(h)
-                rows.append((index, request.ts_us, request.kind, request.actor, request.tenant, entry, h))
-                index += 1
-            head: SignedTreeHead | None = None
-            with self._tree_lock:
-                try:
-                    self._tree.extend_packed(b"".join(leaves))
-                    size = len(self._tree)
-                    due = time.monotonic() - self._last_head_at >= self._interval
-                    last = self._head
-                    if (wants_head or due) and (last is None or last.size != size):
-                        head = self._signer.sign(
-                            size, self._tree.root(), not_before_ms=last.timestamp_ms if last else 0
-                        )
-                except BaseException:
-                    self._tree.truncate(start)
-                    raise
-            try:
-                if rows:
-                    cursor.executemany(self._insert_entry, rows)
-                if head is not None:
-                    cursor.execute(
-                        self._insert_head,
-                        (head.size, head.root, head.timestamp_ms, head.signature, head.public_key),
-                    )
-            except BaseException:
-                with self._tree_lock:
-                    self._tree.truncate(start)
-                raise
+                self._tree.restore(before)
+            raise
         # Committed: from here on every entry of the batch is durable.
         if head is not None:
             with self._tree_lock:
@@ -675,6 +689,61 @@ class SqlAuditLog:
                 index += 1
         if entries and self._tail_since is None:
             self._tail_since = time.monotonic()
+
+    def _write_in(
+        self, cursor: Any, entries: list[_Request], wants_head: bool
+    ) -> tuple[int, SignedTreeHead | None]:
+        """One batch's statements in the writer's transaction: (index of its first entry, the head
+        signed with it, if any). ``_write`` restores the tree if this or the commit fails."""
+        db = self._db
+        if self._pg:
+            cursor.execute(db.sql(_PG_LOCK), (_PG_LOCK_KEY,))
+        # max() reads one end of the primary key; count() would scan the whole table per batch.
+        cursor.execute(_MAX_SEQ)
+        top = cursor.fetchone()[0]
+        stored = 0 if top is None else int(top) + 1
+        with self._tree_lock:
+            start = len(self._tree)
+        if stored > start:
+            # Another writer appended since we last looked: take its leaves before numbering ours
+            # (the tiles they complete, that writer stored).
+            cursor.execute(db.sql(_LEAVES_FROM), (start,))
+            extra = b"".join(bytes(h) for (h,) in cursor.fetchall())
+            with self._tree_lock:
+                self._tree.extend_packed(extra)
+                start = len(self._tree)
+        rows: list[tuple[Any, ...]] = []
+        leaves: list[bytes] = []
+        sha = hashlib.sha256
+        encode = encode_entry
+        index = start
+        for request in entries:
+            assert request.kind is not None
+            entry = encode(index, request.ts_us, request.kind, request.body)
+            h = sha(LEAF_PREFIX + entry).digest()
+            leaves.append(h)
+            rows.append((index, request.ts_us, request.kind, request.actor, request.tenant, entry, h))
+            index += 1
+        head: SignedTreeHead | None = None
+        with self._tree_lock:
+            tiles = self._tree.extend_packed(b"".join(leaves))
+            size = len(self._tree)
+            due = time.monotonic() - self._last_head_at >= self._interval
+            last = self._head
+            if (wants_head or due) and (last is None or last.size != size):
+                head = self._signer.sign(
+                    size, self._tree.root(), not_before_ms=last.timestamp_ms if last else 0
+                )
+        if rows:
+            cursor.executemany(self._insert_entry, rows)
+        if tiles:
+            cursor.executemany(self._insert_tile, [(TILE_HEIGHT, i, h) for i, h in tiles])
+        if head is not None:
+            cursor.execute(
+                self._insert_head,
+                (head.size, head.root, head.timestamp_ms, head.signature, head.public_key),
+            )
+        return start, head
 
 
 def open_audit_log(

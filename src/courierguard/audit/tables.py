@@ -15,7 +15,7 @@ whether or not the latest entries are indexed yet.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Index, Integer, LargeBinary, String, Table
+from sqlalchemy import BigInteger, Column, Index, Integer, LargeBinary, SmallInteger, String, Table
 
 from courierguard.db.tables import metadata
 
@@ -65,6 +65,20 @@ audit_tree_heads = Table(
     Column("public_key", LargeBinary(32), nullable=False),
 )
 
+audit_tiles = Table(
+    "audit_tiles",
+    metadata,
+    # The hash of each complete tile: the subtree of leaves idx * 2**height .. (idx + 1) * 2**height - 1.
+    # Written in the transaction of the entry that completes the tile, so the log opens by reading
+    # one row per 256 entries instead of every leaf (``courierguard.audit.merkle.TiledTree``).
+    # Derived data like the leaf hashes: the writer checks the tree they give against the latest
+    # signed head on opening, and ``verify`` recomputes everything from the entries.
+    Column("height", SmallInteger, primary_key=True, autoincrement=False),
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("hash", LargeBinary(32), nullable=False),
+    sqlite_with_rowid=False,
+)
+
 audit_index_mark = Table(
     "audit_index_mark",
     metadata,
@@ -75,4 +89,4 @@ audit_index_mark = Table(
 )
 
 # Every table of the audit trail, for creating them without the other capabilities' tables.
-AUDIT_TABLES = (audit_entries, audit_actors, audit_waybills, audit_index_mark, audit_tree_heads)
+AUDIT_TABLES = (audit_entries, audit_actors, audit_waybills, audit_index_mark, audit_tiles, audit_tree_heads)

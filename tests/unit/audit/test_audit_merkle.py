@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 import pytest
 from audit_vectors import load_vectors
@@ -15,6 +16,7 @@ from courierguard.audit.merkle import (
     LEAF_PREFIX,
     NODE_PREFIX,
     MerkleTree,
+    TiledTree,
     VerificationError,
     leaf_hash,
     root_from_inclusion_proof,
@@ -287,3 +289,96 @@ def test_property_extend_packed_equals_appends(size: int, cuts: list[int]) -> No
         assert batched.root(old) == one_by_one.root(old)
     assert batched.consistency_proof(size // 2, size) == one_by_one.consistency_proof(size // 2, size)
     assert MerkleTree.from_packed(b"".join(hashes)).root() == one_by_one.root()
+
+
+# ---- TiledTree: the same tree with its leaves in storage ------------------------------------------
+
+
+def _stored_leaves(hashes: list[bytes], reads: list[tuple[int, int]]) -> Callable[[int, int], bytes]:
+    def read(start: int, end: int) -> bytes:
+        reads.append((start, end))
+        return b"".join(hashes[start:end])
+
+    return read
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    size=st.integers(0, 140),
+    height=st.integers(1, 4),
+    cuts=st.lists(st.integers(1, 40), max_size=8),
+    data=st.data(),
+)
+def test_property_tiled_tree_equals_merkle_tree(
+    size: int, height: int, cuts: list[int], data: st.DataObject
+) -> None:
+    """Roots, inclusion and consistency proofs at every size are the in-memory tree's, whether the
+    tiled tree grew batch by batch or was opened from stored tile hashes and a tail."""
+    hashes = [leaf_hash(i.to_bytes(2, "big")) for i in range(size)]
+    reference = MerkleTree(hashes)
+    reads: list[tuple[int, int]] = []
+    grown = TiledTree(_stored_leaves(hashes, reads), height=height)
+    completed: list[tuple[int, bytes]] = []
+    start = 0
+    for cut in [*cuts, size]:
+        end = min(size, start + cut)
+        completed += grown.extend_packed(b"".join(hashes[start:end]))
+        start = end
+    width = 1 << height
+    tiles = size // width
+    assert [i for i, _ in completed] == list(range(tiles))
+    assert [h for _, h in completed] == [
+        root_from_leaf_hashes(hashes[i * width : (i + 1) * width]) for i in range(tiles)
+    ]
+    opened = TiledTree(
+        _stored_leaves(hashes, reads),
+        b"".join(h for _, h in completed),
+        b"".join(hashes[tiles * width :]),
+        height=height,
+    )
+    for tree in (grown, opened):
+        assert len(tree) == size
+        assert tree.root() == reference.root()
+        for n in range(size + 1):
+            assert tree.root(n) == reference.root(n)
+        if size:
+            n = data.draw(st.integers(1, size))
+            m = data.draw(st.integers(0, n - 1))
+            assert tree.inclusion_proof(m, n) == reference.inclusion_proof(m, n)
+            assert tree.leaf(m) == hashes[m]
+            old = data.draw(st.integers(0, n))
+            assert tree.consistency_proof(old, n) == reference.consistency_proof(old, n)
+    # Only whole, complete tiles are ever read from storage.
+    assert all(end - start == width and start % width == 0 and end <= tiles * width for start, end in reads)
+
+
+@settings(max_examples=40, deadline=None)
+@given(before=st.integers(0, 60), failed=st.integers(1, 40), after=st.integers(0, 30))
+def test_property_tiled_tree_restore_forgets_a_failed_batch(before: int, failed: int, after: int) -> None:
+    good = [leaf_hash(b"g%d" % i) for i in range(before + after)]
+    bad = [leaf_hash(b"b%d" % i) for i in range(failed)]
+    reads: list[tuple[int, int]] = []
+    store = list(good[:before])  # what storage holds: never the failed batch
+    tree = TiledTree(_stored_leaves(store, reads), height=2)
+    tree.extend_packed(b"".join(good[:before]))
+    state = tree.mark()
+    tree.extend_packed(b"".join(bad))
+    tree.root()  # touches tiles of the failed batch
+    tree.restore(state)
+    store += good[before:]
+    tree.extend_packed(b"".join(good[before:]))
+    reference = MerkleTree(good)
+    assert len(tree) == len(good)
+    assert tree.root() == reference.root()
+    for n in range(1, len(good) + 1):
+        assert tree.inclusion_proof(n - 1, n) == reference.inclusion_proof(n - 1, n)
+
+
+def test_tiled_tree_refuses_a_short_read() -> None:
+    """Rows missing from storage make a proof fail loudly, never come out as a different hash."""
+    hashes = [leaf_hash(b"%d" % i) for i in range(8)]
+    tiles = b"".join(root_from_leaf_hashes(hashes[i : i + 4]) for i in (0, 4))
+    tree = TiledTree(lambda start, end: b"".join(hashes[start : end - 1]), tiles, height=2)
+    assert tree.root() == root_from_leaf_hashes(hashes)  # tile hashes suffice for the root
+    with pytest.raises(ValueError, match="storage returned 3 of 4 leaves"):
+        tree.inclusion_proof(0, 8)

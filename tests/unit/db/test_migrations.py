@@ -124,3 +124,37 @@ def test_0005_indexes_every_entry_and_downgrade_indexes_the_tail(tmp_path: objec
         rows = conn.execute(text("SELECT waybill, seq FROM audit_waybills ORDER BY seq")).all()
     assert rows == [("YT0", 0), ("YT1", 1), ("YT2", 2), ("YT3", 3)]
     engine.dispose()
+
+
+def test_0006_hashes_the_tiles_of_stored_entries(tmp_path: object) -> None:
+    from hashlib import sha256
+    from pathlib import Path
+
+    from alembic import command
+    from sqlalchemy import inspect, text
+
+    from courierguard.audit.merkle import root_from_packed
+    from courierguard.db import create_db_engine
+    from courierguard.db.engine import alembic_config
+
+    assert isinstance(tmp_path, Path)
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'm.sqlite3'}")
+    config = alembic_config(engine)
+    command.upgrade(config, "0005_audit_deferred_index")
+    leaves = [sha256(b"%d" % i).digest() for i in range(600)]
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO audit_entries (seq, ts_us, kind, entry, leaf_hash) VALUES (:s, 0, 'system', NULL, :h)"
+            ),
+            [{"s": i, "h": h} for i, h in enumerate(leaves)],
+        )
+    command.upgrade(config, "heads")
+    with engine.connect() as conn:
+        tiles = conn.execute(text("SELECT height, idx, hash FROM audit_tiles ORDER BY idx")).all()
+    assert [(h, i) for h, i, _ in tiles] == [(8, 0), (8, 1)]  # the third tile is incomplete
+    for _, i, tile_hash in tiles:
+        assert bytes(tile_hash) == root_from_packed(b"".join(leaves[i * 256 : (i + 1) * 256]))
+    command.downgrade(config, "0005_audit_deferred_index")
+    assert "audit_tiles" not in inspect(engine).get_table_names()
+    engine.dispose()
