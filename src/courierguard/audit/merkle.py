@@ -262,6 +262,12 @@ class MerkleTree:
             raise IndexError(index)
         return bytes(self._levels[0][index * HASH_SIZE : (index + 1) * HASH_SIZE])
 
+    def subtree(self, level: int, index: int) -> bytes:
+        """The hash of complete subtree ``index`` of ``2**level`` leaves; IndexError if incomplete."""
+        if not (0 <= level < len(self._levels) and 0 <= index < len(self._levels[level]) // HASH_SIZE):
+            raise IndexError((level, index))
+        return self._node(level, index)
+
     def _node(self, level: int, index: int) -> bytes:
         return bytes(self._levels[level][index * HASH_SIZE : (index + 1) * HASH_SIZE])
 

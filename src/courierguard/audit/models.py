@@ -208,6 +208,7 @@ class ProblemKind(StrEnum):
     BAD_SIGNATURE = "bad_signature"
     INCONSISTENT_HEADS = "inconsistent_heads"
     NO_TREE_HEAD = "no_tree_head"
+    BAD_TILE = "bad_tile"
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,8 @@ What is checked, in order:
    recomputed from the entries (else some entry was rewritten together with its hash).
 3. Consecutive heads: an RFC 6962 consistency proof between them verifies.
 4. Optionally, the same checks for the heads in a witness file kept outside the database.
+5. Every stored tile hash (the root of 256 entries, from which the log opens and serves proofs)
+   against the tree recomputed from the entries (else a tile was *forged*: ``bad_tile``).
 
 Entry scanning stops at the first bad entry: later roots prove nothing about a broken prefix.
 
@@ -37,9 +39,15 @@ from typing import cast
 from sqlalchemy import Engine, NullPool, create_engine, select
 
 from courierguard.audit._internal.core import read_witness
-from courierguard.audit.merkle import LEAF_PREFIX, MerkleTree, VerificationError, verify_consistency
+from courierguard.audit.merkle import (
+    LEAF_PREFIX,
+    TILE_HEIGHT,
+    MerkleTree,
+    VerificationError,
+    verify_consistency,
+)
 from courierguard.audit.models import Problem, ProblemKind, SignedTreeHead, VerifyReport, entry_index
-from courierguard.audit.tables import audit_tree_heads
+from courierguard.audit.tables import audit_tiles, audit_tree_heads
 
 _FETCH = 50_000
 # Entries per range handed to a worker process, and the smallest log worth starting workers for.
@@ -215,6 +223,7 @@ def verify(
     if not heads:
         problems.append(Problem(ProblemKind.NO_TREE_HEAD, 0, "no signed tree head is stored"))
     _check_heads(heads, tree, valid, count, public_key, problems, source="database")
+    _check_tiles(engine, tree, valid, problems)
     if witness_file is not None:
         _check_heads(read_witness(witness_file), tree, valid, count, public_key, problems, source="witness")
     return VerifyReport(
@@ -278,6 +287,29 @@ def _confirm_range(url: str, start: int, end: int) -> tuple[bytes, int] | None:
 
 
 _worker_engines: dict[str, Engine] = {}
+
+
+def _check_tiles(engine: Engine, tree: MerkleTree, valid: int, problems: list[Problem]) -> None:
+    """Report the first stored tile hash that differs from the recomputed tree (within the valid prefix)."""
+    t = audit_tiles.c
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(t.idx, t.hash).where(t.height == TILE_HEIGHT, t.idx < valid >> TILE_HEIGHT).order_by(t.idx)
+        )
+        for idx, stored in rows:
+            calculated = tree.subtree(TILE_HEIGHT, idx)
+            if bytes(stored) != calculated:
+                problems.append(
+                    Problem(
+                        ProblemKind.BAD_TILE,
+                        idx << TILE_HEIGHT,
+                        f"stored hash of tile {idx} (entries {idx << TILE_HEIGHT}-{((idx + 1) << TILE_HEIGHT) - 1}) "
+                        "does not match the entries",
+                        expected=bytes(stored).hex(),
+                        calculated=calculated.hex(),
+                    )
+                )
+                return
 
 
 def _check_heads(

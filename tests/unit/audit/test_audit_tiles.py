@@ -10,6 +10,7 @@ from sqlalchemy import Engine, select, text
 
 from courierguard.audit import AuditQueries, EntryKind, open_audit_log, verify
 from courierguard.audit.merkle import MerkleTree, root_from_packed, verify_consistency, verify_inclusion
+from courierguard.audit.models import ProblemKind
 from courierguard.audit.sql import stored_tree
 from courierguard.audit.tables import audit_entries, audit_tiles
 from courierguard.errors import AuditUnavailable
@@ -130,3 +131,12 @@ def test_a_failed_tile_insert_fails_the_batch_and_the_tree_forgets_it(
     log.close()
     assert [i for _, i, _ in _tiles(sqlite_engine)] == [0]
     assert verify(sqlite_engine, key_provider.signer().public_key).ok
+
+
+def test_verify_names_a_forged_tile(open_log: OpenLog, engine: Engine, key_provider: LocalKeyFile) -> None:
+    _fill(open_log)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE audit_tiles SET hash = :x WHERE idx = 1"), {"x": b"\x07" * 32})
+    report = verify(engine, key_provider.signer().public_key)
+    assert [(p.kind, p.index) for p in report.problems] == [(ProblemKind.BAD_TILE, 256)]
+    assert "tile 1 (entries 256-511)" in report.summary()
