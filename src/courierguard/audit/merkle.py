@@ -422,6 +422,27 @@ class TiledTree:
         if not 0 <= size <= len(self):
             raise ValueError(f"tree size {size} outside 0..{len(self)}")
 
+    def uncached_tiles(self, tiles: Iterable[int]) -> list[int]:
+        """Those of ``tiles`` that are complete and whose leaves are not in memory."""
+        return [t for t in tiles if 0 <= t < len(self._upper) and t not in self._cache]
+
+    def read_tiles(self, tiles: Iterable[int]) -> dict[int, bytes]:
+        """The leaves of ``tiles`` from storage, without touching the tree (so without its lock);
+        a tile storage does not hold whole (not committed yet) is left out."""
+        width = 1 << self._height
+        out = {}
+        for tile in tiles:
+            leaves = self._read(tile * width, (tile + 1) * width)
+            if len(leaves) == HASH_SIZE * width:
+                out[tile] = leaves
+        return out
+
+    def remember_tiles(self, tiles: dict[int, bytes]) -> None:
+        """Keep leaves from :meth:`read_tiles` for the proofs that follow."""
+        for index, leaves in tiles.items():
+            if index < len(self._upper):
+                self._remember(index, leaves)
+
     def _node(self, level: int, index: int) -> bytes:
         height = self._height
         if level >= height:

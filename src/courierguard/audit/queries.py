@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, Engine, Select, func, select
 
 from courierguard.audit._internal.core import waybills_of
-from courierguard.audit.merkle import TiledTree
+from courierguard.audit.merkle import TiledTree, VerificationError
 from courierguard.audit.models import (
     AuditRecord,
     EntryKind,
@@ -187,6 +187,11 @@ class AuditQueries:
         size: int | None = None
         if head is not None and seq < head.size:
             tree = self._tree_of(head.size)
+            if len(tree) < head.size:
+                raise VerificationError(
+                    f"the latest signed tree head signs {head.size} entries but only {len(tree)} are stored",
+                    index=len(tree),
+                )
             with self._lock:
                 proof = tuple(tree.inclusion_proof(seq, head.size))
             size = head.size

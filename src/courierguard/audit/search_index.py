@@ -15,7 +15,7 @@ search depends on the indexer having caught up.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from sqlalchemy import Connection, select
 
@@ -26,22 +26,18 @@ from courierguard.audit.tables import audit_entries, audit_index_mark
 # What the search index needs of one entry: its index, its actor, the waybills it concerns.
 Indexable = tuple[int, str | None, Collection[str]]
 
-_INSERT_ACTOR = {
-    "qmark": "INSERT INTO audit_actors (actor, seq) VALUES (?, ?)",
-    "format": "INSERT INTO audit_actors (actor, seq) VALUES (%s, %s)",
-}
-_INSERT_WAYBILL = {
-    "qmark": "INSERT INTO audit_waybills (waybill, seq) VALUES (?, ?)",
-    "format": "INSERT INTO audit_waybills (waybill, seq) VALUES (%s, %s)",
-}
-_UPDATE_MARK = {
-    "qmark": "UPDATE audit_index_mark SET upto = ? WHERE id = 1",
-    "format": "UPDATE audit_index_mark SET upto = %s WHERE id = 1",
-}
-_INSERT_MARK = {
-    "qmark": "INSERT INTO audit_index_mark (id, upto) VALUES (1, ?)",
-    "format": "INSERT INTO audit_index_mark (id, upto) VALUES (1, %s)",
-}
+# Idempotent: a row already there (written by an older version's writer at commit time, or by a
+# writer that raced this one) is no reason to stop indexing. The mark only ever moves forward.
+_INSERT_ACTOR = "INSERT INTO audit_actors (actor, seq) VALUES (?, ?) ON CONFLICT DO NOTHING"
+_INSERT_WAYBILL = "INSERT INTO audit_waybills (waybill, seq) VALUES (?, ?) ON CONFLICT DO NOTHING"
+_MOVE_MARK = (
+    "INSERT INTO audit_index_mark (id, upto) VALUES (1, ?) "
+    "ON CONFLICT (id) DO UPDATE SET upto = excluded.upto WHERE audit_index_mark.upto < excluded.upto"
+)
+
+
+def _driver(conn: Connection, statement: str) -> str:
+    return statement if conn.dialect.paramstyle == "qmark" else statement.replace("?", "%s")
 
 
 def indexed_upto(conn: Connection) -> int:
@@ -50,34 +46,42 @@ def indexed_upto(conn: Connection) -> int:
     return 0 if upto is None else int(upto)
 
 
-def stored_indexables(conn: Connection, start: int, stop: int) -> list[Indexable]:
-    """What the index needs of the stored entries ``start..stop``, read back from their bodies.
+def stored_indexables(
+    conn: Connection, start: int, stop: int, known: Mapping[int, Indexable] | None = None
+) -> list[Indexable]:
+    """What the index needs of the stored entries ``start..stop``: ``known`` ones as given, the rest
+    read back from their bodies (after a restart, and for entries other writers committed).
 
-    The path after a restart and for entries that other writers committed. An archived entry has
-    no body left: it keeps its actor, but can no longer be found by waybill.
+    An archived entry has no body left: it keeps its actor, but can no longer be found by waybill.
     """
+    known = known or {}
     e = audit_entries.c
     rows = conn.execute(
         select(e.seq, e.actor, e.entry).where(e.seq >= start, e.seq < stop).order_by(e.seq)
     ).all()
-    return [
-        (seq, actor, waybills_of(decode_entry(bytes(entry)).body) if entry is not None else ())
-        for seq, actor, entry in rows
-    ]
+    out: list[Indexable] = []
+    for seq, actor, entry in rows:
+        mine = known.get(seq)
+        if mine is not None:
+            out.append(mine)
+        else:
+            out.append(
+                (seq, actor, waybills_of(decode_entry(bytes(entry)).body) if entry is not None else ())
+            )
+    return out
 
 
 def write_index(conn: Connection, new_upto: int, entries: Sequence[Indexable]) -> None:
     """Add ``entries`` (every entry from the mark up to ``new_upto``) and move the mark there.
 
-    Runs in ``conn``'s transaction; the caller holds the writers' exclusion (SQLite's write lock,
-    PostgreSQL's advisory lock), so the mark it read is still the mark.
+    Runs in ``conn``'s transaction, which the caller opened with the writers' exclusion (SQLite's
+    write lock, PostgreSQL's advisory lock). Rows already present are kept, and a mark already
+    past ``new_upto`` stays where it is, so a repeated or raced run changes nothing.
     """
-    style = "qmark" if conn.dialect.paramstyle == "qmark" else "format"
     actors = sorted((actor, seq) for seq, actor, _ in entries if actor is not None)
     waybills = sorted((waybill, seq) for seq, _, found in entries for waybill in found)
     if actors:
-        conn.exec_driver_sql(_INSERT_ACTOR[style], actors)
+        conn.exec_driver_sql(_driver(conn, _INSERT_ACTOR), actors)
     if waybills:
-        conn.exec_driver_sql(_INSERT_WAYBILL[style], waybills)
-    if conn.exec_driver_sql(_UPDATE_MARK[style], (new_upto,)).rowcount == 0:
-        conn.exec_driver_sql(_INSERT_MARK[style], (new_upto,))
+        conn.exec_driver_sql(_driver(conn, _INSERT_WAYBILL), waybills)
+    conn.exec_driver_sql(_driver(conn, _MOVE_MARK), (new_upto,))

@@ -84,6 +84,9 @@ _LEAVES_FROM = "SELECT leaf_hash FROM audit_entries WHERE seq >= ? ORDER BY seq"
 _LEAVES_BETWEEN = "SELECT leaf_hash FROM audit_entries WHERE seq >= ? AND seq < ? ORDER BY seq"
 _PG_LOCK = "SELECT pg_advisory_xact_lock(?)"
 _MAX_SEQ = "SELECT max(seq) FROM audit_entries"
+_LATEST_HEAD = (
+    "SELECT size, root, timestamp_ms, signature, public_key FROM audit_tree_heads ORDER BY size DESC LIMIT 1"
+)
 
 
 class _LoopBatch:
@@ -341,15 +344,26 @@ class SqlAuditLog:
         self._gate = _new_gate()
         self._closing = False
         self._tree_lock = threading.Lock()
-        self._tree = stored_tree(engine)
         with engine.connect() as conn:
+            # The head first: entries only grow, so every entry it signs is stored by now.
             head = latest_head(conn)
             self._indexed = indexed_upto(conn)
-        if head is not None and head.size <= len(self._tree) and self._tree.root(head.size) != head.root:
-            # Signing on top of a history that no longer matches what was signed would launder it.
-            raise AuditUnavailable(
-                "the stored audit log does not match its latest signed tree head; run `courierguard audit verify`"
-            )
+        self._tree = stored_tree(engine)
+        if head is not None:
+            # Signing on top of a history that no longer matches what was signed would launder the
+            # change (and hand out signed indices again): refuse, and let `audit verify` say what.
+            if not head.verify_signature(key_provider.signer().public_key):
+                problem = "is not signed by this deployment's audit key"
+            elif head.size > len(self._tree):
+                problem = f"signs {head.size} entries but only {len(self._tree)} are stored"
+            elif self._tree.root(head.size) != head.root:
+                problem = "does not match the stored entries"
+            else:
+                problem = ""
+            if problem:
+                raise AuditUnavailable(
+                    f"the latest signed tree head {problem}; run `courierguard audit verify`"
+                )
         self._head = head
         self._last_head_at = time.monotonic()
         if self._indexed < len(self._tree):
@@ -475,18 +489,34 @@ class SqlAuditLog:
 
     def inclusion_proof(self, index: int, tree_size: int) -> list[bytes]:
         """Audit path of ``index`` in the tree of ``tree_size``."""
+        self._prefetch(index, tree_size - 1)
         with self._tree_lock:
             return self._tree.inclusion_proof(index, tree_size)
 
     def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
         """Consistency proof between two tree sizes."""
+        self._prefetch(old_size - 1, old_size, new_size - 1)
         with self._tree_lock:
             return self._tree.consistency_proof(old_size, new_size)
 
     def leaf_hash(self, index: int) -> bytes:
         """Leaf hash of entry ``index``."""
+        self._prefetch(index)
         with self._tree_lock:
             return self._tree.leaf(index)
+
+    def _prefetch(self, *leaves: int) -> None:
+        """Read the stored tiles a proof will need before taking the tree's lock, which the writer
+        takes inside its transaction: a slow read must not hold up commits. (A tile missed here is
+        read under the lock instead: slower, never wrong.)"""
+        tree = self._tree
+        tiles = {leaf >> TILE_HEIGHT for leaf in leaves if leaf >= 0}
+        with self._tree_lock:
+            wanted = tree.uncached_tiles(tiles)
+        fetched = tree.read_tiles(wanted)
+        if fetched:
+            with self._tree_lock:
+                tree.remember_tiles(fetched)
 
     @property
     def size(self) -> int:
@@ -529,6 +559,7 @@ class SqlAuditLog:
         wakeup = self._wakeup
         previous = 0
         while True:
+            index_only = False
             with wakeup:
                 # Concurrency is evident when entries queued up during the last commit, or the last
                 # batch held several; a lone caller in a loop shows neither and must never wait.
@@ -536,19 +567,30 @@ class SqlAuditLog:
                 while not self._pending and not self._closing:
                     dirty = self._head is not None and self._head.size != len(self._tree)
                     if not dirty:
-                        wakeup.wait()
+                        if self._tail_since is None:
+                            wakeup.wait()
+                            continue
+                        # Entries wait to be indexed: do it once the oldest is ``head_interval`` old.
+                        left = self._interval - (time.monotonic() - self._tail_since)
+                        if left <= 0 or not wakeup.wait(left):
+                            index_only = not self._pending and not self._closing
+                            break
                         continue
                     left = self._interval - (time.monotonic() - self._last_head_at)
                     if left <= 0 or not wakeup.wait(left):
                         break
-                if crowded:
-                    self._linger()
-                batch, self._pending = self._pending, []
-                waiting, self._waiting = self._waiting, {}
-                previous = len(batch)
-                self._learn_rate(previous)
-                gate, self._gate = self._gate, _new_gate()
-                stop = self._closing
+                if not index_only:
+                    if crowded:
+                        self._linger()
+                    batch, self._pending = self._pending, []
+                    waiting, self._waiting = self._waiting, {}
+                    previous = len(batch)
+                    self._learn_rate(previous)
+                    gate, self._gate = self._gate, _new_gate()
+                    stop = self._closing
+            if index_only:
+                self._safe_index()
+                continue
             try:
                 step = self._max_batch
                 for start in range(0, max(len(batch), 1), step):
@@ -614,21 +656,33 @@ class SqlAuditLog:
             self._index_tail()
         except Exception as exc:
             log.error("audit search index not updated: %s", exc.__class__.__name__)
+            self._tail_since = time.monotonic()  # retry after a while, not after every batch
             if len(self._unindexed) > 4 * _INDEX_MAX:
                 self._unindexed.clear()  # bounded memory; the stored entries are read instead
 
     def _index_tail(self) -> None:
-        with self._engine.begin() as conn:
+        with self._engine.connect() as conn:
+            # The writers' exclusion first, so the mark and the end of the log read below stay true
+            # until the commit (pysqlite would otherwise only lock at the first INSERT).
             if self._pg:
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
+            else:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
             upto = indexed_upto(conn)
             top = conn.exec_driver_sql(_MAX_SEQ).scalar_one()
             stop = min(0 if top is None else int(top) + 1, upto + _INDEX_MAX)
             if stop > upto:
                 known = self._known(upto, stop)
-                write_index(conn, stop, known if known is not None else stored_indexables(conn, upto, stop))
+                if known is None:  # entries of other writers, or from before a restart, in the range
+                    first = _position(self._unindexed, upto)
+                    mine = {
+                        item[0]: item for item in self._unindexed[first : _position(self._unindexed, stop)]
+                    }
+                    known = stored_indexables(conn, upto, stop, mine)
+                write_index(conn, stop, known)
             else:
                 stop = upto
+            conn.commit()
         self._indexed = stop
         unindexed = self._unindexed
         del unindexed[: _position(unindexed, stop)]
@@ -660,7 +714,7 @@ class SqlAuditLog:
             before = self._tree.mark()
         try:
             with self._db.transaction() as cursor:
-                start, head = self._write_in(cursor, entries, wants_head)
+                start, head, signed = self._write_in(cursor, entries, wants_head)
         except BaseException:
             # Whatever failed, a statement or the commit itself, the tree forgets the batch's leaves.
             with self._tree_lock:
@@ -671,7 +725,7 @@ class SqlAuditLog:
             with self._tree_lock:
                 self._head = head
             self._last_head_at = time.monotonic()
-            if self._witness is not None:
+            if signed and self._witness is not None:
                 try:
                     self._witness.publish(head)
                 except OSError as exc:
@@ -692,9 +746,10 @@ class SqlAuditLog:
 
     def _write_in(
         self, cursor: Any, entries: list[_Request], wants_head: bool
-    ) -> tuple[int, SignedTreeHead | None]:
+    ) -> tuple[int, SignedTreeHead | None, bool]:
         """One batch's statements in the writer's transaction: (index of its first entry, the head
-        signed with it, if any). ``_write`` restores the tree if this or the commit fails."""
+        that now covers it if one was due, whether this writer signed that head). ``_write``
+        restores the tree if this or the commit fails."""
         db = self._db
         if self._pg:
             cursor.execute(db.sql(_PG_LOCK), (_PG_LOCK_KEY,))
@@ -730,20 +785,39 @@ class SqlAuditLog:
             size = len(self._tree)
             due = time.monotonic() - self._last_head_at >= self._interval
             last = self._head
-            if (wants_head or due) and (last is None or last.size != size):
-                head = self._signer.sign(
-                    size, self._tree.root(), not_before_ms=last.timestamp_ms if last else 0
-                )
+            wanted = (wants_head or due) and (last is None or last.size != size)
+            root = self._tree.root() if wanted else b""
+        signed = False
+        if wanted:
+            # Another writer may have signed since this one last did: never a second head for the
+            # same size (the table refuses it), and never a timestamp before one already stored.
+            cursor.execute(_LATEST_HEAD)
+            row = cursor.fetchone()
+            latest = (
+                SignedTreeHead(int(row[0]), bytes(row[1]), int(row[2]), bytes(row[3]), bytes(row[4]))
+                if row
+                else None
+            )
+            if latest is not None and latest.size >= size:
+                if latest.size > size or latest.root != root:
+                    raise AuditUnavailable(
+                        "a latest tree head contradicts the log; run `courierguard audit verify`"
+                    )
+                head = latest
+            else:
+                floor = max(last.timestamp_ms if last else 0, latest.timestamp_ms if latest else 0)
+                head = self._signer.sign(size, root, not_before_ms=floor)
+                signed = True
         if rows:
             cursor.executemany(self._insert_entry, rows)
         if tiles:
             cursor.executemany(self._insert_tile, [(TILE_HEIGHT, i, h) for i, h in tiles])
-        if head is not None:
+        if signed and head is not None:
             cursor.execute(
                 self._insert_head,
                 (head.size, head.root, head.timestamp_ms, head.signature, head.public_key),
             )
-        return start, head
+        return start, head, signed
 
 
 def open_audit_log(

@@ -207,3 +207,42 @@ def test_search_plans_use_the_indexes(sqlite_engine: Engine) -> None:
     assert "audit_actors USING PRIMARY KEY" in by_actor and "SCAN audit_entries" not in by_actor
     by_waybill = plan(_indexed(None, ["YT001"], [], 0, 100).limit(10))
     assert "audit_waybills USING PRIMARY KEY" in by_waybill
+
+
+# ---- the indexer never stops for good ------------------------------------------------------------------
+
+
+def test_rows_already_indexed_do_not_stop_the_indexer(open_log: OpenLog, engine: Engine) -> None:
+    """An older version's writer puts waybill rows in at commit time (rolling upgrade); a raced run
+    may have written some rows: indexing goes on, and the mark never moves back."""
+    log = open_log(index_every=10_000, head_interval=60)
+    log.append_many(EntryKind.ACCESS, [_body(i) for i in range(30)])
+    truth = _truth(engine)
+    with engine.begin() as conn:
+        write_index(conn, 0, [(seq, actor, found) for seq, _, _, actor, _, found in truth[10:20]])
+    log.close()
+    assert _assert_index_exact(engine) == 30
+    with engine.begin() as conn:
+        write_index(conn, 12, [])  # a slower writer finishing late
+    assert _index_rows(engine)[2] == 30
+
+
+def test_text_the_database_cannot_hold_is_not_indexed(open_log: OpenLog, engine: Engine) -> None:
+    """A NUL cannot go into PostgreSQL text: such an actor or waybill stays in the hashed body but
+    out of the search columns, instead of failing the batch or the indexer."""
+    log = open_log(index_every=1, head_interval=60)
+    body = {"actor": {"id": "E\x001"}, "waybills": ["YT\x00001", "YT002"], "tenant": "t\x00"}
+    assert log.append(EntryKind.ACCESS, body) == 0
+    assert log.append(EntryKind.ACCESS, _body(1)) == 1
+    log.close()
+    assert _index_rows(engine)[2] == 2
+    assert _index_rows(engine)[1] >= {("YT002", 0)}
+    assert [r.index for r in AuditQueries(engine).by_waybills(["YT002"]).records] == [0]
+
+
+def test_an_idle_writer_indexes_without_being_closed(open_log: OpenLog, engine: Engine) -> None:
+    log = open_log(index_every=10_000, head_interval=0.2)
+    log.append(EntryKind.ACCESS, _body(1))
+    log.checkpoint()  # the head is current: nothing else would wake the writer
+    _wait_for(lambda: _index_rows(engine)[2] == log.size, "the idle writer to index")
+    assert _assert_index_exact(engine) == log.size

@@ -81,7 +81,7 @@ def test_a_forged_tile_hash_stops_the_log_from_opening(open_log: OpenLog, engine
     _fill(open_log)
     with engine.begin() as conn:
         conn.execute(text("UPDATE audit_tiles SET hash = :x WHERE idx = 1"), {"x": b"\x07" * 32})
-    with pytest.raises(AuditUnavailable, match="does not match its latest signed tree head"):
+    with pytest.raises(AuditUnavailable, match="latest signed tree head does not match the stored entries"):
         open_log()
 
 
@@ -140,3 +140,23 @@ def test_verify_names_a_forged_tile(open_log: OpenLog, engine: Engine, key_provi
     report = verify(engine, key_provider.signer().public_key)
     assert [(p.kind, p.index) for p in report.problems] == [(ProblemKind.BAD_TILE, 256)]
     assert "tile 1 (entries 256-511)" in report.summary()
+
+
+def test_proofs_read_storage_outside_the_writers_lock(open_log: OpenLog, engine: Engine) -> None:
+    """The writer takes the tree's lock inside its transaction: a proof's reads must not hold it."""
+    _fill(open_log)
+    log = open_log()
+    tree = log._tree
+    real = tree._read
+    held: list[bool] = []
+
+    def watched(start: int, end: int) -> bytes:
+        held.append(log._tree_lock.locked())
+        return real(start, end)
+
+    tree._read = watched  # type: ignore[misc]
+    head = log.checkpoint()
+    assert log.inclusion_proof(10, head.size) == MerkleTree(_leaves(engine)).inclusion_proof(10, head.size)
+    log.consistency_proof(300, head.size)
+    assert log.leaf_hash(520) == _leaves(engine)[520]
+    assert held and not any(held)

@@ -158,3 +158,19 @@ def test_0006_hashes_the_tiles_of_stored_entries(tmp_path: object) -> None:
     command.downgrade(config, "0005_audit_deferred_index")
     assert "audit_tiles" not in inspect(engine).get_table_names()
     engine.dispose()
+
+
+def test_0005_takes_the_audit_writers_lock() -> None:
+    """The migration holds off writers of the previous version with their own advisory lock."""
+    import importlib.util
+    from pathlib import Path
+
+    from courierguard.audit import sql
+    from courierguard.db import engine
+
+    path = Path(engine.__file__).with_name("migrations") / "versions" / "0005_audit_deferred_index.py"
+    spec = importlib.util.spec_from_file_location("migration_0005", path)
+    assert spec is not None and spec.loader is not None
+    migration = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(migration)
+    assert migration.AUDIT_WRITERS_LOCK == sql._PG_LOCK_KEY

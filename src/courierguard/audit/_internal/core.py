@@ -40,10 +40,17 @@ def _is_mapping(value: object) -> TypeGuard[Mapping[str, Any]]:
     return type(value) is dict or isinstance(value, Mapping)
 
 
+def _column_text(value: object) -> str | None:
+    """``value`` as a search column holds it: text, cut to 64 characters; None for anything else,
+    including text with a NUL, which PostgreSQL's text cannot store (it stays in the hashed body)."""
+    if not isinstance(value, str) or "\x00" in value:
+        return None
+    return value[:64]
+
+
 def tenant_of(body: Mapping[str, Any]) -> str | None:
     """The tenant an entry belongs to (Access Event v1 ``tenant``, alerts' ``tenant``), if it names one."""
-    tenant = body.get("tenant")
-    return tenant[:64] if isinstance(tenant, str) else None
+    return _column_text(body.get("tenant"))
 
 
 def actor_of(body: Mapping[str, Any]) -> str | None:
@@ -51,7 +58,7 @@ def actor_of(body: Mapping[str, Any]) -> str | None:
     actor = body.get("actor")
     if _is_mapping(actor):
         actor = actor.get("id")
-    return actor[:64] if isinstance(actor, str) else None
+    return _column_text(actor)
 
 
 def waybills_of(body: Mapping[str, Any]) -> set[str]:
@@ -72,7 +79,7 @@ def waybills_of(body: Mapping[str, Any]) -> set[str]:
     extra = body.get("waybills")
     if isinstance(extra, list | tuple):
         found.update(i for i in extra[:MAX_WAYBILLS_INDEXED] if isinstance(i, str))
-    return {w[:64] for w in found}
+    return {w for w in map(_column_text, found) if w is not None}
 
 
 class HeadSigner:

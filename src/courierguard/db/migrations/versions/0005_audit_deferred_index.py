@@ -17,6 +17,9 @@ down_revision = "0004_audit_leaner_indexes"
 branch_labels = None
 depends_on = None
 
+# The PostgreSQL advisory lock that serialises audit writers (``courierguard.audit.sql._PG_LOCK_KEY``).
+AUDIT_WRITERS_LOCK = 0x6367_6175_6469_74
+
 
 def upgrade() -> None:
     op.create_table(
@@ -32,13 +35,21 @@ def upgrade() -> None:
         sa.Column("upto", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_index_mark")),
     )
-    op.execute(
-        "INSERT INTO audit_actors (actor, seq) SELECT actor, seq FROM audit_entries "
-        "WHERE actor IS NOT NULL ORDER BY actor, seq"
+    bind = op.get_bind()
+    if bind.dialect.name == "postgresql":
+        # Workers of the previous version may still be appending: hold their lock until this
+        # migration commits, so no entry lands between reading the end of the log and the mark.
+        bind.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": AUDIT_WRITERS_LOCK})
+    top = bind.execute(sa.text("SELECT max(seq) FROM audit_entries")).scalar()
+    mark = 0 if top is None else int(top) + 1
+    bind.execute(
+        sa.text(
+            "INSERT INTO audit_actors (actor, seq) SELECT actor, seq FROM audit_entries "
+            "WHERE actor IS NOT NULL AND seq < :mark ORDER BY actor, seq"
+        ),
+        {"mark": mark},
     )
-    op.execute(
-        "INSERT INTO audit_index_mark (id, upto) SELECT 1, coalesce(max(seq) + 1, 0) FROM audit_entries"
-    )
+    bind.execute(sa.text("INSERT INTO audit_index_mark (id, upto) VALUES (1, :mark)"), {"mark": mark})
     with op.batch_alter_table("audit_entries", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_audit_entries_actor_seq"))
 
