@@ -174,7 +174,45 @@ def consistency_path(node: NodeSource, old_size: int, new_size: int) -> list[byt
     return subproof(old_size, 0, new_size, True)
 
 
-class MerkleTree:
+class _Proofs:
+    """Roots and proofs of a tree that can hash any complete subtree (``_node``) and knows its size."""
+
+    __slots__ = ()
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def _node(self, level: int, index: int) -> bytes:
+        raise NotImplementedError
+
+    def root(self, size: int | None = None) -> bytes:
+        """MTH of the first ``size`` leaves (default: all)."""
+        size = len(self) if size is None else size
+        self._check_size(size)
+        return range_hash(self._node, 0, size)
+
+    def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
+        """RFC 6962 §2.1.1 PATH(m, D[0:size]): the audit path of leaf ``index`` in the tree of ``size``."""
+        size = len(self) if size is None else size
+        self._check_size(size)
+        if not 0 <= index < size:
+            raise ValueError(f"leaf index {index} outside 0..{size - 1}")
+        return inclusion_path(self._node, index, size)
+
+    def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
+        """RFC 6962 §2.1.2 PROOF(m, D[0:n]): shows the tree of ``old_size`` is a prefix of ``new_size``."""
+        new_size = len(self) if new_size is None else new_size
+        self._check_size(new_size)
+        if not 0 <= old_size <= new_size:
+            raise ValueError(f"old size {old_size} outside 0..{new_size}")
+        return consistency_path(self._node, old_size, new_size)
+
+    def _check_size(self, size: int) -> None:
+        if not 0 <= size <= len(self):
+            raise ValueError(f"tree size {size} outside 0..{len(self)}")
+
+
+class MerkleTree(_Proofs):
     """An append-only RFC 6962 tree keeping every complete subtree hash, for O(log n) proofs.
 
     Level ``k`` holds the hashes of the complete subtrees of ``2**k`` leaves, packed 32 bytes apiece
@@ -275,32 +313,6 @@ class MerkleTree:
         """MTH(D[start:end]) (RFC 6962 §2.1) from stored complete subtrees."""
         return range_hash(self._node, start, end)
 
-    def root(self, size: int | None = None) -> bytes:
-        """MTH of the first ``size`` leaves (default: all)."""
-        size = len(self) if size is None else size
-        self._check_size(size)
-        return range_hash(self._node, 0, size)
-
-    def _check_size(self, size: int) -> None:
-        if not 0 <= size <= len(self):
-            raise ValueError(f"tree size {size} outside 0..{len(self)}")
-
-    def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
-        """RFC 6962 §2.1.1 PATH(m, D[0:size]): the audit path of leaf ``index`` in the tree of ``size``."""
-        size = len(self) if size is None else size
-        self._check_size(size)
-        if not 0 <= index < size:
-            raise ValueError(f"leaf index {index} outside 0..{size - 1}")
-        return inclusion_path(self._node, index, size)
-
-    def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
-        """RFC 6962 §2.1.2 PROOF(m, D[0:n]): shows the tree of ``old_size`` is a prefix of ``new_size``."""
-        new_size = len(self) if new_size is None else new_size
-        self._check_size(new_size)
-        if not 0 <= old_size <= new_size:
-            raise ValueError(f"old size {old_size} outside 0..{new_size}")
-        return consistency_path(self._node, old_size, new_size)
-
 
 TILE_HEIGHT = 8
 """Levels per tile of :class:`TiledTree`: a tile is 2**8 = 256 leaves."""
@@ -310,7 +322,7 @@ LeafReader = Callable[[int, int], bytes]
 start)`` bytes (anything else is an error for the reader to raise)."""
 
 
-class TiledTree:
+class TiledTree(_Proofs):
     """An RFC 6962 tree whose leaf hashes stay in storage: memory holds one hash per tile.
 
     The hash of every complete tile (a complete subtree of ``2**height`` leaves) lives in an
@@ -395,32 +407,6 @@ class TiledTree:
         if not 0 <= index < len(self):
             raise IndexError(index)
         return self._node(0, index)
-
-    def root(self, size: int | None = None) -> bytes:
-        """MTH of the first ``size`` leaves (default: all)."""
-        size = len(self) if size is None else size
-        self._check_size(size)
-        return range_hash(self._node, 0, size)
-
-    def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
-        """RFC 6962 §2.1.1 PATH(m, D[0:size]): the audit path of leaf ``index`` in the tree of ``size``."""
-        size = len(self) if size is None else size
-        self._check_size(size)
-        if not 0 <= index < size:
-            raise ValueError(f"leaf index {index} outside 0..{size - 1}")
-        return inclusion_path(self._node, index, size)
-
-    def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
-        """RFC 6962 §2.1.2 PROOF(m, D[0:n]): shows the tree of ``old_size`` is a prefix of ``new_size``."""
-        new_size = len(self) if new_size is None else new_size
-        self._check_size(new_size)
-        if not 0 <= old_size <= new_size:
-            raise ValueError(f"old size {old_size} outside 0..{new_size}")
-        return consistency_path(self._node, old_size, new_size)
-
-    def _check_size(self, size: int) -> None:
-        if not 0 <= size <= len(self):
-            raise ValueError(f"tree size {size} outside 0..{len(self)}")
 
     def uncached_tiles(self, tiles: Iterable[int]) -> list[int]:
         """Those of ``tiles`` that are complete and whose leaves are not in memory."""
