@@ -585,11 +585,8 @@ def test_lone_caller_after_activity_and_idle_does_not_wait(open_log: OpenLog) ->
     assert min(latencies) < 0.015, latencies
 
 
-@pytest.mark.timeout(60)
-def test_sustained_async_load_shares_commits(
-    open_log: OpenLog, engine: Engine, key_provider: LocalKeyFile, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    log = open_log(commit_delay=0.05)
+def _batch_sizes(log: SqlAuditLog, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of entries of every batch ``log`` writes from now on (filled as it writes)."""
     sizes: list[int] = []
     original = log._write
 
@@ -600,6 +597,15 @@ def test_sustained_async_load_shares_commits(
         original(batch, force_head=force_head)
 
     monkeypatch.setattr(log, "_write", counting)
+    return sizes
+
+
+@pytest.mark.timeout(60)
+def test_sustained_async_load_shares_commits(
+    open_log: OpenLog, engine: Engine, key_provider: LocalKeyFile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = open_log(commit_delay=0.05)
+    sizes = _batch_sizes(log, monkeypatch)
 
     async def caller(c: int) -> list[int]:
         return [await log.append_async(EntryKind.ACCESS, _body(f"C{c}-{i}")) for i in range(10)]
@@ -631,16 +637,7 @@ def test_linger_grows_batches_of_staggered_arrivals(
 
     def mean_batch(delay: float) -> float:
         log = open_log(commit_delay=delay)
-        sizes: list[int] = []
-        original = log._write
-
-        def counting(batch: list[Any], *, force_head: bool = False) -> None:
-            entries = sum(1 for r in batch if r.kind is not None)
-            if entries:
-                sizes.append(entries)
-            original(batch, force_head=force_head)
-
-        monkeypatch.setattr(log, "_write", counting)
+        sizes = _batch_sizes(log, monkeypatch)
 
         async def caller(c: int) -> list[int]:
             rnd = random.Random(c)
