@@ -266,11 +266,6 @@ class MerkleTree(_Proofs):
         for k, level in enumerate(self._levels):
             del level[(size >> k) * HASH_SIZE :]
 
-    def packed_leaves(self, start: int = 0, end: int | None = None) -> bytes:
-        """Leaf hashes ``start..end`` concatenated."""
-        end = len(self) if end is None else end
-        return bytes(self._levels[0][start * HASH_SIZE : end * HASH_SIZE])
-
     @property
     def size(self) -> int:
         """Number of leaves."""

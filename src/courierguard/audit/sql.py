@@ -53,7 +53,7 @@ from courierguard.audit._internal.core import (
 from courierguard.audit.merkle import HASH_SIZE, LEAF_PREFIX, TILE_HEIGHT, TiledTree, root_from_packed
 from courierguard.audit.models import EntryKind, SignedTreeHead, encode_entry, to_micros
 from courierguard.audit.search_index import Indexable, indexed_upto, stored_indexables, write_index
-from courierguard.audit.tables import audit_entries, audit_tiles, audit_tree_heads
+from courierguard.audit.tables import audit_tiles, audit_tree_heads
 from courierguard.clock import Clock, SystemClock
 from courierguard.errors import AuditUnavailable
 from courierguard.events import AccessEvent, event_dict
@@ -225,14 +225,16 @@ def _new_gate() -> LockType:
 
 
 def load_leaf_hashes(conn: Connection, start: int = 0, end: int | None = None) -> bytearray:
-    """Stored leaf hashes of entries ``start..end`` concatenated, in index order."""
-    query = (
-        select(audit_entries.c.leaf_hash).where(audit_entries.c.seq >= start).order_by(audit_entries.c.seq)
-    )
-    if end is not None:
-        query = query.where(audit_entries.c.seq < end)
+    """Stored leaf hashes of entries ``start..end`` concatenated, in index order.
+
+    Driver level: a proof reads a tile or two, and Core's per-row machinery cost more than the SQL.
+    """
+    params: tuple[int, ...] = (start,) if end is None else (start, end)
+    statement = _LEAVES_FROM if end is None else _LEAVES_BETWEEN
+    if conn.dialect.paramstyle != "qmark":
+        statement = statement.replace("?", "%s")
     packed = bytearray()
-    for (h,) in conn.execute(query):
+    for (h,) in conn.exec_driver_sql(statement, params):
         packed += h
     return packed
 
@@ -246,15 +248,9 @@ def stored_tree(engine: Engine, size: int | None = None) -> TiledTree:
     :class:`AuditUnavailable`: the log cannot be trusted to extend, and ``audit verify`` will say why.
     """
 
-    statement = (
-        _LEAVES_BETWEEN if engine.dialect.paramstyle == "qmark" else _LEAVES_BETWEEN.replace("?", "%s")
-    )
-
     def read(start: int, end: int) -> bytes:
-        # Driver level: a proof reads a tile or two, and Core's per-row machinery cost more than the SQL.
         with engine.connect() as conn:
-            rows = conn.exec_driver_sql(statement, (start, end)).fetchall()
-        return b"".join(bytes(h) for (h,) in rows)
+            return bytes(load_leaf_hashes(conn, start, end))
 
     with engine.connect() as conn:
         if size is None:
