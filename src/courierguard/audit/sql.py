@@ -337,6 +337,8 @@ class SqlAuditLog:
         self._wakeup = threading.Condition(threading.Lock())
         self._pending: list[_Request] = []
         self._waiting: dict[asyncio.AbstractEventLoop, _LoopBatch] = {}
+        # Per event loop, what its coroutines appended during the current turn (touched only there).
+        self._staged: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[None], _Request]]] = {}
         self._gate = _new_gate()
         self._closing = False
         self._tree_lock = threading.Lock()
@@ -411,25 +413,43 @@ class SqlAuditLog:
     async def append_async(self, kind: EntryKind, body: Mapping[str, Any]) -> int:
         """:meth:`append` for a coroutine: awaits durability without parking a thread.
 
-        The writer resolves the futures of a whole batch with one ``call_soon_threadsafe`` per event
-        loop, so an asyncio server pays neither a thread per waiting request nor a thread wake-up
-        per entry; the contract is :meth:`append`'s (durable, or :class:`AuditUnavailable`).
+        Entries appended on one event loop within one turn of it are handed to the writer together,
+        at the start of the next turn: a server that answers many requests per turn wakes the writer
+        once for all of them, so they share a commit instead of each paying for one (the writer
+        runs on the same core as the loop). The writer resolves a loop's futures with one
+        ``call_soon_threadsafe``; the contract is :meth:`append`'s (durable, or
+        :class:`AuditUnavailable`).
         """
         request = self._request(kind, body)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        with self._wakeup:
-            self._enqueue((request,))
-            batch = self._waiting.get(loop)
-            first = batch is None
-            if batch is None:
-                batch = self._waiting[loop] = _LoopBatch(loop)
-            batch.waiters.append((future, request))
-        if first:
-            # Safe after releasing the lock: ``settle`` runs on this loop, so not before we yield.
-            batch.timer = loop.call_later(_APPEND_TIMEOUT, self._expire, batch)
+        staged = self._staged.get(loop)
+        if staged is None:
+            staged = self._staged[loop] = []
+            loop.call_soon(self._hand_over, loop)
+        staged.append((future, request))
         await future
         return request.index
+
+    def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Queue the entries ``loop`` staged during its last turn (runs on ``loop``)."""
+        staged = self._staged.pop(loop)
+        try:
+            with self._wakeup:
+                self._enqueue([request for _, request in staged])
+                batch = self._waiting.get(loop)
+                first = batch is None
+                if batch is None:
+                    batch = self._waiting[loop] = _LoopBatch(loop)
+                batch.waiters.extend(staged)
+        except AuditUnavailable as exc:
+            for future, _ in staged:
+                if not future.done():
+                    future.set_exception(AuditUnavailable(str(exc)))
+            return
+        if first:
+            # Safe after releasing the lock: ``settle`` runs on this loop, so not before we return.
+            batch.timer = loop.call_later(_APPEND_TIMEOUT, self._expire, batch)
 
     async def append_event_async(self, event: AccessEvent) -> int:
         """:meth:`append_event` for a coroutine (see :meth:`append_async`)."""

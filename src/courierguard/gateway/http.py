@@ -42,6 +42,8 @@ log = structlog.get_logger("courierguard.http")
 
 NUMBER = r"^[A-Z]{2}\d{13}$"
 ID = r"^[A-Za-z0-9_.:\-]{1,64}$"
+TEXT = r"^[^\x00]*$"
+"""Free text: anything but NUL, which PostgreSQL cannot store and no person types."""
 LOCATION = r"^-?(90(\.0+)?|[1-8]?\d(\.\d+)?),-?(180(\.0+)?|(1[0-7]\d|[1-9]?\d)(\.\d+)?)$"
 LOCATION_RE = re.compile(LOCATION)
 
@@ -99,8 +101,8 @@ class PageOut(BaseModel):
 
 class RevealIn(_In):
     fields: Annotated[list[PiiField], Field(min_length=1, max_length=6)]
-    purpose: Annotated[str, Field(min_length=1, max_length=128)]
-    approval: Annotated[str | None, Field(max_length=32)] = None
+    purpose: Annotated[str, Field(min_length=1, max_length=128, pattern=TEXT)]
+    approval: Annotated[str | None, Field(max_length=32, pattern=TEXT)] = None
 
 
 class RevealOut(BaseModel):
@@ -110,9 +112,9 @@ class RevealOut(BaseModel):
 
 class SearchIn(_In):
     phone: Annotated[str | None, Field(max_length=32)] = None
-    name: Annotated[str | None, Field(max_length=64)] = None
+    name: Annotated[str | None, Field(max_length=64, pattern=TEXT)] = None
     number_prefix: Annotated[str | None, Field(max_length=15, pattern=r"^[A-Z0-9]+$")] = None
-    org_unit: Annotated[str | None, Field(max_length=64)] = None
+    org_unit: Annotated[str | None, Field(pattern=ID)] = None
     page_size: Annotated[int, Field(ge=1, le=1000)] = 50
 
 
@@ -135,14 +137,14 @@ class IngestOut(BaseModel):
 class LifecycleIn(_In):
     status: WaybillStatus
     ts: datetime | None = None
-    assignee: Annotated[str | None, Field(max_length=64)] = None
+    assignee: Annotated[str | None, Field(pattern=ID)] = None
 
 
 class CaseIn(_In):
     id: Annotated[str, Field(pattern=ID)]
     kind: CaseKind
     waybill: Annotated[str, Field(pattern=NUMBER)]
-    owner: Annotated[str, Field(min_length=1, max_length=64)]
+    owner: Annotated[str, Field(pattern=ID)]
 
 
 class CaseOut(BaseModel):
@@ -155,9 +157,9 @@ class CaseOut(BaseModel):
 
 class ApprovalIn(_In):
     kind: Literal["export", "reveal"]
-    justification: Annotated[str, Field(min_length=10, max_length=500)]
+    justification: Annotated[str, Field(min_length=10, max_length=500, pattern=TEXT)]
     fields: Annotated[list[PiiField], Field(min_length=1, max_length=6)]
-    org_unit: Annotated[str | None, Field(max_length=64)] = None
+    org_unit: Annotated[str | None, Field(pattern=ID)] = None
     status: WaybillStatus | None = None
     waybill: Annotated[str | None, Field(pattern=NUMBER)] = None
 
@@ -182,10 +184,10 @@ class ShiftIn(_In):
 
 class EmployeeIn(_In):
     role: Role
-    org_unit: Annotated[str, Field(min_length=1, max_length=64)]
+    org_unit: Annotated[str, Field(pattern=ID)]
     status: EmployeeStatus = EmployeeStatus.ACTIVE
     shifts: Annotated[list[ShiftIn], Field(max_length=21)] = []
-    name: Annotated[str | None, Field(max_length=100)] = None
+    name: Annotated[str | None, Field(max_length=100, pattern=TEXT)] = None
 
 
 class EmployeeOut(BaseModel):
@@ -201,9 +203,9 @@ class StatusIn(_In):
 
 class OrgUnitIn(_In):
     kind: OrgUnitKind
-    name: Annotated[str, Field(min_length=1, max_length=200)]
-    parent: Annotated[str | None, Field(max_length=64)] = None
-    city: Annotated[str | None, Field(max_length=64)] = None
+    name: Annotated[str, Field(min_length=1, max_length=200, pattern=TEXT)]
+    parent: Annotated[str | None, Field(pattern=ID)] = None
+    city: Annotated[str | None, Field(max_length=64, pattern=TEXT)] = None
     lat: Annotated[float | None, Field(ge=-90, le=90)] = None
     lon: Annotated[float | None, Field(ge=-180, le=180)] = None
 
@@ -238,7 +240,7 @@ class DeviceOut(BaseModel):
 
 
 class DevTokenIn(_In):
-    employee_id: Annotated[str, Field(min_length=1, max_length=64)]
+    employee_id: Annotated[str, Field(pattern=ID)]
 
 
 class DevTokenOut(BaseModel):
@@ -258,7 +260,7 @@ class WitnessOut(TreeHeadOut):
 
 
 class AuditSearchIn(_In):
-    actor: Annotated[str | None, Field(max_length=64)] = None
+    actor: Annotated[str | None, Field(pattern=ID)] = None
     waybills: Annotated[list[Annotated[str, Field(pattern=NUMBER)]], Field(max_length=100)] = []
     phone: Annotated[str | None, Field(max_length=32)] = None
     since: datetime | None = None
@@ -467,7 +469,7 @@ def create_app(deployment: Deployment) -> FastAPI:
     @app.get("/v1/waybills", response_model=PageOut, responses=ERRORS, tags=["waybills"])
     def list_waybills(
         who: Who,
-        org_unit: Annotated[str | None, Query(max_length=64)] = None,
+        org_unit: Annotated[str | None, Query(pattern=ID)] = None,
         status: WaybillStatus | None = None,
         cursor: Annotated[str | None, Query(pattern=NUMBER)] = None,
         page_size: Annotated[int, Query(ge=1, le=1000)] = 50,

@@ -187,6 +187,47 @@ def test_each_index_is_durable_when_its_await_returns(open_log: OpenLog, engine:
 
 
 @pytest.mark.timeout(60)
+def test_appends_of_one_loop_turn_reach_the_writer_together(
+    open_log: OpenLog, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A server answers many requests per turn of its loop; the writer, on the same core, must not be
+    # woken for each of them (batches of one or two made the commits eat the CPU).
+    log = open_log()
+    held = HeldWriter(log, monkeypatch)
+    held.released.set()
+
+    async def request(name: str) -> int:
+        # Blocking work that releases the GIL, as a database read does: a writer woken by the
+        # previous request's entry would commit that entry alone in the meantime.
+        time.sleep(0.002)
+        return await log.append_async(EntryKind.ACCESS, _body(name))
+
+    async def main() -> list[int]:
+        first = await asyncio.gather(*(request(f"T{i}") for i in range(50)))
+        second = await asyncio.gather(*(request(f"U{i}") for i in range(7)))
+        return [*first, *second]
+
+    got = asyncio.run(main())
+    assert got == list(range(57))
+    assert [len(batch) for batch in held.entry_batches] == [50, 7]
+    assert [e["actor"]["id"] for e in held.entry_batches[0]] == [f"T{i}" for i in range(50)]
+
+
+@pytest.mark.timeout(60)
+def test_appends_staged_when_the_log_closes_fail_closed(open_log: OpenLog) -> None:
+    log = open_log()
+
+    async def main() -> list[object]:
+        pending = [asyncio.ensure_future(log.append_async(EntryKind.ACCESS, _body(f"C{i}"))) for i in range(3)]
+        await asyncio.sleep(0)  # staged, not yet handed over
+        log.close()
+        return list(await asyncio.gather(*pending, return_exceptions=True))
+
+    results = asyncio.run(main())
+    assert all(isinstance(r, AuditUnavailable) for r in results), results
+
+
+@pytest.mark.timeout(60)
 def test_async_and_threaded_callers_share_batches_and_numbering(
     open_log: OpenLog, engine: Engine, key_provider: LocalKeyFile, monkeypatch: pytest.MonkeyPatch
 ) -> None:

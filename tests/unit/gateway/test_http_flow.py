@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -304,6 +305,23 @@ def test_validation_problems_do_not_echo_input(world: World) -> None:
     r = world.client.post("/v1/waybills/search", json={"phone": "1" * 40}, headers=k1)
     assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
     assert "1" * 40 not in r.text
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("post", "/v1/dev/token", {"employee_id": "\x00"}),
+        ("post", "/v1/waybills/YT0000000000001/reveal", {"fields": ["recipient.phone"], "purpose": "a\x00b"}),
+        ("post", "/v1/waybills/search", {"org_unit": "O1\x00"}),
+        ("put", "/v1/admin/employees/E9", {"role": "courier", "org_unit": "\x00"}),
+    ],
+)
+def test_nul_characters_are_refused_as_invalid_input(world: World, method: str, path: str, body: Any) -> None:
+    # PostgreSQL cannot store NUL: unchecked, it surfaced as a 500 (found by the OpenAPI fuzz test).
+    headers = world.login("A1") if "admin" in path else world.login("K1")
+    r = getattr(world.client, method)(path, json=body, headers=headers)
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"] == "application/problem+json"
 
 
 def test_audit_trail_of_a_session_verifies_and_proves(world: World) -> None:
