@@ -80,7 +80,8 @@ class PolicyEngine:
             return PolicyDecision(False, (), DenyReason.POLICY_DENIED, f"{action} needs a waybill")
         try:
             cedar_request, principal, resource = translate.build(request, self._grace_seconds)
-            answer = cedar.authorize(cedar_request, self._loaded.by_action[action.value], principal, resource)
+            policies = self._loaded.by_action[action.value, request.principal.role.value]
+            answer = cedar.authorize(cedar_request, policies, principal, resource)
         except (CourierGuardError, ValueError, TypeError, KeyError) as exc:
             # Messages from Cedar can quote ids; the type name is enough to debug and leaks nothing.
             return PolicyDecision(

@@ -218,7 +218,9 @@ def test_appends_staged_when_the_log_closes_fail_closed(open_log: OpenLog) -> No
     log = open_log()
 
     async def main() -> list[object]:
-        pending = [asyncio.ensure_future(log.append_async(EntryKind.ACCESS, _body(f"C{i}"))) for i in range(3)]
+        pending = [
+            asyncio.ensure_future(log.append_async(EntryKind.ACCESS, _body(f"C{i}"))) for i in range(3)
+        ]
         await asyncio.sleep(0)  # staged, not yet handed over
         log.close()
         return list(await asyncio.gather(*pending, return_exceptions=True))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -11,6 +11,7 @@ from policy_factories import NOW
 from courierguard.domain import CaseKind, CaseState, EmployeeStatus, TaskKind
 from courierguard.events import PiiField, Role, WaybillStatus
 from courierguard.policy import CaseFacts, PolicyAction, PolicyEngine, PolicyRequest, Principal, WaybillFacts
+from courierguard.policy._internal import cedar, translate
 
 ENGINE = PolicyEngine.default()
 PII_ACTIONS = [
@@ -96,3 +97,47 @@ def test_inactive_principal_never_allowed(
         requested_by,
     )
     assert not ENGINE.decide(request).allowed
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    role=st.sampled_from(Role),
+    status=st.sampled_from(EmployeeStatus),
+    unit=UNITS,
+    action=st.sampled_from(PolicyAction),
+    resource=st.none() | waybills,
+    purpose=st.none() | st.sampled_from(["", "delivery_contact"]),
+    fields=st.lists(st.sampled_from(PiiField), unique=True, max_size=3).map(tuple),
+    org_unit=st.none() | UNITS,
+    approved_by=st.none() | IDS,
+    requested_by=st.none() | IDS,
+    now=TIMES,
+)
+def test_policy_slices_decide_as_the_whole_set(
+    role: Role,
+    status: EmployeeStatus,
+    unit: str,
+    action: PolicyAction,
+    resource: WaybillFacts | None,
+    purpose: str | None,
+    fields: tuple[PiiField, ...],
+    org_unit: str | None,
+    approved_by: str | None,
+    requested_by: str | None,
+    now: datetime,
+) -> None:
+    # The engine asks Cedar with only the policies that may apply to the action and role; the
+    # answer and the policies named as its reasons must be those of the whole set.
+    request = PolicyRequest(
+        Principal("E-2", role, unit, status), action, resource, now, purpose, fields, org_unit,
+        approved_by, requested_by,
+    )  # fmt: skip
+    if action.needs_waybill and resource is None:
+        return
+    cedar_request, who, what = translate.build(request, 24 * 3600)
+    loaded = ENGINE._loaded
+    whole = cedar.authorize(cedar_request, loaded.policy_set, who, what)
+    sliced = cedar.authorize(cedar_request, loaded.by_action[action.value, role.value], who, what)
+    assert sliced["decision"] == whole["decision"]
+    assert sorted(sliced["diagnostics"]["reason"]) == sorted(whole["diagnostics"]["reason"])
+    assert sliced["diagnostics"]["errors"] == whole["diagnostics"]["errors"] == []

@@ -37,8 +37,9 @@ class LoadedPolicies:
     policy_set: cedarpy.PolicySet
     schema: cedarpy.Schema
     policies: dict[str, PolicyInfo]
-    by_action: dict[str, cedarpy.PolicySet]
-    """Per action id, only the policies whose action scope can match it (the same decisions, faster)."""
+    by_action: dict[tuple[str, str], cedarpy.PolicySet]
+    """Per (action id, role id), only the policies whose scope can match a request of that action by
+    an employee of that role (the same decisions, faster)."""
 
 
 def one_line(text: str) -> str:
@@ -137,21 +138,42 @@ def _may_apply(scope: dict[str, Any], action: str, known: set[str]) -> bool:
     return action in ids
 
 
-def slice_by_action(source: str) -> dict[str, cedarpy.PolicySet]:
-    """Policy slicing: for each action, a policy set holding only the policies that may apply to it.
+def _may_apply_to_role(scope: dict[str, Any], role: str) -> bool:
+    """Whether a policy with principal ``scope`` can apply to an employee of ``role``.
 
-    Cedar evaluates every policy of a set; with 25 policies and a handful relevant to each action,
-    evaluating the slice roughly halves the engine's time. Cedar ids (``policy7``) are kept, so
-    diagnostics still map to the same :class:`PolicyInfo`.
+    A principal's only parent is its role, and roles (an enumerated entity type) have no parents,
+    so ``principal in Role::"x"`` holds exactly for employees of role x. Any other scope (a
+    condition on roles in ``when``, say) is kept: it may apply.
     """
+    entity = scope.get("entity")
+    if scope.get("op") != "in" or not isinstance(entity, dict) or entity.get("type") != "Role":
+        return True
+    return bool(entity.get("id") == role)
+
+
+def slice_by_action(source: str) -> dict[tuple[str, str], cedarpy.PolicySet]:
+    """Policy slicing: for each action and role, a policy set holding only the policies that may
+    apply to a request of that action by an employee of that role.
+
+    Cedar evaluates every policy of a set, at about 2 µs each; with 25 policies and a handful
+    relevant to each pair, evaluating the slice takes about a third of the engine's time off.
+    Cedar ids (``policy7``) are kept, so diagnostics still map to the same :class:`PolicyInfo`.
+    """
+    from courierguard.events import Role
     from courierguard.policy.models import PolicyAction
 
     tree = json.loads(cedarpy.policies_to_json_str(source))
     static = tree.get("staticPolicies", {})
     known = {a.value for a in PolicyAction}
-    slices: dict[str, cedarpy.PolicySet] = {}
+    slices: dict[tuple[str, str], cedarpy.PolicySet] = {}
     for action in known:
-        subset = {pid: p for pid, p in static.items() if _may_apply(p.get("action", {}), action, known)}
-        document = {"staticPolicies": subset, "templates": {}, "templateLinks": []}
-        slices[action] = cedarpy.PolicySet.from_json_str(json.dumps(document))
+        for role in Role:
+            subset = {
+                pid: p
+                for pid, p in static.items()
+                if _may_apply(p.get("action", {}), action, known)
+                and _may_apply_to_role(p.get("principal", {}), role.value)
+            }
+            document = {"staticPolicies": subset, "templates": {}, "templateLinks": []}
+            slices[action, role.value] = cedarpy.PolicySet.from_json_str(json.dumps(document))
     return slices
