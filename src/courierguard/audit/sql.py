@@ -347,6 +347,9 @@ class SqlAuditLog:
             head = latest_head(conn)
             self._indexed = indexed_upto(conn)
         self._tree = stored_tree(engine)
+        # Leaves enter the tree before their transaction commits (the batch's head needs them);
+        # sizes, proofs and leaves are answered only up to here, what is known to be committed.
+        self._committed = len(self._tree)
         if head is not None:
             # Signing on top of a history that no longer matches what was signed would launder the
             # change (and hand out signed indices again): refuse, and let `audit verify` say what.
@@ -504,22 +507,32 @@ class SqlAuditLog:
         return request.head
 
     def inclusion_proof(self, index: int, tree_size: int) -> list[bytes]:
-        """Audit path of ``index`` in the tree of ``tree_size``."""
+        """Audit path of ``index`` in the tree of ``tree_size`` (at most :attr:`size`)."""
         self._prefetch(index, tree_size - 1)
         with self._tree_lock:
+            self._check_committed(tree_size)
             return self._tree.inclusion_proof(index, tree_size)
 
     def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
-        """Consistency proof between two tree sizes."""
+        """Consistency proof between two tree sizes (at most :attr:`size`)."""
         self._prefetch(old_size - 1, old_size, new_size - 1)
         with self._tree_lock:
+            self._check_committed(new_size)
             return self._tree.consistency_proof(old_size, new_size)
 
     def leaf_hash(self, index: int) -> bytes:
-        """Leaf hash of entry ``index``."""
+        """Leaf hash of entry ``index`` (a committed one)."""
         self._prefetch(index)
         with self._tree_lock:
+            if not 0 <= index < self._committed:
+                raise IndexError(index)
             return self._tree.leaf(index)
+
+    def _check_committed(self, size: int) -> None:
+        """Refuse a tree size beyond the committed entries (holding ``_tree_lock``): a proof over a
+        leaf whose transaction is still open could outlive a failed commit."""
+        if size > self._committed:
+            raise ValueError(f"tree size {size} outside 0..{self._committed}")
 
     def _prefetch(self, *leaves: int) -> None:
         """Read the stored tiles a proof will need before taking the tree's lock, which the writer
@@ -538,7 +551,7 @@ class SqlAuditLog:
     def size(self) -> int:
         """Number of committed entries."""
         with self._tree_lock:
-            return len(self._tree)
+            return self._committed
 
     def close(self) -> None:
         """Commit what is queued, sign a final head, stop the writer. Idempotent."""
@@ -737,9 +750,11 @@ class SqlAuditLog:
                 self._tree.restore(before)
             raise
         # Committed: from here on every entry of the batch is durable.
-        if head is not None:
-            with self._tree_lock:
+        with self._tree_lock:
+            self._committed = len(self._tree)
+            if head is not None:
                 self._head = head
+        if head is not None:
             self._last_head_at = time.monotonic()
             if signed and self._witness is not None:
                 try:

@@ -823,3 +823,45 @@ def test_protocol_requires_append_event_async(open_log: OpenLog, key_provider: L
     assert isinstance(_CurrentLog(), AuditLog)
     assert isinstance(open_log(), AuditLog)
     assert isinstance(MemoryAuditLog(key_provider), AuditLog)
+
+
+@pytest.mark.timeout(60)
+def test_sizes_and_proofs_stop_at_what_is_committed(
+    open_log: OpenLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The writer puts a batch's leaves in the tree before its commit (the head needs them). Until
+    # the commit returns, nobody may be told the log is longer, nor get a proof over those leaves:
+    # if the commit failed, the proof would name leaves that never existed.
+    log = open_log()
+    for i in range(3):
+        log.append(EntryKind.ACCESS, _body(f"P{i}"))
+    inside, release = threading.Event(), threading.Event()
+    original = log._write_in
+
+    def write_in(cursor: Any, entries: list[Any], wants_head: bool) -> Any:
+        result = original(cursor, entries, wants_head)
+        if entries:
+            inside.set()
+            assert release.wait(30), "test never released the writer"
+        return result
+
+    monkeypatch.setattr(log, "_write_in", write_in)
+    appender = threading.Thread(target=log.append, args=(EntryKind.ACCESS, _body("P3")), daemon=True)
+    appender.start()
+    assert inside.wait(10), "writer never reached the batch"
+    try:
+        assert len(log._tree) == 4  # the leaf is in the tree, its transaction still open
+        assert log.size == 3
+        with pytest.raises(ValueError, match="outside"):
+            log.inclusion_proof(3, 4)
+        with pytest.raises(ValueError, match="outside"):
+            log.consistency_proof(3, 4)
+        with pytest.raises(IndexError):
+            log.leaf_hash(3)
+        assert len(log.inclusion_proof(2, 3)) == 1  # committed sizes still prove
+    finally:
+        release.set()
+        appender.join(10)
+    assert log.size == 4
+    assert log.leaf_hash(3) == log._tree.leaf(3)
+    assert len(log.inclusion_proof(3, 4)) == 2
