@@ -168,11 +168,12 @@ class _WriterConnection:
     """The writer thread's own DB-API connection, held for the life of the log.
 
     A batch is a handful of fixed statements; going through SQLAlchemy's ``Engine.begin`` for each
-    (pool checkout, connection and result objects, event dispatch) cost more CPU than the SQL. On
-    SQLite each transaction starts with ``BEGIN IMMEDIATE``, so the writer holds the write lock
-    before it reads where the log ends: a second process appending to the same file (the CLI beside
-    the server) waits instead of racing it for the same index. A connection that fails to roll back
-    is dropped; the next batch checks out a fresh one.
+    (pool checkout, connection and result objects, event dispatch) cost more CPU than the SQL. Each
+    transaction opens by taking the writers' lock: ``BEGIN IMMEDIATE`` on SQLite, a transaction
+    advisory lock on PostgreSQL. So the writer holds it before it reads where the log ends, and a
+    second writer (the CLI beside the server, another worker) waits instead of racing it for the
+    same index. A connection that fails to roll back is dropped; the next batch checks out a fresh
+    one.
     """
 
     def __init__(self, engine: Engine) -> None:
@@ -185,14 +186,11 @@ class _WriterConnection:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Any]:
-        """A DB-API cursor inside one transaction: committed on exit, rolled back on an error."""
-        if self._connection is None:
-            self._connection = self._engine.raw_connection()
+        """A DB-API cursor inside one transaction holding the writers' lock: committed on exit,
+        rolled back on an error."""
+        cursor = self._open()
         connection = self._connection
-        cursor = connection.cursor()
         try:
-            if self._sqlite:
-                cursor.execute("BEGIN IMMEDIATE")
             yield cursor
             connection.commit()
         except BaseException:
@@ -204,6 +202,44 @@ class _WriterConnection:
         finally:
             with contextlib.suppress(Exception):
                 cursor.close()
+
+    def _open(self) -> Any:
+        """A cursor whose transaction holds the writers' lock.
+
+        A connection the database dropped (a PostgreSQL restart, an idle timeout) is found here, at
+        the first statement, and replaced once: nothing of the batch has been sent yet, so the
+        retry cannot record anything twice. A failure later in the transaction is not retried:
+        after a lost commit nobody can tell whether it landed.
+        """
+        for attempt in (1, 2):
+            if self._connection is None:
+                self._connection = self._engine.raw_connection()
+            connection = self._connection
+            cursor = connection.cursor()
+            try:
+                if self._sqlite:
+                    cursor.execute("BEGIN IMMEDIATE")
+                else:
+                    cursor.execute(self.sql(_PG_LOCK), (_PG_LOCK_KEY,))
+                return cursor
+            except Exception:
+                with contextlib.suppress(Exception):
+                    cursor.close()
+                broken = self._broken()
+                try:
+                    connection.rollback()
+                except Exception:
+                    broken = True
+                if broken:
+                    self._drop()
+                if not broken or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _broken(self) -> bool:
+        """Whether the driver says the connection is lost (psycopg; sqlite3 connections are local)."""
+        driver = getattr(self._connection, "driver_connection", None)
+        return bool(getattr(driver, "broken", False) or getattr(driver, "closed", False))
 
     def _drop(self) -> None:
         connection, self._connection = self._connection, None
@@ -782,8 +818,6 @@ class SqlAuditLog:
         that now covers it if one was due, whether this writer signed that head). ``_write``
         restores the tree if this or the commit fails."""
         db = self._db
-        if self._pg:
-            cursor.execute(db.sql(_PG_LOCK), (_PG_LOCK_KEY,))
         # max() reads one end of the primary key; count() would scan the whole table per batch.
         cursor.execute(_MAX_SEQ)
         top = cursor.fetchone()[0]

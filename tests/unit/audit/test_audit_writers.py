@@ -92,3 +92,24 @@ def test_two_processes_share_a_sqlite_log(tmp_path: Path) -> None:
 @pytest.mark.postgres
 def test_two_processes_share_a_postgres_log(pg_engine: Engine, tmp_path: Path) -> None:
     _run_writers(pg_engine.url.render_as_string(hide_password=False), tmp_path)
+
+
+@pytest.mark.postgres
+def test_writer_replaces_a_connection_the_server_dropped(pg_engine: Engine, tmp_path: Path) -> None:
+    # A PostgreSQL restart (or an idle timeout) kills the writer's long-lived connection. The next
+    # batch finds out at its first statement, before anything of it was sent, so it may reconnect
+    # and carry on; it used to fail that batch (every caller denied) first.
+    from courierguard.audit import EntryKind
+
+    log = open_audit_log(pg_engine, LocalKeyFile(tmp_path / "keys.json"), head_interval=0.05)
+    try:
+        assert log.append(EntryKind.ACCESS, {"actor": {"id": "E1"}}) == 0
+        pid = log._db._connection.driver_connection.info.backend_pid
+        with pg_engine.connect() as conn:
+            assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
+        assert log.append(EntryKind.ACCESS, {"actor": {"id": "E2"}}) == 1
+        assert log._db._connection.driver_connection.info.backend_pid != pid
+        assert log.size == 2
+    finally:
+        log.close()
+    assert verify(pg_engine, LocalKeyFile(tmp_path / "keys.json").signer().public_key).ok
