@@ -305,7 +305,7 @@ def _stored_log_of(n: int, tmp: Path) -> Engine:
             ]
             cursor.executemany(
                 "INSERT INTO audit_entries (seq, ts_us, kind, leaf_hash) VALUES (?, 0, 'system', ?)",
-                zip(range(first, first + len(leaves)), leaves, strict=True),
+                list(zip(range(first, first + len(leaves)), leaves, strict=True)),
             )
             width = 1 << TILE_HEIGHT
             cursor.executemany(

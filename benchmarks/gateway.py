@@ -56,6 +56,8 @@ THREADS = 16
 CONCURRENCY = 32
 IN_PROCESS_WARMUP, IN_PROCESS_SECONDS = 0.5, 3.0
 HTTP_WARMUP, HTTP_SECONDS = 1.0, 4.0
+ROUNDS = 3
+"""HTTP figures are the median of this many rounds of every mode (the machine's speed drifts)."""
 FIELD = PiiField.RECIPIENT_PHONE
 PURPOSE = "delivery_contact"
 REVEAL_BODY = b'{"fields":["recipient.phone"],"purpose":"delivery_contact"}'
@@ -472,42 +474,58 @@ def _over_http(report: Report, data_dir: Path, work: Work) -> None:
     engine = create_db_engine(Settings(data_dir=data_dir, tenant="bench").resolved_database_url)
     company = CompanyStore(engine, tenant="bench")
     couriers = sorted({c for c, _ in work})
-    results: dict[str, dict[str, tuple[float, collections.Counter[int]]]] = {}
+    # rounds[i][mode][kind] = (2xx/s, statuses). Every mode is measured once per round, the rounds
+    # one after another, so a slow phase of the machine lands on guarded and unguarded alike.
+    rounds: list[dict[str, dict[str, tuple[float, collections.Counter[int]]]]] = []
     try:
-        # The real risk engine remembers (and locks): a fresh server for each route.
-        for kind in ("reveal", "view"):
+        for _ in range(ROUNDS):
+            results: dict[str, dict[str, tuple[float, collections.Counter[int]]]] = {}
+            # The real risk engine remembers (and locks): a fresh server for each route.
+            for kind in ("reveal", "view"):
+                _reactivate(company, couriers)
+                got, _ = _measure_http(data_dir, cpus, "guarded", work, [kind], None)
+                results.setdefault("guarded", {}).update(got)
             _reactivate(company, couriers)
-            got, _ = _measure_http(data_dir, cpus, "guarded", work, [kind], None)
-            results.setdefault("guarded", {}).update(got)
-        _reactivate(company, couriers)
-        results["allow-all"], tokens = _measure_http(
-            data_dir, cpus, "allow-all", work, ["reveal", "view"], None
-        )
-        results["plain"], _ = _measure_http(data_dir, cpus, "plain", work, ["reveal", "view"], tokens)
-        results["plain-sync"], _ = _measure_http(data_dir, cpus, "plain-sync", work, ["reveal"], tokens)
+            results["allow-all"], tokens = _measure_http(
+                data_dir, cpus, "allow-all", work, ["reveal", "view"], None
+            )
+            results["plain"], _ = _measure_http(data_dir, cpus, "plain", work, ["reveal", "view"], tokens)
+            results["plain-sync"], _ = _measure_http(data_dir, cpus, "plain-sync", work, ["reveal"], tokens)
+            rounds.append(results)
     finally:
         _reactivate(company, couriers)
         engine.dispose()
+
+    def median(mode: str, kind: str) -> tuple[float, collections.Counter[int]]:
+        """The median round's figure, with that round's statuses."""
+        ordered = sorted((r[mode][kind] for r in rounds), key=lambda got: got[0])
+        return ordered[len(ordered) // 2]
+
+    def spread(mode: str, kind: str, base_mode: str) -> str:
+        ratios = ", ".join(f"{r[mode][kind][0] / r[base_mode][kind][0]:.2f}" for r in rounds)
+        return f"ratio in each of {len(rounds)} rounds: {ratios}"
+
     where = f"one uvicorn worker on CPU {cpus[0]}, client on CPU {cpus[1]}, {CONCURRENCY} connections"
     for kind, route, name in (
         ("reveal", "POST /v1/waybills/{number}/reveal", "reveal of one field"),
         ("view", "GET /v1/waybills/{number}", "masked view"),
     ):
-        base, base_st = results["plain"][kind]
+        base, base_st = median("plain", kind)
         for mode, label in (("guarded", "real risk engine"), ("allow-all", "risk hook AllowAll")):
-            value, st = results[mode][kind]
+            value, st = median(mode, kind)
             extra = {}
             if kind == "reveal":
                 extra = {"target": f"≥ {TARGET:.0%} of unguarded", "met": value >= TARGET * base}
             report.add(
-                SECTION, f"HTTP guarded {name} `{route}`, {label}, 2xx only ({_status_note(st)})", value, "req/s",
+                SECTION, f"HTTP guarded {name} `{route}`, {label}, 2xx only ({_status_note(st)}; "
+                f"{spread(mode, kind, 'plain')})", value, "req/s",
                 baseline_name=f"unguarded app, same route and record, coroutine route as the product's, {where}; "
                 f"{_status_note(base_st)}",
                 baseline_value=base, **extra,
             )  # fmt: skip
     # The same guarded figure against the slower baseline of a plain ``def`` route (thread pool).
-    value, st = results["allow-all"]["reveal"]
-    base, base_st = results["plain-sync"]["reveal"]
+    value, st = median("allow-all", "reveal")
+    base, base_st = median("plain-sync", "reveal")
     report.add(
         SECTION, f"HTTP guarded reveal of one field, risk hook AllowAll ({_status_note(st)})", value, "req/s",
         baseline_name=f"unguarded app with a plain def route on FastAPI's thread pool, {where}; {_status_note(base_st)}",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gc
 from datetime import datetime, timedelta, timezone
+from functools import partial
 
 from benchmarks.report import Report, latencies_us
 from courierguard.domain import CaseKind, CaseState, EmployeeStatus, TaskKind
@@ -103,8 +104,7 @@ def run(report: Report) -> None:
     try:
         base = latencies_us(lambda: plain_courier_reveal(first), N)
         measured = {
-            name: latencies_us(lambda request=request: engine.decide(request), N)
-            for name, request in requests.items()
+            name: latencies_us(partial(engine.decide, request), N) for name, request in requests.items()
         }
     finally:
         gc.unfreeze()

@@ -14,7 +14,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks.report import Report, machine
+from benchmarks.report import Figure, Report, machine
 
 MODULES = ["vault", "policy", "gateway", "audit", "sim", "risk"]
 
@@ -44,7 +44,7 @@ def render(report: Report, started: datetime, seconds: float, pinning: str, modu
         "Every figure stands beside a baseline measured in the same run; the ratio is figure / baseline.",
         "",
     ]
-    sections: dict[str, list] = {}
+    sections: dict[str, list[Figure]] = {}
     for fig in report.figures:
         sections.setdefault(fig.section, []).append(fig)
     for section, figs in sections.items():
