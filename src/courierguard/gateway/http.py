@@ -451,9 +451,9 @@ def create_app(deployment: Deployment) -> FastAPI:
 
     # --- waybills ---
 
-    @app.get("/v1/waybills/{number}", response_model=WaybillOut, responses=ERRORS, tags=["waybills"])
     # The two hot read routes identify the caller themselves instead of through ``Depends``: FastAPI
     # inspects a dependency's callable on every request, which cost a few percent of a reveal.
+    @app.get("/v1/waybills/{number}", response_model=WaybillOut, responses=ERRORS, tags=["waybills"])
     async def view(number: Number, request: Request) -> WaybillOut:
         """One waybill with masked parties (routing data only for hub operators)."""
         return _waybill(await guard.view_async(await caller(request), number))
