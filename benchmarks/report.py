@@ -68,6 +68,20 @@ def rate(fn: Callable[[], int], *, min_seconds: float = 1.0, repeat: int = 3) ->
     return best
 
 
+def paired_rates(
+    fn: Callable[[], int], baseline: Callable[[], int], *, repeat: int = 3
+) -> tuple[float, float]:
+    """Best-of-``repeat`` items per second of ``fn`` and of ``baseline``, measured in turns (one of
+    each, ``repeat`` times), so that a slow phase of the machine falls on both alike."""
+    best = [0.0, 0.0]
+    for _ in range(repeat):
+        for i, f in enumerate((fn, baseline)):
+            start = time.perf_counter()
+            done = f()
+            best[i] = max(best[i], done / (time.perf_counter() - start))
+    return best[0], best[1]
+
+
 def latencies_us(fn: Callable[[], object], n: int) -> dict[str, float]:
     """p50 / p99 / mean latency of ``n`` calls of ``fn``, in microseconds."""
     samples = []

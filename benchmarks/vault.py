@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import Engine, insert, select
 
-from benchmarks.report import Report, rate
+from benchmarks.report import Report, paired_rates, rate
 from courierguard.db import create_db_engine, migrate
 from courierguard.db.tables import parties, waybill_history, waybills
 from courierguard.domain import NewWaybill
@@ -100,8 +100,7 @@ def run(report: Report) -> None:
             _plain_insert(engine, plain_pending.pop(), "bench-plain")
         return 10 * BATCH
 
-    ingest = rate(guarded, min_seconds=0.0, repeat=3)
-    plain_rate = rate(plain, min_seconds=0.0, repeat=3)
+    ingest, plain_rate = paired_rates(guarded, plain, repeat=3)
     report.add(
         SECTION, f"ingest, waybills with 6 PII fields, batches of {BATCH}", ingest, "waybills/s",
         baseline_name="plain INSERT of the same rows", baseline_value=plain_rate,
