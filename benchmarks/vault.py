@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import shutil
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -81,6 +82,13 @@ def _plain_insert(engine: Engine, batch: list[NewWaybill], tenant: str) -> None:
 
 def run(report: Report) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="cg-bench-vault-"))
+    try:
+        _measure(report, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _measure(report: Report, tmp: Path) -> None:
     engine = create_db_engine(f"sqlite:///{tmp / 'bench.sqlite3'}")
     migrate(engine)
     vault = Vault(engine, LocalKeyFile(tmp / "keys.json"), tenant="bench")
@@ -175,3 +183,4 @@ def run(report: Report) -> None:
         "fields/s", baseline_name="reveal on the caller's connection", baseline_value=reveal,
     )  # fmt: skip
     held.close()
+    engine.dispose()
