@@ -403,6 +403,12 @@ class TiledTree(_Proofs):
             raise IndexError(index)
         return self._node(0, index)
 
+    def tile_hash(self, index: int) -> bytes:
+        """The hash of complete tile ``index``; IndexError for a tile not complete."""
+        if not 0 <= index < len(self._upper):
+            raise IndexError(index)
+        return self._upper._node(0, index)
+
     def uncached_tiles(self, tiles: Iterable[int]) -> list[int]:
         """Those of ``tiles`` that are complete and whose leaves are not in memory."""
         return [t for t in tiles if 0 <= t < len(self._upper) and t not in self._cache]

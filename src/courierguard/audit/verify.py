@@ -20,6 +20,10 @@ large log is checked by worker processes, each over its own range of indices on 
 connection, while this process builds the Merkle tree from their results in index order. Workers
 only confirm ranges that are wholly intact; anything else (or a log whose row count and indices do
 not line up) is re-scanned here, one row after another, to name the first problem exactly.
+
+Heads are checked as the recomputed tree grows past their sizes (``_Stream``), so the tree is a
+:class:`TiledTree`: one hash per 256 entries in memory, plus the leaves of the tiles where the last
+checked head ends, which the next consistency proof reads.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import os
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import cast
@@ -40,9 +44,10 @@ from sqlalchemy import Engine, NullPool, create_engine, select
 
 from courierguard.audit._internal.core import read_witness
 from courierguard.audit.merkle import (
+    HASH_SIZE,
     LEAF_PREFIX,
     TILE_HEIGHT,
-    MerkleTree,
+    TiledTree,
     VerificationError,
     verify_consistency,
 )
@@ -197,13 +202,17 @@ def verify(
     """
     started = time.perf_counter()
     problems: list[Problem] = []
-    tree = MerkleTree()
-    count, archived = _parallel_prefix(engine, tree, workers)
+    heads = _heads(engine)
+    checks = [_HeadCheck(heads, public_key, "database")]
+    if witness_file is not None:
+        checks.append(_HeadCheck(read_witness(witness_file), public_key, "witness"))
+    stream = _Stream(checks)
+    count, archived = _parallel_prefix(engine, stream.feed, workers)
     chunks = _chunks(engine, count)
     for chunk in chunks:
         intact = _intact(count, chunk)
         if intact is not None:
-            tree.extend_packed(intact[0])
+            stream.feed(intact[0])
             archived += intact[1]
             count += len(chunk)
             continue
@@ -212,20 +221,22 @@ def verify(
         assert bad is not None  # _intact said so, by the same check
         good = bad - count
         archived += sum(1 for row in chunk[: good + 1] if row[1] is None)
-        tree.extend_packed(b"".join(map(_STORED, chunk[:good])))
+        stream.feed(b"".join(map(_STORED, chunk[:good])))
         rest = [*chunk[good:], *_rows(chunks)]
         problems.append(_classify(bad, rest))
         count = bad + len(rest)
         break
+    tree = stream.tree
     valid = len(tree)
+    for check in checks:
+        check.finish(valid, count)
 
-    heads = _heads(engine)
     if not heads:
         problems.append(Problem(ProblemKind.NO_TREE_HEAD, 0, "no signed tree head is stored"))
-    _check_heads(heads, tree, valid, count, public_key, problems, source="database")
+    problems += checks[0].problems
     _check_tiles(engine, tree, valid, problems)
     if witness_file is not None:
-        _check_heads(read_witness(witness_file), tree, valid, count, public_key, problems, source="witness")
+        problems += checks[1].problems
     return VerifyReport(
         entries=count,
         archived=archived,
@@ -236,8 +247,161 @@ def verify(
     )
 
 
-def _parallel_prefix(engine: Engine, tree: MerkleTree, workers: int | None) -> tuple[int, int]:
-    """Check whole ranges in worker processes; extend ``tree`` with the intact prefix.
+class _HeadCheck:
+    """The signed tree heads of one source (the database or a witness file), checked in size order
+    as the recomputed tree grows past each: signature, root, time order and a consistency proof from
+    the head before. Problems are collected in ``problems``."""
+
+    def __init__(self, heads: list[SignedTreeHead], public_key: bytes, source: str) -> None:
+        self.pending = sorted(heads, key=lambda h: (h.size, h.timestamp_ms))
+        self.public_key = public_key
+        self.source = source
+        self.problems: list[Problem] = []
+        self.previous: SignedTreeHead | None = None
+
+    def next_size(self) -> int | None:
+        return self.pending[0].size if self.pending else None
+
+    def tiles_kept(self) -> set[int]:
+        """Tiles whose leaves the next consistency proof reads: those at the previous head's end."""
+        if self.previous is None:
+            return set()
+        size = self.previous.size
+        return {(size - 1) >> TILE_HEIGHT, size >> TILE_HEIGHT} - {-1}
+
+    def check_at(self, tree: TiledTree) -> None:
+        """Check every pending head of exactly the tree's current size."""
+        while self.pending and self.pending[0].size == len(tree):
+            self._check(self.pending.pop(0), tree)
+
+    def _check(self, head: SignedTreeHead, tree: TiledTree) -> None:
+        source = self.source
+        if not head.verify_signature(self.public_key):
+            self.problems.append(
+                Problem(
+                    ProblemKind.BAD_SIGNATURE, head.size, f"{source} tree head of size {head.size} is forged"
+                )
+            )
+            return
+        calculated = tree.root()
+        previous = self.previous
+        if calculated != head.root:
+            start = previous.size if previous else 0
+            self.problems.append(
+                Problem(
+                    ProblemKind.ROOT_MISMATCH,
+                    start,
+                    f"{source} tree head of size {head.size} does not match the stored entries: "
+                    f"an entry in [{start}, {head.size}) was rewritten with its hash",
+                    expected=head.root.hex(),
+                    calculated=calculated.hex(),
+                )
+            )
+            return
+        if previous is not None:
+            if head.timestamp_ms < previous.timestamp_ms:
+                self.problems.append(
+                    Problem(
+                        ProblemKind.INCONSISTENT_HEADS, head.size, f"{source} tree head goes back in time"
+                    )
+                )
+            try:
+                proof = tree.consistency_proof(previous.size, head.size)
+                verify_consistency(previous.size, head.size, proof, previous.root, head.root)
+            except VerificationError as exc:
+                self.problems.append(Problem(ProblemKind.INCONSISTENT_HEADS, previous.size, str(exc)))
+        self.previous = head
+
+    def finish(self, valid: int, count: int) -> None:
+        """The heads the tree never reached: forged, beyond the stored entries (truncated), or past
+        the first bad entry (already reported)."""
+        truncated = False
+        for head in self.pending:
+            if not head.verify_signature(self.public_key):
+                self.problems.append(
+                    Problem(
+                        ProblemKind.BAD_SIGNATURE,
+                        head.size,
+                        f"{self.source} tree head of size {head.size} is forged",
+                    )
+                )
+            elif head.size > count and not truncated:
+                self.problems.append(
+                    Problem(
+                        ProblemKind.TRUNCATED,
+                        count,
+                        f"{self.source} tree head signs {head.size} entries but only {count} are stored",
+                    )
+                )
+                truncated = True
+        self.pending = []
+
+
+class _Stream:
+    """The recomputed tree, grown from leaf hashes in index order, stopping at every head's size to
+    check it. Memory holds one hash per tile plus the leaves of the few tiles the next consistency
+    proofs read (10M entries: about 3 MB, where the whole tree took 640 MB)."""
+
+    def __init__(self, checks: list[_HeadCheck]) -> None:
+        self.checks = checks
+        self._kept: dict[int, bytearray] = {}
+        self.tree = TiledTree(self._read)
+        for check in checks:
+            check.check_at(self.tree)  # heads of size 0
+
+    def feed(self, packed: bytes) -> None:
+        """Append leaf hashes (concatenated), checking each head whose size they reach."""
+        offset = 0
+        while offset < len(packed):
+            sizes = [s for s in (c.next_size() for c in self.checks) if s is not None]
+            here = len(self.tree)
+            stop = min([s for s in sizes if s > here], default=None)
+            take = len(packed) - offset
+            if stop is not None:
+                take = min(take, (stop - here) * HASH_SIZE)
+            piece = packed[offset : offset + take]
+            self._keep(here, piece)
+            self.tree.extend_packed(piece)
+            offset += take
+            for check in self.checks:
+                check.check_at(self.tree)
+            self._forget()
+
+    def _keep(self, first: int, piece: bytes) -> None:
+        """Copy the leaves of kept tiles out of ``piece`` (leaves from index ``first``)."""
+        wanted = set().union(*(c.tiles_kept() for c in self.checks))
+        end = first + len(piece) // HASH_SIZE
+        for tile in wanted:
+            lo, hi = max(tile << TILE_HEIGHT, first), min((tile + 1) << TILE_HEIGHT, end)
+            if lo < hi:
+                self._kept.setdefault(tile, bytearray()).extend(
+                    piece[(lo - first) * HASH_SIZE : (hi - first) * HASH_SIZE]
+                )
+
+    def _forget(self) -> None:
+        wanted = set().union(*(c.tiles_kept() for c in self.checks))
+        for tile in [t for t in self._kept if t not in wanted]:
+            del self._kept[tile]
+        for check in self.checks:
+            # A tile wanted from now on whose leaves went by already: its start is behind us.
+            for tile in check.tiles_kept():
+                if tile not in self._kept and (tile << TILE_HEIGHT) < len(self.tree):
+                    self._kept[tile] = self._from_tree(tile)
+
+    def _from_tree(self, tile: int) -> bytearray:
+        tree = self.tree
+        end = min((tile + 1) << TILE_HEIGHT, len(tree))
+        return bytearray(b"".join(tree.leaf(i) for i in range(tile << TILE_HEIGHT, end)))
+
+    def _read(self, start: int, end: int) -> bytes:
+        kept = self._kept.get(start >> TILE_HEIGHT)
+        if kept is None or len(kept) != (end - start) * HASH_SIZE:
+            raise AssertionError(f"verify needs tile {start >> TILE_HEIGHT}, which it did not keep")
+        return bytes(kept)
+
+
+def _parallel_prefix(engine: Engine, feed: Callable[[bytes], None], workers: int | None) -> tuple[int, int]:
+    """Check whole ranges in worker processes; ``feed`` the leaf hashes of the intact prefix.
 
     Returns (entries confirmed, of which archived). Stops at the first range a worker cannot confirm,
     so the caller re-scans from there and names the problem. Does nothing for a small log, a single
@@ -262,7 +426,7 @@ def _parallel_prefix(engine: Engine, tree: MerkleTree, workers: int | None) -> t
                     pending.cancel()
                 break
             packed, none = result
-            tree.extend_packed(packed)
+            feed(packed)
             confirmed += len(packed) // 32
             archived += none
     return confirmed, archived
@@ -289,7 +453,7 @@ def _confirm_range(url: str, start: int, end: int) -> tuple[bytes, int] | None:
 _worker_engines: dict[str, Engine] = {}
 
 
-def _check_tiles(engine: Engine, tree: MerkleTree, valid: int, problems: list[Problem]) -> None:
+def _check_tiles(engine: Engine, tree: TiledTree, valid: int, problems: list[Problem]) -> None:
     """Report the first stored tile hash that differs from the recomputed tree (within the valid prefix)."""
     t = audit_tiles.c
     with engine.connect() as conn:
@@ -297,7 +461,7 @@ def _check_tiles(engine: Engine, tree: MerkleTree, valid: int, problems: list[Pr
             select(t.idx, t.hash).where(t.height == TILE_HEIGHT, t.idx < valid >> TILE_HEIGHT).order_by(t.idx)
         )
         for idx, stored in rows:
-            calculated = tree.subtree(TILE_HEIGHT, idx)
+            calculated = tree.tile_hash(idx)
             if bytes(stored) != calculated:
                 problems.append(
                     Problem(
@@ -310,65 +474,3 @@ def _check_tiles(engine: Engine, tree: MerkleTree, valid: int, problems: list[Pr
                     )
                 )
                 return
-
-
-def _check_heads(
-    heads: list[SignedTreeHead],
-    tree: MerkleTree,
-    valid: int,
-    count: int,
-    public_key: bytes,
-    problems: list[Problem],
-    *,
-    source: str,
-) -> None:
-    truncated = False
-    previous: SignedTreeHead | None = None
-    for head in sorted(heads, key=lambda h: (h.size, h.timestamp_ms)):
-        if not head.verify_signature(public_key):
-            problems.append(
-                Problem(
-                    ProblemKind.BAD_SIGNATURE, head.size, f"{source} tree head of size {head.size} is forged"
-                )
-            )
-            continue
-        if head.size > count:
-            if not truncated:
-                problems.append(
-                    Problem(
-                        ProblemKind.TRUNCATED,
-                        count,
-                        f"{source} tree head signs {head.size} entries but only {count} are stored",
-                    )
-                )
-                truncated = True
-            continue
-        if head.size > valid:
-            continue  # beyond the first bad entry, already reported
-        calculated = tree.root(head.size)
-        if calculated != head.root:
-            start = previous.size if previous else 0
-            problems.append(
-                Problem(
-                    ProblemKind.ROOT_MISMATCH,
-                    start,
-                    f"{source} tree head of size {head.size} does not match the stored entries: "
-                    f"an entry in [{start}, {head.size}) was rewritten with its hash",
-                    expected=head.root.hex(),
-                    calculated=calculated.hex(),
-                )
-            )
-            continue
-        if previous is not None:
-            if head.timestamp_ms < previous.timestamp_ms:
-                problems.append(
-                    Problem(
-                        ProblemKind.INCONSISTENT_HEADS, head.size, f"{source} tree head goes back in time"
-                    )
-                )
-            try:
-                proof = tree.consistency_proof(previous.size, head.size)
-                verify_consistency(previous.size, head.size, proof, previous.root, head.root)
-            except VerificationError as exc:
-                problems.append(Problem(ProblemKind.INCONSISTENT_HEADS, previous.size, str(exc)))
-        previous = head

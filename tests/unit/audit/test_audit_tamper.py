@@ -5,11 +5,13 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Connection, Engine, text
 
 from courierguard.audit import EntryKind, ProblemKind, encode_entry, leaf_hash, open_audit_log, verify
+from courierguard.audit.merkle import MerkleTree
 from courierguard.audit.models import canonical_json
 from courierguard.clock import FixedClock
 from courierguard.vault.keys import LocalKeyFile
@@ -202,8 +204,8 @@ v = importlib.import_module("courierguard.audit.verify")
 v._RANGE, v._FETCH, v._PARALLEL_FROM = 4, 3, 8
 engine = create_engine(sys.argv[1])
 key = bytes.fromhex(sys.argv[2])
-tree = v.MerkleTree()
-prefix = v._parallel_prefix(engine, tree, 2)
+fed = bytearray()
+prefix = v._parallel_prefix(engine, fed.extend, 2)
 out = {"prefix": list(prefix)}
 for workers in (1, 2):
     r = v.verify(engine, key, workers=workers)
@@ -254,3 +256,49 @@ def test_worker_processes_name_the_same_first_problem(
     if kind in (ProblemKind.ALTERED, ProblemKind.MISSING, ProblemKind.REORDERED, ProblemKind.INSERTED):
         # Damaged rows: the workers stop short and the scan from there names the problem.
         assert confirmed <= index + 1 < N
+
+
+# Head sizes across many tiles (256 entries each): unaligned and aligned ends, a head alone in its
+# tile, and gaps wider than the 64 tiles the tree keeps cached, so the consistency proofs need the
+# leaves verify kept at the previous head's end.
+LONG_HEADS = (1, 255, 256, 257, 300, 17_000, 17_152, 17_153, 17_400)
+
+
+@pytest.fixture
+def long_log(sqlite_engine: Engine, key_provider: LocalKeyFile, tmp_path: Path) -> tuple[Engine, Path]:
+    witness = tmp_path / "witness.jsonl"
+    log = open_audit_log(sqlite_engine, key_provider, head_interval=3600, witness_file=witness)
+    done = 0
+    for size in LONG_HEADS:
+        log.append_many(EntryKind.ACCESS, [{"actor": {"id": f"E{i % 7}"}, "i": i} for i in range(done, size)])
+        log.checkpoint()
+        done = size
+    log.close()
+    return sqlite_engine, witness
+
+
+def test_a_long_log_verifies_head_by_head(long_log: tuple[Engine, Path], key_provider: LocalKeyFile) -> None:
+    engine, witness = long_log
+    report = verify(engine, key_provider.signer().public_key, witness_file=witness, workers=1)
+    assert report.ok, report.summary()
+    assert report.entries == LONG_HEADS[-1]
+    with engine.connect() as conn:
+        leaves = [bytes(h) for (h,) in conn.execute(text("SELECT leaf_hash FROM audit_entries ORDER BY seq"))]
+    assert report.root == MerkleTree.from_packed(b"".join(leaves)).root()
+
+
+def test_a_long_log_rewritten_between_far_heads(
+    long_log: tuple[Engine, Path], key_provider: LocalKeyFile
+) -> None:
+    engine, witness = long_log
+    with engine.begin() as conn:  # rewritten with its hash: only the roots can tell
+        forged = encode_entry(9_000, 0, EntryKind.ACCESS, canonical_json({"actor": {"id": "nobody"}}))
+        _set(conn, 9_000, forged, leaf_hash(forged))
+    report = verify(engine, key_provider.signer().public_key, witness_file=witness, workers=1)
+    found = [(p.kind, p.index) for p in report.problems]
+    # Every later head of both sources (4 each) is refused, naming the range after the last head
+    # that still fits (300); the stored hash of the tile holding entry 9,000 no longer fits either.
+    assert found[0] == (ProblemKind.ROOT_MISMATCH, 300)
+    assert found.count((ProblemKind.ROOT_MISMATCH, 300)) == 8
+    assert (ProblemKind.BAD_TILE, 9_000 // 256 * 256) in found
+    assert len(found) == 9
