@@ -199,12 +199,12 @@ class CompanyStore:
             raise NotFound(f"waybill {number} not found")
         return waybill_from_row(row)
 
-    def facts(self, conn: Connection, number: str) -> WaybillFacts:
+    def facts(self, number: str) -> WaybillFacts:
         """What the policies need about one waybill: routing, status, assignment, open cases.
 
         On every guarded request: one driver-level query for the waybill and its cases together.
         """
-        rows = self._facts_query.all(conn, (self.tenant, number))
+        rows = self._facts_query.fetch(self.engine, (self.tenant, number))
         if not rows:
             raise NotFound(f"waybill {number} not found")
         first = rows[0]

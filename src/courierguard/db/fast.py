@@ -25,6 +25,22 @@ class DriverQuery:
     def __init__(self, engine: Engine, sql: str) -> None:
         self.sql = sql if engine.dialect.paramstyle == "qmark" else sql.replace("?", "%s")
 
+    def fetch(self, engine: Engine, params: tuple[Any, ...]) -> list[Any]:
+        """The rows, on a pooled connection taken for this statement alone.
+
+        The pool's own connection, not a SQLAlchemy ``Connection`` around it: the wrapper costs
+        more than the statement, and one statement needs none of its transaction handling (the
+        pool still rolls back whatever the driver opened when the connection goes back).
+        """
+        pooled = engine.raw_connection()
+        try:
+            driver = pooled.driver_connection
+            if driver is None:  # pragma: no cover - a closed connection
+                raise RuntimeError("connection is closed")
+            return list(driver.execute(self.sql, params).fetchall())
+        finally:
+            pooled.close()
+
     def all(self, conn: Connection, params: tuple[Any, ...]) -> list[Any]:
         driver = conn.connection.driver_connection
         if driver is None:  # pragma: no cover - a closed connection

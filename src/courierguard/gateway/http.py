@@ -723,6 +723,8 @@ class _Observe:
         self.app = app
         self.requests_total = requests_total
         self.latency = latency
+        # Labelled children looked up once per (route, status): ``labels()`` costs microseconds.
+        self._counted: dict[tuple[str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -742,8 +744,12 @@ class _Observe:
         finally:
             path = getattr(scope.get("route"), "path", "unmatched")
             elapsed = time.perf_counter() - start
-            self.requests_total.labels(path, str(status)).inc()
-            self.latency.labels(path).observe(elapsed)
+            children = self._counted.get((path, status))
+            if children is None:
+                children = self.requests_total.labels(path, str(status)), self.latency.labels(path)
+                self._counted[path, status] = children
+            children[0].inc()
+            children[1].observe(elapsed)
             log.info(
                 "request", method=scope["method"], route=path, status=status, ms=round(elapsed * 1000, 2)
             )

@@ -230,8 +230,7 @@ class SessionStore:
 
     def caller(self, session_id: str) -> ActiveCaller:
         """The session with its employee's role, unit and status: one query on every request."""
-        with self.engine.connect() as conn:
-            rows = self._caller_query.all(conn, (session_id, self.tenant))
+        rows = self._caller_query.fetch(self.engine, (session_id, self.tenant))
         if not rows:
             raise Unauthenticated("unknown session; sign in first")
         employee, revoked_at, revoked_reason, role, org_unit, status = rows[0]

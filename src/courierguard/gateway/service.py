@@ -726,8 +726,7 @@ class Guard:
     # --- the guarded core --------------------------------------------------------------------------------------
 
     def _facts(self, number: str) -> WaybillFacts:
-        with self.vault.engine.connect() as conn:
-            return self.company.facts(conn, number)
+        return self.company.facts(number)
 
     def _page_size(self, requested: int) -> int:
         if requested < 1:

@@ -118,7 +118,7 @@ def test_translation_conforms_to_the_schema() -> None:
             approved_by="E-2",
             requested_by="E-3",
         )
-        cedar_request, principal_entities, resource_entities = translate.build(request, 3600)
+        cedar_request, principal_entities, resource_entities = translate.build(request, 3600).for_cedar()
         entities = json.dumps(json.loads(principal_entities) + json.loads(resource_entities))
         cedarpy.Entities.from_json_str(entities, schema)
         result = cedarpy.is_authorized(cedar_request, policies, entities, schema)
@@ -153,7 +153,7 @@ def test_cedar_answers_match_the_public_cedarpy_api() -> None:
     for role in (Role.COURIER, Role.CUSTOMER_SERVICE, Role.HUB_OPERATOR, Role.SECURITY_OFFICER):
         for action in (PolicyAction.REVEAL, PolicyAction.VIEW, PolicyAction.VIEW_ROUTING):
             request = PolicyRequest(principal(role), action, waybill(), NOW, "p", (PiiField.RECIPIENT_PHONE,))
-            cedar_request, who, resource = translate.build(request, 3600)
+            cedar_request, who, resource = translate.build(request, 3600).for_cedar()
             direct = cedar.authorize(cedar_request, parsed, who, resource)
             entities = json.dumps(json.loads(who) + json.loads(resource))
             public = cedarpy.is_authorized(cedar_request, policies, entities)

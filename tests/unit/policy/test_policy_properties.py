@@ -11,9 +11,10 @@ from policy_factories import NOW
 from courierguard.domain import CaseKind, CaseState, EmployeeStatus, TaskKind
 from courierguard.events import PiiField, Role, WaybillStatus
 from courierguard.policy import CaseFacts, PolicyAction, PolicyEngine, PolicyRequest, Principal, WaybillFacts
-from courierguard.policy._internal import cedar, translate
+from courierguard.policy._internal import cedar, compiled, translate
 
 ENGINE = PolicyEngine.default()
+REFERENCE = PolicyEngine.default(compile_policies=False)
 PII_ACTIONS = [
     a for a in PolicyAction if a not in (PolicyAction.VIEW_ROUTING, PolicyAction.ADMIN, PolicyAction.INGEST)
 ]
@@ -113,7 +114,7 @@ def test_inactive_principal_never_allowed(
     requested_by=st.none() | IDS,
     now=TIMES,
 )
-def test_policy_slices_decide_as_the_whole_set(
+def test_slices_and_compiled_policies_decide_as_the_whole_set(
     role: Role,
     status: EmployeeStatus,
     unit: str,
@@ -126,18 +127,27 @@ def test_policy_slices_decide_as_the_whole_set(
     requested_by: str | None,
     now: datetime,
 ) -> None:
-    # The engine asks Cedar with only the policies that may apply to the action and role; the
-    # answer and the policies named as its reasons must be those of the whole set.
+    # The engine decides with only the policies that may apply to the action and role, compiled to
+    # Python; Cedar over that slice, and the compiled slice, must give the whole set's answer and
+    # name the same policies as its reasons.
     request = PolicyRequest(
         Principal("E-2", role, unit, status), action, resource, now, purpose, fields, org_unit,
         approved_by, requested_by,
     )  # fmt: skip
     if action.needs_waybill and resource is None:
         return
-    cedar_request, who, what = translate.build(request, 24 * 3600)
+    facts = translate.build(request, 24 * 3600)
+    cedar_request, who, what = facts.for_cedar()
     loaded = ENGINE._loaded
     whole = cedar.authorize(cedar_request, loaded.policy_set, who, what)
     sliced = cedar.authorize(cedar_request, loaded.by_action[action.value, role.value], who, what)
     assert sliced["decision"] == whole["decision"]
     assert sorted(sliced["diagnostics"]["reason"]) == sorted(whole["diagnostics"]["reason"])
     assert sliced["diagnostics"]["errors"] == whole["diagnostics"]["errors"] == []
+    # The shipped policies are all in the compiled subset and never err: no fallback to Cedar.
+    program = loaded.programs[action.value, role.value]
+    env = compiled.environment(facts.principal, facts.action, facts.resource, facts.context)
+    allowed, reasons = program.decide(env)
+    assert allowed == (whole["decision"] == "Allow")
+    assert sorted(reasons) == sorted(whole["diagnostics"]["reason"])
+    assert ENGINE.decide(request) == REFERENCE.decide(request)

@@ -2,13 +2,15 @@
 
 This is on every request's path, so it stays minimal: the principal and one resource entity, only
 the attributes the schema declares, plain strings and epoch seconds (entity references and datetime
-values cost several microseconds each to parse), serialised once with orjson. The principal and the
-resource come back as separate entity lists: the engine parses each principal once and adds the
-resource per request (parsing entities is most of a decision's cost).
+values cost several microseconds each to parse). For Cedar they are serialised once with orjson, the
+principal and the resource as separate entity lists: the engine parses each principal once and adds
+the resource per request (parsing entities is most of a decision's cost). The compiled policies
+read the same dicts directly.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -54,32 +56,48 @@ def _waybill_entity(waybill: WaybillFacts) -> dict[str, Any]:
     return entity
 
 
-def build(request: PolicyRequest, grace_seconds: int) -> tuple[dict[str, Any], str, str]:
-    """The Cedar request (context already serialised), and the JSON entity lists of the principal
-    and of the resource; Cedar's entities are the two lists together."""
+@dataclass(frozen=True, slots=True)
+class CedarInput:
+    """One decision's input in Cedar's JSON shapes: the two entities, the action id, the context."""
+
+    principal: dict[str, Any]
+    action: str
+    resource: dict[str, Any]
+    context: dict[str, Any]
+
+    def for_cedar(self) -> tuple[dict[str, Any], str, str]:
+        """The Cedar request (context serialised) and the JSON entity lists of the principal and
+        of the resource; Cedar's entities are the two lists together."""
+        request = {
+            "principal": self.principal["uid"],
+            "action": {"type": "Action", "id": self.action},
+            "resource": self.resource["uid"],
+            "context": orjson.dumps(self.context).decode(),
+        }
+        return request, orjson.dumps([self.principal]).decode(), orjson.dumps([self.resource]).decode()
+
+
+def build(request: PolicyRequest, grace_seconds: int) -> CedarInput:
+    """The entities and context Cedar (or the compiled policies) decide ``request`` on."""
     principal = request.principal
-    principal_uid = {"type": EMPLOYEE, "id": principal.id}
     principal_entity = {
-        "uid": principal_uid,
+        "uid": {"type": EMPLOYEE, "id": principal.id},
         "attrs": {"id": principal.id, "org_unit": principal.org_unit, "status": principal.status.value},
         "parents": [{"type": "Role", "id": principal.role.value}],
     }
-    entities: list[dict[str, Any]] = []
     waybill = request.resource
-    resource_uid: dict[str, str]
+    resource: dict[str, Any]
     if waybill is not None and (request.action.needs_waybill or request.action is PolicyAction.INGEST):
-        entities.append(_waybill_entity(waybill))
-        resource_uid = {"type": WAYBILL, "id": waybill.number}
-    else:
+        resource = _waybill_entity(waybill)
+    elif request.org_unit is None:
         # list, search, export and admin target an org unit (or the company), never one waybill.
-        if request.org_unit is None:
-            resource_uid, scope_attrs = {"type": SCOPE, "id": COMPANY_SCOPE}, {}
-        else:
-            resource_uid, scope_attrs = (
-                {"type": SCOPE, "id": request.org_unit},
-                {"org_unit": request.org_unit},
-            )
-        entities.append({"uid": resource_uid, "attrs": scope_attrs, "parents": []})
+        resource = {"uid": {"type": SCOPE, "id": COMPANY_SCOPE}, "attrs": {}, "parents": []}
+    else:
+        resource = {
+            "uid": {"type": SCOPE, "id": request.org_unit},
+            "attrs": {"org_unit": request.org_unit},
+            "parents": [],
+        }
     context: dict[str, Any] = {
         "now": epoch(request.now, "now"),
         "grace_seconds": grace_seconds,
@@ -91,10 +109,4 @@ def build(request: PolicyRequest, grace_seconds: int) -> tuple[dict[str, Any], s
         context["approved_by"] = request.approved_by
     if request.requested_by is not None:
         context["requested_by"] = request.requested_by
-    cedar_request = {
-        "principal": principal_uid,
-        "action": {"type": "Action", "id": request.action.value},
-        "resource": resource_uid,
-        "context": orjson.dumps(context).decode(),
-    }
-    return cedar_request, orjson.dumps([principal_entity]).decode(), orjson.dumps(entities).decode()
+    return CedarInput(principal_entity, request.action.value, resource, context)
