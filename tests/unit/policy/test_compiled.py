@@ -243,6 +243,7 @@ def test_every_slice_of_the_shipped_policies_is_compiled() -> None:
         ('context.a < "y"', {"a": "x"}),  # strings do not compare in Cedar
         ("context.missing == 1", {}),
         ('resource.getTag("t") == 1', {}),
+        ('context.a == "x\\" or True or \\"x"', {"a": "y"}),  # text in a policy stays a constant
     ],
 )
 def test_edges_match_cedar(expression: str, context: dict) -> None:
@@ -285,7 +286,8 @@ POOL: list[object] = [
     [f"context.a {op} context.b" for op in ("==", "!=", "<", "<=", ">", ">=", "&&", "||")]
     + [f"context.a {op} context.b == 1" for op in ("+", "-", "*")]
     + [f"context.a.{m}(context.b)" for m in ("contains", "containsAll", "containsAny")]
-    + ["context.a.isEmpty()", "!context.a", "-context.a == context.b", "(if context.a then true else false)"],
+    + ["context.a.isEmpty()", "!context.a", "-context.a == context.b", "(if context.a then true else false)"]
+    + ["(if context.a then context.b else false)"],
 )
 def test_each_operator_on_every_pair_of_values(template: str) -> None:
     """Exhaustive over a small pool: the random tests rarely meet, say, true against 1."""

@@ -179,14 +179,7 @@ def _type_name(entity_type: pst.EntityType) -> str:
     return "::".join((*entity_type.namespace, entity_type.basename))
 
 
-# --- expressions --------------------------------------------------------------------------------
-
-_VARS: dict[str, Fn] = {
-    "principal": lambda env: env.principal,
-    "action": lambda env: env.action,
-    "resource": lambda env: env.resource,
-    "context": lambda env: env.context,
-}
+# --- run-time helpers (the generated code calls them) ---------------------------------------
 
 
 def _get_attr(env: Env, base: Any, attr: str) -> Any:
@@ -207,103 +200,6 @@ def _has_attr(env: Env, base: Any, attr: str) -> bool:
     if type(base) is dict:
         return attr in base
     raise Fallback
-
-
-def _expr(node: Any) -> Fn:
-    """The closure evaluating one expression node."""
-    if isinstance(node, pst.Var):
-        return _VARS[node.name]
-    if isinstance(node, pst.BoolLit | pst.StringLit):
-        constant: Any = node.value
-        return lambda env: constant
-    if isinstance(node, pst.LongLit):
-        number = _in_range(node.value)
-        return lambda env: number
-    if isinstance(node, pst.EntityLit):
-        uid = _uid(node.value)
-        return lambda env: uid
-    if isinstance(node, pst.Set):
-        elements = tuple(_expr(e) for e in node.elements)
-        return lambda env: _set(element(env) for element in elements)
-    if isinstance(node, pst.GetAttr):
-        base, attr = _expr(node.base), node.attr
-        return lambda env: _get_attr(env, base(env), attr)
-    if isinstance(node, pst.HasAttr):
-        if len(node.attrs) != 1:
-            raise Unsupported("has with an attribute path")
-        base, name = _expr(node.base), node.attrs[0]
-        return lambda env: _has_attr(env, base(env), name)
-    if isinstance(node, pst.UnaryOp):
-        return _unary(node)
-    if isinstance(node, pst.BinaryOp):
-        return _binary(node)
-    if isinstance(node, pst.IfThenElse):
-        cond, then, other = _expr(node.cond), _expr(node.then_expr), _expr(node.else_expr)
-        return lambda env: then(env) if _bool(cond(env)) else other(env)
-    if isinstance(node, pst.Is):
-        base, type_name = _expr(node.base), _type_name(node.entity_type)
-        inside = None if node.in_expr is None else _expr(node.in_expr)
-
-        def is_(env: Env) -> bool:
-            uid = base(env)
-            if type(uid) is not tuple:
-                raise Fallback
-            if uid[0] != type_name:
-                return False
-            return inside is None or _in(env, uid, inside(env))
-
-        return is_
-    raise Unsupported(type(node).__name__)
-
-
-def _unary(node: pst.UnaryOp) -> Fn:
-    arg = _expr(node.arg)
-    if node.op == "not":
-        return lambda env: not _bool(arg(env))
-    if node.op == "neg":
-        return lambda env: _in_range(-_long(arg(env)))
-    if node.op == "is_empty":
-        return lambda env: not _a_set(arg(env))
-    raise Unsupported(node.op)
-
-
-def _binary(node: pst.BinaryOp) -> Fn:
-    op, left, right = node.op, _expr(node.left), _expr(node.right)
-    if op == "and":
-        return lambda env: _bool(left(env)) and _bool(right(env))
-    if op == "or":
-        return lambda env: _bool(left(env)) or _bool(right(env))
-    if op == "eq":
-        return lambda env: _equal(left(env), right(env))
-    if op == "not_eq":
-        return lambda env: not _equal(left(env), right(env))
-    if op == "less":
-        return lambda env: _long(left(env)) < _long(right(env))
-    if op == "less_eq":
-        return lambda env: _long(left(env)) <= _long(right(env))
-    if op == "greater":
-        return lambda env: _long(left(env)) > _long(right(env))
-    if op == "greater_eq":
-        return lambda env: _long(left(env)) >= _long(right(env))
-    if op == "add":
-        return lambda env: _in_range(_long(left(env)) + _long(right(env)))
-    if op == "sub":
-        return lambda env: _in_range(_long(left(env)) - _long(right(env)))
-    if op == "mul":
-        return lambda env: _in_range(_long(left(env)) * _long(right(env)))
-    if op == "in":
-        return lambda env: _in(env, left(env), right(env))
-    if op == "contains":
-        return lambda env: _contains(_a_set(left(env)), right(env))
-    if op == "contains_all":
-        return lambda env: _a_set(right(env)) <= _a_set(left(env))
-    if op == "contains_any":
-        return lambda env: not _a_set(left(env)).isdisjoint(_a_set(right(env)))
-    if op == "has_tag":
-        return lambda env: _has_tag(env, left(env), right(env))
-    if op == "get_tag":
-        return lambda env: _get_tag(env, left(env), right(env))
-    raise Unsupported(op)
 
 
 def _contains(members: frozenset[Any], item: Any) -> bool:
@@ -328,27 +224,147 @@ def _get_tag(env: Env, uid: Any, tag: Any) -> Any:
     return value(tags[tag])
 
 
-# --- scopes and policies ------------------------------------------------------------------------
+def _is(uid: Any, type_name: str) -> bool:
+    if type(uid) is not tuple:
+        raise Fallback
+    return bool(uid[0] == type_name)
 
 
-def _scope(node: Any, var: Fn) -> Fn | None:
-    """The check of a principal or resource scope (``var`` reads which); None when it matches all."""
-    if isinstance(node, pst.ScopeAny):
-        return None
-    if isinstance(node, pst.ScopeIs):
-        type_name = _type_name(node.entity_type)
-        return lambda env: var(env)[0] == type_name
-    if not isinstance(node, pst.ScopeEq | pst.ScopeIn | pst.ScopeIsIn):
+_HELPERS: dict[str, Any] = {
+    name: obj
+    for name, obj in globals().items()
+    if name
+    in {
+        "_a_set", "_bool", "_contains", "_equal", "_get_attr", "_get_tag", "_has_attr", "_has_tag",
+        "_in", "_in_range", "_is", "_long", "_set",
+    }
+}  # fmt: skip
+
+
+# --- code generation ----------------------------------------------------------------------------
+#
+# Each policy becomes one Python function ``f(E)`` over the environment: one call per policy
+# instead of one per expression node, about four times faster than a tree of closures. Only fixed
+# fragments of this module and indices into the constant tuple ``K`` are written into the source:
+# every string, number, entity and attribute name of the policy is a constant, so nothing in a
+# policy can become code. Python keeps Cedar's evaluation order: operands left to right, ``&&``,
+# ``||`` and ``if`` short-circuiting.
+
+_VAR_CODE = {
+    "principal": "E.principal",
+    "action": "E.action",
+    "resource": "E.resource",
+    "context": "E.context",
+}
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.constants: list[Any] = []
+
+    def constant(self, item: Any) -> str:
+        self.constants.append(item)
+        return f"K[{len(self.constants) - 1}]"
+
+    def boolean(self, node: Any) -> str:
+        code, is_bool = self.expr(node)
+        return code if is_bool else f"_bool({code})"
+
+    def expr(self, node: Any) -> tuple[str, bool]:
+        """Python source evaluating ``node``, and whether it is known to give a boolean."""
+        if isinstance(node, pst.Var):
+            return _VAR_CODE[node.name], False
+        if isinstance(node, pst.BoolLit):
+            return ("True" if node.value else "False"), True
+        if isinstance(node, pst.LongLit):
+            return self.constant(_in_range(node.value)), False
+        if isinstance(node, pst.StringLit):
+            return self.constant(node.value), False
+        if isinstance(node, pst.EntityLit):
+            return self.constant(_uid(node.value)), False
+        if isinstance(node, pst.Set):
+            codes = [self.expr(e)[0] for e in node.elements]
+            return f"_set(({''.join(code + ', ' for code in codes)}))", False
+        if isinstance(node, pst.GetAttr):
+            return f"_get_attr(E, {self.expr(node.base)[0]}, {self.constant(node.attr)})", False
+        if isinstance(node, pst.HasAttr):
+            if len(node.attrs) != 1:
+                raise Unsupported("has with an attribute path")
+            return f"_has_attr(E, {self.expr(node.base)[0]}, {self.constant(node.attrs[0])})", True
+        if isinstance(node, pst.UnaryOp):
+            return self.unary(node)
+        if isinstance(node, pst.BinaryOp):
+            return self.binary(node)
+        if isinstance(node, pst.IfThenElse):
+            then, then_bool = self.expr(node.then_expr)
+            other, other_bool = self.expr(node.else_expr)
+            return f"({then} if {self.boolean(node.cond)} else {other})", then_bool and other_bool
+        if isinstance(node, pst.Is):
+            base = self.expr(node.base)[0]
+            test = f"_is({base}, {self.constant(_type_name(node.entity_type))})"
+            if node.in_expr is None:
+                return test, True
+            return f"({test} and _in(E, {base}, {self.expr(node.in_expr)[0]}))", True
         raise Unsupported(type(node).__name__)
-    if not isinstance(node.entity, pst.EntityUid):
-        raise Unsupported("template slot")
-    target = _uid(node.entity)
-    if isinstance(node, pst.ScopeEq):
-        return lambda env: var(env) == target
-    if isinstance(node, pst.ScopeIn):
-        return lambda env: _in(env, var(env), target)
-    type_name = _type_name(node.entity_type)
-    return lambda env: var(env)[0] == type_name and _in(env, var(env), target)
+
+    def unary(self, node: pst.UnaryOp) -> tuple[str, bool]:
+        if node.op == "not":
+            return f"(not {self.boolean(node.arg)})", True
+        arg = self.expr(node.arg)[0]
+        if node.op == "neg":
+            return f"_in_range(-_long({arg}))", False
+        if node.op == "is_empty":
+            return f"(not _a_set({arg}))", True
+        raise Unsupported(node.op)
+
+    def binary(self, node: pst.BinaryOp) -> tuple[str, bool]:
+        op = node.op
+        if op in ("and", "or"):
+            return f"({self.boolean(node.left)} {op} {self.boolean(node.right)})", True
+        left, right = self.expr(node.left)[0], self.expr(node.right)[0]
+        if op in ("eq", "not_eq"):
+            if isinstance(node.left, pst.StringLit) or isinstance(node.right, pst.StringLit):
+                # A string equals only a string, in Python as in Cedar: no type check needed.
+                return f"({left} {'==' if op == 'eq' else '!='} {right})", True
+            return f"({'' if op == 'eq' else 'not '}_equal({left}, {right}))", True
+        if op in _COMPARISONS:
+            return f"(_long({left}) {_COMPARISONS[op]} _long({right}))", True
+        if op in _ARITHMETIC:
+            return f"_in_range(_long({left}) {_ARITHMETIC[op]} _long({right}))", False
+        if op == "in":
+            return f"_in(E, {left}, {right})", True
+        if op == "contains":
+            return f"_contains(_a_set({left}), {right})", True
+        if op == "contains_all":
+            return f"(_a_set({left}) >= _a_set({right}))", True
+        if op == "contains_any":
+            return f"(not _a_set({left}).isdisjoint(_a_set({right})))", True
+        if op == "has_tag":
+            return f"_has_tag(E, {left}, {right})", True
+        if op == "get_tag":
+            return f"_get_tag(E, {left}, {right})", False
+        raise Unsupported(op)
+
+    def scope(self, node: Any, var: str) -> str | None:
+        """The check of a principal or resource scope; None when it matches everything."""
+        if isinstance(node, pst.ScopeAny):
+            return None
+        if isinstance(node, pst.ScopeIs):
+            return f"({var}[0] == {self.constant(_type_name(node.entity_type))})"
+        if not isinstance(node, pst.ScopeEq | pst.ScopeIn | pst.ScopeIsIn):
+            raise Unsupported(type(node).__name__)
+        if not isinstance(node.entity, pst.EntityUid):
+            raise Unsupported("template slot")
+        target = self.constant(_uid(node.entity))
+        if isinstance(node, pst.ScopeEq):
+            return f"({var} == {target})"
+        if isinstance(node, pst.ScopeIn):
+            return f"_in(E, {var}, {target})"
+        return f"({var}[0] == {self.constant(_type_name(node.entity_type))} and _in(E, {var}, {target}))"
+
+
+_COMPARISONS = {"less": "<", "less_eq": "<=", "greater": ">", "greater_eq": ">="}
+_ARITHMETIC = {"add": "+", "sub": "-", "mul": "*"}
 
 
 def _action_scope(node: Any) -> frozenset[Uid] | None:
@@ -368,34 +384,41 @@ class CompiledPolicy:
     cedar_id: str
     forbid: bool
     actions: frozenset[Uid] | None
-    checks: tuple[Fn, ...]
-    """Principal scope, resource scope, then each clause, in Cedar's order (each short-circuits)."""
+    condition: Fn
+    """Principal scope, resource scope, then each clause, in Cedar's order, short-circuiting."""
+    source: str
+    """The generated Python, for reading and debugging."""
 
     def satisfied(self, env: Env) -> bool:
         if self.actions is not None and env.action not in self.actions:
             return False
-        return all(check(env) for check in self.checks)
-
-
-def _clause(condition: Fn, *, negate: bool) -> Fn:
-    if negate:
-        return lambda env: not _bool(condition(env))
-    return lambda env: _bool(condition(env))
+        return bool(self.condition(env))
 
 
 def compile_policy(cedar_id: str, policy: pst.Template) -> CompiledPolicy:
-    """One static policy as closures; :class:`Unsupported` if it uses more than the subset."""
-    checks: list[Fn] = []
-    for scope, var in ((policy.principal, _VARS["principal"]), (policy.resource, _VARS["resource"])):
-        check = _scope(scope, var)
-        if check is not None:
-            checks.append(check)
+    """One static policy as a Python function; :class:`Unsupported` if it uses more than the subset."""
+    writer = _Writer()
+    checks = [
+        check
+        for check in (
+            writer.scope(policy.principal, "E.principal"),
+            writer.scope(policy.resource, "E.resource"),
+        )
+        if check is not None
+    ]
     for clause in policy.clauses:
         if not isinstance(clause, pst.When | pst.Unless):
             raise Unsupported(type(clause).__name__)
-        checks.append(_clause(_expr(clause.expr), negate=isinstance(clause, pst.Unless)))
+        test = writer.boolean(clause.expr)
+        checks.append(test if isinstance(clause, pst.When) else f"(not {test})")
     actions = _action_scope(policy.action)
-    return CompiledPolicy(cedar_id, policy.effect == "forbid", actions, tuple(checks))
+    source = "def condition(E):\n    return " + (" and ".join(checks) or "True") + "\n"
+    namespace: dict[str, Any] = {**_HELPERS, "K": tuple(writer.constants)}
+    try:
+        exec(compile(source, f"<policy {cedar_id}>", "exec"), namespace)  # noqa: S102 - see above
+    except (SyntaxError, RecursionError, MemoryError, ValueError):  # nesting beyond Python's parser
+        raise Unsupported("expression too deep") from None
+    return CompiledPolicy(cedar_id, policy.effect == "forbid", actions, namespace["condition"], source)
 
 
 class Program:
