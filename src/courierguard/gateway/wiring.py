@@ -18,7 +18,7 @@ from courierguard.company import CompanyStore
 from courierguard.config import Settings
 from courierguard.gateway.identity import ApiKeys, Devices, DevIssuer, SessionStore, TokenVerifier
 from courierguard.gateway.service import Guard
-from courierguard.policy import PolicyEngine
+from courierguard.policy import PolicyEngine, default_policy_dir
 from courierguard.risk.alerts import Alert, AlertSink, FanoutSink, SqlSink, WebhookSink
 from courierguard.risk.engine import RiskEngine
 from courierguard.risk.interfaces import RiskHook
@@ -91,10 +91,10 @@ def open_deployment(
 ) -> Deployment:
     """Open everything for ``settings``. ``risk`` and ``audit`` may be injected (tests, benchmarks)."""
     core = open_core(settings, clock=clock)
-    policy = (
-        PolicyEngine.from_folder(settings.policy_dir, grace_hours=settings.reveal_grace_hours)
-        if settings.policy_dir
-        else PolicyEngine.default(grace_hours=settings.reveal_grace_hours)
+    policy = PolicyEngine.from_folder(
+        settings.policy_dir or default_policy_dir(),
+        grace_hours=settings.reveal_grace_hours,
+        compile_policies=settings.policy_compiled,
     )
     audit_log = audit or open_audit_log(
         core.engine,
