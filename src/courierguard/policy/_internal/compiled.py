@@ -331,19 +331,10 @@ class _Writer:
             return f"(_long({left}) {_COMPARISONS[op]} _long({right}))", True
         if op in _ARITHMETIC:
             return f"_in_range(_long({left}) {_ARITHMETIC[op]} _long({right}))", False
-        if op == "in":
-            return f"_in(E, {left}, {right})", True
-        if op == "contains":
-            return f"_contains(_a_set({left}), {right})", True
-        if op == "contains_all":
-            return f"(_a_set({left}) >= _a_set({right}))", True
-        if op == "contains_any":
-            return f"(not _a_set({left}).isdisjoint(_a_set({right})))", True
-        if op == "has_tag":
-            return f"_has_tag(E, {left}, {right})", True
-        if op == "get_tag":
-            return f"_get_tag(E, {left}, {right})", False
-        raise Unsupported(op)
+        if op not in _CALLS:
+            raise Unsupported(op)
+        template, is_bool = _CALLS[op]
+        return template.format(left=left, right=right), is_bool
 
     def scope(self, node: Any, var: str) -> str | None:
         """The check of a principal or resource scope; None when it matches everything."""
@@ -365,6 +356,15 @@ class _Writer:
 
 _COMPARISONS = {"less": "<", "less_eq": "<=", "greater": ">", "greater_eq": ">="}
 _ARITHMETIC = {"add": "+", "sub": "-", "mul": "*"}
+_CALLS = {
+    "in": ("_in(E, {left}, {right})", True),
+    "contains": ("_contains(_a_set({left}), {right})", True),
+    "contains_all": ("(_a_set({left}) >= _a_set({right}))", True),
+    "contains_any": ("(not _a_set({left}).isdisjoint(_a_set({right})))", True),
+    "has_tag": ("_has_tag(E, {left}, {right})", True),
+    "get_tag": ("_get_tag(E, {left}, {right})", False),
+}
+"""Operators written as a template over the operands' code, and whether they give a boolean."""
 
 
 def _action_scope(node: Any) -> frozenset[Uid] | None:
