@@ -3,7 +3,7 @@
 The policy set and schema are parsed and validated once, when the engine is built; each decision
 then builds two small entities (the principal and the waybill or scope) and evaluates the policies
 of its (action, role) slice. A slice is evaluated by its compiled form (``_internal.compiled``,
-Cedar's semantics as Python closures, several times cheaper inside a busy server) and by Cedar
+Cedar's semantics as generated Python, several times cheaper inside a busy server) and by Cedar
 itself whenever the compiled form cannot answer exactly (``compile_policies=False``: always by
 Cedar). Any failure on the way (bad input, an evaluation error in any policy) is a deny: the engine
 fails closed.

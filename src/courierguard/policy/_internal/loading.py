@@ -126,7 +126,7 @@ def load_folder(folder: Path) -> LoadedPolicies:
     slices = slice_by_action(source)
     return LoadedPolicies(
         folder, schema_file, policy_set, schema, policies,
-        {key: policy_set for key, (policy_set, _) in slices.items()},
+        {key: sliced for key, (sliced, _) in slices.items()},
         compile_slices(tree, {key: ids for key, (_, ids) in slices.items()}),
     )  # fmt: skip
 
