@@ -11,15 +11,16 @@ How it stays exact:
 * The policies are still parsed and validated by Cedar (``loading``); this module compiles Cedar's
   own tree of them (``cedarpy.policies_to_pst``), not the text.
 * It compiles only the subset it implements. A policy using anything else (``like``, records,
-  extension functions, templates, nested ``has``) raises :class:`Unsupported` at load time, and
+  extension functions, templates) raises :class:`Unsupported` at load time, and
   every slice holding that policy is decided by Cedar.
 * At run time, whatever Cedar would report as an error (a type mismatch, a missing attribute, an
   overflow), or a value outside the subset (a record, a boolean in a set), raises
   :class:`Fallback`. The engine then asks Cedar, whose answer stands. So this module never has to
   reproduce Cedar's error handling: it only answers requests on which every policy evaluated
   cleanly, and for those Cedar's semantics are simple (forbid wins, then permit, else deny).
-* A property test compares the two on random requests against the shipped policies, and on random
-  policies over random entities (``tests/unit/policy/test_compiled.py``).
+* Tests compare the two on random requests against the shipped policies, on random policies over
+  random entities, and exhaustively per operator over a pool of values
+  (``tests/unit/policy/test_compiled.py``).
 """
 
 from __future__ import annotations
@@ -66,6 +67,9 @@ class Env:
 
 
 Fn = Callable[[Env], Any]
+
+
+# --- run-time helpers (the generated code calls them) -------------------------------------------
 
 
 def value(raw: Any) -> Any:
@@ -171,17 +175,6 @@ def _equal(left: Any, right: Any) -> bool:
     return type(left) is type(right) and left == right
 
 
-def _uid(entity: pst.EntityUid) -> Uid:
-    return ("::".join((*entity.type.namespace, entity.type.basename)), entity.id)
-
-
-def _type_name(entity_type: pst.EntityType) -> str:
-    return "::".join((*entity_type.namespace, entity_type.basename))
-
-
-# --- run-time helpers (the generated code calls them) ---------------------------------------
-
-
 def _get_attr(env: Env, base: Any, attr: str) -> Any:
     if type(base) is tuple:
         attrs = _entity_of(env, base).attrs
@@ -231,14 +224,11 @@ def _is(uid: Any, type_name: str) -> bool:
 
 
 _HELPERS: dict[str, Any] = {
-    name: obj
-    for name, obj in globals().items()
-    if name
-    in {
-        "_a_set", "_bool", "_contains", "_equal", "_get_attr", "_get_tag", "_has_attr", "_has_tag",
-        "_in", "_in_range", "_is", "_long", "_set",
-    }
+    "_a_set": _a_set, "_bool": _bool, "_contains": _contains, "_equal": _equal, "_get_attr": _get_attr,
+    "_get_tag": _get_tag, "_has_attr": _has_attr, "_has_tag": _has_tag, "_in": _in,
+    "_in_range": _in_range, "_is": _is, "_long": _long, "_set": _set,
 }  # fmt: skip
+"""What the generated code may call, and nothing else."""
 
 
 # --- code generation ----------------------------------------------------------------------------
@@ -249,6 +239,15 @@ _HELPERS: dict[str, Any] = {
 # every string, number, entity and attribute name of the policy is a constant, so nothing in a
 # policy can become code. Python keeps Cedar's evaluation order: operands left to right, ``&&``,
 # ``||`` and ``if`` short-circuiting.
+
+
+def _uid(entity: pst.EntityUid) -> Uid:
+    return ("::".join((*entity.type.namespace, entity.type.basename)), entity.id)
+
+
+def _type_name(entity_type: pst.EntityType) -> str:
+    return "::".join((*entity_type.namespace, entity_type.basename))
+
 
 _VAR_CODE = {
     "principal": "E.principal",
@@ -445,12 +444,6 @@ class Program:
         if forbids:
             return False, tuple(forbids)
         return bool(permits), tuple(permits)
-
-
-def compile_slice(policies: Mapping[str, pst.Template]) -> Program:
-    """A :class:`Program` over ``policies`` (Cedar id to policy); :class:`Unsupported` if any
-    of them uses more than the subset."""
-    return Program(tuple(compile_policy(cedar_id, policy) for cedar_id, policy in policies.items()))
 
 
 def environment(
