@@ -46,6 +46,13 @@ TEXT = r"^[^\x00]*$"
 """Free text: anything but NUL, which PostgreSQL cannot store and no person types."""
 LOCATION = r"^-?(90(\.0+)?|[1-8]?\d(\.\d+)?),-?(180(\.0+)?|(1[0-7]\d|[1-9]?\d)(\.\d+)?)$"
 LOCATION_RE = re.compile(LOCATION)
+PATTERN_RULES = {
+    NUMBER: "must be a waybill number: two capital letters and 13 digits",
+    ID: "must be 1 to 64 letters, digits or the characters _ . : -",
+    TEXT: "must not contain NUL characters",
+    LOCATION: "must be 'lat,lon' in decimal degrees",
+}
+"""Each input pattern's rule in words, for the problem JSON of a value that breaks it."""
 
 
 # --- wire models --------------------------------------------------------------------------------------
@@ -335,7 +342,7 @@ def create_app(deployment: Deployment) -> FastAPI:
         if deployment.core.settings.opentelemetry
         else {"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
-    problems.install(app)
+    problems.install(app, pattern_rules=PATTERN_RULES)
     _document_headers(app)
     registry = CollectorRegistry()
     requests_total = Counter(

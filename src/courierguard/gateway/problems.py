@@ -36,7 +36,18 @@ def problem(status: int, title: str, detail: str, reason: str, **extra: Any) -> 
     return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
 
 
-def install(app: FastAPI) -> None:
+def install(app: FastAPI, *, pattern_rules: dict[str, str] | None = None) -> None:
+    """Turn every error into problem JSON. ``pattern_rules`` words each input pattern's rule for a
+    person ("must not contain NUL characters"), in place of pydantic's "should match pattern '^…$'"."""
+    rules = pattern_rules or {}
+
+    def message(err: Any) -> str:
+        if err.get("type") == "string_pattern_mismatch":
+            rule = rules.get(str((err.get("ctx") or {}).get("pattern", "")))
+            if rule is not None:
+                return rule
+        return str(err.get("msg", ""))
+
     @app.exception_handler(CourierGuardError)
     async def _domain(_: Request, exc: CourierGuardError) -> JSONResponse:
         extra: dict[str, Any] = {}
@@ -52,7 +63,7 @@ def install(app: FastAPI) -> None:
         errors = [
             {
                 "field": ".".join(str(p) for p in err.get("loc", ()) if p != "body"),
-                "message": err.get("msg", ""),
+                "message": message(err),
             }
             for err in exc.errors()
         ]
