@@ -274,14 +274,20 @@ class _HeadCheck:
         while self.pending and self.pending[0].size == len(tree):
             self._check(self.pending.pop(0), tree)
 
+    def _signed(self, head: SignedTreeHead) -> bool:
+        """Whether ``head`` carries a valid signature; a forged one is reported."""
+        if head.verify_signature(self.public_key):
+            return True
+        self.problems.append(
+            Problem(
+                ProblemKind.BAD_SIGNATURE, head.size, f"{self.source} tree head of size {head.size} is forged"
+            )
+        )
+        return False
+
     def _check(self, head: SignedTreeHead, tree: TiledTree) -> None:
         source = self.source
-        if not head.verify_signature(self.public_key):
-            self.problems.append(
-                Problem(
-                    ProblemKind.BAD_SIGNATURE, head.size, f"{source} tree head of size {head.size} is forged"
-                )
-            )
+        if not self._signed(head):
             return
         calculated = tree.root()
         previous = self.previous
@@ -317,15 +323,9 @@ class _HeadCheck:
         the first bad entry (already reported)."""
         truncated = False
         for head in self.pending:
-            if not head.verify_signature(self.public_key):
-                self.problems.append(
-                    Problem(
-                        ProblemKind.BAD_SIGNATURE,
-                        head.size,
-                        f"{self.source} tree head of size {head.size} is forged",
-                    )
-                )
-            elif head.size > count and not truncated:
+            if not self._signed(head):
+                continue
+            if head.size > count and not truncated:
                 self.problems.append(
                     Problem(
                         ProblemKind.TRUNCATED,
