@@ -30,6 +30,16 @@ class Settings(BaseModel):
         str | None,
         Field(description="SQLAlchemy URL. Unset: SQLite (WAL) at DATA_DIR/courierguard.sqlite3."),
     ] = None
+    audit_database_url: Annotated[
+        str | None,
+        Field(
+            description="SQLAlchemy URL of the audit trail. Unset: with an SQLite DATABASE_URL, a file of its own "
+            "beside it (DATA_DIR/courierguard-audit.sqlite3 by default), so that the audit writer's commits "
+            "neither hold the data's write lock nor empty the page caches of the readers on every request's "
+            "path; an SQLite database that already holds an audit trail keeps it. Any other database: the "
+            "main database.",
+        ),
+    ] = None
     key_provider: Annotated[
         Literal["file", "env"],
         Field(description="Where key-encryption, blind-index and signing keys come from."),

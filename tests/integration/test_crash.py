@@ -104,9 +104,9 @@ def test_sigkill_during_reveals_loses_no_received_reveal(tmp_path: Path) -> None
     assert len(received) >= 20, f"only {len(received)} reveals were served before the kill"
     deployment = open_deployment(settings)
     try:
-        report = verify(deployment.core.engine, public_key)
+        report = verify(deployment.core.audit_engine, public_key)
         assert report.ok, report.summary()
-        queries = AuditQueries(deployment.core.engine)
+        queries = AuditQueries(deployment.core.audit_engine)
         for index, event_id, number in received:
             entry = queries.entry(index)
             assert entry.body["id"] == event_id

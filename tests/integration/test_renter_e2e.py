@@ -90,7 +90,7 @@ def test_renter_is_stepped_up_then_locked_while_the_owner_works_undisturbed(tmp_
     assert deployment.risk.is_locked(owner)
 
     core = deployment.core
-    report_audit = verify(core.engine, core.keys.signer().public_key)
+    report_audit = verify(core.audit_engine, core.keys.signer().public_key)
     assert report_audit.ok, report_audit.problems
     deployment.close()
 

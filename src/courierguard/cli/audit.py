@@ -17,7 +17,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from sqlalchemy import Engine
 
-from courierguard.app import open_core
+from courierguard.app import open_audit_engine, open_core
 from courierguard.audit import AuditQueries, archive, export_jsonl, export_ocsf, verify
 from courierguard.config import Settings
 from courierguard.db import create_db_engine
@@ -31,7 +31,12 @@ app.add_typer(proof_app, name="proof")
 T = TypeVar("T")
 
 DatabaseUrl = Annotated[
-    str | None, typer.Option("--database-url", help="SQLAlchemy URL (default: from COURIERGUARD_* settings).")
+    str | None,
+    typer.Option(
+        "--database-url",
+        help="SQLAlchemy URL of the main database; the trail is in COURIERGUARD_AUDIT_DATABASE_URL or beside "
+        "it (default: from COURIERGUARD_* settings).",
+    ),
 ]
 KeyFile = Annotated[Path | None, typer.Option("--key-file", help="Key file (default: from settings).")]
 
@@ -42,11 +47,18 @@ def _settings(database_url: str | None, key_file: Path | None) -> Settings:
 
 @contextmanager
 def _engine(database_url: str | None) -> Iterator[Engine]:
-    engine = create_db_engine(_settings(database_url, None).resolved_database_url)
+    """The audit trail's engine: the main database's, or the database of its own beside it."""
+    settings = _settings(database_url, None)
+    main = create_db_engine(settings.resolved_database_url)
     try:
-        yield engine
+        audit = open_audit_engine(settings, main, migrate_schema=False)
+        try:
+            yield audit
+        finally:
+            if audit is not main:
+                audit.dispose()
     finally:
-        engine.dispose()
+        main.dispose()
 
 
 def _public_key(public_key: str | None, database_url: str | None, key_file: Path | None) -> bytes:

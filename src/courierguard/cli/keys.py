@@ -21,7 +21,7 @@ from courierguard.cli._common import (
 
 def _record(core: Core, body: dict[str, object]) -> None:
     """Key operations are audit entries like any access (kind ``key``)."""
-    audit = open_audit_log(core.engine, core.keys, clock=core.clock)
+    audit = open_audit_log(core.audit_engine, core.keys, clock=core.clock)
     try:
         audit.append(EntryKind.KEY, {"ts": core.clock.now().isoformat(), **body})
         audit.checkpoint()

@@ -54,7 +54,13 @@ def init(
         settings = settings_from(database_url, data_dir, key_file, tenant)
         core = open_core(settings)
         console.print(
-            f"database ready at {core.engine.url.render_as_string(hide_password=True)}; "
+            f"database ready at {core.engine.url.render_as_string(hide_password=True)}"
+            + (
+                f", audit trail at {core.audit_engine.url.render_as_string(hide_password=True)}"
+                if core.audit_engine is not core.engine
+                else ""
+            )
+            + "; "
             f"key provider: {settings.key_provider}"
             + (f" ({settings.resolved_key_file})" if settings.key_provider == "file" else "")
         )

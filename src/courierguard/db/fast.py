@@ -4,34 +4,105 @@ A Core ``select`` costs tens of microseconds to execute through SQLAlchemy's mac
 statement handed to the DBAPI connection costs a few. Only the placeholder style differs between
 sqlite3 (``?``) and psycopg (``%s``); values are always bound, never formatted into the SQL.
 Timestamps come back as SQLAlchemy stores them: :func:`timestamp` reads either form.
+
+On SQLite each thread keeps one connection of its own for these statements (:class:`HeldReaders`):
+checking a connection out of SQLAlchemy's pool and back in cost more than the statement.
 """
 
 from __future__ import annotations
 
+import threading
+import weakref
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 from sqlalchemy.engine import Connection
+from sqlalchemy.pool import QueuePool
 
 from courierguard.timeutil import utc
+
+
+class HeldReaders:
+    """One SQLite connection per thread, held open for single-statement reads of one engine.
+
+    Why it is safe to hold them: Python's sqlite3 opens no transaction for a ``SELECT``, so each
+    statement is a read transaction of its own that ends when its rows are fetched; the next one
+    sees every commit made meanwhile (a revoked session is refused on the next request). The
+    connections come from the engine, so they get its pragmas; they are closed when the engine is
+    disposed.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = weakref.ref(engine)
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._open: list[Any] = []
+        event.listen(engine, "engine_disposed", self._close_all)
+
+    def fetch(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        driver = getattr(self._local, "driver", None)
+        if driver is None:
+            driver = self._connect()
+        rows: list[Any] = driver.execute(sql, params).fetchall()
+        return rows
+
+    def _connect(self) -> Any:
+        engine = self._engine()
+        if engine is None:  # pragma: no cover - a query outliving its engine
+            raise RuntimeError("engine is gone")
+        pooled = engine.raw_connection()
+        driver = pooled.driver_connection
+        pooled.detach()  # ours from now on: never handed back to the pool, closed with the engine
+        with self._lock:
+            self._open.append(driver)
+        self._local.driver = driver
+        return driver
+
+    def _close_all(self, _engine: Engine) -> None:
+        with self._lock:
+            held, self._open = self._open, []
+        # A thread still holding one of these gets a fresh connection on its next read.
+        self._local = threading.local()
+        for driver in held:
+            driver.close()
+
+
+_held: weakref.WeakKeyDictionary[Engine, HeldReaders] = weakref.WeakKeyDictionary()
+_held_lock = threading.Lock()
+
+
+def held_readers(engine: Engine) -> HeldReaders:
+    """The engine's :class:`HeldReaders` (one per engine, shared by its statements)."""
+    with _held_lock:
+        readers = _held.get(engine)
+        if readers is None:
+            readers = _held[engine] = HeldReaders(engine)
+        return readers
 
 
 class DriverQuery:
     """One fixed SQL statement with ``?`` placeholders, adapted to the engine's driver."""
 
-    __slots__ = ("sql",)
+    __slots__ = ("_held", "sql")
 
     def __init__(self, engine: Engine, sql: str) -> None:
         self.sql = sql if engine.dialect.paramstyle == "qmark" else sql.replace("?", "%s")
+        # A file database only: an in-memory one lives in its (per-thread) pooled connection, and
+        # taking that connection out of the pool would leave the pool a new, empty database.
+        file_sqlite = engine.dialect.name == "sqlite" and isinstance(engine.pool, QueuePool)
+        self._held = held_readers(engine) if file_sqlite else None
 
     def fetch(self, engine: Engine, params: tuple[Any, ...]) -> list[Any]:
-        """The rows, on a pooled connection taken for this statement alone.
+        """The rows of a single-statement read, on a connection taken for this statement alone.
 
-        The pool's own connection, not a SQLAlchemy ``Connection`` around it: the wrapper costs
-        more than the statement, and one statement needs none of its transaction handling (the
-        pool still rolls back whatever the driver opened when the connection goes back).
+        SQLite: the thread's held connection (:class:`HeldReaders`). Otherwise the pool's own
+        connection, not a SQLAlchemy ``Connection`` around it: the wrapper costs more than the
+        statement, and one statement needs none of its transaction handling (the pool still rolls
+        back whatever the driver opened when the connection goes back).
         """
+        if self._held is not None:
+            return self._held.fetch(self.sql, params)
         pooled = engine.raw_connection()
         try:
             driver = pooled.driver_connection

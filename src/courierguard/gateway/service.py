@@ -151,6 +151,8 @@ class Guard:
     company: CompanyStore
     policy: PolicyEngine
     audit: AuditLog
+    audit_queries: AuditQueries
+    """Read access to the stored trail (the audit database, which may not be the vault's)."""
     risk: RiskHook
     sessions: SessionStore
     devices: Devices
@@ -613,7 +615,7 @@ class Guard:
             return Page([], None)
         # One audit log may serve several tenants (waybill numbers can repeat between them): an
         # investigator sees only their own tenant's entries.
-        return AuditQueries(self.vault.engine).search(
+        return self.audit_queries.search(
             actor=actor, tenant=self.settings.tenant, waybills=numbers or None, since=since, until=until,
             cursor=cursor, limit=limit,
         )  # fmt: skip

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from courierguard.app import Core, open_core
-from courierguard.audit import AuditLog, EntryKind, open_audit_log
+from courierguard.audit import AuditLog, AuditQueries, EntryKind, open_audit_log
 from courierguard.clock import Clock
 from courierguard.company import CompanyStore
 from courierguard.config import Settings
@@ -97,7 +97,7 @@ def open_deployment(
         compile_policies=settings.policy_compiled,
     )
     audit_log = audit or open_audit_log(
-        core.engine,
+        core.audit_engine,
         core.keys,
         clock=core.clock,
         witness_file=settings.audit_witness_file,
@@ -122,6 +122,7 @@ def open_deployment(
         company=CompanyStore(core.engine, tenant=settings.tenant),
         policy=policy,
         audit=audit_log,
+        audit_queries=AuditQueries(core.audit_engine),
         risk=hook,
         sessions=SessionStore(core.engine, tenant=settings.tenant),
         devices=Devices(core.engine, core.vault, tenant=settings.tenant),

@@ -294,7 +294,7 @@ def _result(
         for event in timeline:
             on_event(event)
     core = deployment.core
-    audit = verify(core.engine, core.keys.signer().public_key)
+    audit = verify(core.audit_engine, core.keys.signer().public_key)
     without = {it.waybill for it in today if it.scenario == ATTACK and it.action == "waybill.reveal"}
     return DemoResult(
         report=report,

@@ -23,7 +23,8 @@ def test_init_rotate_and_shred_are_recorded(tmp_path: Path) -> None:
     assert "new key-encryption key" in rotated.output
     shred = runner.invoke(app, ["keys", "shred", "--month", "2026-04", "--yes", *data])
     assert shred.exit_code == 0, shred.output
-    engine = create_db_engine(f"sqlite:///{tmp_path / 'courierguard.sqlite3'}")
+    # The trail has a file of its own beside the SQLite database.
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'courierguard-audit.sqlite3'}")
     entries = AuditQueries(engine).search(kinds=[EntryKind.KEY], limit=100).records
     assert [e.body["op"] for e in entries] == ["kek.rotate", "month.shred.start", "month.shred.done"]
     report = verify(engine, LocalKeyFile(tmp_path / "keys.json").signer().public_key)

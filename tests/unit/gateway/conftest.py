@@ -128,7 +128,7 @@ class World:
     def access_events(self) -> list[dict[str, Any]]:
         from courierguard.audit import AuditQueries
 
-        queries, out, cursor = AuditQueries(self.deployment.core.engine), [], None
+        queries, out, cursor = AuditQueries(self.deployment.core.audit_engine), [], None
         while True:
             page = queries.search(limit=1000, cursor=cursor)
             out += [

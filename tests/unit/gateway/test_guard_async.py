@@ -87,7 +87,7 @@ def test_reveal_async_gives_the_same_answer_and_record_as_reveal(world: World) -
     assert receipt is not None
     index, event_id = receipt
     assert event_id == events[1]["id"]
-    entry = AuditQueries(world.deployment.core.engine).entry(index)
+    entry = AuditQueries(world.deployment.core.audit_engine).entry(index)
     assert entry.body is not None and entry.body["id"] == event_id
 
 
@@ -315,7 +315,7 @@ def test_concurrent_async_reveals_each_get_their_own_receipt(world: World) -> No
     assert all(r is not None for r in receipts)
     indices = [r[0] for r in receipts if r is not None]
     assert len(set(indices)) == 20
-    queries = AuditQueries(world.deployment.core.engine)
+    queries = AuditQueries(world.deployment.core.audit_engine)
     for i, receipt in enumerate(receipts):
         assert receipt is not None
         body = queries.entry(receipt[0]).body

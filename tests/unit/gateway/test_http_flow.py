@@ -354,7 +354,7 @@ def test_audit_trail_of_a_session_verifies_and_proves(world: World) -> None:
     assert witness["public_key"] == world.deployment.core.keys.signer().public_key.hex()
     assert witness["tree_size"] >= head["tree_size"]
     world.deployment.guard.audit.checkpoint()
-    report = verify(world.deployment.core.engine, world.deployment.core.keys.signer().public_key)
+    report = verify(world.deployment.core.audit_engine, world.deployment.core.keys.signer().public_key)
     assert report.ok, report.summary()
 
 
@@ -388,7 +388,9 @@ def test_vault_failures_look_alike_outside_and_the_cause_is_recorded(world: Worl
     r = reveal(world, c1)
     assert r.status_code == 409 and r.json()["reason"] == "record_unavailable"
     assert "shred" not in r.text
-    system = AuditQueries(world.deployment.core.engine).search(kinds=[EntryKind.SYSTEM], limit=1000).records
+    system = (
+        AuditQueries(world.deployment.core.audit_engine).search(kinds=[EntryKind.SYSTEM], limit=1000).records
+    )
     failures = [
         e.body for e in system if e.body.get("what") == "vault.failure" and e.body.get("actor") == "C1"
     ]

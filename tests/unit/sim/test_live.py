@@ -43,7 +43,7 @@ class Target:
         )
 
     def access_events(self) -> list[dict[str, Any]]:
-        queries, out, cursor = AuditQueries(self.deployment.core.engine), [], None
+        queries, out, cursor = AuditQueries(self.deployment.core.audit_engine), [], None
         while True:
             page = queries.search(limit=1000, cursor=cursor)
             out += [r.body for r in page.records if r.kind == "access"]
@@ -111,7 +111,7 @@ def test_driver_plays_a_small_world_and_the_audit_log_holds_it(
         e["session"].get("ip") in (None, "testclient") for e in events if e["actor"]["id"] in logins
     )
     core = target.deployment.core
-    assert verify(core.engine, core.keys.signer().public_key).ok
+    assert verify(core.audit_engine, core.keys.signer().public_key).ok
 
 
 def test_setup_refuses_an_unknown_admin(target: Target, small: tuple[Simulation, list[Intent]]) -> None:
