@@ -309,3 +309,42 @@ def test_each_operator_on_every_pair_of_values(template: str) -> None:
             assert not errors, (a, b, errors)
             assert got[0] == allowed, (a, b)
     assert answered > 0
+
+
+LITERAL_SETS = ["[]", '["x", ""]', "[0, 1]", f"[{LONG_MAX}, -1]", '[Role::"courier", Role::"x"]', '["x", 1]']
+"""Set literals the compiler builds once, at compile time: each kind of member, and a mix."""
+
+
+@pytest.mark.parametrize("literal", LITERAL_SETS)
+@pytest.mark.parametrize(
+    "template",
+    ["{s}.contains(context.a)", "{s}.containsAll(context.a)", "{s}.containsAny(context.a)",
+     "context.a.containsAll({s})", "{s} == context.a", "{s}.isEmpty()", "principal in {s}"],
+)  # fmt: skip
+def test_folded_set_literals_decide_as_cedar(literal: str, template: str) -> None:
+    source = f"permit (principal, action, resource) when {{ {template.format(s=literal)} }};"
+    program = _program(source)
+    assert program is not None
+    assert "_set((" not in _source(source)  # folded: no set is built per decision
+    resource = {"uid": {"type": "Waybill", "id": "W-1"}, "attrs": {}, "parents": []}
+    answered, errors_seen = 0, 0
+    for role in ("courier", "clerk"):
+        parents = [{"type": "Role", "id": role}]
+        principal = {"uid": {"type": "Employee", "id": "E-1"}, "attrs": {}, "parents": parents}
+        for a in POOL:
+            context = {"a": a}
+            allowed, _, errors = _cedar(source, principal, "view", resource, context)
+            errors_seen += bool(errors)
+            try:
+                got = program.decide(compiled.environment(principal, "view", resource, context))
+            except compiled.Fallback:
+                continue
+            answered += 1
+            assert not errors, (a, errors)
+            assert got[0] == allowed, (role, a)
+    assert answered > 0 or errors_seen == 2 * len(POOL)  # ``principal in ["x"]`` is always a type error
+
+
+def _source(source: str) -> str:
+    tree = cedarpy.policies_to_pst(source)
+    return "".join(compiled.compile_policy(i, p).source for i, p in tree.static_policies.items())

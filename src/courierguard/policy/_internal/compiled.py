@@ -249,6 +249,18 @@ def _type_name(entity_type: pst.EntityType) -> str:
     return "::".join((*entity_type.namespace, entity_type.basename))
 
 
+_CONSTANT_MEMBERS = (pst.StringLit, pst.LongLit, pst.EntityLit)
+"""Literals a set may be folded from at compile time (never booleans: see :func:`value`)."""
+
+
+def _literal(node: pst.StringLit | pst.LongLit | pst.EntityLit) -> Any:
+    if isinstance(node, pst.LongLit):
+        return _in_range(node.value)
+    if isinstance(node, pst.StringLit):
+        return node.value
+    return _uid(node.value)
+
+
 _VAR_CODE = {
     "principal": "E.principal",
     "action": "E.action",
@@ -282,6 +294,10 @@ class _Writer:
         if isinstance(node, pst.EntityLit):
             return self.constant(_uid(node.value)), False
         if isinstance(node, pst.Set):
+            literals = [e for e in node.elements if isinstance(e, _CONSTANT_MEMBERS)]
+            if len(literals) == len(node.elements):
+                # A set of literals is built once, here, instead of on every decision.
+                return self.constant(_set(_literal(e) for e in literals)), False
             codes = [self.expr(e)[0] for e in node.elements]
             return f"_set(({''.join(code + ', ' for code in codes)}))", False
         if isinstance(node, pst.GetAttr):
