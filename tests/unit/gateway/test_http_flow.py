@@ -48,6 +48,9 @@ def test_courier_reveals_only_the_waybill_assigned_to_them_for_delivery(world: W
     assert all("fields" not in e for e in events if e["outcome"]["decision"] == "deny")
     for e in events:
         AccessEvent.model_validate(e)
+    # The served reveal names its durable record, once each.
+    assert r.headers.get_list("x-audit-event") == [served[0]["id"]]
+    assert len(r.headers.get_list("x-audit-entry")) == 1 and int(r.headers["x-audit-entry"]) >= 0
 
 
 def test_grace_period_after_sign_off_is_24_hours(world: World) -> None:

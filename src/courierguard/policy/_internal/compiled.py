@@ -26,7 +26,7 @@ How it stays exact:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cedarpy import pst
@@ -64,6 +64,8 @@ class Env:
     resource: Uid
     context: Mapping[str, Any]
     store: Mapping[Uid, Entity]
+    ancestors: dict[Uid, frozenset[Uid]] = field(default_factory=dict)
+    """Each entity's ancestors, found once per decision (every ``in`` of every policy asks)."""
 
 
 Fn = Callable[[Env], Any]
@@ -110,8 +112,15 @@ def _entity_of(env: Env, uid: Any) -> Entity:
     return found
 
 
-def _ancestors(env: Env, uid: Uid) -> set[Uid]:
+def _ancestors(env: Env, uid: Uid) -> frozenset[Uid]:
     """Every ancestor of ``uid`` in the store (an entity not in the store has none)."""
+    known = env.ancestors.get(uid)
+    if known is None:
+        known = env.ancestors[uid] = frozenset(_walk_up(env, uid))
+    return known
+
+
+def _walk_up(env: Env, uid: Uid) -> set[Uid]:
     seen: set[Uid] = set()
     todo = [uid]
     store = env.store
