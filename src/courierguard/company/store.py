@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, time
 from typing import Any
@@ -30,11 +31,42 @@ from courierguard.policy import CaseFacts, WaybillFacts
 from courierguard.timeutil import utc, utc_or_none
 from courierguard.vault.service import waybill_from_row
 
+FACTS_COLUMNS = (
+    "w.number, w.origin_outlet, w.dest_outlet, w.status, w.status_ts, w.assignee, w.task, w.delivered_at, "
+    "c.id, c.kind, c.owner, c.state"
+)
+"""What :func:`facts_from_rows` reads, in this order: ``w`` the waybill, ``c`` its cases (left-joined)."""
+# Built from this module's constants only; values are always bound.
 _FACTS_SQL = (
-    "SELECT w.number, w.origin_outlet, w.dest_outlet, w.status, w.status_ts, w.assignee, w.task, "
-    "w.delivered_at, c.id, c.kind, c.owner, c.state FROM waybills w LEFT JOIN cases c "
+    f"SELECT {FACTS_COLUMNS} FROM waybills w LEFT JOIN cases c "  # noqa: S608
     "ON c.tenant = w.tenant AND c.waybill = w.number WHERE w.tenant = ? AND w.number = ?"
 )
+
+
+def facts_from_rows(number: str, rows: Sequence[Sequence[Any]]) -> WaybillFacts:
+    """The policy facts of waybill ``number`` from rows of :data:`FACTS_COLUMNS` (one per case).
+
+    :class:`NotFound` when there is no waybill: no rows, or a left join that found none.
+    """
+    if not rows or rows[0][0] is None:
+        raise NotFound(f"waybill {number} not found")
+    first = rows[0]
+    status_ts = timestamp(first[4])
+    assert status_ts is not None
+    return WaybillFacts(
+        number=number,
+        origin_outlet=first[1],
+        dest_outlet=first[2],
+        status=WaybillStatus(first[3]),
+        status_ts=status_ts,
+        assignee=first[5],
+        task=TaskKind(first[6]) if first[6] else None,
+        delivered_at=timestamp(first[7]),
+        cases=tuple(
+            CaseFacts(r[8], CaseKind(r[9]), r[10], CaseState(r[11])) for r in rows if r[8] is not None
+        ),
+    )
+
 
 # Which task a status change implies for the assignee, and which statuses end a task.
 _TASK_FOR_STATUS = {
@@ -204,25 +236,7 @@ class CompanyStore:
 
         On every guarded request: one driver-level query for the waybill and its cases together.
         """
-        rows = self._facts_query.fetch(self.engine, (self.tenant, number))
-        if not rows:
-            raise NotFound(f"waybill {number} not found")
-        first = rows[0]
-        status_ts = timestamp(first[4])
-        assert status_ts is not None
-        return WaybillFacts(
-            number=number,
-            origin_outlet=first[1],
-            dest_outlet=first[2],
-            status=WaybillStatus(first[3]),
-            status_ts=status_ts,
-            assignee=first[5],
-            task=TaskKind(first[6]) if first[6] else None,
-            delivered_at=timestamp(first[7]),
-            cases=tuple(
-                CaseFacts(r[8], CaseKind(r[9]), r[10], CaseState(r[11])) for r in rows if r[8] is not None
-            ),
-        )
+        return facts_from_rows(number, self._facts_query.fetch(self.engine, (self.tenant, number)))
 
     def apply(self, change: LifecycleChange) -> Waybill:
         """Move a waybill to a new status. Pickup and delivery steps (re)assign the courier's task."""

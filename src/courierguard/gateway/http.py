@@ -34,6 +34,7 @@ from courierguard.domain import (
 from courierguard.errors import AccessDenied, InvalidInput, NotFound, Unauthenticated
 from courierguard.events import AuthMethod, PiiField, Role, WaybillStatus
 from courierguard.gateway import problems
+from courierguard.gateway.identity import WaybillRead
 from courierguard.gateway.service import Approval, Caller, last_receipt
 from courierguard.gateway.wiring import Deployment
 from courierguard.vault import MaskedParty, MaskedWaybill
@@ -375,31 +376,45 @@ def create_app(deployment: Deployment) -> FastAPI:
     def identify(
         authorization: str | None,
         device: tuple[str | None, tuple[float, float] | None, str | None, str | None],
-    ) -> Caller:
+        waybill: str | None = None,
+    ) -> tuple[Caller, WaybillRead | None]:
+        """The caller; for an employee asking about ``waybill``, also its facts, read with the session."""
         if not authorization:
             raise Unauthenticated("send Authorization: Bearer <token> or Authorization: ApiKey <key>")
         scheme, _, credential = authorization.partition(" ")
         device_id, location, ip, ua = device
         if scheme.lower() == "apikey":
-            return guard.service_caller(credential.strip(), ip=ip)
+            return guard.service_caller(credential.strip(), ip=ip), None
         if scheme.lower() != "bearer" or not credential:
             raise Unauthenticated("unsupported authorization scheme")
         claims = deployment.tokens.verify(credential.strip())
         if device_id is None:
             raise InvalidInput("X-Device-Id", "is required for employees")
-        return guard.employee_caller(
-            claims.employee_id,
-            claims.session_id,
-            device_id=device_id,
-            ip=ip,
-            user_agent=ua,
+        if waybill is None:
+            who = guard.employee_caller(
+                claims.employee_id,
+                claims.session_id,
+                device_id=device_id,
+                ip=ip,
+                user_agent=ua,
+                location=location,
+            )
+            return who, None
+        return guard.employee_caller_for(
+            claims.employee_id, claims.session_id, waybill, device_id=device_id, ip=ip, user_agent=ua,
             location=location,
-        )
+        )  # fmt: skip
 
     async def caller(request: Request) -> Caller:
         # A token check (cached) and one indexed lookup: on the loop for SQLite, where that costs less
         # than the thread hop of a sync dependency; in a worker thread for a networked database.
-        return await guard.offload(identify, request.headers.get("authorization"), device_headers(request))
+        who, _ = await guard.offload(identify, request.headers.get("authorization"), device_headers(request))
+        return who
+
+    async def caller_about(request: Request, number: str) -> tuple[Caller, WaybillRead | None]:
+        return await guard.offload(
+            identify, request.headers.get("authorization"), device_headers(request), number
+        )
 
     Who = Annotated[Caller, Depends(caller)]
     Number = Annotated[str, Path(pattern=NUMBER)]
@@ -463,7 +478,8 @@ def create_app(deployment: Deployment) -> FastAPI:
     @app.get("/v1/waybills/{number}", response_model=WaybillOut, responses=ERRORS, tags=["waybills"])
     async def view(number: Number, request: Request) -> WaybillOut:
         """One waybill with masked parties (routing data only for hub operators)."""
-        return _waybill(await guard.view_async(await caller(request), number))
+        who, read = await caller_about(request, number)
+        return _waybill(await guard.view_async(who, number, read=read))
 
     @app.post("/v1/waybills/{number}/reveal", response_model=RevealOut, responses=ERRORS, tags=["waybills"])
     async def reveal(number: Number, body: RevealIn, request: Request, response: Response) -> RevealOut:
@@ -471,8 +487,10 @@ def create_app(deployment: Deployment) -> FastAPI:
 
         ``X-Audit-Entry`` and ``X-Audit-Event`` name the durable audit record of this reveal.
         """
-        who = await caller(request)
-        clear = await guard.reveal_async(who, number, body.fields, body.purpose, approval_id=body.approval)
+        who, read = await caller_about(request, number)
+        clear = await guard.reveal_async(
+            who, number, body.fields, body.purpose, approval_id=body.approval, read=read
+        )
         _receipt(response)
         return RevealOut(number=number, fields={f.value: v for f, v in clear.items()})
 

@@ -23,6 +23,7 @@ import pyotp
 from sqlalchemy import Engine, bindparam, insert, select, update
 
 from courierguard.clock import Clock, SystemClock
+from courierguard.company.store import FACTS_COLUMNS
 from courierguard.db.fast import DriverQuery
 from courierguard.db.tables import api_keys, devices, sessions
 from courierguard.errors import Unauthenticated
@@ -60,9 +61,27 @@ class ActiveCaller:
     status: str
 
 
+@dataclass(frozen=True, slots=True)
+class WaybillRead:
+    """One waybill's facts rows (``company.store.FACTS_COLUMNS``), read in the statement that read
+    the caller's session: one snapshot, one statement for both on a request about that waybill."""
+
+    number: str
+    rows: list[Any]
+
+
 _CALLER_SQL = (
     "SELECT s.employee, s.revoked_at, s.revoked_reason, e.role, e.org_unit, e.status FROM sessions s "
     "JOIN employees e ON e.tenant = s.tenant AND e.id = s.employee WHERE s.id = ? AND s.tenant = ?"
+)
+_CALLER_COLUMNS = 6
+# Built from constants only; values are always bound.
+_CALLER_WITH_WAYBILL_SQL = (
+    "SELECT s.employee, s.revoked_at, s.revoked_reason, e.role, e.org_unit, e.status, "  # noqa: S608
+    f"{FACTS_COLUMNS} FROM sessions s JOIN employees e ON e.tenant = s.tenant AND e.id = s.employee "
+    "LEFT JOIN waybills w ON w.tenant = s.tenant AND w.number = ? "
+    "LEFT JOIN cases c ON c.tenant = w.tenant AND c.waybill = w.number "
+    "WHERE s.id = ? AND s.tenant = ?"
 )
 
 
@@ -182,6 +201,11 @@ class DevIssuer:
         return token, session_id
 
 
+def _active(session_id: str, row: Any) -> ActiveCaller:
+    employee, revoked_at, revoked_reason, role, org_unit, status = row[:_CALLER_COLUMNS]
+    return ActiveCaller(session_id, employee, revoked_reason, revoked_at is not None, role, org_unit, status)
+
+
 class SessionStore:
     """Sessions Courier Guard knows about; revocation is checked on every request."""
 
@@ -189,6 +213,7 @@ class SessionStore:
         self.engine = engine
         self.tenant = tenant
         self._caller_query = DriverQuery(engine, _CALLER_SQL)
+        self._caller_with_waybill_query = DriverQuery(engine, _CALLER_WITH_WAYBILL_SQL)
 
     def open(self, session_id: str, employee: str, device_id: str, auth: str, now: datetime) -> SessionRecord:
         with self.engine.begin() as conn:
@@ -233,10 +258,14 @@ class SessionStore:
         rows = self._caller_query.fetch(self.engine, (session_id, self.tenant))
         if not rows:
             raise Unauthenticated("unknown session; sign in first")
-        employee, revoked_at, revoked_reason, role, org_unit, status = rows[0]
-        return ActiveCaller(
-            session_id, employee, revoked_reason, revoked_at is not None, role, org_unit, status
-        )
+        return _active(session_id, rows[0])
+
+    def caller_with_waybill(self, session_id: str, number: str) -> tuple[ActiveCaller, WaybillRead]:
+        """:meth:`caller`, and the facts rows of waybill ``number`` from the same statement."""
+        rows = self._caller_with_waybill_query.fetch(self.engine, (number, session_id, self.tenant))
+        if not rows:
+            raise Unauthenticated("unknown session; sign in first")
+        return _active(session_id, rows[0]), WaybillRead(number, [row[_CALLER_COLUMNS:] for row in rows])
 
     def mark_stepped_up(self, session_id: str, now: datetime) -> None:
         with self.engine.begin() as conn:

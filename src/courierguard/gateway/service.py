@@ -30,6 +30,7 @@ from sqlalchemy import insert, select, update
 from courierguard.audit import AuditLog, AuditQueries, EntryKind, Page
 from courierguard.clock import Clock
 from courierguard.company import CompanyStore, LifecycleChange
+from courierguard.company.store import facts_from_rows
 from courierguard.config import Settings
 from courierguard.db.tables import approvals
 from courierguard.domain import Case, CaseState, Employee, EmployeeStatus, OrgUnit
@@ -59,7 +60,14 @@ from courierguard.events import (
     Role,
     WaybillStatus,
 )
-from courierguard.gateway.identity import ApiKeys, Devices, SessionRecord, SessionStore
+from courierguard.gateway.identity import (
+    ActiveCaller,
+    ApiKeys,
+    Devices,
+    SessionRecord,
+    SessionStore,
+    WaybillRead,
+)
 from courierguard.policy import (
     PolicyAction,
     PolicyDecision,
@@ -172,6 +180,34 @@ class Guard:
     ) -> Caller:
         """The caller behind a verified token; refuses revoked sessions and inactive accounts."""
         active = self.sessions.caller(session_id)
+        return self._active_caller(active, employee_id, session_id, device_id, ip, user_agent, location)
+
+    def employee_caller_for(
+        self,
+        employee_id: str,
+        session_id: str,
+        number: str,
+        *,
+        device_id: str | None,
+        ip: str | None = None,
+        user_agent: str | None = None,
+        location: tuple[float, float] | None = None,
+    ) -> tuple[Caller, WaybillRead]:
+        """:meth:`employee_caller` for a request about waybill ``number``: its facts are read in the
+        same statement as the session; hand them to :meth:`reveal_async` or :meth:`view_async`."""
+        active, read = self.sessions.caller_with_waybill(session_id, number)
+        return self._active_caller(active, employee_id, session_id, device_id, ip, user_agent, location), read
+
+    def _active_caller(
+        self,
+        active: ActiveCaller,
+        employee_id: str,
+        session_id: str,
+        device_id: str | None,
+        ip: str | None,
+        user_agent: str | None,
+        location: tuple[float, float] | None,
+    ) -> Caller:
         if active.employee != employee_id:
             raise Unauthenticated("session belongs to another account")
         if active.revoked:
@@ -267,14 +303,16 @@ class Guard:
         """One waybill, masked; hub operators get routing data only."""
         return self._settle(self._view(caller, number))
 
-    async def view_async(self, caller: Caller, number: str) -> MaskedWaybill:
+    async def view_async(
+        self, caller: Caller, number: str, *, read: WaybillRead | None = None
+    ) -> MaskedWaybill:
         """:meth:`view` for an asyncio server (see :meth:`reveal_async`)."""
-        return await self._settle_async(await self.offload(self._view, caller, number))
+        return await self._settle_async(await self.offload(self._view, caller, number, read))
 
-    def _view(self, caller: Caller, number: str) -> Verdict[MaskedWaybill]:
+    def _view(self, caller: Caller, number: str, read: WaybillRead | None = None) -> Verdict[MaskedWaybill]:
         routing_only = caller.principal.role is Role.HUB_OPERATOR
         action = PolicyAction.VIEW_ROUTING if routing_only else PolicyAction.VIEW
-        facts = self._facts(number)
+        facts = self._facts(number, read)
 
         def serve() -> MaskedWaybill:
             masked = self.vault.masked(number)
@@ -302,13 +340,15 @@ class Guard:
         purpose: str,
         *,
         approval_id: str | None = None,
+        read: WaybillRead | None = None,
     ) -> dict[PiiField, str]:
         """:meth:`reveal` for an asyncio server: the same decision and record, without a parked thread.
 
         Database work runs where ``Settings.inline_database`` says (on the loop for SQLite, in a
         worker thread for PostgreSQL); waiting for the audit commit parks no thread at all.
+        ``read``: the waybill's facts as :meth:`employee_caller_for` read them for this request.
         """
-        verdict = await self.offload(self._reveal, caller, number, fields, purpose, approval_id)
+        verdict = await self.offload(self._reveal, caller, number, fields, purpose, approval_id, read)
         return await self._settle_async(verdict)
 
     def _reveal(
@@ -318,6 +358,7 @@ class Guard:
         fields: Sequence[PiiField],
         purpose: str,
         approval_id: str | None,
+        read: WaybillRead | None = None,
     ) -> Verdict[dict[PiiField, str]]:
         if not fields:
             raise InvalidInput("fields", "name at least one field")
@@ -332,7 +373,7 @@ class Guard:
                     "the approval does not cover this waybill or these fields", reason=DenyReason.FOUR_EYES
                 )
             approved_by = approval.decided_by
-        facts = self._facts(number)
+        facts = self._facts(number, read)
 
         def serve() -> dict[PiiField, str]:
             try:
@@ -723,7 +764,10 @@ class Guard:
 
     # --- the guarded core --------------------------------------------------------------------------------------
 
-    def _facts(self, number: str) -> WaybillFacts:
+    def _facts(self, number: str, read: WaybillRead | None = None) -> WaybillFacts:
+        """The waybill's facts: as read with the session for this request, else read now."""
+        if read is not None and read.number == number:
+            return facts_from_rows(number, read.rows)
         return self.company.facts(number)
 
     def _page_size(self, requested: int) -> int:

@@ -1,0 +1,73 @@
+"""The reads on a request about one waybill: session and task facts in one statement, the same
+answers as reading each alone (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import pytest
+
+from courierguard.company.store import facts_from_rows
+from courierguard.domain import EmployeeStatus
+from courierguard.errors import AccessDenied, NotFound, Unauthenticated
+
+from .conftest import World
+
+W1 = "YT0000000000001"
+W2 = "YT0000000000002"
+MISSING = "YT0000000000099"
+
+
+def _session(world: World, headers: dict[str, str]) -> str:
+    return world.deployment.tokens.verify(headers["Authorization"].split(" ", 1)[1]).session_id
+
+
+def test_facts_read_with_the_session_are_the_facts_read_alone(world: World) -> None:
+    world.step(W1, "out_for_delivery", assignee="C1")
+    for case in ("T-1", "T-2"):  # two cases: the join gives a row per case
+        r = world.client.post(
+            "/v1/cases", json={"id": case, "kind": "ticket", "waybill": W1, "owner": "S1"}, headers=world.svc
+        )
+        assert r.status_code == 201, r.text
+    guard = world.deployment.guard
+    session = _session(world, world.login("C1"))
+    alone = guard.employee_caller("C1", session, device_id="dev-1")
+    for number in (W1, W2):
+        caller, read = guard.employee_caller_for("C1", session, number, device_id="dev-1")
+        assert caller == alone
+        assert read.number == number
+        assert guard._facts(number, read) == guard.company.facts(number)
+    assert (
+        len(guard._facts(W1, read=guard.employee_caller_for("C1", session, W1, device_id="d")[1]).cases) == 2
+    )
+    # A waybill that is not there: the session still reads, the facts say "not found".
+    caller, read = guard.employee_caller_for("C1", session, MISSING, device_id="dev-1")
+    assert caller == alone
+    with pytest.raises(NotFound):
+        facts_from_rows(MISSING, read.rows)
+    # Facts read for another waybill are never used for this one.
+    _, other = guard.employee_caller_for("C1", session, W2, device_id="dev-1")
+    assert guard._facts(W1, other) == guard.company.facts(W1)
+
+
+def test_the_combined_read_refuses_what_the_session_read_refuses(world: World) -> None:
+    guard = world.deployment.guard
+    with pytest.raises(Unauthenticated, match="unknown session"):
+        guard.employee_caller_for("C1", "s_nobody", W1, device_id="dev-1")
+    session = _session(world, world.login("C1"))
+    with pytest.raises(Unauthenticated, match="another account"):
+        guard.employee_caller_for("C2", session, W1, device_id="dev-1")
+    guard.company.set_employee_status("C1", EmployeeStatus.SUSPENDED, world.clock.now(), reason="test")
+    with pytest.raises(AccessDenied):
+        guard.employee_caller_for("C1", session, W1, device_id="dev-1")
+    guard.sessions.revoke(session, world.clock.now(), "test")
+    with pytest.raises(Unauthenticated, match="revoked"):
+        guard.employee_caller_for("C1", session, W1, device_id="dev-1")
+
+
+def test_over_http_a_missing_waybill_is_404_and_a_revoked_session_401(world: World) -> None:
+    headers = world.login("C1")
+    body = {"fields": ["recipient.phone"], "purpose": "delivery_contact"}
+    assert world.client.post(f"/v1/waybills/{MISSING}/reveal", json=body, headers=headers).status_code == 404
+    assert world.client.get(f"/v1/waybills/{MISSING}", headers=headers).status_code == 404
+    assert world.client.post("/v1/auth/logout", headers=headers).status_code == 204
+    assert world.client.post(f"/v1/waybills/{W1}/reveal", json=body, headers=headers).status_code == 401
+    assert world.client.get(f"/v1/waybills/{W1}", headers=headers).status_code == 401
