@@ -363,15 +363,13 @@ def create_app(deployment: Deployment) -> FastAPI:
     def device_headers(
         request: Request,
     ) -> tuple[str | None, tuple[float, float] | None, str | None, str | None]:
-        headers = request.headers
-        device_id = headers.get("x-device-id")
+        _, device_id, raw_location, user_agent = _identity_headers(request)
         if device_id is not None and not 0 < len(device_id) <= 128:
             raise InvalidInput("X-Device-Id", "must be 1 to 128 characters")
-        raw_location = headers.get("x-device-location")
         if raw_location is not None and not LOCATION_RE.fullmatch(raw_location):
             raise InvalidInput("X-Device-Location", "must be 'lat,lon' in decimal degrees")
         ip = request.client.host if request.client else None
-        return device_id, _location(raw_location), ip, headers.get("user-agent")
+        return device_id, _location(raw_location), ip, user_agent
 
     def identify(
         authorization: str | None,
@@ -408,13 +406,11 @@ def create_app(deployment: Deployment) -> FastAPI:
     async def caller(request: Request) -> Caller:
         # A token check (cached) and one indexed lookup: on the loop for SQLite, where that costs less
         # than the thread hop of a sync dependency; in a worker thread for a networked database.
-        who, _ = await guard.offload(identify, request.headers.get("authorization"), device_headers(request))
+        who, _ = await guard.offload(identify, _identity_headers(request)[0], device_headers(request))
         return who
 
     async def caller_about(request: Request, number: str) -> tuple[Caller, WaybillRead | None]:
-        return await guard.offload(
-            identify, request.headers.get("authorization"), device_headers(request), number
-        )
+        return await guard.offload(identify, _identity_headers(request)[0], device_headers(request), number)
 
     Who = Annotated[Caller, Depends(caller)]
     Number = Annotated[str, Path(pattern=NUMBER)]
@@ -814,6 +810,26 @@ def _document_headers(app: FastAPI) -> None:
         return document
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+_IDENTITY_HEADERS = {b"authorization": 0, b"x-device-id": 1, b"x-device-location": 2, b"user-agent": 3}
+
+
+def _identity_headers(request: Request) -> list[str | None]:
+    """Authorization, X-Device-Id, X-Device-Location and User-Agent (first of each, or None).
+
+    One pass over the raw headers, kept on the request: ``request.headers.get`` scans them all
+    again for each name, four times on every request. Names arrive lower-cased (ASGI).
+    """
+    found: list[str | None] | None = request.scope.get("courierguard.identity_headers")
+    if found is None:
+        found = [None, None, None, None]
+        for name, value in request.scope["headers"]:
+            slot = _IDENTITY_HEADERS.get(name)
+            if slot is not None and found[slot] is None:
+                found[slot] = value.decode("latin-1")
+        request.scope["courierguard.identity_headers"] = found
+    return found
 
 
 def _time(text: str) -> Any:

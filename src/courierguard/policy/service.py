@@ -14,8 +14,6 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-import orjson
-
 from courierguard.errors import ConfigError, CourierGuardError, DenyReason
 from courierguard.policy._internal import cedar, compiled, translate
 from courierguard.policy._internal.loading import LoadedPolicies, PolicyInfo, load_folder
@@ -96,11 +94,9 @@ class PolicyEngine:
             facts = translate.build(request, self._grace_seconds)
             program = self._programs.get((action.value, role))
             if program is not None:
-                # What Cedar's JSON input would refuse (a lone surrogate, say) is refused here too.
-                orjson.dumps((facts.principal, facts.resource, facts.context))
+                facts.check_json()
                 try:
-                    env = compiled.environment(facts.principal, facts.action, facts.resource, facts.context)
-                    allowed, cedar_ids = program.decide(env)
+                    allowed, cedar_ids = program.decide(facts.env())
                 except compiled.Fallback:
                     pass  # an error or a value outside the compiled subset: Cedar's answer stands
                 else:

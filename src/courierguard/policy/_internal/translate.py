@@ -5,7 +5,7 @@ the attributes the schema declares, plain strings and epoch seconds (entity refe
 values cost several microseconds each to parse). For Cedar they are serialised once with orjson, the
 principal and the resource as separate entity lists: the engine parses each principal once and adds
 the resource per request (parsing entities is most of a decision's cost). The compiled policies
-read the same dicts directly.
+read the same values, as an environment built without the JSON shapes.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from courierguard.errors import InvalidInput
+from courierguard.policy._internal.compiled import Entity, Env, Fallback, Uid
 from courierguard.policy.models import PolicyAction, PolicyRequest, WaybillFacts
 
 EMPLOYEE = "Employee"
@@ -33,7 +34,8 @@ def epoch(value: datetime, what: str) -> int:
     return int(value.timestamp())
 
 
-def _waybill_entity(waybill: WaybillFacts) -> dict[str, Any]:
+def _waybill_parts(waybill: WaybillFacts) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The attributes and tags of a waybill entity."""
     attrs: dict[str, Any] = {
         "origin_outlet": waybill.origin_outlet,
         "dest_outlet": waybill.dest_outlet,
@@ -50,7 +52,15 @@ def _waybill_entity(waybill: WaybillFacts) -> dict[str, Any]:
     tags: dict[str, list[str]] = {}
     for case in waybill.cases:
         tags.setdefault(case.owner, []).append(f"{case.kind.value}:{case.state.value}")
-    entity: dict[str, Any] = {"uid": {"type": WAYBILL, "id": waybill.number}, "attrs": attrs, "parents": []}
+    return attrs, tags
+
+
+def _json_entity(uid: Uid, attrs: dict[str, Any], parents: list[Uid], tags: dict[str, Any]) -> dict[str, Any]:
+    entity: dict[str, Any] = {
+        "uid": {"type": uid[0], "id": uid[1]},
+        "attrs": attrs,
+        "parents": [{"type": t, "id": i} for t, i in parents],
+    }
     if tags:
         entity["tags"] = tags
     return entity
@@ -58,46 +68,78 @@ def _waybill_entity(waybill: WaybillFacts) -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class CedarInput:
-    """One decision's input in Cedar's JSON shapes: the two entities, the action id, the context."""
+    """One decision's input: the principal and resource entities, the action id, the context.
 
-    principal: dict[str, Any]
+    Kept as parts: the compiled policies read them as an environment (:meth:`env`); Cedar gets
+    them in its JSON shapes (:attr:`principal`, :attr:`resource`, :meth:`for_cedar`), built only
+    when Cedar is asked.
+    """
+
+    principal_uid: Uid
+    principal_attrs: dict[str, Any]
+    principal_parents: list[Uid]
     action: str
-    resource: dict[str, Any]
+    resource_uid: Uid
+    resource_attrs: dict[str, Any]
+    resource_tags: dict[str, Any]
     context: dict[str, Any]
+
+    @property
+    def principal(self) -> dict[str, Any]:
+        """The principal in Cedar's JSON entity shape."""
+        return _json_entity(self.principal_uid, self.principal_attrs, self.principal_parents, {})
+
+    @property
+    def resource(self) -> dict[str, Any]:
+        """The resource in Cedar's JSON entity shape."""
+        return _json_entity(self.resource_uid, self.resource_attrs, [], self.resource_tags)
+
+    def check_json(self) -> None:
+        """Refuse (``orjson.JSONEncodeError``, a ``TypeError``) what Cedar's JSON input could not
+        carry, a lone surrogate say, so that the compiled policies never decide on it either."""
+        orjson.dumps(
+            (self.principal_uid, self.principal_attrs, self.principal_parents, self.resource_uid,
+             self.resource_attrs, self.resource_tags, self.context)
+        )  # fmt: skip
+
+    def env(self) -> Env:
+        """The environment the compiled policies decide on (as ``compiled.environment`` of the
+        JSON shapes, without building them)."""
+        if self.principal_uid == self.resource_uid:
+            raise Fallback  # Cedar refuses duplicate entities
+        store = {
+            self.principal_uid: Entity(self.principal_attrs, frozenset(self.principal_parents), {}),
+            self.resource_uid: Entity(self.resource_attrs, frozenset(), self.resource_tags),
+        }
+        return Env(self.principal_uid, ("Action", self.action), self.resource_uid, self.context, store)
 
     def for_cedar(self) -> tuple[dict[str, Any], str, str]:
         """The Cedar request (context serialised) and the JSON entity lists of the principal and
         of the resource; Cedar's entities are the two lists together."""
+        principal, resource = self.principal, self.resource
         request = {
-            "principal": self.principal["uid"],
+            "principal": principal["uid"],
             "action": {"type": "Action", "id": self.action},
-            "resource": self.resource["uid"],
+            "resource": resource["uid"],
             "context": orjson.dumps(self.context).decode(),
         }
-        return request, orjson.dumps([self.principal]).decode(), orjson.dumps([self.resource]).decode()
+        return request, orjson.dumps([principal]).decode(), orjson.dumps([resource]).decode()
 
 
 def build(request: PolicyRequest, grace_seconds: int) -> CedarInput:
     """The entities and context Cedar (or the compiled policies) decide ``request`` on."""
     principal = request.principal
-    principal_entity = {
-        "uid": {"type": EMPLOYEE, "id": principal.id},
-        "attrs": {"id": principal.id, "org_unit": principal.org_unit, "status": principal.status.value},
-        "parents": [{"type": "Role", "id": principal.role.value}],
-    }
+    principal_attrs = {"id": principal.id, "org_unit": principal.org_unit, "status": principal.status.value}
     waybill = request.resource
-    resource: dict[str, Any]
+    tags: dict[str, Any] = {}
     if waybill is not None and (request.action.needs_waybill or request.action is PolicyAction.INGEST):
-        resource = _waybill_entity(waybill)
+        resource_uid = (WAYBILL, waybill.number)
+        resource_attrs, tags = _waybill_parts(waybill)
     elif request.org_unit is None:
         # list, search, export and admin target an org unit (or the company), never one waybill.
-        resource = {"uid": {"type": SCOPE, "id": COMPANY_SCOPE}, "attrs": {}, "parents": []}
+        resource_uid, resource_attrs = (SCOPE, COMPANY_SCOPE), {}
     else:
-        resource = {
-            "uid": {"type": SCOPE, "id": request.org_unit},
-            "attrs": {"org_unit": request.org_unit},
-            "parents": [],
-        }
+        resource_uid, resource_attrs = (SCOPE, request.org_unit), {"org_unit": request.org_unit}
     context: dict[str, Any] = {
         "now": epoch(request.now, "now"),
         "grace_seconds": grace_seconds,
@@ -109,4 +151,7 @@ def build(request: PolicyRequest, grace_seconds: int) -> CedarInput:
         context["approved_by"] = request.approved_by
     if request.requested_by is not None:
         context["requested_by"] = request.requested_by
-    return CedarInput(principal_entity, request.action.value, resource, context)
+    return CedarInput(
+        (EMPLOYEE, principal.id), principal_attrs, [("Role", principal.role.value)], request.action.value,
+        resource_uid, resource_attrs, tags, context,
+    )  # fmt: skip
