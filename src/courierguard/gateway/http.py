@@ -108,7 +108,10 @@ class PageOut(BaseModel):
 
 
 class RevealIn(_In):
-    fields: Annotated[list[PiiField], Field(min_length=1, max_length=6)]
+    # Unique, as the OpenAPI document says (``uniqueItems``); a repeat is refused with a clear 422.
+    fields: Annotated[
+        list[PiiField], Field(min_length=1, max_length=6, json_schema_extra={"uniqueItems": True})
+    ]
     purpose: Annotated[str, Field(min_length=1, max_length=128, pattern=TEXT)]
     approval: Annotated[str | None, Field(max_length=32, pattern=TEXT)] = None
 
@@ -416,6 +419,28 @@ def create_app(deployment: Deployment) -> FastAPI:
     Number = Annotated[str, Path(pattern=NUMBER)]
     Ident = Annotated[str, Path(pattern=ID)]
 
+    # --- the hot read routes, registered first: the router tries routes in order, and these two
+    # take most of the traffic. They identify the caller themselves instead of through ``Depends``:
+    # FastAPI inspects a dependency's callable on every request, which cost a few percent of a reveal.
+    @app.get("/v1/waybills/{number}", response_model=WaybillOut, responses=ERRORS, tags=["waybills"])
+    async def view(number: Number, request: Request) -> WaybillOut:
+        """One waybill with masked parties (routing data only for hub operators)."""
+        who, read = await caller_about(request, number)
+        return _waybill(await guard.view_async(who, number, read=read))
+
+    @app.post("/v1/waybills/{number}/reveal", response_model=RevealOut, responses=ERRORS, tags=["waybills"])
+    async def reveal(number: Number, body: RevealIn, request: Request, response: Response) -> RevealOut:
+        """Clear text of named fields, for a stated purpose, when the caller's task explains it.
+
+        ``X-Audit-Entry`` and ``X-Audit-Event`` name the durable audit record of this reveal.
+        """
+        who, read = await caller_about(request, number)
+        clear = await guard.reveal_async(
+            who, number, body.fields, body.purpose, approval_id=body.approval, read=read
+        )
+        _receipt(response)
+        return RevealOut(number=number, fields={f.value: v for f, v in clear.items()})
+
     # --- identity ---
 
     @app.post("/v1/auth/login", response_model=SessionOut, responses=ERRORS, tags=["identity"])
@@ -468,27 +493,6 @@ def create_app(deployment: Deployment) -> FastAPI:
             return DevTokenOut(token=token, session_id=session_id)
 
     # --- waybills ---
-
-    # The two hot read routes identify the caller themselves instead of through ``Depends``: FastAPI
-    # inspects a dependency's callable on every request, which cost a few percent of a reveal.
-    @app.get("/v1/waybills/{number}", response_model=WaybillOut, responses=ERRORS, tags=["waybills"])
-    async def view(number: Number, request: Request) -> WaybillOut:
-        """One waybill with masked parties (routing data only for hub operators)."""
-        who, read = await caller_about(request, number)
-        return _waybill(await guard.view_async(who, number, read=read))
-
-    @app.post("/v1/waybills/{number}/reveal", response_model=RevealOut, responses=ERRORS, tags=["waybills"])
-    async def reveal(number: Number, body: RevealIn, request: Request, response: Response) -> RevealOut:
-        """Clear text of named fields, for a stated purpose, when the caller's task explains it.
-
-        ``X-Audit-Entry`` and ``X-Audit-Event`` name the durable audit record of this reveal.
-        """
-        who, read = await caller_about(request, number)
-        clear = await guard.reveal_async(
-            who, number, body.fields, body.purpose, approval_id=body.approval, read=read
-        )
-        _receipt(response)
-        return RevealOut(number=number, fields={f.value: v for f, v in clear.items()})
 
     @app.get("/v1/waybills", response_model=PageOut, responses=ERRORS, tags=["waybills"])
     def list_waybills(
