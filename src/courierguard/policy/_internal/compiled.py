@@ -66,6 +66,17 @@ class Env:
     store: Mapping[Uid, Entity]
     ancestors: dict[Uid, frozenset[Uid]] = field(default_factory=dict)
     """Each entity's ancestors, found once per decision (every ``in`` of every policy asks)."""
+    principal_attrs: Mapping[str, Any] = field(init=False)
+    resource_attrs: Mapping[str, Any] = field(init=False)
+    """The attributes of ``principal`` and ``resource``, which are always in ``store``: the
+    generated code reads ``principal.x`` and ``resource.x`` from these without a lookup."""
+
+    def __post_init__(self) -> None:
+        store = self.store
+        if self.principal not in store or self.resource not in store:
+            raise Fallback  # never by construction: both are the decision's own entities
+        object.__setattr__(self, "principal_attrs", store[self.principal].attrs)
+        object.__setattr__(self, "resource_attrs", store[self.resource].attrs)
 
 
 Fn = Callable[[Env], Any]
@@ -196,6 +207,27 @@ def _get_attr(env: Env, base: Any, attr: str) -> Any:
     return value(attrs[attr])
 
 
+def _attr(attrs: Mapping[str, Any], attr: str) -> Any:
+    """``principal.attr`` or ``resource.attr``: :func:`_get_attr` of an entity known to exist."""
+    if attr not in attrs:
+        raise Fallback  # Cedar: attribute not found
+    return value(attrs[attr])
+
+
+def _in_one(env: Env, uid: Any, target: Uid) -> bool:
+    """``uid in <entity literal>``: :func:`_in` of a target known to be one entity."""
+    if type(uid) is not tuple:
+        raise Fallback
+    return uid == target or target in _ancestors(env, uid)
+
+
+def _in_any(env: Env, uid: Any, targets: frozenset[Uid]) -> bool:
+    """``uid in [<entity literals>]``: :func:`_in` of a set known to hold only entities."""
+    if type(uid) is not tuple:
+        raise Fallback
+    return uid in targets or not targets.isdisjoint(_ancestors(env, uid))
+
+
 def _has_attr(env: Env, base: Any, attr: str) -> bool:
     if type(base) is tuple:
         return attr in _entity_of(env, base).attrs
@@ -233,9 +265,9 @@ def _is(uid: Any, type_name: str) -> bool:
 
 
 _HELPERS: dict[str, Any] = {
-    "_a_set": _a_set, "_bool": _bool, "_contains": _contains, "_equal": _equal, "_get_attr": _get_attr,
-    "_get_tag": _get_tag, "_has_attr": _has_attr, "_has_tag": _has_tag, "_in": _in,
-    "_in_range": _in_range, "_is": _is, "_long": _long, "_set": _set,
+    "_a_set": _a_set, "_attr": _attr, "_bool": _bool, "_contains": _contains, "_equal": _equal,
+    "_get_attr": _get_attr, "_get_tag": _get_tag, "_has_attr": _has_attr, "_has_tag": _has_tag, "_in": _in,
+    "_in_any": _in_any, "_in_one": _in_one, "_in_range": _in_range, "_is": _is, "_long": _long, "_set": _set,
 }  # fmt: skip
 """What the generated code may call, and nothing else."""
 
@@ -269,6 +301,10 @@ def _literal(node: pst.StringLit | pst.LongLit | pst.EntityLit) -> Any:
         return node.value
     return _uid(node.value)
 
+
+_OWN_ATTRS = {"principal": "E.principal_attrs", "resource": "E.resource_attrs", "context": "E.context"}
+"""Where the generated code reads ``principal.x``, ``resource.x`` and ``context.x`` (the request's own
+entities, always in the store, and its context record) without :func:`_get_attr`'s checks."""
 
 _VAR_CODE = {
     "principal": "E.principal",
@@ -310,10 +346,16 @@ class _Writer:
             codes = [self.expr(e)[0] for e in node.elements]
             return f"_set(({''.join(code + ', ' for code in codes)}))", False
         if isinstance(node, pst.GetAttr):
+            own = _OWN_ATTRS.get(node.base.name) if isinstance(node.base, pst.Var) else None
+            if own is not None:
+                return f"_attr({own}, {self.constant(node.attr)})", False
             return f"_get_attr(E, {self.expr(node.base)[0]}, {self.constant(node.attr)})", False
         if isinstance(node, pst.HasAttr):
             if len(node.attrs) != 1:
                 raise Unsupported("has with an attribute path")
+            own = _OWN_ATTRS.get(node.base.name) if isinstance(node.base, pst.Var) else None
+            if own is not None:
+                return f"({self.constant(node.attrs[0])} in {own})", True
             return f"_has_attr(E, {self.expr(node.base)[0]}, {self.constant(node.attrs[0])})", True
         if isinstance(node, pst.UnaryOp):
             return self.unary(node)
@@ -355,6 +397,14 @@ class _Writer:
             return f"(_long({left}) {_COMPARISONS[op]} _long({right}))", True
         if op in _ARITHMETIC:
             return f"_in_range(_long({left}) {_ARITHMETIC[op]} _long({right}))", False
+        if op == "in" and isinstance(node.right, pst.EntityLit):
+            return f"_in_one(E, {left}, {right})", True
+        if (
+            op == "in"
+            and isinstance(node.right, pst.Set)
+            and all(isinstance(e, pst.EntityLit) for e in node.right.elements)
+        ):
+            return f"_in_any(E, {left}, {right})", True  # folded into one constant set of entities
         if op not in _CALLS:
             raise Unsupported(op)
         template, is_bool = _CALLS[op]
@@ -374,8 +424,8 @@ class _Writer:
         if isinstance(node, pst.ScopeEq):
             return f"({var} == {target})"
         if isinstance(node, pst.ScopeIn):
-            return f"_in(E, {var}, {target})"
-        return f"({var}[0] == {self.constant(_type_name(node.entity_type))} and _in(E, {var}, {target}))"
+            return f"_in_one(E, {var}, {target})"
+        return f"({var}[0] == {self.constant(_type_name(node.entity_type))} and _in_one(E, {var}, {target}))"
 
 
 _COMPARISONS = {"less": "<", "less_eq": "<=", "greater": ">", "greater_eq": ">="}
