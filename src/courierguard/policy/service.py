@@ -15,11 +15,14 @@ from importlib import resources
 from pathlib import Path
 
 from courierguard.errors import ConfigError, CourierGuardError, DenyReason
+from courierguard.events import Role
 from courierguard.policy._internal import cedar, compiled, translate
 from courierguard.policy._internal.loading import LoadedPolicies, PolicyInfo, load_folder
-from courierguard.policy.models import PolicyDecision, PolicyRequest
+from courierguard.policy.models import PolicyAction, PolicyDecision, PolicyRequest
 
 # When several forbids refuse at once, the most specific explanation wins.
+_WORDED_KEPT = 4096
+"""Decisions worded and kept (see ``PolicyEngine._decision``); the set starts over when full."""
 _REASON_PRIORITY = (DenyReason.ACCOUNT_INACTIVE, DenyReason.FOUR_EYES, DenyReason.NO_TASK)
 
 
@@ -49,6 +52,7 @@ class PolicyEngine:
         self._loaded = loaded
         self._programs = loaded.programs if compile_policies else {}
         self._order = {cedar_id: n for n, cedar_id in enumerate(loaded.policies)}
+        self._worded: dict[tuple[PolicyAction, Role, bool, tuple[str, ...]], PolicyDecision] = {}
         self._grace_seconds = grace_hours * 3600
         self.grace_hours = grace_hours
 
@@ -127,6 +131,17 @@ class PolicyEngine:
         return self._decision(request, answer["decision"] == "Allow", cedar_ids)
 
     def _decision(self, request: PolicyRequest, allowed: bool, cedar_ids: tuple[str, ...]) -> PolicyDecision:
+        # The answer is a function of these four alone, and few combinations occur (a slice's
+        # policies and which of them held): each is worded once, not on every request.
+        key = (request.action, request.principal.role, allowed, cedar_ids)
+        decision = self._worded.get(key)
+        if decision is None:
+            if len(self._worded) >= _WORDED_KEPT:
+                self._worded.clear()
+            decision = self._worded[key] = self._word(request, allowed, cedar_ids)
+        return decision
+
+    def _word(self, request: PolicyRequest, allowed: bool, cedar_ids: tuple[str, ...]) -> PolicyDecision:
         action, role = request.action, request.principal.role.value
         infos = [self._loaded.policies[cedar_id] for cedar_id in cedar_ids]
         names = tuple(info.name for info in infos)

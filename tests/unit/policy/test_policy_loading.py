@@ -159,3 +159,23 @@ def test_cedar_answers_match_the_public_cedarpy_api() -> None:
             public = cedarpy.is_authorized(cedar_request, policies, entities)
             assert (direct["decision"] == "Allow") == public.allowed
             assert sorted(direct["diagnostics"]["reason"]) == sorted(public.diagnostics.reasons)
+
+
+def test_worded_decisions_name_their_own_role_and_action() -> None:
+    """Decisions are worded once per (action, role, answer, deciding policies): each keeps its own."""
+    from policy_factories import NOW, principal, waybill
+
+    from courierguard.events import Role
+    from courierguard.policy import PolicyAction, PolicyEngine, PolicyRequest
+
+    engine = PolicyEngine.default()
+    seen = {}
+    for _ in range(2):  # the second round answers from the worded decisions
+        for role in (Role.HUB_OPERATOR, Role.OUTLET_CLERK, Role.COURIER):
+            for action in (PolicyAction.REVEAL, PolicyAction.CALL, PolicyAction.VIEW):
+                got = engine.decide(PolicyRequest(principal(role), action, waybill(assignee="E-9"), NOW))
+                assert f"{action} by {role.value}" in got.detail
+                assert seen.setdefault((role, action), got) == got
+    fresh = PolicyEngine.default()
+    for (role, action), got in seen.items():
+        assert fresh.decide(PolicyRequest(principal(role), action, waybill(assignee="E-9"), NOW)) == got
