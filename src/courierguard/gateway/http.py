@@ -406,14 +406,13 @@ def create_app(deployment: Deployment) -> FastAPI:
             location=location,
         )  # fmt: skip
 
-    async def caller(request: Request) -> Caller:
+    async def caller_about(request: Request, number: str | None) -> tuple[Caller, WaybillRead | None]:
         # A token check (cached) and one indexed lookup: on the loop for SQLite, where that costs less
         # than the thread hop of a sync dependency; in a worker thread for a networked database.
-        who, _ = await guard.offload(identify, _identity_headers(request)[0], device_headers(request))
-        return who
-
-    async def caller_about(request: Request, number: str) -> tuple[Caller, WaybillRead | None]:
         return await guard.offload(identify, _identity_headers(request)[0], device_headers(request), number)
+
+    async def caller(request: Request) -> Caller:
+        return (await caller_about(request, None))[0]
 
     Who = Annotated[Caller, Depends(caller)]
     Number = Annotated[str, Path(pattern=NUMBER)]

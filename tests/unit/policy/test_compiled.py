@@ -348,3 +348,12 @@ def test_folded_set_literals_decide_as_cedar(literal: str, template: str) -> Non
 def _source(source: str) -> str:
     tree = cedarpy.policies_to_pst(source)
     return "".join(compiled.compile_policy(i, p).source for i, p in tree.static_policies.items())
+
+
+def test_the_same_entity_as_principal_and_resource_is_left_to_cedar() -> None:
+    """Cedar refuses duplicate entities; the environment steps aside however it is built."""
+    same = {"uid": {"type": "Employee", "id": "E-1"}, "attrs": {}, "parents": []}
+    with pytest.raises(compiled.Fallback):
+        compiled.environment(same, "view", same, {})
+    with pytest.raises(compiled.Fallback):
+        compiled.Env(("Employee", "E-1"), ("Action", "view"), ("Employee", "E-1"), {}, {})

@@ -73,6 +73,8 @@ class Env:
 
     def __post_init__(self) -> None:
         store = self.store
+        if self.principal == self.resource:
+            raise Fallback  # Cedar refuses duplicate entities
         if self.principal not in store or self.resource not in store:
             raise Fallback  # never by construction: both are the decision's own entities
         object.__setattr__(self, "principal_attrs", store[self.principal].attrs)
@@ -494,7 +496,6 @@ class Program:
     """The compiled policies of one slice, decided as Cedar decides when nothing errs."""
 
     def __init__(self, policies: tuple[CompiledPolicy, ...]) -> None:
-        self._policies = policies
         # What ``CompiledPolicy.satisfied`` reads, unpacked once: a method call per policy per
         # decision cost more than most conditions.
         self._flat = tuple((p.actions, p.condition, p.forbid, p.cedar_id) for p in policies)
@@ -529,8 +530,6 @@ def environment(
     uids: list[Uid] = []
     for raw in (principal, resource):
         uid = (raw["uid"]["type"], raw["uid"]["id"])
-        if uid in store:
-            raise Fallback  # Cedar refuses duplicate entities
         store[uid] = Entity(
             raw.get("attrs", {}),
             frozenset((p["type"], p["id"]) for p in raw.get("parents", ())),

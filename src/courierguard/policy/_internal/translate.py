@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from courierguard.errors import InvalidInput
-from courierguard.policy._internal.compiled import Entity, Env, Fallback, Uid
+from courierguard.policy._internal.compiled import Entity, Env, Uid
 from courierguard.policy.models import PolicyAction, PolicyRequest, WaybillFacts
 
 EMPLOYEE = "Employee"
@@ -105,8 +105,6 @@ class CedarInput:
     def env(self) -> Env:
         """The environment the compiled policies decide on (as ``compiled.environment`` of the
         JSON shapes, without building them)."""
-        if self.principal_uid == self.resource_uid:
-            raise Fallback  # Cedar refuses duplicate entities
         store = {
             self.principal_uid: Entity(self.principal_attrs, frozenset(self.principal_parents), {}),
             self.resource_uid: Entity(self.resource_attrs, frozenset(), self.resource_tags),
