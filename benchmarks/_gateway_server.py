@@ -8,6 +8,9 @@ Usage: ``python -m benchmarks._gateway_server DATA_DIR PORT CPU MODE`` where MOD
   the same JSON shapes with the same request parsing (path pattern, body model, response model),
   but with no identity, policy, risk hook or audit record: the baseline of the guarded routes.
 
+A mode may end in ``+h11``: served on uvicorn's pure-Python h11 parser instead of httptools, to
+show how much of the ratio is the HTTP parser's cost rather than the guard's.
+
 Every mode is served as ``courierguard serve`` serves (``courierguard.gateway.server.serve``: the
 same uvicorn options and the same garbage-collector tuning) and logs as it does
 (``configure_logging(settings.log_level)``).
@@ -69,6 +72,7 @@ def plain_app(vault: Vault, *, sync: bool = False) -> FastAPI:
 
 def main(argv: list[str]) -> int:
     data_dir, port, cpu, mode = Path(argv[0]), int(argv[1]), int(argv[2]), argv[3]
+    mode, h11, _ = mode.partition("+h11")
     if mode not in MODES:
         raise SystemExit(f"mode must be one of {MODES}")
     with contextlib.suppress(AttributeError, OSError):
@@ -86,7 +90,7 @@ def main(argv: list[str]) -> int:
         deployment = open_deployment(settings, risk=AllowAll() if mode == "allow-all" else None)
         app = create_app(deployment)
     try:
-        serve(app, settings)
+        serve(app, settings, http="h11" if h11 else "auto")
     finally:
         if deployment is not None:
             deployment.close()

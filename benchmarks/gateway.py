@@ -7,6 +7,7 @@ and :meth:`Guard.reveal_async` from asyncio tasks (what the HTTP read routes cal
 vault read made by the same number of tasks.
 
 Over HTTP: one uvicorn worker in a subprocess pinned to one CPU (``benchmarks._gateway_server``),
+served as ``courierguard serve`` serves it (httptools parser; once more on h11 for comparison),
 the load generator (asyncio streams, keep-alive) pinned to the other. The guarded routes of the
 product app against an unguarded app of this benchmark only, serving the same records in the same
 JSON shape, written the way the product's read routes are (coroutines reading SQLite on the event
@@ -491,6 +492,12 @@ def _over_http(report: Report, data_dir: Path, work: Work) -> None:
             )
             results["plain"], _ = _measure_http(data_dir, cpus, "plain", work, ["reveal", "view"], tokens)
             results["plain-sync"], _ = _measure_http(data_dir, cpus, "plain-sync", work, ["reveal"], tokens)
+            # Both apps again on uvicorn's pure-Python h11 parser: how much of the ratio is the parser.
+            _reactivate(company, couriers)
+            results["allow-all+h11"], _ = _measure_http(
+                data_dir, cpus, "allow-all+h11", work, ["reveal"], None
+            )
+            results["plain+h11"], _ = _measure_http(data_dir, cpus, "plain+h11", work, ["reveal"], tokens)
             rounds.append(results)
     finally:
         _reactivate(company, couriers)
@@ -529,6 +536,15 @@ def _over_http(report: Report, data_dir: Path, work: Work) -> None:
     report.add(
         SECTION, f"HTTP guarded reveal of one field, risk hook AllowAll ({_status_note(st)})", value, "req/s",
         baseline_name=f"unguarded app with a plain def route on FastAPI's thread pool, {where}; {_status_note(base_st)}",
+        baseline_value=base,
+    )  # fmt: skip
+    value, st = median("allow-all+h11", "reveal")
+    base, base_st = median("plain+h11", "reveal")
+    report.add(
+        SECTION, f"HTTP guarded reveal of one field, risk hook AllowAll, both apps on uvicorn's pure-Python h11 "
+        f"parser instead of httptools ({_status_note(st)}; {spread('allow-all+h11', 'reveal', 'plain+h11')})",
+        value, "req/s",
+        baseline_name=f"unguarded app, same route and record, h11 parser, {where}; {_status_note(base_st)}",
         baseline_value=base,
     )  # fmt: skip
 

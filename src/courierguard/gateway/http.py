@@ -12,7 +12,6 @@ import time
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-import structlog
 from fastapi import Depends, FastAPI, Path, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
@@ -37,9 +36,8 @@ from courierguard.gateway import problems
 from courierguard.gateway.identity import WaybillRead
 from courierguard.gateway.service import Approval, Caller, last_receipt
 from courierguard.gateway.wiring import Deployment
+from courierguard.logging import log_request
 from courierguard.vault import MaskedParty, MaskedWaybill
-
-log = structlog.get_logger("courierguard.http")
 
 NUMBER = r"^[A-Z]{2}\d{13}$"
 ID = r"^[A-Za-z0-9_.:\-]{1,64}$"
@@ -774,9 +772,7 @@ class _Observe:
                 self._counted[path, status] = children
             children[0].inc()
             children[1].observe(elapsed)
-            log.info(
-                "request", method=scope["method"], route=path, status=status, ms=round(elapsed * 1000, 2)
-            )
+            log_request(scope["method"], path, status, round(elapsed * 1000, 2))
 
 
 _PUBLIC_ROUTES = {"/healthz", "/metrics", "/v1/dev/token", "/v1/audit/witness"}

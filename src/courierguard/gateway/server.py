@@ -16,6 +16,7 @@ per-transaction objects for every commit), the same tuning measured about 20%.
 from __future__ import annotations
 
 import gc
+from typing import Literal
 
 from fastapi import FastAPI
 
@@ -23,6 +24,11 @@ from courierguard.config import Settings
 
 # (young, middle, old) thresholds; CPython's defaults are (700, 10, 10).
 SERVING_GC_THRESHOLDS = (20_000, 50, 100)
+
+HttpParser = Literal["auto", "httptools", "h11"]
+"""uvicorn's HTTP/1.1 parser. ``auto`` is httptools (C, a dependency of Courier Guard) when it
+imports, else h11 (pure Python). Measured on one core under the gateway benchmark: httptools
+serves about 30% more guarded reveals per second than h11, and about 55% more unguarded ones."""
 
 
 def tune_gc_for_serving() -> None:
@@ -32,7 +38,7 @@ def tune_gc_for_serving() -> None:
     gc.set_threshold(*SERVING_GC_THRESHOLDS)
 
 
-def serve(app: FastAPI, settings: Settings) -> None:
+def serve(app: FastAPI, settings: Settings, *, http: HttpParser = "auto") -> None:
     """Serve ``app`` on ``settings.host:port`` until interrupted (one worker, this process)."""
     import uvicorn
 
@@ -41,6 +47,7 @@ def serve(app: FastAPI, settings: Settings) -> None:
         app,
         host=settings.host,
         port=settings.port,
+        http=http,
         log_level="warning",
         access_log=False,
         proxy_headers=bool(settings.trusted_proxies),

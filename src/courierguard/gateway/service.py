@@ -59,6 +59,7 @@ from courierguard.events import (
     RiskDecision,
     Role,
     WaybillStatus,
+    new_event_id,
 )
 from courierguard.gateway.identity import (
     ActiveCaller,
@@ -941,7 +942,7 @@ class Guard:
         location = caller.location
         return AccessEvent.model_validate(
             {
-                "id": "ev_" + secrets.token_hex(10),
+                "id": new_event_id(),
                 "ts": self.clock.now(),
                 "tenant": self.settings.tenant,
                 "actor": {

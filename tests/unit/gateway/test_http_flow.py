@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import io
+import json
 import logging
+import sys
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
+import structlog
 
+from courierguard import logging as cg_logging
 from courierguard.audit import verify
 from courierguard.errors import AuditUnavailable
 from courierguard.events import AccessEvent, RiskAction
+from courierguard.logging import configure_logging
 
 from .conftest import RECIPIENT_NAME, RECIPIENT_PHONE, SENDER_NAME, SENDER_PHONE, World
 
@@ -361,23 +368,44 @@ def test_audit_trail_of_a_session_verifies_and_proves(world: World) -> None:
     assert report.ok, report.summary()
 
 
+@pytest.fixture
+def json_logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.BytesIO]:
+    """What `courierguard serve` writes to stderr, at its most verbose, from before the app exists."""
+    stderr = io.BytesIO()
+    # Held here: pytest swaps sys.stderr between phases, and a dropped wrapper closes its buffer.
+    text = io.TextIOWrapper(stderr, encoding="utf-8", write_through=True)
+    monkeypatch.setattr(sys, "stderr", text)
+    monkeypatch.setattr(cg_logging._request_sink, "stream", None)  # restored afterwards
+    configure_logging("debug")
+    try:
+        yield stderr
+    finally:
+        structlog.reset_defaults()
+
+
 def test_no_personal_data_in_logs(
-    world: World, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+    json_logs: io.BytesIO, world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     world.step(W1, "out_for_delivery", assignee="C1")
     c1, k1 = world.login("C1"), world.login("K1")
-    assert (
-        reveal(world, c1, fields=["recipient.phone", "recipient.name", "recipient.address"]).status_code
-        == 200
-    )
-    world.client.post("/v1/waybills/search", json={"phone": SENDER_PHONE}, headers=k1)
+    served = reveal(world, c1, fields=["recipient.phone", "recipient.name", "recipient.address"])
+    assert served.status_code == 200 and served.json()["fields"]["recipient.phone"].endswith(RECIPIENT_PHONE)
+    found = world.client.post("/v1/waybills/search", json={"phone": SENDER_PHONE}, headers=k1)
+    assert found.status_code == 200 and found.json()["items"]
     world.client.post("/v1/waybills/search", json={"name": SENDER_NAME}, headers=k1)
-    reveal(world, k1)
-    world.client.get("/metrics")
-    captured = capsys.readouterr()
-    text = caplog.text + captured.out + captured.err + world.client.get("/metrics").text
-    assert "request" in caplog.text or "request" in captured.err or "courierguard_http_requests" in text
+    assert reveal(world, k1).status_code == 403
+    world.client.get(f"/v1/waybills/search?phone={SENDER_PHONE}", headers=k1)  # a URL that holds PII
+    metrics = world.client.get("/metrics").text
+    stderr = json_logs.getvalue().decode()
+    lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    requests = [line for line in lines if line.get("event") == "request"]
+    assert len(requests) >= 8, stderr[-2000:]  # a line per request, each naming its route
+    assert {"/v1/waybills/{number}/reveal", "/v1/waybills/search"} <= {r["route"] for r in requests}
+    assert "courierguard_http_requests" in metrics
+    # The test client's own log (httpx) names the URLs it sent; everything else is the server's.
+    server_log = "\n".join(r.getMessage() for r in caplog.records if not r.name.startswith("httpx"))
+    text = server_log + stderr + metrics
     for secret in (SENDER_PHONE, RECIPIENT_PHONE, RECIPIENT_NAME, SENDER_NAME, "中关村", "科技园"):
         assert secret not in text
 
