@@ -23,12 +23,11 @@ def _dumps_text(value: Any, default: Callable[[Any], Any] | None = None, **kw: A
     return _dumps(value, default, **kw).decode()
 
 
-def _renderer_and_factory() -> tuple[structlog.processors.JSONRenderer, Any]:
+def _renderer_and_factory(buffer: BinaryIO | None) -> tuple[structlog.processors.JSONRenderer, Any]:
     """orjson's bytes straight to stderr's buffer: no decode and re-encode of every line.
 
     A stderr without a binary buffer (a test's capture, an embedding host) gets text lines.
     """
-    buffer = getattr(sys.stderr, "buffer", None)
     if buffer is not None:
         return structlog.processors.JSONRenderer(serializer=_dumps), structlog.BytesLoggerFactory(file=buffer)
     return structlog.processors.JSONRenderer(serializer=_dumps_text), structlog.PrintLoggerFactory(
@@ -76,8 +75,9 @@ def configure_logging(level: str = "info") -> None:
     numeric = getattr(logging, level.upper(), logging.INFO)
     logging.basicConfig(level=numeric, stream=sys.stderr, format="%(message)s")
     logging.getLogger("alembic").setLevel(max(numeric, logging.WARNING))
-    renderer, factory = _renderer_and_factory()
-    _request_sink.stream = getattr(sys.stderr, "buffer", None)
+    buffer = getattr(sys.stderr, "buffer", None)
+    renderer, factory = _renderer_and_factory(buffer)
+    _request_sink.stream = buffer
     _request_sink.enabled = numeric <= logging.INFO
     structlog.configure(
         processors=[
