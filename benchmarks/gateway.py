@@ -391,8 +391,13 @@ def _requests(port: int, work: Work, tokens: dict[str, str], kind: str) -> list[
     return out
 
 
-async def _load(port: int, requests: Sequence[bytes]) -> tuple[float, collections.Counter[int]]:
-    """Keep-alive HTTP/1.1 load on ``CONCURRENCY`` connections; (2xx/s, statuses) in the window."""
+async def _load(
+    port: int, requests: Sequence[bytes], *, window: Callable[[], object] | None = None
+) -> tuple[float, collections.Counter[int]]:
+    """Keep-alive HTTP/1.1 load on ``CONCURRENCY`` connections; (2xx/s, statuses) in the window.
+
+    ``window``, if given, is called as the measured window opens and again as it closes.
+    """
     phase = [0]
     statuses: collections.Counter[int] = collections.Counter()
 
@@ -427,11 +432,15 @@ async def _load(port: int, requests: Sequence[bytes]) -> tuple[float, collection
 
     tasks = [asyncio.create_task(worker(i)) for i in range(CONCURRENCY)]
     await asyncio.sleep(HTTP_WARMUP)
+    if window is not None:
+        window()
     phase[0] = 1
     start = time.perf_counter()
     await asyncio.sleep(HTTP_SECONDS)
     phase[0] = 2
     elapsed = time.perf_counter() - start
+    if window is not None:
+        window()
     await asyncio.gather(*tasks)
     ok = sum(v for k, v in statuses.items() if 200 <= k < 300)
     return ok / elapsed, statuses
@@ -549,20 +558,29 @@ def _over_http(report: Report, data_dir: Path, work: Work) -> None:
     )  # fmt: skip
 
 
+def seeded(data_dir: Path) -> tuple[Deployment, Work]:
+    """The benchmark's company in ``data_dir`` (open; the caller closes it) and its deliveries."""
+    dep = open_deployment(Settings(data_dir=data_dir, tenant="bench"))
+    try:
+        company = seed_company(
+            dep.guard.company, dep.core.vault, now=dep.guard.clock.now(), employees=60,
+            waybills_per_outlet=80, seed=7,
+        )  # fmt: skip
+    except BaseException:
+        dep.close()
+        raise
+    work = _interleave(company.deliveries)
+    print(f"  seeded {len(company.waybills)} waybills; {len(work)} out for delivery to "
+          f"{len(company.deliveries)} couriers")  # fmt: skip
+    return dep, work
+
+
 def run(report: Report) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="cg-bench-gateway-"))
     pinned = os.sched_getaffinity(0)
     try:
-        settings = Settings(data_dir=tmp, tenant="bench")
-        dep = open_deployment(settings)
+        dep, work = seeded(tmp)
         try:
-            seeded = seed_company(
-                dep.guard.company, dep.core.vault, now=dep.guard.clock.now(), employees=60,
-                waybills_per_outlet=80, seed=7,
-            )  # fmt: skip
-            work = _interleave(seeded.deliveries)
-            print(f"  seeded {len(seeded.waybills)} waybills; {len(work)} out for delivery to "
-                  f"{len(seeded.deliveries)} couriers")  # fmt: skip
             _in_process(report, dep, work)
         finally:
             dep.close()
