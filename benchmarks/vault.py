@@ -179,7 +179,7 @@ def _measure(report: Report, tmp: Path) -> None:
         target="≥ 50,000/s", met=reveal >= 50_000,
     )  # fmt: skip
     report.add(
-        SECTION, "reveal of single fields, Vault.reveal opening its own pooled connection", rate(reveal_own_connection),
+        SECTION, "reveal of single fields, Vault.reveal (the thread's held connection)", rate(reveal_own_connection),
         "fields/s", baseline_name="reveal on the caller's connection", baseline_value=reveal,
     )  # fmt: skip
     held.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import sys
 from collections.abc import Callable
@@ -35,12 +37,41 @@ def _renderer_and_factory(buffer: BinaryIO | None) -> tuple[structlog.processors
     )
 
 
+FLUSH_AFTER = 0.05
+"""Longest a request line waits in stderr's buffer while an event loop runs (seconds)."""
+
+
 @dataclass(slots=True)
 class _RequestSink:
-    """Where :func:`log_request` writes: set by :func:`configure_logging` when stderr is binary."""
+    """Where :func:`log_request` writes: set by :func:`configure_logging` when stderr is binary.
+
+    On an event loop, lines are flushed together at most :data:`FLUSH_AFTER` after the first of
+    them: a flush per line was a system call per request. Every other writer to stderr (structlog,
+    the ``logging`` module) goes through the same buffer, so lines keep their order.
+    """
 
     stream: BinaryIO | None = None
     enabled: bool = True
+    _due_on: asyncio.AbstractEventLoop | None = None
+
+    def flush_soon(self) -> None:
+        due_on = self._due_on
+        if due_on is not None and not due_on.is_closed():
+            return  # a flush is already due on a live loop
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop in this thread: nothing would flush later
+            self.flush()
+            return
+        self._due_on = loop
+        loop.call_later(FLUSH_AFTER, self.flush)
+
+    def flush(self) -> None:
+        self._due_on = None
+        stream = self.stream
+        if stream is not None:
+            with contextlib.suppress(OSError, ValueError):  # stderr gone: nowhere to report it
+                stream.flush()
 
 
 _request_sink = _RequestSink()
@@ -66,9 +97,8 @@ def log_request(method: str, route: str, status: int, ms: float) -> None:
         "method": method, "route": route, "status": status, "ms": ms, "event": "request", "level": "info",
         "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
     }  # fmt: skip
-    stream = sink.stream
-    stream.write(orjson.dumps(line) + b"\n")
-    stream.flush()
+    sink.stream.write(orjson.dumps(line) + b"\n")
+    sink.flush_soon()
 
 
 def configure_logging(level: str = "info") -> None:
@@ -77,6 +107,7 @@ def configure_logging(level: str = "info") -> None:
     logging.getLogger("alembic").setLevel(max(numeric, logging.WARNING))
     buffer = getattr(sys.stderr, "buffer", None)
     renderer, factory = _renderer_and_factory(buffer)
+    _request_sink.flush()  # lines still buffered for the stream being replaced
     _request_sink.stream = buffer
     _request_sink.enabled = numeric <= logging.INFO
     structlog.configure(

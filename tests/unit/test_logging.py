@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import sys
@@ -66,3 +67,39 @@ def test_before_configuration_structlog_writes_it(capsys: pytest.CaptureFixture[
     cg_logging._request_sink.stream = None
     log_request("GET", "/healthz", 200, 0.1)
     assert "request" in capsys.readouterr().out  # structlog's default: its console renderer
+
+
+def test_on_an_event_loop_lines_are_flushed_together_soon_after() -> None:
+    raw = io.BytesIO()
+    buffered = io.BufferedWriter(raw, buffer_size=1 << 16)  # type: ignore[arg-type]
+
+    async def serve_three() -> tuple[bytes, bytes]:
+        for status in (200, 403, 200):
+            log_request("POST", "/v1/waybills/{number}/reveal", status, 0.5)
+        held = raw.getvalue()
+        await asyncio.sleep(cg_logging.FLUSH_AFTER * 3)
+        return held, raw.getvalue()
+
+    cg_logging._request_sink.stream, cg_logging._request_sink.enabled = buffered, True
+    try:
+        held, flushed = asyncio.run(serve_three())
+        assert held == b""  # no system call per request
+        assert [json.loads(line)["status"] for line in flushed.splitlines()] == [200, 403, 200]
+        # Without a running loop nothing would flush later: the line goes out at once.
+        log_request("GET", "/healthz", 200, 0.1)
+        assert json.loads(raw.getvalue().splitlines()[-1])["route"] == "/healthz"
+        # A loop that closed with a flush due: its line waits in the buffer (the interpreter
+        # flushes stderr at exit), and the next loop's flush takes it out with its own lines.
+        dying = asyncio.new_event_loop()
+        dying.run_until_complete(_log_once())
+        dying.close()
+        before = raw.getvalue().count(b"\n")
+        asyncio.run(serve_three())
+        assert raw.getvalue().count(b"\n") == before + 4
+    finally:
+        cg_logging._request_sink.stream = None
+        cg_logging._request_sink.flush()
+
+
+async def _log_once() -> None:
+    log_request("GET", "/healthz", 200, 0.1)

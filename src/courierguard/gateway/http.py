@@ -376,8 +376,10 @@ def create_app(deployment: Deployment) -> FastAPI:
         authorization: str | None,
         device: tuple[str | None, tuple[float, float] | None, str | None, str | None],
         waybill: str | None = None,
+        sealed: bool = False,
     ) -> tuple[Caller, WaybillRead | None]:
-        """The caller; for an employee asking about ``waybill``, also its facts, read with the session."""
+        """The caller; for an employee asking about ``waybill``, also its facts, read with the session
+        (and with ``sealed``, its encrypted parties: a reveal's)."""
         if not authorization:
             raise Unauthenticated("send Authorization: Bearer <token> or Authorization: ApiKey <key>")
         scheme, _, credential = authorization.partition(" ")
@@ -401,13 +403,17 @@ def create_app(deployment: Deployment) -> FastAPI:
             return who, None
         return guard.employee_caller_for(
             claims.employee_id, claims.session_id, waybill, device_id=device_id, ip=ip, user_agent=ua,
-            location=location,
+            location=location, sealed=sealed,
         )  # fmt: skip
 
-    async def caller_about(request: Request, number: str | None) -> tuple[Caller, WaybillRead | None]:
+    async def caller_about(
+        request: Request, number: str | None, *, sealed: bool = False
+    ) -> tuple[Caller, WaybillRead | None]:
         # A token check (cached) and one indexed lookup: on the loop for SQLite, where that costs less
         # than the thread hop of a sync dependency; in a worker thread for a networked database.
-        return await guard.offload(identify, _identity_headers(request)[0], device_headers(request), number)
+        return await guard.offload(
+            identify, _identity_headers(request)[0], device_headers(request), number, sealed
+        )
 
     async def caller(request: Request) -> Caller:
         return (await caller_about(request, None))[0]
@@ -431,7 +437,7 @@ def create_app(deployment: Deployment) -> FastAPI:
 
         ``X-Audit-Entry`` and ``X-Audit-Event`` name the durable audit record of this reveal.
         """
-        who, read = await caller_about(request, number)
+        who, read = await caller_about(request, number, sealed=True)
         clear = await guard.reveal_async(
             who, number, body.fields, body.purpose, approval_id=body.approval, read=read
         )

@@ -29,6 +29,7 @@ from courierguard.db.tables import api_keys, devices, sessions
 from courierguard.errors import Unauthenticated
 from courierguard.timeutil import utc, utc_or_none
 from courierguard.vault import Vault
+from courierguard.vault.service import SEALED_COLUMNS
 
 DEV_ALGORITHM = "HS256"
 IDP_ALGORITHMS = ["RS256", "ES256", "EdDSA"]
@@ -64,10 +65,15 @@ class ActiveCaller:
 @dataclass(frozen=True, slots=True)
 class WaybillRead:
     """One waybill's facts rows (``company.store.FACTS_COLUMNS``), read in the statement that read
-    the caller's session: one snapshot, one statement for both on a request about that waybill."""
+    the caller's session: one snapshot, one statement for both on a request about that waybill.
+
+    For a reveal, also its sealed parties rows (``vault.service.SEALED_COLUMNS``), for
+    ``Vault.open_sealed`` once the access is decided and recorded; None when not read.
+    """
 
     number: str
     rows: list[Any]
+    sealed: list[Any] | None = None
 
 
 _CALLER_SQL = (
@@ -75,13 +81,22 @@ _CALLER_SQL = (
     "JOIN employees e ON e.tenant = s.tenant AND e.id = s.employee WHERE s.id = ? AND s.tenant = ?"
 )
 _CALLER_COLUMNS = 6
+_FACTS_END = _CALLER_COLUMNS + len(FACTS_COLUMNS.split(","))
 # Built from constants only; values are always bound.
-_CALLER_WITH_WAYBILL_SQL = (
-    "SELECT s.employee, s.revoked_at, s.revoked_reason, e.role, e.org_unit, e.status, "  # noqa: S608
-    f"{FACTS_COLUMNS} FROM sessions s JOIN employees e ON e.tenant = s.tenant AND e.id = s.employee "
+_WAYBILL_FROM = (
+    "FROM sessions s JOIN employees e ON e.tenant = s.tenant AND e.id = s.employee "
     "LEFT JOIN waybills w ON w.tenant = s.tenant AND w.number = ? "
     "LEFT JOIN cases c ON c.tenant = w.tenant AND c.waybill = w.number "
-    "WHERE s.id = ? AND s.tenant = ?"
+)
+_CALLER_WITH_WAYBILL_SQL = (
+    "SELECT s.employee, s.revoked_at, s.revoked_reason, e.role, e.org_unit, e.status, "
+    f"{FACTS_COLUMNS} {_WAYBILL_FROM}WHERE s.id = ? AND s.tenant = ?"
+)
+# The same and the waybill's sealed parties: a row per (case, party); nothing is decrypted here.
+_CALLER_WITH_SEALED_SQL = (
+    "SELECT s.employee, s.revoked_at, s.revoked_reason, e.role, e.org_unit, e.status, "
+    f"{FACTS_COLUMNS}, {SEALED_COLUMNS} {_WAYBILL_FROM}"
+    "LEFT JOIN parties p ON p.tenant = w.tenant AND p.waybill = w.number WHERE s.id = ? AND s.tenant = ?"
 )
 
 
@@ -214,6 +229,7 @@ class SessionStore:
         self.tenant = tenant
         self._caller_query = DriverQuery(engine, _CALLER_SQL)
         self._caller_with_waybill_query = DriverQuery(engine, _CALLER_WITH_WAYBILL_SQL)
+        self._caller_with_sealed_query = DriverQuery(engine, _CALLER_WITH_SEALED_SQL)
 
     def open(self, session_id: str, employee: str, device_id: str, auth: str, now: datetime) -> SessionRecord:
         with self.engine.begin() as conn:
@@ -260,12 +276,23 @@ class SessionStore:
             raise Unauthenticated("unknown session; sign in first")
         return _active(session_id, rows[0])
 
-    def caller_with_waybill(self, session_id: str, number: str) -> tuple[ActiveCaller, WaybillRead]:
-        """:meth:`caller`, and the facts rows of waybill ``number`` from the same statement."""
-        rows = self._caller_with_waybill_query.fetch(self.engine, (number, session_id, self.tenant))
+    def caller_with_waybill(
+        self, session_id: str, number: str, *, sealed: bool = False
+    ) -> tuple[ActiveCaller, WaybillRead]:
+        """:meth:`caller`, and the facts rows of waybill ``number`` from the same statement; with
+        ``sealed``, its sealed parties rows too (a reveal's, which then needs no statement of its own)."""
+        if not sealed:
+            rows = self._caller_with_waybill_query.fetch(self.engine, (number, session_id, self.tenant))
+            if not rows:
+                raise Unauthenticated("unknown session; sign in first")
+            return _active(session_id, rows[0]), WaybillRead(number, [row[_CALLER_COLUMNS:] for row in rows])
+        rows = self._caller_with_sealed_query.fetch(self.engine, (number, session_id, self.tenant))
         if not rows:
             raise Unauthenticated("unknown session; sign in first")
-        return _active(session_id, rows[0]), WaybillRead(number, [row[_CALLER_COLUMNS:] for row in rows])
+        # The join repeats each case row once per party and each party row once per case.
+        facts = list(dict.fromkeys(tuple(row[_CALLER_COLUMNS:_FACTS_END]) for row in rows))
+        parties = {row[_FACTS_END]: row[_FACTS_END:] for row in rows if row[_FACTS_END] is not None}
+        return _active(session_id, rows[0]), WaybillRead(number, facts, list(parties.values()))
 
     def mark_stepped_up(self, session_id: str, now: datetime) -> None:
         with self.engine.begin() as conn:

@@ -193,10 +193,13 @@ class Guard:
         ip: str | None = None,
         user_agent: str | None = None,
         location: tuple[float, float] | None = None,
+        sealed: bool = False,
     ) -> tuple[Caller, WaybillRead]:
         """:meth:`employee_caller` for a request about waybill ``number``: its facts are read in the
-        same statement as the session; hand them to :meth:`reveal_async` or :meth:`view_async`."""
-        active, read = self.sessions.caller_with_waybill(session_id, number)
+        same statement as the session; hand them to :meth:`reveal_async` or :meth:`view_async`.
+        ``sealed``: read its encrypted parties too, for a reveal (decrypted only if it is allowed,
+        after its record is durable)."""
+        active, read = self.sessions.caller_with_waybill(session_id, number, sealed=sealed)
         return self._active_caller(active, employee_id, session_id, device_id, ip, user_agent, location), read
 
     def _active_caller(
@@ -376,10 +379,13 @@ class Guard:
             approved_by = approval.decided_by
         facts = self._facts(number, read)
 
+        sealed = read.sealed if read is not None and read.number == number else None
+
         def serve() -> dict[PiiField, str]:
             try:
-                with self.vault.engine.connect() as conn:
-                    return self.vault.reveal_in(conn, number, fields)
+                if sealed is not None:
+                    return self.vault.open_sealed(number, fields, sealed)
+                return self.vault.reveal(number, fields)
             except VaultError as exc:
                 # The caller sees "record unavailable"; why (shredded, unreadable) goes on the record.
                 receipt = last_receipt.get()

@@ -43,9 +43,10 @@ SECRETS_MONTH = "secrets"
 """Pseudo-month of the data key that encrypts operational secrets (TOTP seeds); never shredded."""
 
 PARTY_ROLES = ("sender", "recipient")
-_REVEAL_SQL = (
-    "SELECT role, key_month, name_ct, phone_ct, address_ct FROM parties WHERE tenant = ? AND waybill = ?"
-)
+SEALED_COLUMNS = "p.role, p.key_month, p.name_ct, p.phone_ct, p.address_ct"
+"""The columns of ``parties p`` that :meth:`Vault.open_sealed` decrypts from, in this order; for a
+statement of another module that reads a waybill's sealed parties along with what it needs."""
+_REVEAL_SQL = f"SELECT {SEALED_COLUMNS} FROM parties p WHERE p.tenant = ? AND p.waybill = ?"  # noqa: S608
 _CT_INDEX = {"name": 2, "phone": 3, "address": 4}
 
 
@@ -361,13 +362,34 @@ class Vault:
     # --- reveal -------------------------------------------------------------------------------------
 
     def reveal(self, number: str, fields: Sequence[PiiField]) -> dict[PiiField, str]:
-        """Clear text of ``fields`` of one waybill. The caller has already decided this is allowed."""
-        with self.engine.connect() as conn:
-            return self.reveal_in(conn, number, fields)
+        """Clear text of ``fields`` of one waybill. The caller has already decided this is allowed.
+
+        One driver-level statement on the thread's held SQLite connection (a pooled one for
+        PostgreSQL; see :mod:`courierguard.db.fast`): checking a SQLAlchemy connection out of the
+        pool and back in cost a served reveal more than the statement and the decryption together.
+        """
+        return self._open(self._reveal_query.fetch(self.engine, (self.tenant, number)), number, fields, None)
+
+    def open_sealed(
+        self, number: str, fields: Sequence[PiiField], rows: Sequence[Sequence[Any]]
+    ) -> dict[PiiField, str]:
+        """:meth:`reveal` from the waybill's parties rows (:data:`SEALED_COLUMNS`) read by the caller.
+
+        For a caller that reads them in a statement it runs anyway (the gateway, with the session
+        and the waybill's facts). Rows of another waybill or field do not open: the associated data
+        of every ciphertext names its tenant, waybill and field.
+        """
+        return self._open(rows, number, fields, None)
 
     def reveal_in(self, conn: Connection, number: str, fields: Sequence[PiiField]) -> dict[PiiField, str]:
-        # Hot path (every reveal of the gateway): a driver-level statement, see courierguard.db.fast.
-        rows = {row[0]: row for row in self._reveal_query.all(conn, (self.tenant, number))}
+        """:meth:`reveal` on the caller's connection (inside its transaction: an export's snapshot)."""
+        return self._open(self._reveal_query.all(conn, (self.tenant, number)), number, fields, conn)
+
+    def _open(
+        self, found: Sequence[Any], number: str, fields: Sequence[PiiField], conn: Connection | None
+    ) -> dict[PiiField, str]:
+        """Decrypt ``fields`` from the parties rows of ``_REVEAL_SQL``."""
+        rows = {row[0]: row for row in found}
         if not rows:
             raise NotFound(f"waybill {number} not found")
         out: dict[PiiField, str] = {}
@@ -378,13 +400,20 @@ class Vault:
             sealed = row[_CT_INDEX[field.attribute]]
             if sealed is None:
                 raise VaultError(VaultFailure.SHREDDED)
-            aead = self._data_keys.get(row[1]) or self._data_key(conn, row[1], create=False)
+            aead = self._data_keys.get(row[1]) or self._reading_key(conn, row[1])
             try:
                 clear = aead.open(bytes(sealed), _aad(self.tenant, number, field.value)).decode()
             except DecryptionFailed:
                 raise VaultError(VaultFailure.UNREADABLE) from None
             out[field] = _render(field, clear)
         return out
+
+    def _reading_key(self, conn: Connection | None, month: str) -> Aead:
+        """The data key of ``month`` for decrypting (never created), read on ``conn`` or its own."""
+        if conn is not None:
+            return self._data_key(conn, month, create=False)
+        with self.engine.connect() as own:
+            return self._data_key(own, month, create=False)
 
     # --- lookup -------------------------------------------------------------------------------------
 

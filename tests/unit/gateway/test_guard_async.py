@@ -112,7 +112,7 @@ def test_denied_async_reveal_is_recorded_and_reads_nothing(
 ) -> None:
     guard = world.deployment.guard
     world.step(W1, "out_for_delivery", assignee="C1")
-    reads = Calls(monkeypatch, guard.vault, "reveal_in")
+    reads = Calls(monkeypatch, guard.vault, "_open")
     with pytest.raises(AccessDenied) as denied:
         asyncio.run(guard.reveal_async(_caller("C2"), W1, PHONE, "delivery_contact"))
     assert denied.value.reason == "no_task"
@@ -141,7 +141,7 @@ def test_database_work_runs_where_inline_database_says(
     monkeypatch.setattr(guard, "inline_database", inline)
     decide = Calls(monkeypatch, guard, "_reveal")
     view = Calls(monkeypatch, guard, "_view")
-    reads = Calls(monkeypatch, guard.vault, "reveal_in")
+    reads = Calls(monkeypatch, guard.vault, "_open")
     masks = Calls(monkeypatch, guard.vault, "masked")
 
     async def main() -> tuple[int, dict[PiiField, str]]:
@@ -197,7 +197,7 @@ def test_async_reveal_fails_closed_when_the_commit_fails(
     audit = guard.audit
     assert isinstance(audit, SqlAuditLog)
     before = audit.size
-    reads = Calls(monkeypatch, guard.vault, "reveal_in")
+    reads = Calls(monkeypatch, guard.vault, "_open")
     masks = Calls(monkeypatch, guard.vault, "masked")
 
     def broken(batch: list[Any], *, force_head: bool = False) -> None:
@@ -215,12 +215,52 @@ def test_async_reveal_fails_closed_when_the_commit_fails(
     assert reads.count == 1
 
 
+def test_a_reveal_with_its_sealed_read_decrypts_only_after_the_record(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The HTTP reveal's path: ciphertext read with the session, opened once the record is durable,
+    and no statement of the vault's own."""
+    guard = world.deployment.guard
+    world.step(W1, "out_for_delivery", assignee="C1")
+    headers = world.login("C1")
+    session = world.deployment.tokens.verify(headers["Authorization"].split(" ", 1)[1]).session_id
+    audit = guard.audit
+    assert isinstance(audit, SqlAuditLog)
+    opened = Calls(monkeypatch, guard.vault, "_open")
+    own_reads = Calls(monkeypatch, guard.vault, "reveal")
+
+    def read_for(employee: str, number: str) -> tuple[Caller, Any]:
+        return guard.employee_caller_for(employee, session, number, device_id="dev-1", sealed=True)
+
+    def broken(batch: list[Any], *, force_head: bool = False) -> None:
+        raise RuntimeError("disk full")
+
+    caller, read = read_for("C1", W1)
+    monkeypatch.setattr(audit, "_write", broken)
+    with pytest.raises(AuditUnavailable):
+        asyncio.run(guard.reveal_async(caller, W1, PHONE, "delivery_contact", read=read))
+    assert opened.count == 0
+    monkeypatch.setattr(audit, "_write", type(audit)._write.__get__(audit))
+    clear = asyncio.run(guard.reveal_async(caller, W1, PHONE, "delivery_contact", read=read))
+    assert clear == {PiiField.RECIPIENT_PHONE: "+86" + RECIPIENT_PHONE}
+    assert opened.count == 1 and own_reads.count == 0
+    # Not this courier's delivery: recorded, refused, nothing opened.
+    caller, read = read_for("C1", W2)
+    with pytest.raises(AccessDenied):
+        asyncio.run(guard.reveal_async(caller, W2, PHONE, "delivery_contact", read=read))
+    assert opened.count == 1
+    # A read made for another waybill is not used for this one: the vault reads it itself.
+    caller, other = read_for("C1", W2)
+    assert asyncio.run(guard.reveal_async(caller, W1, PHONE, "delivery_contact", read=other)) == clear
+    assert own_reads.count == 1
+
+
 def test_async_reveal_turns_any_append_error_into_audit_unavailable(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     guard = world.deployment.guard
     world.step(W1, "out_for_delivery", assignee="C1")
-    reads = Calls(monkeypatch, guard.vault, "reveal_in")
+    reads = Calls(monkeypatch, guard.vault, "_open")
 
     async def broken(event: AccessEvent) -> int:
         raise OSError("connection reset")
@@ -250,7 +290,7 @@ def test_risk_refusals_are_recorded_before_raising(
 ) -> None:
     guard = world.deployment.guard
     world.step(W1, "out_for_delivery", assignee="C1")
-    reads = Calls(monkeypatch, guard.vault, "reveal_in")
+    reads = Calls(monkeypatch, guard.vault, "_open")
     world.risk.script["C1"] = action
     with pytest.raises(error):
         asyncio.run(guard.reveal_async(_caller("C1"), W1, PHONE, "delivery_contact"))
@@ -268,7 +308,7 @@ def test_risk_lock_on_async_reveal_suspends_the_account(
     guard = world.deployment.guard
     guard.inline_database = inline
     world.step(W1, "out_for_delivery", assignee="C1")
-    reads = Calls(monkeypatch, guard.vault, "reveal_in")
+    reads = Calls(monkeypatch, guard.vault, "_open")
     locked: list[str] = []
     guard.on_lock.append(locked.append)
     world.risk.script["C1"] = RiskAction.LOCK

@@ -1,5 +1,5 @@
-"""The reads on a request about one waybill: session and task facts in one statement, the same
-answers as reading each alone (SQLite and PostgreSQL)."""
+"""The reads on a request about one waybill: session and task facts in one statement (for a reveal,
+with the sealed parties too), the same answers as reading each alone (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import pytest
 from courierguard.company.store import facts_from_rows
 from courierguard.domain import EmployeeStatus
 from courierguard.errors import AccessDenied, NotFound, Unauthenticated
+from courierguard.events import PiiField
+from courierguard.vault.service import VaultError, VaultFailure
 
 from .conftest import World
 
@@ -48,19 +50,63 @@ def test_facts_read_with_the_session_are_the_facts_read_alone(world: World) -> N
     assert guard._facts(W1, other) == guard.company.facts(W1)
 
 
-def test_the_combined_read_refuses_what_the_session_read_refuses(world: World) -> None:
+def test_a_reveals_read_gives_the_same_facts_and_the_sealed_parties(world: World) -> None:
+    world.step(W1, "out_for_delivery", assignee="C1")
+    for case in ("T-1", "T-2"):  # two cases and two parties: the join gives four rows
+        r = world.client.post(
+            "/v1/cases", json={"id": case, "kind": "ticket", "waybill": W1, "owner": "S1"}, headers=world.svc
+        )
+        assert r.status_code == 201, r.text
+    guard = world.deployment.guard
+    vault = guard.vault
+    session = _session(world, world.login("C1"))
+    alone = guard.employee_caller("C1", session, device_id="dev-1")
+    every = list(PiiField)
+    for number in (W1, W2):
+        caller, read = guard.employee_caller_for("C1", session, number, device_id="dev-1", sealed=True)
+        plain_caller, plain = guard.employee_caller_for("C1", session, number, device_id="dev-1")
+        assert caller == plain_caller == alone
+        assert read.rows == [tuple(row) for row in plain.rows]  # one row per case, in the same order
+        assert guard._facts(number, read) == guard.company.facts(number)
+        assert read.sealed is not None and sorted(row[0] for row in read.sealed) == ["recipient", "sender"]
+        assert vault.open_sealed(number, every, read.sealed) == vault.reveal(number, every)
+    assert (
+        len(
+            guard._facts(
+                W1, guard.employee_caller_for("C1", session, W1, device_id="d", sealed=True)[1]
+            ).cases
+        )
+        == 2
+    )
+    # The sealed rows of one waybill do not open as another's: the ciphertexts are bound to theirs.
+    _, w2 = guard.employee_caller_for("C1", session, W2, device_id="dev-1", sealed=True)
+    assert w2.sealed is not None
+    with pytest.raises(VaultError) as unreadable:
+        vault.open_sealed(W1, [PiiField.RECIPIENT_PHONE], w2.sealed)
+    assert unreadable.value.failure is VaultFailure.UNREADABLE
+    # A waybill that is not there: no parties, "not found" from the facts and from the vault.
+    _, missing = guard.employee_caller_for("C1", session, MISSING, device_id="dev-1", sealed=True)
+    assert missing.sealed == []
+    with pytest.raises(NotFound):
+        facts_from_rows(MISSING, missing.rows)
+    with pytest.raises(NotFound):
+        vault.open_sealed(MISSING, [PiiField.RECIPIENT_PHONE], missing.sealed)
+
+
+@pytest.mark.parametrize("sealed", [False, True], ids=["view", "reveal"])
+def test_the_combined_read_refuses_what_the_session_read_refuses(world: World, sealed: bool) -> None:
     guard = world.deployment.guard
     with pytest.raises(Unauthenticated, match="unknown session"):
-        guard.employee_caller_for("C1", "s_nobody", W1, device_id="dev-1")
+        guard.employee_caller_for("C1", "s_nobody", W1, device_id="dev-1", sealed=sealed)
     session = _session(world, world.login("C1"))
     with pytest.raises(Unauthenticated, match="another account"):
-        guard.employee_caller_for("C2", session, W1, device_id="dev-1")
+        guard.employee_caller_for("C2", session, W1, device_id="dev-1", sealed=sealed)
     guard.company.set_employee_status("C1", EmployeeStatus.SUSPENDED, world.clock.now(), reason="test")
     with pytest.raises(AccessDenied):
-        guard.employee_caller_for("C1", session, W1, device_id="dev-1")
+        guard.employee_caller_for("C1", session, W1, device_id="dev-1", sealed=sealed)
     guard.sessions.revoke(session, world.clock.now(), "test")
     with pytest.raises(Unauthenticated, match="revoked"):
-        guard.employee_caller_for("C1", session, W1, device_id="dev-1")
+        guard.employee_caller_for("C1", session, W1, device_id="dev-1", sealed=sealed)
 
 
 def test_over_http_a_missing_waybill_is_404_and_a_revoked_session_401(world: World) -> None:
