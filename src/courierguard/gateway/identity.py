@@ -281,14 +281,12 @@ class SessionStore:
     ) -> tuple[ActiveCaller, WaybillRead]:
         """:meth:`caller`, and the facts rows of waybill ``number`` from the same statement; with
         ``sealed``, its sealed parties rows too (a reveal's, which then needs no statement of its own)."""
-        if not sealed:
-            rows = self._caller_with_waybill_query.fetch(self.engine, (number, session_id, self.tenant))
-            if not rows:
-                raise Unauthenticated("unknown session; sign in first")
-            return _active(session_id, rows[0]), WaybillRead(number, [row[_CALLER_COLUMNS:] for row in rows])
-        rows = self._caller_with_sealed_query.fetch(self.engine, (number, session_id, self.tenant))
+        query = self._caller_with_sealed_query if sealed else self._caller_with_waybill_query
+        rows = query.fetch(self.engine, (number, session_id, self.tenant))
         if not rows:
             raise Unauthenticated("unknown session; sign in first")
+        if not sealed:
+            return _active(session_id, rows[0]), WaybillRead(number, [row[_CALLER_COLUMNS:] for row in rows])
         # The join repeats each case row once per party and each party row once per case.
         facts = list(dict.fromkeys(tuple(row[_CALLER_COLUMNS:_FACTS_END]) for row in rows))
         parties = {row[_FACTS_END]: row[_FACTS_END:] for row in rows if row[_FACTS_END] is not None}
