@@ -43,12 +43,18 @@ NUMBER = r"^[A-Z]{2}\d{13}$"
 ID = r"^[A-Za-z0-9_.:\-]{1,64}$"
 TEXT = r"^[^\x00]*$"
 """Free text: anything but NUL, which PostgreSQL cannot store and no person types."""
+BLANK = "\\t\\n\\x0b\\x0c\\r\\x1c-\\x1f \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
+"""What Python's ``str.strip()`` removes (``str.isspace``), as a regex class body written with escapes
+that JSON Schema, Python and pydantic's Rust engine read alike (their ``\\s`` differ)."""
+STATED = rf"^[^\x00]*[^\x00{BLANK}][^\x00]*$"
+"""Free text that says something: :data:`TEXT` with a character that is not blank."""
 LOCATION = r"^-?(90(\.0+)?|[1-8]?\d(\.\d+)?),-?(180(\.0+)?|(1[0-7]\d|[1-9]?\d)(\.\d+)?)$"
 LOCATION_RE = re.compile(LOCATION)
 PATTERN_RULES = {
     NUMBER: "must be a waybill number: two capital letters and 13 digits",
     ID: "must be 1 to 64 letters, digits or the characters _ . : -",
     TEXT: "must not contain NUL characters",
+    STATED: "must say something (not only blanks) and not contain NUL characters",
     LOCATION: "must be 'lat,lon' in decimal degrees",
 }
 """Each input pattern's rule in words, for the problem JSON of a value that breaks it."""
@@ -110,7 +116,7 @@ class RevealIn(_In):
     fields: Annotated[
         list[PiiField], Field(min_length=1, max_length=6, json_schema_extra={"uniqueItems": True})
     ]
-    purpose: Annotated[str, Field(min_length=1, max_length=128, pattern=TEXT)]
+    purpose: Annotated[str, Field(min_length=1, max_length=128, pattern=STATED)]
     approval: Annotated[str | None, Field(max_length=32, pattern=TEXT)] = None
 
 
@@ -166,7 +172,7 @@ class CaseOut(BaseModel):
 
 class ApprovalIn(_In):
     kind: Literal["export", "reveal"]
-    justification: Annotated[str, Field(min_length=10, max_length=500, pattern=TEXT)]
+    justification: Annotated[str, Field(min_length=10, max_length=500, pattern=STATED)]
     fields: Annotated[list[PiiField], Field(min_length=1, max_length=6)]
     org_unit: Annotated[str | None, Field(pattern=ID)] = None
     status: WaybillStatus | None = None
