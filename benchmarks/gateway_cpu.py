@@ -33,15 +33,12 @@ _PLACEHOLDER_TOKEN = "x" * 300
 
 def _thread_cpu(pid: int) -> dict[int, float]:
     """CPU seconds (user + system) of each live thread of ``pid``."""
-    tick = os.sysconf("SC_CLK_TCK")
     seconds = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
-            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+            seconds[int(tid)] = gateway.stat_cpu(Path(f"/proc/{pid}/task/{tid}/stat"))
         except OSError:
             continue  # the thread ended meanwhile
-        fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
-        seconds[int(tid)] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
     return seconds
 
 
