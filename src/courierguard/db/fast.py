@@ -11,6 +11,7 @@ checking a connection out of SQLAlchemy's pool and back in cost more than the st
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import weakref
 from datetime import datetime
@@ -23,14 +24,24 @@ from sqlalchemy.pool import QueuePool
 from courierguard.timeutil import utc
 
 
+class _Held:
+    """A thread's held connection, kept in its thread-local storage."""
+
+    __slots__ = ("__weakref__", "driver")
+
+    def __init__(self, driver: Any) -> None:
+        self.driver = driver
+
+
 class HeldReaders:
     """One SQLite connection per thread, held open for single-statement reads of one engine.
 
     Why it is safe to hold them: Python's sqlite3 opens no transaction for a ``SELECT``, so each
     statement is a read transaction of its own that ends when its rows are fetched; the next one
     sees every commit made meanwhile (a revoked session is refused on the next request). The
-    connections come from the engine, so they get its pragmas; they are closed when the engine is
-    disposed.
+    connections come from the engine, so they get its pragmas; each is closed when its thread ends
+    (a thread pool replaces idle threads: every new one would otherwise leave a connection open)
+    and all of them when the engine is disposed.
     """
 
     def __init__(self, engine: Engine) -> None:
@@ -41,23 +52,35 @@ class HeldReaders:
         event.listen(engine, "engine_disposed", self._close_all)
 
     def fetch(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
-        driver = getattr(self._local, "driver", None)
-        if driver is None:
-            driver = self._connect()
-        rows: list[Any] = driver.execute(sql, params).fetchall()
+        held = getattr(self._local, "held", None)
+        if held is None:
+            held = self._connect()
+        rows: list[Any] = held.driver.execute(sql, params).fetchall()
         return rows
 
-    def _connect(self) -> Any:
+    def _connect(self) -> _Held:
         engine = self._engine()
         if engine is None:  # pragma: no cover - a query outliving its engine
             raise RuntimeError("engine is gone")
         pooled = engine.raw_connection()
         driver = pooled.driver_connection
-        pooled.detach()  # ours from now on: never handed back to the pool, closed with the engine
+        pooled.detach()  # ours from now on: never handed back to the pool
+        held = _Held(driver)
         with self._lock:
             self._open.append(driver)
-        self._local.driver = driver
-        return driver
+        # The thread's locals go when it ends, and with them the last reference to ``held``.
+        weakref.finalize(held, self._release, driver)
+        self._local.held = held
+        return held
+
+    def _release(self, driver: Any) -> None:
+        """Close the connection of a thread that ended (unless the engine's disposal closed it)."""
+        with self._lock:
+            if driver not in self._open:
+                return
+            self._open.remove(driver)
+        with contextlib.suppress(Exception):  # already broken: nothing left to release
+            driver.close()
 
     def _close_all(self, _engine: Engine) -> None:
         with self._lock:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 from pathlib import Path
 
@@ -37,7 +38,7 @@ def test_each_read_sees_every_commit_made_before_it(table: Engine) -> None:
 def test_a_read_leaves_no_transaction_open(table: Engine) -> None:
     DriverQuery(table, "SELECT v FROM t WHERE k = ?").fetch(table, ("a",))
     held = held_readers(table)
-    driver = held._local.driver
+    driver = held._local.held.driver
     assert driver.in_transaction is False
     # So a writer on another connection is never kept from checkpointing or committing.
     with table.begin() as conn:
@@ -50,18 +51,42 @@ def test_one_connection_per_thread_shared_by_the_engines_statements(table: Engin
     first.fetch(table, ())
     second.fetch(table, ())
     held = held_readers(table)
-    mine = held._local.driver
+    mine = held._local.held.driver
     assert len(held._open) == 1
     seen: list[object] = []
 
     def other() -> None:
         first.fetch(table, ())
-        seen.append(held._local.driver)
+        seen.append(held._local.held.driver)
 
     worker = threading.Thread(target=other)
     worker.start()
     worker.join()
-    assert len(held._open) == 2 and seen[0] is not mine
+    assert seen[0] is not mine
+    gc.collect()
+    # The ended thread's connection is closed and forgotten; this thread's stays.
+    assert held._open == [mine]
+    table.dispose()
+
+
+def test_a_thread_that_ends_closes_its_connection(table: Engine) -> None:
+    query = DriverQuery(table, "SELECT v FROM t WHERE k = ?")
+    held = held_readers(table)
+    drivers: list[object] = []
+
+    def one_request() -> None:
+        assert query.fetch(table, ("a",)) == [(1,)]
+        drivers.append(held._local.held.driver)
+
+    for _ in range(20):  # a thread pool replacing idle threads, over and over
+        worker = threading.Thread(target=one_request)
+        worker.start()
+        worker.join()
+    gc.collect()
+    assert len(drivers) == 20 and held._open == []
+    for driver in drivers:
+        with pytest.raises(Exception, match="closed"):
+            driver.execute("SELECT 1")  # type: ignore[attr-defined]
     table.dispose()
 
 
@@ -69,7 +94,7 @@ def test_disposing_the_engine_closes_them_and_reads_go_on(table: Engine) -> None
     query = DriverQuery(table, "SELECT v FROM t WHERE k = ?")
     query.fetch(table, ("a",))
     held = held_readers(table)
-    driver = held._local.driver
+    driver = held._local.held.driver
     table.dispose()
     assert held._open == []
     with pytest.raises(Exception, match="closed"):
