@@ -455,11 +455,13 @@ def _status_note(statuses: collections.Counter[int]) -> str:
 
 
 class Http(NamedTuple):
-    """One server's figures for one route: 2xx/s, the statuses seen, server CPU µs per 2xx."""
+    """One server's figures for one route: 2xx/s, the statuses seen, server CPU µs per 2xx (every
+    thread, and of that the event loop's thread)."""
 
     rate: float
     statuses: collections.Counter[int]
     cpu_us: float
+    loop_us: float
 
 
 def stat_cpu(stat: Path) -> float:
@@ -489,18 +491,21 @@ def _measure_http(
             tokens = _login(server.base, couriers)
         os.sched_setaffinity(0, {cpus[1]})
         pid = server.proc.pid
-        used: list[float] = []  # the server's CPU seconds as the measured window opens and closes
+        loop_stat = Path(f"/proc/{pid}/task/{pid}/stat")  # uvicorn's event loop runs on the main thread
+        # (process, event loop) CPU seconds as the measured window opens and as it closes.
+        used: list[tuple[float, float]] = []
         for kind in kinds:
             used.clear()
             rate, statuses = asyncio.run(
                 _load(
                     server.port,
                     _requests(server.port, work, tokens, kind),
-                    window=lambda: used.append(process_cpu(pid)),
+                    window=lambda: used.append((process_cpu(pid), stat_cpu(loop_stat))),
                 )
             )
             served = max(1, sum(n for status, n in statuses.items() if 200 <= status < 300))
-            out[kind] = Http(rate, statuses, (used[1] - used[0]) / served * 1e6)
+            (cpu_0, loop_0), (cpu_1, loop_1) = used
+            out[kind] = Http(rate, statuses, (cpu_1 - cpu_0) / served * 1e6, (loop_1 - loop_0) / served * 1e6)
     finally:
         server.close()
     return out, tokens

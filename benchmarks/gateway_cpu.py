@@ -16,7 +16,6 @@ against the last MODE do. Prints only; ``make bench`` writes BENCHMARKS.md. Linu
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import shutil
 import statistics
@@ -25,50 +24,22 @@ import tempfile
 from pathlib import Path
 
 from benchmarks import gateway
-from benchmarks.gateway import Server, Work
+from benchmarks.gateway import Work
 
 _PLACEHOLDER_TOKEN = "x" * 300
 """For a plain mode measured before any guarded one: the unguarded app never reads the token."""
-
-
-def _thread_cpu(pid: int) -> dict[int, float]:
-    """CPU seconds (user + system) of each live thread of ``pid``."""
-    seconds = {}
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            seconds[int(tid)] = gateway.stat_cpu(Path(f"/proc/{pid}/task/{tid}/stat"))
-        except OSError:
-            continue  # the thread ended meanwhile
-    return seconds
 
 
 def _measure(data: Path, cpus: tuple[int, int], mode: str, work: Work, tokens: dict[str, str]) -> tuple[
     float, float, float, dict[str, str]
 ]:  # fmt: skip
     """(2xx/s, loop µs per 2xx, other threads' µs per 2xx, tokens) of one server of ``mode``."""
-    couriers = sorted({c for c, _ in work})
     os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
-    server = Server(data, cpus[0], mode)
-    try:
-        if not mode.startswith("plain"):
-            tokens = gateway._login(server.base, couriers)
-        samples: list[dict[int, float]] = []
-        pid = server.proc.pid
-        os.sched_setaffinity(0, {cpus[1]})
-        rate, statuses = asyncio.run(
-            gateway._load(
-                server.port,
-                gateway._requests(server.port, work, tokens, "reveal"),
-                window=lambda: samples.append(_thread_cpu(pid)),
-            )
-        )
-    finally:
-        server.close()
-    before, after = samples
-    loop = after.get(pid, 0.0) - before.get(pid, 0.0)
-    others = sum(t - before.get(tid, 0.0) for tid, t in after.items() if tid != pid)
-    served = max(1, sum(v for k, v in statuses.items() if 200 <= k < 300))
-    return rate, loop / served * 1e6, others / served * 1e6, tokens
+    got, tokens = gateway._measure_http(
+        data, cpus, mode, work, ["reveal"], tokens if mode.startswith("plain") else None
+    )
+    reveal = got["reveal"]
+    return reveal.rate, reveal.loop_us, reveal.cpu_us - reveal.loop_us, tokens
 
 
 def main(argv: list[str]) -> int:
