@@ -33,7 +33,7 @@ from courierguard.domain import (
 from courierguard.errors import AccessDenied, InvalidInput, NotFound, Unauthenticated
 from courierguard.events import AuthMethod, PiiField, Role, WaybillStatus
 from courierguard.gateway import problems
-from courierguard.gateway.identity import WaybillRead
+from courierguard.gateway.identity import PartyRead, WaybillRead
 from courierguard.gateway.service import Approval, Caller, last_receipt
 from courierguard.gateway.wiring import Deployment
 from courierguard.logging import log_request
@@ -382,10 +382,10 @@ def create_app(deployment: Deployment) -> FastAPI:
         authorization: str | None,
         device: tuple[str | None, tuple[float, float] | None, str | None, str | None],
         waybill: str | None = None,
-        sealed: bool = False,
+        parties: PartyRead | None = None,
     ) -> tuple[Caller, WaybillRead | None]:
         """The caller; for an employee asking about ``waybill``, also its facts, read with the session
-        (and with ``sealed``, its encrypted parties: a reveal's)."""
+        (and with ``parties``, its sealed parties for a reveal or its masked view for a view)."""
         if not authorization:
             raise Unauthenticated("send Authorization: Bearer <token> or Authorization: ApiKey <key>")
         scheme, _, credential = authorization.partition(" ")
@@ -409,16 +409,16 @@ def create_app(deployment: Deployment) -> FastAPI:
             return who, None
         return guard.employee_caller_for(
             claims.employee_id, claims.session_id, waybill, device_id=device_id, ip=ip, user_agent=ua,
-            location=location, sealed=sealed,
+            location=location, parties=parties,
         )  # fmt: skip
 
     async def caller_about(
-        request: Request, number: str | None, *, sealed: bool = False
+        request: Request, number: str | None, *, parties: PartyRead | None = None
     ) -> tuple[Caller, WaybillRead | None]:
         # A token check (cached) and one indexed lookup: on the loop for SQLite, where that costs less
         # than the thread hop of a sync dependency; in a worker thread for a networked database.
         return await guard.offload(
-            identify, _identity_headers(request)[0], device_headers(request), number, sealed
+            identify, _identity_headers(request)[0], device_headers(request), number, parties
         )
 
     async def caller(request: Request) -> Caller:
@@ -434,7 +434,7 @@ def create_app(deployment: Deployment) -> FastAPI:
     @app.get("/v1/waybills/{number}", response_model=WaybillOut, responses=ERRORS, tags=["waybills"])
     async def view(number: Number, request: Request) -> WaybillOut:
         """One waybill with masked parties (routing data only for hub operators)."""
-        who, read = await caller_about(request, number)
+        who, read = await caller_about(request, number, parties="masked")
         return _waybill(await guard.view_async(who, number, read=read))
 
     @app.post("/v1/waybills/{number}/reveal", response_model=RevealOut, responses=ERRORS, tags=["waybills"])
@@ -443,7 +443,7 @@ def create_app(deployment: Deployment) -> FastAPI:
 
         ``X-Audit-Entry`` and ``X-Audit-Event`` name the durable audit record of this reveal.
         """
-        who, read = await caller_about(request, number, sealed=True)
+        who, read = await caller_about(request, number, parties="sealed")
         clear = await guard.reveal_async(
             who, number, body.fields, body.purpose, approval_id=body.approval, read=read
         )

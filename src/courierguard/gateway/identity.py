@@ -16,7 +16,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import jwt
 import pyotp
@@ -29,7 +29,7 @@ from courierguard.db.tables import api_keys, devices, sessions
 from courierguard.errors import Unauthenticated
 from courierguard.timeutil import utc, utc_or_none
 from courierguard.vault import Vault
-from courierguard.vault.service import SEALED_COLUMNS
+from courierguard.vault.service import MASKED_COLUMNS, SEALED_COLUMNS
 
 DEV_ALGORITHM = "HS256"
 IDP_ALGORITHMS = ["RS256", "ES256", "EdDSA"]
@@ -68,12 +68,19 @@ class WaybillRead:
     the caller's session: one snapshot, one statement for both on a request about that waybill.
 
     For a reveal, also its sealed parties rows (``vault.service.SEALED_COLUMNS``), for
-    ``Vault.open_sealed`` once the access is decided and recorded; None when not read.
+    ``Vault.open_sealed`` once the access is decided and recorded; for a view, its masked rows
+    (``vault.service.MASKED_COLUMNS``), for ``Vault.masked_from_rows``. None when not read.
     """
 
     number: str
     rows: list[Any]
     sealed: list[Any] | None = None
+    masked: list[Any] | None = None
+
+
+PartyRead = Literal["sealed", "masked"]
+"""What a request about one waybill reads of its parties along with the session: a reveal's sealed
+rows, a view's masked ones."""
 
 
 _CALLER_SQL = (
@@ -96,6 +103,12 @@ _CALLER_WITH_WAYBILL_SQL = (
 _CALLER_WITH_SEALED_SQL = (
     "SELECT s.employee, s.revoked_at, s.revoked_reason, e.role, e.org_unit, e.status, "
     f"{FACTS_COLUMNS}, {SEALED_COLUMNS} {_WAYBILL_FROM}"
+    "LEFT JOIN parties p ON p.tenant = w.tenant AND p.waybill = w.number WHERE s.id = ? AND s.tenant = ?"
+)
+# The same with the waybill's masked view (its waybill columns and masked parties) instead.
+_CALLER_WITH_MASKED_SQL = (
+    "SELECT s.employee, s.revoked_at, s.revoked_reason, e.role, e.org_unit, e.status, "
+    f"{FACTS_COLUMNS}, {MASKED_COLUMNS} {_WAYBILL_FROM}"
     "LEFT JOIN parties p ON p.tenant = w.tenant AND p.waybill = w.number WHERE s.id = ? AND s.tenant = ?"
 )
 
@@ -229,7 +242,10 @@ class SessionStore:
         self.tenant = tenant
         self._caller_query = DriverQuery(engine, _CALLER_SQL)
         self._caller_with_waybill_query = DriverQuery(engine, _CALLER_WITH_WAYBILL_SQL)
-        self._caller_with_sealed_query = DriverQuery(engine, _CALLER_WITH_SEALED_SQL)
+        self._caller_with_parties_query = {
+            "sealed": DriverQuery(engine, _CALLER_WITH_SEALED_SQL),
+            "masked": DriverQuery(engine, _CALLER_WITH_MASKED_SQL),
+        }
 
     def open(self, session_id: str, employee: str, device_id: str, auth: str, now: datetime) -> SessionRecord:
         with self.engine.begin() as conn:
@@ -277,20 +293,27 @@ class SessionStore:
         return _active(session_id, rows[0])
 
     def caller_with_waybill(
-        self, session_id: str, number: str, *, sealed: bool = False
+        self, session_id: str, number: str, *, parties: PartyRead | None = None
     ) -> tuple[ActiveCaller, WaybillRead]:
         """:meth:`caller`, and the facts rows of waybill ``number`` from the same statement; with
-        ``sealed``, its sealed parties rows too (a reveal's, which then needs no statement of its own)."""
-        query = self._caller_with_sealed_query if sealed else self._caller_with_waybill_query
-        rows = query.fetch(self.engine, (number, session_id, self.tenant))
+        ``parties``, its sealed (a reveal's) or masked (a view's) rows too, so that the request
+        needs no statement of its own for them."""
+        if parties is None:
+            rows = self._caller_with_waybill_query.fetch(self.engine, (number, session_id, self.tenant))
+            if not rows:
+                raise Unauthenticated("unknown session; sign in first")
+            return _active(session_id, rows[0]), WaybillRead(number, [row[_CALLER_COLUMNS:] for row in rows])
+        rows = self._caller_with_parties_query[parties].fetch(self.engine, (number, session_id, self.tenant))
         if not rows:
             raise Unauthenticated("unknown session; sign in first")
-        if not sealed:
-            return _active(session_id, rows[0]), WaybillRead(number, [row[_CALLER_COLUMNS:] for row in rows])
         # The join repeats each case row once per party and each party row once per case.
         facts = list(dict.fromkeys(tuple(row[_CALLER_COLUMNS:_FACTS_END]) for row in rows))
-        parties = {row[_FACTS_END]: row[_FACTS_END:] for row in rows if row[_FACTS_END] is not None}
-        return _active(session_id, rows[0]), WaybillRead(number, facts, list(parties.values()))
+        if parties == "masked":
+            # A row of its own for the waybill even without parties: the vault reads its columns.
+            masked = list(dict.fromkeys(tuple(row[_FACTS_END:]) for row in rows))
+            return _active(session_id, rows[0]), WaybillRead(number, facts, masked=masked)
+        sealed = {row[_FACTS_END]: row[_FACTS_END:] for row in rows if row[_FACTS_END] is not None}
+        return _active(session_id, rows[0]), WaybillRead(number, facts, list(sealed.values()))
 
     def mark_stepped_up(self, session_id: str, now: datetime) -> None:
         with self.engine.begin() as conn:

@@ -65,6 +65,7 @@ from courierguard.gateway.identity import (
     ActiveCaller,
     ApiKeys,
     Devices,
+    PartyRead,
     SessionRecord,
     SessionStore,
     WaybillRead,
@@ -193,13 +194,13 @@ class Guard:
         ip: str | None = None,
         user_agent: str | None = None,
         location: tuple[float, float] | None = None,
-        sealed: bool = False,
+        parties: PartyRead | None = None,
     ) -> tuple[Caller, WaybillRead]:
         """:meth:`employee_caller` for a request about waybill ``number``: its facts are read in the
         same statement as the session; hand them to :meth:`reveal_async` or :meth:`view_async`.
-        ``sealed``: read its encrypted parties too, for a reveal (decrypted only if it is allowed,
-        after its record is durable)."""
-        active, read = self.sessions.caller_with_waybill(session_id, number, sealed=sealed)
+        ``parties``: read its sealed parties too, for a reveal (decrypted only if it is allowed,
+        after its record is durable), or its masked view, for a view (served on the same terms)."""
+        active, read = self.sessions.caller_with_waybill(session_id, number, parties=parties)
         return self._active_caller(active, employee_id, session_id, device_id, ip, user_agent, location), read
 
     def _active_caller(
@@ -318,8 +319,12 @@ class Guard:
         action = PolicyAction.VIEW_ROUTING if routing_only else PolicyAction.VIEW
         facts = self._facts(number, read)
 
+        rows = read.masked if read is not None and read.number == number else None
+
         def serve() -> MaskedWaybill:
-            masked = self.vault.masked(number)
+            masked = (
+                self.vault.masked_from_rows(number, rows) if rows is not None else self.vault.masked(number)
+            )
             return replace(masked, sender=None, recipient=None) if routing_only else masked
 
         return self._guard(caller, Action.WAYBILL_VIEW, action, facts=facts, serve=serve)

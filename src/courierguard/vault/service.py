@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from courierguard.clock import Clock, SystemClock
-from courierguard.db.fast import DriverQuery
+from courierguard.db.fast import DriverQuery, timestamp
 from courierguard.db.tables import data_keys, parties, waybill_history, waybills
 from courierguard.domain import NewWaybill, Party, TaskKind, Waybill
 from courierguard.errors import CourierGuardError, InvalidInput, NotFound
@@ -48,6 +48,18 @@ SEALED_COLUMNS = "p.role, p.key_month, p.name_ct, p.phone_ct, p.address_ct"
 statement of another module that reads a waybill's sealed parties along with what it needs."""
 _REVEAL_SQL = f"SELECT {SEALED_COLUMNS} FROM parties p WHERE p.tenant = ? AND p.waybill = ?"  # noqa: S608
 _CT_INDEX = {"name": 2, "phone": 3, "address": 4}
+MASKED_COLUMNS = (
+    "w.number, w.origin_outlet, w.dest_outlet, w.routing_code, w.status, w.status_ts, w.created_at, "
+    "w.assignee, w.task, w.delivered_at, p.role, p.name_masked, p.phone_masked, p.address_masked"
+)
+"""The columns of ``waybills w`` left-joined with its ``parties p`` that :meth:`Vault.masked_from_rows`
+builds a masked view from, in this order; like :data:`SEALED_COLUMNS`, for a statement of another
+module (the gateway reads them with the session on a view)."""
+_MASKED_SQL = (
+    f"SELECT {MASKED_COLUMNS} FROM waybills w LEFT JOIN parties p "  # noqa: S608
+    "ON p.tenant = w.tenant AND p.waybill = w.number WHERE w.tenant = ? AND w.number = ?"
+)
+_MASKED_ROLE = 10
 
 
 class VaultFailure(StrEnum):
@@ -150,6 +162,7 @@ class Vault:
         self._data_keys: dict[str, Aead] = {}
         self._lock = threading.Lock()
         self._reveal_query = DriverQuery(engine, _REVEAL_SQL)
+        self._masked_query = DriverQuery(engine, _MASKED_SQL)
 
     # --- data keys --------------------------------------------------------------------------------
 
@@ -324,10 +337,39 @@ class Vault:
     # --- masked reads -------------------------------------------------------------------------------
 
     def masked(self, number: str) -> MaskedWaybill:
-        found = self.masked_many([number])
-        if not found:
+        """The masked view of one waybill. Never decrypts.
+
+        One driver-level statement, as :meth:`reveal` (a Core statement through a pooled connection
+        cost a served view more than the reads themselves); :meth:`masked_many` for pages.
+        """
+        return self.masked_from_rows(number, self._masked_query.fetch(self.engine, (self.tenant, number)))
+
+    @staticmethod
+    def masked_from_rows(number: str, rows: Sequence[Sequence[Any]]) -> MaskedWaybill:
+        """:meth:`masked` from rows of :data:`MASKED_COLUMNS` read by the caller (a row per party;
+        repeated rows, as a join with other tables gives, are fine).
+
+        :class:`NotFound` when the rows hold no waybill, or another waybill than ``number``.
+        """
+        first = rows[0] if rows else None
+        if first is None or first[0] != number:
             raise NotFound(f"waybill {number} not found")
-        return found[0]
+        status_ts, created_at = timestamp(first[5]), timestamp(first[6])
+        assert status_ts is not None and created_at is not None  # NOT NULL columns
+        waybill = Waybill(
+            number=number,
+            origin_outlet=first[1],
+            dest_outlet=first[2],
+            routing_code=first[3],
+            status=WaybillStatus(first[4]),
+            status_ts=status_ts,
+            created_at=created_at,
+            assignee=first[7],
+            task=TaskKind(first[8]) if first[8] else None,
+            delivered_at=timestamp(first[9]),
+        )
+        masks = {row[_MASKED_ROLE]: MaskedParty(row[11], row[12], row[13]) for row in rows}
+        return MaskedWaybill(waybill, masks.get("sender"), masks.get("recipient"))
 
     def masked_many(self, numbers: Sequence[str]) -> list[MaskedWaybill]:
         """Masked views of ``numbers`` in the given order (unknown numbers are left out). Never decrypts."""

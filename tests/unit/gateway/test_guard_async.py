@@ -230,7 +230,7 @@ def test_a_reveal_with_its_sealed_read_decrypts_only_after_the_record(
     own_reads = Calls(monkeypatch, guard.vault, "reveal")
 
     def read_for(employee: str, number: str) -> tuple[Caller, Any]:
-        return guard.employee_caller_for(employee, session, number, device_id="dev-1", sealed=True)
+        return guard.employee_caller_for(employee, session, number, device_id="dev-1", parties="sealed")
 
     def broken(batch: list[Any], *, force_head: bool = False) -> None:
         raise RuntimeError("disk full")
