@@ -99,18 +99,15 @@ _CALLER_WITH_WAYBILL_SQL = (
     "SELECT s.employee, s.revoked_at, s.revoked_reason, e.role, e.org_unit, e.status, "
     f"{FACTS_COLUMNS} {_WAYBILL_FROM}WHERE s.id = ? AND s.tenant = ?"
 )
-# The same and the waybill's sealed parties: a row per (case, party); nothing is decrypted here.
-_CALLER_WITH_SEALED_SQL = (
-    "SELECT s.employee, s.revoked_at, s.revoked_reason, e.role, e.org_unit, e.status, "
-    f"{FACTS_COLUMNS}, {SEALED_COLUMNS} {_WAYBILL_FROM}"
-    "LEFT JOIN parties p ON p.tenant = w.tenant AND p.waybill = w.number WHERE s.id = ? AND s.tenant = ?"
-)
-# The same with the waybill's masked view (its waybill columns and masked parties) instead.
-_CALLER_WITH_MASKED_SQL = (
-    "SELECT s.employee, s.revoked_at, s.revoked_reason, e.role, e.org_unit, e.status, "
-    f"{FACTS_COLUMNS}, {MASKED_COLUMNS} {_WAYBILL_FROM}"
-    "LEFT JOIN parties p ON p.tenant = w.tenant AND p.waybill = w.number WHERE s.id = ? AND s.tenant = ?"
-)
+
+
+def _caller_with_parties_sql(columns: str) -> str:
+    """The caller's statement and the waybill's parties rows in ``columns``: a row per (case, party)."""
+    return (
+        "SELECT s.employee, s.revoked_at, s.revoked_reason, e.role, e.org_unit, e.status, "
+        f"{FACTS_COLUMNS}, {columns} {_WAYBILL_FROM}"
+        "LEFT JOIN parties p ON p.tenant = w.tenant AND p.waybill = w.number WHERE s.id = ? AND s.tenant = ?"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,8 +240,9 @@ class SessionStore:
         self._caller_query = DriverQuery(engine, _CALLER_SQL)
         self._caller_with_waybill_query = DriverQuery(engine, _CALLER_WITH_WAYBILL_SQL)
         self._caller_with_parties_query = {
-            "sealed": DriverQuery(engine, _CALLER_WITH_SEALED_SQL),
-            "masked": DriverQuery(engine, _CALLER_WITH_MASKED_SQL),
+            # A reveal's sealed parties (nothing is decrypted here); a view's masked view.
+            "sealed": DriverQuery(engine, _caller_with_parties_sql(SEALED_COLUMNS)),
+            "masked": DriverQuery(engine, _caller_with_parties_sql(MASKED_COLUMNS)),
         }
 
     def open(self, session_id: str, employee: str, device_id: str, auth: str, now: datetime) -> SessionRecord:
