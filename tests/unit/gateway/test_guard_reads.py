@@ -23,13 +23,18 @@ def _session(world: World, headers: dict[str, str]) -> str:
     return world.deployment.tokens.verify(headers["Authorization"].split(" ", 1)[1]).session_id
 
 
-def test_facts_read_with_the_session_are_the_facts_read_alone(world: World) -> None:
+def _out_for_delivery_with_two_tickets(world: World) -> None:
+    """W1 out for delivery to C1, with two open tickets: the combined read's join repeats rows."""
     world.step(W1, "out_for_delivery", assignee="C1")
-    for case in ("T-1", "T-2"):  # two cases: the join gives a row per case
+    for case in ("T-1", "T-2"):
         r = world.client.post(
             "/v1/cases", json={"id": case, "kind": "ticket", "waybill": W1, "owner": "S1"}, headers=world.svc
         )
         assert r.status_code == 201, r.text
+
+
+def test_facts_read_with_the_session_are_the_facts_read_alone(world: World) -> None:
+    _out_for_delivery_with_two_tickets(world)  # two cases: the join gives a row per case
     guard = world.deployment.guard
     session = _session(world, world.login("C1"))
     alone = guard.employee_caller("C1", session, device_id="dev-1")
@@ -52,12 +57,7 @@ def test_facts_read_with_the_session_are_the_facts_read_alone(world: World) -> N
 
 
 def test_a_reveals_read_gives_the_same_facts_and_the_sealed_parties(world: World) -> None:
-    world.step(W1, "out_for_delivery", assignee="C1")
-    for case in ("T-1", "T-2"):  # two cases and two parties: the join gives four rows
-        r = world.client.post(
-            "/v1/cases", json={"id": case, "kind": "ticket", "waybill": W1, "owner": "S1"}, headers=world.svc
-        )
-        assert r.status_code == 201, r.text
+    _out_for_delivery_with_two_tickets(world)  # two cases and two parties: the join gives four rows
     guard = world.deployment.guard
     vault = guard.vault
     session = _session(world, world.login("C1"))
@@ -95,12 +95,7 @@ def test_a_reveals_read_gives_the_same_facts_and_the_sealed_parties(world: World
 
 
 def test_a_views_read_gives_the_same_facts_and_the_masked_view(world: World) -> None:
-    world.step(W1, "out_for_delivery", assignee="C1")
-    for case in ("T-1", "T-2"):  # two cases and two parties: the join gives four rows
-        r = world.client.post(
-            "/v1/cases", json={"id": case, "kind": "ticket", "waybill": W1, "owner": "S1"}, headers=world.svc
-        )
-        assert r.status_code == 201, r.text
+    _out_for_delivery_with_two_tickets(world)  # two cases and two parties: the join gives four rows
     guard = world.deployment.guard
     vault = guard.vault
     session = _session(world, world.login("C1"))
