@@ -60,6 +60,13 @@ _MASKED_SQL = (
     "ON p.tenant = w.tenant AND p.waybill = w.number WHERE w.tenant = ? AND w.number = ?"
 )
 _MASKED_ROLE = 10
+# Placeholders for the numbers are appended per statement; values are always bound.
+_MASKED_MANY_SQL = (
+    f"SELECT {MASKED_COLUMNS} FROM waybills w LEFT JOIN parties p "  # noqa: S608
+    "ON p.tenant = w.tenant AND p.waybill = w.number WHERE w.tenant = ? AND w.number IN "
+)
+_MASKED_CHUNK = 500
+"""Numbers per statement: well inside SQLite's and PostgreSQL's limits on bound values."""
 
 
 class VaultFailure(StrEnum):
@@ -372,34 +379,19 @@ class Vault:
         return MaskedWaybill(waybill, masks.get("sender"), masks.get("recipient"))
 
     def masked_many(self, numbers: Sequence[str]) -> list[MaskedWaybill]:
-        """Masked views of ``numbers`` in the given order (unknown numbers are left out). Never decrypts."""
-        if not numbers:
-            return []
-        with self.engine.connect() as conn:
-            wb_rows = {
-                r.number: r
-                for r in conn.execute(
-                    select(waybills).where(
-                        waybills.c.tenant == self.tenant, waybills.c.number.in_(list(numbers))
-                    )
-                )
-            }
-            masks: dict[tuple[str, str], MaskedParty] = {}
-            for r in conn.execute(
-                select(
-                    parties.c.waybill,
-                    parties.c.role,
-                    parties.c.name_masked,
-                    parties.c.phone_masked,
-                    parties.c.address_masked,
-                ).where(parties.c.tenant == self.tenant, parties.c.waybill.in_(list(wb_rows)))
-            ):
-                masks[(r.waybill, r.role)] = MaskedParty(r.name_masked, r.phone_masked, r.address_masked)
-        return [
-            MaskedWaybill(waybill_from_row(wb_rows[n]), masks.get((n, "sender")), masks.get((n, "recipient")))
-            for n in numbers
-            if n in wb_rows
-        ]
+        """Masked views of ``numbers`` in the given order (unknown numbers are left out). Never decrypts.
+
+        The statement of :meth:`masked` for a list of numbers (at most :data:`_MASKED_CHUNK` per
+        statement), each waybill's rows built as :meth:`masked_from_rows` builds them.
+        """
+        unique = list(dict.fromkeys(numbers))
+        by_number: dict[str, list[Any]] = {}
+        for start in range(0, len(unique), _MASKED_CHUNK):
+            chunk = unique[start : start + _MASKED_CHUNK]
+            query = DriverQuery(self.engine, f"{_MASKED_MANY_SQL}({', '.join('?' * len(chunk))})")
+            for row in query.fetch(self.engine, (self.tenant, *chunk)):
+                by_number.setdefault(row[0], []).append(row)
+        return [self.masked_from_rows(n, by_number[n]) for n in numbers if n in by_number]
 
     # --- reveal -------------------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from sqlalchemy import Engine, select, update
 from courierguard.db.tables import data_keys, parties
 from courierguard.errors import InvalidInput, NotFound
 from courierguard.events import PiiField
-from courierguard.vault import LocalKeyFile, Vault, VaultError, VaultFailure
+from courierguard.vault import LocalKeyFile, Vault, VaultError, VaultFailure, service
 
 
 def record(n: int, *, month: str = "11", phone: str = "13812345634", **over: Any) -> dict[str, Any]:
@@ -216,3 +216,17 @@ def test_secrets_at_rest_roundtrip_and_bind_label(vault: Vault) -> None:
 def test_reveal_of_unknown_waybill_is_not_found(vault: Vault) -> None:
     with pytest.raises(NotFound):
         vault.reveal("YT0000000000099", [PiiField.SENDER_NAME])
+
+
+def test_masked_many_keeps_the_order_asked_and_leaves_out_unknown_numbers(
+    vault: Vault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert vault.ingest_records([record(n) for n in range(1, 6)]).failed == ()
+    asked = ["YT0000000000004", "YT0000000000099", "YT0000000000001", "YT0000000000005", "YT0000000000004"]
+    # Two numbers per statement: the chunks must join up in the order asked.
+    monkeypatch.setattr(service, "_MASKED_CHUNK", 2)
+    views = vault.masked_many(asked)
+    assert [v.waybill.number for v in views] == [n for n in asked if n != "YT0000000000099"]
+    assert views == [vault.masked(v.waybill.number) for v in views]
+    assert views[0].recipient is not None and views[0].recipient.address == "北京市海淀区****"
+    assert vault.masked_many([]) == []
