@@ -1,12 +1,15 @@
 """One uvicorn worker for the gateway benchmark, pinned to one CPU (run by ``benchmarks.gateway``).
 
-Usage: ``python -m benchmarks._gateway_server DATA_DIR PORT CPU MODE`` where MODE is
+Usage: ``python -m benchmarks._gateway_server DATA_DIR PORT CPU MODE [DATABASE_URL]`` where MODE is
 
 * ``guarded``: the product app (``create_app(open_deployment(settings))``), real risk engine;
 * ``allow-all``: the product app with the risk hook set to :class:`AllowAll`;
 * ``plain``: an UNGUARDED app that exists only in this benchmark. It serves the same records in
   the same JSON shapes with the same request parsing (path pattern, body model, response model),
   but with no identity, policy, risk hook or audit record: the baseline of the guarded routes.
+
+With DATABASE_URL (PostgreSQL, as in production) the records are read and the audit trail written
+there; DATA_DIR still holds the key file.
 
 A mode may end in ``+h11``: served on uvicorn's pure-Python h11 parser instead of httptools, to
 show how much of the ratio is the HTTP parser's cost rather than the guard's.
@@ -71,12 +74,15 @@ def plain_app(vault: Vault, *, sync: bool = False) -> FastAPI:
 
 def main(argv: list[str]) -> int:
     data_dir, port, cpu, mode = Path(argv[0]), int(argv[1]), int(argv[2]), argv[3]
+    database_url = argv[4] if len(argv) > 4 else None
     mode, h11, _ = mode.partition("+h11")
     if mode not in MODES:
         raise SystemExit(f"mode must be one of {MODES}")
     with contextlib.suppress(AttributeError, OSError):
         os.sched_setaffinity(0, {cpu})
-    settings = Settings(data_dir=data_dir, tenant="bench", host="127.0.0.1", port=port)
+    settings = Settings(
+        data_dir=data_dir, tenant="bench", host="127.0.0.1", port=port, database_url=database_url
+    )
     configure_logging(settings.log_level)
     deployment: Deployment | None = None
     if mode in ("plain", "plain-sync"):

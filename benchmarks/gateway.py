@@ -15,6 +15,8 @@ loop: no thread hop, so the baseline is as fast as the framework allows) with th
 read (``Vault.reveal``: one driver-level statement on the thread's held connection). The guarded
 reveal reads the same ciphertext in the statement that reads the caller's session and the
 waybill's facts. Only 2xx responses count; the share of other statuses is given in the note.
+The reveal is measured once more with the production database (records, sessions and audit trail
+on PostgreSQL, ``COURIERGUARD_BENCH_PG``), against the unguarded app reading the same database.
 
 The risk engine budgets each courier (120 requests a minute, 400 records an hour): a benchmark
 that sends thousands of requests a second for a few dozen couriers is, to it, abuse, and it throttles
@@ -28,6 +30,7 @@ import asyncio
 import collections
 import contextlib
 import os
+import secrets
 import shutil
 import socket
 import statistics
@@ -36,12 +39,13 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import httpx
+import psycopg
 
 from benchmarks.report import Report, latencies_us
 from courierguard.company import CompanyStore
@@ -305,7 +309,7 @@ def _cpus() -> tuple[int, int]:
 class Server:
     """A benchmark server subprocess; always terminated by ``close``."""
 
-    def __init__(self, data_dir: Path, cpu: int, mode: str) -> None:
+    def __init__(self, data_dir: Path, cpu: int, mode: str, database_url: str | None = None) -> None:
         self.port = _free_port()
         self.log = data_dir / f"server-{mode}-{self.port}.log"
         self._out = self.log.open("wb")
@@ -318,6 +322,7 @@ class Server:
                 str(self.port),
                 str(cpu),
                 mode,
+                *([database_url] if database_url else []),
             ],
             stdout=self._out,
             stderr=subprocess.STDOUT,
@@ -482,9 +487,10 @@ def _measure_http(
     work: Work,
     kinds: Sequence[str],
     tokens: dict[str, str] | None,
+    database_url: str | None = None,
 ) -> tuple[dict[str, Http], dict[str, str]]:
     couriers = sorted({c for c, _ in work})
-    server = Server(data_dir, cpus[0], mode)
+    server = Server(data_dir, cpus[0], mode, database_url)
     out: dict[str, Http] = {}
     try:
         if tokens is None:
@@ -511,14 +517,28 @@ def _measure_http(
     return out, tokens
 
 
+Rounds = list[dict[str, dict[str, Http]]]
+"""rounds[i][mode][kind]: every mode is measured once per round, the rounds one after another, so a
+slow phase of the machine lands on guarded and unguarded alike."""
+
+
+def _median_round(rounds: Rounds, mode: str, kind: str) -> tuple[float, collections.Counter[int]]:
+    """The median round's 2xx/s, with that round's statuses."""
+    ordered = sorted((r[mode][kind] for r in rounds), key=lambda got: got.rate)
+    return ordered[len(ordered) // 2][:2]
+
+
+def _spread(rounds: Rounds, mode: str, kind: str, base_mode: str) -> str:
+    ratios = ", ".join(f"{r[mode][kind].rate / r[base_mode][kind].rate:.2f}" for r in rounds)
+    return f"ratio in each of {len(rounds)} rounds: {ratios}"
+
+
 def _over_http(report: Report, data_dir: Path, work: Work) -> None:
     cpus = _cpus()
     engine = create_db_engine(Settings(data_dir=data_dir, tenant="bench").resolved_database_url)
     company = CompanyStore(engine, tenant="bench")
     couriers = sorted({c for c, _ in work})
-    # rounds[i][mode][kind]. Every mode is measured once per round, the rounds one after another,
-    # so a slow phase of the machine lands on guarded and unguarded alike.
-    rounds: list[dict[str, dict[str, Http]]] = []
+    rounds: Rounds = []
     try:
         for _ in range(ROUNDS):
             results: dict[str, dict[str, Http]] = {}
@@ -545,13 +565,10 @@ def _over_http(report: Report, data_dir: Path, work: Work) -> None:
         engine.dispose()
 
     def median(mode: str, kind: str) -> tuple[float, collections.Counter[int]]:
-        """The median round's 2xx/s, with that round's statuses."""
-        ordered = sorted((r[mode][kind] for r in rounds), key=lambda got: got.rate)
-        return ordered[len(ordered) // 2][:2]
+        return _median_round(rounds, mode, kind)
 
     def spread(mode: str, kind: str, base_mode: str) -> str:
-        ratios = ", ".join(f"{r[mode][kind].rate / r[base_mode][kind].rate:.2f}" for r in rounds)
-        return f"ratio in each of {len(rounds)} rounds: {ratios}"
+        return _spread(rounds, mode, kind, base_mode)
 
     where = f"one uvicorn worker on CPU {cpus[0]}, client on CPU {cpus[1]}, {CONCURRENCY} connections"
     for kind, route, name in (
@@ -599,9 +616,91 @@ def _over_http(report: Report, data_dir: Path, work: Work) -> None:
     )  # fmt: skip
 
 
-def seeded(data_dir: Path) -> tuple[Deployment, Work]:
-    """The benchmark's company in ``data_dir`` (open; the caller closes it) and its deliveries."""
-    dep = open_deployment(Settings(data_dir=data_dir, tenant="bench"))
+PG_ADMIN_URL = os.environ.get("COURIERGUARD_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
+"""A PostgreSQL database to connect to; the benchmark creates a database of its own beside it."""
+
+
+@contextlib.contextmanager
+def _postgres_database() -> Iterator[str | None]:
+    """URL of a fresh PostgreSQL database, dropped afterwards; None when no server answers."""
+    try:
+        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError:
+        yield None
+        return
+    name = f"cg_bench_{secrets.token_hex(4)}"
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _over_http_postgres(report: Report) -> None:
+    """The HTTP reveal with the production database: records, sessions and audit trail on PostgreSQL.
+
+    The worker reads in threads here (``inline_database`` is off for a networked database), so the
+    unguarded app is measured both ways: as a coroutine that blocks the event loop for its read
+    (the SQLite baseline's form) and as a plain ``def`` route on FastAPI's thread pool. The target
+    is checked against the faster of the two. The database server is not pinned: it shares both
+    CPUs with the worker and the load generator, as a database on the API host would.
+    """
+    with _postgres_database() as url:
+        if url is None:
+            print(f"  PostgreSQL not reachable at {PG_ADMIN_URL}: its HTTP figures are left out", flush=True)
+            return
+        tmp = Path(tempfile.mkdtemp(prefix="cg-bench-gateway-pg-"))
+        try:
+            dep, work = seeded(tmp, url)  # the key file stays in tmp, the records go to PostgreSQL
+            dep.close()
+            cpus = _cpus()
+            rounds: Rounds = []
+            for _ in range(ROUNDS):
+                results: dict[str, dict[str, Http]] = {}
+                results["allow-all"], tokens = _measure_http(
+                    tmp, cpus, "allow-all", work, ["reveal"], None, url
+                )
+                for mode in ("plain", "plain-sync"):
+                    results[mode], _ = _measure_http(tmp, cpus, mode, work, ["reveal"], tokens, url)
+                rounds.append(results)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    where = f"one uvicorn worker on CPU {cpus[0]}, client on CPU {cpus[1]}, {CONCURRENCY} connections"
+    forms = {
+        "plain": "coroutine route reading on the event loop",
+        "plain-sync": "plain def route on the thread pool",
+    }
+    strict = max(forms, key=lambda mode: _median_round(rounds, mode, "reveal")[0])
+    value, st = _median_round(rounds, "allow-all", "reveal")
+    for mode in sorted(forms, key=lambda m: m != strict):
+        base, base_st = _median_round(rounds, mode, "reveal")
+        extra = (
+            {"target": f"≥ {TARGET:.0%} of unguarded", "met": value >= TARGET * base}
+            if mode == strict
+            else {}
+        )
+        report.add(
+            SECTION, "HTTP guarded reveal of one field on PostgreSQL (records, sessions, audit trail), risk hook "
+            f"AllowAll, 2xx only ({_status_note(st)}; {_spread(rounds, 'allow-all', 'reveal', mode)})",
+            value, "req/s",
+            baseline_name=f"unguarded app on the same database, same route and record, {forms[mode]}"
+            f"{' (the faster form)' if mode == strict else ''}, {where}; {_status_note(base_st)}",
+            baseline_value=base, **extra,
+        )  # fmt: skip
+    cpu = {m: statistics.median(r[m]["reveal"].cpu_us for r in rounds) for m in ("allow-all", strict)}
+    report.add(
+        SECTION, "HTTP server CPU per guarded reveal of one field on PostgreSQL, risk hook AllowAll (every thread "
+        f"of the worker, not the database server's; median of {len(rounds)} rounds)", cpu["allow-all"], "µs",
+        baseline_name=f"the same for the unguarded app, {forms[strict]}", baseline_value=cpu[strict],
+    )  # fmt: skip
+
+
+def seeded(data_dir: Path, database_url: str | None = None) -> tuple[Deployment, Work]:
+    """The benchmark's company in ``data_dir`` (open; the caller closes it) and its deliveries;
+    with ``database_url``, in that database (``data_dir`` holds the key file)."""
+    dep = open_deployment(Settings(data_dir=data_dir, tenant="bench", database_url=database_url))
     try:
         company = seed_company(
             dep.guard.company, dep.core.vault, now=dep.guard.clock.now(), employees=60,
@@ -626,6 +725,7 @@ def run(report: Report) -> None:
         finally:
             dep.close()
         _over_http(report, tmp, work)
+        _over_http_postgres(report)
     finally:
         os.sched_setaffinity(0, pinned)
         shutil.rmtree(tmp, ignore_errors=True)
