@@ -5,8 +5,11 @@ statement handed to the DBAPI connection costs a few. Only the placeholder style
 sqlite3 (``?``) and psycopg (``%s``); values are always bound, never formatted into the SQL.
 Timestamps come back as SQLAlchemy stores them: :func:`timestamp` reads either form.
 
-On SQLite each thread keeps one connection of its own for these statements (:class:`HeldReaders`):
-checking a connection out of SQLAlchemy's pool and back in cost more than the statement.
+Neither backend reads through SQLAlchemy's pool. On SQLite each thread keeps one connection of its
+own for these statements (:class:`HeldReaders`): checking a connection out of the pool and back in
+cost more than the statement. On PostgreSQL a pool checkout made one read four round trips (the
+ping, the driver's ``BEGIN``, the statement, the rollback on check-in): the reads share
+autocommit connections instead (:class:`AutocommitReaders`), one round trip each.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import weakref
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -91,41 +95,140 @@ class HeldReaders:
             driver.close()
 
 
-_held: weakref.WeakKeyDictionary[Engine, HeldReaders] = weakref.WeakKeyDictionary()
-_held_lock = threading.Lock()
+class AutocommitReaders:
+    """PostgreSQL (psycopg) connections in autocommit, shared by the threads for single-statement reads.
+
+    In autocommit the statement is a transaction of its own, so it costs one round trip and sees
+    every commit made before it (a revoked session is refused on the next request). Instead of
+    pinging each connection before use, as the pool does, a connection that turns out broken (a
+    server restart, an idle timeout) is dropped and the read is run once more on a new one: a read
+    changes nothing, so repeating it is safe. At most ``keep`` idle connections stay open (a burst
+    does not hold connections for ever); all are closed when the engine is disposed.
+    """
+
+    def __init__(self, engine: Engine, *, keep: int) -> None:
+        self._engine = weakref.ref(engine)
+        self._keep = keep
+        self._lock = threading.Lock()
+        self._idle: list[Any] = []
+        self._open: set[Any] = set()
+        event.listen(engine, "engine_disposed", self._close_all)
+
+    def fetch(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        driver, reused = self._checkout()
+        while True:
+            try:
+                rows: list[Any] = driver.execute(sql, params).fetchall()
+            except Exception:
+                if not (driver.broken or driver.closed):
+                    self._checkin(driver)  # a failed statement leaves no transaction behind here
+                    raise
+                self._forget(driver)
+                if not reused:
+                    raise
+                driver, reused = self._connect(), False  # dropped while idle: once more, on a new one
+                continue
+            self._checkin(driver)
+            return rows
+
+    def _checkout(self) -> tuple[Any, bool]:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop(), True
+        return self._connect(), False
+
+    def _connect(self) -> Any:
+        engine = self._engine()
+        if engine is None:  # pragma: no cover - a query outliving its engine
+            raise RuntimeError("engine is gone")
+        pooled = engine.raw_connection()
+        driver = pooled.driver_connection
+        if driver is None:  # pragma: no cover - a closed connection
+            raise RuntimeError("connection is closed")
+        pooled.detach()  # ours from now on: never handed back to the pool
+        driver.autocommit = True
+        with self._lock:
+            self._open.add(driver)
+        return driver
+
+    def _checkin(self, driver: Any) -> None:
+        with self._lock:
+            # Last in, first out: the busiest connections stay warm, the rest go idle and are kept
+            # up to ``keep``. One the engine's disposal closed meanwhile is not kept.
+            if driver in self._open and len(self._idle) < self._keep:
+                self._idle.append(driver)
+                return
+        self._forget(driver)
+
+    def _forget(self, driver: Any) -> None:
+        with self._lock:
+            self._open.discard(driver)
+        with contextlib.suppress(Exception):  # already broken: nothing left to release
+            driver.close()
+
+    def _close_all(self, _engine: Engine) -> None:
+        with self._lock:
+            drivers, self._open, self._idle = self._open, set(), []
+        for driver in drivers:
+            with contextlib.suppress(Exception):
+                driver.close()
+
+
+Readers = HeldReaders | AutocommitReaders
+
+_readers: weakref.WeakKeyDictionary[Engine, Readers] = weakref.WeakKeyDictionary()
+_readers_lock = threading.Lock()
 
 
 def held_readers(engine: Engine) -> HeldReaders:
     """The engine's :class:`HeldReaders` (one per engine, shared by its statements)."""
-    with _held_lock:
-        readers = _held.get(engine)
+    readers = _readers_of(engine, lambda: HeldReaders(engine))
+    assert isinstance(readers, HeldReaders)
+    return readers
+
+
+def autocommit_readers(engine: Engine) -> AutocommitReaders:
+    """The engine's :class:`AutocommitReaders` (one per engine, shared by its statements)."""
+    # As many idle connections as the pool keeps: as many threads as that may read at once.
+    keep = engine.pool.size() if isinstance(engine.pool, QueuePool) else 5
+    readers = _readers_of(engine, lambda: AutocommitReaders(engine, keep=keep))
+    assert isinstance(readers, AutocommitReaders)
+    return readers
+
+
+def _readers_of(engine: Engine, make: Callable[[], Readers]) -> Readers:
+    with _readers_lock:
+        readers = _readers.get(engine)
         if readers is None:
-            readers = _held[engine] = HeldReaders(engine)
+            readers = _readers[engine] = make()
         return readers
 
 
 class DriverQuery:
     """One fixed SQL statement with ``?`` placeholders, adapted to the engine's driver."""
 
-    __slots__ = ("_held", "sql")
+    __slots__ = ("_readers", "sql")
 
     def __init__(self, engine: Engine, sql: str) -> None:
         self.sql = sql if engine.dialect.paramstyle == "qmark" else sql.replace("?", "%s")
-        # A file database only: an in-memory one lives in its (per-thread) pooled connection, and
-        # taking that connection out of the pool would leave the pool a new, empty database.
-        file_sqlite = engine.dialect.name == "sqlite" and isinstance(engine.pool, QueuePool)
-        self._held = held_readers(engine) if file_sqlite else None
+        self._readers: Readers | None = None
+        if engine.dialect.name == "sqlite" and isinstance(engine.pool, QueuePool):
+            # A file database only: an in-memory one lives in its (per-thread) pooled connection, and
+            # taking that connection out of the pool would leave the pool a new, empty database.
+            self._readers = held_readers(engine)
+        elif engine.dialect.driver == "psycopg":
+            self._readers = autocommit_readers(engine)
 
     def fetch(self, engine: Engine, params: tuple[Any, ...]) -> list[Any]:
         """The rows of a single-statement read, on a connection taken for this statement alone.
 
-        SQLite: the thread's held connection (:class:`HeldReaders`). Otherwise the pool's own
-        connection, not a SQLAlchemy ``Connection`` around it: the wrapper costs more than the
-        statement, and one statement needs none of its transaction handling (the pool still rolls
-        back whatever the driver opened when the connection goes back).
+        SQLite: the thread's held connection (:class:`HeldReaders`); PostgreSQL: a shared
+        autocommit connection (:class:`AutocommitReaders`). Otherwise (an in-memory SQLite) the
+        pool's own connection, not a SQLAlchemy ``Connection`` around it: the wrapper costs more
+        than the statement, and one statement needs none of its transaction handling.
         """
-        if self._held is not None:
-            return self._held.fetch(self.sql, params)
+        if self._readers is not None:
+            return self._readers.fetch(self.sql, params)
         pooled = engine.raw_connection()
         try:
             driver = pooled.driver_connection

@@ -1,16 +1,19 @@
-"""Driver-level reads (``db.fast``): SQLite connections held per thread stay fresh and get closed."""
+"""Driver-level reads (``db.fast``): SQLite connections held per thread and PostgreSQL autocommit
+connections stay fresh, recover from a dropped connection and get closed."""
 
 from __future__ import annotations
 
 import gc
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, event, text
 
 from courierguard.db import create_db_engine
-from courierguard.db.fast import DriverQuery, held_readers
+from courierguard.db.fast import AutocommitReaders, DriverQuery, autocommit_readers, held_readers
 
 
 @pytest.fixture
@@ -103,8 +106,103 @@ def test_disposing_the_engine_closes_them_and_reads_go_on(table: Engine) -> None
     table.dispose()
 
 
-def test_postgresql_reads_use_the_pool() -> None:
-    engine = create_db_engine("postgresql+psycopg://postgres@127.0.0.1:5432/test")
-    assert DriverQuery(engine, "SELECT 1")._held is None
-    assert DriverQuery(engine, "SELECT ? ").sql == "SELECT %s "
+@pytest.fixture
+def pg_table(pg_database: str) -> Iterator[Engine]:
+    engine = create_db_engine(pg_database)
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE IF EXISTS fast_t"))
+        conn.execute(text("CREATE TABLE fast_t (k TEXT PRIMARY KEY, v INTEGER)"))
+        conn.execute(text("INSERT INTO fast_t VALUES ('a', 1)"))
+    yield engine
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE fast_t"))
     engine.dispose()
+
+
+@pytest.mark.postgres
+def test_postgresql_reads_share_autocommit_connections(pg_table: Engine) -> None:
+    query = DriverQuery(pg_table, "SELECT v FROM fast_t WHERE k = ?")
+    assert query.sql == "SELECT v FROM fast_t WHERE k = %s"
+    readers = autocommit_readers(pg_table)
+    assert query.fetch(pg_table, ("a",)) == [(1,)]
+    (driver,) = readers._idle
+    # One statement, its own transaction: nothing stays open on the server between requests.
+    assert driver.autocommit and driver.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    with pg_table.begin() as conn:  # a revocation committed elsewhere shows on the very next read
+        conn.execute(text("UPDATE fast_t SET v = 2 WHERE k = 'a'"))
+    assert query.fetch(pg_table, ("a",)) == [(2,)]
+    assert DriverQuery(pg_table, "SELECT k FROM fast_t").fetch(pg_table, ()) == [("a",)]
+    assert readers._idle == [driver] and readers._open == {driver}  # one connection did it all
+
+
+@pytest.mark.postgres
+def test_postgresql_read_is_one_round_trip(pg_table: Engine) -> None:
+    query = DriverQuery(pg_table, "SELECT v FROM fast_t WHERE k = ?")
+    query.fetch(pg_table, ("a",))
+    pool_events: list[str] = []
+    for name in ("checkout", "checkin"):
+        event.listen(pg_table, name, lambda *_, name=name: pool_events.append(name))
+    for _ in range(3):
+        assert query.fetch(pg_table, ("a",)) == [(1,)]
+    # No pool checkout (its ping) or check-in (its rollback), and no BEGIN: the statement alone.
+    assert pool_events == []
+    assert autocommit_readers(pg_table)._idle[0].autocommit
+
+
+@pytest.mark.postgres
+def test_a_connection_the_server_dropped_is_replaced_and_the_read_repeated(pg_table: Engine) -> None:
+    query = DriverQuery(pg_table, "SELECT v FROM fast_t WHERE k = ?")
+    query.fetch(pg_table, ("a",))
+    readers = autocommit_readers(pg_table)
+    (dropped,) = readers._idle
+    with pg_table.begin() as conn:  # what a server restart or an idle timeout does to it
+        conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": dropped.info.backend_pid})
+    assert query.fetch(pg_table, ("a",)) == [(1,)]
+    assert dropped.closed
+    (fresh,) = readers._idle
+    assert fresh is not dropped and readers._open == {fresh}
+
+
+@pytest.mark.postgres
+def test_a_failed_statement_is_raised_and_leaves_its_connection_usable(pg_table: Engine) -> None:
+    readers = autocommit_readers(pg_table)
+    with pytest.raises(psycopg.errors.DivisionByZero):
+        DriverQuery(pg_table, "SELECT v / 0 FROM fast_t").fetch(pg_table, ())
+    (driver,) = readers._idle
+    assert DriverQuery(pg_table, "SELECT v FROM fast_t").fetch(pg_table, ()) == [(1,)]
+    assert readers._idle == [driver]
+
+
+@pytest.mark.postgres
+def test_idle_connections_beyond_keep_are_closed(pg_table: Engine) -> None:
+    readers = AutocommitReaders(pg_table, keep=2)
+    start = threading.Barrier(6)
+    drivers: list[object] = []
+    real_checkout = readers._checkout
+
+    def checkout() -> tuple[object, bool]:
+        got = real_checkout()
+        drivers.append(got[0])
+        start.wait()  # six reads at once: six connections
+        return got
+
+    readers._checkout = checkout  # type: ignore[method-assign]
+    workers = [threading.Thread(target=readers.fetch, args=("SELECT v FROM fast_t", ())) for _ in range(6)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert len(set(map(id, drivers))) == 6
+    assert len(readers._idle) == 2 and readers._open == set(readers._idle)
+    assert sum(bool(d.closed) for d in drivers) == 4  # type: ignore[attr-defined]
+
+
+@pytest.mark.postgres
+def test_disposing_the_engine_closes_the_readers_and_reads_go_on(pg_table: Engine) -> None:
+    query = DriverQuery(pg_table, "SELECT v FROM fast_t WHERE k = ?")
+    query.fetch(pg_table, ("a",))
+    readers = autocommit_readers(pg_table)
+    (driver,) = readers._idle
+    pg_table.dispose()
+    assert driver.closed and readers._open == set()
+    assert query.fetch(pg_table, ("a",)) == [(1,)]
