@@ -9,8 +9,9 @@ import io
 import logging
 import re
 import time
+from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import Depends, FastAPI, Path, Query, Request, Response
 from fastapi.responses import PlainTextResponse
@@ -34,10 +35,12 @@ from courierguard.errors import AccessDenied, InvalidInput, NotFound, Unauthenti
 from courierguard.events import AuthMethod, PiiField, Role, WaybillStatus
 from courierguard.gateway import problems
 from courierguard.gateway.identity import PartyRead, WaybillRead
-from courierguard.gateway.service import Approval, Caller, last_receipt
+from courierguard.gateway.service import Approval, Caller, Verdict, last_receipt
 from courierguard.gateway.wiring import Deployment
 from courierguard.logging import log_request
 from courierguard.vault import MaskedParty, MaskedWaybill
+
+T = TypeVar("T")
 
 NUMBER = r"^[A-Z]{2}\d{13}$"
 ID = r"^[A-Za-z0-9_.:\-]{1,64}$"
@@ -412,17 +415,26 @@ def create_app(deployment: Deployment) -> FastAPI:
             location=location, parties=parties,
         )  # fmt: skip
 
-    async def caller_about(
-        request: Request, number: str | None, *, parties: PartyRead | None = None
-    ) -> tuple[Caller, WaybillRead | None]:
+    async def caller(request: Request) -> Caller:
         # A token check (cached) and one indexed lookup: on the loop for SQLite, where that costs less
         # than the thread hop of a sync dependency; in a worker thread for a networked database.
-        return await guard.offload(
-            identify, _identity_headers(request)[0], device_headers(request), number, parties
-        )
+        return (await guard.offload(identify, _identity_headers(request)[0], device_headers(request)))[0]
 
-    async def caller(request: Request) -> Caller:
-        return (await caller_about(request, None))[0]
+    async def decided(
+        request: Request,
+        number: str,
+        parties: PartyRead,
+        verdict_of: Callable[[Caller, WaybillRead | None], Verdict[T]],
+    ) -> T:
+        """Identify the caller (reading the waybill with the session) and decide, in one call where
+        database work runs, then record and settle: on a networked database one thread hop per
+        request, not one for the session and another for the decision."""
+        authorization, device = _identity_headers(request)[0], device_headers(request)
+
+        def decide() -> Verdict[T]:
+            return verdict_of(*identify(authorization, device, number, parties))
+
+        return await guard.settle_async(await guard.offload(decide))
 
     Who = Annotated[Caller, Depends(caller)]
     Number = Annotated[str, Path(pattern=NUMBER)]
@@ -434,8 +446,9 @@ def create_app(deployment: Deployment) -> FastAPI:
     @app.get("/v1/waybills/{number}", response_model=WaybillOut, responses=ERRORS, tags=["waybills"])
     async def view(number: Number, request: Request) -> WaybillOut:
         """One waybill with masked parties (routing data only for hub operators)."""
-        who, read = await caller_about(request, number, parties="masked")
-        return _waybill(await guard.view_async(who, number, read=read))
+        return _waybill(
+            await decided(request, number, "masked", lambda who, read: guard.view_verdict(who, number, read))
+        )
 
     @app.post("/v1/waybills/{number}/reveal", response_model=RevealOut, responses=ERRORS, tags=["waybills"])
     async def reveal(number: Number, body: RevealIn, request: Request, response: Response) -> RevealOut:
@@ -443,10 +456,12 @@ def create_app(deployment: Deployment) -> FastAPI:
 
         ``X-Audit-Entry`` and ``X-Audit-Event`` name the durable audit record of this reveal.
         """
-        who, read = await caller_about(request, number, parties="sealed")
-        clear = await guard.reveal_async(
-            who, number, body.fields, body.purpose, approval_id=body.approval, read=read
-        )
+        clear = await decided(
+            request, number, "sealed",
+            lambda who, read: guard.reveal_verdict(
+                who, number, body.fields, body.purpose, approval_id=body.approval, read=read
+            ),
+        )  # fmt: skip
         _receipt(response)
         return RevealOut(number=number, fields={f.value: v for f, v in clear.items()})
 

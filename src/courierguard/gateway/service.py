@@ -124,6 +124,9 @@ class Verdict(Generic[T]):
     """Raised after recording when no risk error is: the policy's deny."""
     lock: bool = False
     """Suspend the actor after recording (the risk hook said lock)."""
+    offline: bool = False
+    """``serve`` needs no database: it works from rows read with the caller's session (decrypts
+    them, or masks them), so a coroutine concludes on its event loop, without a thread hop."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +200,7 @@ class Guard:
         parties: PartyRead | None = None,
     ) -> tuple[Caller, WaybillRead]:
         """:meth:`employee_caller` for a request about waybill ``number``: its facts are read in the
-        same statement as the session; hand them to :meth:`reveal_async` or :meth:`view_async`.
+        same statement as the session; hand them to :meth:`reveal_verdict` or :meth:`view_verdict`.
         ``parties``: read its sealed parties too, for a reveal (decrypted only if it is allowed,
         after its record is durable), or its masked view, for a view (served on the same terms)."""
         active, read = self.sessions.caller_with_waybill(session_id, number, parties=parties)
@@ -306,15 +309,18 @@ class Guard:
 
     def view(self, caller: Caller, number: str) -> MaskedWaybill:
         """One waybill, masked; hub operators get routing data only."""
-        return self._settle(self._view(caller, number))
+        return self._settle(self.view_verdict(caller, number))
 
     async def view_async(
         self, caller: Caller, number: str, *, read: WaybillRead | None = None
     ) -> MaskedWaybill:
         """:meth:`view` for an asyncio server (see :meth:`reveal_async`)."""
-        return await self._settle_async(await self.offload(self._view, caller, number, read))
+        return await self.settle_async(await self.offload(self.view_verdict, caller, number, read))
 
-    def _view(self, caller: Caller, number: str, read: WaybillRead | None = None) -> Verdict[MaskedWaybill]:
+    def view_verdict(
+        self, caller: Caller, number: str, read: WaybillRead | None = None
+    ) -> Verdict[MaskedWaybill]:
+        """The decided view, for :meth:`settle_async` (see :meth:`reveal_verdict`)."""
         routing_only = caller.principal.role is Role.HUB_OPERATOR
         action = PolicyAction.VIEW_ROUTING if routing_only else PolicyAction.VIEW
         facts = self._facts(number, read)
@@ -327,7 +333,9 @@ class Guard:
             )
             return replace(masked, sender=None, recipient=None) if routing_only else masked
 
-        return self._guard(caller, Action.WAYBILL_VIEW, action, facts=facts, serve=serve)
+        verdict = self._guard(caller, Action.WAYBILL_VIEW, action, facts=facts, serve=serve)
+        verdict.offline = rows is not None
+        return verdict
 
     def reveal(
         self,
@@ -339,7 +347,7 @@ class Guard:
         approval_id: str | None = None,
     ) -> dict[PiiField, str]:
         """Clear text of ``fields`` for a stated purpose, if the caller's current task explains it."""
-        return self._settle(self._reveal(caller, number, fields, purpose, approval_id))
+        return self._settle(self.reveal_verdict(caller, number, fields, purpose, approval_id=approval_id))
 
     async def reveal_async(
         self,
@@ -357,18 +365,27 @@ class Guard:
         worker thread for PostgreSQL); waiting for the audit commit parks no thread at all.
         ``read``: the waybill's facts as :meth:`employee_caller_for` read them for this request.
         """
-        verdict = await self.offload(self._reveal, caller, number, fields, purpose, approval_id, read)
-        return await self._settle_async(verdict)
+        verdict = await self.offload(
+            lambda: self.reveal_verdict(caller, number, fields, purpose, approval_id=approval_id, read=read)
+        )
+        return await self.settle_async(verdict)
 
-    def _reveal(
+    def reveal_verdict(
         self,
         caller: Caller,
         number: str,
         fields: Sequence[PiiField],
         purpose: str,
-        approval_id: str | None,
+        *,
+        approval_id: str | None = None,
         read: WaybillRead | None = None,
     ) -> Verdict[dict[PiiField, str]]:
+        """The decided reveal (policy, then risk), not yet recorded: hand it to :meth:`settle_async`.
+
+        For a server that reads the caller's session and decides in one offloaded call
+        (:meth:`offload`): one thread hop per request on a networked database instead of two.
+        Nothing is recorded or served until the verdict is settled.
+        """
         if not fields:
             raise InvalidInput("fields", "name at least one field")
         if len(set(fields)) != len(fields):
@@ -399,10 +416,12 @@ class Guard:
                 )
                 raise
 
-        return self._guard(
+        verdict = self._guard(
             caller, Action.WAYBILL_REVEAL, PolicyAction.REVEAL, facts=facts, fields=tuple(fields),
             purpose=purpose, approved_by=approved_by, serve=serve,
         )  # fmt: skip
+        verdict.offline = sealed is not None
+        return verdict
 
     def list_waybills(
         self,
@@ -848,9 +867,13 @@ class Guard:
         self._record(verdict.event)
         return self._conclude(verdict)
 
-    async def _settle_async(self, verdict: Verdict[T]) -> T:
-        """:meth:`_settle` awaiting the durable record instead of blocking a thread."""
+    async def settle_async(self, verdict: Verdict[T]) -> T:
+        """Record ``verdict`` durably, awaiting the commit without blocking a thread; then lock,
+        refuse or serve. A conclusion that needs no database (nothing to lock, rows already in
+        hand) runs on the event loop; any other where :meth:`offload` runs database work."""
         await self._record_async(verdict.event)
+        if verdict.offline and not verdict.lock:
+            return self._conclude(verdict)
         return await self.offload(self._conclude, verdict)
 
     def _conclude(self, verdict: Verdict[T]) -> T:

@@ -139,8 +139,8 @@ def test_database_work_runs_where_inline_database_says(
     guard = world.deployment.guard
     world.step(W1, "out_for_delivery", assignee="C1")
     monkeypatch.setattr(guard, "inline_database", inline)
-    decide = Calls(monkeypatch, guard, "_reveal")
-    view = Calls(monkeypatch, guard, "_view")
+    decide = Calls(monkeypatch, guard, "reveal_verdict")
+    view = Calls(monkeypatch, guard, "view_verdict")
     reads = Calls(monkeypatch, guard.vault, "_open")
     masks = Calls(monkeypatch, guard.vault, "masked")
 
@@ -157,6 +157,75 @@ def test_database_work_runs_where_inline_database_says(
         assert ran_on == [loop_thread] * 4
     else:
         assert loop_thread not in ran_on
+
+
+def test_with_its_rows_in_hand_a_networked_request_concludes_on_the_loop(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The HTTP path on PostgreSQL: the decision runs in a worker thread (it may wait on the
+    network: the session read, a shared risk store); decrypting or masking rows already read
+    needs no thread hop. A lock writes to the database, so that conclusion goes to a thread."""
+    guard = world.deployment.guard
+    guard.inline_database = False
+    world.step(W1, "out_for_delivery", assignee="C1")
+    session = world.deployment.tokens.verify(world.login("C1")["Authorization"].split(" ", 1)[1]).session_id
+    decide = Calls(monkeypatch, guard, "reveal_verdict")
+    view = Calls(monkeypatch, guard, "view_verdict")
+    opened = Calls(monkeypatch, guard.vault, "_open")
+    masked = Calls(monkeypatch, guard.vault, "masked_from_rows")
+    locks = Calls(monkeypatch, guard, "_lock")
+
+    def read(parties: Any) -> tuple[Caller, Any]:
+        return guard.employee_caller_for("C1", session, W1, device_id="dev-1", parties=parties)
+
+    async def main() -> int:
+        caller, sealed = read("sealed")
+        assert await guard.reveal_async(caller, W1, PHONE, "delivery_contact", read=sealed)
+        caller, rows = read("masked")
+        assert (await guard.view_async(caller, W1, read=rows)).waybill.number == W1
+        world.risk.script["C1"] = RiskAction.LOCK
+        caller, sealed = read("sealed")
+        with pytest.raises(AccessDenied):
+            await guard.reveal_async(caller, W1, PHONE, "delivery_contact", read=sealed)
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(main())
+    assert decide.count == 2 and view.count == 1
+    assert loop_thread not in decide.threads + view.threads
+    assert opened.threads == [loop_thread] and masked.threads == [loop_thread]
+    assert locks.count == 1 and locks.threads[0] != loop_thread
+
+
+def test_an_http_read_on_a_networked_database_makes_one_thread_hop(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Session, facts and decision in one offloaded call: one hop per reveal or view, where a
+    hop for the session, one for the decision and one for the conclusion cost a third of the
+    worker's CPU on PostgreSQL."""
+    guard = world.deployment.guard
+    guard.inline_database = False
+    world.step(W1, "out_for_delivery", assignee="C1")
+    headers = world.login("C1")
+    hops: list[str] = []
+    original = asyncio.to_thread
+
+    async def to_thread(work: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        hops.append(getattr(work, "__qualname__", repr(work)))
+        return await original(work, *args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "to_thread", to_thread)
+    body = {"fields": ["recipient.phone"], "purpose": "delivery_contact"}
+    r = world.client.post(f"/v1/waybills/{W1}/reveal", json=body, headers=headers)
+    assert r.status_code == 200, r.text
+    assert r.json()["fields"] == {"recipient.phone": "+86" + RECIPIENT_PHONE}
+    assert len(hops) == 1
+    r = world.client.get(f"/v1/waybills/{W1}", headers=headers)
+    assert r.status_code == 200, r.text
+    assert len(hops) == 2
+    assert [e["action"] for e in world.access_events()[-2:]] == ["waybill.reveal", "waybill.view"]
+    # Refused in the same single call: the session check runs first, in the worker thread.
+    r = world.client.get(f"/v1/waybills/{W1}", headers={**headers, "Authorization": "Bearer nope"})
+    assert r.status_code == 401 and len(hops) == 3
 
 
 def test_world_resolves_inline_database_from_the_url(world: World) -> None:
