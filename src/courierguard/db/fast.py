@@ -37,6 +37,20 @@ class _Held:
         self.driver = driver
 
 
+def _own_connection(engine_ref: weakref.ref[Engine]) -> Any:
+    """A driver connection taken out of the engine's pool for good (made by the engine, so it has
+    the engine's connect-time settings, and never handed back)."""
+    engine = engine_ref()
+    if engine is None:  # pragma: no cover - a query outliving its engine
+        raise RuntimeError("engine is gone")
+    pooled = engine.raw_connection()
+    driver = pooled.driver_connection
+    if driver is None:  # pragma: no cover - a closed connection
+        raise RuntimeError("connection is closed")
+    pooled.detach()
+    return driver
+
+
 class HeldReaders:
     """One SQLite connection per thread, held open for single-statement reads of one engine.
 
@@ -63,12 +77,7 @@ class HeldReaders:
         return rows
 
     def _connect(self) -> _Held:
-        engine = self._engine()
-        if engine is None:  # pragma: no cover - a query outliving its engine
-            raise RuntimeError("engine is gone")
-        pooled = engine.raw_connection()
-        driver = pooled.driver_connection
-        pooled.detach()  # ours from now on: never handed back to the pool
+        driver = _own_connection(self._engine)
         held = _Held(driver)
         with self._lock:
             self._open.append(driver)
@@ -138,14 +147,7 @@ class AutocommitReaders:
         return self._connect(), False
 
     def _connect(self) -> Any:
-        engine = self._engine()
-        if engine is None:  # pragma: no cover - a query outliving its engine
-            raise RuntimeError("engine is gone")
-        pooled = engine.raw_connection()
-        driver = pooled.driver_connection
-        if driver is None:  # pragma: no cover - a closed connection
-            raise RuntimeError("connection is closed")
-        pooled.detach()  # ours from now on: never handed back to the pool
+        driver = _own_connection(self._engine)
         driver.autocommit = True
         with self._lock:
             self._open.add(driver)

@@ -7,6 +7,7 @@ import gc
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -119,13 +120,19 @@ def pg_table(pg_database: str) -> Iterator[Engine]:
     engine.dispose()
 
 
+def _one_idle_reader(engine: Engine) -> tuple[DriverQuery, AutocommitReaders, Any]:
+    """A PostgreSQL read made once: the query, the engine's readers and the one connection it left idle."""
+    query = DriverQuery(engine, "SELECT v FROM fast_t WHERE k = ?")
+    assert query.fetch(engine, ("a",)) == [(1,)]
+    readers = autocommit_readers(engine)
+    (driver,) = readers._idle
+    return query, readers, driver
+
+
 @pytest.mark.postgres
 def test_postgresql_reads_share_autocommit_connections(pg_table: Engine) -> None:
-    query = DriverQuery(pg_table, "SELECT v FROM fast_t WHERE k = ?")
+    query, readers, driver = _one_idle_reader(pg_table)
     assert query.sql == "SELECT v FROM fast_t WHERE k = %s"
-    readers = autocommit_readers(pg_table)
-    assert query.fetch(pg_table, ("a",)) == [(1,)]
-    (driver,) = readers._idle
     # One statement, its own transaction: nothing stays open on the server between requests.
     assert driver.autocommit and driver.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
     with pg_table.begin() as conn:  # a revocation committed elsewhere shows on the very next read
@@ -137,8 +144,7 @@ def test_postgresql_reads_share_autocommit_connections(pg_table: Engine) -> None
 
 @pytest.mark.postgres
 def test_postgresql_read_is_one_round_trip(pg_table: Engine) -> None:
-    query = DriverQuery(pg_table, "SELECT v FROM fast_t WHERE k = ?")
-    query.fetch(pg_table, ("a",))
+    query, readers, _ = _one_idle_reader(pg_table)
     pool_events: list[str] = []
     for name in ("checkout", "checkin"):
         event.listen(pg_table, name, lambda *_, name=name: pool_events.append(name))
@@ -146,15 +152,12 @@ def test_postgresql_read_is_one_round_trip(pg_table: Engine) -> None:
         assert query.fetch(pg_table, ("a",)) == [(1,)]
     # No pool checkout (its ping) or check-in (its rollback), and no BEGIN: the statement alone.
     assert pool_events == []
-    assert autocommit_readers(pg_table)._idle[0].autocommit
+    assert readers._idle[0].autocommit
 
 
 @pytest.mark.postgres
 def test_a_connection_the_server_dropped_is_replaced_and_the_read_repeated(pg_table: Engine) -> None:
-    query = DriverQuery(pg_table, "SELECT v FROM fast_t WHERE k = ?")
-    query.fetch(pg_table, ("a",))
-    readers = autocommit_readers(pg_table)
-    (dropped,) = readers._idle
+    query, readers, dropped = _one_idle_reader(pg_table)
     with pg_table.begin() as conn:  # what a server restart or an idle timeout does to it
         conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": dropped.info.backend_pid})
     assert query.fetch(pg_table, ("a",)) == [(1,)]
@@ -199,10 +202,7 @@ def test_idle_connections_beyond_keep_are_closed(pg_table: Engine) -> None:
 
 @pytest.mark.postgres
 def test_disposing_the_engine_closes_the_readers_and_reads_go_on(pg_table: Engine) -> None:
-    query = DriverQuery(pg_table, "SELECT v FROM fast_t WHERE k = ?")
-    query.fetch(pg_table, ("a",))
-    readers = autocommit_readers(pg_table)
-    (driver,) = readers._idle
+    query, readers, driver = _one_idle_reader(pg_table)
     pg_table.dispose()
     assert driver.closed and readers._open == set()
     assert query.fetch(pg_table, ("a",)) == [(1,)]
