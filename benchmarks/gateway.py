@@ -564,26 +564,20 @@ def _over_http(report: Report, data_dir: Path, work: Work) -> None:
         _reactivate(company, couriers)
         engine.dispose()
 
-    def median(mode: str, kind: str) -> tuple[float, collections.Counter[int]]:
-        return _median_round(rounds, mode, kind)
-
-    def spread(mode: str, kind: str, base_mode: str) -> str:
-        return _spread(rounds, mode, kind, base_mode)
-
     where = f"one uvicorn worker on CPU {cpus[0]}, client on CPU {cpus[1]}, {CONCURRENCY} connections"
     for kind, route, name in (
         ("reveal", "POST /v1/waybills/{number}/reveal", "reveal of one field"),
         ("view", "GET /v1/waybills/{number}", "masked view"),
     ):
-        base, base_st = median("plain", kind)
+        base, base_st = _median_round(rounds, "plain", kind)
         for mode, label in (("guarded", "real risk engine"), ("allow-all", "risk hook AllowAll")):
-            value, st = median(mode, kind)
+            value, st = _median_round(rounds, mode, kind)
             extra = {}
             if kind == "reveal":
                 extra = {"target": f"≥ {TARGET:.0%} of unguarded", "met": value >= TARGET * base}
             report.add(
                 SECTION, f"HTTP guarded {name} `{route}`, {label}, 2xx only ({_status_note(st)}; "
-                f"{spread(mode, kind, 'plain')})", value, "req/s",
+                f"{_spread(rounds, mode, kind, 'plain')})", value, "req/s",
                 baseline_name=f"unguarded app, same route and record, coroutine route as the product's, {where}; "
                 f"{_status_note(base_st)}",
                 baseline_value=base, **extra,
@@ -598,18 +592,18 @@ def _over_http(report: Report, data_dir: Path, work: Work) -> None:
         baseline_name="the same for the unguarded app", baseline_value=cpu["plain"],
     )  # fmt: skip
     # The same guarded figure against the slower baseline of a plain ``def`` route (thread pool).
-    value, st = median("allow-all", "reveal")
-    base, base_st = median("plain-sync", "reveal")
+    value, st = _median_round(rounds, "allow-all", "reveal")
+    base, base_st = _median_round(rounds, "plain-sync", "reveal")
     report.add(
         SECTION, f"HTTP guarded reveal of one field, risk hook AllowAll ({_status_note(st)})", value, "req/s",
         baseline_name=f"unguarded app with a plain def route on FastAPI's thread pool, {where}; {_status_note(base_st)}",
         baseline_value=base,
     )  # fmt: skip
-    value, st = median("allow-all+h11", "reveal")
-    base, base_st = median("plain+h11", "reveal")
+    value, st = _median_round(rounds, "allow-all+h11", "reveal")
+    base, base_st = _median_round(rounds, "plain+h11", "reveal")
     report.add(
         SECTION, f"HTTP guarded reveal of one field, risk hook AllowAll, both apps on uvicorn's pure-Python h11 "
-        f"parser instead of httptools ({_status_note(st)}; {spread('allow-all+h11', 'reveal', 'plain+h11')})",
+        f"parser instead of httptools ({_status_note(st)}; {_spread(rounds, 'allow-all+h11', 'reveal', 'plain+h11')})",
         value, "req/s",
         baseline_name=f"unguarded app, same route and record, h11 parser, {where}; {_status_note(base_st)}",
         baseline_value=base,
