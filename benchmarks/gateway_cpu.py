@@ -63,8 +63,7 @@ def main(argv: list[str]) -> int:
     if len(set(args.modes)) != len(args.modes):
         parser.error("name each mode once")
     gateway.HTTP_SECONDS = args.seconds
-    with contextlib.ExitStack() as stack:
-        database_url = stack.enter_context(gateway._postgres_database()) if args.postgres else None
+    with gateway._postgres_database() if args.postgres else contextlib.nullcontext() as database_url:
         if args.postgres and database_url is None:
             parser.error(f"PostgreSQL not reachable at {gateway.PG_ADMIN_URL}")
         _compare(args.modes, args.rounds, database_url)
