@@ -77,13 +77,24 @@ _INDEX_MAX = 65_536
 # ``%s`` for psycopg. Values are always bound, never formatted into the SQL.
 _INSERT_ENTRY = "INSERT INTO audit_entries (seq, ts_us, kind, actor, tenant, entry, leaf_hash) VALUES (?, ?, ?, ?, ?, ?, ?)"
 _INSERT_TILE = "INSERT INTO audit_tiles (height, idx, hash) VALUES (?, ?, ?)"
+# PostgreSQL: a batch's entries as one statement of column arrays, not ``executemany`` (a pipeline
+# of one Bind/Execute per row): fewer messages, and far less of psycopg's per-row work.
+_INSERT_ENTRIES_PG = (
+    "INSERT INTO audit_entries (seq, ts_us, kind, actor, tenant, entry, leaf_hash) SELECT * FROM unnest("
+    "%s::bigint[], %s::bigint[], %s::text[], %s::text[], %s::text[], %s::bytea[], %s::bytea[])"
+)
 _INSERT_HEAD = (
     "INSERT INTO audit_tree_heads (size, root, timestamp_ms, signature, public_key) VALUES (?, ?, ?, ?, ?)"
 )
 _LEAVES_FROM = "SELECT leaf_hash FROM audit_entries WHERE seq >= ? ORDER BY seq"
 _LEAVES_BETWEEN = "SELECT leaf_hash FROM audit_entries WHERE seq >= ? AND seq < ? ORDER BY seq"
-_PG_LOCK = "SELECT pg_advisory_xact_lock(?)"
+# max() reads one end of the primary key; count() would scan the whole table per batch.
 _MAX_SEQ = "SELECT max(seq) FROM audit_entries"
+# A batch's transaction opens in one round trip: the writers' lock first, then where the log ends.
+# Under READ COMMITTED each statement reads a snapshot taken as it starts, so ``max`` runs after the
+# lock is held and sees every batch committed before it. No parameters: psycopg sends the string
+# with the simple query protocol, which allows several statements; the key is our own constant.
+_PG_BEGIN = f"BEGIN; SELECT pg_advisory_xact_lock({_PG_LOCK_KEY}); {_MAX_SEQ}"
 _LATEST_HEAD = (
     "SELECT size, root, timestamp_ms, signature, public_key FROM audit_tree_heads ORDER BY size DESC LIMIT 1"
 )
@@ -174,6 +185,10 @@ class _WriterConnection:
     second writer (the CLI beside the server, another worker) waits instead of racing it for the
     same index. A connection that fails to roll back is dropped; the next batch checks out a fresh
     one.
+
+    On PostgreSQL the connection is in autocommit mode, so that psycopg sends no ``BEGIN`` of its
+    own: the transaction's ``BEGIN``, the lock and the read of the log's end go in one round trip
+    (:data:`_PG_BEGIN`). It is put back out of autocommit before it returns to the pool.
     """
 
     def __init__(self, engine: Engine) -> None:
@@ -185,13 +200,13 @@ class _WriterConnection:
         return statement if self._sqlite else statement.replace("?", "%s")
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[Any]:
-        """A DB-API cursor inside one transaction holding the writers' lock: committed on exit,
-        rolled back on an error."""
-        cursor = self._open()
+    def transaction(self) -> Iterator[tuple[Any, int]]:
+        """A DB-API cursor inside one transaction holding the writers' lock, and the number of
+        entries stored when the lock was taken: committed on exit, rolled back on an error."""
+        cursor, stored = self._open()
         connection = self._connection
         try:
-            yield cursor
+            yield cursor, stored
             connection.commit()
         except BaseException:
             try:
@@ -203,8 +218,8 @@ class _WriterConnection:
             with contextlib.suppress(Exception):
                 cursor.close()
 
-    def _open(self) -> Any:
-        """A cursor whose transaction holds the writers' lock.
+    def _open(self) -> tuple[Any, int]:
+        """A cursor whose transaction holds the writers' lock, and the number of entries stored.
 
         A connection the database dropped (a PostgreSQL restart, an idle timeout) is found here, at
         the first statement, and replaced once: nothing of the batch has been sent yet, so the
@@ -213,15 +228,19 @@ class _WriterConnection:
         """
         for attempt in (1, 2):
             if self._connection is None:
-                self._connection = self._engine.raw_connection()
+                self._connection = self._checkout()
             connection = self._connection
             cursor = connection.cursor()
             try:
                 if self._sqlite:
                     cursor.execute("BEGIN IMMEDIATE")
+                    cursor.execute(_MAX_SEQ)
                 else:
-                    cursor.execute(self.sql(_PG_LOCK), (_PG_LOCK_KEY,))
-                return cursor
+                    cursor.execute(_PG_BEGIN)
+                    cursor.nextset()  # past BEGIN's and the lock's results, to the log's end
+                    cursor.nextset()
+                top = cursor.fetchone()[0]
+                return cursor, 0 if top is None else int(top) + 1
             except Exception:
                 with contextlib.suppress(Exception):
                     cursor.close()
@@ -236,6 +255,17 @@ class _WriterConnection:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _checkout(self) -> Any:
+        connection = self._engine.raw_connection()
+        if not self._sqlite:
+            try:
+                connection.rollback()  # idle, as autocommit can only be switched outside a transaction
+                _psycopg(connection).autocommit = True
+            except BaseException:
+                connection.invalidate()
+                raise
+        return connection
+
     def _broken(self) -> bool:
         """Whether the driver says the connection is lost (psycopg; sqlite3 connections are local)."""
         driver = getattr(self._connection, "driver_connection", None)
@@ -249,9 +279,27 @@ class _WriterConnection:
 
     def close(self) -> None:
         connection, self._connection = self._connection, None
-        if connection is not None:
+        if connection is None:
+            return
+        try:
+            if not self._sqlite:
+                # Back to the pool as the pool's other users expect it: transactions, not autocommit.
+                connection.rollback()
+                _psycopg(connection).autocommit = False
+        except Exception:
             with contextlib.suppress(Exception):
-                connection.close()
+                connection.invalidate()
+            return
+        with contextlib.suppress(Exception):
+            connection.close()
+
+
+def _psycopg(connection: Any) -> Any:
+    """The psycopg connection inside a pooled one."""
+    driver = connection.driver_connection
+    if driver is None:
+        raise AuditUnavailable("audit database connection is closed")
+    return driver
 
 
 def _new_gate() -> LockType:
@@ -778,8 +826,8 @@ class SqlAuditLog:
         with self._tree_lock:
             before = self._tree.mark()
         try:
-            with self._db.transaction() as cursor:
-                start, head, signed = self._write_in(cursor, entries, wants_head)
+            with self._db.transaction() as (cursor, stored):
+                start, head, signed = self._write_in(cursor, stored, entries, wants_head)
         except BaseException:
             # Whatever failed, a statement or the commit itself, the tree forgets the batch's leaves.
             with self._tree_lock:
@@ -812,16 +860,12 @@ class SqlAuditLog:
             self._tail_since = time.monotonic()
 
     def _write_in(
-        self, cursor: Any, entries: list[_Request], wants_head: bool
+        self, cursor: Any, stored: int, entries: list[_Request], wants_head: bool
     ) -> tuple[int, SignedTreeHead | None, bool]:
-        """One batch's statements in the writer's transaction: (index of its first entry, the head
-        that now covers it if one was due, whether this writer signed that head). ``_write``
-        restores the tree if this or the commit fails."""
+        """One batch's statements in the writer's transaction, which found ``stored`` entries in
+        the log: (index of its first entry, the head that now covers it if one was due, whether
+        this writer signed that head). ``_write`` restores the tree if this or the commit fails."""
         db = self._db
-        # max() reads one end of the primary key; count() would scan the whole table per batch.
-        cursor.execute(_MAX_SEQ)
-        top = cursor.fetchone()[0]
-        stored = 0 if top is None else int(top) + 1
         with self._tree_lock:
             start = len(self._tree)
         if stored > start:
@@ -873,7 +917,9 @@ class SqlAuditLog:
                 floor = max(last.timestamp_ms if last else 0, latest.timestamp_ms if latest else 0)
                 head = self._signer.sign(size, root, not_before_ms=floor)
                 signed = True
-        if rows:
+        if rows and self._pg:
+            cursor.execute(_INSERT_ENTRIES_PG, [list(column) for column in zip(*rows, strict=True)])
+        elif rows:
             cursor.executemany(self._insert_entry, rows)
         if tiles:
             cursor.executemany(self._insert_tile, [(TILE_HEIGHT, i, h) for i, h in tiles])

@@ -843,8 +843,8 @@ def test_sizes_and_proofs_stop_at_what_is_committed(
     inside, release = threading.Event(), threading.Event()
     original = log._write_in
 
-    def write_in(cursor: Any, entries: list[Any], wants_head: bool) -> Any:
-        result = original(cursor, entries, wants_head)
+    def write_in(cursor: Any, stored: int, entries: list[Any], wants_head: bool) -> Any:
+        result = original(cursor, stored, entries, wants_head)
         if entries:
             inside.set()
             assert release.wait(30), "test never released the writer"

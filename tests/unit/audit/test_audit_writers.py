@@ -113,3 +113,27 @@ def test_writer_replaces_a_connection_the_server_dropped(pg_engine: Engine, tmp_
     finally:
         log.close()
     assert verify(pg_engine, LocalKeyFile(tmp_path / "keys.json").signer().public_key).ok
+
+
+@pytest.mark.postgres
+def test_writer_connection_goes_back_to_the_pool_transactional(pg_engine: Engine, tmp_path: Path) -> None:
+    # The writer runs its connection in autocommit (its batches send BEGIN themselves, in the same
+    # round trip as the lock). Handed back to the pool like that, the pool's next user would commit
+    # every statement on its own: a failed multi-statement change would stay half-written.
+    from courierguard.audit import EntryKind
+
+    log = open_audit_log(pg_engine, LocalKeyFile(tmp_path / "keys.json"), head_interval=0.05)
+    writer = log._db._connection.driver_connection
+    try:
+        assert writer.autocommit
+        bodies = [{"actor": {"id": f"E{i}"}} for i in range(5)]
+        assert log.append_many(EntryKind.ACCESS, bodies) == list(range(5))
+    finally:
+        log.close()
+    assert not writer.closed and not writer.autocommit
+    with pg_engine.connect() as conn:
+        conn.execute(text("CREATE TEMPORARY TABLE half (x int)"))
+        conn.execute(text("INSERT INTO half VALUES (1)"))
+        conn.rollback()
+        assert conn.execute(text("SELECT to_regclass('pg_temp.half')")).scalar() is None
+    assert verify(pg_engine, LocalKeyFile(tmp_path / "keys.json").signer().public_key).ok
