@@ -30,7 +30,6 @@ import asyncio
 import collections
 import contextlib
 import os
-import secrets
 import shutil
 import socket
 import statistics
@@ -39,14 +38,14 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import httpx
-import psycopg
 
+from benchmarks.postgres import PG_ADMIN_URL, postgres_database
 from benchmarks.report import Report, latencies_us
 from courierguard.company import CompanyStore
 from courierguard.config import Settings
@@ -610,28 +609,6 @@ def _over_http(report: Report, data_dir: Path, work: Work) -> None:
     )  # fmt: skip
 
 
-PG_ADMIN_URL = os.environ.get("COURIERGUARD_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
-"""A PostgreSQL database to connect to; the benchmark creates a database of its own beside it."""
-
-
-@contextlib.contextmanager
-def _postgres_database() -> Iterator[str | None]:
-    """URL of a fresh PostgreSQL database, dropped afterwards; None when no server answers."""
-    try:
-        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError:
-        yield None
-        return
-    name = f"cg_bench_{secrets.token_hex(4)}"
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
-    finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def _over_http_postgres(report: Report) -> None:
     """The HTTP reveal with the production database: records, sessions and audit trail on PostgreSQL.
 
@@ -641,7 +618,7 @@ def _over_http_postgres(report: Report) -> None:
     is checked against the faster of the two. The database server is not pinned: it shares both
     CPUs with the worker and the load generator, as a database on the API host would.
     """
-    with _postgres_database() as url:
+    with postgres_database() as url:
         if url is None:
             print(f"  PostgreSQL not reachable at {PG_ADMIN_URL}: its HTTP figures are left out", flush=True)
             return

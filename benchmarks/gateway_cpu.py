@@ -26,6 +26,7 @@ from pathlib import Path
 
 from benchmarks import gateway
 from benchmarks.gateway import Work
+from benchmarks.postgres import PG_ADMIN_URL, postgres_database
 
 _PLACEHOLDER_TOKEN = "x" * 300
 """For a plain mode measured before any guarded one: the unguarded app never reads the token."""
@@ -63,9 +64,9 @@ def main(argv: list[str]) -> int:
     if len(set(args.modes)) != len(args.modes):
         parser.error("name each mode once")
     gateway.HTTP_SECONDS = args.seconds
-    with gateway._postgres_database() if args.postgres else contextlib.nullcontext() as database_url:
+    with postgres_database() if args.postgres else contextlib.nullcontext() as database_url:
         if args.postgres and database_url is None:
-            parser.error(f"PostgreSQL not reachable at {gateway.PG_ADMIN_URL}")
+            parser.error(f"PostgreSQL not reachable at {PG_ADMIN_URL}")
         _compare(args.modes, args.rounds, database_url)
     return 0
 
