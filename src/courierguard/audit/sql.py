@@ -79,9 +79,11 @@ _INSERT_ENTRY = "INSERT INTO audit_entries (seq, ts_us, kind, actor, tenant, ent
 _INSERT_TILE = "INSERT INTO audit_tiles (height, idx, hash) VALUES (?, ?, ?)"
 # PostgreSQL: a batch's entries as one statement of column arrays, not ``executemany`` (a pipeline
 # of one Bind/Execute per row): fewer messages, and far less of psycopg's per-row work.
+# The arrays go in binary (``%b``): in text psycopg escapes and quotes every element, which took
+# 850 µs of CPU for a 32-entry batch against 300 µs in binary.
 _INSERT_ENTRIES_PG = (
     "INSERT INTO audit_entries (seq, ts_us, kind, actor, tenant, entry, leaf_hash) SELECT * FROM unnest("
-    "%s::bigint[], %s::bigint[], %s::text[], %s::text[], %s::text[], %s::bytea[], %s::bytea[])"
+    "%b::bigint[], %b::bigint[], %b::text[], %b::text[], %b::text[], %b::bytea[], %b::bytea[])"
 )
 _INSERT_HEAD = (
     "INSERT INTO audit_tree_heads (size, root, timestamp_ms, signature, public_key) VALUES (?, ?, ?, ?, ?)"
