@@ -97,6 +97,24 @@ def latencies_us(fn: Callable[[], object], n: int) -> dict[str, float]:
     }
 
 
+def speed_probe(seconds: float = 2.0) -> float:
+    """Millions of iterations per second of a fixed pure-Python loop (dict, str and int work).
+
+    A yardstick, not a figure: this VM's speed drifts by up to 2x between hours, which moves every
+    absolute figure (the ratios much less). Taken at the start and the end of a run, it tells a
+    reader whether a missed absolute target was a slow hour or a slower product.
+    """
+    done = 0
+    table: dict[str, int] = {}
+    start = time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds:
+        for i in range(10_000):
+            key = f"k{i & 255}"
+            table[key] = table.get(key, 0) + i * 3
+        done += 10_000
+    return done / elapsed / 1e6
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:

@@ -14,7 +14,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks.report import Figure, Report, machine
+from benchmarks.report import Figure, Report, machine, speed_probe
 
 MODULES = ["vault", "policy", "gateway", "audit", "sim", "risk"]
 
@@ -33,13 +33,30 @@ def _fmt(value: float) -> str:
     return f"{value:,.2f}"
 
 
-def render(report: Report, started: datetime, seconds: float, pinning: str, modules: list[str]) -> str:
+def render(
+    report: Report,
+    started: datetime,
+    seconds: float,
+    pinning: str,
+    modules: list[str],
+    speed: tuple[float, float] | None = None,
+) -> str:
     lines = [
         "# Benchmarks",
         "",
         f"Measured {started:%Y-%m-%d %H:%M} UTC in {seconds:,.0f} s by `make bench` "
         f"(`python -m benchmarks.run {' '.join(modules)}`).",
         f"Machine: {machine()}; {pinning}.",
+        *(
+            [
+                f"Machine speed (a fixed pure-Python loop, `benchmarks.report.speed_probe`): "
+                f"{speed[0]:.1f} M iterations/s at the start of the run, {speed[1]:.1f} at the end. "
+                "This VM's speed drifts by up to 2x between hours: compare absolute figures across "
+                "runs only at a similar speed; the ratios, measured in turns, drift much less."
+            ]
+            if speed
+            else []
+        ),
         "",
         "Every figure stands beside a baseline measured in the same run; the ratio is figure / baseline.",
         "",
@@ -82,11 +99,13 @@ def main(argv: list[str]) -> int:
     started = datetime.now(UTC)
     t0 = time.perf_counter()
     report = Report()
+    speed_at_start = speed_probe()
     for name in modules:
         print(f"== {name}")
         module = importlib.import_module(f"benchmarks.{name}")
         module.run(report)
-    text = render(report, started, time.perf_counter() - t0, pinning, modules)
+    speed = (speed_at_start, speed_probe())
+    text = render(report, started, time.perf_counter() - t0, pinning, modules, speed)
     Path("BENCHMARKS.md").write_text(text, encoding="utf-8")
     print("wrote BENCHMARKS.md")
     return 0
