@@ -357,3 +357,27 @@ def test_the_same_entity_as_principal_and_resource_is_left_to_cedar() -> None:
         compiled.environment(same, "view", same, {})
     with pytest.raises(compiled.Fallback):
         compiled.Env(("Employee", "E-1"), ("Action", "view"), ("Employee", "E-1"), {}, {})
+
+
+@pytest.mark.parametrize("compile_policies", [True, False])
+def test_an_entity_id_that_is_not_a_string_is_denied_by_both_paths(compile_policies: bool) -> None:
+    """Cedar refuses a non-string id (a deny); the compiled policies compared an integer principal
+    with an integer assignee and allowed. Ids come typed from tokens and HTTP, but a row or a
+    direct caller may not be."""
+    from dataclasses import replace
+
+    from policy_factories import NOW, principal, waybill
+
+    from courierguard.events import PiiField, Role
+    from courierguard.policy import PolicyAction, PolicyRequest
+
+    engine = PolicyEngine.default(compile_policies=compile_policies)
+    fields = (PiiField.RECIPIENT_PHONE,)
+    good = PolicyRequest(principal(Role.COURIER), PolicyAction.REVEAL, waybill(), NOW, "delivery", fields)
+    assert engine.decide(good).allowed
+    numeric = replace(
+        good, principal=replace(principal(Role.COURIER), id=7), resource=replace(waybill(), assignee=7)
+    )
+    assert not engine.decide(numeric).allowed
+    admin = PolicyRequest(replace(principal(Role.ADMIN), id=7), PolicyAction.ADMIN, None, NOW)
+    assert not engine.decide(admin).allowed

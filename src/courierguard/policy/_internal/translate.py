@@ -96,7 +96,12 @@ class CedarInput:
 
     def check_json(self) -> None:
         """Refuse (``orjson.JSONEncodeError``, a ``TypeError``) what Cedar's JSON input could not
-        carry, a lone surrogate say, so that the compiled policies never decide on it either."""
+        carry, a lone surrogate say, so that the compiled policies never decide on it either.
+
+        Entity ids must be strings: Cedar refuses any other (a deny), and the compiled policies
+        would compare an integer id with an integer assignee and allow."""
+        if type(self.principal_uid[1]) is not str or type(self.resource_uid[1]) is not str:
+            raise TypeError("entity ids must be strings")
         orjson.dumps(
             (self.principal_uid, self.principal_attrs, self.principal_parents, self.resource_uid,
              self.resource_attrs, self.resource_tags, self.context)
