@@ -69,6 +69,14 @@ class Settings(BaseModel):
             "client IP (risk control keys networks on it). Unset: none; '*' trusts any (only behind a proxy)."
         ),
     ] = None
+    max_body_bytes: Annotated[
+        int,
+        Field(
+            description="Largest request body accepted; a larger one is refused with 413 before it is read "
+            "in full (a batch of 5,000 waybills is about 3 MB).",
+            ge=1024,
+        ),
+    ] = 8 * 1024 * 1024
     page_size_max: Annotated[
         int, Field(description="Largest page a list or search returns (masked rows).", ge=1, le=1000)
     ] = 100

@@ -50,7 +50,7 @@ def one_line_errors() -> Iterator[None]:
     try:
         yield
     except CourierGuardError as exc:
-        err_console.print(f"[red]error:[/red] {exc.diagnostics()}", highlight=False)
+        err_console.print(f"[red]error:[/red] {exc.diagnostics()}", highlight=False, soft_wrap=True)
         sys.exit(1)
 
 

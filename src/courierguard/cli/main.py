@@ -6,7 +6,7 @@ import typer
 
 from courierguard import __version__
 from courierguard.app import open_core
-from courierguard.cli import audit, keys, policy, risk, serve, sim
+from courierguard.cli import admin, audit, keys, policy, risk, serve, sim
 from courierguard.cli._common import (
     DatabaseUrl,
     DataDir,
@@ -25,6 +25,7 @@ app = typer.Typer(
 app.add_typer(keys.app, name="keys")
 app.add_typer(policy.app, name="policy")
 app.add_typer(audit.app, name="audit")
+app.add_typer(admin.app, name="admin")
 app.command()(serve.serve)
 app.command()(serve.run)
 app.command()(sim.simulate)

@@ -28,7 +28,7 @@ from courierguard.domain import (
 from courierguard.errors import Conflict, InvalidInput, NotFound
 from courierguard.events import Role, WaybillStatus
 from courierguard.policy import CaseFacts, WaybillFacts
-from courierguard.timeutil import utc, utc_or_none
+from courierguard.timeutil import CLOCK_SKEW, utc, utc_or_none
 from courierguard.vault.service import waybill_from_row
 
 FACTS_COLUMNS = (
@@ -97,6 +97,18 @@ _WAYBILL = select(waybills).where(
 )
 
 
+def _case_from_row(row: Any) -> Case:
+    return Case(
+        row.id,
+        CaseKind(row.kind),
+        row.waybill,
+        row.owner,
+        CaseState(row.state),
+        utc(row.opened_at),
+        utc_or_none(row.closed_at),
+    )
+
+
 def _shifts_to_json(shifts: tuple[Shift, ...]) -> str:
     return json.dumps([[s.weekday, s.start.strftime("%H:%M"), s.end.strftime("%H:%M")] for s in shifts])
 
@@ -133,6 +145,28 @@ class CompanyStore:
             if conn.execute(select(tenants.c.id).where(tenants.c.id == self.tenant)).first() is None:
                 conn.execute(insert(tenants).values(id=self.tenant, name=name, created_at=now))
 
+    def check_org_unit(self, unit: OrgUnit) -> None:
+        """Refuse a change an administrator asks for that would break the hierarchy: the parent must
+        exist and the units stay a tree (in a cycle every unit is an ancestor of itself, which the
+        policies read as "within"). :meth:`put_org_unit` itself stays permissive, for importers
+        that load a whole company in any order."""
+        if not unit.name.strip():
+            raise InvalidInput("name", "is required")
+        if unit.parent is not None:
+            with self.engine.connect() as conn:
+                self._check_parent(conn, unit.id, unit.parent)
+
+    def check_employee(self, employee: Employee) -> None:
+        """Refuse an administrator's change that names an org unit that does not exist."""
+        with self.engine.connect() as conn:
+            unit = conn.execute(
+                select(org_units.c.id).where(
+                    org_units.c.tenant == self.tenant, org_units.c.id == employee.org_unit
+                )
+            ).first()
+        if unit is None:
+            raise InvalidInput("org_unit", "is not an org unit")
+
     def put_org_unit(self, unit: OrgUnit) -> None:
         values = {
             "kind": unit.kind.value,
@@ -150,6 +184,22 @@ class CompanyStore:
             )
             if not found.rowcount:
                 conn.execute(insert(org_units).values(tenant=self.tenant, id=unit.id, **values))
+
+    def _check_parent(self, conn: Connection, unit_id: str, parent: str) -> None:
+        seen = {unit_id}
+        ancestor: str | None = parent
+        while ancestor is not None:
+            if ancestor in seen:
+                raise InvalidInput("parent", "would make the org-unit hierarchy a cycle")
+            seen.add(ancestor)
+            row = conn.execute(
+                select(org_units.c.parent).where(
+                    org_units.c.tenant == self.tenant, org_units.c.id == ancestor
+                )
+            ).first()
+            if row is None:
+                raise InvalidInput("parent", "is not an org unit")
+            ancestor = row.parent
 
     def org_unit(self, unit_id: str) -> OrgUnit:
         with self.engine.connect() as conn:
@@ -241,24 +291,7 @@ class CompanyStore:
     def apply(self, change: LifecycleChange) -> Waybill:
         """Move a waybill to a new status. Pickup and delivery steps (re)assign the courier's task."""
         with self.engine.begin() as conn:
-            current = self.waybill(change.number, conn)
-            if current.status in _TERMINAL and change.status not in (
-                WaybillStatus.RETURNED,
-                WaybillStatus.EXCEPTION,
-            ):
-                raise Conflict(f"waybill {change.number} is already {current.status.value}")
-            values: dict[str, Any] = {"status": change.status.value, "status_ts": utc(change.ts)}
-            task = _TASK_FOR_STATUS.get(change.status)
-            if task is not None:
-                if not change.assignee:
-                    raise InvalidInput(
-                        "assignee", f"is required when a waybill becomes {change.status.value}"
-                    )
-                values.update(assignee=change.assignee, task=task.value)
-            elif change.status is WaybillStatus.PICKED_UP or change.status is WaybillStatus.IN_TRANSIT:
-                values.update(assignee=None, task=None)  # pickup done: the courier's task has ended
-            if change.status is WaybillStatus.DELIVERED:
-                values["delivered_at"] = utc(change.ts)  # assignee stays: the grace period needs it
+            values = self._planned(conn, change)
             conn.execute(
                 update(waybills)
                 .where(waybills.c.tenant == self.tenant, waybills.c.number == change.number)
@@ -275,6 +308,49 @@ class CompanyStore:
                 )
             )
             return self.waybill(change.number, conn)
+
+    def check(self, change: LifecycleChange) -> None:
+        """Refuse, as :meth:`apply` would, a change that cannot be applied now; writes nothing.
+
+        For a caller that records a change on the audit trail before it takes effect.
+        """
+        with self.engine.connect() as conn:
+            self._planned(conn, change)
+
+    def _planned(self, conn: Connection, change: LifecycleChange) -> dict[str, Any]:
+        """The waybill columns ``change`` sets, or the error that refuses it."""
+        current = self.waybill(change.number, conn)
+        if current.status in _TERMINAL and change.status not in (
+            WaybillStatus.RETURNED,
+            WaybillStatus.EXCEPTION,
+        ):
+            raise Conflict(f"waybill {change.number} is already {current.status.value}")
+        if utc(change.ts) < current.created_at - CLOCK_SKEW:
+            raise InvalidInput("ts", "is before the waybill was created")
+        values: dict[str, Any] = {"status": change.status.value, "status_ts": utc(change.ts)}
+        task = _TASK_FOR_STATUS.get(change.status)
+        if task is not None:
+            if not change.assignee:
+                raise InvalidInput("assignee", f"is required when a waybill becomes {change.status.value}")
+            self._check_assignee(conn, change.assignee)
+            values.update(assignee=change.assignee, task=task.value)
+        elif change.status is WaybillStatus.PICKED_UP or change.status is WaybillStatus.IN_TRANSIT:
+            values.update(assignee=None, task=None)  # pickup done: the courier's task has ended
+        if change.status is WaybillStatus.DELIVERED:
+            values["delivered_at"] = utc(change.ts)  # assignee stays: the grace period needs it
+        return values
+
+    def _check_assignee(self, conn: Connection, employee_id: str) -> None:
+        """A pickup or delivery task goes to an active courier: an assignment is what lets its holder
+        reveal the parties' contacts, so a mistyped id or another role's account must not get one."""
+        try:
+            assignee = self.employee(employee_id, conn)
+        except NotFound:
+            raise InvalidInput("assignee", "is not an employee") from None
+        if assignee.role is not Role.COURIER:
+            raise InvalidInput("assignee", "must be a courier")
+        if assignee.status is not EmployeeStatus.ACTIVE:
+            raise InvalidInput("assignee", "is not an active employee")
 
     def page(
         self,
@@ -315,19 +391,20 @@ class CompanyStore:
                 )
         return [n for n in numbers if n in found]
 
-    def numbers_with_prefix(self, prefix: str, *, limit: int) -> list[str]:
+    def numbers_with_prefix(
+        self, prefix: str, *, limit: int, after: str | None = None, org_unit: str | None = None
+    ) -> list[str]:
+        """Waybill numbers starting with ``prefix``, in number order after ``after`` (keyset paging),
+        of ``org_unit`` (origin or destination) if given."""
+        stmt = select(waybills.c.number).where(
+            waybills.c.tenant == self.tenant, waybills.c.number.startswith(prefix, autoescape=True)
+        )
+        if after is not None:
+            stmt = stmt.where(waybills.c.number > after)
+        if org_unit is not None:
+            stmt = stmt.where((waybills.c.origin_outlet == org_unit) | (waybills.c.dest_outlet == org_unit))
         with self.engine.connect() as conn:
-            return list(
-                conn.execute(
-                    select(waybills.c.number)
-                    .where(
-                        waybills.c.tenant == self.tenant,
-                        waybills.c.number.startswith(prefix, autoescape=True),
-                    )
-                    .order_by(waybills.c.number)
-                    .limit(limit)
-                ).scalars()
-            )
+            return list(conn.execute(stmt.order_by(waybills.c.number).limit(limit)).scalars())
 
     def count_waybills(self) -> int:
         with self.engine.connect() as conn:
@@ -341,12 +418,7 @@ class CompanyStore:
 
     def open_case(self, case: Case) -> None:
         with self.engine.begin() as conn:
-            self.waybill(case.waybill, conn)
-            exists = conn.execute(
-                select(cases.c.id).where(cases.c.tenant == self.tenant, cases.c.id == case.id)
-            ).first()
-            if exists is not None:
-                raise Conflict(f"case {case.id} already exists")
+            self._check_case(conn, case)
             conn.execute(
                 insert(cases).values(
                     tenant=self.tenant,
@@ -358,6 +430,33 @@ class CompanyStore:
                     opened_at=utc(case.opened_at),
                 )
             )
+
+    def check_case(self, case: Case) -> None:
+        """Refuse, as :meth:`open_case` would, a case that cannot be opened now; writes nothing."""
+        with self.engine.connect() as conn:
+            self._check_case(conn, case)
+
+    def _check_case(self, conn: Connection, case: Case) -> None:
+        self.waybill(case.waybill, conn)
+        exists = conn.execute(
+            select(cases.c.id).where(cases.c.tenant == self.tenant, cases.c.id == case.id)
+        ).first()
+        if exists is not None:
+            raise Conflict(f"case {case.id} already exists")
+        # The owner of an open ticket may reveal the waybill's contacts: it must be a real account.
+        try:
+            self.employee(case.owner, conn)
+        except NotFound:
+            raise InvalidInput("owner", "is not an employee") from None
+
+    def case(self, case_id: str) -> Case:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(cases).where(cases.c.tenant == self.tenant, cases.c.id == case_id)
+            ).first()
+        if row is None:
+            raise NotFound(f"case {case_id} not found")
+        return _case_from_row(row)
 
     def close_case(self, case_id: str, now: datetime) -> Case:
         with self.engine.begin() as conn:
@@ -371,12 +470,4 @@ class CompanyStore:
             row = conn.execute(
                 select(cases).where(cases.c.tenant == self.tenant, cases.c.id == case_id)
             ).one()
-        return Case(
-            row.id,
-            CaseKind(row.kind),
-            row.waybill,
-            row.owner,
-            CaseState(row.state),
-            utc(row.opened_at),
-            utc_or_none(row.closed_at),
-        )
+        return _case_from_row(row)

@@ -10,13 +10,14 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import Depends, FastAPI, Path, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from courierguard import __version__
@@ -84,6 +85,20 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+def _representable_in_utc(value: datetime) -> datetime:
+    # "9999-12-31T23:59:59-23:59" parses, but is past the last instant Python can hold in UTC.
+    if value.tzinfo is not None:
+        try:
+            value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("is out of range") from None
+    return value
+
+
+Instant = Annotated[datetime, AfterValidator(_representable_in_utc)]
+"""A timestamp that converts to UTC (whether it needs an offset is the route's rule)."""
+
+
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -133,6 +148,7 @@ class SearchIn(_In):
     name: Annotated[str | None, Field(max_length=64, pattern=TEXT)] = None
     number_prefix: Annotated[str | None, Field(max_length=15, pattern=r"^[A-Z0-9]+$")] = None
     org_unit: Annotated[str | None, Field(pattern=ID)] = None
+    cursor: Annotated[str | None, Field(pattern=NUMBER)] = None
     page_size: Annotated[int, Field(ge=1, le=1000)] = 50
 
 
@@ -154,7 +170,7 @@ class IngestOut(BaseModel):
 
 class LifecycleIn(_In):
     status: WaybillStatus
-    ts: datetime | None = None
+    ts: Instant | None = None
     assignee: Annotated[str | None, Field(pattern=ID)] = None
 
 
@@ -221,7 +237,7 @@ class StatusIn(_In):
 
 class OrgUnitIn(_In):
     kind: OrgUnitKind
-    name: Annotated[str, Field(min_length=1, max_length=200, pattern=TEXT)]
+    name: Annotated[str, Field(min_length=1, max_length=200, pattern=STATED)]
     parent: Annotated[str | None, Field(pattern=ID)] = None
     city: Annotated[str | None, Field(max_length=64, pattern=TEXT)] = None
     lat: Annotated[float | None, Field(ge=-90, le=90)] = None
@@ -281,9 +297,9 @@ class AuditSearchIn(_In):
     actor: Annotated[str | None, Field(pattern=ID)] = None
     waybills: Annotated[list[Annotated[str, Field(pattern=NUMBER)]], Field(max_length=100)] = []
     phone: Annotated[str | None, Field(max_length=32)] = None
-    since: datetime | None = None
-    until: datetime | None = None
-    cursor: Annotated[int | None, Field(ge=0)] = None
+    since: Instant | None = None
+    until: Instant | None = None
+    cursor: Annotated[int | None, Field(ge=0, le=2**63 - 1)] = None
     limit: Annotated[int, Field(ge=1, le=1000)] = 100
 
 
@@ -365,6 +381,7 @@ def create_app(deployment: Deployment) -> FastAPI:
     latency = Histogram("courierguard_http_seconds", "HTTP latency by route", ["route"], registry=registry)
     app.state.deployment = deployment
 
+    app.add_middleware(_BodyLimit, limit=deployment.core.settings.max_body_bytes)
     app.add_middleware(_Observe, requests_total=requests_total, latency=latency)
 
     # Identity headers are read straight from the request, not declared as ``Header()`` parameters:
@@ -535,9 +552,9 @@ def create_app(deployment: Deployment) -> FastAPI:
         """Masked search by phone or name (blind index) or number prefix; the query stays out of URLs."""
         page = guard.search(
             who, phone=body.phone, name=body.name, number_prefix=body.number_prefix, org_unit=body.org_unit,
-            page_size=body.page_size,
+            cursor=body.cursor, page_size=body.page_size,
         )  # fmt: skip
-        return PageOut(items=[_waybill(m) for m in page.items], next_cursor=None)
+        return PageOut(items=[_waybill(m) for m in page.items], next_cursor=page.next_cursor)
 
     @app.post("/v1/waybills", response_model=IngestOut, responses=ERRORS, tags=["ingest"])
     def ingest(body: IngestIn, who: Who) -> IngestOut:
@@ -800,6 +817,48 @@ class _Observe:
             children[0].inc()
             children[1].observe(elapsed)
             log_request(scope["method"], path, status, round(elapsed * 1000, 2))
+
+
+class _BodyLimit:
+    """Refuses a request body over ``limit`` bytes with a 413 problem: before reading any of it when
+    the request declares its length, else as soon as what has arrived passes the limit.
+
+    Ahead of authentication: an anonymous 100 MB body must not be read (and held) in full first.
+    FastAPI's own ``max_body_size`` answers in plain text, outside the problem-JSON handlers.
+    """
+
+    def __init__(self, app: ASGIApp, *, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                if not value.isdigit() or int(value) > self.limit:
+                    await self._refuse(scope, receive, send)
+                    return
+                break
+        limit, received = self.limit, 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise StarletteHTTPException(413, "request body too large")
+            return message
+
+        await self.app(scope, counted, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        detail = f"request body over {self.limit} bytes (or an unreadable Content-Length)"
+        await problems.problem(413, "Request body too large", detail, "payload_too_large")(
+            scope, receive, send
+        )
 
 
 _PUBLIC_ROUTES = {"/healthz", "/metrics", "/v1/dev/token", "/v1/audit/witness"}

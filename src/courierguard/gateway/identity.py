@@ -26,7 +26,7 @@ from courierguard.clock import Clock, SystemClock
 from courierguard.company.store import FACTS_COLUMNS
 from courierguard.db.fast import DriverQuery
 from courierguard.db.tables import api_keys, devices, sessions
-from courierguard.errors import Unauthenticated
+from courierguard.errors import NotFound, Unauthenticated
 from courierguard.timeutil import utc, utc_or_none
 from courierguard.vault import Vault
 from courierguard.vault.service import MASKED_COLUMNS, SEALED_COLUMNS
@@ -345,6 +345,14 @@ class ApiKeyRecord:
     name: str
 
 
+@dataclass(frozen=True, slots=True)
+class ApiKeyInfo:
+    id: str
+    name: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
 class ApiKeys:
     """API keys of service accounts. The secret is shown once; the database keeps its SHA-256."""
 
@@ -383,9 +391,31 @@ class ApiKeys:
             raise Unauthenticated("API key has been revoked")
         return ApiKeyRecord(row.id, row.name)
 
-    def revoke(self, key_id: str, now: datetime) -> None:
+    def revoke(self, key_id: str, now: datetime) -> ApiKeyRecord:
+        """Revoke a key: refused from the next request on. Revoking it again changes nothing."""
         with self.engine.begin() as conn:
-            conn.execute(update(api_keys).where(api_keys.c.id == key_id).values(revoked_at=now))
+            row = conn.execute(
+                select(api_keys).where(api_keys.c.id == key_id, api_keys.c.tenant == self.tenant)
+            ).first()
+            if row is None:
+                raise NotFound(f"API key {key_id} not found")
+            if row.revoked_at is None:
+                conn.execute(
+                    update(api_keys)
+                    .where(api_keys.c.id == key_id, api_keys.c.tenant == self.tenant)
+                    .values(revoked_at=now)
+                )
+        return ApiKeyRecord(row.id, row.name)
+
+    def listing(self) -> list[ApiKeyInfo]:
+        """Every key of the tenant, oldest first (never the secret, which is not stored)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(api_keys.c.id, api_keys.c.name, api_keys.c.created_at, api_keys.c.revoked_at)
+                .where(api_keys.c.tenant == self.tenant)
+                .order_by(api_keys.c.created_at, api_keys.c.id)
+            ).all()
+        return [ApiKeyInfo(r.id, r.name, utc(r.created_at), utc_or_none(r.revoked_at)) for r in rows]
 
 
 class Devices:

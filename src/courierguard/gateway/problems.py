@@ -75,7 +75,9 @@ def install(app: FastAPI, *, pattern_rules: dict[str, str] | None = None) -> Non
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        reason = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        reason = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
+            exc.status_code, "http_error"
+        )
         return problem(exc.status_code, str(exc.detail), str(exc.detail), reason)
 
     @app.exception_handler(Exception)

@@ -79,7 +79,7 @@ from courierguard.policy import (
     WaybillFacts,
 )
 from courierguard.risk.interfaces import RiskHook
-from courierguard.timeutil import utc, utc_or_none
+from courierguard.timeutil import reported_time, utc, utc_or_none
 from courierguard.vault import MaskedWaybill, Vault, VaultError
 
 T = TypeVar("T")
@@ -91,6 +91,14 @@ last_receipt: ContextVar[tuple[int, str] | None] = ContextVar("courierguard_audi
 RISK_LOCK_REASON = "risk_lock"
 MAX_PURPOSE = 128
 SERVICE_ORG_UNIT = "SYSTEM"
+SEARCH_MATCHES_MAX = 1000
+"""Waybills one phone or name search reaches, over all its pages: a person with more is a business
+account, and an officer's audit search, not the masked search, is the tool for it."""
+
+
+_SERVICE_ROLE = Role.SERVICE.value
+SystemDetail = int | str | list[str] | None
+"""A value in a system entry's body (``waybills`` lists the numbers it concerns, for search)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +232,8 @@ class Guard:
             raise AccessDenied(
                 f"account {employee_id} is {active.status}", reason=DenyReason.ACCOUNT_INACTIVE
             )
+        if active.role == _SERVICE_ROLE:  # service accounts are API keys, never people's sessions
+            raise AccessDenied(f"account {employee_id} has the service role, which is for API keys")
         return Caller(
             Principal(employee_id, Role(active.role), active.org_unit, EmployeeStatus.ACTIVE),
             session_id,
@@ -393,11 +403,13 @@ class Guard:
         purpose = _purpose(purpose)
         approved_by = None
         if approval_id is not None:
-            approval = self._usable_approval(approval_id, caller, kind="reveal")
+            approval = self._usable_approval(approval_id, caller, kind="reveal", waybill=number)
             if approval.scope.get("waybill") != number or not set(fields) <= set(approval.fields):
-                raise AccessDenied(
-                    "the approval does not cover this waybill or these fields", reason=DenyReason.FOUR_EYES
-                )
+                raise self._refused(
+                    caller, Action.WAYBILL_REVEAL, f"approval.use:{approval_id}",
+                    AccessDenied("the approval does not cover this waybill or these fields", reason=DenyReason.FOUR_EYES),
+                    waybill=number,
+                )  # fmt: skip
             approved_by = approval.decided_by
         facts = self._facts(number, read)
 
@@ -455,28 +467,35 @@ class Guard:
         name: str | None = None,
         number_prefix: str | None = None,
         org_unit: str | None = None,
+        cursor: str | None = None,
         page_size: int = 50,
     ) -> PageResult:
-        """Masked search by phone or name (through the blind index) or waybill-number prefix."""
+        """Masked search by phone or name (through the blind index) or waybill-number prefix, in
+        waybill-number order, keyset-paged by ``cursor`` (the last number of the previous page).
+
+        A phone or a name matches at most :data:`SEARCH_MATCHES_MAX` waybills; a prefix pages on."""
         given = [v for v in (phone, name, number_prefix) if v]
         if len(given) != 1:
             raise InvalidInput("query", "give exactly one of phone, name, number_prefix")
         size = self._page_size(page_size)
+        org_unit = _default_scope(caller, org_unit)
         if phone:
-            kind, numbers = QueryKind.BY_PHONE, self.vault.waybills_by_phone(phone, limit=1000)
+            kind, numbers = QueryKind.BY_PHONE, self.vault.waybills_by_phone(phone, limit=SEARCH_MATCHES_MAX)
         elif name:
-            kind, numbers = QueryKind.BY_NAME, self.vault.waybills_by_name(name, limit=1000)
+            kind, numbers = QueryKind.BY_NAME, self.vault.waybills_by_name(name, limit=SEARCH_MATCHES_MAX)
         else:
             assert number_prefix is not None
             if len(number_prefix) < 4:
                 raise InvalidInput("number_prefix", "needs at least 4 characters")
-            kind, numbers = (
-                QueryKind.BY_WAYBILL_PREFIX,
-                self.company.numbers_with_prefix(number_prefix, limit=1000),
+            kind = QueryKind.BY_WAYBILL_PREFIX
+            numbers = self.company.numbers_with_prefix(
+                number_prefix, after=cursor, limit=size + 1, org_unit=org_unit
             )
-        org_unit = _default_scope(caller, org_unit)
-        if org_unit is not None and numbers:
-            numbers = self.company.within(numbers, org_unit)
+        if kind is not QueryKind.BY_WAYBILL_PREFIX:
+            numbers = sorted(n for n in set(numbers) if cursor is None or n > cursor)
+            if org_unit is not None and numbers:
+                numbers = self.company.within(numbers, org_unit)
+        more = len(numbers) > size
         numbers = numbers[:size]
         verdict = self._guard(
             caller, Action.WAYBILL_SEARCH, PolicyAction.SEARCH, org_unit=org_unit,
@@ -484,7 +503,7 @@ class Guard:
             serve=lambda: self.vault.masked_many(numbers),
         )  # fmt: skip
         items = self._settle(verdict)
-        return PageResult(items, None)
+        return PageResult(items, numbers[-1] if more and numbers else None)
 
     # --- four-eyes approvals: bulk export and officers' reveals ----------------------------------------
 
@@ -515,7 +534,11 @@ class Guard:
             scope: dict[str, Any] = {"waybill": waybill}
             action, policy_action = Action.WAYBILL_REVEAL, PolicyAction.REVEAL
             if caller.principal.role not in (Role.SECURITY_OFFICER, Role.AUDITOR):
-                raise AccessDenied("only security officers and auditors reveal through four-eyes approval")
+                raise self._refused(
+                    caller, Action.WAYBILL_REVEAL, "approval.request",
+                    AccessDenied("only security officers and auditors reveal through four-eyes approval"),
+                    waybill=waybill,
+                )  # fmt: skip
         else:
             scope = {"org_unit": org_unit, "status": status.value if status else None}
             action, policy_action = Action.WAYBILL_EXPORT, PolicyAction.EXPORT_REQUEST
@@ -636,17 +659,58 @@ class Guard:
             utc_or_none(row.decided_at), utc_or_none(row.expires_at), utc_or_none(row.used_at),
         )  # fmt: skip
 
-    def _usable_approval(self, approval_id: str, caller: Caller, *, kind: str) -> Approval:
-        approval = self._approval(approval_id)
-        if approval.kind != kind or approval.requested_by != caller.principal.id:
-            raise AccessDenied("this approval is not yours to use", reason=DenyReason.FOUR_EYES)
-        if approval.status != "approved":
-            raise AccessDenied(f"approval {approval_id} is {approval.status}", reason=DenyReason.FOUR_EYES)
-        if approval.expires_at is None or approval.expires_at <= self.clock.now():
-            raise AccessDenied(f"approval {approval_id} has expired", reason=DenyReason.FOUR_EYES)
-        if kind == "export" and approval.used_at is not None:
-            raise Conflict(f"export {approval_id} was already downloaded")
+    def _usable_approval(
+        self, approval_id: str, caller: Caller, *, kind: str, waybill: str | None = None
+    ) -> Approval:
+        """The approval ``caller`` may use now; any refusal is recorded (and scored) first: trying
+        other people's approvals, or stale ones, is how an insider probes the four-eyes rule."""
+        action = Action.WAYBILL_REVEAL if kind == "reveal" else Action.WAYBILL_EXPORT
+        error: CourierGuardError | None = None
+        try:
+            approval = self._approval(approval_id)
+        except NotFound as exc:
+            error, approval = exc, None
+        if approval is None:
+            pass
+        elif approval.kind != kind or approval.requested_by != caller.principal.id:
+            error = AccessDenied("this approval is not yours to use", reason=DenyReason.FOUR_EYES)
+        elif approval.status != "approved":
+            error = AccessDenied(f"approval {approval_id} is {approval.status}", reason=DenyReason.FOUR_EYES)
+        elif approval.expires_at is None or approval.expires_at <= self.clock.now():
+            error = AccessDenied(f"approval {approval_id} has expired", reason=DenyReason.FOUR_EYES)
+        elif kind == "export" and approval.used_at is not None:
+            error = Conflict(f"export {approval_id} was already downloaded")
+        if error is not None:
+            raise self._refused(caller, action, f"approval.use:{approval_id}", error, waybill=waybill)
+        assert approval is not None
         return approval
+
+    def _refused(
+        self,
+        caller: Caller,
+        action: Action,
+        what: str,
+        error: CourierGuardError,
+        *,
+        waybill: str | None = None,
+    ) -> CourierGuardError:
+        """Record and score a refusal that no policy decision made (a misused approval, a change to
+        one's own account); returns ``error`` for the caller to raise. A risk lock wins over it."""
+        code = getattr(error, "reason", None) or error.__class__.__name__.lower()
+        event = self._event(
+            caller, action, outcome=Outcome.DENY, purpose=what[:128], reason=f"guard:{code}"[:256],
+            facts=self._facts_or_none(waybill),
+        )  # fmt: skip
+        self._judge_now(event)
+        return error
+
+    def _facts_or_none(self, number: str | None) -> WaybillFacts | None:
+        if number is None:
+            return None
+        try:
+            return self.company.facts(number)
+        except NotFound:
+            return None
 
     # --- investigations ------------------------------------------------------------------------------------
 
@@ -694,25 +758,64 @@ class Guard:
     def ingest(self, caller: Caller, records: Sequence[Any]) -> Any:
         self._require(caller, PolicyAction.INGEST)
         result = self.vault.ingest_records(records)
-        self._record_system(caller, "waybill.ingest", stored=len(result.stored), failed=len(result.failed))
+        self._record_system(
+            caller, "waybill.ingest", stored=len(result.stored), failed=len(result.failed),
+            waybills=list(result.stored),
+        )  # fmt: skip
         return result
+
+    # Assignments, sign-offs and tickets are what open a courier's or an agent's reveal rights: each
+    # is checked, then recorded, then applied, so none takes effect without its entry on the trail.
+    # A change refused between the check and the write (a race) gets a second, "rejected" entry.
 
     def lifecycle(self, caller: Caller, change: LifecycleChange) -> Any:
         self._require(caller, PolicyAction.INGEST)
-        return self.company.apply(change)
+        change = replace(change, ts=reported_time(change.ts, "ts", now=self.clock.now()))
+        self.company.check(change)
+        what: dict[str, SystemDetail] = {
+            "waybills": [change.number], "status": change.status.value, "ts": change.ts.isoformat(),
+            "assignee": change.assignee,
+        }  # fmt: skip
+        self._record_system(caller, "waybill.lifecycle", **what)
+        try:
+            return self.company.apply(change)
+        except CourierGuardError as exc:
+            self._record_system(caller, "waybill.lifecycle.rejected", **what, error=exc.__class__.__name__)
+            raise
 
     def open_case(self, caller: Caller, case: Case) -> None:
         self._require(caller, PolicyAction.INGEST)
-        self.company.open_case(case)
+        self.company.check_case(case)
+        what: dict[str, SystemDetail] = {
+            "waybills": [case.waybill], "case": case.id, "kind": case.kind.value, "owner": case.owner,
+        }  # fmt: skip
+        self._record_system(caller, "case.opened", **what)
+        try:
+            self.company.open_case(case)
+        except CourierGuardError as exc:
+            self._record_system(caller, "case.opened.rejected", **what, error=exc.__class__.__name__)
+            raise
 
     def close_case(self, caller: Caller, case_id: str) -> Case:
         self._require(caller, PolicyAction.INGEST)
+        case = self.company.case(case_id)
+        self._record_system(caller, "case.closed", waybills=[case.waybill], case=case.id, owner=case.owner)
         return self.company.close_case(case_id, self.clock.now())
 
     # --- administration -------------------------------------------------------------------------------------
 
     def put_employee(self, caller: Caller, employee: Employee) -> Employee:
-        self._admin(caller, f"employee.put:{employee.id}")
+        what = f"employee.put:{employee.id}"
+        self._admin(caller, what)  # authorization first: a non-admin learns nothing from validation
+        self._own_account_refused(caller, employee.id, what)
+        if employee.role is Role.SERVICE:
+            # Service accounts are API keys; an employee with this role would sign in as a person
+            # and pass the ingest policy, handing out assignments and tickets unnoticed.
+            raise self._refused(
+                caller, Action.ADMIN_CHANGE, what,
+                InvalidInput("role", "service is for API keys (courierguard keys create), not employees"),
+            )  # fmt: skip
+        self.company.check_employee(employee)
         previous = None
         with contextlib.suppress(NotFound):
             previous = self.company.employee(employee.id)
@@ -723,11 +826,14 @@ class Guard:
 
     def put_org_unit(self, caller: Caller, unit: OrgUnit) -> OrgUnit:
         self._admin(caller, f"org_unit.put:{unit.id}")
+        self.company.check_org_unit(unit)
         self.company.put_org_unit(unit)
         return self.company.org_unit(unit.id)
 
     def set_employee_status(self, caller: Caller, employee_id: str, status: EmployeeStatus) -> Employee:
-        self._admin(caller, f"employee.status:{employee_id}:{status.value}")
+        what = f"employee.status:{employee_id}:{status.value}"
+        self._admin(caller, what)
+        self._own_account_refused(caller, employee_id, what)
         employee = self.company.set_employee_status(employee_id, status, self.clock.now(), reason="officer")
         self._status_changed(caller, employee_id, status)
         return employee
@@ -762,6 +868,15 @@ class Guard:
         if status is not EmployeeStatus.ACTIVE:
             self.sessions.revoke_all(employee_id, self.clock.now(), f"employee_{status.value}")
 
+    def _own_account_refused(self, caller: Caller, employee_id: str, what: str) -> None:
+        """Separation of duties: nobody changes their own role, unit or status (an admin could make
+        themselves an officer and approve their own exports); another admin must."""
+        if employee_id == caller.principal.id:
+            raise self._refused(
+                caller, Action.ADMIN_CHANGE, what,
+                AccessDenied("nobody changes their own account: ask another admin"),
+            )  # fmt: skip
+
     def _admin(self, caller: Caller, what: str) -> None:
         decision = self.policy.decide(
             PolicyRequest(caller.principal, PolicyAction.ADMIN, None, self.clock.now())
@@ -783,11 +898,17 @@ class Guard:
                                      reason=f"policy:{decision.reason}"))  # fmt: skip
             raise AccessDenied(decision.detail, reason=decision.reason or DenyReason.POLICY_DENIED)
 
-    def _record_system(self, caller: Caller, what: str, **details: int | str | None) -> None:
+    def _record_system(self, caller: Caller, what: str, **details: SystemDetail) -> None:
         try:
             self.audit.append(
                 EntryKind.SYSTEM,
-                {"what": what, "actor": caller.principal.id, "ts": self.clock.now().isoformat(), **details},
+                {
+                    "what": what,
+                    "actor": caller.principal.id,
+                    "tenant": self.settings.tenant,
+                    "ts": self.clock.now().isoformat(),
+                    **details,
+                },
             )
         except CourierGuardError:
             raise

@@ -13,7 +13,7 @@ from typing import Any
 from courierguard.domain import WAYBILL_NUMBER, Address, NewWaybill, Party
 from courierguard.errors import InvalidInput
 from courierguard.events import WaybillStatus
-from courierguard.timeutil import utc
+from courierguard.timeutil import reported_time, utc
 from courierguard.vault.normalize import InvalidName, InvalidPhone, normalize_name, normalize_phone
 
 MAX_ADDRESS_PART = 32
@@ -88,8 +88,7 @@ def parse_new_waybill(raw: Any, *, default_time: datetime) -> NewWaybill:
             raise InvalidInput("created_at", "must be an RFC 3339 timestamp") from None
     else:
         raise InvalidInput("created_at", "must be an RFC 3339 timestamp")
-    if created_at.tzinfo is None:
-        raise InvalidInput("created_at", "needs a UTC offset")
+    created_at = reported_time(created_at, "created_at", now=default_time)
     status_raw = raw.get("status", WaybillStatus.CREATED.value)
     try:
         status = WaybillStatus(status_raw)

@@ -1,0 +1,210 @@
+"""`courierguard admin ...`: what an operator does on the host before anyone can sign in.
+
+Service API keys (the order and PDA systems' credentials) and the first administrator cannot come
+through the HTTP API, which needs both. Everything else about staff and org units goes through the
+admin endpoints, by an administrator, on the audit trail. Each command here is on the audit trail
+too (a ``system`` entry whose actor is ``operator:<login>``), recorded before it takes effect.
+"""
+
+from __future__ import annotations
+
+import getpass
+from typing import Annotated
+
+import typer
+
+from courierguard.app import Core, open_core
+from courierguard.audit import EntryKind, open_audit_log
+from courierguard.cli._common import (
+    DatabaseUrl,
+    DataDir,
+    KeyFile,
+    Tenant,
+    console,
+    one_line_errors,
+    settings_from,
+)
+from courierguard.company import CompanyStore
+from courierguard.domain import Employee, OrgUnit, OrgUnitKind
+from courierguard.errors import Conflict, InvalidInput, NotFound
+from courierguard.events import Role
+from courierguard.gateway.identity import ApiKeys
+
+ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:-")
+
+app = typer.Typer(help="Operator tasks: service API keys and the first administrator.", no_args_is_help=True)
+api_key = typer.Typer(help="API keys of service accounts (order system, PDA system).", no_args_is_help=True)
+app.add_typer(api_key, name="api-key")
+
+
+def _record(core: Core, what: str, **details: str) -> None:
+    """A system entry on the audit trail, durable before the caller goes on."""
+    audit = open_audit_log(core.audit_engine, core.keys, clock=core.clock)
+    try:
+        audit.append(
+            EntryKind.SYSTEM,
+            {
+                "what": what,
+                "actor": f"operator:{_login()}",
+                "tenant": core.settings.tenant,
+                "ts": core.clock.now().isoformat(),
+                **details,
+            },
+        )
+        audit.checkpoint()
+    finally:
+        audit.close()
+
+
+def _login() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (a container's arbitrary uid)
+        return "unknown"
+
+
+def _identifier(value: str, what: str) -> str:
+    if not 1 <= len(value) <= 64 or not set(value) <= ID_CHARS:
+        raise InvalidInput(what, "must be 1 to 64 letters, digits or the characters _ . : -")
+    return value
+
+
+@api_key.command("create")
+def create_api_key(
+    name: Annotated[str, typer.Argument(help="Which system uses it, e.g. order-system or pda-gateway.")],
+    database_url: DatabaseUrl = None,
+    data_dir: DataDir = None,
+    key_file: KeyFile = None,
+    tenant: Tenant = None,
+) -> None:
+    """Create a service API key and print it once (only its SHA-256 is stored).
+
+    Example: courierguard admin api-key create order-system
+    """
+    with one_line_errors():
+        name = name.strip()
+        if not 1 <= len(name) <= 100 or "\x00" in name:
+            raise InvalidInput("name", "must be 1 to 100 characters")
+        core = open_core(settings_from(database_url, data_dir, key_file, tenant))
+        try:
+            keys = ApiKeys(core.engine, tenant=core.settings.tenant)
+            record, secret = keys.create(name, core.clock.now())
+            try:
+                _record(core, "api_key.created", key_id=record.id, name=name)
+            except Exception:
+                keys.revoke(record.id, core.clock.now())  # no unrecorded credential stays usable
+                raise
+        finally:
+            core.close()
+        console.print(
+            f"API key {record.id} for {name} (shown once; send it as 'Authorization: ApiKey <key>'):",
+            soft_wrap=True,
+        )
+        console.print(secret, highlight=False, soft_wrap=True)
+
+
+@api_key.command("list")
+def list_api_keys(
+    database_url: DatabaseUrl = None,
+    data_dir: DataDir = None,
+    key_file: KeyFile = None,
+    tenant: Tenant = None,
+) -> None:
+    """List the tenant's API keys: id, name, created, revoked.
+
+    Example: courierguard admin api-key list
+    """
+    with one_line_errors():
+        core = open_core(settings_from(database_url, data_dir, key_file, tenant))
+        try:
+            rows = ApiKeys(core.engine, tenant=core.settings.tenant).listing()
+        finally:
+            core.close()
+        for info in rows:
+            revoked = f"revoked {info.revoked_at:%Y-%m-%d %H:%M}" if info.revoked_at else "active"
+            console.print(
+                f"{info.id}  {info.created_at:%Y-%m-%d %H:%M}  {revoked:<24} {info.name}", highlight=False
+            )
+        if not rows:
+            console.print("no API keys")
+
+
+@api_key.command("revoke")
+def revoke_api_key(
+    key_id: Annotated[str, typer.Argument(help="The key's id, as `api-key list` shows it.")],
+    database_url: DatabaseUrl = None,
+    data_dir: DataDir = None,
+    key_file: KeyFile = None,
+    tenant: Tenant = None,
+) -> None:
+    """Revoke an API key; requests that present it are refused from the next one on.
+
+    Example: courierguard admin api-key revoke 3f9a0c1d2e4b
+    """
+    with one_line_errors():
+        _identifier(key_id, "key_id")
+        core = open_core(settings_from(database_url, data_dir, key_file, tenant))
+        try:
+            keys = ApiKeys(core.engine, tenant=core.settings.tenant)
+            if not any(info.id == key_id for info in keys.listing()):
+                raise NotFound(f"API key {key_id} not found")
+            _record(core, "api_key.revoked", key_id=key_id)
+            record = keys.revoke(key_id, core.clock.now())
+        finally:
+            core.close()
+        console.print(f"API key {record.id} ({record.name}) revoked")
+
+
+@app.command()
+def bootstrap(
+    employee_id: Annotated[
+        str, typer.Argument(help="The administrator's employee number (the token's sub).")
+    ],
+    org_unit: Annotated[
+        str, typer.Option("--org-unit", help="Their org unit; created as HQ if missing.")
+    ] = "HQ",
+    unit_name: Annotated[
+        str, typer.Option("--unit-name", help="Name of a newly created org unit.")
+    ] = "Headquarters",
+    company_name: Annotated[str, typer.Option("--company", help="The tenant's display name.")] = "Courier",
+    database_url: DatabaseUrl = None,
+    data_dir: DataDir = None,
+    key_file: KeyFile = None,
+    tenant: Tenant = None,
+) -> None:
+    """Create the first administrator of a new deployment; refused once the tenant has one.
+
+    Further staff and org units come through the admin API, from this administrator's account.
+
+    Example: courierguard admin bootstrap E000001 --org-unit HQ --company "Example Express"
+    """
+    with one_line_errors():
+        _identifier(employee_id, "employee_id")
+        _identifier(org_unit, "org_unit")
+        core = open_core(settings_from(database_url, data_dir, key_file, tenant))
+        try:
+            company = CompanyStore(core.engine, tenant=core.settings.tenant)
+            if any(e.role is Role.ADMIN for e in company.employees()):
+                raise Conflict(
+                    "this tenant already has an administrator: use the admin API from that account"
+                )
+            try:
+                company.employee(employee_id)
+                raise Conflict(
+                    f"employee {employee_id} exists: an administrator changes roles through the API"
+                )
+            except NotFound:
+                pass
+            now = core.clock.now()
+            _record(core, "admin.bootstrap", employee=employee_id, org_unit=org_unit)
+            company.ensure_tenant(company_name, now)
+            try:
+                company.org_unit(org_unit)
+            except NotFound:
+                company.put_org_unit(OrgUnit(org_unit, OrgUnitKind.HQ, unit_name))
+            company.put_employee(Employee(employee_id, Role.ADMIN, org_unit), now)
+        finally:
+            core.close()
+        console.print(
+            f"administrator {employee_id} created in {org_unit}; they sign in with your identity provider"
+        )

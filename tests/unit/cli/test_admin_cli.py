@@ -1,0 +1,74 @@
+"""`courierguard admin`: the first administrator and service API keys, made on the host, on the trail."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from courierguard.audit import AuditQueries, EntryKind
+from courierguard.cli.main import app
+from courierguard.company import CompanyStore
+from courierguard.db import create_db_engine
+from courierguard.errors import Unauthenticated
+from courierguard.events import Role
+from courierguard.gateway.identity import ApiKeys
+
+runner = CliRunner()
+
+
+def _trail(tmp_path: Path) -> list[str]:
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'courierguard-audit.sqlite3'}")
+    return [e.body["what"] for e in AuditQueries(engine).search(kinds=[EntryKind.SYSTEM], limit=100).records]
+
+
+def test_api_keys_are_shown_once_work_and_stop_working_when_revoked(tmp_path: Path) -> None:
+    data = ["--data-dir", str(tmp_path), "--tenant", "acme"]
+    created = runner.invoke(app, ["admin", "api-key", "create", "order-system", *data])
+    assert created.exit_code == 0, created.output
+    key = created.output.strip().splitlines()[-1]
+    assert key.startswith("cgk_")
+    keys = ApiKeys(create_db_engine(f"sqlite:///{tmp_path / 'courierguard.sqlite3'}"), tenant="acme")
+    assert keys.verify(key).name == "order-system"
+    listed = runner.invoke(app, ["admin", "api-key", "list", *data])
+    key_id = key.split("_")[1]
+    assert listed.exit_code == 0 and key_id in listed.output and "active" in listed.output
+    assert key.split("_", 2)[2] not in listed.output  # the secret is never shown again
+    revoked = runner.invoke(app, ["admin", "api-key", "revoke", key_id, *data])
+    assert revoked.exit_code == 0, revoked.output
+    try:
+        keys.verify(key)
+        raise AssertionError("a revoked key still works")
+    except Unauthenticated:
+        pass
+    assert _trail(tmp_path) == ["api_key.created", "api_key.revoked"]
+
+
+def test_another_tenants_key_cannot_be_revoked_or_seen(tmp_path: Path) -> None:
+    created = runner.invoke(
+        app, ["admin", "api-key", "create", "pda", "--data-dir", str(tmp_path), "--tenant", "a"]
+    )
+    key_id = created.output.strip().splitlines()[-1].split("_")[1]
+    other = ["--data-dir", str(tmp_path), "--tenant", "b"]
+    assert "no API keys" in runner.invoke(app, ["admin", "api-key", "list", *other]).output
+    refused = runner.invoke(app, ["admin", "api-key", "revoke", key_id, *other])
+    assert refused.exit_code == 1 and "not found" in refused.output and "Traceback" not in refused.output
+
+
+def test_bad_input_is_one_line(tmp_path: Path) -> None:
+    data = ["--data-dir", str(tmp_path)]
+    for args in (["api-key", "create", "   "], ["api-key", "revoke", "no such id!"], ["bootstrap", "E 1"]):
+        result = runner.invoke(app, ["admin", *args, *data])
+        assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+        assert result.output.startswith("error: Invalid input")
+
+
+def test_bootstrap_makes_one_administrator_per_tenant(tmp_path: Path) -> None:
+    data = ["--data-dir", str(tmp_path), "--tenant", "acme"]
+    made = runner.invoke(app, ["admin", "bootstrap", "E000001", "--org-unit", "HQ", *data])
+    assert made.exit_code == 0, made.output
+    company = CompanyStore(create_db_engine(f"sqlite:///{tmp_path / 'courierguard.sqlite3'}"), tenant="acme")
+    assert company.employee("E000001").role is Role.ADMIN and company.org_unit("HQ").name == "Headquarters"
+    again = runner.invoke(app, ["admin", "bootstrap", "E000002", *data])
+    assert again.exit_code == 1 and "already has an administrator" in again.output
+    assert _trail(tmp_path) == ["admin.bootstrap"]

@@ -1,0 +1,189 @@
+"""Administration and four-eyes: separation of duties, and every refusal on the trail.
+
+An insider who probes other people's approvals, or an admin who tries to make themselves an
+officer, must leave a trace for the auditors and the risk engine, not only a 403 in their browser.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from courierguard.domain import Employee
+from courierguard.events import Role
+
+from .conftest import World
+
+W1, W2 = "YT0000000000001", "YT0000000000002"
+
+
+def refusals(world: World, actor: str) -> list[dict[str, Any]]:
+    return [
+        e for e in world.access_events() if e["actor"]["id"] == actor and e["outcome"]["decision"] == "deny"
+    ]
+
+
+def officer_reveal_approval(world: World, waybill: str = W1) -> tuple[str, dict[str, str], dict[str, str]]:
+    x1, x2 = world.login("X1"), world.login("X2")
+    body = {"kind": "reveal", "justification": "police request 2026-117 about this parcel",
+            "fields": ["recipient.phone"], "waybill": waybill}  # fmt: skip
+    r = world.client.post("/v1/approvals", json=body, headers=x1)
+    assert r.status_code == 201, r.text
+    return r.json()["id"], x1, x2
+
+
+def use(world: World, headers: dict[str, str], approval: str, waybill: str = W1) -> Any:
+    return world.client.post(
+        f"/v1/waybills/{waybill}/reveal",
+        json={"fields": ["recipient.phone"], "purpose": "investigation", "approval": approval},
+        headers=headers,
+    )
+
+
+def test_using_a_pending_approval_is_refused_and_recorded(world: World) -> None:
+    ap, x1, _ = officer_reveal_approval(world)
+    r = use(world, x1, ap)
+    assert r.status_code == 403 and r.json()["reason"] == "four_eyes_required"
+    [refused] = refusals(world, "X1")
+    assert refused["action"] == "waybill.reveal" and refused["purpose"] == f"approval.use:{ap}"
+    assert refused["outcome"]["reason"] == "guard:four_eyes_required"
+    assert refused["resource"]["id"] == W1 and "fields" not in refused
+
+
+def test_someone_elses_approval_is_refused_and_recorded(world: World) -> None:
+    ap, _, x2 = officer_reveal_approval(world)
+    world.client.post(f"/v1/approvals/{ap}/approve", headers=x2)
+    assert use(world, x2, ap).status_code == 403
+    assert [e["purpose"] for e in refusals(world, "X2")] == [f"approval.use:{ap}"]
+
+
+def test_an_approval_for_another_waybill_is_refused_and_recorded(world: World) -> None:
+    ap, x1, x2 = officer_reveal_approval(world)
+    world.client.post(f"/v1/approvals/{ap}/approve", headers=x2)
+    assert use(world, x1, ap, waybill=W2).status_code == 403
+    [refused] = refusals(world, "X1")
+    assert refused["resource"]["id"] == W2
+
+
+def test_an_unknown_approval_is_a_404_and_recorded(world: World) -> None:
+    x1 = world.login("X1")
+    assert use(world, x1, "ap_0000000000000000").status_code == 404
+    assert [e["outcome"]["reason"] for e in refusals(world, "X1")] == ["guard:not_found"]
+
+
+def test_a_second_download_is_a_409_and_recorded(world: World) -> None:
+    m1, x1 = world.login("M1"), world.login("X1")
+    body = {"kind": "export", "justification": "quarterly claims reconciliation", "fields": ["recipient.name"],
+            "org_unit": "OUT-BJ-01"}  # fmt: skip
+    ap = world.client.post("/v1/approvals", json=body, headers=m1).json()["id"]
+    world.client.post(f"/v1/approvals/{ap}/approve", headers=x1)
+    assert world.client.get(f"/v1/exports/{ap}/download", headers=m1).status_code == 200
+    assert world.client.get(f"/v1/exports/{ap}/download", headers=m1).status_code == 409
+    [refused] = refusals(world, "M1")
+    assert refused["action"] == "waybill.export" and refused["outcome"]["reason"] == "guard:conflict"
+
+
+def test_a_clerk_asking_for_an_officers_reveal_is_recorded(world: World) -> None:
+    k1 = world.login("K1")
+    body = {"kind": "reveal", "justification": "customer says the parcel is lost", "fields": ["recipient.phone"],
+            "waybill": W1}  # fmt: skip
+    assert world.client.post("/v1/approvals", json=body, headers=k1).status_code == 403
+    assert [e["purpose"] for e in refusals(world, "K1")] == ["approval.request"]
+
+
+@pytest.mark.parametrize(
+    "body", [{"role": "security_officer", "org_unit": "HQ"}, {"role": "admin", "org_unit": "OUT-BJ-01"}]
+)
+def test_nobody_changes_their_own_account(world: World, body: dict[str, str]) -> None:
+    a1 = world.login("A1")
+    r = world.client.put("/v1/admin/employees/A1", json=body, headers=a1)
+    assert r.status_code == 403, r.text
+    assert (
+        world.client.post("/v1/admin/employees/A1/status", json={"status": "left"}, headers=a1).status_code
+        == 403
+    )
+    assert world.deployment.guard.company.employee("A1").role is Role.ADMIN
+    assert len(refusals(world, "A1")) == 2
+
+
+def test_the_service_role_is_for_api_keys_not_people(world: World) -> None:
+    a1 = world.login("A1")
+    r = world.client.put(
+        "/v1/admin/employees/E777", json={"role": "service", "org_unit": "OUT-BJ-01"}, headers=a1
+    )
+    assert r.status_code == 422 and r.json()["field"] == "role"
+    assert refusals(world, "A1")[0]["purpose"] == "employee.put:E777"
+    # An account that has the role anyway (an older database, a direct write) never gets a session.
+    world.deployment.guard.company.put_employee(
+        Employee("E778", Role.SERVICE, "OUT-BJ-01"), world.clock.now()
+    )
+    assert world.deployment.dev_issuer is not None
+    token, _ = world.deployment.dev_issuer.issue("E778", now=world.clock.now())
+    headers = {"Authorization": f"Bearer {token}", "X-Device-Id": "dev-1"}
+    world.client.post("/v1/auth/login", json={}, headers=headers)
+    case = {"id": "TK-9", "kind": "ticket", "waybill": W1, "owner": "S1"}
+    assert world.client.post("/v1/cases", json=case, headers=headers).status_code in (401, 403)
+
+
+def test_staff_and_units_name_what_exists(world: World) -> None:
+    a1 = world.login("A1")
+    put = world.client.put
+    r = put("/v1/admin/employees/E9", json={"role": "courier", "org_unit": "NO-SUCH-UNIT"}, headers=a1)
+    assert r.status_code == 422 and r.json()["field"] == "org_unit"
+    assert (
+        put(
+            "/v1/admin/employees/E9", json={"role": "courier", "org_unit": "OUT-BJ-01"}, headers=a1
+        ).status_code
+        == 200
+    )
+    r = put("/v1/admin/org-units/OUT-X", json={"kind": "outlet", "name": "X", "parent": "NOPE"}, headers=a1)
+    assert r.status_code == 422 and r.json()["field"] == "parent"
+    r = put("/v1/admin/org-units/OUT-X", json={"kind": "outlet", "name": "X", "parent": "OUT-X"}, headers=a1)
+    assert r.status_code == 422 and "cycle" in r.json()["detail"]
+    assert (
+        put("/v1/admin/org-units/R1", json={"kind": "region", "name": "North"}, headers=a1).status_code == 200
+    )
+    assert (
+        put(
+            "/v1/admin/org-units/R2", json={"kind": "region", "name": "Sub", "parent": "R1"}, headers=a1
+        ).status_code
+        == 200
+    )
+    r = put("/v1/admin/org-units/R1", json={"kind": "region", "name": "North", "parent": "R2"}, headers=a1)
+    assert r.status_code == 422 and "cycle" in r.json()["detail"]
+    r = put("/v1/admin/org-units/R3", json={"kind": "region", "name": "   "}, headers=a1)
+    assert r.status_code == 422 and r.json()["field"] == "name"
+
+
+def test_audit_search_bounds_its_cursor_and_times(world: World) -> None:
+    x1 = world.login("X1")
+    r = world.client.post("/v1/audit/search", json={"cursor": 2**63}, headers=x1)
+    assert r.status_code == 422 and r.json()["field"] == "cursor"
+    r = world.client.post("/v1/audit/search", json={"since": "9999-12-31T23:59:59-23:59"}, headers=x1)
+    assert r.status_code == 422 and r.json()["field"] == "since"
+    assert world.client.post("/v1/audit/search", json={"cursor": 2**63 - 1}, headers=x1).status_code == 200
+
+
+def test_an_oversized_body_is_a_413_before_authentication(world: World) -> None:
+    limit = world.deployment.core.settings.max_body_bytes
+    r = world.client.post(
+        "/v1/waybills/search",
+        content=b"{" + b" " * limit + b"}",
+        headers={"Content-Type": "application/json"},
+    )
+    assert r.status_code == 413 and r.headers["content-type"] == "application/problem+json"
+    assert r.json()["reason"] == "payload_too_large"
+
+
+def test_an_oversized_body_without_a_length_is_cut_off(world: World) -> None:
+    limit = world.deployment.core.settings.max_body_bytes
+
+    def chunks() -> Any:
+        for _ in range(limit // 65536 + 2):
+            yield b" " * 65536
+
+    r = world.client.post(
+        "/v1/waybills/search", content=chunks(), headers={"Content-Type": "application/json"}
+    )
+    assert r.status_code == 413 and r.json()["reason"] == "payload_too_large"

@@ -1,0 +1,190 @@
+"""Assignments, sign-offs and tickets: what opens reveal rights is checked, then recorded, then applied.
+
+A courier may reveal a recipient's phone because a lifecycle step assigned the delivery to them; a
+customer-service agent because a ticket names them. So each of these changes is on the audit trail
+before it takes effect (findable by waybill), and its times and names are checked: a sign-off
+dated in 2099 would stretch the 24-hour grace for 70 years, an assignment to a mistyped id or a
+clerk would hand reveal rights to the wrong account.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from courierguard.audit import AuditQueries
+from courierguard.domain import Employee, EmployeeStatus
+from courierguard.events import Role
+
+from .conftest import START, World, record
+
+W1 = "YT0000000000001"
+
+
+def system_entries(world: World, what: str | None = None, waybill: str | None = None) -> list[dict[str, Any]]:
+    queries = AuditQueries(world.deployment.core.audit_engine)
+    page = queries.search(limit=1000, waybills=[waybill] if waybill else None, tenant=world.tenant)
+    return [
+        r.body for r in page.records if r.kind == "system" and (what is None or r.body.get("what") == what)
+    ]
+
+
+def step(world: World, status: str, **body: Any) -> Any:
+    return world.client.post(f"/v1/waybills/{W1}/events", json={"status": status, **body}, headers=world.svc)
+
+
+def test_an_assignment_is_recorded_before_it_opens_reveal_rights(world: World) -> None:
+    c1 = world.login("C1")
+    r = step(world, "out_for_delivery", assignee="C1", ts=world.clock.now().isoformat())
+    assert r.status_code == 200, r.text
+    [entry] = system_entries(world, "waybill.lifecycle", waybill=W1)
+    assert entry["actor"] == "svc:order-system" and entry["assignee"] == "C1"
+    assert entry["status"] == "out_for_delivery" and entry["waybills"] == [W1]
+    revealed = world.client.post(
+        f"/v1/waybills/{W1}/reveal", json={"fields": ["recipient.phone"], "purpose": "delivery"}, headers=c1
+    )
+    assert revealed.status_code == 200
+    assert step(world, "delivered").status_code == 200
+    assert [e["status"] for e in system_entries(world, "waybill.lifecycle", waybill=W1)] == [
+        "out_for_delivery",
+        "delivered",
+    ]
+
+
+def test_a_refused_step_leaves_the_waybill_and_the_trail_as_they_were(world: World) -> None:
+    assert step(world, "out_for_delivery", assignee="C1").status_code == 200
+    assert step(world, "delivered").status_code == 200
+    before = world.client.get(f"/v1/waybills/{W1}", headers=world.login("K1")).json()
+    assert step(world, "in_transit").status_code == 409  # a delivered waybill does not move on
+    assert (
+        world.client.get(f"/v1/waybills/{W1}", headers=world.login("K1")).json()["status"] == before["status"]
+    )
+    assert len(system_entries(world, "waybill.lifecycle", waybill=W1)) == 2
+
+
+@pytest.mark.parametrize(
+    ("ts", "message"),
+    [
+        ("2099-01-01T00:00:00Z", "ahead of the server's clock"),
+        ("1999-12-31T23:59:59Z", "before 2000-01-01"),
+        ("9999-12-31T23:59:59-23:59", "out of range"),
+        ("0001-01-01T00:00:00+23:59", "out of range"),
+        ("2026-11-01T00:00:00+08:00", "before the waybill was created"),
+    ],
+)
+def test_a_step_time_outside_what_is_possible_is_a_422_naming_ts(world: World, ts: str, message: str) -> None:
+    r = step(world, "out_for_delivery", assignee="C1", ts=ts)
+    assert r.status_code == 422, r.text
+    assert r.json()["field"] == "ts" and message in r.json()["detail"]
+    assert system_entries(world, "waybill.lifecycle", waybill=W1) == []
+
+
+def test_a_device_clock_a_few_minutes_ahead_is_accepted(world: World) -> None:
+    ahead = (world.clock.now() + timedelta(minutes=9)).isoformat()
+    assert step(world, "out_for_delivery", assignee="C1", ts=ahead).status_code == 200
+
+
+def test_a_sign_off_dated_in_the_future_cannot_stretch_the_grace_period(world: World) -> None:
+    assert step(world, "out_for_delivery", assignee="C1").status_code == 200
+    r = step(world, "delivered", ts="2099-01-01T00:00:00Z")
+    assert r.status_code == 422
+    world.clock.advance(timedelta(hours=25))
+    c1 = world.login("C1")
+    late = world.client.post(
+        f"/v1/waybills/{W1}/reveal", json={"fields": ["recipient.phone"], "purpose": "delivery"}, headers=c1
+    )
+    assert late.status_code == 200  # still out for delivery: the refused sign-off changed nothing
+
+
+@pytest.mark.parametrize(
+    ("assignee", "message"),
+    [("NOBODY-XYZ", "is not an employee"), ("S1", "must be a courier"), ("K1", "must be a courier")],
+)
+def test_a_task_goes_only_to_a_courier_on_the_staff_list(world: World, assignee: str, message: str) -> None:
+    r = step(world, "out_for_delivery", assignee=assignee)
+    assert r.status_code == 422 and r.json()["field"] == "assignee" and message in r.json()["detail"], r.text
+
+
+def test_a_task_does_not_go_to_a_courier_who_left(world: World) -> None:
+    world.deployment.guard.company.put_employee(
+        Employee("C3", Role.COURIER, "OUT-BJ-01", EmployeeStatus.LEFT), world.clock.now()
+    )
+    r = step(world, "awaiting_pickup", assignee="C3")
+    assert r.status_code == 422 and "not an active employee" in r.json()["detail"]
+
+
+def test_tickets_are_recorded_when_opened_and_closed(world: World) -> None:
+    case = {"id": "TK-1", "kind": "ticket", "waybill": W1, "owner": "S1"}
+    assert world.client.post("/v1/cases", json=case, headers=world.svc).status_code == 201
+    assert world.client.post("/v1/cases/TK-1/close", headers=world.svc).status_code == 200
+    entries = [e for e in system_entries(world, waybill=W1) if e["what"].startswith("case.")]
+    assert [(e["what"], e["case"], e["owner"]) for e in entries] == [
+        ("case.opened", "TK-1", "S1"),
+        ("case.closed", "TK-1", "S1"),
+    ]
+
+
+def test_a_ticket_names_an_owner_on_the_staff_list(world: World) -> None:
+    case = {"id": "TK-2", "kind": "ticket", "waybill": W1, "owner": "NOBODY"}
+    r = world.client.post("/v1/cases", json=case, headers=world.svc)
+    assert r.status_code == 422 and r.json()["field"] == "owner"
+    assert system_entries(world, "case.opened") == []
+    assert world.client.post("/v1/cases/TK-404/close", headers=world.svc).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("created_at", "message"),
+    [
+        ("2099-01-01T00:00:00Z", "ahead of the server's clock"),
+        ("0001-01-01T00:00:00Z", "before 2000-01-01"),
+        ("9999-12-31T23:59:59-23:59", "out of range"),
+    ],
+)
+def test_an_impossible_creation_time_fails_its_record_alone(
+    world: World, created_at: str, message: str
+) -> None:
+    records = [record(90, created_at=created_at), record(91, created_at=START.isoformat())]
+    r = world.client.post("/v1/waybills", json={"records": records}, headers=world.svc)
+    assert r.status_code == 200, r.text
+    assert r.json()["stored"] == ["YT0000000000091"]
+    [failed] = r.json()["failed"]
+    assert failed["index"] == 0 and failed["field"] == "created_at" and message in failed["message"]
+
+
+def test_an_ingest_is_recorded_with_the_numbers_it_stored(world: World) -> None:
+    [entry] = system_entries(world, "waybill.ingest", waybill="YT0000000000003")
+    assert entry["stored"] == 5 and sorted(entry["waybills"]) == [f"YT{n:013d}" for n in range(1, 6)]
+
+
+def test_a_prefix_search_pages_through_every_match(world: World) -> None:
+    more = [record(n) for n in range(100, 130)]
+    assert world.client.post("/v1/waybills", json={"records": more}, headers=world.svc).status_code == 200
+    k1 = world.login("K1")
+    seen: list[str] = []
+    cursor = None
+    for _ in range(10):
+        body: dict[str, Any] = {"number_prefix": "YT00", "page_size": 7}
+        if cursor:
+            body["cursor"] = cursor
+        page = world.client.post("/v1/waybills/search", json=body, headers=k1).json()
+        seen += [item["number"] for item in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == sorted(seen) and len(seen) == len(set(seen)) == 35
+
+
+def test_a_phone_search_pages_too(world: World) -> None:
+    k1 = world.login("K1")
+    first = world.client.post(
+        "/v1/waybills/search", json={"phone": "13912345678", "page_size": 3}, headers=k1
+    )
+    assert first.status_code == 200 and len(first.json()["items"]) == 3
+    cursor = first.json()["next_cursor"]
+    rest = world.client.post(
+        "/v1/waybills/search", json={"phone": "13912345678", "page_size": 3, "cursor": cursor}, headers=k1
+    ).json()
+    assert [i["number"] for i in rest["items"]] == ["YT0000000000004", "YT0000000000005"]
+    assert rest["next_cursor"] is None
