@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -11,6 +12,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from courierguard.app import Core
+from courierguard.audit import EntryKind, open_audit_log
 from courierguard.config import Settings
 from courierguard.errors import CourierGuardError
 
@@ -57,3 +60,25 @@ def one_line_errors() -> Iterator[None]:
 def run_guarded(fn: Callable[[], None]) -> None:
     with one_line_errors():
         fn()
+
+
+def record(core: Core, kind: EntryKind, body: dict[str, object]) -> None:
+    """An operator's action as an audit entry, durable before the command goes on: the body with
+    the time, the tenant and the actor ``operator:<login>`` (who ran the command on the host)."""
+    audit = open_audit_log(core.audit_engine, core.keys, clock=core.clock)
+    try:
+        audit.append(
+            kind,
+            {"ts": core.clock.now().isoformat(), "actor": f"operator:{_login()}",
+             "tenant": core.settings.tenant, **body},
+        )  # fmt: skip
+        audit.checkpoint()
+    finally:
+        audit.close()
+
+
+def _login() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (a container's arbitrary uid)
+        return "unknown"

@@ -8,13 +8,12 @@ too (a ``system`` entry whose actor is ``operator:<login>``), recorded before it
 
 from __future__ import annotations
 
-import getpass
 from typing import Annotated
 
 import typer
 
 from courierguard.app import Core, open_core
-from courierguard.audit import EntryKind, open_audit_log
+from courierguard.audit import EntryKind
 from courierguard.cli._common import (
     DatabaseUrl,
     DataDir,
@@ -22,6 +21,7 @@ from courierguard.cli._common import (
     Tenant,
     console,
     one_line_errors,
+    record,
     settings_from,
 )
 from courierguard.company import CompanyStore
@@ -38,29 +38,7 @@ app.add_typer(api_key, name="api-key")
 
 
 def _record(core: Core, what: str, **details: str) -> None:
-    """A system entry on the audit trail, durable before the caller goes on."""
-    audit = open_audit_log(core.audit_engine, core.keys, clock=core.clock)
-    try:
-        audit.append(
-            EntryKind.SYSTEM,
-            {
-                "what": what,
-                "actor": f"operator:{_login()}",
-                "tenant": core.settings.tenant,
-                "ts": core.clock.now().isoformat(),
-                **details,
-            },
-        )
-        audit.checkpoint()
-    finally:
-        audit.close()
-
-
-def _login() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry (a container's arbitrary uid)
-        return "unknown"
+    record(core, EntryKind.SYSTEM, {"what": what, **details})
 
 
 def _identifier(value: str, what: str) -> str:

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from courierguard.app import Core, open_core
-from courierguard.audit import EntryKind, open_audit_log
+from courierguard.audit import EntryKind
 from courierguard.cli._common import (
     DatabaseUrl,
     DataDir,
@@ -15,18 +15,14 @@ from courierguard.cli._common import (
     Tenant,
     console,
     one_line_errors,
+    record,
     settings_from,
 )
 
 
 def _record(core: Core, body: dict[str, object]) -> None:
     """Key operations are audit entries like any access (kind ``key``)."""
-    audit = open_audit_log(core.audit_engine, core.keys, clock=core.clock)
-    try:
-        audit.append(EntryKind.KEY, {"ts": core.clock.now().isoformat(), **body})
-        audit.checkpoint()
-    finally:
-        audit.close()
+    record(core, EntryKind.KEY, body)
 
 
 app = typer.Typer(help="Manage encryption keys: rotate the key-encryption key, crypto-shred a month.")

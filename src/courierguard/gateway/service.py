@@ -665,25 +665,27 @@ class Guard:
         """The approval ``caller`` may use now; any refusal is recorded (and scored) first: trying
         other people's approvals, or stale ones, is how an insider probes the four-eyes rule."""
         action = Action.WAYBILL_REVEAL if kind == "reveal" else Action.WAYBILL_EXPORT
-        error: CourierGuardError | None = None
+        what = f"approval.use:{approval_id}"
         try:
             approval = self._approval(approval_id)
         except NotFound as exc:
-            error, approval = exc, None
-        if approval is None:
-            pass
-        elif approval.kind != kind or approval.requested_by != caller.principal.id:
-            error = AccessDenied("this approval is not yours to use", reason=DenyReason.FOUR_EYES)
-        elif approval.status != "approved":
-            error = AccessDenied(f"approval {approval_id} is {approval.status}", reason=DenyReason.FOUR_EYES)
-        elif approval.expires_at is None or approval.expires_at <= self.clock.now():
-            error = AccessDenied(f"approval {approval_id} has expired", reason=DenyReason.FOUR_EYES)
-        elif kind == "export" and approval.used_at is not None:
-            error = Conflict(f"export {approval_id} was already downloaded")
+            raise self._refused(caller, action, what, exc, waybill=waybill) from None
+        error = self._unusable(approval, caller, kind)
         if error is not None:
-            raise self._refused(caller, action, f"approval.use:{approval_id}", error, waybill=waybill)
-        assert approval is not None
+            raise self._refused(caller, action, what, error, waybill=waybill)
         return approval
+
+    def _unusable(self, approval: Approval, caller: Caller, kind: str) -> CourierGuardError | None:
+        """Why ``caller`` may not use ``approval`` now, or None."""
+        if approval.kind != kind or approval.requested_by != caller.principal.id:
+            return AccessDenied("this approval is not yours to use", reason=DenyReason.FOUR_EYES)
+        if approval.status != "approved":
+            return AccessDenied(f"approval {approval.id} is {approval.status}", reason=DenyReason.FOUR_EYES)
+        if approval.expires_at is None or approval.expires_at <= self.clock.now():
+            return AccessDenied(f"approval {approval.id} has expired", reason=DenyReason.FOUR_EYES)
+        if kind == "export" and approval.used_at is not None:
+            return Conflict(f"export {approval.id} was already downloaded")
+        return None
 
     def _refused(
         self,
