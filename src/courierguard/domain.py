@@ -161,3 +161,9 @@ class Case:
     state: CaseState
     opened_at: datetime
     closed_at: datetime | None = None
+
+
+def says_something(text: str) -> bool:
+    """Whether ``text`` has a character a reader sees: not only blanks, zero-width spaces or
+    other format characters (a unit named "\u200b" would look unnamed on every screen)."""
+    return any(ch.isprintable() and not ch.isspace() for ch in text)

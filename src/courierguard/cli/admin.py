@@ -25,7 +25,7 @@ from courierguard.cli._common import (
     settings_from,
 )
 from courierguard.company import CompanyStore
-from courierguard.domain import Employee, OrgUnit, OrgUnitKind
+from courierguard.domain import Employee, OrgUnit, OrgUnitKind, says_something
 from courierguard.errors import Conflict, InvalidInput, NotFound
 from courierguard.events import Role
 from courierguard.gateway.identity import ApiKeys
@@ -61,8 +61,8 @@ def create_api_key(
     """
     with one_line_errors():
         name = name.strip()
-        if not 1 <= len(name) <= 100 or "\x00" in name:
-            raise InvalidInput("name", "must be 1 to 100 characters")
+        if not 1 <= len(name) <= 100 or not name.isprintable():
+            raise InvalidInput("name", "must be 1 to 100 printable characters (no line breaks or controls)")
         core = open_core(settings_from(database_url, data_dir, key_file, tenant))
         try:
             keys = ApiKeys(core.engine, tenant=core.settings.tenant)
@@ -124,13 +124,16 @@ def revoke_api_key(
         core = open_core(settings_from(database_url, data_dir, key_file, tenant))
         try:
             keys = ApiKeys(core.engine, tenant=core.settings.tenant)
-            if not any(info.id == key_id for info in keys.listing()):
+            info = next((i for i in keys.listing() if i.id == key_id), None)
+            if info is None:
                 raise NotFound(f"API key {key_id} not found")
-            _record(core, "api_key.revoked", key_id=key_id)
-            record = keys.revoke(key_id, core.clock.now())
+            if info.revoked_at is None:
+                _record(core, "api_key.revoked", key_id=key_id)
+                keys.revoke(key_id, core.clock.now())
         finally:
             core.close()
-        console.print(f"API key {record.id} ({record.name}) revoked")
+        when = "" if info.revoked_at is None else f" (already, on {info.revoked_at:%Y-%m-%d %H:%M})"
+        console.print(f"API key {info.id} ({info.name}) revoked{when}", highlight=False)
 
 
 @app.command()
@@ -159,6 +162,9 @@ def bootstrap(
     with one_line_errors():
         _identifier(employee_id, "employee_id")
         _identifier(org_unit, "org_unit")
+        for field, value in (("unit_name", unit_name), ("company", company_name)):
+            if not says_something(value) or len(value) > 200 or "\x00" in value:
+                raise InvalidInput(field, "must say something (1 to 200 characters, not only blanks)")
         core = open_core(settings_from(database_url, data_dir, key_file, tenant))
         try:
             company = CompanyStore(core.engine, tenant=core.settings.tenant)

@@ -10,7 +10,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -99,6 +99,10 @@ def _parse_time(value: str | None, name: str) -> datetime | None:
         raise InvalidInput(name, "not an ISO 8601 timestamp") from None
     if when.tzinfo is None:
         raise InvalidInput(name, "needs a UTC offset, e.g. 2025-11-11T00:00:00+08:00")
+    try:
+        when.astimezone(UTC)
+    except OverflowError:
+        raise InvalidInput(name, "is out of range") from None
     return when
 
 
@@ -199,8 +203,10 @@ def query_command(
     waybill: Annotated[list[str] | None, typer.Option(help="Waybill number; repeat for several.")] = None,
     since: Annotated[str | None, typer.Option(help="From this ISO 8601 time (inclusive).")] = None,
     until: Annotated[str | None, typer.Option(help="Up to this ISO 8601 time (exclusive).")] = None,
-    limit: Annotated[int, typer.Option(help="Entries per page.")] = 100,
-    cursor: Annotated[int | None, typer.Option(help="next_cursor of the previous page.")] = None,
+    limit: Annotated[int, typer.Option(help="Entries per page.", min=1, max=1000)] = 100,
+    cursor: Annotated[
+        int | None, typer.Option(help="next_cursor of the previous page.", min=0, max=2**63 - 1)
+    ] = None,
     proofs: Annotated[bool, typer.Option(help="Attach inclusion proofs in the latest head.")] = False,
     by_phone: Annotated[
         bool,

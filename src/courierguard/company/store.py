@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from datetime import datetime, time
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, func, insert, select, update
+from sqlalchemy import Engine, bindparam, func, insert, select, text, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 
 from courierguard.db.fast import DriverQuery, timestamp
 from courierguard.db.tables import cases, employees, org_units, tenants, waybill_history, waybills
@@ -24,6 +25,7 @@ from courierguard.domain import (
     Shift,
     TaskKind,
     Waybill,
+    says_something,
 )
 from courierguard.errors import Conflict, InvalidInput, NotFound
 from courierguard.events import Role, WaybillStatus
@@ -145,16 +147,27 @@ class CompanyStore:
             if conn.execute(select(tenants.c.id).where(tenants.c.id == self.tenant)).first() is None:
                 conn.execute(insert(tenants).values(id=self.tenant, name=name, created_at=now))
 
-    def check_org_unit(self, unit: OrgUnit) -> None:
-        """Refuse a change an administrator asks for that would break the hierarchy: the parent must
-        exist and the units stay a tree (in a cycle every unit is an ancestor of itself, which the
-        policies read as "within"). :meth:`put_org_unit` itself stays permissive, for importers
-        that load a whole company in any order."""
-        if not unit.name.strip():
+    def put_org_unit_checked(self, unit: OrgUnit) -> None:
+        """:meth:`put_org_unit` for an administrator's change: the name must say something, the
+        parent exist and the units stay a tree (in a cycle every unit is an ancestor of itself,
+        which the policies read as "within"). Check and write are one transaction, serialised per
+        tenant, so two concurrent moves cannot close a cycle between them. :meth:`put_org_unit`
+        itself stays permissive, for importers that load a whole company in any order."""
+        if not says_something(unit.name):
             raise InvalidInput("name", "is required")
-        if unit.parent is not None:
-            with self.engine.connect() as conn:
+        with self.engine.begin() as conn:
+            self._serialise_hierarchy_changes(conn)
+            if unit.parent is not None:
                 self._check_parent(conn, unit.id, unit.parent)
+            self._put_org_unit(conn, unit)
+
+    def _serialise_hierarchy_changes(self, conn: Connection) -> None:
+        if conn.dialect.name == "postgresql":
+            conn.execute(
+                text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"org_units:{self.tenant}"}
+            )
+        else:  # SQLite: the first write takes the database's write lock until commit
+            conn.execute(update(tenants).where(tenants.c.id == self.tenant).values(name=tenants.c.name))
 
     def check_employee(self, employee: Employee) -> None:
         """Refuse an administrator's change that names an org unit that does not exist."""
@@ -168,6 +181,10 @@ class CompanyStore:
             raise InvalidInput("org_unit", "is not an org unit")
 
     def put_org_unit(self, unit: OrgUnit) -> None:
+        with self.engine.begin() as conn:
+            self._put_org_unit(conn, unit)
+
+    def _put_org_unit(self, conn: Connection, unit: OrgUnit) -> None:
         values = {
             "kind": unit.kind.value,
             "name": unit.name,
@@ -176,14 +193,13 @@ class CompanyStore:
             "lat": unit.lat,
             "lon": unit.lon,
         }
-        with self.engine.begin() as conn:
-            found = conn.execute(
-                update(org_units)
-                .where(org_units.c.tenant == self.tenant, org_units.c.id == unit.id)
-                .values(**values)
-            )
-            if not found.rowcount:
-                conn.execute(insert(org_units).values(tenant=self.tenant, id=unit.id, **values))
+        found = conn.execute(
+            update(org_units)
+            .where(org_units.c.tenant == self.tenant, org_units.c.id == unit.id)
+            .values(**values)
+        )
+        if not found.rowcount:
+            conn.execute(insert(org_units).values(tenant=self.tenant, id=unit.id, **values))
 
     def _check_parent(self, conn: Connection, unit_id: str, parent: str) -> None:
         seen = {unit_id}
@@ -267,6 +283,39 @@ class CompanyStore:
             if not result.rowcount:
                 raise NotFound(f"employee {employee_id} not found")
             return self.employee(employee_id, conn)
+
+    def suspended_for(self, employee_id: str) -> str | None:
+        """Why the account is suspended (e.g. ``risk_lock``), or None when it is not suspended."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(employees.c.status, employees.c.status_reason).where(
+                    employees.c.tenant == self.tenant, employees.c.id == employee_id
+                )
+            ).first()
+        if row is None:
+            raise NotFound(f"employee {employee_id} not found")
+        return (row.status_reason or "unknown") if row.status == EmployeeStatus.SUSPENDED.value else None
+
+    def end_lock(self, employee_id: str, locked_reason: str, now: datetime) -> Employee:
+        """Reinstate an account suspended with ``locked_reason`` (a risk lock), and only such an
+        account: one that left, or that an admin suspended, is not "unlocked" back to work."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(employees)
+                .where(
+                    employees.c.tenant == self.tenant,
+                    employees.c.id == employee_id,
+                    employees.c.status == EmployeeStatus.SUSPENDED.value,
+                    employees.c.status_reason == locked_reason,
+                )
+                .values(status=EmployeeStatus.ACTIVE.value, status_reason="unlocked", updated_at=now)
+            )
+            employee = self.employee(employee_id, conn)  # NotFound for an unknown id
+            if not result.rowcount:
+                raise Conflict(
+                    f"account {employee_id} is {employee.status.value}, not locked by risk control"
+                )
+            return employee
 
     # --- waybills -----------------------------------------------------------------------------------
 
@@ -417,6 +466,12 @@ class CompanyStore:
     # --- cases --------------------------------------------------------------------------------------
 
     def open_case(self, case: Case) -> None:
+        try:
+            self._open_case(case)
+        except IntegrityError:  # the same id, opened by a concurrent request that committed first
+            raise Conflict(f"case {case.id} already exists") from None
+
+    def _open_case(self, case: Case) -> None:
         with self.engine.begin() as conn:
             self._check_case(conn, case)
             conn.execute(
@@ -462,11 +517,20 @@ class CompanyStore:
         with self.engine.begin() as conn:
             result = conn.execute(
                 update(cases)
-                .where(cases.c.tenant == self.tenant, cases.c.id == case_id)
+                .where(
+                    cases.c.tenant == self.tenant,
+                    cases.c.id == case_id,
+                    cases.c.state == CaseState.OPEN.value,
+                )
                 .values(state=CaseState.CLOSED.value, closed_at=utc(now))
             )
             if not result.rowcount:
-                raise NotFound(f"case {case_id} not found")
+                exists = conn.execute(
+                    select(cases.c.id).where(cases.c.tenant == self.tenant, cases.c.id == case_id)
+                ).first()
+                if exists is None:
+                    raise NotFound(f"case {case_id} not found")
+                raise Conflict(f"case {case_id} is already closed")
             row = conn.execute(
                 select(cases).where(cases.c.tenant == self.tenant, cases.c.id == case_id)
             ).one()

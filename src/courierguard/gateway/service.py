@@ -801,8 +801,15 @@ class Guard:
     def close_case(self, caller: Caller, case_id: str) -> Case:
         self._require(caller, PolicyAction.INGEST)
         case = self.company.case(case_id)
-        self._record_system(caller, "case.closed", waybills=[case.waybill], case=case.id, owner=case.owner)
-        return self.company.close_case(case_id, self.clock.now())
+        if case.state is CaseState.CLOSED:
+            raise Conflict(f"case {case_id} is already closed")
+        what: dict[str, SystemDetail] = {"waybills": [case.waybill], "case": case.id, "owner": case.owner}
+        self._record_system(caller, "case.closed", **what)
+        try:
+            return self.company.close_case(case_id, self.clock.now())
+        except CourierGuardError as exc:
+            self._record_system(caller, "case.closed.rejected", **what, error=exc.__class__.__name__)
+            raise
 
     # --- administration -------------------------------------------------------------------------------------
 
@@ -815,7 +822,7 @@ class Guard:
             # and pass the ingest policy, handing out assignments and tickets unnoticed.
             raise self._refused(
                 caller, Action.ADMIN_CHANGE, what,
-                InvalidInput("role", "service is for API keys (courierguard keys create), not employees"),
+                InvalidInput("role", "service is for API keys (courierguard admin api-key create), not employees"),
             )  # fmt: skip
         self.company.check_employee(employee)
         previous = None
@@ -828,8 +835,7 @@ class Guard:
 
     def put_org_unit(self, caller: Caller, unit: OrgUnit) -> OrgUnit:
         self._admin(caller, f"org_unit.put:{unit.id}")
-        self.company.check_org_unit(unit)
-        self.company.put_org_unit(unit)
+        self.company.put_org_unit_checked(unit)
         return self.company.org_unit(unit.id)
 
     def set_employee_status(self, caller: Caller, employee_id: str, status: EmployeeStatus) -> Employee:
@@ -844,17 +850,15 @@ class Guard:
         """An officer's review ends a risk lock: the account is active again."""
         if caller.principal.role not in (Role.SECURITY_OFFICER, Role.ADMIN):
             raise AccessDenied("only a security officer or an admin unlocks an account")
-        self._record(
-            self._event(
-                caller,
-                Action.ADMIN_CHANGE,
-                outcome=Outcome.ALLOW,
-                purpose=f"employee.reinstated:{employee_id}",
+        what = f"employee.reinstated:{employee_id}"
+        self._own_account_refused(caller, employee_id, what)
+        if self.company.suspended_for(employee_id) != RISK_LOCK_REASON:
+            raise Conflict(
+                f"account {employee_id} is not locked by risk control: an admin changes its status"
             )
-        )
-        employee = self.company.set_employee_status(
-            employee_id, EmployeeStatus.ACTIVE, self.clock.now(), reason="unlocked"
-        )
+        self._record(self._event(caller, Action.ADMIN_CHANGE, outcome=Outcome.ALLOW, purpose=what))
+        # Only a risk lock ends here: an account that left, or that an admin suspended, stays so.
+        employee = self.company.end_lock(employee_id, RISK_LOCK_REASON, self.clock.now())
         unlock = getattr(self.risk, "unlock", None)
         if callable(unlock):
             unlock(employee_id)

@@ -72,3 +72,22 @@ def test_bootstrap_makes_one_administrator_per_tenant(tmp_path: Path) -> None:
     again = runner.invoke(app, ["admin", "bootstrap", "E000002", *data])
     assert again.exit_code == 1 and "already has an administrator" in again.output
     assert _trail(tmp_path) == ["admin.bootstrap"]
+
+
+def test_names_must_be_printable_and_say_something(tmp_path: Path) -> None:
+    data = ["--data-dir", str(tmp_path)]
+    forged = runner.invoke(app, ["admin", "api-key", "create", "a\nb", *data])
+    assert forged.exit_code == 1 and "printable" in forged.output
+    for option in ("--unit-name", "--company"):
+        blank = runner.invoke(app, ["admin", "bootstrap", "E1", option, "\t \u200b", *data])
+        assert blank.exit_code == 1 and "say something" in blank.output, blank.output
+
+
+def test_revoking_twice_records_once(tmp_path: Path) -> None:
+    data = ["--data-dir", str(tmp_path)]
+    created = runner.invoke(app, ["admin", "api-key", "create", "pda", *data])
+    key_id = created.output.strip().splitlines()[-1].split("_")[1]
+    assert runner.invoke(app, ["admin", "api-key", "revoke", key_id, *data]).exit_code == 0
+    again = runner.invoke(app, ["admin", "api-key", "revoke", key_id, *data])
+    assert again.exit_code == 0 and "already" in again.output
+    assert _trail(tmp_path) == ["api_key.created", "api_key.revoked"]

@@ -81,3 +81,12 @@ def test_audit_query_by_phone_reads_the_phone_from_stdin(tmp_path: Path) -> None
     records = json.loads(result.output)["records"]
     assert [r["body"]["actor"]["id"] for r in records] == ["E7"]
     assert recipient.phone not in result.output
+
+
+def test_audit_query_refuses_bounds_it_cannot_hold(tmp_path: Path) -> None:
+    assert runner.invoke(app, ["init", "--data-dir", str(tmp_path)]).exit_code == 0
+    url = ["--database-url", f"sqlite:///{tmp_path / 'courierguard.sqlite3'}"]
+    late = runner.invoke(app, ["audit", "query", "--since", "9999-12-31T23:59:59-23:59", *url])
+    assert late.exit_code == 2 and "since: is out of range" in late.output and "Traceback" not in late.output
+    huge = runner.invoke(app, ["audit", "query", "--cursor", str(2**63), *url])
+    assert huge.exit_code == 2 and "OverflowError" not in huge.output

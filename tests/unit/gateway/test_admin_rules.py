@@ -187,3 +187,61 @@ def test_an_oversized_body_without_a_length_is_cut_off(world: World) -> None:
         "/v1/waybills/search", content=chunks(), headers={"Content-Type": "application/json"}
     )
     assert r.status_code == 413 and r.json()["reason"] == "payload_too_large"
+
+
+def test_unlock_ends_a_risk_lock_and_nothing_else(world: World) -> None:
+    x1, a1 = world.login("X1"), world.login("A1")
+    assert (
+        world.client.post("/v1/admin/employees/K1/status", json={"status": "left"}, headers=a1).status_code
+        == 200
+    )
+    r = world.client.post("/v1/admin/employees/K1/unlock", headers=x1)
+    assert r.status_code == 409 and "not locked by risk control" in r.json()["detail"]
+    assert world.deployment.guard.company.employee("K1").status.value == "left"
+    assert world.client.post("/v1/admin/employees/X1/unlock", headers=x1).status_code == 403  # own account
+    from courierguard.domain import EmployeeStatus
+    from courierguard.gateway.service import RISK_LOCK_REASON
+
+    company = world.deployment.guard.company
+    company.set_employee_status("C2", EmployeeStatus.SUSPENDED, world.clock.now(), reason=RISK_LOCK_REASON)
+    assert world.client.post("/v1/admin/employees/C2/unlock", headers=x1).json()["status"] == "active"
+
+
+def test_a_unit_name_of_zero_width_spaces_is_refused(world: World) -> None:
+    a1 = world.login("A1")
+    r = world.client.put(
+        "/v1/admin/org-units/R9", json={"kind": "region", "name": "\u200b\u200b"}, headers=a1
+    )
+    assert r.status_code == 422 and r.json()["field"] == "name"
+
+
+def test_concurrent_moves_cannot_close_a_cycle(world: World) -> None:
+    import threading
+
+    from courierguard.domain import OrgUnit, OrgUnitKind
+
+    company = world.deployment.guard.company
+    for attempt in range(8):
+        a, b = f"RA{attempt}", f"RB{attempt}"
+        company.put_org_unit(OrgUnit(a, OrgUnitKind.REGION, a))
+        company.put_org_unit(OrgUnit(b, OrgUnitKind.REGION, b))
+        start = threading.Barrier(2)
+        outcomes: list[str] = []
+
+        def move(unit: str, parent: str, start: threading.Barrier, outcomes: list[str]) -> None:
+            start.wait()
+            try:
+                company.put_org_unit_checked(OrgUnit(unit, OrgUnitKind.REGION, unit, parent=parent))
+                outcomes.append("moved")
+            except Exception as exc:  # the loser sees the winner's move: a cycle, refused
+                outcomes.append(type(exc).__name__)
+
+        threads = [
+            threading.Thread(target=move, args=(a, b, start, outcomes)),
+            threading.Thread(target=move, args=(b, a, start, outcomes)),
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(outcomes) == ["InvalidInput", "moved"], outcomes

@@ -188,3 +188,28 @@ def test_a_phone_search_pages_too(world: World) -> None:
     ).json()
     assert [i["number"] for i in rest["items"]] == ["YT0000000000004", "YT0000000000005"]
     assert rest["next_cursor"] is None
+
+
+def test_a_ticket_closed_twice_is_a_409_and_recorded_once(world: World) -> None:
+    case = {"id": "TK-3", "kind": "ticket", "waybill": W1, "owner": "S1"}
+    assert world.client.post("/v1/cases", json=case, headers=world.svc).status_code == 201
+    first = world.client.post("/v1/cases/TK-3/close", headers=world.svc)
+    assert first.status_code == 200
+    again = world.client.post("/v1/cases/TK-3/close", headers=world.svc)
+    assert again.status_code == 409
+    assert len(system_entries(world, "case.closed", waybill=W1)) == 1
+
+
+def test_a_ticket_id_taken_by_a_concurrent_request_is_a_409_with_a_rejected_entry(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    case = {"id": "TK-4", "kind": "ticket", "waybill": W1, "owner": "S1"}
+    assert world.client.post("/v1/cases", json=case, headers=world.svc).status_code == 201
+    # The race: a second request passed its check before the first committed.
+    monkeypatch.setattr(world.deployment.guard.company, "check_case", lambda case: None)
+    r = world.client.post("/v1/cases", json={**case, "owner": "C1"}, headers=world.svc)
+    assert r.status_code == 409, r.text
+    opened = system_entries(world, "case.opened", waybill=W1)
+    rejected = system_entries(world, "case.opened.rejected", waybill=W1)
+    assert [e["owner"] for e in opened] == ["S1", "C1"] and [e["owner"] for e in rejected] == ["C1"]
+    assert world.deployment.guard.company.case("TK-4").owner == "S1"
