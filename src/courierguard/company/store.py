@@ -76,6 +76,16 @@ _TASK_FOR_STATUS = {
     WaybillStatus.OUT_FOR_DELIVERY: TaskKind.DELIVERY,
 }
 _TERMINAL = {WaybillStatus.DELIVERED, WaybillStatus.REFUSED, WaybillStatus.RETURNED}
+_TASK_ENDS = {
+    WaybillStatus.PICKED_UP,
+    WaybillStatus.IN_TRANSIT,
+    WaybillStatus.REFUSED,
+    WaybillStatus.RETURNED,
+    WaybillStatus.EXCEPTION,
+}
+"""Steps that end a courier's task. Delivered keeps it, for the grace period the policies bound;
+any later step (a return, an exception) ends it, so no status that follows revives the courier's
+access: a new assignment does that, and it is recorded."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,8 +393,8 @@ class CompanyStore:
                 raise InvalidInput("assignee", f"is required when a waybill becomes {change.status.value}")
             self._check_assignee(conn, change.assignee)
             values.update(assignee=change.assignee, task=task.value)
-        elif change.status is WaybillStatus.PICKED_UP or change.status is WaybillStatus.IN_TRANSIT:
-            values.update(assignee=None, task=None)  # pickup done: the courier's task has ended
+        elif change.status in _TASK_ENDS:
+            values.update(assignee=None, task=None)  # the courier's task has ended
         if change.status is WaybillStatus.DELIVERED:
             values["delivered_at"] = utc(change.ts)  # assignee stays: the grace period needs it
         return values

@@ -194,6 +194,8 @@ devices = Table(
     Column("bound_at", TS, nullable=False),
     # TOTP seed, encrypted by the vault like any other secret-at-rest; never stored in clear.
     Column("totp_ct", Bytes),
+    # The last TOTP time step accepted: a code (or an older one) is not accepted twice.
+    Column("last_step", BigInteger),
 )
 
 api_keys = Table(

@@ -448,7 +448,7 @@ class Devices:
                     devices.c.employee == employee,
                     devices.c.device_id == device_id,
                 )
-                .values(totp_ct=sealed, bound_at=now)
+                .values(totp_ct=sealed, bound_at=now, last_step=None)
             )
             if not result.rowcount:
                 conn.execute(
@@ -463,7 +463,8 @@ class Devices:
         return seed
 
     def verify_code(self, employee: str, code: str, now: datetime) -> bool:
-        """True if ``code`` is the current TOTP of any device bound to ``employee`` (±1 step)."""
+        """True if ``code`` is the TOTP of a device bound to ``employee`` (±1 step) and newer than
+        the last code that device had accepted: each code works once (RFC 6238 §5.2)."""
         if not code.isdigit() or len(code) != 6:
             return False
         with self.engine.connect() as conn:
@@ -476,6 +477,33 @@ class Devices:
             if row.totp_ct is None:
                 continue
             seed = self.vault.open_secret(f"totp:{employee}:{row.device_id}", row.totp_ct).decode()
-            if pyotp.TOTP(seed).verify(code, for_time=now, valid_window=1):
+            step = _matching_step(pyotp.TOTP(seed), code, now)
+            if step is not None and self._use_step(employee, row.device_id, step):
                 return True
         return False
+
+    def _use_step(self, employee: str, device_id: str, step: int) -> bool:
+        """Mark ``step`` used on the device; False if it (or a later one) was used already.
+
+        One conditional UPDATE, so two requests racing with the same code cannot both win."""
+        with self.engine.begin() as conn:
+            used = conn.execute(
+                update(devices)
+                .where(
+                    devices.c.tenant == self.tenant,
+                    devices.c.employee == employee,
+                    devices.c.device_id == device_id,
+                    (devices.c.last_step.is_(None)) | (devices.c.last_step < step),
+                )
+                .values(last_step=step)
+            ).rowcount
+        return bool(used)
+
+
+def _matching_step(totp: pyotp.TOTP, code: str, now: datetime) -> int | None:
+    """The time step (the one before, this one or the next) whose code is ``code``, or None."""
+    for drift in (-1, 0, 1):
+        moment = now + timedelta(seconds=drift * totp.interval)
+        if hmac.compare_digest(totp.at(moment), code):
+            return int(totp.timecode(moment))
+    return None

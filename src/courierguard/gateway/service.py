@@ -297,10 +297,15 @@ class Guard:
         if caller.device_id is None:
             raise InvalidInput("X-Device-Id", "is required")
         bound = self.devices.bound(caller.principal.id)
-        if bound and caller.device_id not in bound:
+        # Re-binding a bound device id needs the step-up too: the id is only a header, and a new
+        # seed for it would hand the second factor to whoever holds the token.
+        if bound:
             session = self.sessions.get(caller.session_id or "")
             if not session.stepped_up_at(self.clock.now()):
-                raise StepUpRequired("binding another device needs a step-up on a bound device")
+                raise self._refused(
+                    caller, Action.AUTH_DEVICE_BOUND, f"device.bind:{caller.device_id}"[:128],
+                    StepUpRequired("binding a device to an account that has one needs a step-up on a bound device"),
+                )  # fmt: skip
         seed = self.devices.bind(caller.principal.id, caller.device_id, self.clock.now())
         self._record(self._event(caller, Action.AUTH_DEVICE_BOUND, outcome=Outcome.ALLOW))
         return seed
@@ -575,8 +580,14 @@ class Guard:
     def decide_approval(self, caller: Caller, approval_id: str, *, approve: bool) -> Approval:
         """A second officer approves or rejects; nobody approves their own request."""
         approval = self._approval(approval_id)
+        what = f"approval.{'approved' if approve else 'rejected'}:{approval_id}"
         if approval.status != "pending":
-            raise Conflict(f"approval {approval_id} is already {approval.status}")
+            raise self._refused(
+                caller,
+                Action.ADMIN_CHANGE,
+                what,
+                Conflict(f"approval {approval_id} is already {approval.status}"),
+            )
         decision = self.policy.decide(
             PolicyRequest(
                 caller.principal, PolicyAction.EXPORT_APPROVE, None, self.clock.now(),
@@ -601,9 +612,11 @@ class Guard:
                 update(approvals)
                 .where(approvals.c.id == approval_id, approvals.c.status == "pending")
                 .values(status=status, decided_by=caller.principal.id, decided_at=now, expires_at=expires)
+            ).rowcount
+        if not changed:  # a concurrent decision won: the entry above did not take effect
+            raise self._refused(
+                caller, Action.ADMIN_CHANGE, what, Conflict(f"approval {approval_id} was decided meanwhile")
             )
-            if not changed.rowcount:
-                raise Conflict(f"approval {approval_id} was decided meanwhile")
         return self._approval(approval_id)
 
     def download_export(self, caller: Caller, approval_id: str) -> list[dict[str, str]]:

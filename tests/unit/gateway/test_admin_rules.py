@@ -245,3 +245,36 @@ def test_concurrent_moves_cannot_close_a_cycle(world: World) -> None:
         for t in threads:
             t.join()
         assert sorted(outcomes) == ["InvalidInput", "moved"], outcomes
+
+
+def test_a_decision_on_a_decided_approval_is_a_409_and_recorded(world: World) -> None:
+    m1, x1, x2 = world.login("M1"), world.login("X1"), world.login("X2")
+    body = {"kind": "export", "justification": "quarterly claims reconciliation", "fields": ["recipient.name"],
+            "org_unit": "OUT-BJ-01"}  # fmt: skip
+    ap = world.client.post("/v1/approvals", json=body, headers=m1).json()["id"]
+    assert world.client.post(f"/v1/approvals/{ap}/approve", headers=x1).status_code == 200
+    assert world.client.post(f"/v1/approvals/{ap}/reject", headers=x2).status_code == 409
+    [refused] = refusals(world, "X2")
+    assert (
+        refused["purpose"] == f"approval.rejected:{ap}" and refused["outcome"]["reason"] == "guard:conflict"
+    )
+
+
+def test_a_decision_that_loses_a_race_is_recorded_as_refused(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    m1, x1, x2 = world.login("M1"), world.login("X1"), world.login("X2")
+    body = {"kind": "export", "justification": "quarterly claims reconciliation", "fields": ["recipient.name"],
+            "org_unit": "OUT-BJ-01"}  # fmt: skip
+    ap = world.client.post("/v1/approvals", json=body, headers=m1).json()["id"]
+    guard = world.deployment.guard
+    pending = guard.approval(ap)
+    assert world.client.post(f"/v1/approvals/{ap}/approve", headers=x1).status_code == 200
+    monkeypatch.setattr(guard, "_approval", lambda approval_id: pending)  # X2 read it before X1 wrote
+    assert world.client.post(f"/v1/approvals/{ap}/reject", headers=x2).status_code == 409
+    decisions = [
+        (e["outcome"]["decision"], e.get("purpose"))
+        for e in world.access_events()
+        if e["actor"]["id"] == "X2"
+    ]
+    assert decisions[-2:] == [("allow", f"approval.rejected:{ap}"), ("deny", f"approval.rejected:{ap}")]

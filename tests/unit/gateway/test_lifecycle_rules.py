@@ -213,3 +213,21 @@ def test_a_ticket_id_taken_by_a_concurrent_request_is_a_409_with_a_rejected_entr
     rejected = system_entries(world, "case.opened.rejected", waybill=W1)
     assert [e["owner"] for e in opened] == ["S1", "C1"] and [e["owner"] for e in rejected] == ["C1"]
     assert world.deployment.guard.company.case("TK-4").owner == "S1"
+
+
+@pytest.mark.parametrize("after", [["exception", "in_locker"], ["returned", "exception", "at_destination"]])
+def test_no_later_step_revives_a_delivery_task(world: World, after: list[str]) -> None:
+    def reveal() -> int:
+        return world.client.post(
+            f"/v1/waybills/{W1}/reveal",
+            json={"fields": ["recipient.phone"], "purpose": "delivery"},
+            headers=world.login("C1"),
+        ).status_code
+
+    assert step(world, "out_for_delivery", assignee="C1").status_code == 200
+    assert step(world, "delivered").status_code == 200
+    assert reveal() == 200  # the grace period after sign-off
+    for status in after:
+        assert step(world, status).status_code == 200
+    assert reveal() == 403
+    assert step(world, "out_for_delivery", assignee="C1").status_code in (200, 409)
