@@ -80,6 +80,14 @@ def entry_index(entry: bytes) -> int:
     return int.from_bytes(entry[4:12], "big")
 
 
+def entry_ts_us(entry: bytes) -> int | None:
+    """The time (µs) inside an encoded entry's hashed bytes, without parsing the body; None if the
+    bytes are not an entry."""
+    if len(entry) < _ENTRY_HEADER.size or entry[:4] != ENTRY_MAGIC:
+        return None
+    return int(_ENTRY_HEADER.unpack_from(entry)[2])
+
+
 def decode_entry(entry: bytes) -> DecodedEntry:
     """Parse an encoded entry; raises ``ValueError`` on anything malformed."""
     if len(entry) < _ENTRY_HEADER.size:

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, func, select, update
 
 from courierguard.audit.merkle import LEAF_PREFIX, VerificationError
-from courierguard.audit.models import to_micros
+from courierguard.audit.models import entry_ts_us, to_micros
 from courierguard.audit.tables import audit_entries
 from courierguard.clock import Clock, SystemClock
 from courierguard.errors import InvalidInput
@@ -61,11 +63,13 @@ def archive(
     cutoff = to_micros((clock or SystemClock()).now() - timedelta(days=before_days))
     e = audit_entries.c
     with engine.connect() as conn:
-        rows = conn.execute(
+        first_kept = conn.execute(select(func.min(e.seq)).where(e.entry.is_not(None))).scalar()
+        candidates = conn.execute(
             select(e.seq, e.ts_us, e.kind, e.actor, e.entry, e.leaf_hash)
             .where(e.ts_us < cutoff, e.entry.is_not(None))
             .order_by(e.seq)
         ).all()
+    rows = _old_prefix(candidates, cutoff, first_kept)
     if not rows:
         return ArchiveResult(0, None, None, None)
     table = pa.table(
@@ -96,6 +100,25 @@ def archive(
         for i in range(0, len(seqs), 5000):
             conn.execute(update(audit_entries).where(e.seq.in_(seqs[i : i + 5000])).values(entry=None))
     return ArchiveResult(len(rows), first, last, path)
+
+
+def _old_prefix(rows: Sequence[Any], cutoff: int, first_kept: int | None) -> list[Any]:
+    """The rows that may be archived: consecutive from the first entry still holding its body,
+    each older than ``cutoff`` by the time inside its hashed bytes, not only by the ``ts_us``
+    column (which nothing signs: an edited column must not purge a young entry).
+
+    Archived entries are thus always a prefix of the log, which ``verify`` relies on to tell an
+    archived body from a deleted one."""
+    kept: list[Any] = []
+    for row in rows:
+        if row.seq != (kept[-1].seq + 1 if kept else first_kept):
+            break
+        hashed_ts = entry_ts_us(bytes(row.entry))
+        # A malformed body, or a column that disagrees with it, is for verify to name, not to purge.
+        if hashed_ts is None or hashed_ts >= cutoff or hashed_ts != row.ts_us:
+            break
+        kept.append(row)
+    return kept
 
 
 def verify_archive(path: Path, engine: Engine | None = None) -> int:

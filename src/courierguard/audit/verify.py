@@ -40,7 +40,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import cast
 
-from sqlalchemy import Engine, NullPool, create_engine, select
+from sqlalchemy import Engine, NullPool, create_engine, func, select
 
 from courierguard.audit._internal.core import read_witness
 from courierguard.audit.merkle import (
@@ -52,7 +52,7 @@ from courierguard.audit.merkle import (
     verify_consistency,
 )
 from courierguard.audit.models import Problem, ProblemKind, SignedTreeHead, VerifyReport, entry_index
-from courierguard.audit.tables import audit_tiles, audit_tree_heads
+from courierguard.audit.tables import audit_entries, audit_tiles, audit_tree_heads
 
 _FETCH = 50_000
 # Entries per range handed to a worker process, and the smallest log worth starting workers for.
@@ -84,17 +84,40 @@ def _chunks(engine: Engine, start: int = 0, end: int | None = None) -> Iterator[
         assert raw is not None
         # PostgreSQL: a named (server-side) cursor streams instead of loading the table into memory.
         cursor = raw.cursor(name="audit_verify") if engine.dialect.name == "postgresql" else raw.cursor()
+        # SQLite keeps any type in any column: a body rewritten as TEXT must reach the hash check as
+        # bytes, not stop the whole run with a UTF-8 decoding error.
+        text_factory = getattr(raw, "text_factory", None)
+        if text_factory is not None:
+            raw.text_factory = bytes
         try:
             cursor.execute(sql, params)
             while rows := cursor.fetchmany(_FETCH):
                 yield cast(list[_Row], rows)
         finally:
             cursor.close()
+            if text_factory is not None:
+                raw.text_factory = text_factory
 
 
 def _rows(chunks: Iterator[list[_Row]]) -> Iterator[_Row]:
     for chunk in chunks:
         yield from chunk
+
+
+def _check_archived_prefix(engine: Engine, problems: list[Problem]) -> None:
+    """Archiving purges the bodies of the oldest entries only, so the archived entries are a prefix
+    of the log. A body missing after one that is kept was removed some other way: the leaf hash
+    still matches (it is all that is left), so only this rule tells it from an archive."""
+    e = audit_entries.c
+    with engine.connect() as conn:
+        first_kept = conn.execute(select(func.min(e.seq)).where(e.entry.is_not(None))).scalar()
+        if first_kept is None:
+            return
+        hole = conn.execute(select(func.min(e.seq)).where(e.entry.is_(None), e.seq > first_kept)).scalar()
+    if hole is not None:
+        problems.append(
+            Problem(ProblemKind.ALTERED, int(hole), "entry body removed outside the archived prefix")
+        )
 
 
 def _heads(engine: Engine) -> list[SignedTreeHead]:
@@ -111,6 +134,8 @@ def _classify(position: int, rows: list[tuple[int, bytes | None, bytes]]) -> Pro
     seq, entry, stored = rows[0]
     if seq != position:
         return Problem(ProblemKind.MISSING, position, f"no entry stored at index {position} (next is {seq})")
+    if type(stored) is not bytes or (entry is not None and type(entry) is not bytes):
+        return Problem(ProblemKind.ALTERED, position, "entry or leaf hash is not stored as bytes")
     if entry is None:
         return Problem(ProblemKind.ALTERED, position, "archived entry has an unexpected leaf hash")
     calculated = hashlib.sha256(LEAF_PREFIX + entry).digest()
@@ -165,8 +190,11 @@ def _intact(position: int, chunk: list[_Row]) -> tuple[bytes, int] | None:
     that fails or a row is archived."""
     entries = list(map(_ENTRY, chunk))
     stored = list(map(_STORED, chunk))
-    if None not in entries and _chunk_ok(position, list(map(_SEQ, chunk)), entries, stored):
-        return b"".join(stored), 0
+    try:
+        if None not in entries and _chunk_ok(position, list(map(_SEQ, chunk)), entries, stored):
+            return b"".join(stored), 0
+    except TypeError:  # a value stored as text, not bytes (SQLite keeps any type): row by row
+        pass
     if _first_bad(position, chunk) is None:
         return b"".join(stored), entries.count(None)
     return None
@@ -177,11 +205,14 @@ def _first_bad(start: int, chunk: list[_Row]) -> int | None:
     sha = hashlib.sha256
     prefix = LEAF_PREFIX
     for position, (seq, entry, stored) in enumerate(chunk, start):
-        if entry is None:
+        if type(stored) is not bytes:
+            ok = False
+        elif entry is None:
             ok = seq == position
         else:
             ok = (
                 seq == position
+                and type(entry) is bytes
                 and entry[4:12] == seq.to_bytes(8, "big")
                 and sha(prefix + entry).digest() == stored
             )
@@ -234,6 +265,8 @@ def verify(
     if not heads:
         problems.append(Problem(ProblemKind.NO_TREE_HEAD, 0, "no signed tree head is stored"))
     problems += checks[0].problems
+    if not problems:
+        _check_archived_prefix(engine, problems)
     _check_tiles(engine, tree, valid, problems)
     if witness_file is not None:
         problems += checks[1].problems

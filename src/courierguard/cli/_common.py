@@ -55,6 +55,14 @@ def one_line_errors() -> Iterator[None]:
     except CourierGuardError as exc:
         err_console.print(f"[red]error:[/red] {exc.diagnostics()}", highlight=False, soft_wrap=True)
         sys.exit(1)
+    except OSError as exc:  # a path that is missing, a folder, or not writable: the path, the reason
+        where = f": {exc.filename}" if exc.filename else ""
+        err_console.print(
+            f"[red]error:[/red] {exc.strerror or exc.__class__.__name__}{where}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.exit(1)
 
 
 def run_guarded(fn: Callable[[], None]) -> None:

@@ -18,7 +18,8 @@ import typer
 from sqlalchemy import Engine
 
 from courierguard.app import open_audit_engine, open_core
-from courierguard.audit import AuditQueries, archive, export_jsonl, export_ocsf, verify
+from courierguard.audit import AuditQueries, EntryKind, archive, export_jsonl, export_ocsf, verify
+from courierguard.cli._common import record
 from courierguard.config import Settings
 from courierguard.db import create_db_engine
 from courierguard.errors import CourierGuardError, InvalidInput
@@ -81,7 +82,11 @@ def _run(fn: Callable[[], T]) -> T:
     except CourierGuardError as exc:
         typer.echo(exc.diagnostics(), err=True)
         raise typer.Exit(2) from None
-    except Exception as exc:  # a database or file error: name its kind only, values may hold PII
+    except OSError as exc:  # a path the operator typed: say which, and why
+        where = f": {exc.filename}" if exc.filename else ""
+        typer.echo(f"Error: {exc.strerror or exc.__class__.__name__}{where}", err=True)
+        raise typer.Exit(2) from None
+    except Exception as exc:  # a database error: name its kind only, values may hold PII
         typer.echo(f"Error: {exc.__class__.__name__}", err=True)
         raise typer.Exit(2) from None
 
@@ -240,6 +245,9 @@ def query_command(
             core = open_core(settings, migrate_schema=False)
             try:
                 found = core.vault.waybills_by_phone(phone)
+                # As over HTTP, the search is on the trail (never the phone): from a phone to
+                # someone's parcels is exactly what the trail must show.
+                record(core, EntryKind.SYSTEM, {"what": "audit.search", "by": "phone", "matched": len(found)})
             finally:
                 core.close()
             if not found:

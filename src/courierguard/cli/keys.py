@@ -18,6 +18,7 @@ from courierguard.cli._common import (
     record,
     settings_from,
 )
+from courierguard.errors import NotFound
 
 
 def _record(core: Core, body: dict[str, object]) -> None:
@@ -35,7 +36,13 @@ def rotate(database_url: DatabaseUrl = None, data_dir: DataDir = None, key_file:
     Example: courierguard keys rotate
     """
     with one_line_errors():
-        core = open_core(settings_from(database_url, data_dir, key_file))
+        settings = settings_from(database_url, data_dir, key_file)
+        if settings.key_provider == "file" and not settings.resolved_key_file.exists():
+            # Opening would create a fresh key file: a mistyped path must not leave a new keyring.
+            raise NotFound(
+                f"key file {settings.resolved_key_file} does not exist: rotate re-wraps the current keys"
+            )
+        core = open_core(settings)
         report = core.vault.rotate_keys()
         _record(core, {"op": "kek.rotate", "new_kek": report.new_kek, "retired": list(report.retired),
                        "rewrapped": report.rewrapped, "skipped": report.skipped})  # fmt: skip
@@ -70,6 +77,10 @@ def shred(
                 f"Irreversibly destroy all personal data of {month} for tenant {settings.tenant}?", abort=True
             )
         core = open_core(settings)
+        # Checked first: a mistyped month must not leave a "shred started" entry, nor report success.
+        if not core.vault.has_month(month):
+            core.close()
+            raise NotFound(f"no data key for {month} in tenant {settings.tenant}: nothing to shred")
         # Recorded before it happens: if the audit trail cannot take the entry, nothing is destroyed.
         _record(core, {"op": "month.shred.start", "tenant": settings.tenant, "month": month})
         report = core.vault.shred_month(month)

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
+from courierguard.cli._common import one_line_errors
 from courierguard.errors import ConfigError
 from courierguard.risk.config import RiskConfig
 from courierguard.risk.engine import RiskEngine
@@ -48,7 +49,7 @@ def replay(
         sys.stderr.write(f"{events.name}:{lineno}: bad event: {message}\n")
 
     total = events.stat().st_size
-    with events.open("rb") as src, out.open("wb") as dst:
+    with one_line_errors(), events.open("rb") as src, out.open("wb") as dst:
         if progress and total:
             with Progress(
                 TextColumn("replay"), BarColumn(), TransferSpeedColumn(), TimeRemainingColumn(),

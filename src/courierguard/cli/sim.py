@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from courierguard.cli._common import one_line_errors
 from courierguard.sim.config import ALL_SCENARIOS, SCENARIOS, SimConfig
 from courierguard.sim.evaluate import EvaluationResult
 from courierguard.sim.evaluate import evaluate as run_evaluation
@@ -86,6 +87,8 @@ def simulate(
     if live is not None:
         _live(config, live, api_key, admin, speed, workers, setup, console, quiet)
         return
+    if out.resolve() == truth.resolve():
+        raise typer.BadParameter("--out and --truth name the same file; the truth would overwrite the events")
     with Progress(
         TextColumn("[bold]simulating"),
         BarColumn(),
@@ -100,7 +103,8 @@ def simulate(
         def tick(done: int, total: int, events: int) -> None:
             bar.update(task, completed=done, events=events)
 
-        summary = write_files(config, out, truth, tick)
+        with one_line_errors():
+            summary = write_files(config, out, truth, tick)
     console.print(
         f"{summary.events:,} events ({summary.bytes_written / 1e6:,.0f} MB) in {summary.seconds:,.1f} s "
         f"({summary.events_per_second:,.0f}/s) → {out}; truth → {truth}"
@@ -187,7 +191,8 @@ def evaluate(
 
     Example: courierguard evaluate ev.jsonl truth.jsonl decisions.jsonl --json
     """
-    result = run_evaluation(events, truth, decisions)
+    with one_line_errors():
+        result = run_evaluation(events, truth, decisions)
     if as_json:
         typer.echo(orjson.dumps(result.to_dict(), option=orjson.OPT_INDENT_2).decode())
         return

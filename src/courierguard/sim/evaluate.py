@@ -29,6 +29,8 @@ from typing import Any
 
 import orjson
 
+from courierguard.errors import InvalidInput
+
 _CONTAIN = frozenset(("deny", "lock"))
 _RANK = {"allow": 0, "step_up": 1, "throttle": 2, "deny": 3, "lock": 4}
 
@@ -142,16 +144,35 @@ def load_decisions(lines: Iterable[bytes]) -> dict[str, str]:
     return out
 
 
+_NOT_THE_FILE = (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError)
+"""What reading a file of the wrong kind raises (another JSON shape, not JSON at all)."""
+
+
 def evaluate(events: Path, truth: Path, decisions: Path) -> EvaluationResult:
-    """Score the decisions file against the events and truth files (all JSON Lines)."""
-    return evaluate_lines(_lines(events), load_truth(truth), _lines(decisions))
+    """Score the decisions file against the events and truth files (all JSON Lines).
+
+    A file of the wrong kind (the arguments swapped, a truncated line) is an InvalidInput naming
+    it, not a traceback."""
+    try:
+        truth_lines = load_truth(truth)
+    except _NOT_THE_FILE:
+        raise InvalidInput("truth", f"{truth} is not a truth file written by simulate") from None
+    try:
+        decided = load_decisions(_lines(decisions))
+    except _NOT_THE_FILE:
+        raise InvalidInput("decisions", f"{decisions} is not Risk Decision v1 lines (from replay)") from None
+    try:
+        return evaluate_lines(_lines(events), truth_lines, decided)
+    except _NOT_THE_FILE:
+        raise InvalidInput("events", f"{events} is not Access Event v1 lines written by simulate") from None
 
 
 def evaluate_lines(
-    events: Iterable[bytes], truth: list[dict[str, Any]], decisions: Iterable[bytes]
+    events: Iterable[bytes], truth: list[dict[str, Any]], decisions: Iterable[bytes] | dict[str, str]
 ) -> EvaluationResult:
-    """:func:`evaluate` over already-open inputs (lines of events and decisions, parsed truth)."""
-    decided = load_decisions(decisions)
+    """:func:`evaluate` over already-open inputs (lines of events and decisions, or the decisions
+    already read by :func:`load_decisions`, and the parsed truth)."""
+    decided = decisions if isinstance(decisions, dict) else load_decisions(decisions)
     tracks: dict[int, _Track] = {}
     labels: dict[str, int] = {}
     actor_start: dict[str, list[tuple[int, datetime]]] = {}

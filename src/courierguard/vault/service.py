@@ -526,6 +526,17 @@ class Vault:
             self._keys.retire(retired)
         return RotationReport(new_kek, tuple(sorted(retired)), rewrapped, skipped)
 
+    def has_month(self, month: str) -> bool:
+        """Whether this tenant has a data key for ``month`` (``YYYY-MM``; InvalidInput otherwise):
+        whether shredding it would destroy anything."""
+        if not _MONTH.fullmatch(month):
+            raise InvalidInput("month", "must be YYYY-MM")
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                select(data_keys.c.month).where(data_keys.c.tenant == self.tenant, data_keys.c.month == month)
+            ).first()
+        return found is not None
+
     def shred_month(self, month: str) -> ShredReport:
         """Crypto-shred one month of this tenant: delete its data key, masks and blind indexes."""
         if not _MONTH.fullmatch(month):

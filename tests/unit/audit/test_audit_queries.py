@@ -171,3 +171,18 @@ def test_cli(filled: Engine, key_provider: LocalKeyFile, tmp_path: Path) -> None
     other = LocalKeyFile(tmp_path / "other.json")
     failed = runner.invoke(app, ["verify", *url, "--public-key", other.signer().public_key.hex()])
     assert failed.exit_code == 1 and "bad_signature" in failed.output
+
+
+def test_archive_reads_age_from_the_hashed_entry_not_the_column(
+    filled: Engine, key_provider: LocalKeyFile, tmp_path: Path
+) -> None:
+    """ts_us is an index column nothing signs: setting it to 2020 must not purge a young entry
+    (#10, right after the old ones, so that only the hashed time stops the archive there)."""
+    from sqlalchemy import text
+
+    with filled.begin() as conn:
+        conn.execute(text("UPDATE audit_entries SET ts_us = 1577836800000000 WHERE seq = 10"))
+    clock = FixedClock(START + timedelta(days=190))  # the first 10 entries are old enough, not #10
+    result = archive(filled, tmp_path / "arch", before_days=180, clock=clock)
+    assert (result.archived, result.first_index, result.last_index) == (10, 0, 9)
+    assert AuditQueries(filled).entry(10).body is not None

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import DBAPIError
 
 from courierguard.audit import EntryKind, ProblemKind, encode_entry, leaf_hash, open_audit_log, verify
 from courierguard.audit.merkle import MerkleTree
@@ -188,11 +189,22 @@ def test_archived_entries_are_counted_across_fetch_chunks(
     stored: Engine, key_provider: LocalKeyFile, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(importlib.import_module("courierguard.audit.verify"), "_FETCH", 3)
-    with stored.begin() as conn:
-        conn.execute(text("UPDATE audit_entries SET entry = NULL WHERE seq IN (2, 4, 11)"))
+    with stored.begin() as conn:  # archiving purges the oldest bodies: a prefix, here over two chunks
+        conn.execute(text("UPDATE audit_entries SET entry = NULL WHERE seq < 5"))
     report = verify(stored, key_provider.signer().public_key)
     assert report.ok, report.summary()
-    assert (report.entries, report.archived) == (N, 3)
+    assert (report.entries, report.archived) == (N, 5)
+
+
+def test_a_body_removed_after_a_kept_one_is_not_taken_for_archived(
+    stored: Engine, key_provider: LocalKeyFile
+) -> None:
+    """The leaf hash of a purged body still matches (it is all that is left), so only the prefix rule
+    tells a deleted entry, say a reveal someone wants forgotten, from an archived one."""
+    with stored.begin() as conn:
+        conn.execute(text("UPDATE audit_entries SET entry = NULL WHERE seq IN (0, 1, 6)"))
+    report = verify(stored, key_provider.signer().public_key)
+    assert [(p.kind.value, p.index) for p in report.problems] == [("altered", 6)]
 
 
 # verify() hands ranges to worker processes (fork) only in a process with no other thread running;
@@ -302,3 +314,23 @@ def test_a_long_log_rewritten_between_far_heads(
     assert found.count((ProblemKind.ROOT_MISMATCH, 300)) == 8
     assert (ProblemKind.BAD_TILE, 9_000 // 256 * 256) in found
     assert len(found) == 9
+
+
+def test_an_entry_rewritten_as_text_is_checked_not_a_crash(
+    stored: Engine, key_provider: LocalKeyFile
+) -> None:
+    """SQLite lets a BLOB column hold TEXT, whose bytes are not UTF-8: verify reads them as bytes
+    (the same bytes verify; edited ones are named). PostgreSQL's bytea refuses text outright."""
+    if stored.dialect.name != "sqlite":
+        with pytest.raises(DBAPIError), stored.begin() as conn:
+            conn.execute(text("UPDATE audit_entries SET entry = CAST(entry AS TEXT) WHERE seq = 5"))
+        return
+    with stored.begin() as conn:
+        conn.execute(text("UPDATE audit_entries SET entry = CAST(entry AS TEXT) WHERE seq = 5"))
+    assert verify(stored, key_provider.signer().public_key).ok
+    with stored.begin() as conn:
+        conn.execute(
+            text("UPDATE audit_entries SET entry = CAST(replace(entry, 'E', 'F') AS TEXT) WHERE seq = 6")
+        )
+    report = verify(stored, key_provider.signer().public_key)
+    assert [(p.kind.value, p.index) for p in report.problems] == [("altered", 6)]

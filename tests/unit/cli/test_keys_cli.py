@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -21,14 +22,39 @@ def test_init_rotate_and_shred_are_recorded(tmp_path: Path) -> None:
     rotated = runner.invoke(app, ["keys", "rotate", *data])
     assert rotated.exit_code == 0, rotated.output
     assert "new key-encryption key" in rotated.output
+    _ingest_one(tmp_path, datetime(2026, 4, 15, tzinfo=UTC))
     shred = runner.invoke(app, ["keys", "shred", "--month", "2026-04", "--yes", *data])
     assert shred.exit_code == 0, shred.output
+    assert "1 parties" in shred.output or "2 parties" in shred.output
     # The trail has a file of its own beside the SQLite database.
     engine = create_db_engine(f"sqlite:///{tmp_path / 'courierguard-audit.sqlite3'}")
     entries = AuditQueries(engine).search(kinds=[EntryKind.KEY], limit=100).records
     assert [e.body["op"] for e in entries] == ["kek.rotate", "month.shred.start", "month.shred.done"]
     report = verify(engine, LocalKeyFile(tmp_path / "keys.json").signer().public_key)
     assert report.ok, report.summary()
+
+
+def _ingest_one(tmp_path: Path, created: datetime) -> None:
+    from courierguard.domain import NewWaybill
+    from courierguard.sim.synthetic import PartyGenerator
+    from courierguard.vault import Vault
+
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'courierguard.sqlite3'}")
+    gen = PartyGenerator(2)
+    Vault(engine, LocalKeyFile(tmp_path / "keys.json"), tenant="demo").ingest(
+        [NewWaybill("YT0000000000002", "O1", "O2", "R", gen.party(), gen.party(), created)]
+    )
+    engine.dispose()
+
+
+def test_a_month_with_nothing_to_shred_is_refused_and_leaves_no_entry(tmp_path: Path) -> None:
+    data = ["--data-dir", str(tmp_path)]
+    assert runner.invoke(app, ["init", *data]).exit_code == 0
+    for month in ("2025-01", "2026-13"):  # a typo, or no data that month: no "shred started" entry
+        result = runner.invoke(app, ["keys", "shred", "--month", month, "--yes", *data])
+        assert result.exit_code == 1 and result.output.startswith("error:"), result.output
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'courierguard-audit.sqlite3'}")
+    assert AuditQueries(engine).search(kinds=[EntryKind.KEY], limit=10).records == []
 
 
 def test_bad_month_is_one_line_and_exit_1(tmp_path: Path) -> None:
@@ -81,6 +107,11 @@ def test_audit_query_by_phone_reads_the_phone_from_stdin(tmp_path: Path) -> None
     records = json.loads(result.output)["records"]
     assert [r["body"]["actor"]["id"] for r in records] == ["E7"]
     assert recipient.phone not in result.output
+    # The search itself is on the trail, as over HTTP: who went from a phone to whose parcels.
+    trail = AuditQueries(engine)  # this database already held the trail, so it stays there
+    [searched] = [r.body for r in trail.search(kinds=[EntryKind.SYSTEM], limit=10).records]
+    assert searched["what"] == "audit.search" and searched["matched"] == 1
+    assert recipient.phone not in json.dumps(searched)
 
 
 def test_audit_query_refuses_bounds_it_cannot_hold(tmp_path: Path) -> None:
@@ -90,3 +121,10 @@ def test_audit_query_refuses_bounds_it_cannot_hold(tmp_path: Path) -> None:
     assert late.exit_code == 2 and "since: is out of range" in late.output and "Traceback" not in late.output
     huge = runner.invoke(app, ["audit", "query", "--cursor", str(2**63), *url])
     assert huge.exit_code == 2 and "OverflowError" not in huge.output
+
+
+def test_rotate_refuses_a_key_file_that_does_not_exist(tmp_path: Path) -> None:
+    missing = tmp_path / "typo.json"
+    result = runner.invoke(app, ["keys", "rotate", "--data-dir", str(tmp_path), "--key-file", str(missing)])
+    assert result.exit_code == 1 and "does not exist" in result.output
+    assert not missing.exists()

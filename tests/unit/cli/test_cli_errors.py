@@ -1,0 +1,72 @@
+"""Operator mistakes (a wrong path, files swapped) are one line and exit 1, never a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from courierguard.cli.main import app
+
+runner = CliRunner()
+
+
+def _simulated(tmp_path: Path) -> tuple[Path, Path]:
+    events, truth = tmp_path / "ev.jsonl", tmp_path / "truth.jsonl"
+    args = [
+        "simulate",
+        "--employees",
+        "20",
+        "--days",
+        "1",
+        "--quiet",
+        "--out",
+        str(events),
+        "--truth",
+        str(truth),
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return events, truth
+
+
+def _one_line(result: object, needle: str) -> None:
+    output = result.output  # type: ignore[attr-defined]
+    assert result.exit_code == 1, output  # type: ignore[attr-defined]
+    assert needle in output and "Traceback" not in output and output.count("\n") == 1, output
+
+
+def test_swapped_or_wrong_files_name_the_file(tmp_path: Path) -> None:
+    events, truth = _simulated(tmp_path)
+    _one_line(
+        runner.invoke(app, ["evaluate", str(events), str(truth), str(events)]), "is not Risk Decision v1"
+    )
+    decisions = tmp_path / "d.jsonl"
+    decisions.write_text('{"event_id": "x", "action": "deny"}\n')
+    _one_line(
+        runner.invoke(app, ["evaluate", str(truth), str(events), str(decisions)]), "is not Access Event v1"
+    )
+    decisions.write_text("{bad\n")
+    _one_line(runner.invoke(app, ["evaluate", str(events), str(truth), str(decisions)]), "decisions")
+
+
+def test_unwritable_outputs_name_the_path(tmp_path: Path) -> None:
+    events, _ = _simulated(tmp_path)
+    missing = tmp_path / "no" / "such" / "dir" / "out.jsonl"
+    _one_line(runner.invoke(app, ["replay", str(events), "-o", str(missing), "--no-progress"]), str(missing))
+    _one_line(
+        runner.invoke(app, ["replay", str(events), "-o", str(tmp_path), "--no-progress"]), str(tmp_path)
+    )
+    args = ["simulate", "--employees", "20", "--days", "1", "--quiet", "--out", str(missing)]
+    _one_line(runner.invoke(app, [*args, "--truth", str(tmp_path / "t.jsonl")]), str(missing))
+    same = runner.invoke(app, ["simulate", "--employees", "20", "--days", "1", "--quiet",
+                               "--out", str(events), "--truth", str(events)])  # fmt: skip
+    assert same.exit_code == 2 and "same file" in same.output
+
+
+def test_audit_export_to_a_missing_folder_names_the_path(tmp_path: Path) -> None:
+    assert runner.invoke(app, ["init", "--data-dir", str(tmp_path)]).exit_code == 0
+    missing = tmp_path / "no" / "e.jsonl"
+    url = f"sqlite:///{tmp_path / 'courierguard.sqlite3'}"
+    result = runner.invoke(app, ["audit", "export", "--out", str(missing), "--database-url", url])
+    assert result.exit_code == 2 and str(missing) in result.output and "Traceback" not in result.output
