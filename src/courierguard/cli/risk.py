@@ -48,6 +48,13 @@ def replay(
     def on_bad(lineno: int, message: str) -> None:
         sys.stderr.write(f"{events.name}:{lineno}: bad event: {message}\n")
 
+    disorder_shown = [0]
+
+    def on_disorder(lineno: int, message: str) -> None:
+        disorder_shown[0] += 1
+        if disorder_shown[0] <= 20:  # the first ones point at the cause; the summary counts them all
+            sys.stderr.write(f"{events.name}:{lineno}: out of time order: {message}\n")
+
     total = events.stat().st_size
     with one_line_errors(), events.open("rb") as src, out.open("wb") as dst:
         if progress and total:
@@ -57,14 +64,16 @@ def replay(
             ) as bar:  # fmt: skip
                 task = bar.add_task("replay", total=total)
                 summary = run_replay(
-                    src, dst, engine, on_bad=on_bad, on_progress=lambda done: bar.update(task, completed=done)
-                )
+                    src, dst, engine, on_bad=on_bad, on_disorder=on_disorder,
+                    on_progress=lambda done: bar.update(task, completed=done),
+                )  # fmt: skip
         else:
-            summary = run_replay(src, dst, engine, on_bad=on_bad)
+            summary = run_replay(src, dst, engine, on_bad=on_bad, on_disorder=on_disorder)
     acts = summary.actions
     err.print(
         f"replayed {summary.events:,} events in {summary.seconds:,.1f} s ({summary.rate:,.0f}/s); "
-        f"bad lines {summary.bad_lines:,}; decisions {summary.decisions:,}: "
+        f"bad lines {summary.bad_lines:,}; out of time order {summary.out_of_order:,}; "
+        f"decisions {summary.decisions:,}: "
         + ", ".join(f"{a} {acts[a]:,}" for a in ("step_up", "throttle", "deny", "lock"))
         + f"; accounts locked {len(summary.locked_accounts):,}"
     )

@@ -24,6 +24,8 @@ class ReplaySummary:
 
     events: int = 0
     bad_lines: int = 0
+    out_of_order: int = 0
+    """Events earlier than one before them by more than :data:`DISORDER_TOLERANCE_S` (still decided)."""
     decisions: int = 0
     seconds: float = 0.0
     actions: Counter[str] = field(default_factory=Counter)
@@ -47,6 +49,11 @@ def decision_line(event_id: str, ts: str, actor: str, session: str | None, sev: 
     return orjson.dumps(out, option=orjson.OPT_APPEND_NEWLINE)
 
 
+DISORDER_TOLERANCE_S = 300.0
+"""Events from several source systems may be a little out of order; beyond this, a line is reported:
+the engine's windows assume time order, so one line dated years ahead changes every later decision."""
+
+
 def replay(
     lines: Iterable[bytes],
     out: IO[bytes],
@@ -55,11 +62,14 @@ def replay(
     on_bad: Callable[[int, str], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
     progress_every: int = 20_000,
+    on_disorder: Callable[[int, str], None] | None = None,
 ) -> ReplaySummary:
     """Decide on every event of ``lines`` (raw JSON Lines) and write the non-allow decisions to ``out``.
 
     ``on_bad(line_number, message)`` hears about each invalid line (the message names the property,
-    never its value); ``on_progress(bytes_read)`` is called every ``progress_every`` lines.
+    never its value); ``on_progress(bytes_read)`` is called every ``progress_every`` lines;
+    ``on_disorder(line_number, message)`` about each event earlier than the latest one before it by
+    more than :data:`DISORDER_TOLERANCE_S` (decided all the same: the input's order is the contract).
     """
     summary = ReplaySummary()
     actions = summary.actions
@@ -68,6 +78,7 @@ def replay(
     write = out.write
     seen_bytes = 0
     start = time.perf_counter()
+    latest, latest_line = float("-inf"), 0
     for lineno, raw in enumerate(lines, 1):
         seen_bytes += len(raw)
         if on_progress is not None and lineno % progress_every == 0:
@@ -87,6 +98,12 @@ def replay(
                 on_bad(lineno, str(exc))
             continue
         summary.events += 1
+        if rec.ts < latest - DISORDER_TOLERANCE_S:
+            summary.out_of_order += 1
+            if on_disorder is not None:
+                on_disorder(lineno, f"{latest - rec.ts:,.0f} s earlier than line {latest_line}")
+        elif rec.ts > latest:
+            latest, latest_line = rec.ts, lineno
         sev, score, reasons = decide(rec)
         if sev:
             summary.decisions += 1

@@ -139,3 +139,18 @@ def test_cli_replay(tmp_path: Path) -> None:
     assert f"events.jsonl:{len(events) + 1}: bad event: id: not a string" in result.output
     assert "replayed" in result.output and "lock" in result.output
     assert dst.read_bytes().count(b"\n") >= 1
+
+
+def test_replay_reports_events_out_of_time_order() -> None:
+    """The input's order is the contract; a line dated years ahead would shift every later
+    decision, so it is pointed at (and the later lines counted), not passed over in silence."""
+    events, _ = rented_stream(seed=1, couriers=4, days=2, attack_events=5)
+    lines = list(iter_lines(events))
+    assert replay(lines, io.BytesIO(), RiskEngine()).out_of_order == 0  # the simulator's stream is in order
+    future = orjson.loads(lines[1])
+    future["ts"] = "2036-01-01T00:00:00+08:00"
+    lines[1] = orjson.dumps(future) + b"\n"
+    seen: list[tuple[int, str]] = []
+    summary = replay(lines, io.BytesIO(), RiskEngine(), on_disorder=lambda n, m: seen.append((n, m)))
+    assert summary.out_of_order == len(lines) - 2 and summary.events == len(lines)
+    assert seen[0][0] == 3 and "earlier than line 2" in seen[0][1]
