@@ -88,6 +88,7 @@ def archive(
     path = out_dir / f"audit-{first:012d}-{last:012d}.parquet"
     tmp = path.with_suffix(".parquet.tmp")
     pq.write_table(table, tmp)
+    os.chmod(tmp, 0o600)  # the bodies of who-read-what: owner-only, like the database
     fd = os.open(tmp, os.O_RDONLY)
     try:
         os.fsync(fd)

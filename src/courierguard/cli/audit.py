@@ -286,6 +286,7 @@ def export_command(
         if format not in ("jsonl", "ocsf"):
             raise InvalidInput("format", "jsonl or ocsf")
         writer = export_jsonl if format == "jsonl" else export_ocsf
+        out.touch(mode=0o600)  # a new export is owner-only: it names who read which waybill
         with _engine(database_url) as engine, out.open("wb") as handle:
             return writer(
                 engine, handle, since=_parse_time(since, "since"), until=_parse_time(until, "until")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,12 @@ def create_db_engine(url: str, **kwargs: Any) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
-        if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        if database and database != ":memory:" and not database.startswith("file:"):
+            path = Path(database)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Owner-only, created before SQLite opens it: its -wal and -shm files take the same
+            # mode. The file holds ciphertext, masks, blind indexes and who-read-what trails.
+            os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
         # Sized for the server's thread pool (40 threads), each request holding a connection or two,
         # so that requests never queue for a connection behind SQLAlchemy's default of 5 (+10).
         kwargs.setdefault("pool_size", 40)

@@ -120,6 +120,7 @@ def test_archive_keeps_verification(filled: Engine, key_provider: LocalKeyFile, 
     result = archive(filled, tmp_path / "arch", before_days=180, clock=clock)
     assert (result.archived, result.first_index, result.last_index) == (10, 0, 9)
     assert result.path is not None and verify_archive(result.path, filled) == 10
+    assert result.path.stat().st_mode & 0o777 == 0o600
     report = verify(filled, key_provider.signer().public_key)
     assert report.ok, report.summary()
     assert report.archived == 10

@@ -70,3 +70,11 @@ def test_audit_export_to_a_missing_folder_names_the_path(tmp_path: Path) -> None
     url = f"sqlite:///{tmp_path / 'courierguard.sqlite3'}"
     result = runner.invoke(app, ["audit", "export", "--out", str(missing), "--database-url", url])
     assert result.exit_code == 2 and str(missing) in result.output and "Traceback" not in result.output
+
+
+def test_an_audit_export_is_owner_only(tmp_path: Path) -> None:
+    assert runner.invoke(app, ["init", "--data-dir", str(tmp_path)]).exit_code == 0
+    out = tmp_path / "e.jsonl"
+    url = f"sqlite:///{tmp_path / 'courierguard.sqlite3'}"
+    assert runner.invoke(app, ["audit", "export", "--out", str(out), "--database-url", url]).exit_code == 0
+    assert out.stat().st_mode & 0o777 == 0o600

@@ -19,6 +19,9 @@ def test_init_rotate_and_shred_are_recorded(tmp_path: Path) -> None:
     data = ["--data-dir", str(tmp_path)]
     assert runner.invoke(app, ["init", *data]).exit_code == 0
     assert (tmp_path / "keys.json").stat().st_mode & 0o777 == 0o600
+    # The databases hold ciphertext, masks, blind indexes and who-read-what: owner-only too.
+    for database in ("courierguard.sqlite3", "courierguard-audit.sqlite3"):
+        assert (tmp_path / database).stat().st_mode & 0o777 == 0o600
     rotated = runner.invoke(app, ["keys", "rotate", *data])
     assert rotated.exit_code == 0, rotated.output
     assert "new key-encryption key" in rotated.output
