@@ -14,7 +14,7 @@ from policy_factories import NOW, principal, waybill
 from courierguard.errors import ConfigError, InvalidInput
 from courierguard.events import PiiField, Role
 from courierguard.policy import PolicyAction, PolicyEngine, PolicyRequest, default_policy_dir
-from courierguard.policy._internal import translate
+from courierguard.policy._internal import loading, translate
 
 DEFAULT = default_policy_dir()
 
@@ -179,3 +179,56 @@ def test_worded_decisions_name_their_own_role_and_action() -> None:
     fresh = PolicyEngine.default()
     for (role, action), got in seen.items():
         assert fresh.decide(PolicyRequest(principal(role), action, waybill(assignee="E-9"), NOW)) == got
+
+
+_EDGE = '@id("edge")\npermit (principal, action == Action::"view", resource) when { '
+
+
+@pytest.mark.parametrize(
+    ("expression", "message"),
+    [
+        # Each of these crashed the whole process inside Cedar (a native stack overflow) before the
+        # shape check; the rest of Cedar's own limits now surface as one-line ConfigErrors too.
+        pytest.param("(" * 900 + "true" + ")" * 900, "nested deeper than 64", id="parentheses"),
+        pytest.param("[" * 900 + "1" + "]" * 900 + " == [1]", "nested deeper than 64", id="lists"),
+        pytest.param("{a:" * 900 + "1" + "}" * 900 + " == {a: 1}", "nested deeper than 64", id="records"),
+        pytest.param(" && ".join(["true"] * 3000), "longer than 1,500 tokens", id="and-chain"),
+        pytest.param("principal" + ".x" * 2000 + ' == "a"', "longer than 1,500 tokens", id="attribute-chain"),
+        pytest.param(" + ".join(["1"] * 700) + " == 1", "supported limit of 100 levels", id="plus-chain-700"),
+        pytest.param(" && ".join(["true"] * 70), "nested too deeply for Cedar", id="and-chain-70"),
+        pytest.param("if true then " * 70 + "true" + " else false" * 70, "nested too deeply", id="if-70"),
+    ],
+)
+def test_policies_too_deep_for_cedar_are_refused_not_crashed(
+    folder: Path, expression: str, message: str
+) -> None:
+    (folder / "policies.cedar").write_text(_EDGE + expression + " };\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=message) as info:
+        PolicyEngine.from_folder(folder)
+    assert "\n" not in info.value.diagnostics()
+
+
+def test_shape_limits_leave_room_for_real_policies(folder: Path) -> None:
+    (folder / "policies.cedar").write_text(
+        _EDGE + "(" * 60 + " && ".join(["true"] * 50) + ")" * 60 + " };\n", encoding="utf-8"
+    )
+    assert PolicyEngine.from_folder(folder).policy_ids == ("edge",)
+
+
+def test_shape_check_skips_comments_and_strings() -> None:
+    text = (
+        '// ((((((((\n@id("a(((")\npermit (principal, action, resource) when { "' + "(" * 100 + '" == "x" };'
+    )
+    loading.check_shape(text, "p.cedar")  # nothing inside a comment or a string literal counts
+    with pytest.raises(ConfigError, match=r"p.cedar:3: brackets"):
+        loading.check_shape("\n\n" + "(" * 65, "p.cedar")
+
+
+def test_schema_nesting_is_bounded(folder: Path) -> None:
+    schema = folder / "schema.cedarschema"
+    schema.write_text(
+        schema.read_text(encoding="utf-8") + "\ntype Deep = " + "Set<" * 900 + "Long" + ">" * 900 + ";\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError, match=r"schema\.cedarschema:\d+: brackets nested deeper than 64"):
+        PolicyEngine.from_folder(folder)

@@ -7,6 +7,7 @@ or an unknown ``@deny_reason`` raises :class:`ConfigError` with a one-line messa
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,52 @@ from courierguard.errors import ConfigError, DenyReason
 from courierguard.policy._internal import compiled
 
 SCHEMA_NAMES = ("schema.cedarschema", "schema.cedarschema.json")
+
+MAX_NESTING = 64
+"""Deepest bracket nesting a policy or schema file may have. Cedar's parser recurses per level and
+crashes the whole process (a native stack overflow, not an exception) somewhere past 800."""
+MAX_POLICY_TOKENS = 1_500
+"""Most tokens one policy (one statement up to its ``;``) may have. A flat chain ``a && b && …``
+nests one level per operator: cedarpy refuses more than 100 levels with an error, but converting a
+chain of about 1,400 crashes the process before that check is reached. The default policies need
+under 100 tokens each."""
+
+_TOKEN = re.compile(
+    r"""\s+|//[^\n]*|"(?:[^"\\]|\\.)*"?|[A-Za-z_][A-Za-z0-9_]*|\d+|::|&&|\|\||[=!<>]=|\S""",
+)
+_OPEN, _CLOSE = "([{", ")]}"
+
+
+def check_shape(text: str, name: str, *, angle_brackets: bool = False) -> None:
+    """Refuse text whose shape could crash Cedar's native parser, before Cedar sees any of it.
+
+    Counts bracket depth and tokens per statement, skipping comments and string literals. A
+    schema's ``Set<…>`` nests with angle brackets (``angle_brackets``); in a policy ``<`` and ``>``
+    compare.
+    """
+    opens, closes = (_OPEN + "<", _CLOSE + ">") if angle_brackets else (_OPEN, _CLOSE)
+    depth = tokens = 0
+    line = start_line = 1
+    for match in _TOKEN.finditer(text):
+        token = match.group()
+        if token[0].isspace() or token.startswith("//"):
+            line += token.count("\n")
+            continue
+        tokens += 1
+        if token in opens:
+            depth += 1
+            if depth > MAX_NESTING:
+                raise ConfigError(f"{name}:{line}: brackets nested deeper than {MAX_NESTING} levels")
+        elif token in closes:
+            depth = max(0, depth - 1)
+        elif token == ";" and depth == 0:
+            tokens = 0
+            start_line = line
+            continue
+        if tokens > MAX_POLICY_TOKENS:
+            raise ConfigError(
+                f"{name}:{start_line}: a statement longer than {MAX_POLICY_TOKENS:,} tokens; split it into several policies"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +111,8 @@ def _load_schema(folder: Path) -> tuple[Path, cedarpy.Schema]:
         raise ConfigError(f"{folder}: expected exactly one of {', '.join(SCHEMA_NAMES)}, found {len(found)}")
     path = found[0]
     text = _read(path)
+    if not path.name.endswith(".json"):  # JSON's own parser bounds its depth (128 levels)
+        check_shape(text, path.name, angle_brackets=True)
     try:
         schema = (
             cedarpy.Schema.from_json_str(text)
@@ -86,6 +135,7 @@ def load_folder(folder: Path) -> LoadedPolicies:
     texts: list[str] = []
     for path in files:
         text = _read(path)
+        check_shape(text, path.name)
         # Parsed file by file first so a syntax error names its file, not an offset in the concatenation.
         try:
             cedarpy.PolicySet.from_str(text)
@@ -103,7 +153,10 @@ def load_folder(folder: Path) -> LoadedPolicies:
         more = f" (+{len(result.errors) - 1} more)" if len(result.errors) > 1 else ""
         raise ConfigError(f"{where}: {one_line(first.error)}{more}")
     policy_set = cedarpy.PolicySet.from_str(source)
-    tree = cedarpy.policies_to_pst(source)
+    try:
+        tree = cedarpy.policies_to_pst(source)
+    except ValueError as exc:  # e.g. "expression nesting exceeds the supported limit of 100 levels"
+        raise ConfigError(f"{folder}: {one_line(str(exc))}") from None
     if tree.templates:
         raise ConfigError(f"{folder}: policy templates are not supported, write static policies")
     policies: dict[str, PolicyInfo] = {}
@@ -123,7 +176,12 @@ def load_folder(folder: Path) -> LoadedPolicies:
         policies[cedar_id] = PolicyInfo(cedar_id, name, policy.effect, reason)
     if not policies:
         raise ConfigError(f"{folder}: the policy set is empty")
-    slices = slice_by_action(source)
+    try:
+        slices = slice_by_action(source)
+    except ValueError as exc:  # the JSON round trip nests two levels per operator and stops at 128
+        raise ConfigError(
+            f"{folder}: an expression nested too deeply for Cedar ({one_line(str(exc))})"
+        ) from None
     return LoadedPolicies(
         folder, schema_file, policy_set, schema, policies,
         {key: sliced for key, (sliced, _) in slices.items()},
