@@ -138,11 +138,13 @@ class AuditQueries:
         """(leaf hash, audit path, tree size) for ``index``; the size defaults to the latest head's."""
         size = self.tree_head().size if tree_size is None else tree_size
         tree = self._tree_of(size)
-        try:
-            with self._lock:
-                return tree.leaf(index), tree.inclusion_proof(index, size), size
-        except (ValueError, IndexError):
-            raise InvalidInput("index", f"no entry {index} in a tree of {size}") from None
+        # Name the bound that was crossed: a size beyond what is stored is the size's fault, not the index's.
+        if not 1 <= size <= len(tree):
+            raise InvalidInput("size", f"must be between 1 and {self._stored()}, the entries stored")
+        if not 0 <= index < size:
+            raise InvalidInput("index", f"no entry {index} in a tree of {size} (indices 0 to {size - 1})")
+        with self._lock:
+            return tree.leaf(index), tree.inclusion_proof(index, size), size
 
     def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
         """RFC 6962 consistency proof between two stored tree sizes."""
@@ -151,7 +153,9 @@ class AuditQueries:
             with self._lock:
                 return tree.consistency_proof(old_size, new_size)
         except ValueError:
-            raise InvalidInput("size", f"need 0 <= old <= new <= {len(tree)}") from None
+            raise InvalidInput(
+                "size", f"need 0 <= old <= new <= {self._stored()}, the entries stored"
+            ) from None
 
     def root(self, size: int) -> bytes:
         """Merkle root recomputed from the stored tile and leaf hashes of the first ``size`` entries."""
@@ -160,16 +164,19 @@ class AuditQueries:
             try:
                 return tree.root(size)
             except ValueError:
-                raise InvalidInput("size", f"only {len(tree)} entries are stored") from None
+                raise InvalidInput("size", f"only {self._stored()} entries are stored") from None
+
+    def _stored(self) -> int:
+        """How many entries are stored now (the bound an error message names)."""
+        with self._engine.connect() as conn:
+            top = conn.execute(select(func.max(audit_entries.c.seq))).scalar()
+        return 0 if top is None else int(top) + 1
 
     def _tree_of(self, size: int) -> TiledTree:
         """A tree of at least ``size`` stored entries (or of all there are, when fewer)."""
         with self._lock:
             if self._tree is None or len(self._tree) < size:
-                with self._engine.connect() as conn:
-                    top = conn.execute(select(func.max(audit_entries.c.seq))).scalar()
-                stored = 0 if top is None else int(top) + 1
-                self._tree = stored_tree(self._engine, min(max(size, 0), stored))
+                self._tree = stored_tree(self._engine, min(max(size, 0), self._stored()))
             return self._tree
 
     def _record(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -187,3 +188,23 @@ def test_archive_reads_age_from_the_hashed_entry_not_the_column(
     result = archive(filled, tmp_path / "arch", before_days=180, clock=clock)
     assert (result.archived, result.first_index, result.last_index) == (10, 0, 9)
     assert AuditQueries(filled).entry(10).body is not None
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["inclusion", "5", "--size", "100"], "size: must be between 1 and 31, the entries stored"),
+        (["inclusion", "5", "--size", "0"], "size: must be between 1 and 31"),
+        (["inclusion", "12", "--size", "10"], r"index: no entry 12 in a tree of 10 \(indices 0 to 9\)"),
+        (["inclusion", "--", "-1"], "index: no entry -1 in a tree of 31"),
+        (["consistency", "3", "100"], r"need 0 <= old <= new <= 31, the entries stored"),
+        (["consistency", "20", "10"], r"need 0 <= old <= new <= 31"),
+    ],
+)
+def test_proof_cli_names_the_bound_that_was_crossed(filled: Engine, args: list[str], message: str) -> None:
+    command, *rest = args
+    result = CliRunner().invoke(app, ["proof", command, "--database-url", str(filled.url), *rest])
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    assert re.search(message, result.output), result.output
+    assert len(result.output.strip().splitlines()) == 1
