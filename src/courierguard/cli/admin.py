@@ -124,9 +124,7 @@ def revoke_api_key(
         core = open_core(settings_from(database_url, data_dir, key_file, tenant))
         try:
             keys = ApiKeys(core.engine, tenant=core.settings.tenant)
-            info = next((i for i in keys.listing() if i.id == key_id), None)
-            if info is None:
-                raise NotFound(f"API key {key_id} not found")
+            info = keys.info(key_id)
             if info.revoked_at is None:
                 _record(core, "api_key.revoked", key_id=key_id)
                 keys.revoke(key_id, core.clock.now())

@@ -407,15 +407,28 @@ class ApiKeys:
                 )
         return ApiKeyRecord(row.id, row.name)
 
+    def info(self, key_id: str) -> ApiKeyInfo:
+        """One key of the tenant (never the secret, which is not stored); NotFound if none has that id."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(*_KEY_INFO).where(api_keys.c.id == key_id, api_keys.c.tenant == self.tenant)
+            ).first()
+        if row is None:
+            raise NotFound(f"API key {key_id} not found")
+        return ApiKeyInfo(row.id, row.name, utc(row.created_at), utc_or_none(row.revoked_at))
+
     def listing(self) -> list[ApiKeyInfo]:
         """Every key of the tenant, oldest first (never the secret, which is not stored)."""
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(api_keys.c.id, api_keys.c.name, api_keys.c.created_at, api_keys.c.revoked_at)
+                select(*_KEY_INFO)
                 .where(api_keys.c.tenant == self.tenant)
                 .order_by(api_keys.c.created_at, api_keys.c.id)
             ).all()
         return [ApiKeyInfo(r.id, r.name, utc(r.created_at), utc_or_none(r.revoked_at)) for r in rows]
+
+
+_KEY_INFO = (api_keys.c.id, api_keys.c.name, api_keys.c.created_at, api_keys.c.revoked_at)
 
 
 class Devices:
