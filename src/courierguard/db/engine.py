@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,33 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _owner_only(database: Path) -> None:
+    """Take group and other permissions off an SQLite database made before files were owner-only
+    (or loosened since), with its -wal and -shm files; say so once on stderr, naming the file.
+
+    A file that is not ours to change is left as it is, with a warning: refusing to start would
+    stop the service over a mode an operator may have set on purpose (a backup group, say).
+    """
+    for path in (database, Path(f"{database}-wal"), Path(f"{database}-shm")):
+        try:
+            mode = path.stat().st_mode & 0o777
+        except OSError:
+            continue  # not there (no -wal yet), or not ours to look at: SQLite will say
+        if not mode & 0o077:
+            continue
+        try:
+            os.chmod(path, mode & 0o700)
+        except OSError:
+            print(
+                f"courierguard: warning: {path} is mode {mode:o}, not ours to change; chmod 600 it",
+                file=sys.stderr,
+            )
+        else:
+            print(
+                f"courierguard: {path} was mode {mode:o}, now {mode & 0o700:o} (owner only)", file=sys.stderr
+            )
+
+
 def create_db_engine(url: str, **kwargs: Any) -> Engine:
     """An engine for ``url``; SQLite gets WAL and a created parent folder, PostgreSQL uses psycopg 3."""
     parsed = make_url(url)
@@ -36,6 +64,7 @@ def create_db_engine(url: str, **kwargs: Any) -> Engine:
             # Owner-only, created before SQLite opens it: its -wal and -shm files take the same
             # mode. The file holds ciphertext, masks, blind indexes and who-read-what trails.
             os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+            _owner_only(path)
         # Sized for the server's thread pool (40 threads), each request holding a connection or two,
         # so that requests never queue for a connection behind SQLAlchemy's default of 5 (+10).
         kwargs.setdefault("pool_size", 40)

@@ -131,3 +131,16 @@ def test_rotate_refuses_a_key_file_that_does_not_exist(tmp_path: Path) -> None:
     result = runner.invoke(app, ["keys", "rotate", "--data-dir", str(tmp_path), "--key-file", str(missing)])
     assert result.exit_code == 1 and "does not exist" in result.output
     assert not missing.exists()
+
+
+def test_database_files_made_before_owner_only_are_tightened(tmp_path: Path) -> None:
+    # As an older release left them under umask 022: world-readable ciphertext, masks and trails.
+    assert runner.invoke(app, ["init", "--data-dir", str(tmp_path)]).exit_code == 0
+    databases = sorted(tmp_path.glob("*.sqlite3*"))
+    assert databases
+    for path in databases:
+        path.chmod(0o644)
+    result = runner.invoke(app, ["init", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    for path in databases:
+        assert path.stat().st_mode & 0o777 == 0o600, path
