@@ -56,12 +56,26 @@ COMPOUND_SURNAMES = frozenset(
 MIN_HIDDEN_PHONE_DIGITS = 6
 
 
+_SYLLABIC = (
+    ("\u3040", "\u30ff"),  # Hiragana, Katakana
+    ("\u3400", "\u9fff"),  # CJK Unified Ideographs and Extension A
+    ("\uac00", "\ud7a3"),  # Hangul syllables
+    ("\uf900", "\ufaff"),  # CJK Compatibility Ideographs
+    ("\U00020000", "\U0003134f"),  # CJK Extensions B to G: rare characters, common in names
+)
+"""Scripts written a syllable to a character, surname first, with no spaces: masked per character."""
+
+
 def _is_cjk(ch: str) -> bool:
-    return "\u3400" <= ch <= "\u9fff"
+    return any(low <= ch <= high for low, high in _SYLLABIC)
 
 
 def mask_name(name: str) -> str:
-    """Keep the surname, hide every given-name character: ``张*``, ``欧阳**``, ``J*** S****``."""
+    """Keep the surname, hide every given-name character: ``张*``, ``欧阳**``, ``J*** S****``.
+
+    Always as long as the name, and never showing it whole: a one-character name, or a name whose
+    every part is one letter (``A``, ``J S``), is hidden entirely.
+    """
     if not name:
         return MASK
     if _is_cjk(name[0]):
@@ -69,12 +83,11 @@ def mask_name(name: str) -> str:
         if len(name) <= keep:  # a one-character name: nothing may stay visible
             return MASK * len(name)
         return name[:keep] + MASK * (len(name) - keep)
-    # Latin and other scripts: initial of each part, at least one character hidden overall.
-    parts = []
-    for part in name.split(" "):
-        parts.append(part[:1] + MASK * max(len(part) - 1, 1 if len(part) == 1 else 0) if part else part)
-    masked = " ".join(parts)
-    return masked if masked != name else MASK * len(name)
+    # Latin and other scripts: the initial of each part of two or more letters; a one-letter part
+    # is an initial already, and showing it would show the part whole.
+    return " ".join(
+        part[:1] + MASK * (len(part) - 1) if len(part) > 1 else MASK * len(part) for part in name.split(" ")
+    )
 
 
 def mask_phone(phone: NormalizedPhone) -> str:

@@ -49,6 +49,43 @@ def test_a_chinese_name_always_hides_at_least_one_character(name: str) -> None:
     assert name.startswith(visible)
 
 
+@pytest.mark.parametrize(
+    ("name", "masked"),
+    [
+        ("A", "*"),  # a one-letter name was "A*": shown whole, with a star added
+        ("J S", "* *"),
+        ("J 王", "* *"),
+        ("Ab C", "A* *"),
+        ("\U00020bb7", "*"),  # 𠮷, CJK Extension B: was shown whole
+        ("\U00020bb7\u5927\u540d", "\U00020bb7**"),
+        ("김", "*"),
+        ("김민준", "김**"),
+        ("さくら", "さ**"),
+    ],
+)
+def test_names_outside_common_chinese_are_never_shown_whole(name: str, masked: str) -> None:
+    assert mask_name(normalize_name(name)) == masked
+
+
+@given(
+    st.text(st.characters(blacklist_characters=MASK, blacklist_categories=("Cs",)), min_size=1, max_size=12)
+)
+def test_any_name_keeps_its_length_and_hides_a_letter_of_every_part(raw: str) -> None:
+    try:
+        name = normalize_name(raw)
+    except InvalidName:
+        return
+    masked = mask_name(name)
+    assert len(masked) == len(name)
+    assert all(m in (MASK, c) for m, c in zip(masked, name, strict=True))
+    # Every part (a run without spaces) hides at least one of its characters.
+    start = 0
+    for part in name.split(" "):
+        if part:
+            assert MASK in masked[start : start + len(part)], (name, masked)
+        start += len(part) + 1
+
+
 @given(st.sampled_from(sorted(MOBILE_PREFIXES)), st.text("0123456789", min_size=8, max_size=8))
 def test_every_mainland_mobile_hides_six_digits_and_keeps_prefix(prefix: str, rest: str) -> None:
     number = (prefix + rest)[:11]
