@@ -18,6 +18,7 @@ from courierguard.cli._common import (
     record,
     settings_from,
 )
+from courierguard.config import Settings
 from courierguard.errors import NotFound
 
 
@@ -31,30 +32,87 @@ app = typer.Typer(help="Manage encryption keys: rotate the key-encryption key, c
 
 @app.command()
 def rotate(database_url: DatabaseUrl = None, data_dir: DataDir = None, key_file: KeyFile = None) -> None:
-    """Create a new key-encryption key and re-wrap every data key under it (data is not re-encrypted).
+    """Make a new key-encryption key active and re-wrap every data key under it (data is not re-encrypted).
+
+    The old KEKs are kept: a running worker picks up the new key file the next time it wraps or
+    unwraps a key it has not seen, and may until then wrap a new month's key with an old KEK. Once
+    every worker has the new file (restart them to be sure), `courierguard keys retire` removes
+    the old ones. With COURIERGUARD_KEYS, first add the new KEK to the document, make it active and
+    redeploy: this then re-wraps under it.
 
     Example: courierguard keys rotate
     """
     with one_line_errors():
-        settings = settings_from(database_url, data_dir, key_file)
-        if settings.key_provider == "file" and not settings.resolved_key_file.exists():
-            # Opening would create a fresh key file: a mistyped path must not leave a new keyring.
-            raise NotFound(
-                f"key file {settings.resolved_key_file} does not exist: rotate re-wraps the current keys"
-            )
-        core = open_core(settings)
-        report = core.vault.rotate_keys()
-        _record(core, {"op": "kek.rotate", "new_kek": report.new_kek, "retired": list(report.retired),
-                       "rewrapped": report.rewrapped, "skipped": report.skipped})  # fmt: skip
+        core = _open_existing(settings_from(database_url, data_dir, key_file))
+        try:
+            report = core.vault.rotate_keys()
+            _record(core, {"op": "kek.rotate", "new_kek": report.new_kek, "rewrapped": report.rewrapped,
+                           "skipped": report.skipped, "retirable": list(report.retirable)})  # fmt: skip
+        finally:
+            core.close()
         console.print(
-            f"new key-encryption key {report.new_kek}; {report.rewrapped} data keys re-wrapped; "
-            f"retired: {', '.join(report.retired) or 'none'}"
+            f"active key-encryption key {report.new_kek}; {report.rewrapped} data keys re-wrapped under it"
         )
+        if report.rewrapped == 0 and core.settings.key_provider == "env":
+            console.print(
+                "nothing to re-wrap: to rotate, add a new KEK to COURIERGUARD_KEYS, make it active, redeploy, "
+                "then run this again"
+            )
+        if report.retirable:
+            console.print(
+                f"old KEKs kept until every worker has the new keys: {', '.join(report.retirable)}; "
+                "then run `courierguard keys retire`"
+            )
         if report.skipped:
             console.print(
-                f"[yellow]warning:[/yellow] {report.skipped} data keys use a KEK this key file lacks"
+                f"[yellow]warning:[/yellow] {report.skipped} data keys use a KEK this provider lacks"
             )
-        core.close()
+
+
+@app.command()
+def retire(database_url: DatabaseUrl = None, data_dir: DataDir = None, key_file: KeyFile = None) -> None:
+    """Remove the key-encryption keys no data key uses, after re-wrapping any that still do.
+
+    Run it after `keys rotate`, once every worker has the new key file. With COURIERGUARD_KEYS it
+    names the KEKs to delete from the document (then redeploy).
+
+    Example: courierguard keys retire
+    """
+    with one_line_errors():
+        core = _open_existing(settings_from(database_url, data_dir, key_file))
+        try:
+            report = core.vault.retire_keys()
+            _record(core, {"op": "kek.retire", "active_kek": report.active_kek, "rewrapped": report.rewrapped,
+                           "skipped": report.skipped, "unused": list(report.unused),
+                           "removed": report.removed})  # fmt: skip
+        finally:
+            core.close()
+        if report.rewrapped:
+            console.print(
+                f"{report.rewrapped} data keys still under an old KEK re-wrapped under {report.active_kek}"
+            )
+        if not report.unused:
+            console.print(f"no KEK to retire: every KEK held is in use or active ({report.active_kek})")
+        elif report.removed:
+            console.print(f"retired: {', '.join(report.unused)}")
+        else:
+            console.print(
+                f"no data key uses {', '.join(report.unused)} any more: remove them from the key document "
+                "(COURIERGUARD_KEYS) and redeploy"
+            )
+        if report.skipped:
+            console.print(
+                f"[yellow]warning:[/yellow] {report.skipped} data keys use a KEK this provider lacks"
+            )
+
+
+def _open_existing(settings: Settings) -> Core:
+    if settings.key_provider == "file" and not settings.resolved_key_file.exists():
+        # Opening would create a fresh key file: a mistyped path must not leave a new keyring.
+        raise NotFound(
+            f"key file {settings.resolved_key_file} does not exist: rotation re-wraps the current keys"
+        )
+    return open_core(settings)
 
 
 @app.command()

@@ -771,12 +771,25 @@ class Guard:
     # --- writes from the order and PDA systems -----------------------------------------------------------
 
     def ingest(self, caller: Caller, records: Sequence[Any]) -> Any:
+        """Checked and sealed, recorded with the numbers about to be stored, then stored: personal
+        data enters the vault only under an entry on the trail (none if the trail is down)."""
         self._require(caller, PolicyAction.INGEST)
-        result = self.vault.ingest_records(records)
+        prepared = self.vault.prepare_records(records)
+        numbers = list(prepared.numbers)
         self._record_system(
-            caller, "waybill.ingest", stored=len(result.stored), failed=len(result.failed),
-            waybills=list(result.stored),
-        )  # fmt: skip
+            caller, "waybill.ingest", stored=len(numbers), failed=len(prepared.failed), waybills=numbers
+        )
+        try:
+            result = self.vault.store(prepared)
+        except Exception as exc:
+            with contextlib.suppress(Exception):  # the original failure is what the caller must see
+                self._record_system(
+                    caller, "waybill.ingest.rejected", waybills=numbers, error=exc.__class__.__name__
+                )
+            raise
+        lost = sorted(set(numbers) - set(result.stored))
+        if lost:  # stored by another writer between the check and the insert
+            self._record_system(caller, "waybill.ingest.rejected", waybills=lost, error="Conflict")
         return result
 
     # Assignments, sign-offs and tickets are what open a courier's or an agent's reveal rights: each

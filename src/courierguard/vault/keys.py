@@ -61,11 +61,14 @@ class KeyProvider(Protocol):
         ...
 
     def rotate(self) -> str:
-        """Create a new active KEK and return its id; the old ones stay until :meth:`retire`."""
+        """The KEK to re-wrap every data key under, made active: a new one where the provider can
+        create keys; where the operator rotates (a read-only document), the one it names active.
+        The old ones stay until :meth:`retire`."""
         ...
 
-    def retire(self, kek_ids: set[str]) -> None:
-        """Forget KEKs that no wrapped data key uses any more."""
+    def retire(self, kek_ids: set[str]) -> bool:
+        """Forget KEKs that no wrapped data key uses any more; False where only the operator can
+        (a read-only document, or a KMS that retires keys on its own schedule)."""
         ...
 
 
@@ -111,15 +114,29 @@ class _DocumentKeys:
             raise ConfigError(f"key document is not valid ({exc})") from None
         self._document = document
         self._active = active
+        # One attribute, replaced whole: a wrap reads the active id and its KEK from one document
+        # even while another thread loads a newer one.
+        self._state = (active, self._keks)
+
+    def _refresh(self) -> None:
+        """Load the document again if it changed where it is kept (a file another process rotated)."""
 
     def active_kek_id(self) -> str:
-        return self._active
+        self._refresh()
+        return self._state[0]
 
     def wrap(self, data_key: bytes, context: bytes) -> tuple[str, bytes]:
-        return self._active, self._keks[self._active].seal(data_key, context)
+        # Rare (a new month's data key), so it looks for a newer document every time: a worker must
+        # not wrap with a KEK that a rotation run by another process has replaced.
+        self._refresh()
+        active, keks = self._state
+        return active, keks[active].seal(data_key, context)
 
     def unwrap(self, kek_id: str, wrapped: bytes, context: bytes) -> bytes:
-        kek = self._keks.get(kek_id)
+        kek = self._state[1].get(kek_id)
+        if kek is None:
+            self._refresh()  # re-wrapped under a KEK created by another process since we loaded
+            kek = self._state[1].get(kek_id)
         if kek is None:
             raise KeyUnavailable(f"key-encryption key {kek_id} is not held by this key provider")
         try:
@@ -165,14 +182,32 @@ class LocalKeyFile(_DocumentKeys):
             if not create:
                 raise ConfigError(f"key file {path} does not exist; run `courierguard init`")
             self._write(new_key_document())
-        mode = path.stat().st_mode & 0o777
+        self._seen = self._signature()
+        super().__init__(self._read())
+
+    def _signature(self) -> tuple[int, int, int]:
+        """What changes when the file is replaced: rotate and retire write a new file and rename it."""
+        st = self.path.stat()
+        return st.st_ino, st.st_mtime_ns, st.st_size
+
+    def _read(self) -> dict[str, Any]:
+        mode = self.path.stat().st_mode & 0o777
         if mode & 0o077:
-            raise ConfigError(f"key file {path} is readable by others (mode {mode:o}); chmod 600 it")
+            raise ConfigError(f"key file {self.path} is readable by others (mode {mode:o}); chmod 600 it")
         try:
-            document = json.loads(path.read_text(encoding="utf-8"))
+            document: dict[str, Any] = json.loads(self.path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"key file {path} cannot be read ({exc.__class__.__name__})") from None
-        super().__init__(document)
+            raise ConfigError(f"key file {self.path} cannot be read ({exc.__class__.__name__})") from None
+        return document
+
+    def _refresh(self) -> None:
+        try:
+            seen = self._signature()
+        except OSError:
+            return  # gone for a moment (an operator's copy): keep the keys already loaded
+        if seen != self._seen:
+            self._load(self._read())
+            self._seen = seen
 
     def _write(self, document: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -189,15 +224,20 @@ class LocalKeyFile(_DocumentKeys):
             raise
 
     def rotate(self) -> str:
+        self._refresh()
         kek_id, document = self._rotated_document()
         self._write(document)
         self._load(document)
+        self._seen = self._signature()
         return kek_id
 
-    def retire(self, kek_ids: set[str]) -> None:
+    def retire(self, kek_ids: set[str]) -> bool:
+        self._refresh()
         document = self._retired_document(kek_ids)
         self._write(document)
         self._load(document)
+        self._seen = self._signature()
+        return True
 
 
 class EnvKeyProvider(_DocumentKeys):
@@ -219,13 +259,13 @@ class EnvKeyProvider(_DocumentKeys):
         return base64.b64encode(json.dumps(document).encode()).decode()
 
     def rotate(self) -> str:
-        raise ConfigError(
-            f"{ENV_VARIABLE} is read-only here: add a KEK to the document, make it active, redeploy, "
-            "then run `courierguard keys rewrap`"
-        )
+        """The document's active KEK: the operator adds a KEK to the document, makes it active and
+        redeploys; `courierguard keys rotate` then re-wraps every data key under it."""
+        return self._active
 
-    def retire(self, kek_ids: set[str]) -> None:
-        raise ConfigError(f"{ENV_VARIABLE} is read-only here: remove the KEK from the document and redeploy")
+    def retire(self, kek_ids: set[str]) -> bool:
+        """Read-only: the operator removes ``kek_ids`` from the document and redeploys."""
+        return False
 
 
 class Kms(Protocol):
@@ -272,8 +312,9 @@ class KmsKeyProvider:
         self._active = self._kms.create_key()
         return self._active
 
-    def retire(self, kek_ids: set[str]) -> None:
+    def retire(self, kek_ids: set[str]) -> bool:
         """KMS keys are retired in the KMS itself, on its own schedule."""
+        return False
 
 
 def key_provider_from_settings(kind: str, key_file: Path) -> KeyProvider:

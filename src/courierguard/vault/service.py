@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from courierguard.clock import Clock, SystemClock
 from courierguard.db.fast import DriverQuery, timestamp
 from courierguard.db.tables import data_keys, parties, waybill_history, waybills
-from courierguard.domain import NewWaybill, Party, TaskKind, Waybill
+from courierguard.domain import WAYBILL_NUMBER, NewWaybill, Party, TaskKind, Waybill
 from courierguard.errors import CourierGuardError, InvalidInput, NotFound
 from courierguard.events import PiiField, WaybillStatus
 from courierguard.timeutil import month_of, utc, utc_or_none
@@ -121,11 +121,64 @@ class IngestResult:
 
 
 @dataclass(frozen=True, slots=True)
+class _Sealed:
+    """One record ready to insert: its rows, sealed under ``month``'s data key as then cached."""
+
+    index: int
+    waybill: NewWaybill
+    month: str
+    waybill_row: dict[str, Any]
+    history_row: dict[str, Any]
+    party_rows: list[dict[str, Any]]
+
+    @property
+    def number(self) -> str:
+        return self.waybill.number
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedIngest:
+    """A checked and sealed batch, not yet stored: :meth:`Vault.store` stores it.
+
+    Split from storing so that the gateway can put ``numbers`` on the audit trail before any of
+    them is stored. ``failed`` already names the records refused by validation, repeated within the
+    batch, or already stored.
+    """
+
+    sealed: tuple[_Sealed, ...]
+    failed: tuple[RecordError, ...]
+
+    @property
+    def numbers(self) -> tuple[str, ...]:
+        return tuple(s.number for s in self.sealed)
+
+
+class _StaleKeys(Exception):
+    """Rows were sealed under a data key that is no longer the stored one (shredded or replaced by
+    another process since this one cached it): seal them again."""
+
+    def __init__(self, months: set[str]) -> None:
+        super().__init__(", ".join(sorted(months)))
+        self.months = months
+
+
+@dataclass(frozen=True, slots=True)
 class RotationReport:
     new_kek: str
-    retired: tuple[str, ...]
     rewrapped: int
-    skipped: int = 0
+    skipped: int
+    retirable: tuple[str, ...]
+    """Old KEKs no data key uses now: ``keys retire`` removes them once every worker has the new
+    key document."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetireReport:
+    active_kek: str
+    rewrapped: int
+    skipped: int
+    unused: tuple[str, ...]
+    removed: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +220,9 @@ class Vault:
         self._clock = clock or SystemClock()
         self._index = BlindIndex(keys.blind_index_key())
         self._data_keys: dict[str, Aead] = {}
+        self._wrapped: dict[str, bytes] = {}
+        """The wrapped form of each cached data key as stored when cached: an insert checks that it
+        is still the stored one, so that no record is sealed under a key another process shredded."""
         self._lock = threading.Lock()
         self._reveal_query = DriverQuery(engine, _REVEAL_SQL)
         self._masked_query = DriverQuery(engine, _MASKED_SQL)
@@ -192,6 +248,7 @@ class Vault:
                     raise VaultError(VaultFailure.SHREDDED)
                 key = new_key()
                 kek_id, wrapped = self._keys.wrap(key, context)
+                wrapped = bytes(wrapped)
                 try:
                     with conn.begin_nested():
                         conn.execute(
@@ -206,15 +263,30 @@ class Vault:
                 except IntegrityError:  # another worker created it first: use theirs
                     return self._data_key(conn, month, create=False)
             else:
-                key = self._keys.unwrap(row.kek_id, row.wrapped, context)
+                wrapped = bytes(row.wrapped)
+                key = self._keys.unwrap(row.kek_id, wrapped, context)
             aead = Aead(key)
+            self._wrapped[month] = wrapped
             self._data_keys[month] = aead
             return aead
+
+    def _forget_key(self, month: str) -> None:
+        with self._lock:
+            self._data_keys.pop(month, None)
+            self._wrapped.pop(month, None)
 
     # --- ingest -------------------------------------------------------------------------------------
 
     def ingest_records(self, records: Sequence[Any]) -> IngestResult:
         """Validate and store a batch of loose records; each bad record fails alone."""
+        return self.store(self.prepare_records(records))
+
+    def ingest(self, batch: Sequence[NewWaybill]) -> IngestResult:
+        """Store already-built waybills (phones are still validated)."""
+        return self.store(self.prepare(batch))
+
+    def prepare_records(self, records: Sequence[Any]) -> PreparedIngest:
+        """Validate and seal a batch of loose records without storing any: see :meth:`store`."""
         now = self._clock.now()
         good: list[tuple[int, NewWaybill]] = []
         failed: list[RecordError] = []
@@ -222,60 +294,85 @@ class Vault:
             try:
                 good.append((i, parse_new_waybill(raw, default_time=now)))
             except InvalidInput as exc:
-                number = raw.get("number") if isinstance(raw, Mapping) else None
-                failed.append(
-                    RecordError(i, number if isinstance(number, str) else None, exc.field, exc.message)
-                )
-        result = self._store([w for _, w in good], [i for i, _ in good])
-        return IngestResult(result.stored, tuple(sorted(failed + list(result.failed), key=lambda e: e.index)))
+                failed.append(RecordError(i, _valid_number(raw), exc.field, exc.message))
+        return self._prepare(good, failed)
 
-    def ingest(self, batch: Sequence[NewWaybill]) -> IngestResult:
-        """Store already-built waybills (phones are still validated)."""
-        return self._store(batch, list(range(len(batch))))
+    def prepare(self, batch: Sequence[NewWaybill]) -> PreparedIngest:
+        return self._prepare(list(enumerate(batch)), [])
 
-    def _store(self, batch: Sequence[NewWaybill], indexes: list[int]) -> IngestResult:
-        failed: list[RecordError] = []
+    def _prepare(self, good: list[tuple[int, NewWaybill]], failed: list[RecordError]) -> PreparedIngest:
         seen: set[str] = set()
-        prepared: list[tuple[int, str, dict[str, Any], dict[str, Any], list[dict[str, Any]]]] = []
+        sealed: list[_Sealed] = []
         with self.engine.connect() as conn:
-            for i, wb in zip(indexes, batch, strict=True):
+            existing = self._existing_numbers(conn, [wb.number for _, wb in good])
+            for i, wb in good:
                 if wb.number in seen:
                     failed.append(RecordError(i, wb.number, "number", "appears twice in the batch"))
                     continue
                 seen.add(wb.number)
+                if wb.number in existing:
+                    failed.append(RecordError(i, wb.number, "number", "already exists"))
+                    continue
                 try:
-                    prepared.append((i, wb.number, *self._rows(conn, wb)))
+                    sealed.append(self._seal(conn, i, wb))
                 except InvalidInput as exc:
                     failed.append(RecordError(i, wb.number, exc.field, exc.message))
             conn.commit()  # a data key created for a new month is kept even if the batch fails
-        if not prepared:
-            return IngestResult((), tuple(sorted(failed, key=lambda e: e.index)))
-        try:
-            self._insert(prepared)
-        except IntegrityError:
-            # Optimistic first try: duplicates are rare, so only now look up which numbers exist,
-            # and store the rest. The failed transaction left nothing behind.
-            with self.engine.connect() as conn:
-                existing = self._existing_numbers(conn, [p[1] for p in prepared])
-            failed += [
-                RecordError(p[0], p[1], "number", "already exists") for p in prepared if p[1] in existing
-            ]
-            prepared = [p for p in prepared if p[1] not in existing]
-            if prepared:
-                self._insert(prepared)
-        return IngestResult(tuple(p[1] for p in prepared), tuple(sorted(failed, key=lambda e: e.index)))
+        return PreparedIngest(tuple(sealed), tuple(sorted(failed, key=lambda e: e.index)))
 
-    def _insert(
-        self, prepared: list[tuple[int, str, dict[str, Any], dict[str, Any], list[dict[str, Any]]]]
-    ) -> None:
+    def store(self, prepared: PreparedIngest) -> IngestResult:
+        """Store a prepared batch. A number stored by someone else since it was prepared fails as
+        "already exists"; rows sealed under a data key shredded or replaced since are sealed again."""
+        pending = list(prepared.sealed)
+        failed = list(prepared.failed)
+        for _ in range(4):
+            if not pending:
+                break
+            try:
+                self._insert(pending)
+                break
+            except IntegrityError:
+                # A race with another writer of the same numbers. The failed transaction left nothing.
+                with self.engine.connect() as conn:
+                    existing = self._existing_numbers(conn, [p.number for p in pending])
+                if not existing:
+                    raise
+                failed += [
+                    RecordError(p.index, p.number, "number", "already exists")
+                    for p in pending
+                    if p.number in existing
+                ]
+                pending = [p for p in pending if p.number not in existing]
+            except _StaleKeys as stale:
+                for month in stale.months:
+                    self._forget_key(month)
+                with self.engine.connect() as conn:
+                    pending = [self._seal(conn, p.index, p.waybill) for p in pending]
+                    conn.commit()
+        else:
+            raise CourierGuardError("the batch could not be stored: its data keys kept changing")
+        return IngestResult(tuple(p.number for p in pending), tuple(sorted(failed, key=lambda e: e.index)))
+
+    def _insert(self, pending: list[_Sealed]) -> None:
+        months = {p.month for p in pending}
         with self.engine.begin() as conn:
-            conn.execute(insert(waybills), [p[2] for p in prepared])
-            conn.execute(insert(waybill_history), [p[3] for p in prepared])
-            conn.execute(insert(parties), [row for p in prepared for row in p[4]])
+            # FOR SHARE on PostgreSQL: a shred of one of these months waits for this insert (and
+            # then clears its rows too) or has happened already (and this batch is sealed again).
+            stored = dict(
+                conn.execute(
+                    select(data_keys.c.month, data_keys.c.wrapped)
+                    .where(data_keys.c.tenant == self.tenant, data_keys.c.month.in_(sorted(months)))
+                    .with_for_update(read=True)
+                ).all()
+            )
+            stale = {m for m in months if m not in stored or bytes(stored[m]) != self._wrapped.get(m)}
+            if stale:
+                raise _StaleKeys(stale)
+            conn.execute(insert(waybills), [p.waybill_row for p in pending])
+            conn.execute(insert(waybill_history), [p.history_row for p in pending])
+            conn.execute(insert(parties), [row for p in pending for row in p.party_rows])
 
-    def _rows(
-        self, conn: Connection, wb: NewWaybill
-    ) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+    def _seal(self, conn: Connection, index: int, wb: NewWaybill) -> _Sealed:
         created = utc(wb.created_at)
         month = month_of(created)
         aead = self._data_keys.get(month) or self._data_key(conn, month, create=True)
@@ -297,7 +394,7 @@ class Vault:
             "key_month": month,
         }
         history_row = {"tenant": self.tenant, "number": wb.number, "status": wb.status.value, "ts": created}
-        return waybill_row, history_row, party_rows
+        return _Sealed(index, wb, month, waybill_row, history_row, party_rows)
 
     def _existing_numbers(self, conn: Connection, numbers: list[str]) -> set[str]:
         found: set[str] = set()
@@ -434,11 +531,18 @@ class Vault:
             sealed = row[_CT_INDEX[field.attribute]]
             if sealed is None:
                 raise VaultError(VaultFailure.SHREDDED)
+            aad = _aad(self.tenant, number, field.value)
             aead = self._data_keys.get(row[1]) or self._reading_key(conn, row[1])
             try:
-                clear = aead.open(bytes(sealed), _aad(self.tenant, number, field.value)).decode()
+                clear = aead.open(bytes(sealed), aad).decode()
             except DecryptionFailed:
-                raise VaultError(VaultFailure.UNREADABLE) from None
+                # A cached key can be stale: another process shredded the month and keyed it anew
+                # for records that arrived late. Read the stored key once before giving up.
+                self._forget_key(row[1])
+                try:
+                    clear = self._reading_key(conn, row[1]).open(bytes(sealed), aad).decode()
+                except DecryptionFailed:
+                    raise VaultError(VaultFailure.UNREADABLE) from None
             out[field] = _render(field, clear)
         return out
 
@@ -497,18 +601,37 @@ class Vault:
     # --- key management -----------------------------------------------------------------------------
 
     def rotate_keys(self) -> RotationReport:
-        """New KEK; every data key it can unwrap is re-wrapped under it; unused KEKs are retired.
+        """Make a new KEK active and re-wrap every data key under it; the old KEKs are kept.
 
-        The data itself is not re-encrypted. A data key wrapped by a KEK this provider does not hold
-        is left as it is and counted in ``skipped`` (it belongs to keys the operator must restore);
-        a KEK is retired only once no wrapped data key references it any more.
+        The data itself is not re-encrypted. With a provider the operator rotates (``COURIERGUARD_KEYS``)
+        the target is the KEK the document names active. Old KEKs stay with the provider, because a
+        worker that has not yet seen the new key document may still wrap a new month's key with
+        one: :meth:`retire_keys`, run once every worker has the new document, removes them. A data
+        key wrapped by a KEK this provider does not hold is left as it is and counted in ``skipped``.
         """
-        held: set[str] = set(getattr(self._keys, "kek_ids", set)())
-        new_kek = self._keys.rotate()
+        target = self._keys.rotate()
+        rewrapped, skipped = self._rewrap_to(target)
+        return RotationReport(target, rewrapped, skipped, tuple(sorted(self._unused_keks(target))))
+
+    def retire_keys(self) -> RetireReport:
+        """Re-wrap what still uses an old KEK, then remove every KEK no data key uses.
+
+        ``removed`` is False where the provider cannot write its document (``COURIERGUARD_KEYS``):
+        the operator then deletes ``unused`` from the document and redeploys.
+        """
+        target = self._keys.active_kek_id()
+        rewrapped, skipped = self._rewrap_to(target)
+        unused = self._unused_keks(target)
+        removed = bool(unused) and self._keys.retire(unused)
+        return RetireReport(target, rewrapped, skipped, tuple(sorted(unused)), removed)
+
+    def _rewrap_to(self, target: str) -> tuple[int, int]:
+        """(re-wrapped, skipped): every data key not wrapped by ``target`` is wrapped by it now."""
+        held = self._held_keks()
         rewrapped = skipped = 0
         with self.engine.begin() as conn:
-            for row in conn.execute(select(data_keys)).all():
-                if held and row.kek_id not in held:
+            for row in conn.execute(select(data_keys).where(data_keys.c.kek_id != target)).all():
+                if held is not None and row.kek_id not in held:
                     skipped += 1
                     continue
                 context = _wrap_context(row.tenant, row.month)
@@ -520,11 +643,21 @@ class Vault:
                     .values(kek_id=kek_id, wrapped=wrapped)
                 )
                 rewrapped += 1
+        with self._lock:
+            self._wrapped.clear()  # re-read, and checked again, on the next insert of each month
+            self._data_keys.clear()
+        return rewrapped, skipped
+
+    def _held_keks(self) -> set[str] | None:
+        """The KEK ids the provider holds, where it can list them (a KMS cannot)."""
+        kek_ids = getattr(self._keys, "kek_ids", None)
+        return set(kek_ids()) if callable(kek_ids) else None
+
+    def _unused_keks(self, target: str) -> set[str]:
+        held = self._held_keks() or set()
+        with self.engine.connect() as conn:
             still_used = set(conn.execute(select(data_keys.c.kek_id).distinct()).scalars())
-        retired = held - still_used - {new_kek}
-        if retired:
-            self._keys.retire(retired)
-        return RotationReport(new_kek, tuple(sorted(retired)), rewrapped, skipped)
+        return held - still_used - {target}
 
     def has_month(self, month: str) -> bool:
         """Whether this tenant has a data key for ``month`` (``YYYY-MM``; InvalidInput otherwise):
@@ -559,8 +692,15 @@ class Vault:
                     name_bidx=None,
                 )
             )
-        self._data_keys.pop(month, None)
+        self._forget_key(month)
         return ShredReport(month, result.rowcount or 0)
+
+
+def _valid_number(raw: Any) -> str | None:
+    """The record's number if it is a waybill number, else None: a failed record is named by its
+    index, and a value that is not a number (it may be anything, a phone say) is never echoed."""
+    number = raw.get("number") if isinstance(raw, Mapping) else None
+    return number if isinstance(number, str) and WAYBILL_NUMBER.fullmatch(number) else None
 
 
 def _render(field: PiiField, clear: str) -> str:
@@ -573,7 +713,9 @@ __all__ = [
     "IngestResult",
     "MaskedParty",
     "MaskedWaybill",
+    "PreparedIngest",
     "RecordError",
+    "RetireReport",
     "RotationReport",
     "ShredReport",
     "Vault",

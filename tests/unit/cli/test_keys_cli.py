@@ -24,7 +24,9 @@ def test_init_rotate_and_shred_are_recorded(tmp_path: Path) -> None:
         assert (tmp_path / database).stat().st_mode & 0o777 == 0o600
     rotated = runner.invoke(app, ["keys", "rotate", *data])
     assert rotated.exit_code == 0, rotated.output
-    assert "new key-encryption key" in rotated.output
+    assert "active key-encryption key" in rotated.output and "keys retire" in rotated.output
+    retired = runner.invoke(app, ["keys", "retire", *data])
+    assert retired.exit_code == 0 and "retired: kek-" in retired.output, retired.output
     _ingest_one(tmp_path, datetime(2026, 4, 15, tzinfo=UTC))
     shred = runner.invoke(app, ["keys", "shred", "--month", "2026-04", "--yes", *data])
     assert shred.exit_code == 0, shred.output
@@ -32,7 +34,12 @@ def test_init_rotate_and_shred_are_recorded(tmp_path: Path) -> None:
     # The trail has a file of its own beside the SQLite database.
     engine = create_db_engine(f"sqlite:///{tmp_path / 'courierguard-audit.sqlite3'}")
     entries = AuditQueries(engine).search(kinds=[EntryKind.KEY], limit=100).records
-    assert [e.body["op"] for e in entries] == ["kek.rotate", "month.shred.start", "month.shred.done"]
+    assert [e.body["op"] for e in entries] == [
+        "kek.rotate",
+        "kek.retire",
+        "month.shred.start",
+        "month.shred.done",
+    ]
     report = verify(engine, LocalKeyFile(tmp_path / "keys.json").signer().public_key)
     assert report.ok, report.summary()
 

@@ -267,6 +267,23 @@ def test_fail_closed_when_the_audit_log_cannot_record(world: World, monkeypatch:
     assert r.status_code == 503 and r.json()["reason"] == "audit_unavailable"
 
 
+def test_ingest_stores_nothing_when_the_audit_log_cannot_record(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from .conftest import record
+
+    def broken(*args: object, **kwargs: object) -> int:
+        raise AuditUnavailable("disk full")
+
+    monkeypatch.setattr(world.deployment.guard.audit, "append", broken)
+    r = world.client.post("/v1/waybills", json={"records": [record(60)]}, headers=world.svc)
+    assert r.status_code == 503 and r.json()["reason"] == "audit_unavailable"
+    monkeypatch.undo()
+    # Nothing was stored: the order system's retry is stored, and recorded, as new.
+    r = world.client.post("/v1/waybills", json={"records": [record(60)]}, headers=world.svc)
+    assert r.status_code == 200 and r.json()["stored"] == ["YT0000000000060"], r.text
+
+
 def test_broken_risk_engine_fails_closed(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     world.step(W1, "out_for_delivery", assignee="C1")
     c1 = world.login("C1")

@@ -165,9 +165,14 @@ def test_rotation_rewraps_and_everything_stays_readable(vault: Vault, tmp_path: 
             ).all()
         )
     report = vault.rotate_keys()
-    assert report.rewrapped >= 2 and report.retired
+    assert report.rewrapped >= 2 and report.retirable
     keys = LocalKeyFile(tmp_path / "keys.json")
-    assert keys.active_kek_id() == report.new_kek and keys.kek_ids() == {report.new_kek}
+    # The old KEK is kept (a worker may not have the new file yet) until it is retired.
+    assert keys.active_kek_id() == report.new_kek and keys.kek_ids() == {report.new_kek, *report.retirable}
+    retired = vault.retire_keys()
+    assert retired.removed and retired.unused == report.retirable and retired.rewrapped == 0
+    keys = LocalKeyFile(tmp_path / "keys.json")
+    assert keys.kek_ids() == {report.new_kek}
     fresh = Vault(vault.engine, keys, tenant=vault.tenant)  # no cached data keys
     for n in (1, 2):
         assert fresh.reveal(f"YT{n:013d}", [PiiField.SENDER_NAME]) == {PiiField.SENDER_NAME: "张三"}
@@ -230,3 +235,65 @@ def test_masked_many_keeps_the_order_asked_and_leaves_out_unknown_numbers(
     assert views == [vault.masked(v.waybill.number) for v in views]
     assert views[0].recipient is not None and views[0].recipient.address == "北京市海淀区****"
     assert vault.masked_many([]) == []
+
+
+def _worker(vault: Vault, tmp_path: Path) -> Vault:
+    """Another process on the same database and key file: its own key provider and caches."""
+    return Vault(vault.engine, LocalKeyFile(tmp_path / "keys.json"), tenant=vault.tenant)
+
+
+def test_rotation_while_workers_run_loses_nothing(vault: Vault, tmp_path: Path) -> None:
+    vault.ingest_records([record(1, month="09"), record(2, month="10")])
+    warm, cold = _worker(vault, tmp_path), _worker(vault, tmp_path)
+    assert warm.reveal("YT0000000000001", [PiiField.SENDER_NAME])  # caches September's key
+    operator = _worker(vault, tmp_path)
+    report = operator.rotate_keys()
+    # A worker that had not read October's key reads it under the new KEK (it was a 500 before).
+    assert cold.reveal("YT0000000000002", [PiiField.SENDER_NAME]) == {PiiField.SENDER_NAME: "张三"}
+    # A worker started before the rotation wraps a new month's key with the new KEK, not the old.
+    warm.ingest_records([record(3, month="12")])
+    with vault.engine.connect() as conn:
+        kek_of = dict(
+            conn.execute(
+                select(data_keys.c.month, data_keys.c.kek_id).where(data_keys.c.tenant == vault.tenant)
+            ).all()
+        )
+    assert set(kek_of.values()) == {report.new_kek}, kek_of
+    operator.retire_keys()
+    fresh = _worker(vault, tmp_path)
+    for n in (1, 2, 3):
+        assert fresh.reveal(f"YT{n:013d}", [PiiField.SENDER_NAME]) == {PiiField.SENDER_NAME: "张三"}
+
+
+def test_a_shred_by_another_process_is_not_undone_by_a_cached_key(vault: Vault, tmp_path: Path) -> None:
+    vault.ingest_records([record(1, month="10")])
+    a, b = _worker(vault, tmp_path), _worker(vault, tmp_path)
+    assert a.reveal("YT0000000000001", [PiiField.SENDER_NAME])  # a caches October's key
+    b.shred_month("2026-10")
+    # Late records of the shredded month, one through each worker: both under one new key.
+    assert a.ingest_records([record(11, month="10")]).stored == ("YT0000000000011",)
+    assert b.ingest_records([record(12, month="10")]).stored == ("YT0000000000012",)
+    for reader in (a, b, _worker(vault, tmp_path)):
+        for n in (11, 12):
+            assert reader.reveal(f"YT{n:013d}", [PiiField.SENDER_NAME]) == {PiiField.SENDER_NAME: "张三"}
+        with pytest.raises(VaultError):
+            reader.reveal("YT0000000000001", [PiiField.SENDER_NAME])
+
+
+def test_prepared_batch_names_what_it_will_store_and_stores_nothing_until_asked(vault: Vault) -> None:
+    vault.ingest_records([record(1)])
+    prepared = vault.prepare_records([record(1), record(2), record(2), {"number": "13912345678"}])
+    assert prepared.numbers == ("YT0000000000002",)
+    assert [(f.index, f.number, f.message) for f in prepared.failed] == [
+        (0, "YT0000000000001", "already exists"),
+        (2, "YT0000000000002", "appears twice in the batch"),
+        (3, None, "must be two capital letters and 13 digits"),  # never echoed
+    ]
+    with pytest.raises(NotFound):
+        vault.masked("YT0000000000002")
+    assert vault.store(prepared).stored == ("YT0000000000002",)
+    # Stored by someone else in between: "already exists", nothing half-written.
+    again = vault.prepare_records([record(3)])
+    vault.ingest_records([record(3)])
+    result = vault.store(again)
+    assert result.stored == () and [f.message for f in result.failed] == ["already exists"]
