@@ -105,6 +105,10 @@ def configure_logging(level: str = "info") -> None:
     numeric = getattr(logging, level.upper(), logging.INFO)
     logging.basicConfig(level=numeric, stream=sys.stderr, format="%(message)s")
     logging.getLogger("alembic").setLevel(max(numeric, logging.WARNING))
+    # httpx logs every request's full URL at INFO: the alert webhook's, which for DingTalk and WeCom
+    # robots carries the access token in its query string. Never below WARNING, even at debug.
+    for chatty in ("httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     buffer = getattr(sys.stderr, "buffer", None)
     renderer, factory = _renderer_and_factory(buffer)
     _request_sink.flush()  # lines still buffered for the stream being replaced

@@ -103,3 +103,13 @@ def test_on_an_event_loop_lines_are_flushed_together_soon_after() -> None:
 
 async def _log_once() -> None:
     log_request("GET", "/healthz", 200, 0.1)
+
+
+@pytest.mark.parametrize("level", ["info", "debug"])
+def test_http_client_request_lines_never_reach_the_log(level: str) -> None:
+    # httpx logs each request's URL at INFO: an alert webhook's carries its access token.
+    import logging
+
+    with stderr_of(level):
+        for name in ("httpx", "httpcore"):
+            assert not logging.getLogger(name).isEnabledFor(logging.INFO)
