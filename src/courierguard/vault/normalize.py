@@ -24,7 +24,8 @@ _MIDDLE_DOTS = re.compile(r"[·•‧∙⋅・．.]")
 _SPACES = re.compile(r"\s+")
 # Control and format characters (Unicode Cc, Cf): invisible in a console, used to spoof names.
 _CONTROL = re.compile(
-    "[\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb]"
+    "[\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb"
+    "\ud800-\udfff]"  # lone surrogates: JSON can carry them, UTF-8 cannot store them
 )
 _CJK_GAP = re.compile(r"(?<=[\u3400-\u9fff])\s+(?=[\u3400-\u9fff])")
 

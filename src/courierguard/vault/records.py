@@ -6,6 +6,7 @@ record can still store the others: the HTTP layer must not reject the whole batc
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -16,10 +17,31 @@ from courierguard.events import WaybillStatus
 from courierguard.timeutil import reported_time, utc
 from courierguard.vault.normalize import InvalidName, InvalidPhone, normalize_name, normalize_phone
 
-MAX_ADDRESS_PART = 32
+MAX_ADDRESS_PART = 12
 MAX_ADDRESS_DETAIL = 200
 MAX_ORG_UNIT = 64
 MAX_ROUTING_CODE = 32
+
+# The mask shows province, city and district in clear (GB/T 41833-2022), so each must be the name of
+# an administrative division and nothing more: Chinese characters ending in a division's suffix. A
+# street, building or room typed into one of them would otherwise be shown on every masked view.
+_DIVISION = {
+    "province": re.compile(r"[\u3400-\u9fff·]{1,10}(省|市|自治区|特别行政区)"),
+    "city": re.compile(r"[\u3400-\u9fff·]{1,10}(市|州|盟|地区|自治州|特别行政区)"),
+    "district": re.compile(r"[\u3400-\u9fff·]{1,10}(区|县|市|旗|自治县|自治旗|林区|特区)"),
+}
+_DIVISION_RULE = {
+    "province": "a province-level name such as 广东省, 北京市 or 广西壮族自治区",
+    "city": "a city-level name such as 深圳市 or 延边朝鲜族自治州",
+    "district": "a county-level name such as 南山区, 长安县 or 滨海新区",
+}
+# Codes (outlets, routing) are shown to every role that sees the waybill, and kept in clear.
+_CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]*")
+_LONG_DIGIT_RUN = re.compile(r"\d{7}")
+"""Seven digits in a row: a phone number's worth (a local number has 7 or 8), never part of a code."""
+_UNSTORABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ud800-\udfff]")
+"""Control characters (the address's parts are joined with \\x1f) and lone UTF-16 surrogates, which
+JSON can carry but UTF-8 cannot store."""
 
 
 def _text(raw: Mapping[str, Any], key: str, where: str, limit: int) -> str:
@@ -31,6 +53,26 @@ def _text(raw: Mapping[str, Any], key: str, where: str, limit: int) -> str:
     value = value.strip()
     if len(value) > limit:
         raise InvalidInput(f"{where}{key}", f"is longer than {limit} characters")
+    if _UNSTORABLE.search(value):
+        raise InvalidInput(f"{where}{key}", "contains control characters or unpaired surrogates")
+    return value
+
+
+def _division(address: Mapping[str, Any], key: str, where: str) -> str:
+    value = _text(address, key, where, MAX_ADDRESS_PART)
+    if not _DIVISION[key].fullmatch(value):
+        raise InvalidInput(
+            f"{where}{key}", f"must be {_DIVISION_RULE[key]}; street and building go in detail"
+        )
+    return value
+
+
+def _code(raw: Mapping[str, Any], key: str, limit: int) -> str:
+    value = _text(raw, key, "", limit)
+    if not _CODE.fullmatch(value):
+        raise InvalidInput(key, "must be letters, digits and - _ . : (a code, not a name)")
+    if _LONG_DIGIT_RUN.search(value):
+        raise InvalidInput(key, "must not hold seven or more digits in a row (a code, not a phone number)")
     return value
 
 
@@ -61,9 +103,9 @@ def parse_party(raw: Any, role: str) -> Party:
         name=name,
         phone=phone_raw.strip(),
         address=Address(
-            province=_text(address, "province", where, MAX_ADDRESS_PART),
-            city=_text(address, "city", where, MAX_ADDRESS_PART),
-            district=_text(address, "district", where, MAX_ADDRESS_PART),
+            province=_division(address, "province", where),
+            city=_division(address, "city", where),
+            district=_division(address, "district", where),
             detail=_text(address, "detail", where, MAX_ADDRESS_DETAIL),
         ),
     )
@@ -96,9 +138,9 @@ def parse_new_waybill(raw: Any, *, default_time: datetime) -> NewWaybill:
         raise InvalidInput("status", "is not a waybill status") from None
     return NewWaybill(
         number=number,
-        origin_outlet=_text(raw, "origin_outlet", "", MAX_ORG_UNIT),
-        dest_outlet=_text(raw, "dest_outlet", "", MAX_ORG_UNIT),
-        routing_code=_text(raw, "routing_code", "", MAX_ROUTING_CODE),
+        origin_outlet=_code(raw, "origin_outlet", MAX_ORG_UNIT),
+        dest_outlet=_code(raw, "dest_outlet", MAX_ORG_UNIT),
+        routing_code=_code(raw, "routing_code", MAX_ROUTING_CODE),
         sender=parse_party(raw.get("sender"), "sender"),
         recipient=parse_party(raw.get("recipient"), "recipient"),
         created_at=utc(created_at),
