@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from fastapi import Depends, FastAPI, Path, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -36,10 +36,11 @@ from courierguard.errors import AccessDenied, InvalidInput, NotFound, Unauthenti
 from courierguard.events import AuthMethod, PiiField, Role, WaybillStatus
 from courierguard.gateway import problems
 from courierguard.gateway.identity import PartyRead, WaybillRead
-from courierguard.gateway.service import Approval, Caller, Verdict, last_receipt
+from courierguard.gateway.service import PURPOSE_PATTERN, Approval, Caller, Verdict, last_receipt
 from courierguard.gateway.wiring import Deployment
 from courierguard.logging import log_request
 from courierguard.vault import MaskedParty, MaskedWaybill
+from courierguard.vault.normalize import contains_phone
 
 T = TypeVar("T")
 
@@ -52,6 +53,8 @@ BLANK = "\\t\\n\\x0b\\x0c\\r\\x1c-\\x1f \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\
 that JSON Schema, Python and pydantic's Rust engine read alike (their ``\\s`` differ)."""
 STATED = rf"^[^\x00]*[^\x00{BLANK}][^\x00]*$"
 """Free text that says something: :data:`TEXT` with a character that is not blank."""
+PURPOSE = PURPOSE_PATTERN
+APPROVAL = r"^ap_[0-9a-f]{16}$"
 LOCATION = r"^-?(90(\.0+)?|[1-8]?\d(\.\d+)?),-?(180(\.0+)?|(1[0-7]\d|[1-9]?\d)(\.\d+)?)$"
 LOCATION_RE = re.compile(LOCATION)
 PATTERN_RULES = {
@@ -60,6 +63,8 @@ PATTERN_RULES = {
     TEXT: "must not contain NUL characters",
     STATED: "must say something (not only blanks) and not contain NUL characters",
     LOCATION: "must be 'lat,lon' in decimal degrees",
+    PURPOSE: "must be a purpose code: lowercase letters and _, such as delivery_contact",
+    APPROVAL: "must be an approval id: ap_ and 16 hexadecimal digits",
 }
 """Each input pattern's rule in words, for the problem JSON of a value that breaks it."""
 
@@ -134,8 +139,8 @@ class RevealIn(_In):
     fields: Annotated[
         list[PiiField], Field(min_length=1, max_length=6, json_schema_extra={"uniqueItems": True})
     ]
-    purpose: Annotated[str, Field(min_length=1, max_length=128, pattern=STATED)]
-    approval: Annotated[str | None, Field(max_length=32, pattern=TEXT)] = None
+    purpose: Annotated[str, Field(min_length=1, max_length=64, pattern=PURPOSE)]
+    approval: Annotated[str | None, Field(pattern=APPROVAL)] = None
 
 
 class RevealOut(BaseModel):
@@ -192,6 +197,15 @@ class CaseOut(BaseModel):
 class ApprovalIn(_In):
     kind: Literal["export", "reveal"]
     justification: Annotated[str, Field(min_length=10, max_length=500, pattern=STATED)]
+
+    @field_validator("justification")
+    @classmethod
+    def _no_phone_numbers(cls, value: str) -> str:
+        # Kept in clear with the approval and on the trail, beyond the reach of crypto-shredding.
+        if contains_phone(value):
+            raise ValueError("must not hold a phone number: name the waybill or ticket instead")
+        return value
+
     fields: Annotated[list[PiiField], Field(min_length=1, max_length=6)]
     org_unit: Annotated[str | None, Field(pattern=ID)] = None
     status: WaybillStatus | None = None

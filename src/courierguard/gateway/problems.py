@@ -46,7 +46,16 @@ def install(app: FastAPI, *, pattern_rules: dict[str, str] | None = None) -> Non
             rule = rules.get(str((err.get("ctx") or {}).get("pattern", "")))
             if rule is not None:
                 return rule
-        return str(err.get("msg", ""))
+        if err.get("type") == "extra_forbidden":
+            return "is not a field of this request"
+        return str(err.get("msg", "")).removeprefix("Value error, ")
+
+    def field(err: Any) -> str:
+        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+        if err.get("type") == "extra_forbidden" and loc:
+            # The unknown key is the client's text, and may be anything (a phone, a name): not echoed.
+            loc[-1] = "(unknown)"
+        return ".".join(loc)
 
     @app.exception_handler(CourierGuardError)
     async def _domain(_: Request, exc: CourierGuardError) -> JSONResponse:
@@ -62,7 +71,7 @@ def install(app: FastAPI, *, pattern_rules: dict[str, str] | None = None) -> Non
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
             {
-                "field": ".".join(str(p) for p in err.get("loc", ()) if p != "body"),
+                "field": field(err),
                 "message": message(err),
             }
             for err in exc.errors()

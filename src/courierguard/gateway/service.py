@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import secrets
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
@@ -89,7 +90,10 @@ T = TypeVar("T")
 last_receipt: ContextVar[tuple[int, str] | None] = ContextVar("courierguard_audit_receipt", default=None)
 
 RISK_LOCK_REASON = "risk_lock"
-MAX_PURPOSE = 128
+PURPOSE_PATTERN = r"^[a-z][a-z_]{0,63}$"
+"""A stated purpose is a code (delivery_contact, ticket, investigation), not free text: it is kept
+for years on the audit trail and exported to the SIEM, where free text gathers names and phones."""
+_PURPOSE = re.compile(PURPOSE_PATTERN)
 SERVICE_ORG_UNIT = "SYSTEM"
 SEARCH_MATCHES_MAX = 1000
 """Waybills one phone or name search reaches, over all its pages: a person with more is a business
@@ -1175,8 +1179,10 @@ def _purpose(purpose: str) -> str:
     purpose = (purpose or "").strip()
     if not purpose:
         raise InvalidInput("purpose", "is required: say why this data is needed (e.g. delivery_contact)")
-    if len(purpose) > MAX_PURPOSE:
-        raise InvalidInput("purpose", f"is longer than {MAX_PURPOSE} characters")
+    if not _PURPOSE.fullmatch(purpose):
+        raise InvalidInput(
+            "purpose", "must be a purpose code: lowercase letters and _, such as delivery_contact"
+        )
     return purpose
 
 

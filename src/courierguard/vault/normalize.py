@@ -100,3 +100,15 @@ def normalize_name(raw: str) -> str:
 def name_index_form(normalized: str) -> str:
     """The form the blind index hashes, from a normalised name: case-folded, no spaces or dots."""
     return normalized.casefold().replace(" ", "").replace("·", "")
+
+
+_PHONE_IN_TEXT = re.compile(
+    r"(?<![A-Za-z0-9_])(?:(?:\+|00)?86[\s-]?)?1[3-9]\d(?:[\s-]?\d){8}(?!\d)"  # a mainland mobile
+    r"|(?<![A-Za-z0-9_])0\d{2,3}[\s-]?\d{7,8}(?!\d)"  # a landline with its area code
+)
+
+
+def contains_phone(text: str) -> bool:
+    """Whether free text holds something written like a Chinese phone number (spaces and hyphens
+    between digits allowed). Waybill numbers (letters then 13 digits) and ids do not match."""
+    return _PHONE_IN_TEXT.search(text) is not None

@@ -342,7 +342,7 @@ def test_validation_problems_do_not_echo_input(world: World) -> None:
             "post",
             "/v1/waybills/YT0000000000001/reveal",
             {"fields": ["recipient.phone"], "purpose": "a\x00b"},
-            "purpose: must say something (not only blanks) and not contain NUL characters",
+            "purpose: must be a purpose code: lowercase letters and _, such as delivery_contact",
         ),
         ("post", "/v1/waybills/search", {"org_unit": "O1\x00"}, "org_unit: must be 1 to 64 letters"),
         (
