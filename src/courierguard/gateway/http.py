@@ -15,7 +15,14 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import Depends, FastAPI, Path, Query, Request, Response
 from fastapi.responses import PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -35,7 +42,7 @@ from courierguard.domain import (
 from courierguard.errors import AccessDenied, InvalidInput, NotFound, Unauthenticated
 from courierguard.events import AuthMethod, PiiField, Role, WaybillStatus
 from courierguard.gateway import problems
-from courierguard.gateway.identity import PartyRead, WaybillRead
+from courierguard.gateway.identity import PartyRead, WaybillRead, claimed_employee
 from courierguard.gateway.service import PURPOSE_PATTERN, Approval, Caller, Verdict, last_receipt
 from courierguard.gateway.wiring import Deployment
 from courierguard.logging import log_request
@@ -57,6 +64,9 @@ PURPOSE = PURPOSE_PATTERN
 APPROVAL = r"^ap_[0-9a-f]{16}$"
 LOCATION = r"^-?(90(\.0+)?|[1-8]?\d(\.\d+)?),-?(180(\.0+)?|(1[0-7]\d|[1-9]?\d)(\.\d+)?)$"
 LOCATION_RE = re.compile(LOCATION)
+DEVICE_ID = r"^[!-~]([ -~]{0,126}[!-~])?$"
+"""Printable ASCII, 1 to 128 characters, no blank at either end (HTTP strips those anyway)."""
+DEVICE_ID_RE = re.compile(DEVICE_ID)
 PATTERN_RULES = {
     NUMBER: "must be a waybill number: two capital letters and 13 digits",
     ID: "must be 1 to 64 letters, digits or the characters _ . : -",
@@ -393,6 +403,11 @@ def create_app(deployment: Deployment) -> FastAPI:
         registry=registry,
     )
     latency = Histogram("courierguard_http_seconds", "HTTP latency by route", ["route"], registry=registry)
+    Gauge(
+        "courierguard_login_failures_unrecorded",
+        "Refused logins beyond the per-address rate recorded on the audit trail, since start",
+        registry=registry,
+    ).set_function(lambda: guard.login_failures_unrecorded)
     app.state.deployment = deployment
 
     app.add_middleware(_BodyLimit, limit=deployment.core.settings.max_body_bytes)
@@ -405,8 +420,9 @@ def create_app(deployment: Deployment) -> FastAPI:
         request: Request,
     ) -> tuple[str | None, tuple[float, float] | None, str | None, str | None]:
         _, device_id, raw_location, user_agent = _identity_headers(request)
-        if device_id is not None and not 0 < len(device_id) <= 128:
-            raise InvalidInput("X-Device-Id", "must be 1 to 128 characters")
+        if device_id is not None and not DEVICE_ID_RE.fullmatch(device_id):
+            # Headers arrive as Latin-1: a UTF-8 id would be stored garbled, and never found again.
+            raise InvalidInput("X-Device-Id", "must be 1 to 128 printable ASCII characters")
         if raw_location is not None and not LOCATION_RE.fullmatch(raw_location):
             raise InvalidInput("X-Device-Location", "must be 'lat,lon' in decimal degrees")
         ip = request.client.host if request.client else None
@@ -505,14 +521,24 @@ def create_app(deployment: Deployment) -> FastAPI:
         scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise Unauthenticated("send Authorization: Bearer <token>")
-        claims = deployment.tokens.verify(token.strip())
         device_id, location, ip, ua = device
         if device_id is None:
             raise InvalidInput("X-Device-Id", "is required")
-        session, employee = guard.login(
-            claims.employee_id, claims.session_id, device_id=device_id, ip=ip, user_agent=ua,
-            location=location, auth=body.auth,
-        )  # fmt: skip
+        try:
+            claims = deployment.tokens.verify(token.strip())
+            session, employee = guard.login(
+                claims.employee_id, claims.session_id, device_id=device_id, ip=ip, user_agent=ua,
+                location=location, auth=body.auth,
+            )  # fmt: skip
+        except Unauthenticated as exc:
+            guard.login_refused(
+                claimed_employee(token.strip()),
+                f"token:{exc.detail}",
+                device_id=device_id,
+                ip=ip,
+                user_agent=ua,
+            )
+            raise
         return SessionOut(
             session_id=session.id, employee=employee.id, role=employee.role, org_unit=employee.org_unit,
             device_bound=device_id in guard.devices.bound(employee.id),
@@ -884,7 +910,7 @@ def _document_headers(app: FastAPI) -> None:
     device_params = [
         {"name": "X-Device-Id", "in": "header", "required": False,
          "description": "Stable id of the PDA, phone or PC (required for employees).",
-         "schema": {"type": "string", "minLength": 1, "maxLength": 128}},
+         "schema": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": DEVICE_ID}},
         {"name": "X-Device-Location", "in": "header", "required": False,
          "description": "Device position: 'lat,lon' in decimal degrees.",
          "schema": {"type": "string", "maxLength": 64, "pattern": LOCATION}},

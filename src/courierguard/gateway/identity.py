@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,15 +28,18 @@ from courierguard.company.store import FACTS_COLUMNS
 from courierguard.db.fast import DriverQuery
 from courierguard.db.tables import api_keys, devices, sessions
 from courierguard.errors import NotFound, Unauthenticated
+from courierguard.gateway.jwks import JwksKeySet
 from courierguard.timeutil import utc, utc_or_none
 from courierguard.vault import Vault
 from courierguard.vault.service import MASKED_COLUMNS, SEALED_COLUMNS
 
 DEV_ALGORITHM = "HS256"
-IDP_ALGORITHMS = ["RS256", "ES256", "EdDSA"]
 STEP_UP_VALID = timedelta(minutes=15)
 API_KEY_PREFIX = "cgk_"
 VERIFIED_TOKENS_KEPT = 50_000
+MAX_TOKEN_LIFETIME = timedelta(hours=24)
+"""Longest a bearer token may live (exp - iat): an identity provider's are an hour or a shift; a
+token valid until the year 3000 is a leaked signing key's."""
 
 
 # Checked on every request: built once with bound parameters (a Core select per call costs more).
@@ -135,67 +139,138 @@ class TokenVerifier:
         audience: str,
         dev_key: bytes | None = None,
         jwks_url: str | None = None,
+        jwks: JwksKeySet | None = None,
         clock: Clock | None = None,
         leeway: timedelta = timedelta(seconds=30),
     ) -> None:
-        if (dev_key is None) == (jwks_url is None):
-            raise ValueError("configure exactly one of the development issuer and a JWKS URL")
+        if sum(x is not None for x in (dev_key, jwks_url, jwks)) != 1:
+            raise ValueError("configure exactly one of the development issuer and a JWKS")
         self._clock = clock or SystemClock()
         self._leeway = leeway
-        self._verified: dict[bytes, TokenClaims] = {}
+        self._verified: dict[bytes, tuple[TokenClaims, str | None]] = {}
         self.issuer = issuer
         self.audience = audience
         self._dev_key = dev_key
-        self._jwks = jwt.PyJWKClient(jwks_url, cache_keys=True, lifespan=300) if jwks_url else None
+        self._jwks = jwks or (JwksKeySet(jwks_url) if jwks_url else None)
 
     def verify(self, token: str) -> TokenClaims:
         """The claims of a valid token; raises :class:`Unauthenticated` otherwise.
 
         A token's signature check gives the same answer every time, so verified claims are kept
-        (keyed by the token's SHA-256, not the token), bounded, and expiry is rechecked on every call.
+        (keyed by the token's SHA-256, not the token), bounded; expiry is rechecked on every call,
+        and so is the signing key: a token whose key the provider has removed stops working.
         """
         key = hashlib.sha256(token.encode()).digest()
-        claims = self._verified.get(key)
-        if claims is None:
-            claims = self._verify(token)
+        cached = self._verified.get(key)
+        if (
+            cached is not None
+            and cached[1] is not None
+            and self._jwks is not None
+            and not self._jwks.holds(cached[1])
+        ):
+            del self._verified[key]
+            cached = None
+        if cached is None:
+            cached = self._verify(token)
             if len(self._verified) >= VERIFIED_TOKENS_KEPT:
                 self._verified.clear()
-            self._verified[key] = claims
+            self._verified[key] = cached
+        claims = cached[0]
         if claims.expires_at + self._leeway < self._clock.now():
             raise Unauthenticated("bearer token rejected (ExpiredSignatureError)")
         return claims
 
-    def _verify(self, token: str) -> TokenClaims:
+    def _signing_key(self, token: str) -> tuple[Any, list[str], str | None]:
+        """(key, the one algorithm it verifies, kid) for ``token``."""
+        if self._jwks is None:
+            return self._dev_key, [DEV_ALGORITHM], None
         try:
-            if self._jwks is not None:
-                key: Any = self._jwks.get_signing_key_from_jwt(token).key
-                algorithms = IDP_ALGORITHMS
-            else:
-                key, algorithms = self._dev_key, [DEV_ALGORITHM]
+            kid = jwt.get_unverified_header(token).get("kid")
+        except jwt.PyJWTError as exc:
+            raise Unauthenticated(f"bearer token rejected ({exc.__class__.__name__})") from None
+        if not isinstance(kid, str) or not kid:
+            raise Unauthenticated("bearer token names no signing key (kid)")
+        jwk = self._jwks.key(kid)
+        if jwk is None:
+            raise Unauthenticated("bearer token signed by a key the identity provider does not publish")
+        # The key's own algorithm only: a token's "alg" header cannot pick another (ES256 on an RSA key).
+        return jwk, [jwk.algorithm_name], kid
+
+    def _verify(self, token: str) -> tuple[TokenClaims, str | None]:
+        key, algorithms, kid = self._signing_key(token)
+        try:
             claims = jwt.decode(
                 token,
                 key,
                 algorithms=algorithms,
                 issuer=self.issuer,
                 audience=self.audience,
-                # Expiry is checked below against the injected clock, like every other time check.
+                # Times are checked below against the injected clock, with one allowance for all.
                 options={
                     "require": ["exp", "sub", "sid", "iss", "aud"],
                     "verify_exp": False,
                     "verify_iat": False,
+                    "verify_nbf": False,
                 },
             )
-        except jwt.PyJWTError as exc:
-            # The exception class says enough (expired, bad signature); its text may echo claims.
+        except (jwt.PyJWTError, TypeError, ValueError) as exc:
+            # The exception class says enough (bad signature, wrong key type); its text may echo claims.
             raise Unauthenticated(f"bearer token rejected ({exc.__class__.__name__})") from None
-        try:
-            expires = datetime.fromtimestamp(int(claims["exp"]), tz=UTC)
-        except (TypeError, ValueError, OverflowError):
-            raise Unauthenticated("bearer token has an invalid exp") from None
-        sub, sid = claims.get("sub"), claims.get("sid")
-        if not isinstance(sub, str) or not isinstance(sid, str) or not sub or not sid or len(sid) > 64:
-            raise Unauthenticated("bearer token lacks a valid sub or sid")
-        return TokenClaims(sub, sid, expires)
+        return TokenClaims(*_subject(claims), self._lifetime(claims)), kid
+
+    def _lifetime(self, claims: dict[str, Any]) -> datetime:
+        """The token's expiry, once its time claims are numbers that make sense now (RFC 7519: a
+        NumericDate is a number; a numeric string is not one)."""
+        now, leeway = self._clock.now(), self._leeway
+        times: dict[str, datetime] = {}
+        for name in ("exp", "iat", "nbf"):
+            value = claims.get(name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise Unauthenticated(f"bearer token has a non-numeric {name}")
+            try:
+                times[name] = datetime.fromtimestamp(value, tz=UTC)
+            except (ValueError, OverflowError, OSError):
+                raise Unauthenticated(f"bearer token has an invalid {name}") from None
+        for name in ("iat", "nbf"):
+            if name in times and times[name] > now + leeway:
+                raise Unauthenticated(f"bearer token is not valid yet ({name} in the future)")
+        issued = times.get("iat", now)
+        if times["exp"] - issued > MAX_TOKEN_LIFETIME:
+            raise Unauthenticated(
+                f"bearer token lives longer than {MAX_TOKEN_LIFETIME.total_seconds() / 3600:.0f} hours"
+            )
+        return times["exp"]
+
+    def close(self) -> None:
+        if self._jwks is not None:
+            self._jwks.close()
+
+
+def claimed_employee(token: str) -> str | None:
+    """The employee number a token names, WITHOUT verifying it: only to say, on the audit trail,
+    whom a refused token claimed to be. None if it names none that could be an employee number."""
+    try:
+        sub = jwt.decode(token, options={"verify_signature": False}).get("sub")
+    except (jwt.PyJWTError, ValueError, TypeError, AttributeError):
+        return None
+    return sub if isinstance(sub, str) and _EMPLOYEE_ID.fullmatch(sub) else None
+
+
+_EMPLOYEE_ID = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
+_SESSION_ID = re.compile(r"[\x21-\x7e]{1,64}")
+
+
+def _subject(claims: dict[str, Any]) -> tuple[str, str]:
+    """(employee id, session id): an employee number and a printable session id, or 401. Neither is
+    echoed: a token's text is the client's, and a 5,000-character ``sub`` is no one's number."""
+    sub, sid = claims.get("sub"), claims.get("sid")
+    if not isinstance(sub, str) or not _EMPLOYEE_ID.fullmatch(sub):
+        raise Unauthenticated("bearer token's sub is not an employee number (1 to 64 of A-Z a-z 0-9 _ . : -)")
+    if not isinstance(sid, str) or not _SESSION_ID.fullmatch(sid):
+        raise Unauthenticated("bearer token's sid is not a session id (1 to 64 printable ASCII characters)")
+    return sub, sid
 
 
 class DevIssuer:

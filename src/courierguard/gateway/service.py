@@ -20,6 +20,7 @@ import contextlib
 import json
 import re
 import secrets
+import threading
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
@@ -119,6 +120,33 @@ class Caller:
     kind: str = "employee"
 
 
+LOGIN_FAILURES_RECORDED_PER_MINUTE = 20
+"""Refused logins recorded per client address and minute; beyond, only the metric counts them."""
+
+
+class PerMinute:
+    """Admits ``limit`` events per key and clock minute; remembers only the current minute's keys."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.dropped = 0
+        self._minute: int | None = None
+        self._counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def admit(self, key: str, now: datetime) -> bool:
+        minute = int(now.timestamp()) // 60
+        with self._lock:
+            if minute != self._minute:
+                self._minute, self._counts = minute, {}
+            count = self._counts.get(key, 0) + 1
+            self._counts[key] = count
+            if count > self.limit:
+                self.dropped += 1
+                return False
+            return True
+
+
 @dataclass(slots=True)
 class Verdict(Generic[T]):
     """A decided request, not yet on the record: the event to append, then what follows it.
@@ -181,6 +209,7 @@ class Guard:
     clock: Clock
     on_lock: list[Callable[[str], None]] = field(default_factory=list)
     inline_database: bool = True
+    _login_failures: PerMinute = field(default_factory=lambda: PerMinute(LOGIN_FAILURES_RECORDED_PER_MINUTE))
     """Run database work of the ``*_async`` methods on the event loop (see :meth:`offload`)."""
 
     # --- identity ----------------------------------------------------------------------------------
@@ -286,6 +315,45 @@ class Guard:
         session = self.sessions.open(session_id, employee_id, device_id, auth.value, now)
         self._judge_now(self._event(caller, Action.AUTH_LOGIN, outcome=Outcome.ALLOW))
         return session, employee
+
+    @property
+    def login_failures_unrecorded(self) -> int:
+        return self._login_failures.dropped
+
+    def login_refused(
+        self,
+        claimed: str | None,
+        reason: str,
+        *,
+        device_id: str | None,
+        ip: str | None,
+        user_agent: str | None,
+    ) -> None:
+        """Record a refused login (forged or expired token, unknown employee, a revoked session
+        reused) as ``auth.login_failed``: renters retry, and each try is evidence.
+
+        ``claimed`` is the employee the token names, unverified: the entry says whom someone tried to
+        be, not who they are. At most ``LOGIN_FAILURES_RECORDED_PER_MINUTE`` per client address are
+        recorded, so anonymous clients cannot flood the trail; the rest are counted in a metric.
+        """
+        if not self._login_failures.admit(ip or "-", self.clock.now()):
+            return
+        event = AccessEvent.model_validate(
+            {
+                "id": new_event_id(),
+                "ts": self.clock.now(),
+                "tenant": self.settings.tenant,
+                "actor": {"id": claimed or "unknown", "kind": "employee"},
+                "session": {
+                    "device_id": device_id,
+                    "ip": ip,
+                    "user_agent": (user_agent or None) and user_agent[:512],
+                },
+                "action": Action.AUTH_LOGIN_FAILED,
+                "outcome": {"decision": Outcome.DENY, "reason": reason[:256]},
+            }
+        )
+        self._record(event)
 
     def logout(self, caller: Caller) -> None:
         if caller.session_id:

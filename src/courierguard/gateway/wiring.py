@@ -135,6 +135,7 @@ def open_deployment(
         tokens = TokenVerifier(
             issuer=settings.jwt_issuer, audience=settings.jwt_audience, jwks_url=settings.jwks_url
         )
+        closables.append(tokens)  # its key refresher thread
     else:
         key = core.keys.dev_issuer_key()
         tokens = TokenVerifier(

@@ -1,0 +1,56 @@
+"""Refused logins are evidence (the identity review): each is an auth.login_failed entry naming whom
+the token claimed to be, at a bounded rate per client address; device ids are printable ASCII."""
+
+from __future__ import annotations
+
+import jwt
+
+from .conftest import World
+
+
+def _failed(world: World) -> list[dict[str, object]]:
+    return [e for e in world.access_events() if e["action"] == "auth.login_failed"]
+
+
+def _login(world: World, token: str, device: str = "dev-1") -> int:
+    headers = {"Authorization": f"Bearer {token}", "X-Device-Id": device}
+    return world.client.post("/v1/auth/login", json={}, headers=headers).status_code
+
+
+def test_forged_unknown_and_revoked_logins_are_recorded(world: World) -> None:
+    assert world.deployment.dev_issuer is not None
+    forged = jwt.encode({"sub": "C1", "sid": "s1", "exp": 2**31}, "not-the-key" * 4, algorithm="HS256")
+    unknown, _ = world.deployment.dev_issuer.issue("E999998", now=world.clock.now())
+    assert _login(world, forged) == 401
+    assert _login(world, unknown) == 401
+    token, _ = world.deployment.dev_issuer.issue("C1", now=world.clock.now())
+    headers = {"Authorization": f"Bearer {token}", "X-Device-Id": "dev-1"}
+    assert world.client.post("/v1/auth/login", json={}, headers=headers).status_code == 200
+    assert world.client.post("/v1/auth/logout", headers=headers).status_code == 204
+    assert _login(world, token) == 401  # the revoked session reused
+    failed = _failed(world)
+    assert [e["actor"]["id"] for e in failed] == ["C1", "E999998", "C1"]  # type: ignore[index]
+    assert all(e["outcome"]["decision"] == "deny" for e in failed)  # type: ignore[index]
+    assert "InvalidSignatureError" in failed[0]["outcome"]["reason"]  # type: ignore[index]
+
+
+def test_a_token_naming_no_employee_number_is_recorded_as_unknown(world: World) -> None:
+    assert _login(world, "not.a.jwt") == 401
+    assert [e["actor"]["id"] for e in _failed(world)] == ["unknown"]  # type: ignore[index]
+
+
+def test_refusals_from_one_address_are_recorded_at_a_bounded_rate(world: World) -> None:
+    for _ in range(30):
+        assert _login(world, "not.a.jwt") == 401
+    assert len(_failed(world)) == 20
+    assert world.deployment.guard.login_failures_unrecorded == 10
+    metrics = world.client.get("/metrics").text
+    assert "courierguard_login_failures_unrecorded 10.0" in metrics
+
+
+def test_a_device_id_that_is_not_printable_ascii_is_refused(world: World) -> None:
+    token, _ = world.deployment.dev_issuer.issue("C1", now=world.clock.now())  # type: ignore[union-attr]
+    headers: dict[str, str | bytes] = {"Authorization": f"Bearer {token}", "X-Device-Id": "终端-027".encode()}
+    r = world.client.post("/v1/auth/login", json={}, headers=headers)
+    assert r.status_code == 422 and r.json()["field"] == "X-Device-Id"
+    assert _login(world, token, device="PDA 027-A") == 200
