@@ -171,6 +171,23 @@ class CompanyStore:
                 self._check_parent(conn, unit.id, unit.parent)
             self._put_org_unit(conn, unit)
 
+    def check_org_unit(self, unit: OrgUnit) -> None:
+        """The checks of :meth:`put_org_unit_checked`, read-only: for recording a change before it is
+        made. A concurrent move can still refuse it at the write (rare, and then recorded again)."""
+        if not says_something(unit.name):
+            raise InvalidInput("name", "is required")
+        if unit.parent is not None:
+            with self.engine.connect() as conn:
+                self._check_parent(conn, unit.id, unit.parent)
+
+    def check_employee_exists(self, employee_id: str) -> None:
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                select(employees.c.id).where(employees.c.tenant == self.tenant, employees.c.id == employee_id)
+            ).first()
+        if found is None:
+            raise NotFound(f"employee {employee_id} not found")
+
     def _serialise_hierarchy_changes(self, conn: Connection) -> None:
         if conn.dialect.name == "postgresql":
             conn.execute(

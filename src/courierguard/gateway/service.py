@@ -911,36 +911,51 @@ class Guard:
 
     # --- administration -------------------------------------------------------------------------------------
 
+    # An admin change is authorised, then checked, then recorded, then made: the trail holds one
+    # entry per attempt, a deny naming what refused it or an allow for a change that was made (a
+    # change refused by a race after its allow gets a second, deny, entry).
+
     def put_employee(self, caller: Caller, employee: Employee) -> Employee:
         what = f"employee.put:{employee.id}"
-        self._admin(caller, what)  # authorization first: a non-admin learns nothing from validation
-        self._own_account_refused(caller, employee.id, what)
-        if employee.role is Role.SERVICE:
-            # Service accounts are API keys; an employee with this role would sign in as a person
-            # and pass the ingest policy, handing out assignments and tickets unnoticed.
-            raise self._refused(
-                caller, Action.ADMIN_CHANGE, what,
-                InvalidInput("role", "service is for API keys (courierguard admin api-key create), not employees"),
-            )  # fmt: skip
-        self.company.check_employee(employee)
+
+        def check() -> None:
+            self._own_account_refused(caller, employee.id)
+            if employee.role is Role.SERVICE:
+                # Service accounts are API keys; an employee with this role would sign in as a person
+                # and pass the ingest policy, handing out assignments and tickets unnoticed.
+                raise InvalidInput(
+                    "role", "service is for API keys (courierguard admin api-key create), not employees"
+                )
+            self.company.check_employee(employee)
+
+        self._admin(caller, what, check)
         previous = None
         with contextlib.suppress(NotFound):
             previous = self.company.employee(employee.id)
-        self.company.put_employee(employee, self.clock.now())
+        self._admin_apply(caller, what, lambda: self.company.put_employee(employee, self.clock.now()))
         if previous is not None and previous.status is not employee.status:
             self._status_changed(caller, employee.id, employee.status)
         return self.company.employee(employee.id)
 
     def put_org_unit(self, caller: Caller, unit: OrgUnit) -> OrgUnit:
-        self._admin(caller, f"org_unit.put:{unit.id}")
-        self.company.put_org_unit_checked(unit)
+        what = f"org_unit.put:{unit.id}"
+        self._admin(caller, what, lambda: self.company.check_org_unit(unit))
+        self._admin_apply(caller, what, lambda: self.company.put_org_unit_checked(unit))
         return self.company.org_unit(unit.id)
 
     def set_employee_status(self, caller: Caller, employee_id: str, status: EmployeeStatus) -> Employee:
         what = f"employee.status:{employee_id}:{status.value}"
-        self._admin(caller, what)
-        self._own_account_refused(caller, employee_id, what)
-        employee = self.company.set_employee_status(employee_id, status, self.clock.now(), reason="officer")
+
+        def check() -> None:
+            self._own_account_refused(caller, employee_id)
+            self.company.check_employee_exists(employee_id)
+
+        self._admin(caller, what, check)
+        employee = self._admin_apply(
+            caller,
+            what,
+            lambda: self.company.set_employee_status(employee_id, status, self.clock.now(), reason="officer"),
+        )
         self._status_changed(caller, employee_id, status)
         return employee
 
@@ -949,7 +964,10 @@ class Guard:
         if caller.principal.role not in (Role.SECURITY_OFFICER, Role.ADMIN):
             raise AccessDenied("only a security officer or an admin unlocks an account")
         what = f"employee.reinstated:{employee_id}"
-        self._own_account_refused(caller, employee_id, what)
+        try:
+            self._own_account_refused(caller, employee_id)
+        except AccessDenied as exc:
+            raise self._refused(caller, Action.ADMIN_CHANGE, what, exc) from None
         if self.company.suspended_for(employee_id) != RISK_LOCK_REASON:
             raise Conflict(
                 f"account {employee_id} is not locked by risk control: an admin changes its status"
@@ -972,28 +990,37 @@ class Guard:
         if status is not EmployeeStatus.ACTIVE:
             self.sessions.revoke_all(employee_id, self.clock.now(), f"employee_{status.value}")
 
-    def _own_account_refused(self, caller: Caller, employee_id: str, what: str) -> None:
+    @staticmethod
+    def _own_account_refused(caller: Caller, employee_id: str) -> None:
         """Separation of duties: nobody changes their own role, unit or status (an admin could make
         themselves an officer and approve their own exports); another admin must."""
         if employee_id == caller.principal.id:
-            raise self._refused(
-                caller, Action.ADMIN_CHANGE, what,
-                AccessDenied("nobody changes their own account: ask another admin"),
-            )  # fmt: skip
+            raise AccessDenied("nobody changes their own account: ask another admin")
 
-    def _admin(self, caller: Caller, what: str) -> None:
+    def _admin(self, caller: Caller, what: str, check: Callable[[], None]) -> None:
+        """Authorise (a non-admin learns nothing from validation), check, and record the change
+        about to be made; a refusal at either step is recorded as a deny and raised."""
         decision = self.policy.decide(
             PolicyRequest(caller.principal, PolicyAction.ADMIN, None, self.clock.now())
         )
-        self._record(
-            self._event(
-                caller, Action.ADMIN_CHANGE, purpose=what,
-                outcome=Outcome.ALLOW if decision.allowed else Outcome.DENY,
-                reason=None if decision.allowed else f"policy:{decision.reason}",
-            )
-        )  # fmt: skip
         if not decision.allowed:
+            self._record(
+                self._event(caller, Action.ADMIN_CHANGE, purpose=what, outcome=Outcome.DENY,
+                            reason=f"policy:{decision.reason}")
+            )  # fmt: skip
             raise AccessDenied(decision.detail, reason=decision.reason or DenyReason.POLICY_DENIED)
+        try:
+            check()
+        except CourierGuardError as exc:
+            raise self._refused(caller, Action.ADMIN_CHANGE, what, exc) from None
+        self._record(self._event(caller, Action.ADMIN_CHANGE, purpose=what, outcome=Outcome.ALLOW))
+
+    def _admin_apply(self, caller: Caller, what: str, change: Callable[[], T]) -> T:
+        """Make a recorded change; one refused in between (a race) gets a deny entry too."""
+        try:
+            return change()
+        except CourierGuardError as exc:
+            raise self._refused(caller, Action.ADMIN_CHANGE, what, exc) from None
 
     def _require(self, caller: Caller, action: PolicyAction) -> None:
         decision = self.policy.decide(PolicyRequest(caller.principal, action, None, self.clock.now()))

@@ -278,3 +278,29 @@ def test_a_decision_that_loses_a_race_is_recorded_as_refused(
         if e["actor"]["id"] == "X2"
     ]
     assert decisions[-2:] == [("allow", f"approval.rejected:{ap}"), ("deny", f"approval.rejected:{ap}")]
+
+
+def test_a_refused_admin_change_is_one_deny_entry_never_an_allow(world: World) -> None:
+    a1 = world.login("A1")
+    attempts = [
+        ("put", "/v1/admin/employees/E9", {"role": "courier", "org_unit": "NO-SUCH-UNIT"}, 422),
+        ("post", "/v1/admin/employees/E404/status", {"status": "left"}, 404),
+        ("put", "/v1/admin/org-units/OUT-X", {"kind": "outlet", "name": "X", "parent": "NOPE"}, 422),
+        ("put", "/v1/admin/employees/A1", {"role": "courier", "org_unit": "OUT-BJ-01"}, 403),
+    ]
+    for method, path, body, status in attempts:
+        assert getattr(world.client, method)(path, json=body, headers=a1).status_code == status
+    changes = [e for e in world.access_events() if e["action"] == "admin.change" and e["actor"]["id"] == "A1"]
+    assert [(e["purpose"], e["outcome"]["decision"]) for e in changes] == [
+        ("employee.put:E9", "deny"),
+        ("employee.status:E404:left", "deny"),
+        ("org_unit.put:OUT-X", "deny"),
+        ("employee.put:A1", "deny"),
+    ]
+    # A change that is made is one allow entry.
+    r = world.client.put(
+        "/v1/admin/employees/E9", json={"role": "courier", "org_unit": "OUT-BJ-01"}, headers=a1
+    )
+    assert r.status_code == 200
+    last = [e for e in world.access_events() if e["action"] == "admin.change"][-1]
+    assert (last["purpose"], last["outcome"]["decision"]) == ("employee.put:E9", "allow")
