@@ -35,6 +35,14 @@ class Core:
     :func:`audit_database_url`)."""
     extras: dict[str, Any] = field(default_factory=dict)
 
+    def check_databases(self) -> None:
+        """Raise the driver's error unless the data's and the audit trail's databases both answer."""
+        for engine in (
+            (self.engine, self.audit_engine) if self.audit_engine is not self.engine else (self.engine,)
+        ):
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+
     def close(self) -> None:
         self.engine.dispose()
         if self.audit_engine is not self.engine:

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
+import sqlalchemy.exc
 import typer
 from rich.console import Console
 
@@ -55,6 +56,15 @@ def one_line_errors() -> Iterator[None]:
     except CourierGuardError as exc:
         err_console.print(f"[red]error:[/red] {exc.diagnostics()}", highlight=False, soft_wrap=True)
         sys.exit(1)
+    except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as exc:
+        # Not the driver's message: it can name the host, the user and the database.
+        err_console.print(
+            f"[red]error:[/red] cannot reach the database ({exc.__class__.__name__}); "
+            "check COURIERGUARD_DATABASE_URL and that the server is up",
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.exit(1)
     except OSError as exc:  # a path that is missing, a folder, or not writable: the path, the reason
         where = f": {exc.filename}" if exc.filename else ""
         err_console.print(
@@ -73,7 +83,10 @@ def run_guarded(fn: Callable[[], None]) -> None:
 def record(core: Core, kind: EntryKind, body: dict[str, object]) -> None:
     """An operator's action as an audit entry, durable before the command goes on: the body with
     the time, the tenant and the actor ``operator:<login>`` (who ran the command on the host)."""
-    audit = open_audit_log(core.audit_engine, core.keys, clock=core.clock)
+    # The witness file too: every signed tree head goes there, an operator's as well as a worker's.
+    audit = open_audit_log(
+        core.audit_engine, core.keys, clock=core.clock, witness_file=core.settings.audit_witness_file
+    )
     try:
         audit.append(
             kind,

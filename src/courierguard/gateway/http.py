@@ -809,6 +809,9 @@ def create_app(deployment: Deployment) -> FastAPI:
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> dict[str, str]:
+        """200 while the databases answer; a 503 problem otherwise, so that a load balancer drains
+        a worker that cannot serve (every request would be refused)."""
+        deployment.core.check_databases()
         return {"status": "ok", "version": __version__}
 
     @app.get("/metrics", response_class=PlainTextResponse, tags=["operations"])

@@ -6,14 +6,18 @@ location and a message.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from courierguard.errors import CourierGuardError, InvalidInput, Throttled, Unauthenticated
+
+log = logging.getLogger(__name__)
 
 PROBLEM_TYPE_BASE = "https://courierguard.dev/problems/"
 MEDIA_TYPE = "application/problem+json"
@@ -88,6 +92,17 @@ def install(app: FastAPI, *, pattern_rules: dict[str, str] | None = None) -> Non
             exc.status_code, "http_error"
         )
         return problem(exc.status_code, str(exc.detail), str(exc.detail), reason)
+
+    @app.exception_handler(sqlalchemy.exc.OperationalError)
+    @app.exception_handler(sqlalchemy.exc.InterfaceError)
+    async def _database(_: Request, exc: Exception) -> JSONResponse:
+        # Fail closed, as ever (nothing was served), but say it is the database, so that a client
+        # retries and a load balancer drains this worker; not the driver's text (host, user).
+        log.warning("database unavailable (%s)", exc.__class__.__name__)
+        return problem(
+            503, "Database unavailable", f"the database cannot be reached ({exc.__class__.__name__})",
+            "database_unavailable", retry_after=5,
+        )  # fmt: skip
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -1095,7 +1095,18 @@ class Guard:
 
     def _judge(self, event: AccessEvent, *, serve: Callable[[], T]) -> Verdict[T]:
         """Ask the risk hook; the final outcome it leads to is what will be recorded."""
-        risk = self._assess(event)
+        try:
+            risk = self._assess(event)
+        except AccessDenied as refused:
+            # Refused, and recorded as refused: an attempt made while risk control is down is the
+            # one an officer most wants to see afterwards.
+            final = event.model_copy(
+                update={
+                    "fields": None,
+                    "outcome": EventOutcome(decision=Outcome.DENY, reason="risk:unavailable"),
+                }
+            )
+            return Verdict(final, serve, error=refused)
         if risk.action is RiskAction.ALLOW or (
             event.outcome is not None and event.outcome.decision is not Outcome.ALLOW
         ):

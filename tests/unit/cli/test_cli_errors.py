@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from courierguard.cli.main import app
@@ -78,3 +80,23 @@ def test_an_audit_export_is_owner_only(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'courierguard.sqlite3'}"
     assert runner.invoke(app, ["audit", "export", "--out", str(out), "--database-url", url]).exit_code == 0
     assert out.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_database_that_cannot_be_reached_is_one_line_without_its_address(tmp_path: Path) -> None:
+    url = "postgresql://cg_user:s3cret@127.0.0.1:1/nowhere"
+    result = runner.invoke(app, ["init", "--data-dir", str(tmp_path), "--database-url", url])
+    assert result.exit_code == 1
+    assert "cannot reach the database" in result.output and "Traceback" not in result.output
+    assert "s3cret" not in result.output and "cg_user" not in result.output
+
+
+def test_operator_commands_sign_their_tree_heads_into_the_witness_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    witness = tmp_path / "witness.jsonl"
+    monkeypatch.setenv("COURIERGUARD_AUDIT_WITNESS_FILE", str(witness))
+    assert runner.invoke(app, ["init", "--data-dir", str(tmp_path)]).exit_code == 0
+    result = runner.invoke(app, ["admin", "api-key", "create", "order-system", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    heads = [json.loads(line) for line in witness.read_text().splitlines()]
+    assert heads and max(h["size"] for h in heads) >= 1

@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+import sqlalchemy.exc
 import structlog
 
 from courierguard import logging as cg_logging
@@ -294,6 +295,30 @@ def test_broken_risk_engine_fails_closed(world: World, monkeypatch: pytest.Monke
     monkeypatch.setattr(world.risk, "assess", broken)
     r = reveal(world, c1)
     assert r.status_code == 403 and RECIPIENT_PHONE not in r.text
+    # ... and the refused attempt is on the trail (with Redis down, nothing was recorded).
+    last = world.access_events()[-1]
+    assert (last["action"], last["outcome"]) == (
+        "waybill.reveal",
+        {"decision": "deny", "reason": "risk:unavailable"},
+    )
+    assert "fields" not in last
+
+
+def test_a_database_that_cannot_be_reached_is_a_503_and_healthz_says_so(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c1 = world.login("C1")
+
+    def down(*args: object, **kwargs: object) -> object:
+        raise sqlalchemy.exc.OperationalError("SELECT 1", {}, ConnectionRefusedError("host db-7 user cg"))
+
+    monkeypatch.setattr(world.deployment.guard.sessions, "caller_with_waybill", down)
+    monkeypatch.setattr(world.deployment.core, "check_databases", down)
+    r = world.client.get(f"/v1/waybills/{W1}", headers=c1)
+    assert r.status_code == 503 and r.json()["reason"] == "database_unavailable", r.text
+    assert "db-7" not in r.text and r.headers["retry-after"] == "5"
+    r = world.client.get("/healthz")
+    assert r.status_code == 503 and r.json()["reason"] == "database_unavailable"
 
 
 def test_authentication_errors(world: World) -> None:
