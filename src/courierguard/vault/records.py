@@ -17,7 +17,8 @@ from courierguard.events import WaybillStatus
 from courierguard.timeutil import reported_time, utc
 from courierguard.vault.normalize import InvalidName, InvalidPhone, normalize_name, normalize_phone
 
-MAX_ADDRESS_PART = 12
+MAX_ADDRESS_PART = 16
+"""The longest division name: 积石山保安族东乡族撒拉族自治县 has 15 characters."""
 MAX_ADDRESS_DETAIL = 200
 MAX_ORG_UNIT = 64
 MAX_ROUTING_CODE = 32
@@ -26,14 +27,16 @@ MAX_ROUTING_CODE = 32
 # an administrative division and nothing more: Chinese characters ending in a division's suffix. A
 # street, building or room typed into one of them would otherwise be shown on every masked view.
 _DIVISION = {
-    "province": re.compile(r"[\u3400-\u9fff·]{1,10}(省|市|自治区|特别行政区)"),
-    "city": re.compile(r"[\u3400-\u9fff·]{1,10}(市|州|盟|地区|自治州|特别行政区)"),
-    "district": re.compile(r"[\u3400-\u9fff·]{1,10}(区|县|市|旗|自治县|自治旗|林区|特区)"),
+    "province": re.compile(r"[\u3400-\u9fff·]{1,14}(省|市|自治区|特别行政区)"),
+    # 省直辖县级行政区划: the "city" of counties a province runs directly (仙桃市, 济源市).
+    "city": re.compile(r"[\u3400-\u9fff·]{1,14}(市|州|盟|地区|自治州|特别行政区|行政区划)"),
+    # Cities with no counties (东莞市, 中山市, 儋州市, 嘉峪关市) put the town at this level.
+    "district": re.compile(r"[\u3400-\u9fff·]{1,14}(区|县|市|旗|自治县|自治旗|林区|特区|街道|镇|乡)"),
 }
 _DIVISION_RULE = {
     "province": "a province-level name such as 广东省, 北京市 or 广西壮族自治区",
     "city": "a city-level name such as 深圳市 or 延边朝鲜族自治州",
-    "district": "a county-level name such as 南山区, 长安县 or 滨海新区",
+    "district": "a county-level name such as 南山区, 长安县 or 滨海新区 (a town where a city has no counties)",
 }
 # Codes (outlets, routing) are shown to every role that sees the waybill, and kept in clear.
 _CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]*")
