@@ -45,8 +45,10 @@ def rotate(database_url: DatabaseUrl = None, data_dir: DataDir = None, key_file:
     with one_line_errors():
         core = _open_existing(settings_from(database_url, data_dir, key_file))
         try:
+            # Recorded before it happens, as a shred is: with no trail, no keys change.
+            _record(core, {"op": "kek.rotate.start"})
             report = core.vault.rotate_keys()
-            _record(core, {"op": "kek.rotate", "new_kek": report.new_kek, "rewrapped": report.rewrapped,
+            _record(core, {"op": "kek.rotate.done", "new_kek": report.new_kek, "rewrapped": report.rewrapped,
                            "skipped": report.skipped, "retirable": list(report.retirable)})  # fmt: skip
         finally:
             core.close()
@@ -81,8 +83,9 @@ def retire(database_url: DatabaseUrl = None, data_dir: DataDir = None, key_file:
     with one_line_errors():
         core = _open_existing(settings_from(database_url, data_dir, key_file))
         try:
+            _record(core, {"op": "kek.retire.start"})
             report = core.vault.retire_keys()
-            _record(core, {"op": "kek.retire", "active_kek": report.active_kek, "rewrapped": report.rewrapped,
+            _record(core, {"op": "kek.retire.done", "active_kek": report.active_kek, "rewrapped": report.rewrapped,
                            "skipped": report.skipped, "unused": list(report.unused),
                            "removed": report.removed})  # fmt: skip
         finally:

@@ -35,8 +35,10 @@ def test_init_rotate_and_shred_are_recorded(tmp_path: Path) -> None:
     engine = create_db_engine(f"sqlite:///{tmp_path / 'courierguard-audit.sqlite3'}")
     entries = AuditQueries(engine).search(kinds=[EntryKind.KEY], limit=100).records
     assert [e.body["op"] for e in entries] == [
-        "kek.rotate",
-        "kek.retire",
+        "kek.rotate.start",
+        "kek.rotate.done",
+        "kek.retire.start",
+        "kek.retire.done",
         "month.shred.start",
         "month.shred.done",
     ]
