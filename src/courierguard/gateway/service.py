@@ -378,9 +378,21 @@ class Guard:
                     caller, Action.AUTH_DEVICE_BOUND, f"device.bind:{caller.device_id}"[:128],
                     StepUpRequired("binding a device to an account that has one needs a step-up on a bound device"),
                 )  # fmt: skip
-        seed = self.devices.bind(caller.principal.id, caller.device_id, self.clock.now())
-        self._record(self._event(caller, Action.AUTH_DEVICE_BOUND, outcome=Outcome.ALLOW))
-        return seed
+        device_id = caller.device_id
+        # Judged by risk control and recorded before it takes effect: a session in doubt (a new
+        # network at night, say) cannot enrol its device, or a renter's phone would become the
+        # account's second factor.
+        verdict = self._judge(
+            self._event(caller, Action.AUTH_DEVICE_BOUND, outcome=Outcome.ALLOW),
+            serve=lambda: self.devices.bind(caller.principal.id, device_id, self.clock.now()),
+        )
+        reason = verdict.event.outcome.reason if verdict.event.outcome is not None else None
+        if verdict.error is not None and "enrol_while_doubted" in (reason or ""):
+            verdict.error = StepUpRequired(
+                "this session is in doubt, so it cannot enrol a device: enrol from your usual device, "
+                "network and working hours, or ask a security officer"
+            )
+        return self._settle(verdict)
 
     def step_up(self, caller: Caller, code: str) -> None:
         """Check a TOTP code from a bound device; success lifts a pending step-up for this session."""

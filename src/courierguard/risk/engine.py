@@ -45,6 +45,7 @@ REASON_POINTS: dict[str, int] = {
     "impossible_travel": 40,
     "shared_device": 35,
     "step_up_pending": 30,
+    "enrol_while_doubted": 30,
     "request_rate": 20,
     "unexplained_reveals": 40,
     "reveal_rate": 35,
@@ -192,6 +193,11 @@ class RiskEngine:
             self._trust(acc, r)
             return self._finish(acc, r, sess, _ALLOW)
         if action == "auth.device_bound" and r.outcome != "deny":
+            if sess.pending or (not sess.verified and sess.doubt >= c.step_up_doubt):
+                # A doubted session enrolling a device would make a renter's phone the account's
+                # second factor: enrolment is for the owner's usual device, network and hours.
+                reasons_: Reasons = [("enrol_while_doubted", ",".join(sorted(sess.reasons)) or None)]
+                return self._finish(acc, r, sess, (STEP_UP, self._score(STEP_UP, reasons_), reasons_))
             if r.device is not None:
                 acc.devices[r.device] = ts
             return self._finish(acc, r, sess, _ALLOW)
@@ -230,7 +236,7 @@ class RiskEngine:
             acc.dev_last[dev] = ts
             acc.last_device = dev
             if warmed and dev not in acc.devices and not sess.verified:
-                if len(days) >= c.device_trust_days and acc.d_strikes == 0:
+                if len(days) >= c.device_trust_days and acc.d_strikes == 0 and dev not in acc.dev_doubted:
                     acc.devices[dev] = ts  # used cleanly on several days: a replaced phone, now learned
                 else:
                     self._doubt(sess, "new_device", f"device {dev}")
@@ -409,6 +415,8 @@ class RiskEngine:
         if sess.verified or sess.doubt < self.config.step_up_doubt:
             acc.hours.learn_one({"hour": r.hour})
             self._trust(acc, r)
+        elif r.device is not None and any(code != "new_device" for code in sess.reasons):
+            acc.dev_doubted[r.device] = r.ts
         acc.n += 1
         acc.last_ts = r.ts
         self.state.save(acc)

@@ -53,7 +53,7 @@ class AccountState:
 
     __slots__ = (
         "actor", "burst_unexpl", "cur_day", "d_alerts", "d_exports", "d_records", "d_strikes", "d_unexpl", "daily_records",
-        "daily_unexpl", "days", "deny_times", "dev_days", "dev_last", "devices", "first_ts", "hour_records", "hours",
+        "daily_unexpl", "days", "deny_times", "dev_days", "dev_doubted", "dev_last", "devices", "first_ts", "hour_records", "hours",
         "last_device", "last_ts", "loc", "lock_reason", "locked", "n", "nets", "org", "places",
         "records_times", "req_times", "role", "seq", "sessions", "status", "trusted_key", "unexpl_times",
     )  # fmt: skip
@@ -77,6 +77,9 @@ class AccountState:
         # Every device seen (trusted or not): last use, and on how many distinct days it was used.
         self.dev_last: dict[str, float] = {}
         self.dev_days: dict[str, list[int]] = {}
+        # Devices used in a session doubted for more than being new (another network, off shift...):
+        # never learned by use alone, only by a step-up (a renter's phone must not turn trusted).
+        self.dev_doubted: dict[str, float] = {}
         self.last_device: str | None = None
         self.trusted_key: list[Any] | None = None
         self.loc: list[float] | None = None
@@ -103,7 +106,7 @@ class AccountState:
         return {
             "actor": self.actor, "role": self.role, "org": self.org, "n": self.n, "first_ts": self.first_ts,
             "last_ts": self.last_ts, "cur_day": self.cur_day, "days": self.days, "devices": self.devices,
-            "nets": self.nets, "places": self.places, "dev_last": self.dev_last, "dev_days": self.dev_days,
+            "nets": self.nets, "places": self.places, "dev_last": self.dev_last, "dev_days": self.dev_days, "dev_doubted": self.dev_doubted,
             "last_device": self.last_device, "trusted_key": self.trusted_key, "loc": self.loc, "hours": self.hours.to_state(),
             "daily_records": self.daily_records.to_state(), "daily_unexpl": self.daily_unexpl.to_state(),
             "seq": self.seq.to_state(), "d_records": self.d_records, "d_unexpl": self.d_unexpl,
@@ -122,6 +125,7 @@ class AccountState:
                      "dev_last", "dev_days", "last_device", "trusted_key", "loc", "d_records", "d_unexpl", "d_exports",
                      "d_strikes", "d_alerts", "burst_unexpl", "hour_records"):  # fmt: skip
             setattr(a, name, s[name])
+        a.dev_doubted = s.get("dev_doubted", {})  # absent from state saved by earlier versions
         a.hours = HourProfile.from_state(s["hours"])
         a.daily_records = RunningZ.from_state(s["daily_records"])
         a.daily_unexpl = RunningZ.from_state(s["daily_unexpl"])

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import jwt
 
+from courierguard.risk.interfaces import RiskAction
+
 from .conftest import World
 
 
@@ -54,3 +56,16 @@ def test_a_device_id_that_is_not_printable_ascii_is_refused(world: World) -> Non
     r = world.client.post("/v1/auth/login", json={}, headers=headers)
     assert r.status_code == 422 and r.json()["field"] == "X-Device-Id"
     assert _login(world, token, device="PDA 027-A") == 200
+
+
+def test_a_device_is_enrolled_only_if_risk_control_agrees_and_after_it_is_recorded(world: World) -> None:
+    c1 = world.login("C1", device="RENTER-PHONE-1")
+    world.risk.script["C1"] = RiskAction.STEP_UP  # risk control doubts this session
+    r = world.client.post("/v1/auth/devices", headers=c1)
+    assert r.status_code == 403 and r.json()["reason"] == "step_up_required", r.text
+    assert world.deployment.guard.devices.bound("C1") == []
+    last = world.access_events()[-1]
+    assert (last["action"], last["outcome"]["decision"]) == ("auth.device_bound", "challenge")
+    del world.risk.script["C1"]
+    assert world.client.post("/v1/auth/devices", headers=c1).status_code == 200
+    assert world.deployment.guard.devices.bound("C1") == ["RENTER-PHONE-1"]

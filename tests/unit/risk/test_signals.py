@@ -48,6 +48,27 @@ def test_device_used_cleanly_on_two_days_becomes_trusted(feed: Feed) -> None:
     assert feed.one(at(5, 9), device="PDA-NEW", session="S10")[0] == "allow"
 
 
+def test_a_renters_phone_is_not_learned_by_use_on_a_doubted_night(feed: Feed) -> None:
+    # Night 1: a new phone on another network, off shift: step-up, never passed. Night 2 the same
+    # phone was trusted by use alone (the identity review's D3): it must still be questioned.
+    feed.warm()
+    renter = {"device": "RENTER-C", "ip": "58.60.1.2"}
+    assert feed.one(at(4, 23), session="N1", **renter)[0] == "step_up"
+    assert feed.one(at(5, 23), session="N2", **renter)[0] == "step_up"
+    assert not feed.engine.is_locked("E1")
+
+
+def test_a_doubted_session_cannot_enrol_its_device(feed: Feed) -> None:
+    feed.warm()
+    renter = {"device": "RENTER-PHONE-1", "ip": "58.60.1.2", "session": "R1"}
+    assert feed.one(at(4, 23), **renter)[0] == "step_up"
+    action, _, reasons = feed.one(at(4, 23, 1), "E1", "auth.device_bound", **renter)
+    assert action == "step_up" and "enrol_while_doubted" in codes(reasons)
+    assert feed.one(at(4, 23, 2), **renter)[0] == "step_up"  # still not trusted
+    # The owner enrols from the usual PDA, network and hours.
+    assert feed.one(at(5, 9), "E1", "auth.device_bound", device="PDA-1", session="O1")[0] == "allow"
+
+
 def test_doubted_session_harvesting_is_locked_within_a_few_records(feed: Feed) -> None:
     feed.warm()
     actions = [feed.one(at(4, 23, 0, i * 5), device="PHONE-X", ip="58.20.1.2", loc=(23.1, 113.3),
