@@ -127,6 +127,9 @@ class _Sealed:
     index: int
     waybill: NewWaybill
     month: str
+    wrapped: bytes
+    """The stored (wrapped) form of the data key these rows are sealed under, as read when sealing:
+    the insert proceeds only while it is still the stored key of ``month``."""
     waybill_row: dict[str, Any]
     history_row: dict[str, Any]
     party_rows: list[dict[str, Any]]
@@ -220,9 +223,9 @@ class Vault:
         self._clock = clock or SystemClock()
         self._index = BlindIndex(keys.blind_index_key())
         self._data_keys: dict[str, Aead] = {}
-        self._wrapped: dict[str, bytes] = {}
-        """The wrapped form of each cached data key as stored when cached: an insert checks that it
-        is still the stored one, so that no record is sealed under a key another process shredded."""
+        self._sealing: dict[str, tuple[Aead, bytes]] = {}
+        """Each cached data key with its wrapped form as stored when cached, in one entry: rows
+        remember the wrapped form they were sealed under, and an insert checks it is still stored."""
         self._lock = threading.Lock()
         self._reveal_query = DriverQuery(engine, _REVEAL_SQL)
         self._masked_query = DriverQuery(engine, _MASKED_SQL)
@@ -233,16 +236,19 @@ class Vault:
         cached = self._data_keys.get(month)
         if cached is not None:
             return cached
+        return self._key_pair(conn, month, create=create)[0]
+
+    def _sealing_key(self, conn: Connection, month: str) -> tuple[Aead, bytes]:
+        """``month``'s data key for sealing (created if missing) and its wrapped form, as one pair."""
+        return self._sealing.get(month) or self._key_pair(conn, month, create=True)
+
+    def _key_pair(self, conn: Connection, month: str, *, create: bool) -> tuple[Aead, bytes]:
         with self._lock:
-            cached = self._data_keys.get(month)
-            if cached is not None:
-                return cached
+            pair = self._sealing.get(month)
+            if pair is not None:
+                return pair
             context = _wrap_context(self.tenant, month)
-            row = conn.execute(
-                select(data_keys.c.kek_id, data_keys.c.wrapped).where(
-                    data_keys.c.tenant == self.tenant, data_keys.c.month == month
-                )
-            ).first()
+            row = self._stored_key(conn, month)
             if row is None:
                 if not create:
                     raise VaultError(VaultFailure.SHREDDED)
@@ -253,27 +259,33 @@ class Vault:
                     with conn.begin_nested():
                         conn.execute(
                             insert(data_keys).values(
-                                tenant=self.tenant,
-                                month=month,
-                                kek_id=kek_id,
-                                wrapped=wrapped,
+                                tenant=self.tenant, month=month, kek_id=kek_id, wrapped=wrapped,
                                 created_at=self._clock.now(),
                             )
-                        )
+                        )  # fmt: skip
                 except IntegrityError:  # another worker created it first: use theirs
-                    return self._data_key(conn, month, create=False)
-            else:
+                    row = self._stored_key(conn, month)
+                    if row is None:  # and it was shredded since: very rare, the caller retries
+                        raise VaultError(VaultFailure.SHREDDED) from None
+            if row is not None:
                 wrapped = bytes(row.wrapped)
                 key = self._keys.unwrap(row.kek_id, wrapped, context)
-            aead = Aead(key)
-            self._wrapped[month] = wrapped
-            self._data_keys[month] = aead
-            return aead
+            pair = (Aead(key), wrapped)
+            self._sealing[month] = pair
+            self._data_keys[month] = pair[0]
+            return pair
+
+    def _stored_key(self, conn: Connection, month: str) -> Any:
+        return conn.execute(
+            select(data_keys.c.kek_id, data_keys.c.wrapped).where(
+                data_keys.c.tenant == self.tenant, data_keys.c.month == month
+            )
+        ).first()
 
     def _forget_key(self, month: str) -> None:
         with self._lock:
             self._data_keys.pop(month, None)
-            self._wrapped.pop(month, None)
+            self._sealing.pop(month, None)
 
     # --- ingest -------------------------------------------------------------------------------------
 
@@ -365,7 +377,7 @@ class Vault:
                     .with_for_update(read=True)
                 ).all()
             )
-            stale = {m for m in months if m not in stored or bytes(stored[m]) != self._wrapped.get(m)}
+            stale = {p.month for p in pending if p.month not in stored or bytes(stored[p.month]) != p.wrapped}
             if stale:
                 raise _StaleKeys(stale)
             conn.execute(insert(waybills), [p.waybill_row for p in pending])
@@ -375,7 +387,7 @@ class Vault:
     def _seal(self, conn: Connection, index: int, wb: NewWaybill) -> _Sealed:
         created = utc(wb.created_at)
         month = month_of(created)
-        aead = self._data_keys.get(month) or self._data_key(conn, month, create=True)
+        aead, wrapped = self._sealing_key(conn, month)
         party_rows = [
             self._party_row(aead, month, wb.number, role, getattr(wb, role)) for role in PARTY_ROLES
         ]
@@ -394,7 +406,7 @@ class Vault:
             "key_month": month,
         }
         history_row = {"tenant": self.tenant, "number": wb.number, "status": wb.status.value, "ts": created}
-        return _Sealed(index, wb, month, waybill_row, history_row, party_rows)
+        return _Sealed(index, wb, month, wrapped, waybill_row, history_row, party_rows)
 
     def _existing_numbers(self, conn: Connection, numbers: list[str]) -> set[str]:
         found: set[str] = set()
@@ -644,7 +656,7 @@ class Vault:
                 )
                 rewrapped += 1
         with self._lock:
-            self._wrapped.clear()  # re-read, and checked again, on the next insert of each month
+            self._sealing.clear()  # re-read on the next insert of each month
             self._data_keys.clear()
         return rewrapped, skipped
 

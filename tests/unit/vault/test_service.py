@@ -297,3 +297,45 @@ def test_prepared_batch_names_what_it_will_store_and_stores_nothing_until_asked(
     vault.ingest_records([record(3)])
     result = vault.store(again)
     assert result.stored == () and [f.message for f in result.failed] == ["already exists"]
+
+
+def test_a_batch_sealed_before_a_shred_is_sealed_again_even_after_the_cache_moved_on(
+    vault: Vault, tmp_path: Path
+) -> None:
+    # Two requests on one worker around a shred by another process: the first is sealed under the
+    # old key and waits (its audit commit); the second meets the new key and caches it. The first
+    # must not pass the insert's check because the cache now matches (the production re-test's A).
+    worker, operator = _worker(vault, tmp_path), _worker(vault, tmp_path)
+    worker.ingest_records([record(1, month="09")])
+    waiting = worker.prepare_records([record(2, month="09")])
+    operator.shred_month("2026-09")
+    assert worker.ingest_records([record(3, month="09")]).stored == ("YT0000000000003",)
+    assert worker.store(waiting).stored == ("YT0000000000002",)
+    fresh = _worker(vault, tmp_path)
+    for n in (2, 3):
+        assert fresh.reveal(f"YT{n:013d}", [PiiField.SENDER_NAME]) == {PiiField.SENDER_NAME: "张三"}
+
+
+def test_two_workers_creating_one_months_key_at_once_share_it(vault: Vault, tmp_path: Path) -> None:
+    import threading
+
+    workers = [_worker(vault, tmp_path) for _ in range(4)]
+    barrier = threading.Barrier(len(workers))
+    errors: list[BaseException] = []
+
+    def ingest(i: int) -> None:
+        try:
+            barrier.wait()
+            workers[i].ingest_records([record(100 + i, month="03")])
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=ingest, args=(i,)) for i in range(len(workers))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert not errors and not any(t.is_alive() for t in threads)  # it deadlocked when it lost the race
+    fresh = _worker(vault, tmp_path)
+    for i in range(len(workers)):
+        assert fresh.reveal(f"YT{100 + i:013d}", [PiiField.SENDER_NAME]) == {PiiField.SENDER_NAME: "张三"}
