@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
+import psycopg
 import sqlalchemy.exc
 import typer
 from rich.console import Console
@@ -48,6 +49,15 @@ def settings_from(
     )
 
 
+DATABASE_UNREACHABLE = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+)
+"""What a database that cannot be reached raises, wrapped by SQLAlchemy or straight from the driver."""
+
+
 @contextmanager
 def one_line_errors() -> Iterator[None]:
     """Turn a CourierGuardError into one line on stderr and exit code 1; no traceback."""
@@ -56,7 +66,7 @@ def one_line_errors() -> Iterator[None]:
     except CourierGuardError as exc:
         err_console.print(f"[red]error:[/red] {exc.diagnostics()}", highlight=False, soft_wrap=True)
         sys.exit(1)
-    except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as exc:
+    except DATABASE_UNREACHABLE as exc:
         # Not the driver's message: it can name the host, the user and the database.
         err_console.print(
             f"[red]error:[/red] cannot reach the database ({exc.__class__.__name__}); "

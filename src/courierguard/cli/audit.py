@@ -19,7 +19,7 @@ from sqlalchemy import Engine
 
 from courierguard.app import open_audit_engine, open_core
 from courierguard.audit import AuditQueries, EntryKind, archive, export_jsonl, export_ocsf, verify
-from courierguard.cli._common import record
+from courierguard.cli._common import DATABASE_UNREACHABLE, record
 from courierguard.config import Settings
 from courierguard.db import create_db_engine
 from courierguard.errors import CourierGuardError, InvalidInput
@@ -85,6 +85,13 @@ def _run(fn: Callable[[], T]) -> T:
     except OSError as exc:  # a path the operator typed: say which, and why
         where = f": {exc.filename}" if exc.filename else ""
         typer.echo(f"Error: {exc.strerror or exc.__class__.__name__}{where}", err=True)
+        raise typer.Exit(2) from None
+    except DATABASE_UNREACHABLE as exc:  # not the driver's text: it names host, user, database
+        typer.echo(
+            f"Error: cannot reach the database ({exc.__class__.__name__}); check the database URL and that "
+            "the server is up",
+            err=True,
+        )
         raise typer.Exit(2) from None
     except Exception as exc:  # a database error: name its kind only, values may hold PII
         typer.echo(f"Error: {exc.__class__.__name__}", err=True)

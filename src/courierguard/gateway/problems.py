@@ -7,8 +7,10 @@ location and a message.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from typing import Any
 
+import psycopg
 import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -93,8 +95,13 @@ def install(app: FastAPI, *, pattern_rules: dict[str, str] | None = None) -> Non
         )
         return problem(exc.status_code, str(exc.detail), str(exc.detail), reason)
 
+    # SQLAlchemy's wrappers, and the drivers' own errors: the request path's fast reads
+    # (courierguard.db.fast) talk to the DBAPI connection directly.
     @app.exception_handler(sqlalchemy.exc.OperationalError)
     @app.exception_handler(sqlalchemy.exc.InterfaceError)
+    @app.exception_handler(psycopg.OperationalError)
+    @app.exception_handler(psycopg.InterfaceError)
+    @app.exception_handler(sqlite3.OperationalError)
     async def _database(_: Request, exc: Exception) -> JSONResponse:
         # Fail closed, as ever (nothing was served), but say it is the database, so that a client
         # retries and a load balancer drains this worker; not the driver's text (host, user).

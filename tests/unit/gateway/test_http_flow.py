@@ -5,11 +5,13 @@ from __future__ import annotations
 import io
 import json
 import logging
+import sqlite3
 import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
+import psycopg
 import pytest
 import sqlalchemy.exc
 import structlog
@@ -304,13 +306,27 @@ def test_broken_risk_engine_fails_closed(world: World, monkeypatch: pytest.Monke
     assert "fields" not in last
 
 
+@pytest.mark.parametrize(
+    "error",
+    [
+        sqlalchemy.exc.OperationalError("SELECT 1", {}, ConnectionRefusedError("host db-7 user cg")),
+        # The request path's fast reads use the DBAPI connection: the drivers' own errors (the
+        # production re-test saw psycopg's AdminShutdown answer 500 with a traceback).
+        psycopg.errors.AdminShutdown("terminating connection: host db-7"),
+        psycopg.OperationalError(
+            'connection to server at "db-7" failed: FATAL: database "cg" does not exist'
+        ),
+        sqlite3.OperationalError("database is locked (db-7)"),
+    ],
+    ids=["sqlalchemy", "admin-shutdown", "psycopg", "sqlite"],
+)
 def test_a_database_that_cannot_be_reached_is_a_503_and_healthz_says_so(
-    world: World, monkeypatch: pytest.MonkeyPatch
+    world: World, monkeypatch: pytest.MonkeyPatch, error: Exception
 ) -> None:
     c1 = world.login("C1")
 
     def down(*args: object, **kwargs: object) -> object:
-        raise sqlalchemy.exc.OperationalError("SELECT 1", {}, ConnectionRefusedError("host db-7 user cg"))
+        raise error
 
     monkeypatch.setattr(world.deployment.guard.sessions, "caller_with_waybill", down)
     monkeypatch.setattr(world.deployment.core, "check_databases", down)
