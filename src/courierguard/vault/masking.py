@@ -7,6 +7,8 @@ are computed once, at write, and stored beside the ciphertext so that a masked r
 
 from __future__ import annotations
 
+import re
+
 from courierguard.vault.normalize import NormalizedPhone, PhoneKind
 
 MASK = "*"
@@ -104,8 +106,30 @@ def mask_phone(phone: NormalizedPhone) -> str:
     return f"+{country} " + MASK * (len(digits) - shown) + digits[len(digits) - shown :]
 
 
+_DIVISION = re.compile(
+    r"[\u3400-\u9fff\uf900-\ufaff·]{1,14}"
+    r"(省|市|自治区|特别行政区|特別行政區|州|盟|地区|地區|行政区划|行政區劃|区|區|县|縣|旗|街道|镇|鎮|乡|鄉)"
+)
+"""An administrative division's name: Chinese characters (simplified or traditional) ending in a
+division's suffix, down to the town where a city has no counties (东莞市 虎门镇)."""
+_KNOWN_DIVISIONS = frozenset(
+    ["北京", "天津", "上海", "重庆", "河北", "山西", "辽宁", "吉林", "黑龙江", "江苏", "浙江", "安徽", "福建", "江西", "山东", "河南", "湖北", "湖南", "广东", "海南", "四川", "贵州", "云南", "陕西", "甘肃", "青海", "台湾", "臺灣", "内蒙古", "广西", "西藏", "宁夏", "新疆", "香港", "澳门", "澳門", "香港岛", "香港島", "九龙", "九龍", "新界", "离岛", "離島", "澳门半岛", "澳門半島", "氹仔", "路氹城"]
+)
+"""Province-level short names and Hong Kong and Macau areas, which order systems send bare."""
+
+
+def _division_shown(part: str) -> str:
+    return part if part in _KNOWN_DIVISIONS or _DIVISION.fullmatch(part) else MASK * 2
+
+
 def mask_address(province: str, city: str, district: str) -> str:
-    """Province, city and district stay; the detail (street, building, unit, room) is hidden."""
+    """Province, city and district stay; the detail (street, building, unit, room) is hidden.
+
+    Each of the three is shown only if it reads as a division's name: a street or a room number
+    typed into one of them (they arrive as free text) is hidden like the detail.
+    """
     # Municipalities repeat the name as province and city (北京市北京市): show it once.
-    head = province if province == city else province + city
-    return f"{head}{district}{MASK * 4}"
+    head = (
+        _division_shown(province) if province == city else _division_shown(province) + _division_shown(city)
+    )
+    return f"{head}{_division_shown(district)}{MASK * 4}"

@@ -15,33 +15,22 @@ from courierguard.domain import WAYBILL_NUMBER, Address, NewWaybill, Party
 from courierguard.errors import InvalidInput
 from courierguard.events import WaybillStatus
 from courierguard.timeutil import reported_time, utc
-from courierguard.vault.normalize import InvalidName, InvalidPhone, normalize_name, normalize_phone
+from courierguard.vault.normalize import (
+    InvalidName,
+    InvalidPhone,
+    contains_phone,
+    normalize_name,
+    normalize_phone,
+)
 
-MAX_ADDRESS_PART = 16
-"""The longest division name: 积石山保安族东乡族撒拉族自治县 has 15 characters."""
+MAX_ADDRESS_PART = 32
 MAX_ADDRESS_DETAIL = 200
 MAX_ORG_UNIT = 64
 MAX_ROUTING_CODE = 32
 
-# The mask shows province, city and district in clear (GB/T 41833-2022), so each must be the name of
-# an administrative division and nothing more: Chinese characters ending in a division's suffix. A
-# street, building or room typed into one of them would otherwise be shown on every masked view.
-_DIVISION = {
-    "province": re.compile(r"[\u3400-\u9fff·]{1,14}(省|市|自治区|特别行政区)"),
-    # 省直辖县级行政区划: the "city" of counties a province runs directly (仙桃市, 济源市).
-    "city": re.compile(r"[\u3400-\u9fff·]{1,14}(市|州|盟|地区|自治州|特别行政区|行政区划)"),
-    # Cities with no counties (东莞市, 中山市, 儋州市, 嘉峪关市) put the town at this level.
-    "district": re.compile(r"[\u3400-\u9fff·]{1,14}(区|县|市|旗|自治县|自治旗|林区|特区|街道|镇|乡)"),
-}
-_DIVISION_RULE = {
-    "province": "a province-level name such as 广东省, 北京市 or 广西壮族自治区",
-    "city": "a city-level name such as 深圳市 or 延边朝鲜族自治州",
-    "district": "a county-level name such as 南山区, 长安县 or 滨海新区 (a town where a city has no counties)",
-}
-# Codes (outlets, routing) are shown to every role that sees the waybill, and kept in clear.
-_CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]*")
-_LONG_DIGIT_RUN = re.compile(r"\d{7}")
-"""Seven digits in a row: a phone number's worth (a local number has 7 or 8), never part of a code."""
+# Codes (outlets, routing) are shown to every role that sees the waybill, and kept in clear: the
+# org-unit id shape of the admin API, and nothing written like a phone number.
+_CODE = re.compile(r"[A-Za-z0-9_.:\-]+")
 _UNSTORABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ud800-\udfff]")
 """Control characters (the address's parts are joined with \\x1f) and lone UTF-16 surrogates, which
 JSON can carry but UTF-8 cannot store."""
@@ -61,21 +50,12 @@ def _text(raw: Mapping[str, Any], key: str, where: str, limit: int) -> str:
     return value
 
 
-def _division(address: Mapping[str, Any], key: str, where: str) -> str:
-    value = _text(address, key, where, MAX_ADDRESS_PART)
-    if not _DIVISION[key].fullmatch(value):
-        raise InvalidInput(
-            f"{where}{key}", f"must be {_DIVISION_RULE[key]}; street and building go in detail"
-        )
-    return value
-
-
 def _code(raw: Mapping[str, Any], key: str, limit: int) -> str:
     value = _text(raw, key, "", limit)
     if not _CODE.fullmatch(value):
         raise InvalidInput(key, "must be letters, digits and - _ . : (a code, not a name)")
-    if _LONG_DIGIT_RUN.search(value):
-        raise InvalidInput(key, "must not hold seven or more digits in a row (a code, not a phone number)")
+    if contains_phone(value):
+        raise InvalidInput(key, "must not hold a phone number (a code is shown in clear)")
     return value
 
 
@@ -106,9 +86,9 @@ def parse_party(raw: Any, role: str) -> Party:
         name=name,
         phone=phone_raw.strip(),
         address=Address(
-            province=_division(address, "province", where),
-            city=_division(address, "city", where),
-            district=_division(address, "district", where),
+            province=_text(address, "province", where, MAX_ADDRESS_PART),
+            city=_text(address, "city", where, MAX_ADDRESS_PART),
+            district=_text(address, "district", where, MAX_ADDRESS_PART),
             detail=_text(address, "detail", where, MAX_ADDRESS_DETAIL),
         ),
     )
