@@ -263,3 +263,14 @@ class VerifyReport:
         return (
             f"FAILED: {first.kind} at index {first.index}: {first.detail} ({len(self.problems)} problem(s))"
         )
+
+
+def stored_bytes(value: object) -> bytes:
+    """A BLOB column's value as bytes, whatever the database holds there. SQLite keeps any type in
+    any column: TEXT written by a tamperer's UPDATE becomes its UTF-8 bytes and a number its decimal
+    text, which then fail the check they meet (a signature, a hash) instead of crashing it."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, bytearray | memoryview):
+        return bytes(value)
+    return str(value).encode()

@@ -51,7 +51,7 @@ from courierguard.audit._internal.core import (
     waybills_of,
 )
 from courierguard.audit.merkle import HASH_SIZE, LEAF_PREFIX, TILE_HEIGHT, TiledTree, root_from_packed
-from courierguard.audit.models import EntryKind, SignedTreeHead, encode_entry, to_micros
+from courierguard.audit.models import EntryKind, SignedTreeHead, encode_entry, stored_bytes, to_micros
 from courierguard.audit.search_index import Indexable, indexed_upto, stored_indexables, write_index
 from courierguard.audit.tables import audit_tiles, audit_tree_heads
 from courierguard.clock import Clock, SystemClock
@@ -350,7 +350,10 @@ def stored_tree(engine: Engine, size: int | None = None) -> TiledTree:
         )
         packed = bytearray()
         rehashed = 0
-        for idx, tile_hash in [*found, (tiles, b"")]:
+        for idx, stored in [*found, (tiles, b"")]:
+            tile_hash = stored_bytes(stored)
+            if len(tile_hash) not in (0, HASH_SIZE):
+                continue  # not a hash at all: recomputed below like a missing one (verify reports it)
             while len(packed) < idx * HASH_SIZE:  # tiles without a stored hash
                 missing = len(packed) // HASH_SIZE
                 packed += root_from_packed(
@@ -376,7 +379,11 @@ def latest_head(conn: Connection) -> SignedTreeHead | None:
     if row is None:
         return None
     return SignedTreeHead(
-        row.size, bytes(row.root), row.timestamp_ms, bytes(row.signature), bytes(row.public_key)
+        row.size,
+        stored_bytes(row.root),
+        row.timestamp_ms,
+        stored_bytes(row.signature),
+        stored_bytes(row.public_key),
     )
 
 
@@ -874,7 +881,7 @@ class SqlAuditLog:
             # Another writer appended since we last looked: take its leaves before numbering ours
             # (the tiles they complete, that writer stored).
             cursor.execute(db.sql(_LEAVES_FROM), (start,))
-            extra = b"".join(bytes(h) for (h,) in cursor.fetchall())
+            extra = b"".join(stored_bytes(h) for (h,) in cursor.fetchall())
             with self._tree_lock:
                 self._tree.extend_packed(extra)
                 start = len(self._tree)

@@ -51,7 +51,14 @@ from courierguard.audit.merkle import (
     VerificationError,
     verify_consistency,
 )
-from courierguard.audit.models import Problem, ProblemKind, SignedTreeHead, VerifyReport, entry_index
+from courierguard.audit.models import (
+    Problem,
+    ProblemKind,
+    SignedTreeHead,
+    VerifyReport,
+    entry_index,
+    stored_bytes,
+)
 from courierguard.audit.tables import audit_entries, audit_tiles, audit_tree_heads
 
 _FETCH = 50_000
@@ -124,7 +131,13 @@ def _heads(engine: Engine) -> list[SignedTreeHead]:
     with engine.connect() as conn:
         rows = conn.execute(select(audit_tree_heads).order_by(audit_tree_heads.c.size)).all()
     return [
-        SignedTreeHead(r.size, bytes(r.root), r.timestamp_ms, bytes(r.signature), bytes(r.public_key))
+        SignedTreeHead(
+            r.size,
+            stored_bytes(r.root),
+            r.timestamp_ms,
+            stored_bytes(r.signature),
+            stored_bytes(r.public_key),
+        )
         for r in rows
     ]
 
@@ -493,16 +506,17 @@ def _check_tiles(engine: Engine, tree: TiledTree, valid: int, problems: list[Pro
         rows = conn.execute(
             select(t.idx, t.hash).where(t.height == TILE_HEIGHT, t.idx < valid >> TILE_HEIGHT).order_by(t.idx)
         )
-        for idx, stored in rows:
+        for idx, value in rows:
             calculated = tree.tile_hash(idx)
-            if bytes(stored) != calculated:
+            stored = stored_bytes(value)
+            if stored != calculated:
                 problems.append(
                     Problem(
                         ProblemKind.BAD_TILE,
                         idx << TILE_HEIGHT,
                         f"stored hash of tile {idx} (entries {idx << TILE_HEIGHT}-{((idx + 1) << TILE_HEIGHT) - 1}) "
                         "does not match the entries",
-                        expected=bytes(stored).hex(),
+                        expected=stored.hex(),
                         calculated=calculated.hex(),
                     )
                 )
