@@ -217,6 +217,9 @@ class ProblemKind(StrEnum):
     INCONSISTENT_HEADS = "inconsistent_heads"
     NO_TREE_HEAD = "no_tree_head"
     BAD_TILE = "bad_tile"
+    INDEX_MISMATCH = "index_mismatch"
+    """A searchable copy (the actor, time, kind or tenant column, the actor and waybill indexes, the
+    index mark) disagrees with the hashed entries: searches and exports would miss or misfile it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,8 +18,8 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Engine, Select, func, select
 
-from courierguard.audit._internal.core import waybills_of
-from courierguard.audit.merkle import TiledTree, VerificationError
+from courierguard.audit._internal.core import actor_of, waybills_of
+from courierguard.audit.merkle import TiledTree, VerificationError, leaf_hash
 from courierguard.audit.models import (
     AuditRecord,
     EntryKind,
@@ -27,6 +27,7 @@ from courierguard.audit.models import (
     SignedTreeHead,
     decode_entry,
     from_micros,
+    stored_bytes,
     to_micros,
 )
 from courierguard.audit.search_index import indexed_upto
@@ -189,7 +190,18 @@ class AuditQueries:
         leaf: bytes,
         head: SignedTreeHead | None,
     ) -> AuditRecord:
-        body = decode_entry(bytes(entry)).body if entry is not None else None
+        body = None
+        if entry is not None:
+            raw = stored_bytes(entry)
+            if leaf_hash(raw) != stored_bytes(leaf):
+                # A body rewritten under its old hash: never hand it out, least of all with a proof
+                # that verifies (the proof is of the hash, not of these bytes).
+                raise VerificationError(
+                    f"entry {seq} does not match its leaf hash; run `courierguard audit verify`", index=seq
+                )
+            decoded = decode_entry(raw)
+            # What was hashed, not the searchable copies (which `audit verify` compares).
+            body, ts_us, kind, actor = decoded.body, decoded.ts_us, decoded.kind, actor_of(decoded.body)
         proof: tuple[bytes, ...] | None = None
         size: int | None = None
         if head is not None and seq < head.size:

@@ -45,6 +45,15 @@ _MOVE_MARK = (
 )
 
 
+_LOWER_MARK = "UPDATE audit_index_mark SET upto = ? WHERE id = 1 AND upto > ?"
+
+
+def lower_mark(conn: Connection, upto: int) -> None:
+    """Move the mark back to ``upto``: it claimed entries that are not stored (a tampered mark, which
+    hid every later entry from searches). Indexing again from there is idempotent."""
+    conn.exec_driver_sql(_driver(conn, _LOWER_MARK), (upto, upto))
+
+
 def _driver(conn: Connection, statement: str) -> str:
     return statement if conn.dialect.paramstyle == "qmark" else statement.replace("?", "%s")
 

@@ -52,7 +52,13 @@ from courierguard.audit._internal.core import (
 )
 from courierguard.audit.merkle import HASH_SIZE, LEAF_PREFIX, TILE_HEIGHT, TiledTree, root_from_packed
 from courierguard.audit.models import EntryKind, SignedTreeHead, encode_entry, stored_bytes, to_micros
-from courierguard.audit.search_index import Indexable, indexed_upto, stored_indexables, write_index
+from courierguard.audit.search_index import (
+    Indexable,
+    indexed_upto,
+    lower_mark,
+    stored_indexables,
+    write_index,
+)
 from courierguard.audit.tables import audit_tiles, audit_tree_heads
 from courierguard.clock import Clock, SystemClock
 from courierguard.errors import AuditUnavailable
@@ -440,6 +446,13 @@ class SqlAuditLog:
             head = latest_head(conn)
             self._indexed = indexed_upto(conn)
         self._tree = stored_tree(engine)
+        if self._indexed > len(self._tree):  # a mark past the log: re-index all (see _index_tail)
+            log.warning(
+                "audit search index mark %d is past the %d stored entries; re-indexing",
+                self._indexed,
+                len(self._tree),
+            )
+            self._indexed = 0
         # Leaves enter the tree before their transaction commits (the batch's head needs them);
         # sizes, proofs and leaves are answered only up to here, what is known to be committed.
         self._committed = len(self._tree)
@@ -792,7 +805,16 @@ class SqlAuditLog:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
             upto = indexed_upto(conn)
             top = conn.exec_driver_sql(_MAX_SEQ).scalar_one()
-            stop = min(0 if top is None else int(top) + 1, upto + _INDEX_MAX)
+            stored = 0 if top is None else int(top) + 1
+            if upto > stored:
+                # Past the end of the log: someone moved it, and every entry above the true mark
+                # would stay out of the search indexes. Index again from what this writer knows.
+                log.warning(
+                    "audit search index mark %d is past the %d stored entries; re-indexing", upto, stored
+                )
+                upto = min(self._indexed, stored)
+                lower_mark(conn, upto)
+            stop = min(stored, upto + _INDEX_MAX)
             if stop > upto:
                 known = self._known(upto, stop)
                 if known is None:  # entries of other writers, or from before a restart, in the range

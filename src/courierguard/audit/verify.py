@@ -40,9 +40,10 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import cast
 
-from sqlalchemy import Engine, NullPool, create_engine, func, select
+from sqlalchemy import Engine, LargeBinary, NullPool, create_engine, func, select
+from sqlalchemy import cast as sql_cast
 
-from courierguard.audit._internal.core import read_witness
+from courierguard.audit._internal.core import actor_of, read_witness, tenant_of, waybills_of
 from courierguard.audit.merkle import (
     HASH_SIZE,
     LEAF_PREFIX,
@@ -56,10 +57,18 @@ from courierguard.audit.models import (
     ProblemKind,
     SignedTreeHead,
     VerifyReport,
+    decode_entry,
     entry_index,
     stored_bytes,
 )
-from courierguard.audit.tables import audit_entries, audit_tiles, audit_tree_heads
+from courierguard.audit.search_index import indexed_upto
+from courierguard.audit.tables import (
+    audit_actors,
+    audit_entries,
+    audit_tiles,
+    audit_tree_heads,
+    audit_waybills,
+)
 
 _FETCH = 50_000
 # Entries per range handed to a worker process, and the smallest log worth starting workers for.
@@ -281,6 +290,7 @@ def verify(
     if not problems:
         _check_archived_prefix(engine, problems)
     _check_tiles(engine, tree, valid, problems)
+    _check_search_copies(engine, count, valid, problems)
     if witness_file is not None:
         problems += checks[1].problems
     return VerifyReport(
@@ -497,6 +507,99 @@ def _confirm_range(url: str, start: int, end: int) -> tuple[bytes, int] | None:
 
 
 _worker_engines: dict[str, Engine] = {}
+
+
+_COPIES_CHUNK = 20_000
+
+
+def _check_search_copies(engine: Engine, count: int, valid: int, problems: list[Problem]) -> None:
+    """Searches, exports and the HTTP audit search find entries through copies of what the hashed
+    bytes say: the ``actor``, ``ts_us``, ``kind`` and ``tenant`` columns, the actor and waybill
+    indexes, and the mark below which those are complete. None is covered by a hash, so each is
+    compared with the bodies here, over the ``valid`` prefix whose bodies the hashes vouch for; the
+    first disagreement is reported (``index_mismatch``)."""
+    e, a, w = audit_entries.c, audit_actors.c, audit_waybills.c
+    with engine.connect() as conn:
+        upto = indexed_upto(conn)
+        if upto > count:
+            problems.append(
+                Problem(ProblemKind.INDEX_MISMATCH, count,
+                        f"the search index mark says {upto} entries are indexed; {count} are stored")
+            )  # fmt: skip
+            upto = count
+        upto = min(upto, valid)
+        for start in range(0, valid, _COPIES_CHUNK):
+            stop = min(start + _COPIES_CHUNK, valid)
+            rows = conn.execute(
+                # As bytes whatever the column holds (SQLite keeps TEXT in a BLOB column).
+                select(e.seq, e.ts_us, e.kind, e.actor, e.tenant, sql_cast(e.entry, LargeBinary))
+                .where(e.seq >= start, e.seq < stop)
+                .order_by(e.seq)
+            ).all()
+            actors: set[tuple[str, int]] = set()
+            waybills: set[tuple[str, int]] = set()
+            archived: set[int] = set()
+            for seq, ts_us, kind, actor, tenant, entry in rows:
+                if entry is None:  # archived: its actor is all that is left to file it under
+                    archived.add(seq)
+                    if actor is not None:
+                        actors.add((actor, seq))
+                    continue
+                try:
+                    decoded = decode_entry(stored_bytes(entry))
+                except ValueError:
+                    continue  # the hash check reports this entry
+                body_actor = actor_of(decoded.body)
+                wrong = [
+                    name
+                    for name, copy, hashed in (
+                        ("time", ts_us, decoded.ts_us), ("kind", kind, decoded.kind),
+                        ("actor", actor, body_actor), ("tenant", tenant, tenant_of(decoded.body)),
+                    )
+                    if copy != hashed
+                ]  # fmt: skip
+                if wrong:
+                    problems.append(
+                        Problem(ProblemKind.INDEX_MISMATCH, seq,
+                                f"the searchable {', '.join(wrong)} of entry {seq} differs from its hashed body")
+                    )  # fmt: skip
+                    return
+                if seq < upto:
+                    if body_actor is not None:
+                        actors.add((body_actor, seq))
+                    waybills.update((waybill, seq) for waybill in waybills_of(decoded.body))
+            below = min(stop, upto)
+            if start >= below:
+                continue
+            actors = {row for row in actors if row[1] < below}
+            waybills = {row for row in waybills if row[1] < below}
+            stored_actors = {
+                (str(actor), int(seq))
+                for actor, seq in conn.execute(select(a.actor, a.seq).where(a.seq >= start, a.seq < below))
+            }
+            stored_waybills = {
+                (str(waybill), int(seq))
+                for waybill, seq in conn.execute(
+                    select(w.waybill, w.seq).where(w.seq >= start, w.seq < below)
+                )
+                if int(seq) not in archived
+            }
+            for name, expected, found in (
+                ("actor", actors, stored_actors),
+                ("waybill", waybills, stored_waybills),
+            ):
+                differ = expected ^ found
+                if differ:
+                    seq = min(s for _, s in differ)
+                    what = (
+                        "is missing from" if any(s == seq for _, s in expected - found) else "is misfiled in"
+                    )
+                    problems.append(
+                        Problem(
+                            ProblemKind.INDEX_MISMATCH, seq, f"entry {seq} {what} the {name} search index"
+                        )
+                    )
+                    return
 
 
 def _check_tiles(engine: Engine, tree: TiledTree, valid: int, problems: list[Problem]) -> None:

@@ -11,7 +11,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from typer.testing import CliRunner
 
 from courierguard.audit import (
@@ -208,3 +208,28 @@ def test_proof_cli_names_the_bound_that_was_crossed(filled: Engine, args: list[s
     assert "Traceback" not in result.output
     assert re.search(message, result.output), result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_a_body_rewritten_under_its_hash_is_never_served(filled: Engine) -> None:
+    # Shown with a proof that verified, the proof being of the hash (the audit review's D6).
+    with filled.begin() as conn:
+        entry = conn.execute(text("SELECT entry FROM audit_entries WHERE seq = 4")).scalar_one()
+        conn.execute(
+            text("UPDATE audit_entries SET entry = :e WHERE seq = 4"),
+            {"e": bytes(entry).replace(b'"deny"', b'"allow"')},
+        )
+    with pytest.raises(VerificationError, match="entry 4 does not match its leaf hash"):
+        AuditQueries(filled).by_actor("E1", with_proofs=True)
+    result = CliRunner().invoke(app, ["query", "--actor", "E1", "--database-url", str(filled.url)])
+    assert (
+        result.exit_code == 2
+        and "entry 4 does not match" in result.output
+        and "Traceback" not in result.output
+    )
+
+
+def test_records_show_what_was_hashed_not_the_searchable_copies(filled: Engine) -> None:
+    with filled.begin() as conn:
+        conn.execute(text("UPDATE audit_entries SET actor = 'E2', ts_us = 0 WHERE seq = 1"))
+    record = AuditQueries(filled).search(limit=2).records[1]
+    assert (record.index, record.actor) == (1, "E1") and record.timestamp.year == 2025

@@ -160,6 +160,7 @@ def test_witness_catches_rewritten_database(engine: Engine, key_provider: LocalK
         # A DBA drops the last entries *and* the heads that signed them: the database alone looks fine.
         conn.execute(text("DELETE FROM audit_entries WHERE seq >= 3"))
         conn.execute(text("DELETE FROM audit_tree_heads WHERE size > 0"))
+        conn.execute(text("UPDATE audit_index_mark SET upto = 3"))  # a careful DBA
     assert verify(engine, key_provider.signer().public_key).ok
     report = verify(engine, key_provider.signer().public_key, witness_file=witness)
     assert report.first_problem is not None
@@ -313,7 +314,9 @@ def test_a_long_log_rewritten_between_far_heads(
     assert found[0] == (ProblemKind.ROOT_MISMATCH, 300)
     assert found.count((ProblemKind.ROOT_MISMATCH, 300)) == 8
     assert (ProblemKind.BAD_TILE, 9_000 // 256 * 256) in found
-    assert len(found) == 9
+    # ... and its searchable actor and time no longer match the forged body.
+    assert (ProblemKind.INDEX_MISMATCH, 9_000) in found
+    assert len(found) == 10
 
 
 def test_an_entry_rewritten_as_text_is_checked_not_a_crash(
@@ -367,3 +370,44 @@ def test_text_in_a_tile_hash_is_a_bad_tile_not_a_crash(
         conn.execute(text("UPDATE audit_tiles SET hash = 'abc' WHERE idx = 1"))
     report = verify(engine, key_provider.signer().public_key)
     assert [(p.kind, p.index) for p in report.problems] == [(ProblemKind.BAD_TILE, 256)]
+
+
+COPIES = [
+    ("DELETE FROM audit_actors WHERE actor = 'E3'", 3, "missing from the actor search index"),
+    ("DELETE FROM audit_waybills WHERE waybill = 'W7'", 7, "missing from the waybill search index"),
+    ("INSERT INTO audit_actors (actor, seq) VALUES ('E9', 4)", 4, "misfiled in the actor search index"),
+    ("UPDATE audit_entries SET ts_us = ts_us - 31536000000000 WHERE seq = 5", 5, "time"),
+    ("UPDATE audit_entries SET kind = 'system' WHERE seq = 6", 6, "kind"),
+    ("UPDATE audit_entries SET actor = 'E0' WHERE seq = 7", 7, "actor"),
+    ("UPDATE audit_entries SET tenant = 'other' WHERE seq = 8", 8, "tenant"),
+    ("UPDATE audit_index_mark SET upto = 999999999", 20, "mark says 999999999"),
+]
+
+
+@pytest.mark.parametrize(("statement", "index", "detail"), COPIES, ids=[c[2].split()[0] for c in COPIES])
+def test_tampered_search_copies_are_named(
+    stored: Engine, key_provider: LocalKeyFile, statement: str, index: int, detail: str
+) -> None:
+    # Searches, exports and the HTTP audit search read these copies; the hashes never covered them,
+    # so verify passed while an actor's reads vanished from every search (the audit review's D1, D2).
+    with stored.begin() as conn:
+        conn.execute(text(statement))
+    report = verify(stored, key_provider.signer().public_key)
+    assert [(p.kind, p.index) for p in report.problems] == [(ProblemKind.INDEX_MISMATCH, index)], (
+        report.problems
+    )
+    assert detail in report.problems[0].detail
+
+
+def test_a_mark_moved_past_the_log_is_undone_when_the_log_opens(
+    stored: Engine, key_provider: LocalKeyFile
+) -> None:
+    with stored.begin() as conn:
+        conn.execute(text("UPDATE audit_index_mark SET upto = 999999999"))
+    log = open_audit_log(stored, key_provider, head_interval=3600)
+    log.append(EntryKind.ACCESS, {"actor": {"id": "E5"}, "resource": {"id": "W99"}, "i": 99})
+    log.close()
+    from courierguard.audit import AuditQueries
+
+    assert [r.index for r in AuditQueries(stored).by_actor("E5").records] == [N]
+    assert verify(stored, key_provider.signer().public_key).ok
