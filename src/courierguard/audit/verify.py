@@ -40,8 +40,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import cast
 
-from sqlalchemy import Engine, LargeBinary, NullPool, create_engine, func, select
-from sqlalchemy import cast as sql_cast
+from sqlalchemy import Engine, NullPool, create_engine, func, select
 
 from courierguard.audit._internal.core import actor_of, read_witness, tenant_of, waybills_of
 from courierguard.audit.merkle import (
@@ -63,11 +62,9 @@ from courierguard.audit.models import (
 )
 from courierguard.audit.search_index import indexed_upto
 from courierguard.audit.tables import (
-    audit_actors,
     audit_entries,
     audit_tiles,
     audit_tree_heads,
-    audit_waybills,
 )
 
 _FETCH = 50_000
@@ -244,7 +241,12 @@ def _first_bad(start: int, chunk: list[_Row]) -> int | None:
 
 
 def verify(
-    engine: Engine, public_key: bytes, *, witness_file: Path | None = None, workers: int | None = None
+    engine: Engine,
+    public_key: bytes,
+    *,
+    witness_file: Path | None = None,
+    workers: int | None = None,
+    search_copies: bool = True,
 ) -> VerifyReport:
     """Recompute the log stored on ``engine`` and check it against its signed tree heads.
 
@@ -252,6 +254,8 @@ def verify(
     auditors should pin it, not read it from the database). Returns a report; never raises for a
     tampered log, only for an unreachable database. ``workers``: processes re-hashing entries in
     parallel (default: the CPUs this process may run on; 1 checks everything in this process).
+    ``search_copies``: also compare the searchable copies with the bodies (``index_mismatch``);
+    it parses every body, several times the work of hashing it.
     """
     started = time.perf_counter()
     problems: list[Problem] = []
@@ -290,7 +294,8 @@ def verify(
     if not problems:
         _check_archived_prefix(engine, problems)
     _check_tiles(engine, tree, valid, problems)
-    _check_search_copies(engine, count, valid, problems)
+    if search_copies:
+        _check_search_copies(engine, count, valid, problems, workers)
     if witness_file is not None:
         problems += checks[1].problems
     return VerifyReport(
@@ -509,97 +514,125 @@ def _confirm_range(url: str, start: int, end: int) -> tuple[bytes, int] | None:
 _worker_engines: dict[str, Engine] = {}
 
 
-_COPIES_CHUNK = 20_000
+_COPIES_CHUNK = 50_000
 
 
-def _check_search_copies(engine: Engine, count: int, valid: int, problems: list[Problem]) -> None:
+def _check_search_copies(
+    engine: Engine, count: int, valid: int, problems: list[Problem], workers: int | None
+) -> None:
     """Searches, exports and the HTTP audit search find entries through copies of what the hashed
     bytes say: the ``actor``, ``ts_us``, ``kind`` and ``tenant`` columns, the actor and waybill
     indexes, and the mark below which those are complete. None is covered by a hash, so each is
     compared with the bodies here, over the ``valid`` prefix whose bodies the hashes vouch for; the
-    first disagreement is reported (``index_mismatch``)."""
-    e, a, w = audit_entries.c, audit_actors.c, audit_waybills.c
+    first disagreement is reported (``index_mismatch``). Ranges go to worker processes as in the
+    hash check: every body is parsed, which costs more than hashing it."""
     with engine.connect() as conn:
         upto = indexed_upto(conn)
-        if upto > count:
-            problems.append(
-                Problem(ProblemKind.INDEX_MISMATCH, count,
-                        f"the search index mark says {upto} entries are indexed; {count} are stored")
-            )  # fmt: skip
-            upto = count
-        upto = min(upto, valid)
-        for start in range(0, valid, _COPIES_CHUNK):
-            stop = min(start + _COPIES_CHUNK, valid)
-            rows = conn.execute(
-                # As bytes whatever the column holds (SQLite keeps TEXT in a BLOB column).
-                select(e.seq, e.ts_us, e.kind, e.actor, e.tenant, sql_cast(e.entry, LargeBinary))
-                .where(e.seq >= start, e.seq < stop)
-                .order_by(e.seq)
-            ).all()
-            actors: set[tuple[str, int]] = set()
-            waybills: set[tuple[str, int]] = set()
-            archived: set[int] = set()
-            for seq, ts_us, kind, actor, tenant, entry in rows:
-                if entry is None:  # archived: its actor is all that is left to file it under
-                    archived.add(seq)
-                    if actor is not None:
-                        actors.add((actor, seq))
-                    continue
-                try:
-                    decoded = decode_entry(stored_bytes(entry))
-                except ValueError:
-                    continue  # the hash check reports this entry
-                body_actor = actor_of(decoded.body)
-                wrong = [
-                    name
-                    for name, copy, hashed in (
-                        ("time", ts_us, decoded.ts_us), ("kind", kind, decoded.kind),
-                        ("actor", actor, body_actor), ("tenant", tenant, tenant_of(decoded.body)),
-                    )
-                    if copy != hashed
-                ]  # fmt: skip
-                if wrong:
-                    problems.append(
-                        Problem(ProblemKind.INDEX_MISMATCH, seq,
-                                f"the searchable {', '.join(wrong)} of entry {seq} differs from its hashed body")
-                    )  # fmt: skip
-                    return
-                if seq < upto:
-                    if body_actor is not None:
-                        actors.add((body_actor, seq))
-                    waybills.update((waybill, seq) for waybill in waybills_of(decoded.body))
+    if upto > count:
+        problems.append(
+            Problem(ProblemKind.INDEX_MISMATCH, count,
+                    f"the search index mark says {upto} entries are indexed; {count} are stored")
+        )  # fmt: skip
+    upto = min(upto, valid)
+    ranges = [(a, min(a + _COPIES_CHUNK, valid)) for a in range(0, valid, _COPIES_CHUNK)]
+    workers = workers if workers is not None else len(os.sched_getaffinity(0))
+    parallel = (
+        workers >= 2 and valid >= _PARALLEL_FROM and threading.active_count() == 1
+        and "fork" in multiprocessing.get_all_start_methods()
+    )  # fmt: skip
+    if parallel:
+        url = engine.url.render_as_string(hide_password=False)
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            found = pool.map(_copies_range, [url] * len(ranges), [a for a, _ in ranges], [b for _, b in ranges],
+                             [upto] * len(ranges))  # fmt: skip
+            first = next((problem for problem in found if problem is not None), None)
+    else:
+        first = next((p for p in (_copies_in(engine, a, b, upto) for a, b in ranges) if p is not None), None)
+    if first is not None:
+        problems.append(first)
+
+
+def _copies_range(url: str, start: int, stop: int, upto: int) -> Problem | None:
+    engine = _worker_engines.get(url)
+    if engine is None:
+        engine = _worker_engines[url] = create_engine(url, poolclass=NullPool)
+    return _copies_in(engine, start, stop, upto)
+
+
+def _copies_in(engine: Engine, start: int, stop: int, upto: int) -> Problem | None:
+    mark = _placeholder(engine)
+    # As bytes whatever the column holds (SQLite keeps TEXT in a BLOB column).
+    body = "CAST(entry AS BLOB)" if engine.dialect.name == "sqlite" else "entry"
+    between = f"seq >= {mark} AND seq < {mark}"
+    with engine.connect() as conn:
+        raw = conn.connection.dbapi_connection
+        assert raw is not None
+        cursor = raw.cursor()
+        try:
+            cursor.execute(
+                f"SELECT seq, ts_us, kind, actor, tenant, {body} FROM audit_entries WHERE {between} ORDER BY seq",  # noqa: S608
+                (start, stop),
+            )
+            rows = cursor.fetchall()
             below = min(stop, upto)
-            if start >= below:
-                continue
-            actors = {row for row in actors if row[1] < below}
-            waybills = {row for row in waybills if row[1] < below}
-            stored_actors = {
-                (str(actor), int(seq))
-                for actor, seq in conn.execute(select(a.actor, a.seq).where(a.seq >= start, a.seq < below))
-            }
-            stored_waybills = {
-                (str(waybill), int(seq))
-                for waybill, seq in conn.execute(
-                    select(w.waybill, w.seq).where(w.seq >= start, w.seq < below)
+            stored_actors: set[tuple[str, int]] = set()
+            stored_waybills: set[tuple[str, int]] = set()
+            if start < below:
+                cursor.execute(f"SELECT actor, seq FROM audit_actors WHERE {between}", (start, below))  # noqa: S608
+                stored_actors = set(cursor.fetchall())
+                cursor.execute(f"SELECT waybill, seq FROM audit_waybills WHERE {between}", (start, below))  # noqa: S608
+                stored_waybills = set(cursor.fetchall())
+        finally:
+            cursor.close()
+    actors: set[tuple[str, int]] = set()
+    waybills: set[tuple[str, int]] = set()
+    archived: set[int] = set()
+    for seq, ts_us, kind, actor, tenant, entry in rows:
+        if entry is None:  # archived: its actor is all that is left to file it under
+            archived.add(seq)
+            if actor is not None and seq < below:
+                actors.add((actor, seq))
+            continue
+        try:
+            decoded = decode_entry(stored_bytes(entry))
+        except ValueError:
+            continue  # the hash check reports this entry
+        hashed = decoded.body
+        hashed_actor = actor_of(hashed)
+        if (
+            ts_us != decoded.ts_us
+            or kind != decoded.kind
+            or actor != hashed_actor
+            or tenant != tenant_of(hashed)
+        ):
+            wrong = [
+                name
+                for name, copy, value in (
+                    ("time", ts_us, decoded.ts_us), ("kind", kind, decoded.kind),
+                    ("actor", actor, hashed_actor), ("tenant", tenant, tenant_of(hashed)),
                 )
-                if int(seq) not in archived
-            }
-            for name, expected, found in (
-                ("actor", actors, stored_actors),
-                ("waybill", waybills, stored_waybills),
-            ):
-                differ = expected ^ found
-                if differ:
-                    seq = min(s for _, s in differ)
-                    what = (
-                        "is missing from" if any(s == seq for _, s in expected - found) else "is misfiled in"
-                    )
-                    problems.append(
-                        Problem(
-                            ProblemKind.INDEX_MISMATCH, seq, f"entry {seq} {what} the {name} search index"
-                        )
-                    )
-                    return
+                if copy != value
+            ]  # fmt: skip
+            return Problem(
+                ProblemKind.INDEX_MISMATCH,
+                seq,
+                f"the searchable {', '.join(wrong)} of entry {seq} differs from its hashed body",
+            )
+        if seq < below:
+            if hashed_actor is not None:
+                actors.add((hashed_actor, seq))
+            for waybill in waybills_of(hashed):
+                waybills.add((waybill, seq))
+    if start >= below:
+        return None
+    stored_waybills = {row for row in stored_waybills if row[1] not in archived}
+    for name, expected, found in (("actor", actors, stored_actors), ("waybill", waybills, stored_waybills)):
+        if expected != found:
+            differ = expected ^ found
+            seq = min(s for _, s in differ)
+            what = "is missing from" if any(s == seq for _, s in expected - found) else "is misfiled in"
+            return Problem(ProblemKind.INDEX_MISMATCH, seq, f"entry {seq} {what} the {name} search index")
+    return None
 
 
 def _check_tiles(engine: Engine, tree: TiledTree, valid: int, problems: list[Problem]) -> None:

@@ -128,6 +128,13 @@ def verify_command(
     witness: Annotated[
         Path | None, typer.Option(help="Witness file of tree heads kept outside the database.")
     ] = None,
+    search_copies: Annotated[
+        bool,
+        typer.Option(
+            help="Also check the searchable copies (actor, time, kind, tenant, search indexes) against the "
+            "hashed bodies; --no-search-copies checks the Merkle log alone, several times faster."
+        ),
+    ] = True,
 ) -> None:
     """Recompute the whole log and check every signed tree head; exit 1 naming the first bad entry.
 
@@ -137,7 +144,7 @@ def verify_command(
     def go() -> bool:
         key = _public_key(public_key, database_url, key_file)
         with _engine(database_url) as engine:
-            report = verify(engine, key, witness_file=witness)
+            report = verify(engine, key, witness_file=witness, search_copies=search_copies)
         typer.echo(report.summary())
         for problem in sorted(report.problems, key=lambda p: p.index)[:20]:
             typer.echo(f"  {problem.kind} at {problem.index}: {problem.detail}")
