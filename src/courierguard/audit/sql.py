@@ -47,6 +47,7 @@ from courierguard.audit._internal.core import (
     actor_of,
     body_bytes,
     check_kind,
+    last_witness_head,
     tenant_of,
     waybills_of,
 )
@@ -471,6 +472,21 @@ class SqlAuditLog:
                 raise AuditUnavailable(
                     f"the latest signed tree head {problem}; run `courierguard audit verify`"
                 )
+        if witness_file is not None:
+            # The database's heads can be rolled back with its entries; the witness, kept elsewhere,
+            # cannot. Signing on after a rollback would issue the lost indices again, for other entries.
+            witnessed = last_witness_head(witness_file)
+            if witnessed is not None and witnessed.verify_signature(key_provider.signer().public_key):
+                if witnessed.size > len(self._tree):
+                    raise AuditUnavailable(
+                        f"the witness file signs {witnessed.size} entries but only {len(self._tree)} are stored "
+                        "(a rollback?); run `courierguard audit verify --witness`"
+                    )
+                if self._tree.root(witnessed.size) != witnessed.root:
+                    raise AuditUnavailable(
+                        f"the stored entries differ from those the witness file signed at size {witnessed.size}; "
+                        "run `courierguard audit verify --witness`"
+                    )
         self._head = head
         self._last_head_at = time.monotonic()
         if self._indexed < len(self._tree):

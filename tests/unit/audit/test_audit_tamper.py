@@ -15,6 +15,7 @@ from courierguard.audit import EntryKind, ProblemKind, encode_entry, leaf_hash, 
 from courierguard.audit.merkle import MerkleTree
 from courierguard.audit.models import canonical_json
 from courierguard.clock import FixedClock
+from courierguard.errors import AuditUnavailable
 from courierguard.vault.keys import LocalKeyFile
 
 N = 20
@@ -411,3 +412,24 @@ def test_a_mark_moved_past_the_log_is_undone_when_the_log_opens(
 
     assert [r.index for r in AuditQueries(stored).by_actor("E5").records] == [N]
     assert verify(stored, key_provider.signer().public_key).ok
+
+
+def test_a_log_rolled_back_behind_its_witness_refuses_to_open(
+    engine: Engine, key_provider: LocalKeyFile, tmp_path: Path
+) -> None:
+    # It re-issued the lost indices for other entries and signed them into the witness file: a
+    # forked history (the audit review's D8).
+    witness = tmp_path / "witness.jsonl"
+    log = open_audit_log(engine, key_provider, witness_file=witness, head_interval=3600)
+    for i in range(6):
+        log.append(EntryKind.ADMIN, {"i": i})
+    log.close()
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM audit_entries WHERE seq >= 3"))
+        conn.execute(text("DELETE FROM audit_tree_heads WHERE size > 3"))
+        conn.execute(text("DELETE FROM audit_actors WHERE seq >= 3"))
+        conn.execute(text("UPDATE audit_index_mark SET upto = 3"))
+    with pytest.raises(AuditUnavailable, match="witness file signs 6 entries but only 3 are stored"):
+        open_audit_log(engine, key_provider, witness_file=witness, head_interval=3600)
+    # Without the witness the database alone looks whole: that is what the witness is for.
+    open_audit_log(engine, key_provider, head_interval=3600).close()

@@ -135,3 +135,24 @@ def read_witness(path: Path) -> list[SignedTreeHead]:
                 break
             raise InvalidInput("witness_file", f"line {number} is not a tree head") from None
     return heads
+
+
+def last_witness_head(path: Path, *, tail_bytes: int = 65_536) -> SignedTreeHead | None:
+    """The newest head in a witness file (read from its end: the file grows by a line a second), or
+    None if it holds none yet. A torn last line is skipped for the one before it."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - tail_bytes))
+            tail = handle.read()
+    except FileNotFoundError:
+        return None
+    for line in reversed(tail.splitlines()):
+        if not line.strip():
+            continue
+        try:
+            return SignedTreeHead.from_dict(orjson.loads(line))
+        except (ValueError, orjson.JSONDecodeError):
+            continue  # a torn line (crash mid-write), or the first, cut by the seek
+    return None
