@@ -26,6 +26,7 @@ from courierguard.audit.merkle import (
     verify_inclusion,
 )
 from courierguard.audit.models import (
+    MIN_RETENTION_DAYS,
     AuditRecord,
     EntryKind,
     Page,
@@ -37,7 +38,7 @@ from courierguard.audit.models import (
     encode_entry,
 )
 from courierguard.audit.queries import AuditQueries
-from courierguard.audit.retention import MIN_RETENTION_DAYS, ArchiveResult, archive, verify_archive
+from courierguard.audit.retention import ArchiveResult, archive, verify_archive
 from courierguard.audit.sql import SqlAuditLog, open_audit_log
 from courierguard.audit.verify import verify
 

@@ -204,6 +204,10 @@ class Page:
     next_cursor: int | None
 
 
+MIN_RETENTION_DAYS = 180
+"""Days audit entries must be kept in full (Cybersecurity Law Art. 21): nothing younger is archived."""
+
+
 class ProblemKind(StrEnum):
     """What :func:`courierguard.audit.verify` found wrong. Tests assert these codes."""
 

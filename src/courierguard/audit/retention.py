@@ -21,12 +21,10 @@ import pyarrow.parquet as pq
 from sqlalchemy import Engine, func, select, update
 
 from courierguard.audit.merkle import LEAF_PREFIX, VerificationError
-from courierguard.audit.models import entry_ts_us, to_micros
+from courierguard.audit.models import MIN_RETENTION_DAYS, entry_ts_us, to_micros
 from courierguard.audit.tables import audit_entries
 from courierguard.clock import Clock, SystemClock
 from courierguard.errors import InvalidInput
-
-MIN_RETENTION_DAYS = 180
 
 _SCHEMA = pa.schema(
     [

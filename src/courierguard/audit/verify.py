@@ -52,6 +52,7 @@ from courierguard.audit.merkle import (
     verify_consistency,
 )
 from courierguard.audit.models import (
+    MIN_RETENTION_DAYS,
     Problem,
     ProblemKind,
     SignedTreeHead,
@@ -117,20 +118,48 @@ def _rows(chunks: Iterator[list[_Row]]) -> Iterator[_Row]:
         yield from chunk
 
 
-def _check_archived_prefix(engine: Engine, problems: list[Problem]) -> None:
-    """Archiving purges the bodies of the oldest entries only, so the archived entries are a prefix
-    of the log. A body missing after one that is kept was removed some other way: the leaf hash
-    still matches (it is all that is left), so only this rule tells it from an archive."""
+def _check_archived_prefix(
+    engine: Engine, heads: list[SignedTreeHead], retention_days: int, problems: list[Problem]
+) -> None:
+    """Archiving purges the bodies of the oldest entries only, and only once they are older than the
+    retention period. So the archived entries are a prefix of the log, and the newest of them is old:
+
+    * a body missing after one that is kept was removed some other way: the leaf hash still matches
+      (it is all that is left), so only this rule tells it from an archive;
+    * the newest archived entry was appended after every signed head that does not cover it, so
+      such a head signed within the retention period proves it was archived too early (blanking
+      every body at once would otherwise pass as one big archive).
+    """
     e = audit_entries.c
     with engine.connect() as conn:
         first_kept = conn.execute(select(func.min(e.seq)).where(e.entry.is_not(None))).scalar()
-        if first_kept is None:
-            return
-        hole = conn.execute(select(func.min(e.seq)).where(e.entry.is_(None), e.seq > first_kept)).scalar()
-    if hole is not None:
+        if first_kept is not None:
+            hole = conn.execute(select(func.min(e.seq)).where(e.entry.is_(None), e.seq > first_kept)).scalar()
+            if hole is not None:
+                problems.append(
+                    Problem(ProblemKind.ALTERED, int(hole), "entry body removed outside the archived prefix")
+                )
+                return
+            archived = int(first_kept)
+        else:
+            archived = int(conn.execute(select(func.count()).select_from(audit_entries)).scalar() or 0)
+    if archived == 0:
+        return
+    newest = archived - 1
+    before = [h for h in heads if h.size <= newest]
+    if not before:
+        return
+    signed = max(before, key=lambda h: h.size).timestamp_ms
+    limit_ms = (time.time() - retention_days * 86_400) * 1000
+    if signed > limit_ms:
+        days = (time.time() * 1000 - signed) / 86_400_000
         problems.append(
-            Problem(ProblemKind.ALTERED, int(hole), "entry body removed outside the archived prefix")
-        )
+            Problem(
+                ProblemKind.ALTERED, newest,
+                f"entry body archived too early: the entry is at most {days:.0f} days old (a head signed "
+                f"before it was appended is), the retention period is {retention_days} days",
+            )
+        )  # fmt: skip
 
 
 def _heads(engine: Engine) -> list[SignedTreeHead]:
@@ -247,6 +276,7 @@ def verify(
     witness_file: Path | None = None,
     workers: int | None = None,
     search_copies: bool = True,
+    retention_days: int = MIN_RETENTION_DAYS,
 ) -> VerifyReport:
     """Recompute the log stored on ``engine`` and check it against its signed tree heads.
 
@@ -255,7 +285,8 @@ def verify(
     tampered log, only for an unreachable database. ``workers``: processes re-hashing entries in
     parallel (default: the CPUs this process may run on; 1 checks everything in this process).
     ``search_copies``: also compare the searchable copies with the bodies (``index_mismatch``);
-    it parses every body, several times the work of hashing it.
+    it parses every body, several times the work of hashing it. ``retention_days``: the bodies of
+    entries younger than this may not have been archived (default: the legal minimum).
     """
     started = time.perf_counter()
     problems: list[Problem] = []
@@ -292,7 +323,7 @@ def verify(
         problems.append(Problem(ProblemKind.NO_TREE_HEAD, 0, "no signed tree head is stored"))
     problems += checks[0].problems
     if not problems:
-        _check_archived_prefix(engine, problems)
+        _check_archived_prefix(engine, heads, retention_days, problems)
     _check_tiles(engine, tree, valid, problems)
     if search_copies:
         _check_search_copies(engine, count, valid, problems, workers)

@@ -144,7 +144,10 @@ def verify_command(
     def go() -> bool:
         key = _public_key(public_key, database_url, key_file)
         with _engine(database_url) as engine:
-            report = verify(engine, key, witness_file=witness, search_copies=search_copies)
+            report = verify(
+                engine, key, witness_file=witness, search_copies=search_copies,
+                retention_days=_settings(database_url, None).audit_retention_days,
+            )  # fmt: skip
         typer.echo(report.summary())
         for problem in sorted(report.problems, key=lambda p: p.index)[:20]:
             typer.echo(f"  {problem.kind} at {problem.index}: {problem.detail}")

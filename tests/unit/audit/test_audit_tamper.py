@@ -433,3 +433,24 @@ def test_a_log_rolled_back_behind_its_witness_refuses_to_open(
         open_audit_log(engine, key_provider, witness_file=witness, head_interval=3600)
     # Without the witness the database alone looks whole: that is what the witness is for.
     open_audit_log(engine, key_provider, head_interval=3600).close()
+
+
+def test_bodies_blanked_before_the_retention_period_ended_are_not_an_archive(
+    engine: Engine, key_provider: LocalKeyFile
+) -> None:
+    # Blank everything before the gang's reads and it passed as one big archive (the audit review's
+    # D3): a head signed before the newest blanked entry, within 180 days, proves it was too young.
+    clock = FixedClock(datetime.now(UTC) - timedelta(days=10))
+    log = open_audit_log(engine, key_provider, clock=clock, head_interval=3600)
+    for i in range(8):
+        log.append(EntryKind.ACCESS, {"actor": {"id": "E1"}, "i": i})
+        clock.advance(timedelta(days=1))
+        log.checkpoint()
+    log.close()
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE audit_entries SET entry = NULL WHERE seq < 5"))
+    report = verify(engine, key_provider.signer().public_key)
+    assert [(p.kind, p.index) for p in report.problems] == [(ProblemKind.ALTERED, 4)]
+    assert "archived too early" in report.problems[0].detail
+    # The same blanking of entries whose heads are all older than the period is an archive.
+    assert verify(engine, key_provider.signer().public_key, retention_days=5).ok
