@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -20,8 +21,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy import Engine, func, select, update
 
+from courierguard.audit._internal.core import actor_of
 from courierguard.audit.merkle import LEAF_PREFIX, VerificationError
-from courierguard.audit.models import MIN_RETENTION_DAYS, entry_ts_us, to_micros
+from courierguard.audit.models import MIN_RETENTION_DAYS, decode_entry, entry_ts_us, stored_bytes, to_micros
 from courierguard.audit.tables import audit_entries
 from courierguard.clock import Clock, SystemClock
 from courierguard.errors import InvalidInput
@@ -120,30 +122,60 @@ def _old_prefix(rows: Sequence[Any], cutoff: int, first_kept: int | None) -> lis
     return kept
 
 
-def verify_archive(path: Path, engine: Engine | None = None) -> int:
-    """Check every archived body against its leaf hash (and, given ``engine``, against the stored hash).
+_NAME = re.compile(r"audit-(\d{12})-(\d{12})\.parquet")
 
-    Returns the number of rows checked; raises :class:`~courierguard.audit.merkle.VerificationError`
-    naming the first bad index.
+
+def verify_archive(path: Path, engine: Engine | None = None) -> int:
+    """Check one archive file; returns the number of rows; raises
+    :class:`~courierguard.audit.merkle.VerificationError` naming the first bad index.
+
+    * every index of the range its name gives (else of its first to its last row) is there exactly
+      once and in order, and each row's ``seq`` is the index hashed into its entry (a dropped,
+      repeated or relabelled row would otherwise pass);
+    * every body matches its leaf hash, and the unhashed copies beside it (``ts_us``, ``kind``,
+      ``actor``, what a query of the file reads) match the body;
+    * given ``engine``, every leaf hash matches the one the database still holds.
     """
-    table = pq.read_table(path, columns=["seq", "entry", "leaf_hash"])
+    table = pq.read_table(path, columns=["seq", "ts_us", "kind", "actor", "entry", "leaf_hash"])
     seqs = table.column("seq").to_pylist()
-    entries = table.column("entry").to_pylist()
-    leaves = table.column("leaf_hash").to_pylist()
+    named = _NAME.fullmatch(path.name)
+    first, last = (
+        (int(named.group(1)), int(named.group(2))) if named else (seqs[0], seqs[-1]) if seqs else (0, -1)
+    )
+    if not seqs or last < first:
+        raise VerificationError(f"archive {path.name} holds no entries", index=first)
+    for expected, seq in enumerate(seqs, first):
+        if seq != expected:
+            raise VerificationError(
+                f"archive {path.name} lacks index {expected} or repeats one (found {seq})", index=expected
+            )
+    if seqs[-1] != last:
+        raise VerificationError(
+            f"archive {path.name} ends at {seqs[-1]}, its name says {last}", index=seqs[-1] + 1
+        )
     stored: dict[int, bytes] = {}
-    if engine is not None and seqs:
+    if engine is not None:
         e = audit_entries.c
         with engine.connect() as conn:
             for i in range(0, len(seqs), 5000):
                 chunk = seqs[i : i + 5000]
                 stored.update(
-                    (s, bytes(h)) for s, h in conn.execute(select(e.seq, e.leaf_hash).where(e.seq.in_(chunk)))
+                    (s, stored_bytes(h))
+                    for s, h in conn.execute(select(e.seq, e.leaf_hash).where(e.seq.in_(chunk)))
                 )
-    for seq, entry, leaf in zip(seqs, entries, leaves, strict=True):
+    columns = [table.column(name).to_pylist() for name in ("ts_us", "kind", "actor", "entry", "leaf_hash")]
+    for seq, ts_us, kind, actor, entry, leaf in zip(seqs, *columns, strict=True):
         calculated = hashlib.sha256(LEAF_PREFIX + entry).digest()
         if calculated != leaf:
             raise VerificationError(
                 "archived entry does not match its leaf hash", index=seq, expected=leaf, calculated=calculated
+            )
+        decoded = decode_entry(entry)
+        if decoded.index != seq:
+            raise VerificationError(f"archived row {seq} holds entry {decoded.index}", index=seq)
+        if (ts_us, kind, actor) != (decoded.ts_us, decoded.kind, actor_of(decoded.body)):
+            raise VerificationError(
+                f"archived row {seq}: its time, kind or actor column differs from its body", index=seq
             )
         if engine is not None and stored.get(seq) != leaf:
             raise VerificationError(
@@ -153,3 +185,41 @@ def verify_archive(path: Path, engine: Engine | None = None) -> int:
                 calculated=leaf,
             )
     return len(seqs)
+
+
+def verify_archives(directory: Path, engine: Engine) -> tuple[int, int]:
+    """Check every archive file in ``directory`` (:func:`verify_archive`) and that together they hold
+    exactly the entries whose bodies the database no longer has: from index 0, no gap, no overlap.
+    Returns (entries, files); raises :class:`~courierguard.audit.merkle.VerificationError`."""
+    files = sorted(directory.glob("audit-*.parquet"))
+    ranges: list[tuple[int, int]] = []
+    total = 0
+    for path in files:
+        named = _NAME.fullmatch(path.name)
+        if named is None:
+            raise VerificationError(
+                f"{path.name}: not an archive file name (audit-FIRST-LAST.parquet)", index=0
+            )
+        total += verify_archive(path, engine)
+        ranges.append((int(named.group(1)), int(named.group(2))))
+    e = audit_entries.c
+    with engine.connect() as conn:
+        first_kept = conn.execute(select(func.min(e.seq)).where(e.entry.is_not(None))).scalar()
+        if first_kept is None:
+            first_kept = int(conn.execute(select(func.count()).select_from(audit_entries)).scalar() or 0)
+    covered = 0
+    for first, last in sorted(ranges):
+        if first != covered:
+            raise VerificationError(
+                f"archived entries {covered}..{first - 1} are in no archive file"
+                if first > covered
+                else f"archive files overlap at {first}",
+                index=min(first, covered),
+            )
+        covered = last + 1
+    if covered != first_kept:
+        raise VerificationError(
+            f"the archives hold entries up to {covered - 1}, the database's archived prefix ends at {first_kept - 1}",
+            index=min(covered, int(first_kept)),
+        )
+    return total, len(files)

@@ -19,6 +19,8 @@ from sqlalchemy import Engine
 
 from courierguard.app import open_audit_engine, open_core
 from courierguard.audit import AuditQueries, EntryKind, archive, export_jsonl, export_ocsf, verify
+from courierguard.audit.merkle import VerificationError
+from courierguard.audit.retention import verify_archives
 from courierguard.cli._common import DATABASE_UNREACHABLE, record
 from courierguard.config import Settings
 from courierguard.db import create_db_engine
@@ -335,6 +337,33 @@ def archive_command(
         )
 
     typer.echo(_run(go))
+
+
+@app.command("verify-archive")
+def verify_archive_command(
+    folder: Annotated[Path, typer.Argument(help="The folder `audit archive --out` wrote to.")],
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Check every archive file against its leaf hashes and the database, and that together they hold
+    exactly the entries whose bodies were purged (no gap, no overlap); exit 1 naming the first bad index.
+
+    Example: ``courierguard audit verify-archive /srv/audit-archive``
+    """
+
+    def go() -> tuple[bool, str]:
+        if not folder.is_dir():
+            raise InvalidInput("folder", f"{folder} is not a folder")
+        with _engine(database_url) as engine:
+            try:
+                entries, files = verify_archives(folder, engine)
+            except VerificationError as exc:  # what was found wrong: exit 1, as verify does
+                return False, f"FAILED at {exc.index}: {exc}"
+        return True, f"OK: {entries} archived entries in {files} files, from index 0 with no gap"
+
+    ok, message = _run(go)
+    typer.echo(message)
+    if not ok:
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

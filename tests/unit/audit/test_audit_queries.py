@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -233,3 +234,50 @@ def test_records_show_what_was_hashed_not_the_searchable_copies(filled: Engine) 
         conn.execute(text("UPDATE audit_entries SET actor = 'E2', ts_us = 0 WHERE seq = 1"))
     record = AuditQueries(filled).search(limit=2).records[1]
     assert (record.index, record.actor) == (1, "E1") and record.timestamp.year == 2025
+
+
+def _archived(filled: Engine, tmp_path: Path) -> Path:
+    result = archive(
+        filled, tmp_path / "arch", before_days=180, clock=FixedClock(START + timedelta(days=190))
+    )
+    assert result.path is not None
+    return result.path
+
+
+def _rewrite(path: Path, change: Callable[[pa.Table], pa.Table]) -> None:
+    pq.write_table(change(pq.read_table(path)), path)
+
+
+@pytest.mark.parametrize(
+    ("change", "index"),
+    [
+        (lambda t: t.slice(0, 7), 7),  # rows dropped from the end
+        (lambda t: pa.concat_tables([t.slice(0, 3), t.slice(5)]), 3),  # rows dropped from the middle
+        (lambda t: t.filter(pa.compute.not_equal(t.column("actor"), "E1")), 1),  # one actor's rows
+        (lambda t: t.slice(0, 0), 0),  # emptied
+        (lambda t: pa.concat_tables([t.slice(0, 7), t.slice(6, 1), t.slice(8)]), 7),  # row 7 := row 6
+        (lambda t: t.set_column(3, "actor", pa.array(["X"] * t.num_rows)), 0),  # unhashed column
+        (lambda t: t.set_column(0, "seq", pa.array([1, 0, *range(2, t.num_rows)], pa.int64())), 0),  # relabel
+    ],
+    ids=["tail", "middle", "actor", "empty", "duplicate", "column", "relabel"],
+)
+def test_a_doctored_archive_is_caught_by_index(
+    filled: Engine, tmp_path: Path, change: Callable[[pa.Table], pa.Table], index: int
+) -> None:
+    # Dropped, repeated, relabelled rows and edited columns all passed (the audit review's D4).
+    path = _archived(filled, tmp_path)
+    _rewrite(path, change)
+    with pytest.raises(VerificationError) as info:
+        verify_archive(path, filled)
+    assert info.value.index == index, info.value
+    result = CliRunner().invoke(app, ["verify-archive", str(path.parent), "--database-url", str(filled.url)])
+    assert result.exit_code == 1 and f"FAILED at {index}" in result.output, result.output
+
+
+def test_archives_must_cover_exactly_the_purged_entries(filled: Engine, tmp_path: Path) -> None:
+    path = _archived(filled, tmp_path)
+    result = CliRunner().invoke(app, ["verify-archive", str(path.parent), "--database-url", str(filled.url)])
+    assert result.exit_code == 0 and "OK: 10 archived entries in 1 files" in result.output, result.output
+    path.rename(path.with_name("elsewhere.bin"))  # the only archive, moved away
+    result = CliRunner().invoke(app, ["verify-archive", str(path.parent), "--database-url", str(filled.url)])
+    assert result.exit_code == 1 and "FAILED at 0" in result.output, result.output
