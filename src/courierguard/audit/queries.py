@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, Engine, Select, func, select
 
 from courierguard.audit._internal.core import actor_of, waybills_of
-from courierguard.audit.merkle import TiledTree, VerificationError, leaf_hash
+from courierguard.audit.merkle import TiledTree, VerificationError, leaf_hash, verify_inclusion
 from courierguard.audit.models import (
     AuditRecord,
     EntryKind,
@@ -32,7 +32,7 @@ from courierguard.audit.models import (
 )
 from courierguard.audit.search_index import indexed_upto
 from courierguard.audit.sql import latest_head, stored_tree
-from courierguard.audit.tables import audit_actors, audit_entries, audit_waybills
+from courierguard.audit.tables import audit_actors, audit_entries, audit_tree_heads, audit_waybills
 from courierguard.errors import InvalidInput, NotFound
 
 MAX_PAGE = 1000
@@ -158,6 +158,27 @@ class AuditQueries:
                 "size", f"need 0 <= old <= new <= {self._stored()}, the entries stored"
             ) from None
 
+    def signed_root(self, size: int) -> bytes | None:
+        """The root a stored tree head of exactly ``size`` signed, if one is stored (signature checked
+        by ``audit verify``; here it only tells a computed root that no head vouches for)."""
+        with self._engine.connect() as conn:
+            root = conn.execute(
+                select(audit_tree_heads.c.root).where(audit_tree_heads.c.size == size).limit(1)
+            ).scalar()
+        return None if root is None else stored_bytes(root)
+
+    def checked_root(self, size: int) -> tuple[bytes, bool]:
+        """(root of the first ``size`` entries, whether a stored head of that size signed it); raises
+        :class:`VerificationError` if one did and signed another root (stored tiles were forged)."""
+        computed = self.root(size)
+        signed = self.signed_root(size)
+        if signed is not None and signed != computed:
+            raise VerificationError(
+                f"the root of size {size} computed from storage differs from the signed one; run `courierguard audit verify`",
+                index=size,
+            )
+        return computed, signed is not None
+
     def root(self, size: int) -> bytes:
         """Merkle root recomputed from the stored tile and leaf hashes of the first ``size`` entries."""
         tree = self._tree_of(size)
@@ -214,6 +235,15 @@ class AuditQueries:
             with self._lock:
                 proof = tuple(tree.inclusion_proof(seq, head.size))
             size = head.size
+            # Built from stored tile hashes, which nothing signs: a proof is handed out only if it
+            # leads to the signed root (a forged tile made proofs that no signed head accepts).
+            try:
+                verify_inclusion(seq, size, stored_bytes(leaf), proof, head.root)
+            except VerificationError:
+                raise VerificationError(
+                    f"the stored tree does not lead to the signed root of size {size}; run `courierguard audit verify`",
+                    index=seq,
+                ) from None
         return AuditRecord(seq, from_micros(ts_us), kind, actor, body, bytes(leaf), proof, size)
 
 

@@ -19,7 +19,7 @@ from sqlalchemy import Engine
 
 from courierguard.app import open_audit_engine, open_core
 from courierguard.audit import AuditQueries, EntryKind, archive, export_jsonl, export_ocsf, verify
-from courierguard.audit.merkle import VerificationError
+from courierguard.audit.merkle import VerificationError, verify_consistency, verify_inclusion
 from courierguard.audit.retention import verify_archives
 from courierguard.cli._common import DATABASE_UNREACHABLE, record
 from courierguard.config import Settings
@@ -188,11 +188,15 @@ def inclusion_command(
         with _engine(database_url) as engine:
             queries = AuditQueries(engine)
             leaf, path, tree_size = queries.inclusion_proof(index, size)
+            root, signed = queries.checked_root(tree_size)
+            verify_inclusion(index, tree_size, leaf, path, root)
+            _unsigned_warning(tree_size, signed)
             return {
                 "index": index,
                 "tree_size": tree_size,
                 "leaf_hash": leaf.hex(),
-                "root": queries.root(tree_size).hex(),
+                "root": root.hex(),
+                "root_signed": signed,
                 "proof": [h.hex() for h in path],
             }
 
@@ -210,15 +214,32 @@ def consistency_command(old: int, new: int, database_url: DatabaseUrl = None) ->
         with _engine(database_url) as engine:
             queries = AuditQueries(engine)
             path = queries.consistency_proof(old, new)
+            (old_root, old_signed), (new_root, new_signed) = (
+                queries.checked_root(old),
+                queries.checked_root(new),
+            )
+            verify_consistency(old, new, path, old_root, new_root)
+            for size, signed in ((old, old_signed), (new, new_signed)):
+                _unsigned_warning(size, signed)
             return {
                 "old_size": old,
                 "new_size": new,
-                "old_root": queries.root(old).hex(),
-                "new_root": queries.root(new).hex(),
+                "old_root": old_root.hex(),
+                "new_root": new_root.hex(),
+                "old_root_signed": old_signed,
+                "new_root_signed": new_signed,
                 "proof": [h.hex() for h in path],
             }
 
     _print(_run(go))
+
+
+def _unsigned_warning(size: int, signed: bool) -> None:
+    if not signed:
+        typer.echo(
+            f"warning: no stored tree head signs size {size}; check this root against a head you hold",
+            err=True,
+        )
 
 
 @app.command("query")

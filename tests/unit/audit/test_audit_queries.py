@@ -150,7 +150,10 @@ def test_cli(filled: Engine, key_provider: LocalKeyFile, tmp_path: Path) -> None
     assert result.output.startswith("OK: 31 entries")
     head = orjson.loads(runner.invoke(app, ["head", *url]).output)
     assert head["size"] == 31
-    proof = orjson.loads(runner.invoke(app, ["proof", "inclusion", "5", "--size", "20", *url]).output)
+    inclusion = runner.invoke(app, ["proof", "inclusion", "5", "--size", "20", *url])
+    proof = orjson.loads(inclusion.stdout)
+    # No stored head signs size 20: the root is computed, and the operator is told so.
+    assert proof["root_signed"] is False and "no stored tree head signs size 20" in inclusion.stderr
     verify_inclusion(
         5,
         20,
@@ -159,7 +162,8 @@ def test_cli(filled: Engine, key_provider: LocalKeyFile, tmp_path: Path) -> None
         bytes.fromhex(proof["root"]),
     )
     cons = runner.invoke(app, ["proof", "consistency", "7", "31", *url])
-    assert cons.exit_code == 0 and len(orjson.loads(cons.output)["proof"]) > 0
+    assert cons.exit_code == 0 and len(orjson.loads(cons.stdout)["proof"]) > 0
+    assert orjson.loads(cons.stdout)["new_root_signed"] is True
     query = orjson.loads(runner.invoke(app, ["query", "--actor", "E2", "--limit", "2", *url]).output)
     assert [r["index"] for r in query["records"]] == [2, 5] and query["next_cursor"] == 6
     out = tmp_path / "x.jsonl"
@@ -281,3 +285,18 @@ def test_archives_must_cover_exactly_the_purged_entries(filled: Engine, tmp_path
     path.rename(path.with_name("elsewhere.bin"))  # the only archive, moved away
     result = CliRunner().invoke(app, ["verify-archive", str(path.parent), "--database-url", str(filled.url)])
     assert result.exit_code == 1 and "FAILED at 0" in result.output, result.output
+
+
+def test_proofs_from_forged_tiles_are_refused_not_handed_out(filled: Engine) -> None:
+    # A proof that no signed head accepts, handed to police or a regulator (the audit review's D7).
+    with filled.begin() as conn:
+        conn.execute(text("UPDATE audit_tiles SET hash = :h"), {"h": b"\x00" * 32})
+    # Small log: no tile is complete; forge the tree another way, through a leaf hash the tiles cache.
+    with filled.begin() as conn:
+        conn.execute(text("UPDATE audit_entries SET leaf_hash = :h WHERE seq = 2"), {"h": b"\x01" * 32})
+    runner = CliRunner()
+    url = ["--database-url", filled.url.render_as_string(hide_password=False)]
+    result = runner.invoke(app, ["proof", "inclusion", "5", "--size", "31", *url])
+    assert result.exit_code == 2 and "differs from the signed one" in result.output, result.output
+    with pytest.raises(VerificationError):
+        AuditQueries(filled).by_actor("E2", with_proofs=True)
