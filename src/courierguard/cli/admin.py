@@ -29,10 +29,13 @@ from courierguard.domain import Employee, OrgUnit, OrgUnitKind, says_something
 from courierguard.errors import Conflict, InvalidInput, NotFound
 from courierguard.events import Role
 from courierguard.gateway.identity import ApiKeys
+from courierguard.risk.alerts import SqlSink
 
 ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:-")
 
-app = typer.Typer(help="Operator tasks: service API keys and the first administrator.", no_args_is_help=True)
+app = typer.Typer(
+    help="Operator tasks: service API keys, the first administrator, risk alerts.", no_args_is_help=True
+)
 api_key = typer.Typer(help="API keys of service accounts (order system, PDA system).", no_args_is_help=True)
 app.add_typer(api_key, name="api-key")
 
@@ -190,3 +193,38 @@ def bootstrap(
         console.print(
             f"administrator {employee_id} created in {org_unit}; they sign in with your identity provider"
         )
+
+
+@app.command()
+def alerts(
+    actor: Annotated[str | None, typer.Option("--actor", help="Only this account's alerts.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=10_000, help="The newest N.")] = 50,
+    database_url: DatabaseUrl = None,
+    data_dir: DataDir = None,
+    key_file: KeyFile = None,
+    tenant: Tenant = None,
+) -> None:
+    """List risk alerts (step-ups, throttles, denials, locks), newest last, with their reasons.
+
+    They name accounts and reason codes, never a customer's data. Each alert is also an entry on the
+    audit trail (`courierguard audit query --actor ID`) and, if configured, a webhook POST.
+
+    Example: courierguard admin alerts --actor E000041
+    """
+    with one_line_errors():
+        if actor is not None:
+            _identifier(actor, "actor")
+        core = open_core(settings_from(database_url, data_dir, key_file, tenant))
+        try:
+            rows = SqlSink(core.engine).fetch(actor, tenant=core.settings.tenant, limit=limit)
+        finally:
+            core.close()
+        for row in rows:
+            reasons = ",".join(r["code"] for r in row["reasons"])
+            console.print(
+                f"{row['ts']:%Y-%m-%d %H:%M:%S}  {row['action']:<8} {row['actor_id']:<12} score {row['score']:>5.1f}  {reasons}",
+                highlight=False,
+                soft_wrap=True,
+            )
+        if not rows:
+            console.print("no alerts")

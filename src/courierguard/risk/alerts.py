@@ -99,11 +99,20 @@ class SqlSink:
         except Exception as exc:  # a failing alert store must not fail the decision itself
             log.error("risk alert %s not stored: %s", alert.id, type(exc).__name__)
 
-    def fetch(self, actor_id: str | None = None) -> list[dict[str, Any]]:
-        """Stored alerts, oldest first, optionally of one account (for the console and tests)."""
-        stmt = risk_alerts.select().order_by(risk_alerts.c.ts)
+    def fetch(
+        self, actor_id: str | None = None, *, tenant: str | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Stored alerts, oldest first (the newest ``limit`` of them), optionally of one account or tenant."""
+        stmt = risk_alerts.select()
         if actor_id is not None:
             stmt = stmt.where(risk_alerts.c.actor_id == actor_id)
+        if tenant is not None:
+            stmt = stmt.where(risk_alerts.c.tenant == tenant)
+        if limit is not None:
+            newest = stmt.order_by(risk_alerts.c.ts.desc()).limit(limit).subquery()
+            stmt = newest.select().order_by(newest.c.ts)
+        else:
+            stmt = stmt.order_by(risk_alerts.c.ts)
         with self.engine.connect() as conn:
             rows = [dict(r._mapping) for r in conn.execute(stmt)]
         for row in rows:

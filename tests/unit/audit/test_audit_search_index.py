@@ -246,3 +246,12 @@ def test_an_idle_writer_indexes_without_being_closed(open_log: OpenLog, engine: 
     log.checkpoint()  # the head is current: nothing else would wake the writer
     _wait_for(lambda: _index_rows(engine)[2] == log.size, "the idle writer to index")
     assert _assert_index_exact(engine) == log.size
+
+
+def test_a_risk_alert_is_filed_under_the_account_it_is_about() -> None:
+    # Alerts carry actor_id: they were filed under no one, so `audit query --actor` missed an
+    # account's lock alert (the risk review's D6).
+    from courierguard.audit._internal.core import actor_of
+
+    assert actor_of({"actor_id": "E000041", "action": "lock"}) == "E000041"
+    assert actor_of({"actor": {"id": "E1"}, "actor_id": "E2"}) == "E1"

@@ -91,3 +91,25 @@ def test_revoking_twice_records_once(tmp_path: Path) -> None:
     again = runner.invoke(app, ["admin", "api-key", "revoke", key_id, *data])
     assert again.exit_code == 0 and "already" in again.output
     assert _trail(tmp_path) == ["api_key.created", "api_key.revoked"]
+
+
+def test_officers_list_alerts_by_account_from_the_host(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from courierguard.db import create_db_engine
+    from courierguard.risk.alerts import Alert, SqlSink
+
+    assert runner.invoke(app, ["init", "--data-dir", str(tmp_path)]).exit_code == 0
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'courierguard.sqlite3'}")
+    sink = SqlSink(engine)
+    for n, (actor, action) in enumerate([("E000041", "step_up"), ("E000007", "deny"), ("E000041", "lock")]):
+        sink.emit(Alert(actor, f"ev{n}", datetime(2026, 11, 5, 23, n, tzinfo=UTC), action, 80.0,
+                        (("new_network", None), ("off_shift", "hour 23")), {}))  # fmt: skip
+    engine.dispose()
+    result = runner.invoke(app, ["admin", "alerts", "--actor", "E000041", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 2 and "lock" in lines[-1] and "new_network,off_shift" in lines[-1]
+    assert "E000007" not in result.output
+    latest = runner.invoke(app, ["admin", "alerts", "--limit", "1", "--data-dir", str(tmp_path)])
+    assert latest.exit_code == 0 and "lock" in latest.output and "step_up" not in latest.output

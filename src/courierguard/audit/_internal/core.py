@@ -54,10 +54,13 @@ def tenant_of(body: Mapping[str, Any]) -> str | None:
 
 
 def actor_of(body: Mapping[str, Any]) -> str | None:
-    """The actor id an entry is filed under: ``actor.id`` (Access Event v1) or a plain ``actor``."""
+    """The actor id an entry is filed under: ``actor.id`` (Access Event v1), a plain ``actor``, or a
+    risk alert's ``actor_id`` (alerts were filed under no one: `audit query --actor` missed them)."""
     actor = body.get("actor")
     if _is_mapping(actor):
         actor = actor.get("id")
+    if actor is None:
+        actor = body.get("actor_id")
     return _column_text(actor)
 
 
