@@ -10,6 +10,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+import phonenumbers
+
 from courierguard.domain import Address, Party
 
 MOBILE_PREFIXES: tuple[str, ...] = (
@@ -121,10 +123,13 @@ class PartyGenerator:
         return number
 
     def landline(self, city: City) -> str:
-        """A fixed-line number with the city's area code: 8 local digits."""
-        first = str(self._rng.randint(2, 8))
-        rest = f"{self._rng.randrange(10_000_000):07d}"
-        return f"{city.area_code}-{first}{rest}"
+        """A fixed-line number with the city's area code: 8 local digits, valid as numbering plans
+        allocate them (libphonenumber's metadata: some blocks, 010-800…, are not fixed lines)."""
+        while True:
+            first = str(self._rng.randint(2, 8))
+            number = f"{city.area_code}-{first}{self._rng.randrange(10_000_000):07d}"
+            if phonenumbers.is_valid_number(phonenumbers.parse(number, "CN")):
+                return number
 
     def address(self, city: City | None = None) -> Address:
         """A delivery address; the detail ends with building, unit and room, which masking hides."""

@@ -3,6 +3,7 @@ from __future__ import annotations
 import re
 
 import phonenumbers
+import pytest
 
 from courierguard.domain import Party
 from courierguard.sim.synthetic import CITIES, COMPOUND_SURNAMES, MOBILE_PREFIXES, PartyGenerator
@@ -73,3 +74,15 @@ def test_party_repr_hides_pii() -> None:
     party = PartyGenerator(1).party()
     assert isinstance(party, Party)
     assert party.name not in repr(party)
+
+
+@pytest.mark.parametrize("seed", [99, 7])
+def test_every_generated_phone_is_one_ingest_accepts(seed: int) -> None:
+    # 010-800… is not a fixed line to libphonenumber: ingest refused the simulator's own record
+    # (the risk review's D9).
+    from courierguard.sim.synthetic import PartyGenerator
+    from courierguard.vault.normalize import normalize_phone
+
+    generator = PartyGenerator(seed)
+    for _ in range(5000):
+        normalize_phone(generator.party().phone)
