@@ -188,7 +188,10 @@ def test_denial_burst_denies_then_locks(feed: Feed) -> None:
 
 def test_export_over_budget_denied_then_locked(feed: Feed) -> None:
     kw = {"role": "outlet_manager", "device": "PC-1", "loc": None}
-    out = [feed.one(at(0, 10, i), "M1", "waybill.export", result_count=100, **kw)[0] for i in range(6)]
+    out = [
+        feed.one(at(0, 10, i), "M1", "waybill.export", result_count=100, fields=PHONE, **kw)[0]
+        for i in range(6)
+    ]
     assert out[:3] == ["allow"] * 3
     assert out[3] == "deny"
     assert out[5] == "lock"
@@ -196,7 +199,7 @@ def test_export_over_budget_denied_then_locked(feed: Feed) -> None:
 
 def test_courier_export_is_denied(feed: Feed) -> None:
     feed.warm()
-    action, _, reasons = feed.one(at(4, 10), "E1", "waybill.export", result_count=500)
+    action, _, reasons = feed.one(at(4, 10), "E1", "waybill.export", result_count=500, fields=PHONE)
     assert action == "deny" and "export_abuse" in codes(reasons)
 
 
@@ -299,3 +302,20 @@ def test_an_approved_export_within_budget_is_not_an_unexplained_reveal(feed: Fee
     action, _, reasons = feed.one(at(0, 12), "M1", "waybill.export", result_count=332, **kw)
     assert action == "allow", reasons
     assert "unexplained_reveals" not in codes(reasons)
+
+
+def test_an_approved_export_larger_than_the_hourly_reveal_rate_is_served(feed: Feed) -> None:
+    # 2,180 approved rows were refused as "records in an hour", and the request, the download and
+    # each refused retry counted as an export each (the risk review's D5).
+    kw = {"role": "outlet_manager", "device": "PC-1", "loc": None}
+    assert (
+        feed.one(at(0, 10), "M1", "waybill.export", purpose="export_request", **kw)[0] == "allow"
+    )  # the request
+    action, _, reasons = feed.one(at(0, 11), "M1", "waybill.export", result_count=2180, fields=PHONE, **kw)
+    assert action == "allow", reasons
+    for i in range(2):  # two more downloads that day: within the budget of 3
+        assert (
+            feed.one(at(0, 12, i), "M1", "waybill.export", result_count=300, fields=PHONE, **kw)[0] == "allow"
+        )
+    action, _, reasons = feed.one(at(0, 13), "M1", "waybill.export", result_count=300, fields=PHONE, **kw)
+    assert action == "deny" and "export_abuse" in codes(reasons)
