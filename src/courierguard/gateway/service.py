@@ -162,6 +162,8 @@ class Verdict(Generic[T]):
     """Raised after recording: the risk hook's step-up, throttle or deny."""
     refusal: CourierGuardError | None = None
     """Raised after recording when no risk error is: the policy's deny."""
+    risk_error: CourierGuardError | None = None
+    """What risk control asked (step-up, throttle, deny) of an event refused before it asked."""
     lock: bool = False
     """Suspend the actor after recording (the risk hook said lock)."""
     offline: bool = False
@@ -1100,7 +1102,10 @@ class Guard:
         )  # fmt: skip
         verdict = self._judge(event, serve=serve)  # denied attempts are recorded and scored too
         if not decision.allowed:
-            verdict.refusal = AccessDenied(
+            # Answered as risk control asks when it asks anything: a session under step-up got
+            # "no_task" for others' parcels and "step_up_required" for its own, which told a renter
+            # which parcels the account holds.
+            verdict.refusal = verdict.risk_error or AccessDenied(
                 decision.detail, reason=decision.reason or DenyReason.POLICY_DENIED
             )
         return verdict
@@ -1119,11 +1124,15 @@ class Guard:
                 }
             )
             return Verdict(final, serve, error=refused)
-        if risk.action is RiskAction.ALLOW or (
-            event.outcome is not None and event.outcome.decision is not Outcome.ALLOW
-        ):
-            return Verdict(event, serve, lock=risk.action is RiskAction.LOCK)
+        if risk.action is RiskAction.ALLOW:
+            return Verdict(event, serve)
         codes = ",".join(r.code for r in risk.reasons) or "risk"
+        if event.outcome is not None and event.outcome.decision is not Outcome.ALLOW:
+            # Refused already: recorded as that. What risk control asks is kept for a policy refusal
+            # to answer with (see _guard), not raised here: a wrong step-up code stays a 401.
+            return Verdict(
+                event, serve, risk_error=_risk_error(risk, codes), lock=risk.action is RiskAction.LOCK
+            )
         decision = Outcome.CHALLENGE if risk.action is RiskAction.STEP_UP else Outcome.DENY
         final = event.model_copy(
             update={

@@ -69,3 +69,20 @@ def test_a_device_is_enrolled_only_if_risk_control_agrees_and_after_it_is_record
     del world.risk.script["C1"]
     assert world.client.post("/v1/auth/devices", headers=c1).status_code == 200
     assert world.deployment.guard.devices.bound("C1") == ["RENTER-PHONE-1"]
+
+
+def test_a_session_under_step_up_cannot_tell_its_parcels_from_others(world: World) -> None:
+    # During a pending step-up, others' parcels answered no_task and the account's own ones
+    # step_up_required: a renter learned which parcels the account holds (the risk review's D8).
+    world.step("YT0000000000001", "out_for_delivery", assignee="C1")
+    c1 = world.login("C1")
+    world.risk.script["C1"] = RiskAction.STEP_UP
+    body = {"fields": ["recipient.phone"], "purpose": "delivery_contact"}
+    answers = {
+        number: world.client.post(f"/v1/waybills/{number}/reveal", json=body, headers=c1).json()["reason"]
+        for number in ("YT0000000000001", "YT0000000000002")
+    }
+    assert answers == {"YT0000000000001": "step_up_required", "YT0000000000002": "step_up_required"}
+    # On the trail the refused one is still the policy's refusal.
+    last = world.access_events()[-1]
+    assert last["outcome"]["decision"] == "deny" and last["outcome"]["reason"].startswith("policy:")
