@@ -89,6 +89,7 @@ class RiskConfig(BaseModel):
     doubt_new_network: float = 0.25
     doubt_new_place: float = 0.25
     doubt_off_shift: float = 0.2
+    doubt_no_location: float = 0.2
     doubt_impossible_travel: float = 0.6
     doubt_concurrent_devices: float = 0.6
     doubt_shared_device: float = 0.6

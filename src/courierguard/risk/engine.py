@@ -40,6 +40,7 @@ REASON_POINTS: dict[str, int] = {
     "new_network": 15,
     "new_place": 15,
     "off_shift": 10,
+    "no_location": 10,
     "dormant_account": 25,
     "concurrent_devices": 35,
     "impossible_travel": 40,
@@ -60,8 +61,8 @@ REASON_POINTS: dict[str, int] = {
 
 # Score band of each action: the score always agrees with the action it comes with.
 _BANDS = ((0.0, 29.0), (30.0, 59.0), (40.0, 69.0), (60.0, 89.0), (80.0, 100.0))
-_IDENTITY = ("new_device", "new_network", "new_place", "off_shift", "dormant_account", "concurrent_devices",
-             "impossible_travel", "shared_device")  # fmt: skip
+_IDENTITY = ("new_device", "new_network", "new_place", "off_shift", "no_location", "dormant_account",
+             "concurrent_devices", "impossible_travel", "shared_device")  # fmt: skip
 _OFFICERS = frozenset({"security_officer", "auditor"})
 _OFFICER_PURPOSES = frozenset({"investigation", "audit"})
 _STATUSES = frozenset({"active", "suspended", "left"})
@@ -251,6 +252,10 @@ class RiskEngine:
                 and self._cell(r.lat, r.lon) not in acc.places
             ):
                 self._doubt(sess, "new_place", None)
+            if r.lat is None and acc.places and "no_location" not in sess.reasons:
+                # The account's device reports its position, and this session does not: the device
+                # id is only a header, which a renter copies, but the position is not.
+                self._doubt(sess, "no_location", None)
             if "off_shift" not in sess.reasons and acc.hours.score_one({"hour": r.hour}) >= 0.5:
                 self._doubt(sess, "off_shift", f"hour {int(r.hour):02d}")
             if acc.last_ts and ts - acc.last_ts > self._dormant_s and "dormant_account" not in sess.reasons:
@@ -353,6 +358,10 @@ class RiskEngine:
                 reasons.append(("reveal_rate", f"{acc.hour_records} records in an hour"))
             if acc.d_records > c.peer_floor:
                 others, mean_r, _mean_u = st.peer_stats(group, r.actor)
+                if others < c.peer_min_members:
+                    # Before colleagues start (a night after midnight) today has no peers: compare
+                    # with yesterday's, or the first hours of every day escape the comparison.
+                    others, mean_r, _mean_u = st.peer_stats(f"{acc.role}:{acc.org}:{r.day - 1}", r.actor)
                 own = acc.daily_records
                 beyond_own = own.n < own.warmup or acc.d_records > 2.0 * own.mean
                 if others >= c.peer_min_members and acc.d_records > c.peer_ratio * mean_r and beyond_own:

@@ -319,3 +319,36 @@ def test_an_approved_export_larger_than_the_hourly_reveal_rate_is_served(feed: F
         )
     action, _, reasons = feed.one(at(0, 13), "M1", "waybill.export", result_count=300, fields=PHONE, **kw)
     assert action == "deny" and "export_abuse" in codes(reasons)
+
+
+def test_a_copied_device_id_without_the_position_at_night_is_challenged(feed: Feed) -> None:
+    # The device id is only a header: a renter copies it and leaves out the position, which the
+    # owner's PDA always sends. New network 0.25 + off shift 0.2 stayed under 0.5 (the risk review's D1).
+    feed.warm()
+    action, _, reasons = feed.one(at(4, 23), device="PDA-1", ip="58.60.1.2", loc=None, session="R1")
+    assert action == "step_up" and {"no_location", "new_network", "off_shift"} <= codes(reasons)
+    # The owner's PDA losing its fix indoors, on the usual network and hours, is not doubted.
+    assert feed.one(at(5, 10), device="PDA-1", loc=None, session="O1")[0] == "allow"
+
+
+def test_after_midnight_volume_is_compared_with_yesterdays_peers() -> None:
+    # Before colleagues start, today has no peers and only the hourly rate applied: a rented
+    # account took over 150 records between midnight and morning (the risk review's D2).
+    def day(feed: Feed, d: int, parcels: dict[str, int]) -> list[str]:
+        evs = []
+        for who, n in parcels.items():
+            evs += courier_day(feed.rng, who, d, device=f"PDA-{who}", parcels=n, unexplained=0)
+        evs.sort(key=lambda e: e["ts"])
+        return feed.many(evs)
+
+    feed = Feed()
+    team = {f"E{i}": 40 for i in range(6)}
+    for d in range(4):
+        assert set(day(feed, d, team)) == {"allow"}
+    actions = [
+        feed.one(at(4, 0, 30, 10 * i), "E0", device="PDA-E0", waybill=wb(i), assignee="E0", fields=PHONE,
+                 action="waybill.reveal")[0]
+        for i in range(200)
+    ]  # fmt: skip
+    assert "deny" in actions and actions.index("deny") <= 160
+    assert any("peer_volume" in codes(a.reasons) for a in feed.sink.alerts)
