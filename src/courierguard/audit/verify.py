@@ -313,11 +313,16 @@ def verify(
         rest = [*chunk[good:], *_rows(chunks)]
         problems.append(_classify(bad, rest))
         count = bad + len(rest)
+        # The log ends after its last stored index, whatever is missing before it: a deletion in the
+        # middle is not also a truncated tail.
+        end = max(count, int(rest[-1][0]) + 1) if rest else count
         break
+    else:
+        end = count
     tree = stream.tree
     valid = len(tree)
     for check in checks:
-        check.finish(valid, count)
+        check.finish(valid, end)
 
     if not heads:
         problems.append(Problem(ProblemKind.NO_TREE_HEAD, 0, "no signed tree head is stored"))

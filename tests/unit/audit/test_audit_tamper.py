@@ -454,3 +454,15 @@ def test_bodies_blanked_before_the_retention_period_ended_are_not_an_archive(
     assert "archived too early" in report.problems[0].detail
     # The same blanking of entries whose heads are all older than the period is an archive.
     assert verify(engine, key_provider.signer().public_key, retention_days=5).ok
+
+
+def test_a_deletion_in_the_middle_is_not_also_a_truncated_tail(
+    stored: Engine, key_provider: LocalKeyFile
+) -> None:
+    # The review's D10: "missing at 7" came with a false "truncated at 19".
+    with stored.begin() as conn:
+        conn.execute(text("DELETE FROM audit_entries WHERE seq = 7"))
+    report = verify(stored, key_provider.signer().public_key)
+    assert [p.kind for p in report.problems if p.kind is not ProblemKind.INDEX_MISMATCH] == [
+        ProblemKind.MISSING
+    ]
