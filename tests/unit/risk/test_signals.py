@@ -139,14 +139,17 @@ def test_snooping_without_tickets_is_denied(feed: Feed) -> None:
     assert "deny" in actions
 
 
-def test_peer_volume_denies_one_outlier_but_not_a_festival() -> None:
-    def day(feed: Feed, d: int, parcels: dict[str, int]) -> list[str]:
-        evs = []
-        for who, n in parcels.items():
-            evs += courier_day(feed.rng, who, d, device=f"PDA-{who}", parcels=n, unexplained=0)
-        evs.sort(key=lambda e: e["ts"])
-        return feed.many(evs)
+def _team_day(feed: Feed, d: int, parcels: dict[str, int]) -> list[str]:
+    """One working day of a team of couriers (who -> parcels), their events interleaved in time."""
+    evs = []
+    for who, n in parcels.items():
+        evs += courier_day(feed.rng, who, d, device=f"PDA-{who}", parcels=n, unexplained=0)
+    evs.sort(key=lambda e: e["ts"])
+    return feed.many(evs)
 
+
+def test_peer_volume_denies_one_outlier_but_not_a_festival() -> None:
+    day = _team_day
     feed = Feed()
     team = {f"E{i}": 60 for i in range(6)}
     for d in range(3):
@@ -334,17 +337,10 @@ def test_a_copied_device_id_without_the_position_at_night_is_challenged(feed: Fe
 def test_after_midnight_volume_is_compared_with_yesterdays_peers() -> None:
     # Before colleagues start, today has no peers and only the hourly rate applied: a rented
     # account took over 150 records between midnight and morning (the risk review's D2).
-    def day(feed: Feed, d: int, parcels: dict[str, int]) -> list[str]:
-        evs = []
-        for who, n in parcels.items():
-            evs += courier_day(feed.rng, who, d, device=f"PDA-{who}", parcels=n, unexplained=0)
-        evs.sort(key=lambda e: e["ts"])
-        return feed.many(evs)
-
     feed = Feed()
     team = {f"E{i}": 40 for i in range(6)}
     for d in range(4):
-        assert set(day(feed, d, team)) == {"allow"}
+        assert set(_team_day(feed, d, team)) == {"allow"}
     actions = [
         feed.one(at(4, 0, 30, 10 * i), "E0", device="PDA-E0", waybill=wb(i), assignee="E0", fields=PHONE,
                  action="waybill.reveal")[0]
