@@ -295,8 +295,11 @@ class RiskEngine:
         # Only a download that hands out rows is an export: the request for approval and a refused
         # retry are not (each counted as one, the documented 3 a day were about 1 in practice).
         exporting = action == "waybill.export" and n > 0 and r.outcome != "deny"
-        approved_export = exporting and acc.d_exports < budget.exports_per_day
-        explained = self._explained(r) or approved_export
+        explained = self._explained(r) or (exporting and acc.d_exports < budget.exports_per_day)
+        # The day's first approved export is not held to the reveal rate (a whole outlet's 2,000
+        # rows were refused as "records in an hour"); later ones are, since repeated bulk exports
+        # are how an insider empties an outlet under approvals (the simulator's scenario 8).
+        approved_export = exporting and explained and acc.d_exports == 0
         # Sequential numbers count only for lookups that reveal or that the source refused: scanning
         # a sorted pile of parcels (masked views) is normal work, walking numbers for data is not.
         if not explained and r.res_id is not None and (action == "waybill.reveal" or r.outcome == "deny"):
@@ -311,8 +314,6 @@ class RiskEngine:
                             ("enumeration", f"{hits} of the last {len(acc.seq.recent)} numbers adjacent")
                         )
                         evidence["waybills"] = sorted(acc.seq.recent)[-8:]
-        # An approved export within the budget is controlled by its second officer and the export
-        # budget, not by the reveal rate (its 2,000 rows were refused as "records in an hour").
         if n and not approved_export:
             acc.d_records += n
             rt = acc.records_times
