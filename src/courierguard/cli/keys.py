@@ -55,7 +55,7 @@ def rotate(database_url: DatabaseUrl = None, data_dir: DataDir = None, key_file:
         console.print(
             f"active key-encryption key {report.new_kek}; {report.rewrapped} data keys re-wrapped under it"
         )
-        if report.rewrapped == 0 and core.settings.key_provider == "env":
+        if report.rewrapped == 0 and not report.retirable and core.settings.key_provider == "env":
             console.print(
                 "nothing to re-wrap: to rotate, add a new KEK to COURIERGUARD_KEYS, make it active, redeploy, "
                 "then run this again"
