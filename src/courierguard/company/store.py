@@ -180,14 +180,6 @@ class CompanyStore:
             with self.engine.connect() as conn:
                 self._check_parent(conn, unit.id, unit.parent)
 
-    def check_employee_exists(self, employee_id: str) -> None:
-        with self.engine.connect() as conn:
-            found = conn.execute(
-                select(employees.c.id).where(employees.c.tenant == self.tenant, employees.c.id == employee_id)
-            ).first()
-        if found is None:
-            raise NotFound(f"employee {employee_id} not found")
-
     def _serialise_hierarchy_changes(self, conn: Connection) -> None:
         if conn.dialect.name == "postgresql":
             conn.execute(

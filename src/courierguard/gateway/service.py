@@ -962,7 +962,7 @@ class Guard:
 
         def check() -> None:
             self._own_account_refused(caller, employee_id)
-            self.company.check_employee_exists(employee_id)
+            self.company.employee(employee_id)  # NotFound, recorded as the refusal
 
         self._admin(caller, what, check)
         employee = self._admin_apply(
