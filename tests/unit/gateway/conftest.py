@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import secrets
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -171,3 +174,28 @@ def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
     yield w
     client.close()
     deployment.close()
+
+
+@contextmanager
+def serving(body: bytes, path: str = "/jwks") -> Iterator[str]:
+    """A local HTTP server answering every GET with ``body`` as JSON (a stand-in identity provider's
+    JWKS endpoint); yields its URL, stops when the block ends."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}{path}"
+    finally:
+        server.shutdown()
+        server.server_close()

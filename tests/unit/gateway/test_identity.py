@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import jwt
@@ -18,6 +16,8 @@ from courierguard.db import create_db_engine, migrate
 from courierguard.errors import Unauthenticated
 from courierguard.gateway.identity import ApiKeys, DevIssuer, TokenVerifier
 
+from .conftest import serving
+
 NOW = datetime(2026, 11, 11, 9, 0, tzinfo=UTC)
 PRIVATE = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
@@ -28,22 +28,8 @@ def jwks_url() -> Iterator[str]:
     jwk.update(kid="idp-1", use="sig", alg="RS256")
     body = json.dumps({"keys": [jwk]}).encode()
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/.well-known/jwks.json"
-    server.shutdown()
-    server.server_close()
+    with serving(body, "/.well-known/jwks.json") as url:
+        yield url
 
 
 def idp_token(**over: object) -> str:

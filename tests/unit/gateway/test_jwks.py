@@ -4,11 +4,9 @@ never makes a request wait for the network, a hostile JWKS or token is a 401, ne
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import jwt
 import pytest
@@ -18,6 +16,8 @@ from courierguard.clock import FixedClock
 from courierguard.errors import Unauthenticated
 from courierguard.gateway.identity import TokenVerifier
 from courierguard.gateway.jwks import JwksKeySet
+
+from .conftest import serving
 
 NOW = datetime(2026, 11, 11, 9, 0, tzinfo=UTC)
 K1 = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -182,22 +182,8 @@ def test_a_token_from_a_provider_clock_a_little_ahead_is_accepted() -> None:
 
 @pytest.fixture
 def huge_jwks() -> Iterator[str]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.end_headers()
-            self.wfile.write(b'{"keys": [' + b" " * (3 << 20) + b"]}")
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/jwks"
-    server.shutdown()
-    server.server_close()
+    with serving(b'{"keys": [' + b" " * (3 << 20) + b"]}") as url:
+        yield url
 
 
 @pytest.mark.http
