@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, TypeVar
 
 import typer
 
@@ -43,19 +44,16 @@ def rotate(database_url: DatabaseUrl = None, data_dir: DataDir = None, key_file:
     Example: courierguard keys rotate
     """
     with one_line_errors():
-        core = _open_existing(settings_from(database_url, data_dir, key_file))
-        try:
-            # Recorded before it happens, as a shred is: with no trail, no keys change.
-            _record(core, {"op": "kek.rotate.start"})
-            report = core.vault.rotate_keys()
-            _record(core, {"op": "kek.rotate.done", "new_kek": report.new_kek, "rewrapped": report.rewrapped,
-                           "skipped": report.skipped, "retirable": list(report.retirable)})  # fmt: skip
-        finally:
-            core.close()
+        settings = settings_from(database_url, data_dir, key_file)
+        report = _key_operation(
+            settings, "kek.rotate", lambda core: core.vault.rotate_keys(),
+            lambda r: {"new_kek": r.new_kek, "rewrapped": r.rewrapped, "skipped": r.skipped,
+                       "retirable": list(r.retirable)},
+        )  # fmt: skip
         console.print(
             f"active key-encryption key {report.new_kek}; {report.rewrapped} data keys re-wrapped under it"
         )
-        if report.rewrapped == 0 and not report.retirable and core.settings.key_provider == "env":
+        if report.rewrapped == 0 and not report.retirable and settings.key_provider == "env":
             console.print(
                 "nothing to re-wrap: to rotate, add a new KEK to COURIERGUARD_KEYS, make it active, redeploy, "
                 "then run this again"
@@ -81,15 +79,11 @@ def retire(database_url: DatabaseUrl = None, data_dir: DataDir = None, key_file:
     Example: courierguard keys retire
     """
     with one_line_errors():
-        core = _open_existing(settings_from(database_url, data_dir, key_file))
-        try:
-            _record(core, {"op": "kek.retire.start"})
-            report = core.vault.retire_keys()
-            _record(core, {"op": "kek.retire.done", "active_kek": report.active_kek, "rewrapped": report.rewrapped,
-                           "skipped": report.skipped, "unused": list(report.unused),
-                           "removed": report.removed})  # fmt: skip
-        finally:
-            core.close()
+        report = _key_operation(
+            settings_from(database_url, data_dir, key_file), "kek.retire", lambda core: core.vault.retire_keys(),
+            lambda r: {"active_kek": r.active_kek, "rewrapped": r.rewrapped, "skipped": r.skipped,
+                       "unused": list(r.unused), "removed": r.removed},
+        )  # fmt: skip
         if report.rewrapped:
             console.print(
                 f"{report.rewrapped} data keys still under an old KEK re-wrapped under {report.active_kek}"
@@ -107,6 +101,24 @@ def retire(database_url: DatabaseUrl = None, data_dir: DataDir = None, key_file:
             console.print(
                 f"[yellow]warning:[/yellow] {report.skipped} data keys use a KEK this provider lacks"
             )
+
+
+R = TypeVar("R")
+
+
+def _key_operation(
+    settings: Settings, op: str, run: Callable[[Core], R], details: Callable[[R], dict[str, object]]
+) -> R:
+    """Run a key operation between two audit entries: ``<op>.start`` before it changes anything (no
+    trail, no change, as for a shred), ``<op>.done`` with what it did."""
+    core = _open_existing(settings)
+    try:
+        _record(core, {"op": f"{op}.start"})
+        report = run(core)
+        _record(core, {"op": f"{op}.done", **details(report)})
+        return report
+    finally:
+        core.close()
 
 
 def _open_existing(settings: Settings) -> Core:
