@@ -10,7 +10,7 @@ Public API (everything else, including ``_internal``, may change without notice)
 * :func:`export_jsonl`, :func:`export_ocsf`, :func:`archive` – SIEM export and retention.
 """
 
-from courierguard.audit.export import export_jsonl, export_ocsf, to_ocsf
+from courierguard.audit.export import ExportMismatch, export_jsonl, export_ocsf, to_ocsf
 from courierguard.audit.interfaces import AuditLog
 from courierguard.audit.memory import MemoryAuditLog
 from courierguard.audit.merkle import (
@@ -52,6 +52,7 @@ __all__ = [
     "AuditQueries",
     "AuditRecord",
     "EntryKind",
+    "ExportMismatch",
     "MemoryAuditLog",
     "MerkleTree",
     "Page",

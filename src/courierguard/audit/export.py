@@ -18,10 +18,12 @@ from datetime import datetime
 from typing import IO, Any
 
 import orjson
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
-from courierguard.audit.models import EntryKind, decode_entry, to_micros
+from courierguard.audit.merkle import leaf_hash
+from courierguard.audit.models import DecodedEntry, EntryKind, decode_entry, to_micros
 from courierguard.audit.tables import audit_entries
+from courierguard.errors import CourierGuardError
 
 OCSF_VERSION = "1.3.0"
 
@@ -32,19 +34,67 @@ _AUTH_ACTIVITY = {
 }
 
 
+class ExportMismatch(CourierGuardError):
+    """A stored entry disagrees with its own leaf hash or with the columns the export selects on.
+
+    The export is what a SIEM keeps, so it re-checks what it hands over instead of trusting the
+    database: a body edited in place, or an entry relabelled or re-timed to fall out of a search,
+    stops the export with the entry's index (``audit verify`` then reports the whole damage).
+    """
+
+    status = 500
+    title = "Audit trail does not verify"
+    reason = "audit_mismatch"
+
+
+def _checked(seq: int, entry: bytes, leaf: bytes, kind: str, ts_us: int) -> DecodedEntry:
+    if leaf_hash(entry) != leaf:
+        raise ExportMismatch(f"entry {seq} does not match its leaf hash; run `courierguard audit verify`")
+    decoded = decode_entry(entry)
+    if (decoded.index, decoded.kind, decoded.ts_us) != (seq, kind, ts_us):
+        raise ExportMismatch(
+            f"entry {seq}: its index, kind or time columns differ from its hashed body; "
+            "run `courierguard audit verify`"
+        )
+    return decoded
+
+
 def _access_bodies(
     engine: Engine, since: datetime | None, until: datetime | None
 ) -> Iterator[tuple[int, bytes, dict[str, Any]]]:
+    """Access entries whose hashed time falls in [since, until), each checked against its leaf hash.
+
+    The time index only finds where the range starts and ends; every stored entry between is then
+    read by its index and filtered on its hashed kind and time, so an access entry relabelled as
+    another kind, or re-timed out of the range, is not silently left out: it is refused.
+    """
     e = audit_entries.c
-    query = select(e.seq, e.entry, e.leaf_hash).where(e.kind == EntryKind.ACCESS.value, e.entry.is_not(None))
+    bounds = select(func.min(e.seq), func.max(e.seq))
     if since is not None:
-        query = query.where(e.ts_us >= to_micros(since))
+        bounds = bounds.where(e.ts_us >= to_micros(since))
     if until is not None:
-        query = query.where(e.ts_us < to_micros(until))
+        bounds = bounds.where(e.ts_us < to_micros(until))
+    low_us = to_micros(since) if since is not None else None
+    high_us = to_micros(until) if until is not None else None
     with engine.connect() as conn:
-        result = conn.execution_options(stream_results=True, yield_per=5000).execute(query.order_by(e.seq))
-        for seq, entry, leaf in result:
-            yield seq, bytes(leaf), decode_entry(bytes(entry)).body
+        first, last = conn.execute(bounds).one()
+        if first is None:
+            return
+        query = (
+            select(e.seq, e.entry, e.leaf_hash, e.kind, e.ts_us)
+            .where(e.seq.between(first, last), e.entry.is_not(None))
+            .order_by(e.seq)
+        )
+        result = conn.execution_options(stream_results=True, yield_per=5000).execute(query)
+        for seq, entry, leaf, kind, ts_us in result:
+            decoded = _checked(seq, bytes(entry), bytes(leaf), kind, ts_us)
+            if decoded.kind != EntryKind.ACCESS.value:
+                continue
+            if (low_us is not None and decoded.ts_us < low_us) or (
+                high_us is not None and decoded.ts_us >= high_us
+            ):
+                continue  # written out of time order by another worker: outside the range asked for
+            yield seq, bytes(leaf), decoded.body
 
 
 def export_jsonl(

@@ -6,6 +6,7 @@ line on stderr with exit code 1 (a failed check) or 2 (bad input or configuratio
 
 from __future__ import annotations
 
+import errno
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -326,11 +327,21 @@ def export_command(
         if format not in ("jsonl", "ocsf"):
             raise InvalidInput("format", "jsonl or ocsf")
         writer = export_jsonl if format == "jsonl" else export_ocsf
-        out.touch(mode=0o600)  # a new export is owner-only: it names who read which waybill
-        with _engine(database_url) as engine, out.open("wb") as handle:
-            return writer(
-                engine, handle, since=_parse_time(since, "since"), until=_parse_time(until, "until")
-            )
+        window = {"since": _parse_time(since, "since"), "until": _parse_time(until, "until")}
+        # Written beside the target and renamed when complete: an export stopped by an entry that
+        # does not verify (or a lost database) leaves no partial file a SIEM could pick up.
+        if not out.parent.is_dir():
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory", str(out))
+        partial = out.with_name(f".{out.name}.partial")
+        partial.unlink(missing_ok=True)
+        partial.touch(mode=0o600)  # owner-only: an export names who read which waybill
+        try:
+            with _engine(database_url) as engine, partial.open("wb") as handle:
+                written = writer(engine, handle, **window)
+            partial.replace(out)
+        finally:
+            partial.unlink(missing_ok=True)
+        return written
 
     typer.echo(f"wrote {_run(go)} events to {out}")
 

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from courierguard.audit import (
     AuditQueries,
     EntryKind,
+    ExportMismatch,
     VerificationError,
     archive,
     export_jsonl,
@@ -113,6 +114,51 @@ def test_export_ocsf_mapping(filled: Engine) -> None:
     assert reveal["actor"]["user"]["uid"] == "E1"
     assert reveal["unmapped"]["purpose"] == "delivery"
     assert reveal["time"] == int((START + timedelta(days=1)).timestamp() * 1000)
+
+
+def test_export_window_reads_the_hashed_time(filled: Engine) -> None:
+    out = io.BytesIO()
+    assert export_jsonl(filled, out, since=START + timedelta(days=2), until=START + timedelta(days=5)) == 3
+    assert [orjson.loads(x)["id"] for x in out.getvalue().splitlines()] == ["ev-2", "ev-3", "ev-4"]
+    assert export_jsonl(filled, io.BytesIO(), since=START + timedelta(days=400)) == 0
+
+
+@pytest.mark.parametrize(
+    ("tamper", "says"),
+    [
+        # A body edited in place: the SIEM would have kept the forgery.
+        (
+            "UPDATE audit_entries SET entry = CAST(replace(entry, 'ev-3', 'ev-X') AS BLOB) WHERE seq = 3",
+            "leaf hash",
+        ),
+        # Relabelled as another kind, the entry had dropped out of the export silently.
+        ("UPDATE audit_entries SET kind = 'system' WHERE seq = 3", "columns differ"),
+        # Re-timed out of the window asked for: dropped silently too.
+        ("UPDATE audit_entries SET ts_us = ts_us + 86400000000 * 900 WHERE seq = 3", "columns differ"),
+    ],
+)
+def test_export_refuses_entries_that_do_not_match_their_hash(filled: Engine, tamper: str, says: str) -> None:
+    with filled.begin() as conn:
+        conn.execute(text(tamper))
+    with pytest.raises(ExportMismatch, match=f"entry 3.*{says}"):
+        export_jsonl(filled, io.BytesIO(), since=START, until=START + timedelta(days=10))
+
+
+def test_export_cli_leaves_no_partial_file(filled: Engine, tmp_path: Path) -> None:
+    runner = CliRunner()
+    url = ["--database-url", filled.url.render_as_string(hide_password=False)]
+    (tmp_path / "siem").mkdir()
+    out = tmp_path / "siem" / "audit.jsonl"
+    with filled.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE audit_entries SET entry = CAST(replace(entry, 'ev-20', 'ev-XX') AS BLOB) WHERE seq = 20"
+            )
+        )
+    result = runner.invoke(app, ["export", "--out", str(out), *url])
+    assert result.exit_code == 2 and "entry 20 does not match its leaf hash" in result.output
+    assert "Traceback" not in result.output
+    assert list((tmp_path / "siem").iterdir()) == []
 
 
 def test_archive_keeps_verification(filled: Engine, key_provider: LocalKeyFile, tmp_path: Path) -> None:
