@@ -166,6 +166,8 @@ class Verdict(Generic[T]):
     """What risk control asked (step-up, throttle, deny) of an event refused before it asked."""
     lock: bool = False
     """Suspend the actor after recording (the risk hook said lock)."""
+    risk_codes: tuple[str, ...] = ()
+    """The reason codes of what risk control asked, for a caller that answers one of them its own way."""
     offline: bool = False
     """``serve`` needs no database: it works from rows read with the caller's session (decrypts
     them, or masks them), so a coroutine concludes on its event loop, without a thread hop."""
@@ -388,8 +390,7 @@ class Guard:
             self._event(caller, Action.AUTH_DEVICE_BOUND, outcome=Outcome.ALLOW),
             serve=lambda: self.devices.bind(caller.principal.id, device_id, self.clock.now()),
         )
-        reason = verdict.event.outcome.reason if verdict.event.outcome is not None else None
-        if verdict.error is not None and "enrol_while_doubted" in (reason or ""):
+        if verdict.error is not None and "enrol_while_doubted" in verdict.risk_codes:
             verdict.error = StepUpRequired(
                 "this session is in doubt, so it cannot enrol a device: enrol from your usual device, "
                 "network and working hours, or ask a security officer"
@@ -1126,12 +1127,14 @@ class Guard:
             return Verdict(final, serve, error=refused)
         if risk.action is RiskAction.ALLOW:
             return Verdict(event, serve)
-        codes = ",".join(r.code for r in risk.reasons) or "risk"
+        risk_codes = tuple(r.code for r in risk.reasons)
+        codes = ",".join(risk_codes) or "risk"
+        lock = risk.action is RiskAction.LOCK
         if event.outcome is not None and event.outcome.decision is not Outcome.ALLOW:
             # Refused already: recorded as that. What risk control asks is kept for a policy refusal
             # to answer with (see _guard), not raised here: a wrong step-up code stays a 401.
             return Verdict(
-                event, serve, risk_error=_risk_error(risk, codes), lock=risk.action is RiskAction.LOCK
+                event, serve, risk_error=_risk_error(risk, codes), lock=lock, risk_codes=risk_codes
             )
         decision = Outcome.CHALLENGE if risk.action is RiskAction.STEP_UP else Outcome.DENY
         final = event.model_copy(
@@ -1140,7 +1143,7 @@ class Guard:
                 "outcome": EventOutcome(decision=decision, reason=f"risk:{risk.action.value}:{codes}"[:256]),
             }
         )
-        return Verdict(final, serve, error=_risk_error(risk, codes), lock=risk.action is RiskAction.LOCK)
+        return Verdict(final, serve, error=_risk_error(risk, codes), lock=lock, risk_codes=risk_codes)
 
     def _judge_now(self, event: AccessEvent) -> None:
         """Score and record an event that serves nothing (logins, step-ups, admin changes)."""

@@ -49,6 +49,8 @@ class ScriptedRisk:
     def __init__(self) -> None:
         self.seen: list[AccessEvent] = []
         self.script: dict[str, RiskAction] = {}
+        self.codes: dict[str, str] = {}
+        """The reason code scripted for an actor (``scripted`` unless set)."""
         self._allow = AllowAll()
 
     def assess(self, event: AccessEvent) -> RiskDecision:
@@ -58,7 +60,7 @@ class ScriptedRisk:
             return self._allow.assess(event)
         return RiskDecision(
             event_id=event.id, ts=event.ts, actor_id=event.actor.id, action=action, score=90.0,
-            reasons=(RiskReason(code="scripted"),),
+            reasons=(RiskReason(code=self.codes.get(event.actor.id, "scripted")),),
         )  # fmt: skip
 
 

@@ -71,6 +71,20 @@ def test_a_device_is_enrolled_only_if_risk_control_agrees_and_after_it_is_record
     assert world.deployment.guard.devices.bound("C1") == ["RENTER-PHONE-1"]
 
 
+def test_a_doubted_session_is_told_why_it_cannot_enrol(world: World) -> None:
+    c1 = world.login("C1", device="RENTER-PHONE-1")
+    world.risk.script["C1"] = RiskAction.STEP_UP
+    world.risk.codes["C1"] = "enrol_while_doubted"
+    r = world.client.post("/v1/auth/devices", headers=c1)
+    assert r.status_code == 403 and r.json()["reason"] == "step_up_required"
+    assert "cannot enrol a device" in r.json()["detail"]
+    # Any other doubt is the usual step-up, whose code comes from a bound device.
+    world.risk.codes["C1"] = "new_device"
+    r = world.client.post("/v1/auth/devices", headers=c1)
+    assert r.status_code == 403 and "cannot enrol" not in r.json()["detail"]
+    assert "new_device" in r.json()["detail"]
+
+
 def test_a_session_under_step_up_cannot_tell_its_parcels_from_others(world: World) -> None:
     # During a pending step-up, others' parcels answered no_task and the account's own ones
     # step_up_required: a renter learned which parcels the account holds (the risk review's D8).
