@@ -465,7 +465,29 @@ def create_app(deployment: Deployment) -> FastAPI:
     async def caller(request: Request) -> Caller:
         # A token check (cached) and one indexed lookup: on the loop for SQLite, where that costs less
         # than the thread hop of a sync dependency; in a worker thread for a networked database.
-        return (await guard.offload(identify, _identity_headers(request)[0], device_headers(request)))[0]
+        authorization, device = _identity_headers(request)[0], device_headers(request)
+        try:
+            return (await guard.offload(identify, authorization, device))[0]
+        except Unauthenticated as refused:
+            await note_refused(authorization, device, refused)
+            raise
+
+    async def note_refused(
+        authorization: str | None,
+        device: tuple[str | None, tuple[float, float] | None, str | None, str | None],
+        refused: Unauthenticated,
+    ) -> None:
+        """Put a refused bearer token on the trail, as a refused login is: a token replayed after its
+        session was revoked, or a forged one, is evidence wherever it is tried. A request with no
+        token claims no one and is not recorded; neither are API keys (no employee to name)."""
+        scheme, _, credential = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not credential.strip():
+            return
+        device_id, _, ip, ua = device
+        await guard.request_refused_async(
+            claimed_employee(credential.strip()), f"request:{refused.detail}", device_id=device_id, ip=ip,
+            user_agent=ua,
+        )  # fmt: skip
 
     async def decided(
         request: Request,
@@ -481,7 +503,12 @@ def create_app(deployment: Deployment) -> FastAPI:
         def decide() -> Verdict[T]:
             return verdict_of(*identify(authorization, device, number, parties))
 
-        return await guard.settle_async(await guard.offload(decide))
+        try:
+            verdict = await guard.offload(decide)
+        except Unauthenticated as refused:
+            await note_refused(authorization, device, refused)
+            raise
+        return await guard.settle_async(verdict)
 
     Who = Annotated[Caller, Depends(caller)]
     Number = Annotated[str, Path(pattern=NUMBER)]

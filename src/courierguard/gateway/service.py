@@ -340,9 +340,39 @@ class Guard:
         be, not who they are. At most ``LOGIN_FAILURES_RECORDED_PER_MINUTE`` per client address are
         recorded, so anonymous clients cannot flood the trail; the rest are counted in a metric.
         """
+        event = self._refused_credential(claimed, reason, device_id=device_id, ip=ip, user_agent=user_agent)
+        if event is not None:
+            self._record(event)
+
+    async def request_refused_async(
+        self,
+        claimed: str | None,
+        reason: str,
+        *,
+        device_id: str | None,
+        ip: str | None,
+        user_agent: str | None,
+    ) -> None:
+        """:meth:`login_refused` for a bearer token refused on any other route (the read routes
+        run on the event loop, so the record is awaited, not waited for). A revoked session's token
+        tried again after an officer ended it is the evidence that matters most here."""
+        event = self._refused_credential(claimed, reason, device_id=device_id, ip=ip, user_agent=user_agent)
+        if event is not None:
+            await self._record_async(event)
+
+    def _refused_credential(
+        self,
+        claimed: str | None,
+        reason: str,
+        *,
+        device_id: str | None,
+        ip: str | None,
+        user_agent: str | None,
+    ) -> AccessEvent | None:
+        """The ``auth.login_failed`` entry of a refused credential, or None past the address's budget."""
         if not self._login_failures.admit(ip or "-", self.clock.now()):
-            return
-        event = AccessEvent.model_validate(
+            return None
+        return AccessEvent.model_validate(
             {
                 "id": new_event_id(),
                 "ts": self.clock.now(),
@@ -357,7 +387,6 @@ class Guard:
                 "outcome": {"decision": Outcome.DENY, "reason": reason[:256]},
             }
         )
-        self._record(event)
 
     def logout(self, caller: Caller) -> None:
         if caller.session_id:

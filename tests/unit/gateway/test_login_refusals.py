@@ -50,6 +50,39 @@ def test_refusals_from_one_address_are_recorded_at_a_bounded_rate(world: World) 
     assert "courierguard_login_failures_unrecorded 10.0" in metrics
 
 
+def test_a_token_refused_on_any_route_is_recorded_too(world: World) -> None:
+    # A 401 on the read routes had written nothing (the identity review's D5): a renter replaying
+    # the token of a session an officer revoked left no trace of the tries.
+    world.step("YT0000000000001", "out_for_delivery", assignee="C1")
+    c1 = world.login("C1")
+    reveal = {"fields": ["recipient.phone"], "purpose": "delivery_contact"}
+    assert world.client.post("/v1/auth/logout", headers=c1).status_code == 204
+    assert world.client.get("/v1/waybills/YT0000000000001", headers=c1).status_code == 401
+    r = world.client.post("/v1/waybills/YT0000000000001/reveal", json=reveal, headers=c1)
+    assert r.status_code == 401
+    assert world.client.get("/v1/waybills", headers=c1).status_code == 401  # a Depends route
+    forged = jwt.encode({"sub": "C2", "sid": "s9", "exp": 2**31}, "not-the-key" * 4, algorithm="HS256")
+    headers = {"Authorization": f"Bearer {forged}", "X-Device-Id": "dev-9"}
+    assert world.client.get("/v1/waybills/YT0000000000001", headers=headers).status_code == 401
+    # No token claims no one: not recorded, as before.
+    assert world.client.get("/v1/waybills/YT0000000000001", headers={"X-Device-Id": "d"}).status_code == 401
+    failed = _failed(world)
+    assert [e["actor"]["id"] for e in failed] == ["C1", "C1", "C1", "C2"]  # type: ignore[index]
+    reasons = [e["outcome"]["reason"] for e in failed]  # type: ignore[index]
+    assert all(r.startswith("request:") for r in reasons) and "revoked" in reasons[0]
+    assert "InvalidSignatureError" in reasons[3]
+    assert failed[3]["session"]["device_id"] == "dev-9"  # type: ignore[index]
+
+
+def test_refused_requests_share_the_address_budget_with_logins(world: World) -> None:
+    headers = {"Authorization": "Bearer not.a.jwt", "X-Device-Id": "d"}
+    for _ in range(15):
+        assert _login(world, "not.a.jwt") == 401
+        assert world.client.get("/v1/waybills/YT0000000000001", headers=headers).status_code == 401
+    assert len(_failed(world)) == 20
+    assert world.deployment.guard.login_failures_unrecorded == 10
+
+
 def test_a_device_id_that_is_not_printable_ascii_is_refused(world: World) -> None:
     token, _ = world.deployment.dev_issuer.issue("C1", now=world.clock.now())  # type: ignore[union-attr]
     headers: dict[str, str | bytes] = {"Authorization": f"Bearer {token}", "X-Device-Id": "终端-027".encode()}
