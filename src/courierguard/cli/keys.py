@@ -6,6 +6,8 @@ from collections.abc import Callable
 from typing import Annotated, TypeVar
 
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from courierguard.app import Core, open_core
 from courierguard.audit import EntryKind
@@ -21,6 +23,7 @@ from courierguard.cli._common import (
 )
 from courierguard.config import Settings
 from courierguard.errors import NotFound
+from courierguard.vault.service import RemaskReport
 
 
 def _record(core: Core, body: dict[str, object]) -> None:
@@ -28,7 +31,9 @@ def _record(core: Core, body: dict[str, object]) -> None:
     record(core, EntryKind.KEY, body)
 
 
-app = typer.Typer(help="Manage encryption keys: rotate the key-encryption key, crypto-shred a month.")
+app = typer.Typer(
+    help="Manage encryption keys: rotate the key-encryption key, crypto-shred a month, re-derive masks."
+)
 
 
 @app.command()
@@ -100,6 +105,50 @@ def retire(database_url: DatabaseUrl = None, data_dir: DataDir = None, key_file:
         if report.skipped:
             console.print(
                 f"[yellow]warning:[/yellow] {report.skipped} data keys use a KEK this provider lacks"
+            )
+
+
+@app.command()
+def remask(
+    batch: Annotated[
+        int, typer.Option("--batch", min=1, max=100_000, help="Parties per transaction.")
+    ] = 1000,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+    database_url: DatabaseUrl = None,
+    data_dir: DataDir = None,
+    key_file: KeyFile = None,
+    tenant: Tenant = None,
+) -> None:
+    """Derive every stored mask anew from the sealed data, after an upgrade that made masking stricter.
+
+    Masks are written at ingest and served without decrypting, so parcels stored before a masking
+    fix keep the old masks until this runs. It decrypts every sealed party in memory (nothing is
+    printed or logged) and rewrites only the masks that differ; it can run while the service
+    serves, and again at any time. Recorded as `vault.remask.start` and `.done` entries.
+
+    Example: courierguard keys remask
+    """
+    with one_line_errors():
+        settings = settings_from(database_url, data_dir, key_file, tenant)
+
+        def run(core: Core) -> RemaskReport:
+            with Progress(
+                TextColumn("[bold]re-masking"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                console=Console(stderr=True), disable=quiet,
+            ) as bar:  # fmt: skip
+                task = bar.add_task("parties", total=core.vault.sealed_parties())
+                return core.vault.remask(batch=batch, progress=lambda n: bar.advance(task, n))
+
+        report = _key_operation(
+            settings, "vault.remask", run,
+            lambda r: {"tenant": settings.tenant, "parties": r.parties, "changed": r.changed,
+                       "unreadable": r.unreadable},
+        )  # fmt: skip
+        console.print(f"{report.parties} parties re-masked; {report.changed} masks changed")
+        if report.unreadable:
+            console.print(
+                f"[yellow]warning:[/yellow] {report.unreadable} parties would not decrypt and keep their "
+                "masks: run `courierguard audit verify` and check the records for tampering"
             )
 
 

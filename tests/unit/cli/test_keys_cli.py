@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+from sqlalchemy import text
 from typer.testing import CliRunner
 
 from courierguard.audit import AuditQueries, EntryKind, verify
@@ -153,3 +154,28 @@ def test_database_files_made_before_owner_only_are_tightened(tmp_path: Path) -> 
     assert result.exit_code == 0, result.output
     for path in databases:
         assert path.stat().st_mode & 0o777 == 0o600, path
+
+
+def test_remask_rewrites_stored_masks_and_is_recorded(tmp_path: Path) -> None:
+    data = ["--data-dir", str(tmp_path)]
+    assert runner.invoke(app, ["init", *data]).exit_code == 0
+    _ingest_one(tmp_path, datetime(2026, 4, 15, tzinfo=UTC))
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'courierguard.sqlite3'}")
+    with engine.begin() as conn:
+        stored = conn.execute(text("SELECT name_masked FROM parties WHERE role = 'sender'")).scalar_one()
+        conn.execute(text("UPDATE parties SET name_masked = 'whole name' WHERE role = 'sender'"))
+    result = runner.invoke(app, ["keys", "remask", "--quiet", *data])
+    assert result.exit_code == 0, result.output
+    assert "2 parties re-masked; 1 masks changed" in result.output
+    with engine.begin() as conn:
+        assert (
+            conn.execute(text("SELECT name_masked FROM parties WHERE role = 'sender'")).scalar_one() == stored
+        )
+    engine.dispose()
+    audit = create_db_engine(f"sqlite:///{tmp_path / 'courierguard-audit.sqlite3'}")
+    bodies = [e.body for e in AuditQueries(audit).search(kinds=[EntryKind.KEY], limit=10).records]
+    assert [b["op"] for b in bodies] == ["vault.remask.start", "vault.remask.done"]
+    assert (bodies[1]["parties"], bodies[1]["changed"], bodies[1]["unreadable"]) == (2, 1, 0)
+    audit.dispose()
+    bad = runner.invoke(app, ["keys", "remask", "--batch", "0", *data])
+    assert bad.exit_code == 2 and "Traceback" not in bad.output

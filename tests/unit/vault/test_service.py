@@ -339,3 +339,56 @@ def test_two_workers_creating_one_months_key_at_once_share_it(vault: Vault, tmp_
     fresh = _worker(vault, tmp_path)
     for i in range(len(workers)):
         assert fresh.reveal(f"YT{100 + i:013d}", [PiiField.SENDER_NAME]) == {PiiField.SENDER_NAME: "张三"}
+
+
+def _masks(vault: Vault) -> dict[tuple[str, str], tuple[str | None, str | None, str | None]]:
+    p = parties.c
+    with vault.engine.connect() as conn:
+        rows = conn.execute(
+            select(p.waybill, p.role, p.name_masked, p.phone_masked, p.address_masked).where(
+                p.tenant == vault.tenant
+            )
+        ).all()
+    return {(r.waybill, r.role): (r.name_masked, r.phone_masked, r.address_masked) for r in rows}
+
+
+def test_remask_derives_stored_masks_anew_and_only_where_they_differ(vault: Vault) -> None:
+    vault.ingest_records([record(n) for n in range(1, 6)] + [record(9, month="10")])
+    fresh = _masks(vault)
+    p = parties.c
+    with vault.engine.begin() as conn:
+        # Masks of an older rule (the name whole), and one a DBA edited to the clear phone.
+        conn.execute(
+            update(parties).where(p.tenant == vault.tenant, p.role == "sender").values(name_masked="张三")
+        )
+        conn.execute(
+            update(parties)
+            .where(p.tenant == vault.tenant, p.waybill == "YT0000000000002", p.role == "recipient")
+            .values(phone_masked="010-62345678", address_masked="北京市北京市海淀区中关村3号楼502")
+        )
+    vault.shred_month("2026-10")  # shredded parties are not sealed any more: skipped, masks stay cleared
+    assert vault.sealed_parties() == 10
+    done: list[int] = []
+    report = vault.remask(batch=3, progress=done.append)
+    assert (report.parties, report.changed, report.unreadable) == (10, 6, 0)
+    assert sum(done) == 10 and max(done) == 3
+    after = _masks(vault)
+    assert after == {**fresh, ("YT0000000000009", "sender"): (None, None, None),
+                     ("YT0000000000009", "recipient"): (None, None, None)}  # fmt: skip
+    assert vault.remask().changed == 0  # idempotent
+    with pytest.raises(InvalidInput):
+        vault.remask(batch=0)
+
+
+def test_remask_leaves_a_party_that_does_not_decrypt_as_it_was(vault: Vault) -> None:
+    vault.ingest_records([record(1), record(2)])
+    p = parties.c
+    with vault.engine.begin() as conn:
+        conn.execute(
+            update(parties)
+            .where(p.tenant == vault.tenant, p.waybill == "YT0000000000001", p.role == "sender")
+            .values(name_ct=b"\x00" * 40, name_masked="edited")
+        )
+    report = vault.remask()
+    assert (report.parties, report.changed, report.unreadable) == (4, 0, 1)
+    assert _masks(vault)[("YT0000000000001", "sender")][0] == "edited"
