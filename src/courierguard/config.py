@@ -89,7 +89,11 @@ class Settings(BaseModel):
     ] = 30
     export_max_rows: Annotated[int, Field(description="Most rows one bulk export may hold.", ge=1)] = 50_000
     audit_retention_days: Annotated[
-        int, Field(description="Days audit entries are kept before archiving (law: at least 180).", ge=180)
+        int,
+        Field(
+            description="Days audit entries are kept: the default and floor of `audit archive` (law: at least 180).",
+            ge=180,
+        ),
     ] = 180
     audit_witness_file: Annotated[
         Path | None, Field(description="File every signed tree head is appended to, outside the database.")

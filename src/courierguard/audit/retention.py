@@ -51,15 +51,33 @@ class ArchiveResult:
 
 
 def archive(
-    engine: Engine, out_dir: Path, *, before_days: int = MIN_RETENTION_DAYS, clock: Clock | None = None
+    engine: Engine,
+    out_dir: Path,
+    *,
+    before_days: int | None = None,
+    retention_days: int = MIN_RETENTION_DAYS,
+    clock: Clock | None = None,
 ) -> ArchiveResult:
-    """Write entries older than ``before_days`` to one Parquet file in ``out_dir``, then purge their bodies.
+    """Write entries older than ``before_days`` (default: ``retention_days``) to one Parquet file in
+    ``out_dir``, then purge their bodies.
 
-    The file is fsync'd and read back, and every row checked against its leaf hash, before anything
-    is purged; a crash in between leaves bodies in place (the next run archives them again).
+    ``retention_days`` is the deployment's retention period (``COURIERGUARD_AUDIT_RETENTION_DAYS``):
+    nothing younger is archived, since ``verify`` holds bodies purged inside it for tampering, and a
+    purge cannot be undone. The file is fsync'd and read back, and every row checked against its leaf
+    hash, before anything is purged; a crash in between leaves bodies in place (the next run archives
+    them again).
     """
-    if before_days < MIN_RETENTION_DAYS:
-        raise InvalidInput("before_days", f"must be at least {MIN_RETENTION_DAYS} (legal minimum)")
+    if retention_days < MIN_RETENTION_DAYS:
+        raise InvalidInput("retention_days", f"must be at least {MIN_RETENTION_DAYS} (legal minimum)")
+    if before_days is None:
+        before_days = retention_days
+    if before_days < retention_days:
+        floor = "the legal minimum" if retention_days == MIN_RETENTION_DAYS else "the retention period set"
+        raise InvalidInput(
+            "before_days",
+            f"must be at least {retention_days} ({floor}; COURIERGUARD_AUDIT_RETENTION_DAYS): bodies archived "
+            "sooner are reported by verify as purged too early",
+        )
     cutoff = to_micros((clock or SystemClock()).now() - timedelta(days=before_days))
     e = audit_entries.c
     with engine.connect() as conn:

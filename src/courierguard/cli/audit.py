@@ -350,18 +350,24 @@ def export_command(
 def archive_command(
     out: Annotated[Path, typer.Option("--out", help="Folder for the Parquet archive.")],
     before_days: Annotated[
-        int, typer.Option("--before-days", help="Archive entries older than this (>= 180).")
-    ] = 180,
+        int | None,
+        typer.Option(
+            "--before-days",
+            help="Archive entries older than this many days; default and floor: "
+            "COURIERGUARD_AUDIT_RETENTION_DAYS (at least 180).",
+        ),
+    ] = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Archive old entries to Parquet, then purge their bodies (leaf hashes stay, so verify still works).
 
-    Example: ``courierguard audit archive --before-days 365 --out /srv/audit-archive``
+    Example: ``courierguard audit archive --out /srv/audit-archive``
     """
 
     def go() -> str:
+        retention = _settings(database_url, None).audit_retention_days
         with _engine(database_url) as engine:
-            result = archive(engine, out, before_days=before_days)
+            result = archive(engine, out, before_days=before_days, retention_days=retention)
         if result.path is None:
             return "nothing older than the retention window"
         return (

@@ -161,6 +161,27 @@ def test_export_cli_leaves_no_partial_file(filled: Engine, tmp_path: Path) -> No
     assert list((tmp_path / "siem").iterdir()) == []
 
 
+def test_archive_holds_to_the_retention_period_set(
+    filled: Engine, key_provider: LocalKeyFile, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With three years set, archiving at 180 days had purged bodies verify then held for tampering,
+    # for good (the docs review's D4).
+    clock = FixedClock(START + timedelta(days=200))
+    with pytest.raises(InvalidInput, match="at least 1095"):
+        archive(filled, tmp_path / "arch", before_days=180, retention_days=1095, clock=clock)
+    assert archive(filled, tmp_path / "arch", retention_days=1095, clock=clock).archived == 0
+    assert archive(filled, tmp_path / "arch", retention_days=190, clock=clock).archived == 10  # the default
+    runner = CliRunner()
+    url = ["--database-url", filled.url.render_as_string(hide_password=False)]
+    monkeypatch.setenv("COURIERGUARD_AUDIT_RETENTION_DAYS", "1095")
+    refused = runner.invoke(app, ["archive", "--before-days", "180", "--out", str(tmp_path / "cli"), *url])
+    assert refused.exit_code == 2 and "at least 1095" in refused.output
+    assert not (tmp_path / "cli").exists()
+    kept = runner.invoke(app, ["archive", "--out", str(tmp_path / "cli"), *url])
+    assert kept.exit_code == 0 and "nothing older than the retention window" in kept.output
+    assert verify(filled, key_provider.signer().public_key, retention_days=190).ok
+
+
 def test_archive_keeps_verification(filled: Engine, key_provider: LocalKeyFile, tmp_path: Path) -> None:
     with pytest.raises(InvalidInput):
         archive(filled, tmp_path, before_days=30)
