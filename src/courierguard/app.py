@@ -49,14 +49,23 @@ class Core:
             self.audit_engine.dispose()
 
 
-def open_core(settings: Settings, *, clock: Clock | None = None, migrate_schema: bool = True) -> Core:
-    """Engines (migrated), key provider and vault for ``settings``."""
+def open_core(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    migrate_schema: bool = True,
+    keys: KeyProvider | None = None,
+) -> Core:
+    """Engines (migrated), key provider and vault for ``settings``; ``keys`` overrides the provider
+    the settings name (a library user's own KMS provider)."""
     clock = clock or SystemClock()
     engine = create_db_engine(settings.resolved_database_url)
     if migrate_schema:
         migrate(engine)
     audit_engine = open_audit_engine(settings, engine, migrate_schema=migrate_schema)
-    keys = key_provider_from_settings(settings.key_provider, settings.resolved_key_file)
+    keys = keys or key_provider_from_settings(
+        settings.key_provider, settings.resolved_key_file, factory=settings.key_provider_factory
+    )
     vault = Vault(engine, keys, tenant=settings.tenant, clock=clock)
     return Core(
         settings=settings, engine=engine, keys=keys, vault=vault, clock=clock, audit_engine=audit_engine

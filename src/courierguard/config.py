@@ -41,9 +41,20 @@ class Settings(BaseModel):
         ),
     ] = None
     key_provider: Annotated[
-        Literal["file", "env"],
-        Field(description="Where key-encryption, blind-index and signing keys come from."),
+        Literal["file", "env", "plugin"],
+        Field(
+            description="Where key-encryption, blind-index and signing keys come from: the local key file, "
+            "COURIERGUARD_KEYS, or KEY_PROVIDER_FACTORY (a KMS or HSM)."
+        ),
     ] = "file"
+    key_provider_factory: Annotated[
+        str | None,
+        Field(
+            description="With KEY_PROVIDER=plugin: `package.module:function`, called with no arguments, that "
+            "returns the key provider (for a KMS: a `KmsKeyProvider` around your KMS client).",
+            pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$",
+        ),
+    ] = None
     key_file: Annotated[
         Path | None, Field(description="Local key file (created with mode 0600). Unset: DATA_DIR/keys.json.")
     ] = None

@@ -75,7 +75,11 @@ def _public_key(public_key: str | None, database_url: str | None, key_file: Path
             raise InvalidInput("public_key", "an Ed25519 public key is 32 bytes")
         return raw
     settings = _settings(database_url, key_file)
-    return key_provider_from_settings(settings.key_provider, settings.resolved_key_file).signer().public_key
+    # Never a new key file: verified against a key made on the spot, every signed head looks forged.
+    keys = key_provider_from_settings(
+        settings.key_provider, settings.resolved_key_file, factory=settings.key_provider_factory, create=False
+    )
+    return keys.signer().public_key
 
 
 def _run(fn: Callable[[], T]) -> T:

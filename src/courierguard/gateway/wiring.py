@@ -23,6 +23,7 @@ from courierguard.risk.alerts import Alert, AlertSink, FanoutSink, SqlSink, Webh
 from courierguard.risk.engine import RiskEngine
 from courierguard.risk.interfaces import RiskHook
 from courierguard.risk.state import MemoryState, RedisState
+from courierguard.vault.keys import KeyProvider
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +89,11 @@ def open_deployment(
     clock: Clock | None = None,
     risk: RiskHook | None = None,
     audit: AuditLog | None = None,
+    keys: KeyProvider | None = None,
 ) -> Deployment:
-    """Open everything for ``settings``. ``risk`` and ``audit`` may be injected (tests, benchmarks)."""
-    core = open_core(settings, clock=clock)
+    """Open everything for ``settings``. ``risk`` and ``audit`` may be injected (tests, benchmarks);
+    ``keys`` replaces the key provider the settings name."""
+    core = open_core(settings, clock=clock, keys=keys)
     policy = PolicyEngine.from_folder(
         settings.policy_dir or default_policy_dir(),
         grace_hours=settings.reveal_grace_hours,

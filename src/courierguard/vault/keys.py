@@ -12,12 +12,13 @@ A provider wraps and unwraps *data keys*; the vault does the rest (envelope encr
 from __future__ import annotations
 
 import base64
+import importlib
 import json
 import os
 import secrets
 import tempfile
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from courierguard.errors import ConfigError
 from courierguard.vault._internal.aead import Aead, DecryptionFailed, new_key
@@ -317,9 +318,41 @@ class KmsKeyProvider:
         return False
 
 
-def key_provider_from_settings(kind: str, key_file: Path) -> KeyProvider:
+def key_provider_from_settings(
+    kind: str, key_file: Path, *, factory: str | None = None, create: bool = True
+) -> KeyProvider:
+    """The key provider a deployment is configured with. ``create=False`` refuses a missing key file
+    instead of making a new one (a verifier given a new key would call every signed head forged)."""
     if kind == "file":
-        return LocalKeyFile(key_file)
+        return LocalKeyFile(key_file, create=create)
     if kind == "env":
         return EnvKeyProvider()
+    if kind == "plugin":
+        return _plugin_provider(factory)
     raise ConfigError(f"unknown key provider {kind!r}")
+
+
+_PROVIDER_METHODS = (
+    "active_kek_id", "wrap", "unwrap", "blind_index_key", "signer", "dev_issuer_key", "rotate", "retire",
+)  # fmt: skip
+
+
+def _plugin_provider(factory: str | None) -> KeyProvider:
+    """Call the operator's ``package.module:function`` and check it returned a key provider.
+
+    The plugin point for a KMS or HSM: the function builds the provider from the operator's own client
+    and secret store, so no credential of theirs passes through Courier Guard's settings.
+    """
+    if not factory:
+        raise ConfigError("KEY_PROVIDER=plugin needs KEY_PROVIDER_FACTORY (package.module:function)")
+    module_name, _, attribute = factory.partition(":")
+    try:
+        made = getattr(importlib.import_module(module_name), attribute)()
+    except Exception as exc:  # an import or a constructor of the operator's: name the kind, not the text
+        raise ConfigError(f"key provider factory {factory} failed ({exc.__class__.__name__})") from None
+    missing = [name for name in _PROVIDER_METHODS if not callable(getattr(made, name, None))]
+    if missing:
+        raise ConfigError(
+            f"key provider factory {factory} returned no key provider (lacks {', '.join(missing)})"
+        )
+    return cast(KeyProvider, made)

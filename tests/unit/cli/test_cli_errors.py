@@ -100,3 +100,16 @@ def test_operator_commands_sign_their_tree_heads_into_the_witness_file(
     assert result.exit_code == 0, result.output
     heads = [json.loads(line) for line in witness.read_text().splitlines()]
     assert heads and max(h["size"] for h in heads) >= 1
+
+
+def test_audit_verify_without_the_key_file_does_not_make_one(tmp_path: Path) -> None:
+    # A restored database verified on a host without keys.json: a new key had been made on the spot,
+    # and every signed head reported forged (the docs review's D12).
+    assert runner.invoke(app, ["init", "--data-dir", str(tmp_path)]).exit_code == 0
+    (tmp_path / "keys.json").rename(tmp_path / "elsewhere.json")
+    url = f"sqlite:///{tmp_path / 'courierguard.sqlite3'}"
+    result = runner.invoke(
+        app, ["audit", "verify", "--database-url", url, "--key-file", str(tmp_path / "keys.json")]
+    )
+    assert result.exit_code == 2 and "does not exist" in result.output and "forged" not in result.output
+    assert not (tmp_path / "keys.json").exists()

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from courierguard.errors import ConfigError
 from courierguard.vault._internal.aead import Aead, new_key
@@ -15,6 +18,7 @@ from courierguard.vault.keys import (
     KeyUnavailable,
     KmsKeyProvider,
     LocalKeyFile,
+    key_provider_from_settings,
     new_key_document,
 )
 
@@ -108,3 +112,71 @@ def test_kms_provider_wraps_through_the_kms_and_rotates() -> None:
         provider.unwrap("kms-missing", wrapped, b"ctx")
     with pytest.raises(ConfigError):
         provider.dev_issuer_key()
+
+
+_PLUGIN_KMS = InMemoryKms()
+_PLUGIN_KEY = _PLUGIN_KMS.create_key()
+
+
+def kms_provider() -> KmsKeyProvider:
+    """A KEY_PROVIDER_FACTORY as an operator writes one: their KMS client, their secrets."""
+    return KmsKeyProvider(_PLUGIN_KMS, _PLUGIN_KEY, b"b" * 32, b"s" * 32)
+
+
+def not_a_provider() -> object:
+    return object()
+
+
+def test_a_plugin_key_provider_is_named_in_the_settings(tmp_path: Path) -> None:
+    from courierguard.app import open_core
+    from courierguard.config import Settings
+    from courierguard.domain import NewWaybill
+    from courierguard.events import PiiField
+    from courierguard.sim.synthetic import PartyGenerator
+
+    settings = Settings(
+        data_dir=tmp_path,
+        key_provider="plugin",
+        key_provider_factory="tests.unit.vault.test_keys:kms_provider",
+    )
+    core = open_core(settings)
+    try:
+        assert isinstance(core.keys, KmsKeyProvider) and not (tmp_path / "keys.json").exists()
+        party = PartyGenerator(3).party()
+        core.vault.ingest([NewWaybill("YT0000000000001", "O1", "O2", "R", party, party, datetime.now(UTC))])
+        assert (
+            core.vault.reveal("YT0000000000001", [PiiField.SENDER_NAME])[PiiField.SENDER_NAME] == party.name
+        )
+        with core.engine.connect() as conn:
+            assert conn.execute(text("SELECT kek_id FROM data_keys")).scalar_one() == _PLUGIN_KEY  # the KMS's
+    finally:
+        core.close()
+
+
+@pytest.mark.parametrize(
+    ("factory", "says"),
+    [
+        (None, "needs KEY_PROVIDER_FACTORY"),
+        ("tests.unit.vault.no_such_module:provider", "failed (ModuleNotFoundError)"),
+        ("tests.unit.vault.test_keys:no_such_function", "failed (AttributeError)"),
+        ("tests.unit.vault.test_keys:not_a_provider", "returned no key provider (lacks active_kek_id"),
+    ],
+)
+def test_a_plugin_key_provider_that_cannot_be_made_is_one_line(
+    tmp_path: Path, factory: str | None, says: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        key_provider_from_settings("plugin", tmp_path / "keys.json", factory=factory)
+
+
+def test_a_factory_that_is_not_module_colon_function_is_refused() -> None:
+    from courierguard.config import Settings
+
+    with pytest.raises(ConfigError, match="KEY_PROVIDER_FACTORY"):
+        Settings.from_env(environ={"COURIERGUARD_KEY_PROVIDER_FACTORY": "os; rm -rf /"})
+
+
+def test_a_missing_key_file_is_not_created_when_asked_not_to(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        key_provider_from_settings("file", tmp_path / "keys.json", create=False)
+    assert not (tmp_path / "keys.json").exists()
