@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -29,9 +30,9 @@ def _pg_available() -> bool:
         return False
 
 
-@pytest.fixture(scope="session")
-def pg_database() -> Iterator[str]:
-    """URL of a fresh, migrated PostgreSQL database for this test session."""
+@contextmanager
+def _fresh_pg_database() -> Iterator[str]:
+    """URL of a new, empty PostgreSQL database, dropped afterwards (a failure under CI=true)."""
     if not _pg_available():
         if IN_CI:
             pytest.fail("PostgreSQL is not reachable and CI=true: backend tests may not skip")
@@ -39,16 +40,28 @@ def pg_database() -> Iterator[str]:
     name = f"cg_test_{secrets.token_hex(4)}"
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN_URL.rsplit("/", 1)[0]
-    url = f"{base}/{name}"
-    engine = create_db_engine(url)
-    migrate(engine)
-    engine.dispose()
     try:
-        yield url
+        yield f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
     finally:
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """URL of a fresh, migrated PostgreSQL database for this test session."""
+    with _fresh_pg_database() as url:
+        engine = create_db_engine(url)
+        migrate(engine)
+        engine.dispose()
+        yield url
+
+
+@pytest.fixture
+def pg_empty_database() -> Iterator[str]:
+    """URL of a new PostgreSQL database with no schema at all (for migration tests)."""
+    with _fresh_pg_database() as url:
+        yield url
 
 
 @pytest.fixture

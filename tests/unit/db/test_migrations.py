@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Engine
 
-from courierguard.db import migrate
+from courierguard.db import create_db_engine, migrate
 from courierguard.db.schema import metadata
 
 
@@ -174,3 +178,25 @@ def test_0005_takes_the_audit_writers_lock() -> None:
     migration = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(migration)
     assert migration.AUDIT_WRITERS_LOCK == sql._PG_LOCK_KEY
+
+
+@pytest.mark.postgres
+def test_workers_starting_together_on_a_fresh_database_all_come_up(pg_empty_database: str) -> None:
+    # Every worker migrates at start: three at once on an empty database had left two with
+    # IntegrityError (pg_type_typname_nsp_index), racing to create the same tables (docs review D9).
+    # Processes, as workers are: Alembic's context is global to a process.
+    script = "import sys; from courierguard.db import create_db_engine, migrate; migrate(create_db_engine(sys.argv[1]))"
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, pg_empty_database],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for _ in range(4)
+    ]
+    outputs = [w.communicate(timeout=120)[0].decode(errors="replace") for w in workers]
+    assert [w.returncode for w in workers] == [0, 0, 0, 0], outputs
+    engine = create_db_engine(pg_empty_database)
+    with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), metadata) == []
+    engine.dispose()
