@@ -16,6 +16,7 @@ from courierguard.cli._common import (
     one_line_errors,
     settings_from,
 )
+from courierguard.errors import ConfigError
 from courierguard.logging import configure_logging
 from courierguard.sim.seed import SeededCompany
 
@@ -82,6 +83,15 @@ def run(
 
     with one_line_errors():
         settings = settings_from(data_dir=data_dir, host=host, port=port)
+        configured = [n for n, url in (("DATABASE_URL", settings.database_url),
+                                       ("AUDIT_DATABASE_URL", settings.audit_database_url)) if url]  # fmt: skip
+        if configured:
+            # The demo seeds 80 synthetic employees, an administrator among them, and an API key: into a
+            # production database they would be accounts nobody asked for.
+            raise ConfigError(
+                f"`run` is the embedded demo on SQLite under DATA_DIR, yet COURIERGUARD_{configured[0]} is set; "
+                "use `courierguard serve` for a configured database (it seeds nothing)"
+            )
         configure_logging(settings.log_level)
         deployment = open_deployment(settings)
         guard = deployment.guard

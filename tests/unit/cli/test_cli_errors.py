@@ -113,3 +113,16 @@ def test_audit_verify_without_the_key_file_does_not_make_one(tmp_path: Path) -> 
     )
     assert result.exit_code == 2 and "does not exist" in result.output and "forged" not in result.output
     assert not (tmp_path / "keys.json").exists()
+
+
+@pytest.mark.parametrize("variable", ["COURIERGUARD_DATABASE_URL", "COURIERGUARD_AUDIT_DATABASE_URL"])
+def test_run_refuses_a_configured_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    # `run` had seeded its demo company, an administrator and an API key included, into the
+    # production database the environment named (the docs review's D11).
+    target = tmp_path / "production.sqlite3"
+    monkeypatch.setenv(variable, f"sqlite:///{target}")
+    result = runner.invoke(app, ["run", "--data-dir", str(tmp_path / "demo")])
+    assert result.exit_code == 1 and "courierguard serve" in result.output and variable[13:] in result.output
+    assert not target.exists() and not (tmp_path / "demo").exists()
