@@ -96,7 +96,7 @@ class Problem(BaseModel):
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": Problem, "content": {"application/problem+json": {}}}
-    for code in (401, 403, 404, 409, 422, 429, 503)
+    for code in (401, 403, 404, 409, 413, 422, 429, 500, 503)
 }
 
 
@@ -834,7 +834,7 @@ def create_app(deployment: Deployment) -> FastAPI:
 
     # --- operations ---
 
-    @app.get("/healthz", tags=["operations"])
+    @app.get("/healthz", tags=["operations"], responses={503: ERRORS[503]})
     def healthz() -> dict[str, str]:
         """200 while the databases answer; a 503 problem otherwise, so that a load balancer drains
         a worker that cannot serve (every request would be refused)."""
