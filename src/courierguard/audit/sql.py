@@ -480,7 +480,8 @@ class SqlAuditLog:
                 if witnessed.size > len(self._tree):
                     raise AuditUnavailable(
                         f"the witness file signs {witnessed.size} entries but only {len(self._tree)} are stored "
-                        "(a rollback?); run `courierguard audit verify --witness`"
+                        "(a rollback?); run `courierguard audit verify --witness`; after restoring a backup on "
+                        "purpose, start a new witness file (docs/deployment.md, Backups and restore)"
                     )
                 if self._tree.root(witnessed.size) != witnessed.root:
                     raise AuditUnavailable(
