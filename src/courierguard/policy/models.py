@@ -42,6 +42,16 @@ class PolicyAction(StrEnum):
     """Manage employees and org units."""
     INGEST = "ingest"
     """Write waybills and lifecycle events (order and PDA systems)."""
+    ACCOUNT_SUSPEND = "account_suspend"
+    """Place a security hold on an employee's account (suspended, every session ended at once);
+    ``org_unit`` is that employee's unit."""
+    ACCOUNT_REINSTATE = "account_reinstate"
+    """Lift a security hold: the account is active again. ``org_unit`` is the employee's unit."""
+    SESSIONS_REVOKE = "sessions_revoke"
+    """End every open session of an employee, who stays active; ``org_unit`` is their unit."""
+    DEVICES_RESET = "devices_reset"
+    """Remove an employee's bound devices and their TOTP seeds (a lost or replaced phone), so that
+    the next enrolment is a first one; ``purpose`` is the reason code, ``org_unit`` their unit."""
 
     @property
     def needs_waybill(self) -> bool:
@@ -100,8 +110,8 @@ class PolicyRequest:
     """One question to the policy engine.
 
     ``resource`` is the waybill for view, view_routing, print, reveal and call (and optionally ingest);
-    ``None`` for list, search, export and admin, whose target is ``org_unit`` (``None``: the whole
-    company). ``fields`` are the personal-data fields a reveal or call wants in clear text.
+    ``None`` for list, search, export, admin and the account actions, whose target is ``org_unit``
+    (``None``: the whole company; for an account action, the unit of the employee acted on). ``fields`` are the personal-data fields a reveal or call wants in clear text.
     ``requested_by`` and ``approved_by`` are employee ids for the four-eyes rules: who asked for the
     export, and who (a different person) approved it or an officer's reveal.
     """
