@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, time
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, func, insert, select, text, update
+from sqlalchemy import Engine, and_, bindparam, case, func, insert, literal, null, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -32,6 +32,12 @@ from courierguard.events import Role, WaybillStatus
 from courierguard.policy import CaseFacts, WaybillFacts
 from courierguard.timeutil import CLOCK_SKEW, utc, utc_or_none
 from courierguard.vault.service import waybill_from_row
+
+SECURITY_HOLD = "security_hold"
+"""``status_reason`` of an account a security officer suspended (a security hold): only the
+security team lifts it, and no other status change but reinstatement removes it."""
+HOLD_LIFTED = "hold_lifted"
+"""``status_reason`` once a security officer has lifted the hold."""
 
 FACTS_COLUMNS = (
     "w.number, w.origin_outlet, w.dest_outlet, w.status, w.status_ts, w.assignee, w.task, w.delivered_at, "
@@ -101,6 +107,11 @@ class LifecycleChange:
 
 # Hot path (every guarded request reads an employee and a waybill's facts): statements built once
 # with bound parameters; building a Core select per call costs more than the lookup itself.
+_HELD = and_(
+    func.coalesce(employees.c.status_reason, "") == SECURITY_HOLD,
+    employees.c.status != EmployeeStatus.ACTIVE.value,
+)
+"""A security hold is on: the reason says so and the account has not been made active since."""
 _EMPLOYEE = select(employees).where(
     employees.c.tenant == bindparam("tenant"), employees.c.id == bindparam("id")
 )
@@ -293,11 +304,17 @@ class CompanyStore:
     def set_employee_status(
         self, employee_id: str, status: EmployeeStatus, now: datetime, *, reason: str | None = None
     ) -> Employee:
+        """Set the status. A security hold stays on through any status but ``active``: an admin who
+        records that a held employee left, or a risk lock of a held account, keeps it, so that
+        neither lets the account back without a security officer (see :meth:`lift_hold`)."""
+        new_reason: Any = literal(reason) if reason is not None else null()
+        if status is not EmployeeStatus.ACTIVE:
+            new_reason = case((_HELD, literal(SECURITY_HOLD)), else_=new_reason)
         with self.engine.begin() as conn:
             result = conn.execute(
                 update(employees)
                 .where(employees.c.tenant == self.tenant, employees.c.id == employee_id)
-                .values(status=status.value, status_reason=reason, updated_at=now)
+                .values(status=status.value, status_reason=new_reason, updated_at=now)
             )
             if not result.rowcount:
                 raise NotFound(f"employee {employee_id} not found")
@@ -314,6 +331,63 @@ class CompanyStore:
         if row is None:
             raise NotFound(f"employee {employee_id} not found")
         return (row.status_reason or "unknown") if row.status == EmployeeStatus.SUSPENDED.value else None
+
+    def held(self, employee_id: str) -> bool:
+        """Whether a security officer's hold is on the account (suspended, or left since)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(_HELD).where(employees.c.tenant == self.tenant, employees.c.id == employee_id)
+            ).first()
+        if row is None:
+            raise NotFound(f"employee {employee_id} not found")
+        return bool(row[0])
+
+    def place_hold(self, employee_id: str, now: datetime) -> Employee:
+        """Suspend the account under a security hold (a risk lock or an admin's suspension becomes
+        one). Conflict for an account that left, or that is held already."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(employees)
+                .where(
+                    employees.c.tenant == self.tenant,
+                    employees.c.id == employee_id,
+                    employees.c.status != EmployeeStatus.LEFT.value,
+                    ~_HELD,
+                )
+                .values(status=EmployeeStatus.SUSPENDED.value, status_reason=SECURITY_HOLD, updated_at=now)
+            )
+            employee = self.employee(employee_id, conn)  # NotFound for an unknown id
+            if not result.rowcount:
+                raise Conflict(
+                    f"account {employee_id} is {employee.status.value}"
+                    + (
+                        ", under a security hold already"
+                        if employee.status is EmployeeStatus.SUSPENDED
+                        else ""
+                    )
+                )
+            return employee
+
+    def lift_hold(self, employee_id: str, now: datetime) -> Employee:
+        """End a security hold: a suspended account is active again, one that left meanwhile stays
+        left (re-hiring is an admin's). Conflict for an account under no security hold."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(employees)
+                .where(employees.c.tenant == self.tenant, employees.c.id == employee_id, _HELD)
+                .values(
+                    status=case(
+                        (employees.c.status == EmployeeStatus.SUSPENDED.value, EmployeeStatus.ACTIVE.value),
+                        else_=employees.c.status,
+                    ),
+                    status_reason=HOLD_LIFTED,
+                    updated_at=now,
+                )
+            )
+            employee = self.employee(employee_id, conn)  # NotFound for an unknown id
+            if not result.rowcount:
+                raise Conflict(f"account {employee_id} is {employee.status.value}, under no security hold")
+            return employee
 
     def end_lock(self, employee_id: str, locked_reason: str, now: datetime) -> Employee:
         """Reinstate an account suspended with ``locked_reason`` (a risk lock), and only such an

@@ -43,7 +43,15 @@ from courierguard.errors import AccessDenied, InvalidInput, NotFound, Unauthenti
 from courierguard.events import AuthMethod, PiiField, Role, WaybillStatus
 from courierguard.gateway import problems
 from courierguard.gateway.identity import PartyRead, WaybillRead, claimed_employee
-from courierguard.gateway.service import PURPOSE_PATTERN, Approval, Caller, Verdict, last_receipt
+from courierguard.gateway.service import (
+    PURPOSE_PATTERN,
+    TICKET_PATTERN,
+    Approval,
+    Caller,
+    DeviceResetReason,
+    Verdict,
+    last_receipt,
+)
 from courierguard.gateway.wiring import Deployment
 from courierguard.logging import log_request
 from courierguard.vault import MaskedParty, MaskedWaybill
@@ -62,6 +70,7 @@ STATED = rf"^[^\x00]*[^\x00{BLANK}][^\x00]*$"
 """Free text that says something: :data:`TEXT` with a character that is not blank."""
 PURPOSE = PURPOSE_PATTERN
 APPROVAL = r"^ap_[0-9a-f]{16}$"
+TICKET = TICKET_PATTERN
 LOCATION = r"^-?(90(\.0+)?|[1-8]?\d(\.\d+)?),-?(180(\.0+)?|(1[0-7]\d|[1-9]?\d)(\.\d+)?)$"
 LOCATION_RE = re.compile(LOCATION)
 DEVICE_ID = r"^[!-~]([ -~]{0,126}[!-~])?$"
@@ -75,6 +84,7 @@ PATTERN_RULES = {
     LOCATION: "must be 'lat,lon' in decimal degrees",
     PURPOSE: "must be a purpose code: lowercase letters and _, such as delivery_contact",
     APPROVAL: "must be an approval id: ap_ and 16 hexadecimal digits",
+    TICKET: "must be a ticket, case or alert reference: up to 40 letters, digits or _ . -",
 }
 """Each input pattern's rule in words, for the problem JSON of a value that breaks it."""
 
@@ -257,6 +267,41 @@ class EmployeeOut(BaseModel):
 
 class StatusIn(_In):
     status: EmployeeStatus
+
+
+class TicketIn(_In):
+    """What an officer's action on an account names: the incident it belongs to."""
+
+    ticket: Annotated[
+        str,
+        Field(
+            pattern=TICKET,
+            description="The incident, case or alert this action belongs to, e.g. INC-2026-0042 (a reference, not text).",
+        ),
+    ]
+
+    @field_validator("ticket")
+    @classmethod
+    def _no_phone_numbers(cls, value: str) -> str:
+        # Kept in clear on the trail for years, beyond the reach of crypto-shredding.
+        if contains_phone(value):
+            raise ValueError("must not hold a phone number: name the ticket or the alert")
+        return value
+
+
+class DeviceResetIn(TicketIn):
+    reason: DeviceResetReason
+
+
+class SessionsRevokedOut(BaseModel):
+    employee: str
+    sessions_revoked: int
+
+
+class DevicesResetOut(BaseModel):
+    employee: str
+    devices_removed: list[str]
+    sessions_revoked: int
 
 
 class OrgUnitIn(_In):
@@ -765,6 +810,56 @@ def create_app(deployment: Deployment) -> FastAPI:
         """An officer's review ends a risk lock."""
         e = guard.unlock(who, employee_id)
         return _employee(e)
+
+    # --- incident response (security officers) ---
+
+    @app.post(
+        "/v1/admin/employees/{employee_id}/suspend",
+        response_model=EmployeeOut,
+        responses=ERRORS,
+        tags=["incident response"],
+    )
+    def suspend(employee_id: Ident, body: TicketIn, who: Who) -> EmployeeOut:
+        """A security hold: suspend the account and end every session of it at once (a security
+        officer; only a security officer lifts it)."""
+        return _employee(guard.suspend_account(who, employee_id, ticket=body.ticket))
+
+    @app.post(
+        "/v1/admin/employees/{employee_id}/reinstate",
+        response_model=EmployeeOut,
+        responses=ERRORS,
+        tags=["incident response"],
+    )
+    def reinstate(employee_id: Ident, body: TicketIn, who: Who) -> EmployeeOut:
+        """Lift a security hold after review (a security officer): the account is active again."""
+        return _employee(guard.reinstate_account(who, employee_id, ticket=body.ticket))
+
+    @app.post(
+        "/v1/admin/employees/{employee_id}/sessions/revoke",
+        response_model=SessionsRevokedOut,
+        responses=ERRORS,
+        tags=["incident response"],
+    )
+    def revoke_sessions(employee_id: Ident, body: TicketIn, who: Who) -> SessionsRevokedOut:
+        """End every open session of the account (a security officer); it stays active."""
+        revoked = guard.revoke_sessions(who, employee_id, ticket=body.ticket)
+        return SessionsRevokedOut(employee=employee_id, sessions_revoked=revoked)
+
+    @app.post(
+        "/v1/admin/employees/{employee_id}/devices/reset",
+        response_model=DevicesResetOut,
+        responses=ERRORS,
+        tags=["incident response"],
+    )
+    def reset_devices(employee_id: Ident, body: DeviceResetIn, who: Who) -> DevicesResetOut:
+        """A lost, stolen or replaced phone (a security officer): unbind the account's devices and
+        their TOTP seeds and end its sessions; its next enrolment is a first one, judged by risk control."""
+        done = guard.reset_devices(who, employee_id, reason=body.reason, ticket=body.ticket)
+        return DevicesResetOut(
+            employee=done.employee,
+            devices_removed=done.devices_removed,
+            sessions_revoked=done.sessions_revoked,
+        )
 
     @app.put("/v1/admin/org-units/{unit_id}", response_model=OrgUnitOut, responses=ERRORS, tags=["admin"])
     def put_org_unit(unit_id: Ident, body: OrgUnitIn, who: Who) -> OrgUnitOut:

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import jwt
 import pyotp
-from sqlalchemy import Engine, bindparam, insert, select, update
+from sqlalchemy import Engine, bindparam, delete, insert, select, update
 
 from courierguard.clock import Clock, SystemClock
 from courierguard.company.store import FACTS_COLUMNS
@@ -523,6 +523,25 @@ class Devices:
                     )
                 ).scalars()
             )
+
+    def remove(self, employee: str, device_ids: list[str]) -> list[str]:
+        """Unbind ``device_ids`` from ``employee``, their TOTP seeds with them (a lost or replaced
+        phone); returns the ids that were bound and are now removed, in the order given."""
+        if not device_ids:
+            return []
+        with self.engine.begin() as conn:
+            removed = set(
+                conn.execute(
+                    delete(devices)
+                    .where(
+                        devices.c.tenant == self.tenant,
+                        devices.c.employee == employee,
+                        devices.c.device_id.in_(device_ids),
+                    )
+                    .returning(devices.c.device_id)
+                ).scalars()
+            )
+        return [d for d in device_ids if d in removed]
 
     def bind(self, employee: str, device_id: str, now: datetime) -> str:
         """Bind ``device_id`` to ``employee`` and return its new TOTP seed (base32), shown once."""

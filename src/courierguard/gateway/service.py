@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import insert, select, update
@@ -32,7 +33,7 @@ from sqlalchemy import insert, select, update
 from courierguard.audit import AuditLog, AuditQueries, EntryKind, Page
 from courierguard.clock import Clock
 from courierguard.company import CompanyStore, LifecycleChange
-from courierguard.company.store import facts_from_rows
+from courierguard.company.store import SECURITY_HOLD, facts_from_rows
 from courierguard.config import Settings
 from courierguard.db.tables import approvals
 from courierguard.domain import Case, CaseState, Employee, EmployeeStatus, OrgUnit
@@ -83,6 +84,7 @@ from courierguard.policy import (
 from courierguard.risk.interfaces import RiskHook
 from courierguard.timeutil import reported_time, utc, utc_or_none
 from courierguard.vault import MaskedWaybill, Vault, VaultError
+from courierguard.vault.normalize import contains_phone
 
 T = TypeVar("T")
 
@@ -95,6 +97,10 @@ PURPOSE_PATTERN = r"^[a-z][a-z_]{0,63}$"
 """A stated purpose is a code (delivery_contact, ticket, investigation), not free text: it is kept
 for years on the audit trail and exported to the SIEM, where free text gathers names and phones."""
 _PURPOSE = re.compile(PURPOSE_PATTERN)
+TICKET_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,39}$"
+"""The ticket an officer's action on an account names: an incident, case or alert reference such
+as ``INC-2026-0042``, never free text (it is kept for years with the entry, beyond crypto-shredding)."""
+_TICKET = re.compile(TICKET_PATTERN)
 SERVICE_ORG_UNIT = "SYSTEM"
 SEARCH_MATCHES_MAX = 1000
 """Waybills one phone or name search reaches, over all its pages: a person with more is a business
@@ -104,6 +110,25 @@ account, and an officer's audit search, not the masked search, is the tool for i
 _SERVICE_ROLE = Role.SERVICE.value
 SystemDetail = int | str | list[str] | None
 """A value in a system entry's body (``waybills`` lists the numbers it concerns, for search)."""
+
+
+class DeviceResetReason(StrEnum):
+    """Why a security officer removes an account's bound devices (the policies may narrow these)."""
+
+    DEVICE_LOST = "device_lost"
+    DEVICE_STOLEN = "device_stolen"
+    DEVICE_REPLACED = "device_replaced"
+    SEED_EXPOSED = "seed_exposed"
+    """The authenticator's seed or QR code was shown to, or copied by, someone else."""
+
+
+@dataclass(frozen=True, slots=True)
+class DevicesReset:
+    """What a device reset did: the devices unbound (seeds with them) and the sessions ended."""
+
+    employee: str
+    devices_removed: list[str]
+    sessions_revoked: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,7 +434,10 @@ class Guard:
             if not session.stepped_up_at(self.clock.now()):
                 raise self._refused(
                     caller, Action.AUTH_DEVICE_BOUND, f"device.bind:{caller.device_id}"[:128],
-                    StepUpRequired("binding a device to an account that has one needs a step-up on a bound device"),
+                    StepUpRequired(
+                        "binding a device to an account that has one needs a step-up on a bound device; "
+                        "if it is lost or replaced, a security officer resets the account's devices"
+                    ),
                 )  # fmt: skip
         device_id = caller.device_id
         # Judged by risk control and recorded before it takes effect: a session in doubt (a new
@@ -421,8 +449,9 @@ class Guard:
         )
         if verdict.error is not None and "enrol_while_doubted" in verdict.risk_codes:
             verdict.error = StepUpRequired(
-                "this session is in doubt, so it cannot enrol a device: enrol from your usual device, "
-                "network and working hours, or ask a security officer"
+                "this session is in doubt, so it cannot enrol a device: enrol from a device, network and "
+                "working hours the account usually works from (a replaced phone is learned after a few "
+                "days of ordinary use)"
             )
         return self._settle(verdict)
 
@@ -971,6 +1000,9 @@ class Guard:
                     "role", "service is for API keys (courierguard admin api-key create), not employees"
                 )
             self.company.check_employee(employee)
+            if employee.status is EmployeeStatus.ACTIVE:
+                with contextlib.suppress(NotFound):  # a new employee is under no hold
+                    self._hold_stays(caller, employee.id)
 
         self._admin(caller, what, check)
         previous = None
@@ -993,6 +1025,8 @@ class Guard:
         def check() -> None:
             self._own_account_refused(caller, employee_id)
             self.company.employee(employee_id)  # NotFound, recorded as the refusal
+            if status is EmployeeStatus.ACTIVE:
+                self._hold_stays(caller, employee_id)
 
         self._admin(caller, what, check)
         employee = self._admin_apply(
@@ -1012,7 +1046,12 @@ class Guard:
             self._own_account_refused(caller, employee_id)
         except AccessDenied as exc:
             raise self._refused(caller, Action.ADMIN_CHANGE, what, exc) from None
-        if self.company.suspended_for(employee_id) != RISK_LOCK_REASON:
+        suspended_for = self.company.suspended_for(employee_id)
+        if suspended_for == SECURITY_HOLD:
+            raise Conflict(
+                f"account {employee_id} is under a security hold: a security officer lifts it (reinstate)"
+            )
+        if suspended_for != RISK_LOCK_REASON:
             raise Conflict(
                 f"account {employee_id} is not locked by risk control: an admin changes its status"
             )
@@ -1023,6 +1062,160 @@ class Guard:
         if callable(unlock):
             unlock(employee_id)
         return employee
+
+    # --- incident response: security officers contain an account and hand it back ---------------------
+
+    # Each is authorised by its policy action (the resource is the employee's org unit), checked,
+    # recorded and then made, as an admin change is: the trail holds one entry per attempt, a deny
+    # naming what refused it or an allow for a change that was made. The allow is judged by risk
+    # control before it is made: an officer's session in doubt steps up before it acts on anyone.
+
+    def suspend_account(self, caller: Caller, employee_id: str, *, ticket: str) -> Employee:
+        """A security hold: the account is suspended and every session of it ends at once; only a
+        security officer lifts it (:meth:`reinstate_account`)."""
+        ticket = _ticket(ticket)
+
+        def check() -> None:
+            employee = self.company.employee(employee_id)
+            if employee.status is EmployeeStatus.LEFT:
+                raise Conflict(f"account {employee_id} has left: it has no session and cannot sign in")
+            if self.company.held(employee_id):
+                raise Conflict(f"account {employee_id} is under a security hold already")
+
+        def hold() -> Employee:
+            now = self.clock.now()
+            employee = self.company.place_hold(employee_id, now)
+            self.sessions.revoke_all(employee_id, now, SECURITY_HOLD)
+            return employee
+
+        employee = self._officer(
+            caller,
+            PolicyAction.ACCOUNT_SUSPEND,
+            employee_id,
+            f"employee.hold:{employee_id}:{ticket}",
+            check,
+            hold,
+        )
+        self._status_changed(caller, employee_id, EmployeeStatus.SUSPENDED)
+        return employee
+
+    def reinstate_account(self, caller: Caller, employee_id: str, *, ticket: str) -> Employee:
+        """Lift a security hold after review: the account is active again (one that left meanwhile
+        stays left). A risk lock ends with :meth:`unlock`, an admin's suspension through status."""
+        ticket = _ticket(ticket)
+
+        def check() -> None:
+            if not self.company.held(employee_id):  # NotFound for an unknown id
+                raise Conflict(
+                    f"account {employee_id} is under no security hold: a risk lock ends with unlock, "
+                    "an admin's suspension through status"
+                )
+
+        def lift() -> Employee:
+            employee = self.company.lift_hold(employee_id, self.clock.now())
+            # A hold may have been placed on a risk lock: the review that lifts it ends that too.
+            unlock = getattr(self.risk, "unlock", None)
+            if callable(unlock):
+                unlock(employee_id)
+            return employee
+
+        employee = self._officer(
+            caller, PolicyAction.ACCOUNT_REINSTATE, employee_id, f"employee.hold_lifted:{employee_id}:{ticket}",
+            check, lift,
+        )  # fmt: skip
+        if employee.status is EmployeeStatus.ACTIVE:
+            self._status_changed(caller, employee_id, EmployeeStatus.ACTIVE)
+        return employee
+
+    def revoke_sessions(self, caller: Caller, employee_id: str, *, ticket: str) -> int:
+        """End every open session of the account at once; it stays active, and its next sign-in is
+        judged afresh by risk control. Returns how many sessions ended."""
+        ticket = _ticket(ticket)
+        return self._officer(
+            caller, PolicyAction.SESSIONS_REVOKE, employee_id, f"sessions.revoke:{employee_id}:{ticket}",
+            lambda: self._known(employee_id),
+            lambda: self.sessions.revoke_all(employee_id, self.clock.now(), "officer_revoked"),
+        )  # fmt: skip
+
+    def reset_devices(
+        self, caller: Caller, employee_id: str, *, reason: DeviceResetReason | str, ticket: str
+    ) -> DevicesReset:
+        """A lost, stolen or replaced phone: unbind every device of the account (their TOTP seeds
+        with them) and end its sessions, so that its next enrolment is a first one. That enrolment
+        is still judged by risk control: a session in doubt cannot enrol (``enrol_while_doubted``).
+
+        Recorded before it is made with the officer, the employee, the devices, the reason code
+        and the ticket (an ``admin`` entry beside the ``admin.change`` event)."""
+        ticket = _ticket(ticket)
+        try:
+            reason = DeviceResetReason(reason)
+        except ValueError:
+            raise InvalidInput(
+                "reason", f"must be one of {', '.join(r.value for r in DeviceResetReason)}"
+            ) from None
+        bound: list[str] = []
+
+        def check() -> None:
+            self._known(employee_id)
+            bound[:] = self.devices.bound(employee_id)
+            if not bound:
+                raise Conflict(
+                    f"employee {employee_id} has no bound device: their next enrolment is a first one already"
+                )
+
+        def reset() -> DevicesReset:
+            self._append(
+                EntryKind.ADMIN, caller, "devices.reset",
+                {"employee": employee_id, "devices": list(bound), "reason": reason.value, "ticket": ticket},
+            )  # fmt: skip
+            revoked = self.sessions.revoke_all(employee_id, self.clock.now(), "devices_reset")
+            return DevicesReset(employee_id, self.devices.remove(employee_id, bound), revoked)
+
+        return self._officer(
+            caller, PolicyAction.DEVICES_RESET, employee_id, f"devices.reset:{employee_id}:{ticket}", check, reset,
+            purpose=reason.value,
+        )  # fmt: skip
+
+    def _known(self, employee_id: str) -> None:
+        self.company.employee(employee_id)  # NotFound, recorded as the refusal
+
+    def _officer(
+        self,
+        caller: Caller,
+        action: PolicyAction,
+        employee_id: str,
+        what: str,
+        check: Callable[[], None],
+        change: Callable[[], T],
+        *,
+        purpose: str | None = None,
+    ) -> T:
+        """Authorise ``action`` on the employee's account (their org unit is the resource; the
+        company's for an unknown id, which the check then refuses), check (nobody acts on their own
+        account), record the allow as judged by risk control, and make ``change``."""
+        what = what[:128]
+        try:
+            org_unit: str | None = self.company.employee(employee_id).org_unit
+        except NotFound:
+            org_unit = None
+        decision = self.policy.decide(
+            PolicyRequest(
+                caller.principal, action, None, self.clock.now(), purpose=purpose, org_unit=org_unit
+            )
+        )
+        if not decision.allowed:
+            self._record(
+                self._event(caller, Action.ADMIN_CHANGE, purpose=what, outcome=Outcome.DENY,
+                            reason=f"policy:{decision.reason}")
+            )  # fmt: skip
+            raise AccessDenied(decision.detail, reason=decision.reason or DenyReason.POLICY_DENIED)
+        try:
+            self._own_account_refused(caller, employee_id, other="security officer")
+            check()
+        except CourierGuardError as exc:
+            raise self._refused(caller, Action.ADMIN_CHANGE, what, exc) from None
+        event = self._event(caller, Action.ADMIN_CHANGE, purpose=what, outcome=Outcome.ALLOW)
+        return self._settle(self._judge(event, serve=lambda: self._admin_apply(caller, what, change)))
 
     def _status_changed(self, caller: Caller, employee_id: str, status: EmployeeStatus) -> None:
         label = {"left": "employee.left", "suspended": "employee.suspended", "active": "employee.reinstated"}[
@@ -1035,11 +1228,31 @@ class Guard:
             self.sessions.revoke_all(employee_id, self.clock.now(), f"employee_{status.value}")
 
     @staticmethod
-    def _own_account_refused(caller: Caller, employee_id: str) -> None:
+    def _own_account_refused(caller: Caller, employee_id: str, *, other: str = "admin") -> None:
         """Separation of duties: nobody changes their own role, unit or status (an admin could make
-        themselves an officer and approve their own exports); another admin must."""
+        themselves an officer and approve their own exports), nor lifts a hold on, ends the
+        sessions of or resets the devices of their own account; another admin or officer must."""
         if employee_id == caller.principal.id:
-            raise AccessDenied("nobody changes their own account: ask another admin")
+            raise AccessDenied(f"nobody changes their own account: ask another {other}")
+
+    def _hold_stays(self, caller: Caller, employee_id: str) -> None:
+        """Making a held account active is lifting the hold, whichever route asks: the policies'
+        ``account_reinstate`` decides (security officers only in the default rules), so an admin's
+        status change cannot undo a security officer's containment. NotFound for an unknown id."""
+        if not self.company.held(employee_id):
+            return
+        decision = self.policy.decide(
+            PolicyRequest(
+                caller.principal, PolicyAction.ACCOUNT_REINSTATE, None, self.clock.now(),
+                org_unit=self.company.employee(employee_id).org_unit,
+            )
+        )  # fmt: skip
+        if not decision.allowed:
+            raise AccessDenied(
+                f"account {employee_id} is under a security hold, which a security officer lifts "
+                f"({decision.detail})",
+                reason=decision.reason or DenyReason.POLICY_DENIED,
+            )
 
     def _admin(self, caller: Caller, what: str, check: Callable[[], None]) -> None:
         """Authorise (a non-admin learns nothing from validation), check, and record the change
@@ -1074,9 +1287,13 @@ class Guard:
             raise AccessDenied(decision.detail, reason=decision.reason or DenyReason.POLICY_DENIED)
 
     def _record_system(self, caller: Caller, what: str, **details: SystemDetail) -> None:
+        self._append(EntryKind.SYSTEM, caller, what, details)
+
+    def _append(self, kind: EntryKind, caller: Caller, what: str, details: dict[str, SystemDetail]) -> None:
+        """Append a ``kind`` entry (``system``, ``admin``) naming ``what`` and the caller, durably."""
         try:
             self.audit.append(
-                EntryKind.SYSTEM,
+                kind,
                 {
                     "what": what,
                     "actor": caller.principal.id,
@@ -1345,6 +1562,18 @@ def _purpose(purpose: str) -> str:
     return purpose
 
 
+def _ticket(ticket: str) -> str:
+    """The ticket an officer's action names, checked as the HTTP layer checks it: a reference, not
+    free text, and nothing written like a phone number (it goes into the entry, kept for years)."""
+    if not _TICKET.fullmatch(ticket or ""):
+        raise InvalidInput(
+            "ticket", "must be a ticket, case or alert reference: up to 40 letters, digits or _ . -"
+        )
+    if contains_phone(ticket):
+        raise InvalidInput("ticket", "must not hold a phone number: name the ticket or the alert")
+    return ticket
+
+
 def _risk_error(risk: RiskDecision, codes: str) -> CourierGuardError:
     if risk.action is RiskAction.STEP_UP:
         return StepUpRequired(f"unusual activity ({codes}): confirm with a code from your bound device")
@@ -1355,4 +1584,4 @@ def _risk_error(risk: RiskDecision, codes: str) -> CourierGuardError:
     return AccessDenied(f"refused by risk control ({codes})", reason=DenyReason.RISK_DENIED)
 
 
-__all__ = ["Approval", "Caller", "Guard", "PageResult", "Verdict"]
+__all__ = ["Approval", "Caller", "DeviceResetReason", "DevicesReset", "Guard", "PageResult", "Verdict"]

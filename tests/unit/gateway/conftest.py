@@ -131,13 +131,19 @@ class World:
         assert r.status_code == 200, r.text
 
     def access_events(self) -> list[dict[str, Any]]:
+        return self.entries("access")
+
+    def entries(self, kind: str) -> list[dict[str, Any]]:
+        """The bodies of this tenant's audit entries of ``kind`` (access, admin, system, ...), in order."""
         from courierguard.audit import AuditQueries
 
         queries, out, cursor = AuditQueries(self.deployment.core.audit_engine), [], None
         while True:
             page = queries.search(limit=1000, cursor=cursor)
             out += [
-                r.body for r in page.records if r.kind == "access" and r.body.get("tenant") == self.tenant
+                r.body
+                for r in page.records
+                if r.kind == kind and r.body is not None and r.body.get("tenant") == self.tenant
             ]
             if page.next_cursor is None:
                 return out
@@ -146,6 +152,18 @@ class World:
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
+    risk = ScriptedRisk()
+    yield from _world(request, tmp_path, risk)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def engine_world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
+    """The same company with the real RiskEngine (default configuration, in-memory state) on the
+    request path instead of a scripted hook (``World.risk`` is then unused)."""
+    yield from _world(request, tmp_path, None)
+
+
+def _world(request: pytest.FixtureRequest, tmp_path: Path, risk: ScriptedRisk | None) -> Iterator[World]:
     clock = FixedClock(START)
     database_url, key_file = None, None
     if request.param == "postgres":
@@ -156,7 +174,6 @@ def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
     settings = Settings(
         data_dir=tmp_path, tenant="t" + secrets.token_hex(4), database_url=database_url, key_file=key_file
     )
-    risk = ScriptedRisk()
     deployment = open_deployment(settings, clock=clock, risk=risk)
     company = deployment.guard.company
     company.ensure_tenant("Test Express", clock.now())
@@ -170,7 +187,7 @@ def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
         company.put_employee(Employee(emp, role, unit), clock.now())
     _, key = deployment.guard.api_keys.create("order-system", clock.now())
     client = TestClient(create_app(deployment), raise_server_exceptions=False)
-    w = World(client, deployment, clock, risk, key)
+    w = World(client, deployment, clock, risk or ScriptedRisk(), key)
     r = client.post("/v1/waybills", json={"records": [record(n) for n in range(1, 6)]}, headers=w.svc)
     assert r.status_code == 200 and len(r.json()["stored"]) == 5, r.text
     yield w
