@@ -4,12 +4,14 @@ Public API (everything else, including ``_internal``, may change without notice)
 
 * :class:`AuditLog` – the interface every capability writes through; :func:`open_audit_log` gives the
   durable SQL implementation (SQLite or PostgreSQL), :class:`MemoryAuditLog` the in-memory one.
-* :func:`verify` – full verification of a stored log, naming the first bad entry.
+* :func:`verify` – full verification of a stored log, naming the first bad entry; with
+  :func:`row_mac_key` it also checks that every row was written by a writer holding the audit key.
 * :class:`AuditQueries` – investigator queries with inclusion proofs.
 * :mod:`courierguard.audit.merkle` – RFC 6962 hashing and proofs as pure functions.
 * :func:`export_jsonl`, :func:`export_ocsf`, :func:`archive` – SIEM export and retention.
 """
 
+from courierguard.audit._internal.rowmac import row_mac_key
 from courierguard.audit.export import ExportMismatch, export_jsonl, export_ocsf, to_ocsf
 from courierguard.audit.interfaces import AuditLog
 from courierguard.audit.memory import MemoryAuditLog
@@ -71,6 +73,7 @@ __all__ = [
     "node_hash",
     "open_audit_log",
     "root_from_inclusion_proof",
+    "row_mac_key",
     "to_ocsf",
     "verify",
     "verify_archive",

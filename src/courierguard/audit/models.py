@@ -224,6 +224,10 @@ class ProblemKind(StrEnum):
     INDEX_MISMATCH = "index_mismatch"
     """A searchable copy (the actor, time, kind or tenant column, the actor and waybill indexes, the
     index mark) disagrees with the hashed entries: searches and exports would miss or misfile it."""
+    BAD_MAC = "bad_mac"
+    """An entry row no writer holding the audit key vouches for: its MAC does not match its index and
+    leaf hash, or it has none and no valid signed head covers it (an INSERT by someone without the
+    key). Checked only with the key provider's row key."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +251,10 @@ class VerifyReport:
     root: bytes
     problems: list[Problem]
     seconds: float = 0.0
+    macs_checked: bool = False
+    """Whether every row's MAC was checked (the row key was given), or only the public key was."""
+    legacy: int = 0
+    """Rows without a MAC (written before row MACs): each must lie below a valid signed head."""
 
     @property
     def ok(self) -> bool:
@@ -263,13 +271,20 @@ class VerifyReport:
         if self.ok:
             return (
                 f"OK: {self.entries} entries ({self.archived} archived), {self.tree_heads} signed tree heads, "
-                f"root {self.root.hex()}"
+                f"root {self.root.hex()}; {self.mac_summary()}"
             )
         first = self.first_problem
         assert first is not None
         return (
             f"FAILED: {first.kind} at index {first.index}: {first.detail} ({len(self.problems)} problem(s))"
         )
+
+    def mac_summary(self) -> str:
+        """What was checked of the row MACs, in a few words."""
+        if not self.macs_checked:
+            return "row MACs not checked (public key only: run with the key provider to check them)"
+        legacy = f" ({self.legacy} from before row MACs, under signed heads)" if self.legacy else ""
+        return f"row MACs checked{legacy}"
 
 
 def stored_bytes(value: object) -> bytes:

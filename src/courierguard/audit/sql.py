@@ -14,6 +14,11 @@ the gate once and each woken caller releases it again for the next), and one
 ``call_soon_threadsafe`` per event loop for coroutines. Before committing, the writer may linger a
 few milliseconds for companions when the arrival rate says they are coming (``_linger``).
 
+Every row carries a MAC under a key derived from the audit signing key (:mod:`.rowmac`), and the
+rows another writer committed are taken into the tree only when their MACs, or a valid signed head
+below which they lie, vouch for them (``_adopt``): a row INSERTed by someone without the key is
+refused, with every batch after it, rather than signed over.
+
 A signed tree head is added to the batch transaction when the last one is ``head_interval`` seconds
 old, the writer wakes on its own to sign one when entries arrived but no batch followed, and
 ``checkpoint()``/``close()`` force one.
@@ -51,6 +56,7 @@ from courierguard.audit._internal.core import (
     tenant_of,
     waybills_of,
 )
+from courierguard.audit._internal.rowmac import MacScan, log_key, row_mac, row_mac_key
 from courierguard.audit.merkle import HASH_SIZE, LEAF_PREFIX, TILE_HEIGHT, TiledTree, root_from_packed
 from courierguard.audit.models import EntryKind, SignedTreeHead, encode_entry, stored_bytes, to_micros
 from courierguard.audit.search_index import (
@@ -82,21 +88,27 @@ INDEX_EVERY = 4096
 _INDEX_MAX = 65_536
 # The writer's statements, run on its own DB-API connection (see ``_WriterConnection``); ``?`` becomes
 # ``%s`` for psycopg. Values are always bound, never formatted into the SQL.
-_INSERT_ENTRY = "INSERT INTO audit_entries (seq, ts_us, kind, actor, tenant, entry, leaf_hash) VALUES (?, ?, ?, ?, ?, ?, ?)"
+_INSERT_ENTRY = (
+    "INSERT INTO audit_entries (seq, ts_us, kind, actor, tenant, entry, leaf_hash, mac) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
 _INSERT_TILE = "INSERT INTO audit_tiles (height, idx, hash) VALUES (?, ?, ?)"
 # PostgreSQL: a batch's entries as one statement of column arrays, not ``executemany`` (a pipeline
 # of one Bind/Execute per row): fewer messages, and far less of psycopg's per-row work.
 # The arrays go in binary (``%b``): in text psycopg escapes and quotes every element, which took
 # 850 µs of CPU for a 32-entry batch against 300 µs in binary.
 _INSERT_ENTRIES_PG = (
-    "INSERT INTO audit_entries (seq, ts_us, kind, actor, tenant, entry, leaf_hash) SELECT * FROM unnest("
-    "%b::bigint[], %b::bigint[], %b::text[], %b::text[], %b::text[], %b::bytea[], %b::bytea[])"
+    "INSERT INTO audit_entries (seq, ts_us, kind, actor, tenant, entry, leaf_hash, mac) SELECT * FROM unnest("
+    "%b::bigint[], %b::bigint[], %b::text[], %b::text[], %b::text[], %b::bytea[], %b::bytea[], %b::bytea[])"
 )
 _INSERT_HEAD = (
     "INSERT INTO audit_tree_heads (size, root, timestamp_ms, signature, public_key) VALUES (?, ?, ?, ?, ?)"
 )
 _LEAVES_FROM = "SELECT leaf_hash FROM audit_entries WHERE seq >= ? ORDER BY seq"
 _LEAVES_BETWEEN = "SELECT leaf_hash FROM audit_entries WHERE seq >= ? AND seq < ? ORDER BY seq"
+# What a writer reads of rows it did not write itself: enough to tell whether a writer holding the
+# key wrote them.
+_ROWS_FROM = "SELECT seq, leaf_hash, mac FROM audit_entries WHERE seq >= ? ORDER BY seq"
 # max() reads one end of the primary key; count() would scan the whole table per batch.
 _MAX_SEQ = "SELECT max(seq) FROM audit_entries"
 # A batch's transaction opens in one round trip: the writers' lock first, then where the log ends.
@@ -107,6 +119,19 @@ _PG_BEGIN = f"BEGIN; SELECT pg_advisory_xact_lock({_PG_LOCK_KEY}); {_MAX_SEQ}"
 _LATEST_HEAD = (
     "SELECT size, root, timestamp_ms, signature, public_key FROM audit_tree_heads ORDER BY size DESC LIMIT 1"
 )
+
+
+class UnauthenticatedEntry(AuditUnavailable):
+    """A stored row that no writer holding the audit key vouches for (a wrong MAC, or none above
+    the newest valid signed head): the log refuses to append or sign past it (fail closed)."""
+
+    def __init__(self, index: int, why: str) -> None:
+        super().__init__(
+            f"audit entry {index} {why}: not written by a writer holding the audit key; nothing is "
+            "appended or signed past it; run `courierguard audit verify`",
+            index=index,
+        )
+        self.index = index
 
 
 class _LoopBatch:
@@ -412,6 +437,11 @@ class SqlAuditLog:
         self._engine = engine
         self._clock = clock or SystemClock()
         self._signer = HeadSigner(key_provider.signer(), self._clock)
+        # Row MACs (see ``_adopt``): the deployment's row key, and this log's key once it has an
+        # entry 0 (it names the log). Never stored: both come from the key provider.
+        self._row_key = row_mac_key(key_provider)
+        self._log_key: bytes | None = None
+        self._refused = -1  # the last row refused as unauthenticated, logged once
         self._witness = Witness(witness_file) if witness_file else None
         self._interval = head_interval
         self._max_batch = max(1, max_batch)
@@ -472,6 +502,7 @@ class SqlAuditLog:
                 raise AuditUnavailable(
                     f"the latest signed tree head {problem}; run `courierguard audit verify`"
                 )
+        covered = head.size if head is not None else 0
         if witness_file is not None:
             # The database's heads can be rolled back with its entries; the witness, kept elsewhere,
             # cannot. Signing on after a rollback would issue the lost indices again, for other entries.
@@ -488,6 +519,12 @@ class SqlAuditLog:
                         f"the stored entries differ from those the witness file signed at size {witnessed.size}; "
                         "run `courierguard audit verify --witness`"
                     )
+                covered = max(covered, witnessed.size)
+        if len(self._tree):
+            self._log_key = log_key(self._row_key, self._tree.leaf(0))
+        # The entries no signed head covers yet (a crash before the head) are about to be signed:
+        # each must carry a valid MAC, as when a running writer adopts them.
+        self._check_unsigned(covered)
         self._head = head
         self._last_head_at = time.monotonic()
         if self._indexed < len(self._tree):
@@ -863,7 +900,13 @@ class SqlAuditLog:
     def _safe_write(self, batch: list[_Request], *, force_head: bool = False) -> None:
         try:
             self._write(batch, force_head=force_head)
+            self._refused = -1
         except Exception as exc:
+            if isinstance(exc, UnauthenticatedEntry) and exc.index != self._refused:
+                # Every batch fails on this row until someone acts: one alert per row, not per batch.
+                # The detail names the index and why, nothing of the row.
+                self._refused = exc.index
+                log.critical("%s", exc.detail)
             log.error("audit batch of %d entries not committed: %s", len(batch), exc.__class__.__name__)
             for request in batch:
                 request.error = exc
@@ -873,13 +916,16 @@ class SqlAuditLog:
         wants_head = force_head or len(entries) < len(batch) or not batch
         with self._tree_lock:
             before = self._tree.mark()
+        key_before = self._log_key
         try:
             with self._db.transaction() as (cursor, stored):
                 start, head, signed = self._write_in(cursor, stored, entries, wants_head)
         except BaseException:
-            # Whatever failed, a statement or the commit itself, the tree forgets the batch's leaves.
+            # Whatever failed, a statement or the commit itself, the tree forgets the batch's leaves
+            # (and a log key taken from an entry 0 that is not stored after all).
             with self._tree_lock:
                 self._tree.restore(before)
+            self._log_key = key_before
             raise
         # Committed: from here on every entry of the batch is durable.
         with self._tree_lock:
@@ -913,28 +959,27 @@ class SqlAuditLog:
         """One batch's statements in the writer's transaction, which found ``stored`` entries in
         the log: (index of its first entry, the head that now covers it if one was due, whether
         this writer signed that head). ``_write`` restores the tree if this or the commit fails."""
-        db = self._db
         with self._tree_lock:
             start = len(self._tree)
         if stored > start:
             # Another writer appended since we last looked: take its leaves before numbering ours
             # (the tiles they complete, that writer stored).
-            cursor.execute(db.sql(_LEAVES_FROM), (start,))
-            extra = b"".join(stored_bytes(h) for (h,) in cursor.fetchall())
-            with self._tree_lock:
-                self._tree.extend_packed(extra)
-                start = len(self._tree)
+            start = self._adopt(cursor, start)
         rows: list[tuple[Any, ...]] = []
         leaves: list[bytes] = []
         sha = hashlib.sha256
         encode = encode_entry
+        key = self._log_key
         index = start
         for request in entries:
             assert request.kind is not None
             entry = encode(index, request.ts_us, request.kind, request.body)
             h = sha(LEAF_PREFIX + entry).digest()
+            if key is None:  # entry 0 of a new log: its leaf hash names the log (``rowmac.log_key``)
+                key = self._log_key = log_key(self._row_key, h)
             leaves.append(h)
-            rows.append((index, request.ts_us, request.kind, request.actor, request.tenant, entry, h))
+            mac = row_mac(key, index, h)
+            rows.append((index, request.ts_us, request.kind, request.actor, request.tenant, entry, h, mac))
             index += 1
         head: SignedTreeHead | None = None
         with self._tree_lock:
@@ -977,6 +1022,67 @@ class SqlAuditLog:
                 (head.size, head.root, head.timestamp_ms, head.signature, head.public_key),
             )
         return start, head, signed
+
+    def _adopt(self, cursor: Any, start: int) -> int:
+        """Take the rows other writers committed from index ``start`` on into the tree; returns
+        where the log now ends. Only rows a writer holding the audit key vouched for: each needs a
+        valid MAC, or, for a row from before MACs, a valid signed head above it (the newest stored
+        one, checked against the tree with the rows taken in). Anything else is an INSERT by
+        someone without the key, and signing a head over it would make it part of the record:
+        :class:`UnauthenticatedEntry`, and ``_write`` takes the leaves out of the tree again."""
+        cursor.execute(self._db.sql(_ROWS_FROM), (start,))
+        packed, scan = self._vouched(start, cursor.fetchall())
+        with self._tree_lock:
+            self._tree.extend_packed(packed)
+            end = len(self._tree)
+        if scan.unmacced:
+            cursor.execute(_LATEST_HEAD)
+            first, _ = scan.unmacced_from(self._signed_size(cursor.fetchone(), end))
+            if first >= 0:
+                raise UnauthenticatedEntry(first, "has no MAC and no valid signed tree head covers it")
+        return end
+
+    def _check_unsigned(self, covered: int) -> None:
+        """On opening: refuse the stored rows from ``covered`` (the newest valid head's size) on
+        unless each carries a valid MAC, before a head is signed over them."""
+        if covered >= len(self._tree):
+            return
+        with self._engine.connect() as conn:
+            rows = conn.exec_driver_sql(self._db.sql(_ROWS_FROM), (covered,)).all()
+        _, scan = self._vouched(covered, rows)
+        first, _ = scan.unmacced_from(covered)
+        if first >= 0:
+            raise UnauthenticatedEntry(first, "has no MAC and no valid signed tree head covers it")
+
+    def _vouched(self, start: int, rows: Sequence[Any]) -> tuple[bytes, MacScan]:
+        """The leaf hashes of ``rows`` (the stored rows from index ``start``) packed, and what their
+        MACs say; raises for a wrong MAC wherever it is, and for a gap in the indices."""
+        if not rows:
+            return b"", MacScan()
+        leaves = [stored_bytes(h) for _, h, _ in rows]
+        if [seq for seq, _, _ in rows] != list(range(start, start + len(rows))) or any(
+            len(h) != HASH_SIZE for h in leaves
+        ):
+            raise AuditUnavailable("audit entries are missing from storage; run `courierguard audit verify`")
+        if self._log_key is None:  # a log this writer found empty (``start`` is 0): entry 0 names it
+            self._log_key = log_key(self._row_key, leaves[0])
+        scan = MacScan()
+        scan.add(self._log_key, start, leaves, [mac for _, _, mac in rows])
+        if scan.wrong >= 0:
+            raise UnauthenticatedEntry(scan.wrong, "carries a MAC that does not match it")
+        return b"".join(leaves), scan
+
+    def _signed_size(self, row: Any, size: int) -> int:
+        """The size of the stored head ``row`` if it is signed with the audit key and its root is
+        that of the tree's first entries (the tree holds ``size``), else 0: what it vouches for."""
+        if row is None:
+            return 0
+        head = SignedTreeHead(int(row[0]), stored_bytes(row[1]), int(row[2]), stored_bytes(row[3]),
+                              stored_bytes(row[4]))  # fmt: skip
+        if head.size > size or not head.verify_signature(self._signer.public_key):
+            return 0
+        with self._tree_lock:
+            return head.size if self._tree.root(head.size) == head.root else 0
 
 
 def open_audit_log(

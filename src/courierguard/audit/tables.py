@@ -31,6 +31,10 @@ audit_entries = Table(
     Column("tenant", String(64)),
     Column("entry", LargeBinary),
     Column("leaf_hash", LargeBinary(32), nullable=False),
+    # The writer's MAC over index and leaf hash, under a key derived from the audit signing key
+    # (``courierguard.audit._internal.rowmac``): a row INSERTed without the key has none that fits.
+    # NULL in rows written before migration 0008, which only signed heads vouch for.
+    Column("mac", LargeBinary(16)),
     # Time grows with ``seq``, so this index is appended to at its right edge: cheap per commit.
     Index(None, "ts_us"),
     # No index on tenant: every search also names an actor, waybills or a time range, whose index

@@ -12,6 +12,10 @@ What is checked, in order:
 4. Optionally, the same checks for the heads in a witness file kept outside the database.
 5. Every stored tile hash (the root of 256 entries, from which the log opens and serves proofs)
    against the tree recomputed from the entries (else a tile was *forged*: ``bad_tile``).
+6. Given the row key (an operator with the key provider), every row's MAC: present and matching
+   its index and leaf hash, or absent from a row below a valid signed head (a row from before
+   MACs); else the row was not written by a writer holding the audit key (``bad_mac``). With the
+   public key alone this step is skipped, and the report says so.
 
 Entry scanning stops at the first bad entry: later roots prove nothing about a broken prefix.
 
@@ -43,6 +47,7 @@ from typing import cast
 from sqlalchemy import Engine, NullPool, create_engine, func, select
 
 from courierguard.audit._internal.core import actor_of, read_witness, tenant_of, waybills_of
+from courierguard.audit._internal.rowmac import MacScan, log_key
 from courierguard.audit.merkle import (
     HASH_SIZE,
     LEAF_PREFIX,
@@ -74,10 +79,10 @@ _RANGE = 1 << 16
 _PARALLEL_FROM = 2 * _RANGE
 # The big-endian index embedded at bytes 4..12 of every encoded entry (see ``encode_entry``).
 _INDEX_BYTES = operator.itemgetter(slice(4, 12))
-_SEQ, _ENTRY, _STORED = operator.itemgetter(0), operator.itemgetter(1), operator.itemgetter(2)
-_SELECT_ENTRIES = "SELECT seq, entry, leaf_hash FROM audit_entries ORDER BY seq"
+_SEQ, _ENTRY, _STORED, _MAC = (operator.itemgetter(i) for i in range(4))
+_SELECT_ENTRIES = "SELECT seq, entry, leaf_hash, mac FROM audit_entries ORDER BY seq"
 
-_Row = tuple[int, bytes | None, bytes]
+_Row = tuple[int, bytes | None, bytes, bytes | None]
 
 
 def _placeholder(engine: Engine) -> str:
@@ -177,9 +182,9 @@ def _heads(engine: Engine) -> list[SignedTreeHead]:
     ]
 
 
-def _classify(position: int, rows: list[tuple[int, bytes | None, bytes]]) -> Problem:
+def _classify(position: int, rows: list[_Row]) -> Problem:
     """Name what happened at ``position``, the first row that failed, given every row from there on."""
-    seq, entry, stored = rows[0]
+    seq, entry, stored, _ = rows[0]
     if seq != position:
         return Problem(ProblemKind.MISSING, position, f"no entry stored at index {position} (next is {seq})")
     if type(stored) is not bytes or (entry is not None and type(entry) is not bytes):
@@ -205,7 +210,7 @@ def _classify(position: int, rows: list[tuple[int, bytes | None, bytes]]) -> Pro
             f"the entry signed as index {embedded} now sits at {position}: "
             f"{position - embedded} entr(y/ies) inserted from index {embedded}",
         )
-    claimed = {entry_index(e) for _, e, _ in rows[1:] if e is not None}
+    claimed = {entry_index(e) for _, e, _, _ in rows[1:] if e is not None}
     if position in claimed:
         return Problem(
             ProblemKind.REORDERED,
@@ -252,7 +257,7 @@ def _first_bad(start: int, chunk: list[_Row]) -> int | None:
     """Index of the first row of ``chunk`` (starting at index ``start``) that fails, if any."""
     sha = hashlib.sha256
     prefix = LEAF_PREFIX
-    for position, (seq, entry, stored) in enumerate(chunk, start):
+    for position, (seq, entry, stored, _) in enumerate(chunk, start):
         if type(stored) is not bytes:
             ok = False
         elif entry is None:
@@ -277,6 +282,7 @@ def verify(
     workers: int | None = None,
     search_copies: bool = True,
     retention_days: int = MIN_RETENTION_DAYS,
+    row_key: bytes | None = None,
 ) -> VerifyReport:
     """Recompute the log stored on ``engine`` and check it against its signed tree heads.
 
@@ -287,6 +293,9 @@ def verify(
     ``search_copies``: also compare the searchable copies with the bodies (``index_mismatch``);
     it parses every body, several times the work of hashing it. ``retention_days``: the bodies of
     entries younger than this may not have been archived (default: the legal minimum).
+    ``row_key``: the deployment's row MAC key (:func:`courierguard.audit.row_mac_key`, from the key
+    provider) to check every row's MAC (``bad_mac``); None (a verifier holding only the public key)
+    skips that check, and the report says so.
     """
     started = time.perf_counter()
     problems: list[Problem] = []
@@ -295,12 +304,15 @@ def verify(
     if witness_file is not None:
         checks.append(_HeadCheck(read_witness(witness_file), public_key, "witness"))
     stream = _Stream(checks)
-    count, archived = _parallel_prefix(engine, stream.feed, workers)
+    key = _log_key(engine, row_key)
+    macs = MacScan()
+    count, archived = _parallel_prefix(engine, stream.feed, workers, key, macs)
     chunks = _chunks(engine, count)
     for chunk in chunks:
         intact = _intact(count, chunk)
         if intact is not None:
             stream.feed(intact[0])
+            _scan_macs(key, count, chunk, macs)
             archived += intact[1]
             count += len(chunk)
             continue
@@ -310,6 +322,7 @@ def verify(
         good = bad - count
         archived += sum(1 for row in chunk[: good + 1] if row[1] is None)
         stream.feed(b"".join(map(_STORED, chunk[:good])))
+        _scan_macs(key, count, chunk[:good], macs)
         rest = [*chunk[good:], *_rows(chunks)]
         problems.append(_classify(bad, rest))
         count = bad + len(rest)
@@ -330,6 +343,9 @@ def verify(
     if not problems:
         _check_archived_prefix(engine, heads, retention_days, problems)
     _check_tiles(engine, tree, valid, problems)
+    if key is not None:
+        covered = max((check.previous.size for check in checks if check.previous is not None), default=0)
+        problems += _mac_problems(macs, covered)
     if search_copies:
         _check_search_copies(engine, count, valid, problems, workers)
     if witness_file is not None:
@@ -341,7 +357,45 @@ def verify(
         root=tree.root(),
         problems=problems,
         seconds=time.perf_counter() - started,
+        macs_checked=key is not None,
+        legacy=macs.legacy,
     )
+
+
+def _log_key(engine: Engine, row_key: bytes | None) -> bytes | None:
+    """The key of this log's row MACs (the row key bound to entry 0's leaf hash), or None: no row
+    key given, or no entry 0 (then the scan reports the log's start as missing)."""
+    if row_key is None:
+        return None
+    with engine.connect() as conn:
+        first = conn.execute(select(audit_entries.c.leaf_hash).where(audit_entries.c.seq == 0)).scalar()
+    return None if first is None else log_key(row_key, stored_bytes(first))
+
+
+def _scan_macs(key: bytes | None, position: int, rows: list[_Row], macs: MacScan) -> None:
+    """Check the MACs of intact ``rows`` (from index ``position``) into ``macs``."""
+    if key is not None and rows:
+        macs.add(key, position, list(map(_STORED, rows)), list(map(_MAC, rows)))
+
+
+def _mac_problems(macs: MacScan, covered: int) -> list[Problem]:
+    """``bad_mac``: the first row whose MAC is wrong, and the first row without one that no valid
+    signed head covers (``covered``: the size of the newest head that checked out)."""
+    found: list[Problem] = []
+    if macs.wrong >= 0:
+        found.append(
+            Problem(ProblemKind.BAD_MAC, macs.wrong,
+                    f"entry {macs.wrong} carries a MAC that does not match its index and leaf hash (forged, or "
+                    f"copied from another entry); {macs.wrong_count} such entr(y/ies)")
+        )  # fmt: skip
+    first, count = macs.unmacced_from(covered)
+    if first >= 0:
+        found.append(
+            Problem(ProblemKind.BAD_MAC, first,
+                    f"entry {first} has no MAC and no valid signed tree head covers it (heads cover {covered} "
+                    f"entries): no writer holding the audit key wrote it; {count} such entr(y/ies)")
+        )  # fmt: skip
+    return found
 
 
 class _HeadCheck:
@@ -497,8 +551,11 @@ class _Stream:
         return bytes(kept)
 
 
-def _parallel_prefix(engine: Engine, feed: Callable[[bytes], None], workers: int | None) -> tuple[int, int]:
-    """Check whole ranges in worker processes; ``feed`` the leaf hashes of the intact prefix.
+def _parallel_prefix(
+    engine: Engine, feed: Callable[[bytes], None], workers: int | None, key: bytes | None, macs: MacScan
+) -> tuple[int, int]:
+    """Check whole ranges in worker processes; ``feed`` the leaf hashes of the intact prefix, and
+    take what the workers found of its MACs (under the log key ``key``, if any) into ``macs``.
 
     Returns (entries confirmed, of which archived). Stops at the first range a worker cannot confirm,
     so the caller re-scans from there and names the problem. Does nothing for a small log, a single
@@ -515,36 +572,42 @@ def _parallel_prefix(engine: Engine, feed: Callable[[bytes], None], workers: int
     confirmed = archived = 0
     context = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        ranges = [pool.submit(_confirm_range, url, a, min(a + _RANGE, rows)) for a in range(0, rows, _RANGE)]
+        ranges = [
+            pool.submit(_confirm_range, url, a, min(a + _RANGE, rows), key) for a in range(0, rows, _RANGE)
+        ]
         for future in ranges:
             result = future.result()
             if result is None:
                 for pending in ranges:
                     pending.cancel()
                 break
-            packed, none = result
+            packed, none, found = result
             feed(packed)
+            macs.merge(found)
             confirmed += len(packed) // 32
             archived += none
     return confirmed, archived
 
 
-def _confirm_range(url: str, start: int, end: int) -> tuple[bytes, int] | None:
-    """Worker: (packed leaf hashes, archived count) of entries ``start..end`` if every one is intact."""
+def _confirm_range(url: str, start: int, end: int, key: bytes | None) -> tuple[bytes, int, MacScan] | None:
+    """Worker: (packed leaf hashes, archived count, what the MACs say) of entries ``start..end`` if
+    every one is intact."""
     engine = _worker_engines.get(url)
     if engine is None:  # one per worker process, made there: never a connection of the parent's
         engine = _worker_engines[url] = create_engine(url, poolclass=NullPool)
     packed = bytearray()
     archived = 0
+    macs = MacScan()
     position = start
     for chunk in _chunks(engine, start, end):
         intact = _intact(position, chunk)
         if intact is None:
             return None
         packed += intact[0]
+        _scan_macs(key, position, chunk, macs)
         archived += intact[1]
         position += len(chunk)
-    return (bytes(packed), archived) if position == end else None
+    return (bytes(packed), archived, macs) if position == end else None
 
 
 _worker_engines: dict[str, Engine] = {}

@@ -19,7 +19,15 @@ import typer
 from sqlalchemy import Engine
 
 from courierguard.app import open_audit_engine, open_core
-from courierguard.audit import AuditQueries, EntryKind, archive, export_jsonl, export_ocsf, verify
+from courierguard.audit import (
+    AuditQueries,
+    EntryKind,
+    archive,
+    export_jsonl,
+    export_ocsf,
+    row_mac_key,
+    verify,
+)
 from courierguard.audit.merkle import VerificationError, verify_consistency, verify_inclusion
 from courierguard.audit.retention import verify_archives
 from courierguard.cli._common import DATABASE_UNREACHABLE, record
@@ -65,21 +73,37 @@ def _engine(database_url: str | None) -> Iterator[Engine]:
         main.dispose()
 
 
-def _public_key(public_key: str | None, database_url: str | None, key_file: Path | None) -> bytes:
-    if public_key:
-        try:
-            raw = bytes.fromhex(public_key)
-        except ValueError:
-            raise InvalidInput("public_key", "not hex") from None
-        if len(raw) != 32:
-            raise InvalidInput("public_key", "an Ed25519 public key is 32 bytes")
-        return raw
+def _pinned(public_key: str) -> bytes:
+    try:
+        raw = bytes.fromhex(public_key)
+    except ValueError:
+        raise InvalidInput("public_key", "not hex") from None
+    if len(raw) != 32:
+        raise InvalidInput("public_key", "an Ed25519 public key is 32 bytes")
+    return raw
+
+
+def _verify_keys(
+    public_key: str | None, database_url: str | None, key_file: Path | None
+) -> tuple[bytes, bytes | None]:
+    """(The public key heads must be signed with, the row MAC key or None.)
+
+    Without ``--public-key``, both from the key provider. With it alone, as an external auditor
+    holding only the public key: row MACs cannot be checked. With ``--key-file`` as well, the MACs
+    are checked with the key file's row key, once its public key is the pinned one (a key file of
+    another deployment would fail every row and say nothing useful)."""
+    pinned = _pinned(public_key) if public_key else None
+    if pinned is not None and key_file is None:
+        return pinned, None
     settings = _settings(database_url, key_file)
     # Never a new key file: verified against a key made on the spot, every signed head looks forged.
-    keys = key_provider_from_settings(
+    provider = key_provider_from_settings(
         settings.key_provider, settings.resolved_key_file, factory=settings.key_provider_factory, create=False
     )
-    return keys.signer().public_key
+    own = provider.signer().public_key
+    if pinned is not None and pinned != own:
+        raise InvalidInput("key_file", "its audit key is not the pinned public key")
+    return own, row_mac_key(provider)
 
 
 def _run(fn: Callable[[], T]) -> T:
@@ -130,7 +154,11 @@ def verify_command(
     database_url: DatabaseUrl = None,
     key_file: KeyFile = None,
     public_key: Annotated[
-        str | None, typer.Option(help="Pinned Ed25519 public key (hex) instead of the key file.")
+        str | None,
+        typer.Option(
+            help="Pinned Ed25519 public key (hex) the heads must be signed with. Alone, as an auditor "
+            "without the key provider: row MACs are not checked; with --key-file, they are."
+        ),
     ] = None,
     witness: Annotated[
         Path | None, typer.Option(help="Witness file of tree heads kept outside the database.")
@@ -143,21 +171,25 @@ def verify_command(
         ),
     ] = True,
 ) -> None:
-    """Recompute the whole log and check every signed tree head; exit 1 naming the first bad entry.
+    """Recompute the whole log, check every signed tree head and, with the key provider, every row's
+    MAC; exit 1 naming the first bad entry. With --public-key alone (an auditor without the key
+    provider) row MACs are not checked, and the output says so.
 
     Example: ``courierguard audit verify --witness /mnt/worm/heads.jsonl``
     """
 
     def go() -> bool:
-        key = _public_key(public_key, database_url, key_file)
+        key, row_key = _verify_keys(public_key, database_url, key_file)
         with _engine(database_url) as engine:
             report = verify(
-                engine, key, witness_file=witness, search_copies=search_copies,
+                engine, key, witness_file=witness, search_copies=search_copies, row_key=row_key,
                 retention_days=_settings(database_url, None).audit_retention_days,
             )  # fmt: skip
         typer.echo(report.summary())
         for problem in sorted(report.problems, key=lambda p: p.index)[:20]:
             typer.echo(f"  {problem.kind} at {problem.index}: {problem.detail}")
+        if not report.ok:
+            typer.echo(f"  ({report.mac_summary()})")
         return report.ok
 
     if not _run(go):

@@ -11,7 +11,15 @@ import pytest
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
-from courierguard.audit import EntryKind, ProblemKind, encode_entry, leaf_hash, open_audit_log, verify
+from courierguard.audit import (
+    EntryKind,
+    ProblemKind,
+    encode_entry,
+    leaf_hash,
+    open_audit_log,
+    row_mac_key,
+    verify,
+)
 from courierguard.audit.merkle import MerkleTree
 from courierguard.audit.models import canonical_json
 from courierguard.clock import FixedClock
@@ -211,20 +219,24 @@ def test_a_body_removed_after_a_kept_one_is_not_taken_for_archived(
 
 # verify() hands ranges to worker processes (fork) only in a process with no other thread running;
 # the test runner has threads, so each check runs in a fresh interpreter with tiny ranges.
+# The row key goes along, so the workers check row MACs too ("mac problems": every bad_mac found).
 _PARALLEL_SCRIPT = """
 import importlib, json, sys
 from sqlalchemy import create_engine
+from courierguard.audit._internal.rowmac import MacScan
 v = importlib.import_module("courierguard.audit.verify")
 v._RANGE, v._FETCH, v._PARALLEL_FROM = 4, 3, 8
 engine = create_engine(sys.argv[1])
-key = bytes.fromhex(sys.argv[2])
+key, row_key = bytes.fromhex(sys.argv[2]), bytes.fromhex(sys.argv[3])
 fed = bytearray()
-prefix = v._parallel_prefix(engine, fed.extend, 2)
-out = {"prefix": list(prefix)}
+macs = MacScan()
+prefix = v._parallel_prefix(engine, fed.extend, 2, v._log_key(engine, row_key), macs)
+out = {"prefix": list(prefix), "legacy": [macs.legacy]}
 for workers in (1, 2):
-    r = v.verify(engine, key, workers=workers)
+    r = v.verify(engine, key, workers=workers, row_key=row_key)
     first = r.first_problem
     out[str(workers)] = [r.ok, r.entries, r.archived, r.root.hex(), first and [first.kind.value, first.index]]
+    out[f"{workers} mac problems"] = [[p.index, p.detail] for p in r.problems if p.kind.value == "bad_mac"]
 print(json.dumps(out))
 """
 
@@ -235,8 +247,9 @@ def _verify_in_fresh_process(engine: Engine, key_provider: LocalKeyFile) -> dict
     import sys
 
     url = engine.url.render_as_string(hide_password=False)
+    public_key, row_key = key_provider.signer().public_key.hex(), row_mac_key(key_provider).hex()
     done = subprocess.run(
-        [sys.executable, "-c", _PARALLEL_SCRIPT, url, key_provider.signer().public_key.hex()],
+        [sys.executable, "-c", _PARALLEL_SCRIPT, url, public_key, row_key],
         capture_output=True,
         text=True,
         timeout=120,
@@ -249,6 +262,7 @@ def _verify_in_fresh_process(engine: Engine, key_provider: LocalKeyFile) -> dict
 def test_worker_processes_confirm_an_untouched_log(stored: Engine, key_provider: LocalKeyFile) -> None:
     out = _verify_in_fresh_process(stored, key_provider)
     assert out["prefix"] == [N, 0]  # every range confirmed by a worker
+    assert out["legacy"] == [0]  # and every row's MAC
     assert out["2"] == out["1"] and out["2"][:3] == [True, N, 0]
 
 
@@ -264,12 +278,44 @@ def test_worker_processes_name_the_same_first_problem(
         tamper(conn)
     out = _verify_in_fresh_process(stored, key_provider)
     assert out["2"] == out["1"]
+    assert out["2 mac problems"] == out["1 mac problems"]
     assert out["2"][4] == [kind.value, index]
     confirmed = out["prefix"][0]
     assert isinstance(confirmed, int)
     if kind in (ProblemKind.ALTERED, ProblemKind.MISSING, ProblemKind.REORDERED, ProblemKind.INSERTED):
         # Damaged rows: the workers stop short and the scan from there names the problem.
         assert confirmed <= index + 1 < N
+
+
+# Row MACs checked by the workers: (tampering, first bad_mac index, what it says).
+MAC_CASES = [
+    # A row without a MAC, once the head over it is gone (only heads vouch for MAC-less rows).
+    (
+        "UPDATE audit_entries SET mac = NULL WHERE seq = 15; DELETE FROM audit_tree_heads WHERE size = 20",
+        15,
+        "no MAC",
+    ),
+    (
+        "UPDATE audit_entries SET mac = (SELECT mac FROM audit_entries WHERE seq = 3) WHERE seq = 14",
+        14,
+        "not match",
+    ),
+]
+
+
+@pytest.mark.parametrize(("statements", "index", "detail"), MAC_CASES, ids=["no_mac", "copied_mac"])
+def test_worker_processes_check_row_macs(
+    stored: Engine, key_provider: LocalKeyFile, statements: str, index: int, detail: str
+) -> None:
+    with stored.begin() as conn:
+        for statement in statements.split("; "):
+            conn.execute(text(statement))
+    out = _verify_in_fresh_process(stored, key_provider)
+    assert out["prefix"][0] == N  # the rows are intact: the workers confirmed them, MACs included
+    assert out["2"] == out["1"] and out["2"][4] == ["bad_mac", index]
+    found = out["2 mac problems"]
+    assert out["1 mac problems"] == found and len(found) == 1
+    assert isinstance(found[0], list) and found[0][0] == index and detail in found[0][1]
 
 
 # Head sizes across many tiles (256 entries each): unaligned and aligned ends, a head alone in its

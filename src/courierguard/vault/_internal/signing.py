@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 
 class Signer:
@@ -17,6 +19,16 @@ class Signer:
 
     def sign(self, message: bytes) -> bytes:
         return self._key.sign(message)
+
+    def derive_key(self, label: bytes, length: int = 32) -> bytes:
+        """A symmetric key of its own for ``label`` (HKDF-SHA-256 over the private key).
+
+        For secrets that must live and die with the signing key, never beside it in the database:
+        the audit writers' row MAC key. Distinct labels give independent keys, and none of them
+        reveals the private key or signs anything.
+        """
+        seed = self._key.private_bytes_raw()
+        return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=label).derive(seed)
 
 
 def verify_signature(public_key: bytes, message: bytes, signature: bytes) -> bool:
