@@ -868,7 +868,11 @@ class SqlAuditLog:
                 )
                 upto = min(self._indexed, stored)
                 lower_mark(conn, upto)
-            stop = min(stored, upto + _INDEX_MAX)
+            with self._tree_lock:
+                committed = self._committed
+            # Only entries this writer has taken in: those above are other writers' (they index
+            # them, or this one does once it adopts them) or rows it refused, which no search may find.
+            stop = min(stored, committed, upto + _INDEX_MAX)
             if stop > upto:
                 known = self._known(upto, stop)
                 if known is None:  # entries of other writers, or from before a restart, in the range

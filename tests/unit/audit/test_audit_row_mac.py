@@ -32,6 +32,7 @@ from courierguard.audit import (
 )
 from courierguard.audit._internal.rowmac import MAC_SIZE, MacScan, log_key, row_mac
 from courierguard.audit.models import VerifyReport, canonical_json
+from courierguard.audit.search_index import indexed_upto
 from courierguard.audit.sql import UnauthenticatedEntry
 from courierguard.cli.audit import app
 from courierguard.db import create_db_engine, migrate
@@ -302,6 +303,29 @@ def test_a_refused_batch_leaves_the_writer_consistent(
         conn.execute(text("DELETE FROM audit_entries WHERE seq = :s"), {"s": N})
     assert _append(log, 2) == [N, N + 1]
     assert log.checkpoint().size == N + 2
+
+
+def test_a_refused_row_reaches_no_search_index(
+    engine: Engine, key_provider: LocalKeyFile, open_log: OpenLog
+) -> None:
+    # The indexer runs behind the log and reads rows back from the table: it must stop where the
+    # writer's own (authenticated) view ends, or the planted row is found by actor and waybill and,
+    # once removed, its index rows would misfile the genuine entry written at its index.
+    log = open_log(head_interval=3600, index_every=10_000)  # nothing indexed before closing
+    _append(log, N)
+    _insert(engine, N)
+    _refuses(log, N)
+    log.close()  # indexes the tail it holds
+    with engine.connect() as conn:
+        assert indexed_upto(conn) == N
+        for table in ("audit_actors", "audit_waybills"):
+            assert conn.execute(text(f"SELECT count(*) FROM {table} WHERE seq >= :s"), {"s": N}).scalar() == 0
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM audit_entries WHERE seq = :s"), {"s": N})
+    log = open_log(head_interval=3600)
+    log.append(EntryKind.ACCESS, {"actor": {"id": "E1"}, "resource": {"type": "waybill", "id": "W1"}})
+    log.close()
+    assert _check(engine, key_provider).ok
 
 
 def test_archived_rows_keep_their_macs(
