@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from courierguard.audit import AuditQueries, verify
+from courierguard.audit import AuditQueries, row_mac_key, verify
 from courierguard.config import Settings
 from courierguard.gateway.wiring import open_deployment
 from courierguard.sim.seed import seed_company
@@ -104,8 +104,8 @@ def test_sigkill_during_reveals_loses_no_received_reveal(tmp_path: Path) -> None
     assert len(received) >= 20, f"only {len(received)} reveals were served before the kill"
     deployment = open_deployment(settings)
     try:
-        report = verify(deployment.core.audit_engine, public_key)
-        assert report.ok, report.summary()
+        report = verify(deployment.core.audit_engine, public_key, row_key=row_mac_key(deployment.core.keys))
+        assert report.ok and report.macs_checked, report.summary()
         queries = AuditQueries(deployment.core.audit_engine)
         for index, event_id, number in received:
             entry = queries.entry(index)

@@ -56,7 +56,7 @@ from courierguard.audit._internal.core import (
     tenant_of,
     waybills_of,
 )
-from courierguard.audit._internal.rowmac import MacScan, log_key, row_mac, row_mac_key
+from courierguard.audit._internal.rowmac import MacScan, RowMac, log_key, row_mac_key
 from courierguard.audit.merkle import HASH_SIZE, LEAF_PREFIX, TILE_HEIGHT, TiledTree, root_from_packed
 from courierguard.audit.models import EntryKind, SignedTreeHead, encode_entry, stored_bytes, to_micros
 from courierguard.audit.search_index import (
@@ -440,7 +440,7 @@ class SqlAuditLog:
         # Row MACs (see ``_adopt``): the deployment's row key, and this log's key once it has an
         # entry 0 (it names the log). Never stored: both come from the key provider.
         self._row_key = row_mac_key(key_provider)
-        self._log_key: bytes | None = None
+        self._macs: RowMac | None = None
         self._refused = -1  # the last row refused as unauthenticated, logged once
         self._witness = Witness(witness_file) if witness_file else None
         self._interval = head_interval
@@ -521,7 +521,7 @@ class SqlAuditLog:
                     )
                 covered = max(covered, witnessed.size)
         if len(self._tree):
-            self._log_key = log_key(self._row_key, self._tree.leaf(0))
+            self._macs = RowMac(log_key(self._row_key, self._tree.leaf(0)))
         # The entries no signed head covers yet (a crash before the head) are about to be signed:
         # each must carry a valid MAC, as when a running writer adopts them.
         self._check_unsigned(covered)
@@ -920,16 +920,16 @@ class SqlAuditLog:
         wants_head = force_head or len(entries) < len(batch) or not batch
         with self._tree_lock:
             before = self._tree.mark()
-        key_before = self._log_key
+        macs_before = self._macs
         try:
             with self._db.transaction() as (cursor, stored):
                 start, head, signed = self._write_in(cursor, stored, entries, wants_head)
         except BaseException:
             # Whatever failed, a statement or the commit itself, the tree forgets the batch's leaves
-            # (and a log key taken from an entry 0 that is not stored after all).
+            # (and the log key taken from an entry 0 that is not stored after all).
             with self._tree_lock:
                 self._tree.restore(before)
-            self._log_key = key_before
+            self._macs = macs_before
             raise
         # Committed: from here on every entry of the batch is durable.
         with self._tree_lock:
@@ -973,17 +973,18 @@ class SqlAuditLog:
         leaves: list[bytes] = []
         sha = hashlib.sha256
         encode = encode_entry
-        key = self._log_key
+        macs = self._macs
         index = start
         for request in entries:
             assert request.kind is not None
             entry = encode(index, request.ts_us, request.kind, request.body)
             h = sha(LEAF_PREFIX + entry).digest()
-            if key is None:  # entry 0 of a new log: its leaf hash names the log (``rowmac.log_key``)
-                key = self._log_key = log_key(self._row_key, h)
+            if macs is None:  # entry 0 of a new log: its leaf hash names the log (``rowmac.log_key``)
+                macs = self._macs = RowMac(log_key(self._row_key, h))
             leaves.append(h)
-            mac = row_mac(key, index, h)
-            rows.append((index, request.ts_us, request.kind, request.actor, request.tenant, entry, h, mac))
+            rows.append(
+                (index, request.ts_us, request.kind, request.actor, request.tenant, entry, h, macs(index, h))
+            )
             index += 1
         head: SignedTreeHead | None = None
         with self._tree_lock:
@@ -1068,10 +1069,10 @@ class SqlAuditLog:
             len(h) != HASH_SIZE for h in leaves
         ):
             raise AuditUnavailable("audit entries are missing from storage; run `courierguard audit verify`")
-        if self._log_key is None:  # a log this writer found empty (``start`` is 0): entry 0 names it
-            self._log_key = log_key(self._row_key, leaves[0])
+        if self._macs is None:  # a log this writer found empty (``start`` is 0): entry 0 names it
+            self._macs = RowMac(log_key(self._row_key, leaves[0]))
         scan = MacScan()
-        scan.add(self._log_key, start, leaves, [mac for _, _, mac in rows])
+        scan.add(self._macs, start, leaves, [mac for _, _, mac in rows])
         if scan.wrong >= 0:
             raise UnauthenticatedEntry(scan.wrong, "carries a MAC that does not match it")
         return b"".join(leaves), scan

@@ -47,7 +47,7 @@ from typing import cast
 from sqlalchemy import Engine, NullPool, create_engine, func, select
 
 from courierguard.audit._internal.core import actor_of, read_witness, tenant_of, waybills_of
-from courierguard.audit._internal.rowmac import MacScan, log_key
+from courierguard.audit._internal.rowmac import MacScan, RowMac, log_key
 from courierguard.audit.merkle import (
     HASH_SIZE,
     LEAF_PREFIX,
@@ -375,7 +375,7 @@ def _log_key(engine: Engine, row_key: bytes | None) -> bytes | None:
 def _scan_macs(key: bytes | None, position: int, rows: list[_Row], macs: MacScan) -> None:
     """Check the MACs of intact ``rows`` (from index ``position``) into ``macs``."""
     if key is not None and rows:
-        macs.add(key, position, list(map(_STORED, rows)), list(map(_MAC, rows)))
+        macs.add(RowMac(key), position, list(map(_STORED, rows)), list(map(_MAC, rows)))
 
 
 def _mac_problems(macs: MacScan, covered: int) -> list[Problem]:
@@ -383,10 +383,16 @@ def _mac_problems(macs: MacScan, covered: int) -> list[Problem]:
     signed head covers (``covered``: the size of the newest head that checked out)."""
     found: list[Problem] = []
     if macs.wrong >= 0:
+        # Below a valid head the content is still vouched for: the MAC column was edited, not the entry.
+        where = (
+            "below a valid signed head, which still vouches for it"
+            if macs.wrong < covered
+            else "no head covers it"
+        )
         found.append(
             Problem(ProblemKind.BAD_MAC, macs.wrong,
                     f"entry {macs.wrong} carries a MAC that does not match its index and leaf hash (forged, or "
-                    f"copied from another entry); {macs.wrong_count} such entr(y/ies)")
+                    f"copied from another entry; {where}); {macs.wrong_count} such entr(y/ies)")
         )  # fmt: skip
     first, count = macs.unmacced_from(covered)
     if first >= 0:

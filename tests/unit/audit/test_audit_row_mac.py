@@ -30,7 +30,7 @@ from courierguard.audit import (
     row_mac_key,
     verify,
 )
-from courierguard.audit._internal.rowmac import MAC_SIZE, MacScan, log_key, row_mac
+from courierguard.audit._internal.rowmac import MAC_SIZE, MacScan, RowMac, log_key, row_mac
 from courierguard.audit.models import VerifyReport, canonical_json
 from courierguard.audit.search_index import indexed_upto
 from courierguard.audit.sql import UnauthenticatedEntry
@@ -122,6 +122,7 @@ def test_a_row_inserted_by_a_dba_is_refused_by_the_next_writer_and_named_by_veri
     report = _check(engine, key_provider)
     assert [i for i, _ in _bad_macs(report)] == [N], report.problems
     assert ("no MAC" if mac == "none" else "does not match") in _bad_macs(report)[0][1]
+    assert "no head covers it" in _bad_macs(report)[0][1] or mac == "none"
     assert report.macs_checked and not report.ok
 
 
@@ -182,6 +183,11 @@ def test_a_mac_is_bound_to_its_index_and_log(
         conn.execute(text("UPDATE audit_entries SET mac = :m WHERE seq = 3"), {"m": genuine[2]})
     bad = _bad_macs(_check(engine, key_provider))
     assert [i for i, _ in bad] == [2] and "2 such" in bad[0][1]
+    assert "below a valid signed head, which still vouches for it" in bad[0][1]
+    with engine.begin() as conn:  # what the runbook says for these: the head alone vouches for them
+        conn.execute(text("UPDATE audit_entries SET mac = NULL WHERE seq IN (2, 3)"))
+    report = _check(engine, key_provider)
+    assert report.ok and report.legacy == 2, report.summary()
 
 
 def _leaf(engine: Engine, seq: int) -> bytes:
@@ -459,7 +465,7 @@ def test_a_scan_in_chunks_finds_what_a_row_by_row_check_does(
     scan = MacScan()
     for a, b in itertools.pairwise(bounds):
         part = MacScan()
-        part.add(KEY, start + a, leaves[a:b], macs[a:b])
+        part.add(RowMac(KEY), start + a, leaves[a:b], macs[a:b])
         scan.merge(part)
     wrong = [start + i for i, kind in enumerate(rows) if kind == "wrong" and macs[i] != genuine[i]]
     unmacced = [start + i for i, kind in enumerate(rows) if kind == "none"]

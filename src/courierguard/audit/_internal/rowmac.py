@@ -52,18 +52,39 @@ def log_key(key: bytes, first_leaf: bytes) -> bytes:
     return hashlib.blake2s(first_leaf, key=key, person=_LOG_KEY_PERSON).digest()
 
 
+class RowMac:
+    """The row MACs of one log, under its log key.
+
+    The keyed state is set up once and copied per row: 0.4 µs a row, where a keyed ``blake2s(...)``
+    call per row took 0.7 (it parses its keywords and compresses the key block every time).
+    """
+
+    __slots__ = ("_keyed",)
+
+    def __init__(self, key: bytes) -> None:
+        self._keyed = hashlib.blake2s(key=key, digest_size=MAC_SIZE)
+
+    def __call__(self, index: int, leaf: bytes) -> bytes:
+        """The MAC of the row at ``index`` whose leaf hash is ``leaf``."""
+        mac = self._keyed.copy()
+        mac.update(index.to_bytes(8, "big") + leaf)
+        return mac.digest()
+
+    def many(self, start: int, leaves: list[bytes]) -> list[bytes]:
+        """The MACs of consecutive rows from index ``start``."""
+        keyed = self._keyed.copy
+        out: list[bytes] = []
+        append = out.append
+        for index, leaf in enumerate(leaves, start):
+            mac = keyed()
+            mac.update(index.to_bytes(8, "big") + leaf)
+            append(mac.digest())
+        return out
+
+
 def row_mac(key: bytes, index: int, leaf: bytes) -> bytes:
-    """The MAC of the row at ``index`` with ``leaf`` as its leaf hash, under a log key."""
-    return hashlib.blake2s(index.to_bytes(8, "big") + leaf, key=key, digest_size=MAC_SIZE).digest()
-
-
-def row_macs(key: bytes, start: int, leaves: list[bytes]) -> list[bytes]:
-    """:func:`row_mac` of consecutive rows from index ``start`` (one call per batch or chunk)."""
-    blake2s = hashlib.blake2s
-    return [
-        blake2s(index.to_bytes(8, "big") + leaf, key=key, digest_size=MAC_SIZE).digest()
-        for index, leaf in enumerate(leaves, start)
-    ]
+    """The MAC of the row at ``index`` whose leaf hash is ``leaf``, under the log key ``key``."""
+    return RowMac(key)(index, leaf)
 
 
 @dataclass(slots=True)
@@ -76,9 +97,9 @@ class MacScan:
     wrong_count: int = 0
     unmacced: list[list[int]] = field(default_factory=list)  # [first, end) runs
 
-    def add(self, key: bytes, start: int, leaves: list[bytes], macs: list[object]) -> None:
+    def add(self, macer: RowMac, start: int, leaves: list[bytes], macs: list[object]) -> None:
         """Check rows ``start..start + len(leaves)`` (leaf hashes as bytes, MACs as stored)."""
-        expected = row_macs(key, start, leaves)
+        expected = macer.many(start, leaves)
         try:
             if hmac.compare_digest(b"".join(macs), b"".join(expected)):  # type: ignore[arg-type]
                 return  # every row carries its MAC: the common case, one comparison
