@@ -18,14 +18,14 @@ next writer sign it (the audit review's D5). So every row a writer commits carri
   index fails) and its leaf hash, which covers the hashed bytes (index, time, kind and the body,
   tenant and actor included).
 * **BLAKE2s in keyed mode**, a MAC by design (RFC 7693), not HMAC-SHA-256: both are standard
-  library; one row costs about 0.6 µs against about 3 µs for ``hmac.digest``, which mattered to
+  library; one row costs about 0.5 µs against about 3 µs for ``hmac.digest``, which mattered to
   ``verify``, where it is one more per-row step beside a 1 µs fetch and a 0.5 µs hash. A 128-bit tag
   as for the vault's AES-GCM: forging one is a 2**-128 guess per try, and each try is a refused row.
 
 Rows written before MACs existed have none. One is acceptable only below the size of a valid signed
 head (a head signed with the audit key whose root matches the stored entries): the signature
 vouches for it. Above the newest such head every row must carry a valid MAC; a wrong MAC is
-refused wherever it is (see ``docs/audit.md``, "Row MACs").
+never accepted, below a head or not (see ``docs/audit.md``, "Row MACs").
 """
 
 from __future__ import annotations
