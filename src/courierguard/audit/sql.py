@@ -109,6 +109,10 @@ _LEAVES_BETWEEN = "SELECT leaf_hash FROM audit_entries WHERE seq >= ? AND seq < 
 # What a writer reads of rows it did not write itself: enough to tell whether a writer holding the
 # key wrote them.
 _ROWS_FROM = "SELECT seq, leaf_hash, mac FROM audit_entries WHERE seq >= ? ORDER BY seq"
+_ROWS_BETWEEN = "SELECT seq, leaf_hash, mac FROM audit_entries WHERE seq >= ? AND seq < ? ORDER BY seq"
+# Rows read at a time when a log opening checks the rows above its newest head: normally a second's
+# worth, but every row when the heads are gone, and those must not all sit in memory at once.
+_CHECK_CHUNK = 65_536
 # max() reads one end of the primary key; count() would scan the whole table per batch.
 _MAX_SEQ = "SELECT max(seq) FROM audit_entries"
 # A batch's transaction opens in one round trip: the writers' lock first, then where the log ends.
@@ -1050,14 +1054,19 @@ class SqlAuditLog:
     def _check_unsigned(self, covered: int) -> None:
         """On opening: refuse the stored rows from ``covered`` (the newest valid head's size) on
         unless each carries a valid MAC, before a head is signed over them."""
-        if covered >= len(self._tree):
-            return
+        size = len(self._tree)
         with self._engine.connect() as conn:
-            rows = conn.exec_driver_sql(self._db.sql(_ROWS_FROM), (covered,)).all()
-        _, scan = self._vouched(covered, rows)
-        first, _ = scan.unmacced_from(covered)
-        if first >= 0:
-            raise UnauthenticatedEntry(first, "has no MAC and no valid signed tree head covers it")
+            for start in range(covered, size, _CHECK_CHUNK):
+                end = min(start + _CHECK_CHUNK, size)
+                rows = conn.exec_driver_sql(self._db.sql(_ROWS_BETWEEN), (start, end)).all()
+                if len(rows) != end - start:
+                    raise AuditUnavailable(
+                        "audit entries are missing from storage; run `courierguard audit verify`"
+                    )
+                _, scan = self._vouched(start, rows)
+                first, _ = scan.unmacced_from(covered)
+                if first >= 0:
+                    raise UnauthenticatedEntry(first, "has no MAC and no valid signed tree head covers it")
 
     def _vouched(self, start: int, rows: Sequence[Any]) -> tuple[bytes, MacScan]:
         """The leaf hashes of ``rows`` (the stored rows from index ``start``) packed, and what their

@@ -5,6 +5,7 @@ the next writer (every append fails closed, no head is signed over it) and named
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import logging
 import os
@@ -332,6 +333,25 @@ def test_a_refused_row_reaches_no_search_index(
     log.append(EntryKind.ACCESS, {"actor": {"id": "E1"}, "resource": {"type": "waybill", "id": "W1"}})
     log.close()
     assert _check(engine, key_provider).ok
+
+
+def test_a_log_whose_heads_are_gone_opens_only_over_rows_with_their_macs(
+    engine: Engine, key_provider: LocalKeyFile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No head vouches for anything, so opening checks every row, a chunk at a time (here 4 rows).
+    monkeypatch.setattr(importlib.import_module("courierguard.audit.sql"), "_CHECK_CHUNK", 4)
+    log = open_audit_log(engine, key_provider, head_interval=3600)
+    _append(log, 10)
+    log.close()
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM audit_tree_heads"))
+    open_audit_log(engine, key_provider, head_interval=3600).close()  # every MAC fits: signs a head
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM audit_tree_heads"))
+        conn.execute(text("UPDATE audit_entries SET mac = :m WHERE seq = 6"), {"m": _mac_of(engine, 5)})
+    with pytest.raises(UnauthenticatedEntry) as refused:
+        open_audit_log(engine, key_provider, head_interval=3600)
+    assert refused.value.index == 6
 
 
 def test_archived_rows_keep_their_macs(
