@@ -279,7 +279,7 @@ def _result(
     started: float,
     on_event: Callable[[DemoEvent], None] | None,
 ) -> DemoResult:
-    from courierguard.audit import verify
+    from courierguard.audit import row_mac_key, verify
 
     attack = report.tally(ATTACK)
     alerts = [a for a in deployment.alerts.fetch() if a["actor_id"] == renter]
@@ -294,7 +294,7 @@ def _result(
         for event in timeline:
             on_event(event)
     core = deployment.core
-    audit = verify(core.audit_engine, core.keys.signer().public_key)
+    audit = verify(core.audit_engine, core.keys.signer().public_key, row_key=row_mac_key(core.keys))
     without = {it.waybill for it in today if it.scenario == ATTACK and it.action == "waybill.reveal"}
     return DemoResult(
         report=report,
