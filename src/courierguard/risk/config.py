@@ -34,22 +34,73 @@ class RoleBudget(BaseModel):
     requests_per_minute: Annotated[int, Field(ge=1, description="Requests a minute; above it: throttle.")] = (
         120
     )
+    masked_rows_per_hour: Annotated[
+        int,
+        Field(
+            ge=1,
+            description="Masked rows (lists, searches, views no task explains) an hour; above it: throttle.",
+        ),
+    ] = 400
+    masked_rows_per_day: Annotated[
+        int,
+        Field(
+            ge=1, description="Masked rows a day, raised to peer_ratio x the peers' mean; above it: throttle."
+        ),
+    ] = 1000
+    phone_probes_per_hour: Annotated[
+        int,
+        Field(
+            ge=1,
+            description="Searches by phone that miss or that no task follows up, an hour; above: throttle.",
+        ),
+    ] = 12
+    phone_probes_per_day: Annotated[
+        int, Field(ge=1, description="The same probes a day; above it: throttle.")
+    ] = 40
 
 
+# Masked budgets: the simulator's normal staff (400 x 28 days, seed 1) with a margin of about 1.5.
+# Measured maxima per employee-day / sliding hour: couriers 613 (1,346 on festival days, left to the
+# peers' raise) / 560 (the morning scan of every parcel out for delivery), clerks 485 / 134, managers
+# 419 / 300 (a list naming no rows counts as one page of 50), agents 88 / 14; hub operators see
+# routing data only (0). Phone probes: agents search by phone 14 an hour and 88 a day at most, and
+# follow every hit up in its ticket; a budget of 12 / 40 leaves room for real customers' wrong numbers.
 _DEFAULT_BUDGETS: dict[str, RoleBudget] = {
-    "courier": RoleBudget(unexplained_reveals_per_day=12),
-    "outlet_clerk": RoleBudget(unexplained_reveals_per_day=40, exports_per_day=2),
-    "outlet_manager": RoleBudget(unexplained_reveals_per_day=30, exports_per_day=3),
-    "hub_operator": RoleBudget(unexplained_reveals_per_day=10),
-    "customer_service": RoleBudget(unexplained_reveals_per_day=5),
-    "security_officer": RoleBudget(unexplained_reveals_per_day=200, exports_per_day=5),
-    "auditor": RoleBudget(unexplained_reveals_per_day=50, exports_per_day=5),
-    "admin": RoleBudget(unexplained_reveals_per_day=5),
+    "courier": RoleBudget(unexplained_reveals_per_day=12, masked_rows_per_hour=800, masked_rows_per_day=1000),
+    "outlet_clerk": RoleBudget(
+        unexplained_reveals_per_day=40, exports_per_day=2, masked_rows_per_hour=200, masked_rows_per_day=700
+    ),
+    "outlet_manager": RoleBudget(
+        unexplained_reveals_per_day=30, exports_per_day=3, masked_rows_per_hour=450, masked_rows_per_day=600
+    ),
+    "hub_operator": RoleBudget(
+        unexplained_reveals_per_day=10, masked_rows_per_hour=100, masked_rows_per_day=300
+    ),
+    "customer_service": RoleBudget(
+        unexplained_reveals_per_day=5, masked_rows_per_hour=30, masked_rows_per_day=150
+    ),
+    "security_officer": RoleBudget(
+        unexplained_reveals_per_day=200,
+        exports_per_day=5,
+        masked_rows_per_hour=2000,
+        masked_rows_per_day=10_000,
+    ),
+    "auditor": RoleBudget(
+        unexplained_reveals_per_day=50,
+        exports_per_day=5,
+        masked_rows_per_hour=2000,
+        masked_rows_per_day=10_000,
+    ),
+    "admin": RoleBudget(unexplained_reveals_per_day=5, masked_rows_per_hour=100, masked_rows_per_day=300),
     "service": RoleBudget(
         unexplained_reveals_per_day=1_000_000,
         reveals_per_hour=1_000_000,
         exports_per_day=1_000_000,
         requests_per_minute=1_000_000,
+        masked_rows_per_hour=1_000_000,
+        masked_rows_per_day=1_000_000,
+        phone_probes_per_hour=1_000_000,
+        phone_probes_per_day=1_000_000,
     ),
 }
 
@@ -127,6 +178,29 @@ class RiskConfig(BaseModel):
         int, Field(ge=1, description="Engine denials in a day that lock the account.")
     ] = 25
     export_lock_over: Annotated[int, Field(ge=1, description="Exports over budget in a day that lock.")] = 3
+
+    # Masked reads and phone probing (is masked data, or the phone index, used for volume?). Both
+    # climb one ladder by how far over their budget they are: over it, throttle; over
+    # volume_step_up_ratio x it, step-up (throttle once the session passed one); over
+    # volume_lock_ratio x it, or over it at all in a session in doubt, lock.
+    masked_rows_without_ids: Annotated[
+        int, Field(ge=1, description="Rows a list or search naming no result_ids counts (one page).")
+    ] = 50
+    masked_peer_floor: Annotated[
+        int, Field(ge=0, description="Masked rows today below which peers are not compared.")
+    ] = 700
+    masked_peer_step: Annotated[
+        int, Field(ge=1, description="Masked rows an account gathers before adding them to its peer group.")
+    ] = 25
+    volume_step_up_ratio: Annotated[
+        float, Field(gt=1, description="Times over a masked or probe budget that ask a step-up.")
+    ] = 2.0
+    volume_lock_ratio: Annotated[
+        float, Field(gt=1, description="Times over a masked or probe budget that lock.")
+    ] = 4.0
+    probe_resolve_s: Annotated[
+        float, Field(gt=0, description="Seconds a phone-search hit has to be followed up by a task.")
+    ] = 600.0
 
     @classmethod
     def load(cls, path: str | Path) -> RiskConfig:

@@ -247,6 +247,126 @@ class SequenceDetector(Detector):
         return s
 
 
+class PhoneProbes(Detector):
+    """Phone-number probing: searches by phone that find nothing, or find parcels no task follows up.
+
+    ``x = {"ts": t, "hits": n, "key0": k, ...}`` is one search by phone at epoch second ``t`` that
+    found ``n`` waybills, ``key0`` .. ``key2`` the digits of the first ones (``waybill_number``).
+    A *miss* (``n == 0``) is a probe at once: it told the caller that the number is no customer. A
+    *hit* is pending for ``resolve_s``: if the account then touches one of its waybills for a task
+    (:meth:`resolve_one`, e.g. a view inside the ticket the search was for) it was work; if not, it
+    counts as a probe from its own time on, since it linked a phone to parcels and places for
+    nothing. A hit that repeats a pending one (the same phone again, a second page) is not counted
+    twice. :meth:`count` gives the probes in the last ``window_s``; the score is that count over
+    ``4 * limit`` (1 when a run is four times the hourly budget), 0 until ``warmup`` searches.
+
+    The event carries no phone (the gateway searches through a blind index and records results, not
+    the number), so probes of one number repeated are counted each time.
+
+    >>> p = PhoneProbes(limit=10)
+    >>> for i in range(30):  # 30 numbers in 30 minutes, none of them a customer
+    ...     p.learn_one({"ts": 60.0 * i, "hits": 0})
+    >>> p.count(1800.0), p.score_one({"ts": 1800.0, "hits": 0})
+    (30, 0.775)
+    >>> p.learn_one({"ts": 1900.0, "hits": 1, "key0": 77})  # a hit, then opened for its ticket
+    >>> p.resolve_one({"key": 77})
+    >>> p.learn_one({"ts": 2000.0, "hits": 1, "key0": 78})  # a hit no task follows up
+    >>> p.count(2500.0), p.count(2700.0)
+    (30, 31)
+    """
+
+    order_independent: ClassVar[bool] = False  # a sliding window over time
+
+    def __init__(
+        self,
+        *,
+        window_s: float = 3600.0,
+        resolve_s: float = 600.0,
+        limit: int = 12,
+        memory: int = 64,
+        cap: int = 512,
+        warmup: int = 1,
+        seed: int = 0,
+    ) -> None:
+        self.window_s = window_s
+        self.resolve_s = resolve_s
+        self.limit = limit
+        self.memory = memory
+        self.cap = cap
+        self.warmup = warmup
+        self.seed = seed
+        self.pending: list[list[Any]] = []  # [ts, [keys]] of hits not yet followed up
+        self.probes: list[float] = []  # times of probes inside the window, oldest first
+        self.total = 0  # probes ever counted (the engine keeps its daily count from the increase)
+        self.seen = 0  # searches learned
+
+    def learn_one(self, x: Mapping[str, float]) -> None:
+        ts = float(x["ts"])
+        self.seen += 1
+        self._expire(ts)
+        if x["hits"] <= 0:
+            self._probe(ts)
+            return
+        keys = [int(x[k]) for k in ("key0", "key1", "key2") if k in x]
+        if keys and any(k in entry[1] for entry in self.pending for k in keys):
+            return  # the same phone again (or its next page): one probe at most
+        self.pending.append([ts, keys])
+        if len(self.pending) > self.memory:
+            self._probe(self.pending.pop(0)[0])  # never followed up within memory: a probe
+
+    def resolve_one(self, x: Mapping[str, float]) -> None:
+        """The account touched waybill ``x["key"]`` for a task: a pending hit on it was work."""
+        key = int(x["key"])
+        self.pending = [entry for entry in self.pending if key not in entry[1]]
+
+    def count(self, ts: float) -> int:
+        """Probes in the window ending at ``ts``, counting hits left without a task by then."""
+        cutoff = ts - self.window_s
+        late = ts - self.resolve_s
+        n = sum(1 for t in self.probes if t >= cutoff)
+        return n + sum(1 for entry in self.pending if cutoff <= entry[0] < late)
+
+    def score_one(self, x: Mapping[str, float]) -> float:
+        if self.seen < self.warmup:
+            return 0.0
+        n = self.count(float(x["ts"])) + (1 if x["hits"] <= 0 else 0)
+        return min(1.0, n / (4.0 * self.limit))
+
+    def _expire(self, ts: float) -> None:
+        late = ts - self.resolve_s
+        while self.pending and self.pending[0][0] < late:
+            self._probe(self.pending.pop(0)[0])
+        cutoff = ts - self.window_s
+        probes = self.probes
+        drop = 0
+        while drop < len(probes) and probes[drop] < cutoff:
+            drop += 1
+        if drop:
+            del probes[:drop]
+
+    def _probe(self, ts: float) -> None:
+        self.total += 1
+        self.probes.append(ts)
+        if len(self.probes) > self.cap:  # a flood: the count saturates, the state stays small
+            del self.probes[0]
+
+    def to_state(self) -> dict[str, Any]:
+        return {"window_s": self.window_s, "resolve_s": self.resolve_s, "limit": self.limit,
+                "memory": self.memory, "cap": self.cap, "warmup": self.warmup, "seed": self.seed,
+                "pending": self.pending, "probes": self.probes, "total": self.total, "seen": self.seen}  # fmt: skip
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> PhoneProbes:
+        p = cls(
+            window_s=state["window_s"], resolve_s=state["resolve_s"], limit=state["limit"],
+            memory=state["memory"], cap=state["cap"], warmup=state["warmup"], seed=state["seed"],
+        )  # fmt: skip
+        p.pending = [[entry[0], list(entry[1])] for entry in state["pending"]]
+        p.probes = list(state["probes"])
+        p.total, p.seen = state["total"], state["seen"]
+        return p
+
+
 class ReservoirQuantile(Detector):
     """A seeded reservoir sample of one value (e.g. a role's daily record counts) and its quantiles.
 

@@ -14,6 +14,9 @@ Two questions are asked about each event:
   assignment or a ticket, against a per-role daily budget scaled by what peers do the same day;
   bursts; volume beyond peers and beyond the person's own history; sequential waybill numbers;
   denial bursts; exports over budget. These deny the event; repeated denials lock the account.
+  Masked rows (lists, searches, views no task explains) and phone probes (searches by phone that
+  find nothing, or hits no task follows up) have budgets of their own and a ladder: throttle, then
+  step-up, then lock far beyond.
 
 Both together (a doubted session harvesting records) lock the account at once: that is what a rented
 account looks like. A lock persists until an officer calls :meth:`RiskEngine.unlock`.
@@ -27,7 +30,8 @@ from typing import Any
 
 from courierguard.events import AccessEvent, RiskAction, RiskDecision, RiskReason
 from courierguard.risk.alerts import Alert, AlertSink
-from courierguard.risk.config import RiskConfig
+from courierguard.risk.config import RiskConfig, RoleBudget
+from courierguard.risk.detectors import PhoneProbes
 from courierguard.risk.record import Rec, from_event, waybill_number
 from courierguard.risk.state import AccountState, MemoryState, RiskState, SessionState
 
@@ -54,6 +58,8 @@ REASON_POINTS: dict[str, int] = {
     "enumeration": 60,
     "denial_burst": 40,
     "export_abuse": 45,
+    "masked_volume": 40,
+    "phone_probing": 45,
     "repeated_denials": 50,
     "inactive_account": 90,
     "account_locked": 90,
@@ -73,6 +79,15 @@ _MINUTE = 60.0
 Reasons = list[tuple[str, str | None]]
 Verdict = tuple[int, float, Reasons]
 _ALLOW: Verdict = (ALLOW, 0.0, [])
+# Volume ladders rank a step-up above a throttle: once the question is who is paging, slowing down
+# is no answer (and a throttle must not hide a step-up that another signal asked for).
+_LADDER_RANK = (0, 2, 1, 3, 4)
+_MASKED_READS = frozenset({"waybill.view", "waybill.list", "waybill.search"})
+
+
+def _climb(sev: int, rung: int) -> int:
+    """The stronger of ``sev`` and a volume ladder's ``rung`` (a step-up outranks a throttle)."""
+    return rung if _LADDER_RANK[rung] > _LADDER_RANK[sev] else sev
 
 
 def _km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
@@ -130,6 +145,10 @@ class RiskEngine:
         acc.d_strikes = 0
         acc.deny_times.clear()
         acc.sessions.clear()
+        # Far beyond the masked or probe budget locks again on the next read: the review is done.
+        acc.d_masked = acc.hour_masked = acc.m_sent = acc.d_probes = 0
+        acc.masked_times.clear()
+        acc.probes = None
         self.state.save(acc)
 
     def lock(self, actor_id: str, reason: str = "officer") -> None:
@@ -369,6 +388,11 @@ class RiskEngine:
                     sev = max(sev, DENY)
                     reasons.append(("peer_volume", f"{acc.d_records} records today, peers {mean_r:.0f}"))
 
+        if action in _MASKED_READS:
+            sev = self._masked_reads(r, acc, sess, budget, explained, doubted, sev, reasons, evidence)
+        elif acc.probes is not None and r.res_id is not None and acc.probes.pending:
+            self._follow_up(r, acc, explained)
+
         if r.outcome == "deny":
             dt = acc.deny_times
             dt.append(ts)
@@ -420,6 +444,143 @@ class RiskEngine:
                 acc.d_alerts.append(key)
                 self._alert(r, acc, sess, verdict, evidence)
         return self._finish(acc, r, sess, verdict)
+
+    # ------------------------------------------------------------------ masked reads and probing
+
+    def _masked_reads(self, r: Rec, acc: AccountState, sess: SessionState, budget: RoleBudget,
+                      explained: bool, doubted: bool, sev: int, reasons: Reasons,
+                      evidence: dict[str, Any]) -> int:  # fmt: skip
+        """Masked volume and phone probing for a view, list or search; returns the new severity."""
+        if r.outcome is not None and r.outcome != "allow":
+            return sev  # refused by the source: nothing shown (denial_burst counts it)
+        n = self._masked_rows(r, acc, explained)
+        if n:
+            rung, why = self._masked_volume(r, acc, sess, n, budget, doubted)
+            if rung:
+                sev = _climb(sev, rung)
+                reasons.append(("masked_volume", why))
+                evidence["masked_today"] = acc.d_masked
+                evidence["masked_last_hour"] = acc.hour_masked
+        if r.action == "waybill.search" and r.q_kind == "by_phone":
+            rung, why = self._phone_probing(r, acc, sess, budget, doubted)
+            if rung:
+                sev = _climb(sev, rung)
+                reasons.append(("phone_probing", why))
+                evidence["phone_probes_today"] = acc.d_probes
+        elif acc.probes is not None and r.res_id is not None and acc.probes.pending:
+            self._follow_up(r, acc, explained)
+        return sev
+
+    def _masked_rows(self, r: Rec, acc: AccountState, explained: bool) -> int:
+        """Masked rows a served view, list or search showed: what a renter can sell as partial
+        names, 138****1234 and districts."""
+        if r.fields:
+            return 0  # clear text: counted as records above
+        if r.action == "waybill.view":
+            # A parcel of one's own task is work; a hub operator is shown routing data, no party.
+            return 0 if explained or acc.role == "hub_operator" else 1
+        if r.ids is not None:
+            return r.listed
+        return min(r.listed, self.config.masked_rows_without_ids)
+
+    def _masked_volume(self, r: Rec, acc: AccountState, sess: SessionState, n: int, budget: RoleBudget,
+                       doubted: bool) -> tuple[int, str]:  # fmt: skip
+        """Count ``n`` masked rows; the ladder's rung for the hour, the day and the peers."""
+        c = self.config
+        ts = r.ts
+        acc.d_masked += n
+        sess.masked += n
+        mt = acc.masked_times
+        mt.append((ts, n))
+        acc.hour_masked += n
+        while mt[0][0] < ts - _HOUR:
+            acc.hour_masked -= mt.popleft()[1]
+        group = f"m:{acc.role}:{acc.org}:{r.day}"
+        unsent = acc.d_masked - acc.m_sent
+        if unsent >= c.masked_peer_step:
+            # Added in steps: a courier's morning scan is hundreds of single views, and a peer
+            # counter write each (a Redis round trip) would cost more than the rest of the decision.
+            self.state.peer_add(group, r.actor, unsent, 0)
+            acc.m_sent = acc.d_masked
+        if doubted and sess.masked > budget.masked_rows_per_hour:
+            # Paging on past the budget while the step-up is unanswered: a rented account's shape.
+            return LOCK, f"{sess.masked} masked rows in a doubted session"
+        over = acc.hour_masked / budget.masked_rows_per_hour
+        why = f"{acc.hour_masked} masked rows in an hour"
+        if acc.d_masked > budget.masked_rows_per_day or acc.d_masked > c.masked_peer_floor:
+            day_over, day_why = self._masked_day(r, acc, group, budget)
+            if day_over > over:
+                over, why = day_over, day_why
+        return self._rung(over, sess), why
+
+    def _masked_day(self, r: Rec, acc: AccountState, group: str, budget: RoleBudget) -> tuple[float, str]:
+        """How far today's masked rows are over the day budget (raised on a busy day) or the peers."""
+        c = self.config
+        st = self.state
+        others, mean, _ = st.peer_stats(group, r.actor)
+        if others < c.peer_min_members:
+            # Before colleagues start (after midnight), compare with yesterday's, as for reveals.
+            others, mean, _ = st.peer_stats(f"m:{acc.role}:{acc.org}:{r.day - 1}", r.actor)
+        limit = float(budget.masked_rows_per_day)
+        has_peers = others >= c.peer_min_members and mean > 0
+        if has_peers:
+            limit = max(limit, c.peer_ratio * mean)  # a festival raises the bar for everyone
+        over = acc.d_masked / limit
+        why = f"{acc.d_masked} masked rows today, budget {limit:.0f}"
+        own = acc.daily_masked
+        beyond_own = own.n < own.warmup or acc.d_masked > 2.0 * own.mean
+        if has_peers and acc.d_masked > c.masked_peer_floor and beyond_own:
+            peer_over = acc.d_masked / (c.peer_ratio * mean)
+            if peer_over > over:
+                over, why = peer_over, f"{acc.d_masked} masked rows today, peers {mean:.0f}"
+        return over, why
+
+    def _phone_probing(self, r: Rec, acc: AccountState, sess: SessionState, budget: RoleBudget,
+                       doubted: bool) -> tuple[int, str]:  # fmt: skip
+        """Learn one search by phone; the ladder's rung for probes this hour and today."""
+        c = self.config
+        probes = acc.probes
+        if probes is None:
+            probes = acc.probes = PhoneProbes(
+                resolve_s=c.probe_resolve_s, limit=budget.phone_probes_per_hour, seed=c.seed
+            )
+        x: dict[str, float] = {"ts": r.ts, "hits": r.listed}
+        for i, number in enumerate((r.ids or ())[:3]):
+            key = waybill_number(number)
+            if key is not None:
+                x[f"key{i}"] = key
+        before = probes.total
+        probes.learn_one(x)
+        acc.d_probes += probes.total - before
+        hour = probes.count(r.ts)
+        over = max(hour / budget.phone_probes_per_hour, acc.d_probes / budget.phone_probes_per_day)
+        # Counts only: the engine never sees the numbers searched, and an alert must not carry them.
+        why = (
+            f"{hour} phone searches in an hour found nothing or nothing a task followed, {acc.d_probes} today"
+        )
+        if doubted and over > 1.0:
+            return LOCK, why
+        return self._rung(over, sess), why
+
+    def _follow_up(self, r: Rec, acc: AccountState, explained: bool) -> None:
+        """A parcel touched for a task (a ticket, an assignment, one's own outlet's) after a phone
+        search found it: that search was work, not a probe."""
+        assert acc.probes is not None
+        if explained or (r.res_org is not None and r.res_org == acc.org):
+            key = waybill_number(r.res_id)
+            if key is not None:
+                acc.probes.resolve_one({"key": key})
+
+    def _rung(self, over: float, sess: SessionState) -> int:
+        """The ladder: over budget, throttle; further, step-up (throttle once passed); far beyond, lock."""
+        c = self.config
+        if over <= 1.0:
+            return ALLOW
+        if over > c.volume_lock_ratio:
+            return LOCK
+        if over > c.volume_step_up_ratio and not sess.verified:
+            return STEP_UP
+        return THROTTLE
 
     # ------------------------------------------------------------------ helpers
 
@@ -505,8 +666,10 @@ class RiskEngine:
             acc.days += 1
             acc.daily_records.learn_one({"value": acc.d_records})
             acc.daily_unexpl.learn_one({"value": acc.d_unexpl})
+            acc.daily_masked.learn_one({"value": acc.d_masked})
         acc.cur_day = day
         acc.d_records = acc.d_unexpl = acc.d_exports = acc.d_strikes = 0
+        acc.d_masked = acc.m_sent = acc.d_probes = 0
         acc.d_alerts = []
         horizon = 2 * 86_400
         last = acc.last_ts

@@ -63,9 +63,11 @@ class Rec:
         "exposed",
         "fields",
         "hour",
+        "ids",
         "ip",
         "kind",
         "lat",
+        "listed",
         "lon",
         "org",
         "outcome",
@@ -104,6 +106,8 @@ class Rec:
     status: str | None
     ticket: str | None
     q_kind: str | None
+    ids: list[str] | tuple[str, ...] | None
+    listed: int
     fields: int
     exposed: int
     purpose: str | None
@@ -258,6 +262,7 @@ def from_dict(data: Any) -> Rec:
 
     query = _obj(data, "query")
     count: int | None = None
+    r.ids = None
     if query is None:
         r.q_kind = None
     else:
@@ -276,6 +281,7 @@ def from_dict(data: Any) -> Rec:
                     raise BadEvent("query.result_ids: not a list of strings")
             if count is None:
                 count = len(ids)
+            r.ids = ids
 
     fields = data.get("fields")
     nf = 0
@@ -297,6 +303,7 @@ def from_dict(data: Any) -> Rec:
         r.outcome = _enum(outcome, "decision", "outcome.", DECISIONS)
         _str(outcome, "reason", "outcome.", 256)
     r.exposed = _exposed(r, count)
+    r.listed = _listed(r.ids, count)
     return r
 
 
@@ -315,6 +322,16 @@ def _exposed(r: Rec, count: int | None) -> int:
     if count is not None:
         return count
     return 1
+
+
+def _listed(ids: list[str] | tuple[str, ...] | None, count: int | None) -> int:
+    """Rows a list or search named: its ``result_ids`` (the page shown) when given, else its count.
+
+    Sources differ on ``result_count`` (the gateway: the page; the simulator's legacy lists: every
+    match), so the ids, where present, are what was shown."""
+    if ids is not None:
+        return len(ids)
+    return count or 0
 
 
 def from_event(event: AccessEvent) -> Rec:
@@ -349,17 +366,20 @@ def from_event(event: AccessEvent) -> Rec:
         r.status = res.status.value if res.status is not None else None
     q = event.query
     count: int | None = None
+    r.ids = None
     if q is None:
         r.q_kind = None
     else:
         r.q_kind = q.kind.value if q.kind is not None else None
         count = q.result_count
+        r.ids = q.result_ids
         if count is None and q.result_ids is not None:
             count = len(q.result_ids)
     r.fields = len(event.fields) if event.fields else 0
     r.purpose = event.purpose
     r.outcome = event.outcome.decision.value if event.outcome and event.outcome.decision else None
     r.exposed = _exposed(r, count)
+    r.listed = _listed(r.ids, count)
     return r
 
 

@@ -13,13 +13,13 @@ from typing import Any, Protocol
 
 import orjson
 
-from courierguard.risk.detectors import HourProfile, RunningZ, SequenceDetector
+from courierguard.risk.detectors import HourProfile, PhoneProbes, RunningZ, SequenceDetector
 
 
 class SessionState:
     """What the engine knows about one session of an account: doubt about who holds it, step-up."""
 
-    __slots__ = ("device", "doubt", "first_ts", "pending", "reasons", "unexpl", "verified")
+    __slots__ = ("device", "doubt", "first_ts", "masked", "pending", "reasons", "unexpl", "verified")
 
     def __init__(self, device: str | None, first_ts: float) -> None:
         self.device = device
@@ -29,6 +29,7 @@ class SessionState:
         self.pending = False
         self.verified = False
         self.unexpl = 0
+        self.masked = 0
 
     def to_state(self) -> list[Any]:
         return [
@@ -39,12 +40,14 @@ class SessionState:
             self.pending,
             self.verified,
             self.unexpl,
+            self.masked,
         ]
 
     @classmethod
     def from_state(cls, s: list[Any]) -> SessionState:
         out = cls(s[0], s[1])
         out.doubt, out.reasons, out.pending, out.verified, out.unexpl = s[2], dict(s[3]), s[4], s[5], s[6]
+        out.masked = s[7] if len(s) > 7 else 0  # absent from state saved by earlier versions
         return out
 
 
@@ -52,10 +55,11 @@ class AccountState:
     """Everything learned about one account: known devices, networks and places, habits, today's counts."""
 
     __slots__ = (
-        "actor", "burst_unexpl", "cur_day", "d_alerts", "d_exports", "d_records", "d_strikes", "d_unexpl", "daily_records",
-        "daily_unexpl", "days", "deny_times", "dev_days", "dev_doubted", "dev_last", "devices", "first_ts", "hour_records", "hours",
-        "last_device", "last_ts", "loc", "lock_reason", "locked", "n", "nets", "org", "places",
-        "records_times", "req_times", "role", "seq", "sessions", "status", "trusted_key", "unexpl_times",
+        "actor", "burst_unexpl", "cur_day", "d_alerts", "d_exports", "d_masked", "d_probes", "d_records", "d_strikes",
+        "d_unexpl", "daily_masked", "daily_records", "daily_unexpl", "days", "deny_times", "dev_days", "dev_doubted",
+        "dev_last", "devices", "first_ts", "hour_masked", "hour_records", "hours", "last_device", "last_ts", "loc",
+        "lock_reason", "locked", "m_sent", "masked_times", "n", "nets", "org", "places", "probes", "records_times",
+        "req_times", "role", "seq", "sessions", "status", "trusted_key", "unexpl_times",
     )  # fmt: skip
 
     def __init__(self, actor: str, seed: int = 0) -> None:
@@ -100,6 +104,16 @@ class AccountState:
         self.req_times: deque[float] = deque()
         self.deny_times: deque[float] = deque()
         self.sessions: dict[str, SessionState] = {}
+        # Masked reads: rows today, in the last hour (window of (ts, rows)), and how many of today's
+        # rows were already added to the peer group (added in steps, not on every view).
+        self.d_masked = 0
+        self.hour_masked = 0
+        self.masked_times: deque[tuple[float, int]] = deque()
+        self.m_sent = 0
+        self.daily_masked = RunningZ(seed=seed)
+        # Phone probing: made on the account's first search by phone (most accounts never search).
+        self.probes: PhoneProbes | None = None
+        self.d_probes = 0
 
     def to_state(self) -> dict[str, Any]:
         """JSON-ready data for Redis (locks and status live in their own keys)."""
@@ -116,6 +130,9 @@ class AccountState:
             "records_times": list(self.records_times), "req_times": list(self.req_times),
             "deny_times": list(self.deny_times),
             "sessions": {k: v.to_state() for k, v in self.sessions.items()},
+            "d_masked": self.d_masked, "hour_masked": self.hour_masked, "masked_times": list(self.masked_times),
+            "m_sent": self.m_sent, "daily_masked": self.daily_masked.to_state(),
+            "probes": self.probes.to_state() if self.probes is not None else None, "d_probes": self.d_probes,
         }  # fmt: skip
 
     @classmethod
@@ -135,6 +152,16 @@ class AccountState:
         a.req_times = deque(s["req_times"])
         a.deny_times = deque(s["deny_times"])
         a.sessions = {k: SessionState.from_state(v) for k, v in s["sessions"].items()}
+        if "d_masked" in s:  # absent from state saved by earlier versions
+            a.d_masked, a.hour_masked, a.m_sent, a.d_probes = (
+                s["d_masked"],
+                s["hour_masked"],
+                s["m_sent"],
+                s["d_probes"],
+            )
+            a.masked_times = deque((t, n) for t, n in s["masked_times"])
+            a.daily_masked = RunningZ.from_state(s["daily_masked"])
+            a.probes = PhoneProbes.from_state(s["probes"]) if s["probes"] is not None else None
         return a
 
 

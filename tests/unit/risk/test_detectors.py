@@ -11,7 +11,14 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from courierguard.risk.detectors import Detector, HourProfile, ReservoirQuantile, RunningZ, SequenceDetector
+from courierguard.risk.detectors import (
+    Detector,
+    HourProfile,
+    PhoneProbes,
+    ReservoirQuantile,
+    RunningZ,
+    SequenceDetector,
+)
 from courierguard.risk.engine import RiskEngine
 from courierguard.risk.record import from_dict
 from courierguard.risk.streams import rented_stream
@@ -31,6 +38,21 @@ def _numbers(rng: random.Random, n: int) -> list[Sample]:
     return [{"number": rng.randrange(10**12, 10**13)} for _ in range(n)]
 
 
+def _tickets(rng: random.Random, n: int) -> list[Sample]:
+    # An agent's searches by phone: a hit every 10-20 minutes (followed up in its ticket or not).
+    t, out = 0.0, []
+    for _ in range(n):
+        t += rng.uniform(600, 1200)
+        out.append({"ts": t, "hits": 1, "key0": rng.randrange(10**12, 10**13)})
+    return out
+
+
+def _probes(rng: random.Random, n: int) -> list[Sample]:
+    # A gang's list of numbers after the day's work: a search a minute, nearly all misses.
+    t = 400 * 1200.0
+    return [{"ts": t + 60.0 * i, "hits": 0 if rng.random() < 0.8 else 1, "key0": i} for i in range(n)]
+
+
 # (factory, normal stream, anomalous stream, order independent)
 CASES: dict[str, tuple[Callable[[int], Detector], Callable[[random.Random, int], list[Sample]],
                        Callable[[random.Random, int], list[Sample]], bool]] = {
@@ -44,6 +66,7 @@ CASES: dict[str, tuple[Callable[[int], Detector], Callable[[random.Random, int],
                  lambda rng, n: [{"number": 7 * 10**12 + i} for i in range(n)], False),
     "reservoir": (lambda s: ReservoirQuantile(seed=s, size=64), _values,
                   lambda rng, n: [{"value": rng.gauss(80, 10)} for _ in range(n)], False),
+    "phone_probes": (lambda s: PhoneProbes(seed=s), _tickets, _probes, False),
 }  # fmt: skip
 
 
@@ -146,6 +169,21 @@ def test_running_z_matches_numpy_and_merges() -> None:
         right.learn_one({"value": v})
     merged = left.merge(right)
     assert merged.n == z.n and merged.mean == pytest.approx(z.mean) and merged.std == pytest.approx(z.std)
+
+
+def test_phone_probes_follow_ups_and_repeats() -> None:
+    p = PhoneProbes(resolve_s=600, limit=12)
+    p.learn_one({"ts": 0.0, "hits": 2, "key0": 11, "key1": 12})
+    p.learn_one({"ts": 30.0, "hits": 2, "key0": 12})  # the same phone's second page: one probe at most
+    assert len(p.pending) == 1 and p.count(599.0) == 0  # not late yet
+    assert p.count(700.0) == 1  # never followed up within ten minutes: a probe
+    p.resolve_one({"key": 12})
+    assert p.count(700.0) == 0 and p.total == 0  # opened for its ticket: work, not a probe
+    for i in range(600):
+        p.learn_one({"ts": 1000.0 + i, "hits": 0})
+    assert len(p.probes) == p.cap and p.total == 600  # a flood saturates, the state stays small
+    assert p.count(1600.0) == p.cap
+    assert p.count(1000.0 + 3600 + 700) == 0  # an hour later the window is empty
 
 
 def test_engine_auc_on_rented_account_stream() -> None:

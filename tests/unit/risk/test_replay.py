@@ -85,8 +85,9 @@ def test_fast_parser_accepts_what_the_model_accepts(path: str, value: Any) -> No
     fast = from_dict(e)
     slow = from_event(model)
     for name in ("event_id", "ts", "actor", "role", "session", "device", "ip", "lat", "action", "res_id",
-                 "assignee", "ticket", "fields", "exposed", "outcome", "hour", "day"):  # fmt: skip
+                 "assignee", "ticket", "fields", "exposed", "outcome", "hour", "day", "q_kind", "listed"):  # fmt: skip
         assert getattr(fast, name) == getattr(slow, name), name
+    assert (fast.ids is None) == (slow.ids is None) and list(fast.ids or ()) == list(slow.ids or ())
 
 
 def _decisions(buf: io.BytesIO) -> list[dict[str, Any]]:
