@@ -139,6 +139,9 @@ def render(result: EvaluationResult, console: Console) -> None:
         "records exposed",
         "fields exposed",
         "without engine",
+        "masked exposed",
+        "masked without engine",
+        "phone searches answered",
     ):
         if column == "scenario":
             table.add_column(column, no_wrap=True, min_width=27)
@@ -146,7 +149,7 @@ def render(result: EvaluationResult, console: Console) -> None:
             table.add_column(column, justify="left" if column == "detected" else "right")
     for s in result.scenarios:
         if s.skipped:
-            table.add_row(str(s.scenario), s.name, "0", f"skipped: {s.skipped}", "", "", "", "", "", "")
+            table.add_row(str(s.scenario), s.name, "0", f"skipped: {s.skipped}", *[""] * 9)
             continue
         table.add_row(
             str(s.scenario),
@@ -159,6 +162,9 @@ def render(result: EvaluationResult, console: Console) -> None:
             f"{s.records_exposed:,}",
             f"{s.fields_exposed:,}",
             f"{s.records_without_engine:,}",
+            f"{s.masked_exposed:,}",
+            f"{s.masked_without_engine:,}",
+            f"{s.phone_searches_answered:,} of {s.phone_searches_without_engine:,}",
         )
     console.print(table)
     n = result.normal
@@ -197,7 +203,7 @@ def evaluate(
         typer.echo(orjson.dumps(result.to_dict(), option=orjson.OPT_INDENT_2).decode())
         return
     console = Console()
-    render(result, Console(width=max(console.width, 150)) if not console.is_terminal else console)
+    render(result, Console(width=max(console.width, 200)) if not console.is_terminal else console)
 
 
 def _live(

@@ -16,6 +16,8 @@ SCENARIOS: dict[int, str] = {
     8: "bulk_export_abuse",
     9: "cs_snooping_without_ticket",
     10: "former_employee_account",
+    11: "masked_scrape",
+    12: "phone_probing",
 }
 """Attack scenario ids and their stable names, as written in the truth file."""
 

@@ -155,7 +155,7 @@ class Simulation:
     """
 
     def __init__(self, config: SimConfig) -> None:
-        from courierguard.sim.scenarios import build_scenarios
+        from courierguard.sim.scenarios import build_scenarios, finish_setup
 
         self.config = config
         self.clock = Clock(config)
@@ -168,6 +168,7 @@ class Simulation:
         }
         self.scenarios = build_scenarios(self)
         plan_life_events(self.world, config.days, random.Random(f"{config.seed}:life"))
+        finish_setup(self, self.scenarios)
         self._pending: dict[str, list[tuple[int, str]]] = {u.id: [] for u in self.world.outlets}
         self._block_next: dict[str, int] = {
             u.id: _OUTLET_BLOCK_BASE + k * _OUTLET_BLOCK_SIZE + 1 for k, u in enumerate(self.world.outlets)

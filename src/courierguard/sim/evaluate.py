@@ -13,6 +13,10 @@ Definitions (also in ``docs/simulator.md``):
 - *Records exposed before containment*: distinct waybills (and, separately, distinct
   (waybill, field) pairs) whose clear-text fields were served by the scenario's events of an account
   before that account was contained. Exports count every id in ``query.result_ids``.
+- *Masked rows exposed*: the same for masked data (no ``fields``): distinct waybills named by a served
+  view's ``resource`` or a served list's or search's ``query.result_ids``. *Phone searches answered*:
+  served ``waybill.search`` events by phone (hits and misses: each tells whether a number is a
+  customer), before containment.
 - *Times* are seconds from the scenario's first event to the event that drew the decision.
 - *Normal staff* are all employee events outside any scenario, except the events of scenario
   accounts from the scenario's start on (an owner whose account was rightly locked is no false alarm).
@@ -53,6 +57,10 @@ class ScenarioResult:
     records_exposed: int = 0
     fields_exposed: int = 0
     records_without_engine: int = 0
+    masked_exposed: int = 0
+    masked_without_engine: int = 0
+    phone_searches_answered: int = 0
+    phone_searches_without_engine: int = 0
     skipped: str | None = None
 
 
@@ -118,6 +126,8 @@ class _Track:
     exposed: set[str] = field(default_factory=set)
     exposed_fields: set[tuple[str, str]] = field(default_factory=set)
     total: set[str] = field(default_factory=set)
+    masked: set[str] = field(default_factory=set)
+    masked_total: set[str] = field(default_factory=set)
 
 
 def _lines(path: Path) -> Iterator[bytes]:
@@ -251,6 +261,8 @@ def evaluate_lines(
         r.records_exposed = len(track.exposed)
         r.fields_exposed = len(track.exposed_fields)
         r.records_without_engine = len(track.total)
+        r.masked_exposed = len(track.masked)
+        r.masked_without_engine = len(track.masked_total)
         r.contained = bool(track.actors) and r.events > 0 and set(track.contained_at) >= track.actors
     return EvaluationResult(
         scenarios=[tracks[k].result for k in sorted(tracks)],
@@ -281,6 +293,10 @@ def _score_attack_event(track: _Track, event: dict[str, Any], actor: str, action
     ids = _served(event)
     fields = event.get("fields") or ()
     track.total.update(ids)
+    masked = _served_masked(event)
+    track.masked_total.update(masked)
+    phone = _phone_search(event)
+    r.phone_searches_without_engine += phone
     if action is not None and action != "allow":
         r.detected = True
         if r.first_flag_s is None:
@@ -292,10 +308,35 @@ def _score_attack_event(track: _Track, event: dict[str, Any], actor: str, action
                 track.contained_at[actor] = ts
                 _note_contain(track, actor, ts)
             return
-    if not ids or actor in track.contained_at:
+    if actor in track.contained_at:
         return
+    track.masked.update(masked)
+    r.phone_searches_answered += phone
     track.exposed.update(ids)
     track.exposed_fields.update((i, f) for i in ids for f in fields)
+
+
+def _allowed(event: dict[str, Any]) -> bool:
+    return bool((event.get("outcome") or {}).get("decision", "allow") == "allow")
+
+
+def _served_masked(event: dict[str, Any]) -> list[str]:
+    """Waybills the source system showed masked with this event (a view, list or search)."""
+    if event.get("fields") or not _allowed(event):
+        return []
+    action = event["action"]
+    if action == "waybill.view":
+        resource = event.get("resource") or {}
+        return [resource["id"]] if resource.get("id") else []
+    if action in ("waybill.list", "waybill.search"):
+        return list((event.get("query") or {}).get("result_ids") or [])
+    return []
+
+
+def _phone_search(event: dict[str, Any]) -> int:
+    """1 for a served search by phone: found or not, it answered whether a number is a customer."""
+    query = event.get("query") or {}
+    return int(event["action"] == "waybill.search" and query.get("kind") == "by_phone" and _allowed(event))
 
 
 def _served(event: dict[str, Any]) -> list[str]:

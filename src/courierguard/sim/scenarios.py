@@ -1,4 +1,4 @@
-"""The ten attack scenarios, hidden inside normal work.
+"""The attack scenarios, hidden inside normal work.
 
 Attack events look exactly like real ones (same apps, same formats, outcomes as the legacy system
 would have decided them); only the truth file says which they are. Each scenario has its own seeded
@@ -40,6 +40,10 @@ class Scenario:
     sid = 0
     description = ""
     duration = 1  # days
+    late = False
+    """Chosen after life events are planned (see :func:`finish_setup`): scenarios added after the
+    first ten pick their actors among staff without life events, so that they consume nothing of
+    the life-event draw and every earlier run's normal work and attacks stay as they were."""
 
     def __init__(self, sim: Simulation, rng: random.Random, truth: ScenarioTruth, first_day: int) -> None:
         self.sim = sim
@@ -48,7 +52,8 @@ class Scenario:
         self.first_day = first_day
         self.truth.description = self.description
         self.active = first_day < sim.config.days
-        self.setup()
+        if not self.late:
+            self.setup()
 
     def setup(self) -> None:
         """Choose actors and devices; mark them busy so no life event disturbs the attack."""
@@ -69,7 +74,12 @@ class Scenario:
         candidates = [
             s
             for s in self.sim.world.staff
-            if s.role == role and not s.busy and (exclude_outlets is None or s.unit.id not in exclude_outlets)
+            if s.role == role
+            and not s.busy
+            and (exclude_outlets is None or s.unit.id not in exclude_outlets)
+            and s.left_day is None
+            and s.move_day is None
+            and s.device_day is None
         ]
         if not candidates:
             return None
@@ -650,6 +660,102 @@ class FormerEmployee(Scenario):
         )
 
 
+class MaskedScrape(Scenario):
+    """11: a rented clerk account pages masked lists of its outlet and the neighbouring ones at night.
+
+    No clear text at all: partial names, 138****1234 and districts, which fraud rings still buy.
+    The renter drives the outlet's own PC by remote desktop, so device and network are the
+    account's own; only the hour and the volume give it away.
+    """
+
+    sid = 11
+    description = "a rented clerk account paging masked lists of its outlet and neighbouring outlets at night"
+    duration = 2
+    late = True
+
+    def setup(self) -> None:
+        person = self.pick(CLERK)
+        if person is None:
+            return self.skip("no clerk")
+        self.person = person
+
+    def attack(self, day: Day, nth: int) -> None:
+        rng = self.rng
+        person = self.person
+        unit = person.unit
+        neighbours = [
+            u.id for u in self.sim.world.outlets if u.city.code == unit.city.code and u.id != unit.id
+        ]
+        outlets = [unit.id, *rng.sample(neighbours, min(3, len(neighbours)))]
+        pool = [w for oid in outlets for w in self.sim.today.get(oid, []) + self.sim.recent(oid)]
+        if not pool:
+            return
+        t = day.d * DAY_MS + (22 * 60 + rng.randint(0, 60)) * MIN_MS
+        session = self.login(
+            day, person, t, device=person.device, ip=unit.egress_ip, user_agent=person.user_agent
+        )
+        rows = rng.sample(pool, min(len(pool), rng.randint(3000, 5000)))
+        self.truth.notes.setdefault("outlets", []).append(outlets)
+        for i in range(0, len(rows), 100):
+            t += rng.randint(15_000, 45_000)
+            kind = rng.choice(("by_org_unit", "by_status"))
+            self.list_page(day, person, session, t, rows[i : i + 100], len(pool), kind)
+
+
+class PhoneProbing(Scenario):
+    """12: a rented customer-service account probes a gang's list of phone numbers by search.
+
+    Each search tells the gang whether a number is a customer and links it to parcels and places;
+    most numbers are not (misses), and the hits are looked at, never worked on in a ticket. The
+    renter uses the agent's own desk after the shift (remote desktop), so only the searches show.
+    """
+
+    sid = 12
+    description = "a rented customer-service account probing a list of phone numbers by search"
+    duration = 2
+    late = True
+
+    def setup(self) -> None:
+        person = self.pick(CS)
+        if person is None:
+            return self.skip("no customer-service agent")
+        self.person = person
+
+    def attack(self, day: Day, nth: int) -> None:
+        rng = self.rng
+        person = self.person
+        pool = self.sim.recent()
+        if not pool:
+            return
+        t = day.d * DAY_MS + (person.shift_end + rng.randint(20, 60)) * MIN_MS
+        session = self.login(
+            day, person, t, device=person.device, ip=person.unit.egress_ip, user_agent=person.user_agent
+        )
+        until = t + rng.randint(120, 180) * MIN_MS
+        hit_rate = rng.uniform(0.15, 0.3)
+        while True:
+            t += rng.randint(35_000, 90_000)
+            if t >= until:
+                return
+            if rng.random() >= hit_rate:
+                query: dict[str, Any] = {"kind": "by_phone", "result_count": 0, "result_ids": []}
+                self._search(day, person, session, t, query)
+                continue
+            w = rng.choice(pool)
+            query = {"kind": "by_phone", "result_count": 1, "result_ids": [w.number]}
+            self._search(day, person, session, t, query)
+            body = {"actor": person.actor, "session": session, "action": "waybill.view"}
+            body.update({"resource": self.sim.resource(w), "outcome": ALLOW})
+            self.emit(day, t + rng.randint(3000, 15_000), body)
+
+    def _search(
+        self, day: Day, person: Staff, session: dict[str, Any], t: int, query: dict[str, Any]
+    ) -> None:
+        body = {"actor": person.actor, "session": session, "action": "waybill.search", "query": query}
+        body["outcome"] = ALLOW
+        self.emit(day, t, body)
+
+
 _CLASSES: dict[int, type[Scenario]] = {
     cls.sid: cls
     for cls in (
@@ -663,12 +769,16 @@ _CLASSES: dict[int, type[Scenario]] = {
         ExportAbuse,
         CsSnooping,
         FormerEmployee,
+        MaskedScrape,
+        PhoneProbing,
     )
 }
 
 
 def build_scenarios(sim: Simulation) -> list[Scenario]:
-    """Instantiate the configured scenarios; each starts 0-2 days after ``attack_after_days``."""
+    """Instantiate the configured scenarios; each starts 0-2 days after ``attack_after_days``.
+
+    Scenarios marked ``late`` choose their actors in :func:`finish_setup`, after life events."""
     out: list[Scenario] = []
     for sid in sorted(set(sim.config.scenarios)):
         own = random.Random(f"{sim.config.seed}:scenario:{sid}")
@@ -676,11 +786,25 @@ def build_scenarios(sim: Simulation) -> list[Scenario]:
         if first >= sim.config.days and sim.config.attack_after_days < sim.config.days:
             first = sim.config.attack_after_days
         scenario = _CLASSES[sid](sim, own, sim.truths[sid], first)
-        if scenario.active:
-            scenario.truth.notes["first_day"] = (
-                sim.config.start + timedelta(days=scenario.first_day)
-            ).isoformat()
-        elif "skipped" not in scenario.truth.notes:
-            scenario.skip("the period ends before the attack would start")
+        if not scenario.late:
+            _note_start(sim, scenario)
         out.append(scenario)
     return out
+
+
+def finish_setup(sim: Simulation, scenarios: list[Scenario]) -> None:
+    """Set up the ``late`` scenarios, once life events are planned."""
+    for scenario in scenarios:
+        if scenario.late:
+            if scenario.active:
+                scenario.setup()
+            _note_start(sim, scenario)
+
+
+def _note_start(sim: Simulation, scenario: Scenario) -> None:
+    if scenario.active:
+        scenario.truth.notes["first_day"] = (
+            sim.config.start + timedelta(days=scenario.first_day)
+        ).isoformat()
+    elif "skipped" not in scenario.truth.notes:
+        scenario.skip("the period ends before the attack would start")

@@ -154,3 +154,32 @@ def test_files_and_json(tmp_path: Path) -> None:
     assert data["scenarios"][0]["records_exposed"] == 2
     assert data["normal"]["false_blocks_per_10000_employee_days"] == pytest.approx(10000 / 3)
     orjson.dumps(data)
+
+
+def test_masked_rows_and_phone_searches_before_containment() -> None:
+    events = [
+        ev("m1", f"{D1}T22:00:00+08:00", "K", "waybill.list", query={"result_ids": ["W1", "W2"]}),
+        ev("m2", f"{D1}T22:00:30+08:00", "K", "waybill.list", query={"result_ids": ["W2", "W3"]}),
+        ev("m3", f"{D1}T22:01:00+08:00", "K", "waybill.view", resource={"type": "waybill", "id": "W4"}),
+        ev("m4", f"{D1}T22:01:10+08:00", "K", "waybill.list", query={"result_ids": ["W5"]},
+           outcome={"decision": "deny"}),  # refused by the source: nothing shown
+        ev("m5", f"{D1}T22:02:00+08:00", "K", "waybill.list", query={"result_ids": ["W6", "W7"]}),
+        ev("p1", f"{D1}T20:00:00+08:00", "S", "waybill.search", query={"kind": "by_phone", "result_ids": []}),
+        ev("p2", f"{D1}T20:01:00+08:00", "S", "waybill.search", query={"kind": "by_phone", "result_ids": ["W8"]}),
+        ev("p3", f"{D1}T20:02:00+08:00", "S", "waybill.search", query={"kind": "by_phone", "result_ids": []}),
+        ev("p4", f"{D1}T20:03:00+08:00", "S", "waybill.search", query={"kind": "by_name", "result_ids": ["W9"]}),
+    ]  # fmt: skip
+    truth = [
+        {"type": "meta"},
+        {"type": "scenario", "scenario": 11, "name": "masked_scrape", "actors": ["K"],
+         "start": f"{D1}T22:00:00+08:00", "event_ids": ["m1", "m2", "m3", "m4", "m5"], "notes": {}},
+        {"type": "scenario", "scenario": 12, "name": "phone_probing", "actors": ["S"],
+         "start": f"{D1}T20:00:00+08:00", "event_ids": ["p1", "p2", "p3", "p4"], "notes": {}},
+    ]  # fmt: skip
+    result = evaluate_lines(events, truth, [dec("m2", "throttle"), dec("m5", "lock"), dec("p3", "deny")])
+    s11, s12 = result.scenarios
+    assert s11.contained and s11.first_contain_s == 120
+    assert s11.masked_exposed == 4 and s11.masked_without_engine == 6  # W1-W4 before the lock; W5 refused
+    assert s11.records_exposed == 0  # no clear text in a masked scrape
+    assert (s12.phone_searches_answered, s12.phone_searches_without_engine) == (2, 3)
+    assert s12.masked_exposed == 1 and s12.masked_without_engine == 2

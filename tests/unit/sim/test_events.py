@@ -102,7 +102,7 @@ def test_festival_day_triples_courier_volume(small_run: Run) -> None:
 
 def test_config_rejects_nonsense() -> None:
     with pytest.raises(ValueError, match="unknown scenarios"):
-        SimConfig(scenarios=(11,))
+        SimConfig(scenarios=(99,))
     with pytest.raises(ValueError, match="employees"):
         SimConfig(employees=3)
 

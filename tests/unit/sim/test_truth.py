@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 
+import orjson
+
 from courierguard.sim.config import SCENARIOS
 
 from .conftest import Run
@@ -101,3 +103,55 @@ def test_concurrent_scenario_overlaps_the_owner_on_another_device(small_run: Run
     assert renter_days <= owner_days
     owner_devices = {e["session"]["device_id"] for e in owner if e["ts"][:10] in renter_days}
     assert not owner_devices & set(truth["devices"])
+
+
+def test_masked_scrape_pages_lists_at_night_from_the_outlet_pc(small_run: Run) -> None:
+    truth = small_run.scenario(11)
+    by_id = {e["id"]: e for e in small_run.events}
+    events = [by_id[eid] for eid in truth["event_ids"]]
+    lists = [e for e in events if e["action"] == "waybill.list"]
+    assert lists and {e["action"] for e in events} == {"auth.login", "waybill.list"}
+    assert not any(e.get("fields") for e in events)  # masked only
+    assert all(len(e["query"]["result_ids"]) <= 100 for e in lists)
+    assert sum(len(e["query"]["result_ids"]) for e in lists) >= 1000
+    assert all(e["ts"][11:13] in ("22", "23", "00", "01") for e in lists)
+    owner = truth["actors"][0]
+    own = next(e for e in small_run.events if e["actor"]["id"] == owner and e["id"] not in truth["event_ids"])
+    assert {e["session"]["device_id"] for e in events} == {own["session"]["device_id"]}  # the outlet PC
+
+
+def test_phone_probing_searches_many_numbers_mostly_missing(small_run: Run) -> None:
+    truth = small_run.scenario(12)
+    by_id = {e["id"]: e for e in small_run.events}
+    events = [by_id[eid] for eid in truth["event_ids"]]
+    searches = [e for e in events if e["action"] == "waybill.search"]
+    assert all(e["query"]["kind"] == "by_phone" for e in searches)
+    misses = [e for e in searches if not e["query"]["result_ids"]]
+    assert len(searches) >= 80 and len(misses) >= 0.6 * len(searches)
+    views = [e for e in events if e["action"] == "waybill.view"]
+    assert views and not any(e["resource"].get("ticket") for e in views)  # hits looked at, never worked
+
+
+def test_new_scenarios_leave_normal_work_and_the_first_ten_unchanged(small_run: Run) -> None:
+    from dataclasses import replace
+
+    from courierguard.sim.engine import Simulation
+
+    def shapes(events: list[dict[str, object]]) -> list[bytes]:
+        out = []
+        for e in events:
+            body = {k: v for k, v in e.items() if k != "id"}
+            session = dict(body.get("session") or {})  # type: ignore[call-overload]
+            session.pop("id", None)
+            body["session"] = session
+            out.append(orjson.dumps(body, option=orjson.OPT_SORT_KEYS))
+        return out
+
+    first_ten = replace(small_run.config, scenarios=tuple(range(1, 11)))
+    sim = Simulation(first_ten)
+    before = [e for e, _ in sim.labelled()]
+    new = set(small_run.scenario(11)["event_ids"]) | set(small_run.scenario(12)["event_ids"])
+    after = [e for e in small_run.events if e["id"] not in new]
+    assert shapes(before) == shapes(after)
+    counts = {t["scenario"]: t["event_count"] for t in sim.truth()[1:]}
+    assert counts == {sid: small_run.scenario(sid)["event_count"] for sid in range(1, 11)}
