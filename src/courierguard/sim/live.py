@@ -231,13 +231,23 @@ def _shifts(person: Staff) -> list[dict[str, Any]]:
 def plan_waybills(intents: Iterable[Intent]) -> dict[str, _Waybill]:
     """Every waybill the intents touch, with the org unit it belongs to."""
     plan: dict[str, _Waybill] = {}
+    guessed: set[str] = set()  # known only from a list or search: the reader's unit, until a view says
     for it in intents:
         resource = it.event.get("resource") or {}
-        if it.waybill and resource.get("type", "waybill") == "waybill" and it.waybill not in plan:
-            plan[it.waybill] = _Waybill(it.waybill, resource.get("org_unit") or it.org_unit or "HQ")
-        for number in it.result_ids:
-            if number not in plan:
-                plan[number] = _Waybill(number, it.org_unit or "HQ")
+        number = it.waybill
+        if (
+            number
+            and resource.get("type", "waybill") == "waybill"
+            and (number not in plan or number in guessed)
+        ):
+            # An agent's search names a parcel before the view does: the parcel belongs to its
+            # outlet, not to the customer-service centre that searched for it.
+            plan[number] = _Waybill(number, resource.get("org_unit") or it.org_unit or "HQ")
+            guessed.discard(number)
+        for listed in it.result_ids:
+            if listed not in plan:
+                plan[listed] = _Waybill(listed, it.org_unit or "HQ")
+                guessed.add(listed)
     return plan
 
 
@@ -275,6 +285,7 @@ class LiveDriver:
         self._cases: set[str] = set()
         self._roles: dict[str, Staff] = {}
         self._phones: dict[str, str] = {}  # waybill → recipient phone, to search like an agent would
+        self._strangers: PartyGenerator | None = None  # numbers of no customer, for searches that miss
         self._clients: list[httpx.Client] = []
         self._lock = threading.Lock()
         self._local = threading.local()
@@ -501,11 +512,14 @@ class LiveDriver:
             }
             return lambda c, h: c.post(f"/v1/waybills/{number}/reveal", json=body, headers=h)
         if it.action == "waybill.list":
-            params = {"org_unit": it.org_unit or "", "page_size": "50"}
+            # The page the simulated person saw: masked volume is counted in rows.
+            params = {"org_unit": it.org_unit or "", "page_size": str(len(it.result_ids) or 50)}
             return lambda c, h: c.get("/v1/waybills", params=params, headers=h)
         if it.action == "waybill.search":
             first = it.result_ids[0] if it.result_ids else None
             phone = self._phones.get(first) if first else None
+            if phone is None and first is None and it.query_kind == "by_phone":
+                phone = self._stranger()  # a search that finds nothing: a number of no customer
             search: dict[str, Any] = {"phone": phone} if phone else {"number_prefix": (first or "YT")[:8]}
             return lambda c, h: c.post("/v1/waybills/search", json=search, headers=h)
         if it.action == "waybill.export":
@@ -513,6 +527,12 @@ class LiveDriver:
                       "fields": list(it.fields) or ["recipient.name"], "org_unit": it.org_unit}  # fmt: skip
             return lambda c, h: c.post("/v1/approvals", json=export, headers=h)
         return None
+
+    def _stranger(self) -> str:
+        with self._lock:
+            if self._strangers is None:
+                self._strangers = PartyGenerator(self._seed + 7919)
+            return self._strangers.mobile()
 
     # --- sessions and second factors ---------------------------------------------------------------
 
