@@ -152,8 +152,7 @@ class World:
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
-    risk = ScriptedRisk()
-    yield from _world(request, tmp_path, risk)
+    yield from _world(request, tmp_path, ScriptedRisk())
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
