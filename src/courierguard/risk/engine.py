@@ -146,7 +146,8 @@ class RiskEngine:
         acc.deny_times.clear()
         acc.sessions.clear()
         # Far beyond the masked or probe budget locks again on the next read: the review is done.
-        acc.d_masked = acc.hour_masked = acc.m_sent = acc.d_probes = 0
+        acc.d_masked = acc.hour_masked = acc.m_sent = acc.m_free = acc.d_probes = 0
+        acc.m_over = 0.0
         acc.masked_times.clear()
         acc.probes = None
         self.state.save(acc)
@@ -388,9 +389,16 @@ class RiskEngine:
                     sev = max(sev, DENY)
                     reasons.append(("peer_volume", f"{acc.d_records} records today, peers {mean_r:.0f}"))
 
-        if action in _MASKED_READS:
-            sev = self._masked_reads(r, acc, sess, budget, explained, doubted, sev, reasons, evidence)
-        elif acc.probes is not None and r.res_id is not None and acc.probes.pending:
+        if action in _MASKED_READS and not n and (r.outcome is None or r.outcome == "allow"):
+            # Served masked data (a refused read showed nothing, and denial_burst counts it). A
+            # parcel of one's own task is work; a hub operator is shown routing data, no party.
+            if action != "waybill.view":
+                sev = self._list_or_search(r, acc, sess, budget, doubted, sev, reasons, evidence)
+            elif not explained and acc.role != "hub_operator":
+                rung = self._masked_volume(r, acc, sess, 1, budget, doubted)
+                if rung:
+                    sev = self._masked_alarm(acc, sess, budget, doubted, rung, sev, reasons, evidence)
+        if acc.probes is not None and r.res_id is not None and acc.probes.pending:
             self._follow_up(r, acc, explained)
 
         if r.outcome == "deny":
@@ -447,73 +455,88 @@ class RiskEngine:
 
     # ------------------------------------------------------------------ masked reads and probing
 
-    def _masked_reads(self, r: Rec, acc: AccountState, sess: SessionState, budget: RoleBudget,
-                      explained: bool, doubted: bool, sev: int, reasons: Reasons,
-                      evidence: dict[str, Any]) -> int:  # fmt: skip
-        """Masked volume and phone probing for a view, list or search; returns the new severity."""
-        if r.outcome is not None and r.outcome != "allow":
-            return sev  # refused by the source: nothing shown (denial_burst counts it)
-        n = self._masked_rows(r, acc, explained)
+    def _list_or_search(self, r: Rec, acc: AccountState, sess: SessionState, budget: RoleBudget,
+                        doubted: bool, sev: int, reasons: Reasons, evidence: dict[str, Any]) -> int:  # fmt: skip
+        """Masked volume and phone probing for a served list or search; the new severity.
+
+        Masked rows are what a renter can sell as partial names, 138****1234 and districts."""
+        n = r.listed if r.ids is not None else min(r.listed, self.config.masked_rows_without_ids)
         if n:
-            rung, why = self._masked_volume(r, acc, sess, n, budget, doubted)
+            rung = self._masked_volume(r, acc, sess, n, budget, doubted)
             if rung:
-                sev = _climb(sev, rung)
-                reasons.append(("masked_volume", why))
-                evidence["masked_today"] = acc.d_masked
-                evidence["masked_last_hour"] = acc.hour_masked
-        if r.action == "waybill.search" and r.q_kind == "by_phone":
+                sev = self._masked_alarm(acc, sess, budget, doubted, rung, sev, reasons, evidence)
+        if r.q_kind == "by_phone" and r.action == "waybill.search":
             rung, why = self._phone_probing(r, acc, sess, budget, doubted)
             if rung:
                 sev = _climb(sev, rung)
                 reasons.append(("phone_probing", why))
                 evidence["phone_probes_today"] = acc.d_probes
-        elif acc.probes is not None and r.res_id is not None and acc.probes.pending:
-            self._follow_up(r, acc, explained)
         return sev
 
-    def _masked_rows(self, r: Rec, acc: AccountState, explained: bool) -> int:
-        """Masked rows a served view, list or search showed: what a renter can sell as partial
-        names, 138****1234 and districts."""
-        if r.fields:
-            return 0  # clear text: counted as records above
-        if r.action == "waybill.view":
-            # A parcel of one's own task is work; a hub operator is shown routing data, no party.
-            return 0 if explained or acc.role == "hub_operator" else 1
-        if r.ids is not None:
-            return r.listed
-        return min(r.listed, self.config.masked_rows_without_ids)
-
     def _masked_volume(self, r: Rec, acc: AccountState, sess: SessionState, n: int, budget: RoleBudget,
-                       doubted: bool) -> tuple[int, str]:  # fmt: skip
-        """Count ``n`` masked rows; the ladder's rung for the hour, the day and the peers."""
-        c = self.config
-        ts = r.ts
+                       doubted: bool) -> int:  # fmt: skip
+        """Count ``n`` masked rows; the ladder's rung for the hour, the day and the peers.
+
+        On every masked view of every courier's morning scan, so most events only count: ``m_free``
+        rows may come before the hour's budget or the next peer step can be reached, and until then
+        nothing needs judging again."""
         acc.d_masked += n
         sess.masked += n
-        mt = acc.masked_times
-        mt.append((ts, n))
         acc.hour_masked += n
-        while mt[0][0] < ts - _HOUR:
+        mt = acc.masked_times
+        if mt and r.ts - mt[-1][0] < _MINUTE:
+            mt[-1][1] += n  # one slot a minute: a scan's hundreds of views make 60 slots an hour, not 500
+        else:
+            mt.append([r.ts, n])
+        acc.m_free -= n
+        if acc.m_free > 0 and not doubted:
+            return ALLOW
+        return self._masked_judge(r, acc, sess, budget, doubted)
+
+    def _masked_judge(self, r: Rec, acc: AccountState, sess: SessionState, budget: RoleBudget,
+                      doubted: bool) -> int:  # fmt: skip
+        """Slide the hour, add the day's rows to the peer group, and climb the ladder."""
+        c = self.config
+        mt = acc.masked_times
+        cutoff = r.ts - _HOUR
+        while mt[0][0] < cutoff:
             acc.hour_masked -= mt.popleft()[1]
-        group = f"m:{acc.role}:{acc.org}:{r.day}"
         unsent = acc.d_masked - acc.m_sent
         if unsent >= c.masked_peer_step:
-            # Added in steps: a courier's morning scan is hundreds of single views, and a peer
-            # counter write each (a Redis round trip) would cost more than the rest of the decision.
+            # The day's rows reach the peer group, and the day is judged again, in steps: a peer
+            # counter write and read for every view (Redis round trips) would cost more than the
+            # rest of the decision.
+            group = f"m:{acc.role}:{acc.org}:{r.day}"
             self.state.peer_add(group, r.actor, unsent, 0)
             acc.m_sent = acc.d_masked
+            unsent = 0
+            if acc.d_masked > budget.masked_rows_per_day or acc.d_masked > c.masked_peer_floor:
+                acc.m_over = self._masked_day(r, acc, group, budget)
         if doubted and sess.masked > budget.masked_rows_per_hour:
-            # Paging on past the budget while the step-up is unanswered: a rented account's shape.
-            return LOCK, f"{sess.masked} masked rows in a doubted session"
-        over = acc.hour_masked / budget.masked_rows_per_hour
-        why = f"{acc.hour_masked} masked rows in an hour"
-        if acc.d_masked > budget.masked_rows_per_day or acc.d_masked > c.masked_peer_floor:
-            day_over, day_why = self._masked_day(r, acc, group, budget)
-            if day_over > over:
-                over, why = day_over, day_why
-        return self._rung(over, sess), why
+            acc.m_free = 0
+            return LOCK  # paging on past the budget while the step-up is unanswered: a rented account
+        hour_budget = budget.masked_rows_per_hour
+        if acc.hour_masked <= hour_budget and acc.m_over <= 1.0:
+            acc.m_free = min(hour_budget - acc.hour_masked, c.masked_peer_step - unsent) + 1
+            return ALLOW
+        acc.m_free = 0
+        return self._rung(max(acc.hour_masked / hour_budget, acc.m_over), sess)
 
-    def _masked_day(self, r: Rec, acc: AccountState, group: str, budget: RoleBudget) -> tuple[float, str]:
+    def _masked_alarm(self, acc: AccountState, sess: SessionState, budget: RoleBudget, doubted: bool,
+                      rung: int, sev: int, reasons: Reasons, evidence: dict[str, Any]) -> int:  # fmt: skip
+        """Add the masked_volume reason (counts only) for a rung the ladder reached; the new severity."""
+        if doubted and sess.masked > budget.masked_rows_per_hour:
+            why = f"{sess.masked} masked rows in a doubted session"
+        elif acc.hour_masked / budget.masked_rows_per_hour >= acc.m_over:
+            why = f"{acc.hour_masked} masked rows in an hour"
+        else:
+            why = f"{acc.d_masked} masked rows today, more than the day and peers allow"
+        reasons.append(("masked_volume", why))
+        evidence["masked_today"] = acc.d_masked
+        evidence["masked_last_hour"] = acc.hour_masked
+        return _climb(sev, rung)
+
+    def _masked_day(self, r: Rec, acc: AccountState, group: str, budget: RoleBudget) -> float:
         """How far today's masked rows are over the day budget (raised on a busy day) or the peers."""
         c = self.config
         st = self.state
@@ -526,14 +549,11 @@ class RiskEngine:
         if has_peers:
             limit = max(limit, c.peer_ratio * mean)  # a festival raises the bar for everyone
         over = acc.d_masked / limit
-        why = f"{acc.d_masked} masked rows today, budget {limit:.0f}"
         own = acc.daily_masked
         beyond_own = own.n < own.warmup or acc.d_masked > 2.0 * own.mean
         if has_peers and acc.d_masked > c.masked_peer_floor and beyond_own:
-            peer_over = acc.d_masked / (c.peer_ratio * mean)
-            if peer_over > over:
-                over, why = peer_over, f"{acc.d_masked} masked rows today, peers {mean:.0f}"
-        return over, why
+            over = max(over, acc.d_masked / (c.peer_ratio * mean))
+        return over
 
     def _phone_probing(self, r: Rec, acc: AccountState, sess: SessionState, budget: RoleBudget,
                        doubted: bool) -> tuple[int, str]:  # fmt: skip
@@ -669,7 +689,8 @@ class RiskEngine:
             acc.daily_masked.learn_one({"value": acc.d_masked})
         acc.cur_day = day
         acc.d_records = acc.d_unexpl = acc.d_exports = acc.d_strikes = 0
-        acc.d_masked = acc.m_sent = acc.d_probes = 0
+        acc.d_masked = acc.m_sent = acc.m_free = acc.d_probes = 0
+        acc.m_over = 0.0
         acc.d_alerts = []
         horizon = 2 * 86_400
         last = acc.last_ts

@@ -303,7 +303,7 @@ def from_dict(data: Any) -> Rec:
         r.outcome = _enum(outcome, "decision", "outcome.", DECISIONS)
         _str(outcome, "reason", "outcome.", 256)
     r.exposed = _exposed(r, count)
-    r.listed = _listed(r.ids, count)
+    r.listed = len(r.ids) if r.ids is not None else (count or 0)  # as _listed, inline: on every event
     return r
 
 

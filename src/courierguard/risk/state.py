@@ -58,7 +58,7 @@ class AccountState:
         "actor", "burst_unexpl", "cur_day", "d_alerts", "d_exports", "d_masked", "d_probes", "d_records", "d_strikes",
         "d_unexpl", "daily_masked", "daily_records", "daily_unexpl", "days", "deny_times", "dev_days", "dev_doubted",
         "dev_last", "devices", "first_ts", "hour_masked", "hour_records", "hours", "last_device", "last_ts", "loc",
-        "lock_reason", "locked", "m_sent", "masked_times", "n", "nets", "org", "places", "probes", "records_times",
+        "lock_reason", "locked", "m_free", "m_over", "m_sent", "masked_times", "n", "nets", "org", "places", "probes", "records_times",
         "req_times", "role", "seq", "sessions", "status", "trusted_key", "unexpl_times",
     )  # fmt: skip
 
@@ -104,11 +104,15 @@ class AccountState:
         self.req_times: deque[float] = deque()
         self.deny_times: deque[float] = deque()
         self.sessions: dict[str, SessionState] = {}
-        # Masked reads: rows today, in the last hour (window of (ts, rows)), and how many of today's
-        # rows were already added to the peer group (added in steps, not on every view).
+        # Masked reads: rows today, in the last hour (window of [minute, rows]), how many of today's
+        # rows were already added to the peer group, how far the day was over its budget or the
+        # peers when they were (both in steps, not on every view), and how many rows may come
+        # before anything needs judging again.
         self.d_masked = 0
+        self.m_over = 0.0
+        self.m_free = 0
         self.hour_masked = 0
-        self.masked_times: deque[tuple[float, int]] = deque()
+        self.masked_times: deque[list[Any]] = deque()  # [minute's first ts, rows]
         self.m_sent = 0
         self.daily_masked = RunningZ(seed=seed)
         # Phone probing: made on the account's first search by phone (most accounts never search).
@@ -131,7 +135,7 @@ class AccountState:
             "deny_times": list(self.deny_times),
             "sessions": {k: v.to_state() for k, v in self.sessions.items()},
             "d_masked": self.d_masked, "hour_masked": self.hour_masked, "masked_times": list(self.masked_times),
-            "m_sent": self.m_sent, "daily_masked": self.daily_masked.to_state(),
+            "m_sent": self.m_sent, "m_over": self.m_over, "m_free": self.m_free, "daily_masked": self.daily_masked.to_state(),
             "probes": self.probes.to_state() if self.probes is not None else None, "d_probes": self.d_probes,
         }  # fmt: skip
 
@@ -153,13 +157,9 @@ class AccountState:
         a.deny_times = deque(s["deny_times"])
         a.sessions = {k: SessionState.from_state(v) for k, v in s["sessions"].items()}
         if "d_masked" in s:  # absent from state saved by earlier versions
-            a.d_masked, a.hour_masked, a.m_sent, a.d_probes = (
-                s["d_masked"],
-                s["hour_masked"],
-                s["m_sent"],
-                s["d_probes"],
-            )
-            a.masked_times = deque((t, n) for t, n in s["masked_times"])
+            a.d_masked, a.hour_masked, a.d_probes = s["d_masked"], s["hour_masked"], s["d_probes"]
+            a.m_sent, a.m_over, a.m_free = s["m_sent"], s["m_over"], s["m_free"]
+            a.masked_times = deque([t, n] for t, n in s["masked_times"])
             a.daily_masked = RunningZ.from_state(s["daily_masked"])
             a.probes = PhoneProbes.from_state(s["probes"]) if s["probes"] is not None else None
         return a

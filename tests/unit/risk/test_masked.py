@@ -213,15 +213,16 @@ def test_unlock_clears_the_masked_and_probe_counts(fed: Feed) -> None:
 
 def test_masked_and_probe_state_round_trips(state: RiskState) -> None:
     feed = Feed(RiskEngine(state=state))
-    for i in range(3):
+    for i in range(8):
         _list(feed, at(0, 9, i), first=i * 100)
+    for i in range(3):
         _search(feed, at(0, 9, i), [] if i else [wb(1)])
     for actor in ("K1", "S1"):
         acc = state.load(actor)
         clone = AccountState.from_state(orjson.loads(orjson.dumps(acc.to_state())))
         assert clone.to_state() == acc.to_state()
     k1 = state.load("K1")
-    assert k1.d_masked == 300 and k1.hour_masked == 300 and k1.sessions
+    assert k1.d_masked == 800 and k1.hour_masked == 800 and k1.m_over == 800 / 700 and k1.sessions
     s1 = state.load("S1")
     assert s1.probes is not None and s1.d_probes == 2 and len(s1.probes.pending) == 1
 
@@ -229,7 +230,17 @@ def test_masked_and_probe_state_round_trips(state: RiskState) -> None:
 def test_state_saved_before_masked_reads_still_loads() -> None:
     acc = AccountState("E1")
     old = acc.to_state()
-    for key in ("d_masked", "hour_masked", "masked_times", "m_sent", "daily_masked", "probes", "d_probes"):
+    for key in (
+        "d_masked",
+        "hour_masked",
+        "masked_times",
+        "m_sent",
+        "m_over",
+        "m_free",
+        "daily_masked",
+        "probes",
+        "d_probes",
+    ):
         del old[key]
     old["sessions"] = {"S": ["D", 1.0, 0.0, {}, False, False, 0]}
     again = AccountState.from_state(old)
