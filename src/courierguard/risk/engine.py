@@ -517,7 +517,8 @@ class RiskEngine:
             return LOCK  # paging on past the budget while the step-up is unanswered: a rented account
         hour_budget = budget.masked_rows_per_hour
         if acc.hour_masked <= hour_budget and acc.m_over <= 1.0:
-            acc.m_free = min(hour_budget - acc.hour_masked, c.masked_peer_step - unsent) + 1
+            # Judged again on the row that passes the hour's budget, or that completes a peer step.
+            acc.m_free = min(hour_budget - acc.hour_masked + 1, c.masked_peer_step - unsent)
             return ALLOW
         acc.m_free = 0
         return self._rung(max(acc.hour_masked / hour_budget, acc.m_over), sess)

@@ -117,6 +117,14 @@ def test_views_a_task_explains_and_routing_views_do_not_count(fed: Feed) -> None
     assert not fed.sink.alerts
 
 
+def test_single_views_are_judged_on_the_row_that_passes_the_budget(fed: Feed, state: RiskState) -> None:
+    # Views of parcels no task explains, a few seconds apart: only counted until the 201st row.
+    out = [fed.one(at(0, 9, 0, i * 5), "K1", waybill=wb(i), **CLERK)[0] for i in range(201)]
+    assert set(out[:200]) == {"allow"} and out[200] == "throttle"
+    # The day's rows reached the peer group in whole steps of 25 on the way (200 of 201).
+    assert state.peer_stats(f"m:outlet_clerk:OUT-BJ-001:{at(0, 9).toordinal()}", "other") == (1, 200.0, 0.0)
+
+
 def test_a_list_naming_no_rows_counts_one_page(fed: Feed) -> None:
     # A legacy list whose result_count is every match (2,000) is taken as one page of 50 rows.
     for i in range(4):
