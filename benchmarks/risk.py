@@ -43,14 +43,14 @@ def _containment(report: Report) -> Path:
         f"{summary.events:,} events replayed in {summary.seconds:,.0f} s.",
         "",
         "| # | scenario | detected | contained | records exposed before deny/lock | records without engine "
-        "| first step-up (s) | first deny/lock (s) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| masked rows exposed (without engine) | first step-up (s) | first deny/lock (s) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     rented_exposed = []
     slow_ok = True
     for s in result["scenarios"]:
         if s.get("skipped"):
-            rows.append(f"| {s['scenario']} | {s['name']} | skipped: {s['skipped']} | | | | | |")
+            rows.append(f"| {s['scenario']} | {s['name']} | skipped: {s['skipped']} | | | | | | |")
             continue
         if s["name"] in RENTED:
             rented_exposed.append(s["records_exposed"] if s["contained"] else 10**9)
@@ -64,6 +64,7 @@ def _containment(report: Report) -> Path:
         rows.append(
             f"| {s['scenario']} | {s['name']} | {'yes' if s['detected'] else 'no'} | "
             f"{'yes' if s['contained'] else '**no**'} | {s['records_exposed']:,} | {s['records_without_engine']:,} | "
+            f"{s.get('masked_exposed', 0):,} ({s.get('masked_without_engine', 0):,}) | "
             f"{fmt(s['first_step_up_s'])} | {fmt(s['first_contain_s'])} |"
         )
     normal = result["normal"]
