@@ -481,8 +481,6 @@ class RiskEngine:
         rows may come before the hour's budget or the next peer step can be reached, and until then
         nothing needs judging again."""
         acc.d_masked += n
-        sess.masked += n
-        acc.hour_masked += n
         mt = acc.masked_times
         if mt and r.ts - mt[-1][0] < _MINUTE:
             mt[-1][1] += n  # one slot a minute: a scan's hundreds of views make 60 slots an hour, not 500
@@ -491,16 +489,17 @@ class RiskEngine:
         acc.m_free -= n
         if acc.m_free > 0 and not doubted:
             return ALLOW
-        return self._masked_judge(r, acc, sess, budget, doubted)
+        return self._masked_judge(r, acc, sess, n, budget, doubted)
 
-    def _masked_judge(self, r: Rec, acc: AccountState, sess: SessionState, budget: RoleBudget,
+    def _masked_judge(self, r: Rec, acc: AccountState, sess: SessionState, n: int, budget: RoleBudget,
                       doubted: bool) -> int:  # fmt: skip
         """Slide the hour, add the day's rows to the peer group, and climb the ladder."""
         c = self.config
         mt = acc.masked_times
         cutoff = r.ts - _HOUR
         while mt[0][0] < cutoff:
-            acc.hour_masked -= mt.popleft()[1]
+            mt.popleft()
+        acc.hour_masked = sum(slot[1] for slot in mt)  # at most 60 slots
         unsent = acc.d_masked - acc.m_sent
         if unsent >= c.masked_peer_step:
             # The day's rows reach the peer group, and the day is judged again, in steps: a peer
@@ -512,9 +511,11 @@ class RiskEngine:
             unsent = 0
             if acc.d_masked > budget.masked_rows_per_day or acc.d_masked > c.masked_peer_floor:
                 acc.m_over = self._masked_day(r, acc, group, budget)
-        if doubted and sess.masked > budget.masked_rows_per_hour:
-            acc.m_free = 0
-            return LOCK  # paging on past the budget while the step-up is unanswered: a rented account
+        if doubted:
+            sess.masked += n  # rows of a doubted session: only a doubted session is judged by them
+            if sess.masked > budget.masked_rows_per_hour:
+                acc.m_free = 0
+                return LOCK  # paging on past the budget while the step-up is unanswered: a renter
         hour_budget = budget.masked_rows_per_hour
         if acc.hour_masked <= hour_budget and acc.m_over <= 1.0:
             # Judged again on the row that passes the hour's budget, or that completes a peer step.
