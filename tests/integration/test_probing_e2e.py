@@ -12,19 +12,13 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
-from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from courierguard.audit import verify
-from courierguard.clock import FixedClock
-from courierguard.config import Settings
-from courierguard.gateway.http import create_app
-from courierguard.gateway.wiring import open_deployment
 from courierguard.sim import SimConfig
-from courierguard.sim.demo import DEMO_ADMIN, bootstrap
 from courierguard.sim.engine import Simulation
 from courierguard.sim.intents import to_intent
-from courierguard.sim.live import IntentResult, LiveDriver, LiveOptions, plan_waybills
+
+from ._live import drive
 
 PROBING = 12
 
@@ -41,24 +35,7 @@ def test_probing_agent_account_is_throttled_then_locked_while_the_agent_works_un
     intents = [to_intent(e, s) for e, s in labelled if e["actor"]["id"] == owner]
     assert {it.scenario for it in intents} == {0, PROBING}
 
-    clock = FixedClock(datetime.fromisoformat(intents[0].at))
-    deployment = open_deployment(Settings(data_dir=tmp_path, tenant="e2e"), clock=clock)
-    key = bootstrap(deployment, clock.now())
-    app = ProxyHeadersMiddleware(create_app(deployment), trusted_hosts="*")
-    results: list[IntentResult] = []
-    driver = LiveDriver(
-        lambda: TestClient(app, raise_server_exceptions=False),
-        LiveOptions(api_key=key, admin=DEMO_ADMIN, speed=0, workers=1),
-        seed=2,
-        sync=clock.set,
-        totp_now=clock.now,
-        on_result=results.append,
-    )
-    try:
-        driver.setup_world(sim.world, plan_waybills(intents))
-        report = driver.run(intents)
-    finally:
-        driver.close()
+    deployment, report, results = drive(tmp_path, sim, intents)
 
     own = [
         r

@@ -11,20 +11,15 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
-from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from courierguard.audit import verify
-from courierguard.clock import FixedClock
-from courierguard.config import Settings
-from courierguard.gateway.http import create_app
-from courierguard.gateway.wiring import open_deployment
 from courierguard.risk.engine import RiskEngine
 from courierguard.sim import SimConfig
-from courierguard.sim.demo import DEMO_ADMIN, bootstrap, thin
+from courierguard.sim.demo import thin
 from courierguard.sim.engine import Simulation
 from courierguard.sim.intents import to_intent
-from courierguard.sim.live import IntentResult, LiveDriver, LiveOptions, plan_waybills
+
+from ._live import drive
 
 RENTED = 1
 
@@ -39,25 +34,8 @@ def test_renter_is_stepped_up_then_locked_while_the_owner_works_undisturbed(tmp_
     intents = thin([to_intent(e, s) for e, s in labelled if e["actor"]["id"] == owner], 0.25)
     assert {it.scenario for it in intents} == {0, RENTED}
 
-    clock = FixedClock(datetime.fromisoformat(intents[0].at))
-    deployment = open_deployment(Settings(data_dir=tmp_path, tenant="e2e"), clock=clock)
+    deployment, report, results = drive(tmp_path, sim, intents)
     assert isinstance(deployment.risk, RiskEngine)  # the real engine, default configuration
-    key = bootstrap(deployment, clock.now())
-    app = ProxyHeadersMiddleware(create_app(deployment), trusted_hosts="*")
-    results: list[IntentResult] = []
-    driver = LiveDriver(
-        lambda: TestClient(app, raise_server_exceptions=False),
-        LiveOptions(api_key=key, admin=DEMO_ADMIN, speed=0, workers=1),
-        seed=2,
-        sync=clock.set,
-        totp_now=clock.now,
-        on_result=results.append,
-    )
-    try:
-        driver.setup_world(sim.world, plan_waybills(intents))
-        report = driver.run(intents)
-    finally:
-        driver.close()
 
     # The owner's normal work before the attack was all allowed.
     own = [r for r in results if r.scenario == 0 and datetime.fromisoformat(r.at) < attack_start]
