@@ -798,7 +798,7 @@ class SqlAuditLog:
             if stop:
                 return
 
-    def _linger(self) -> None:
+    def _linger(self) -> bool:
         """Wait for companions before committing, when they are due soon enough (holds ``_wakeup``).
 
         A commit costs a fixed ~0.1-0.3 ms of CPU (transaction, fsync) on top of a few microseconds
@@ -808,25 +808,28 @@ class SqlAuditLog:
         wait until that many are queued or the oldest has waited ``commit_delay``. Under light load,
         when this entry ends a pause in the traffic, or when one caller appends in a loop (nothing
         queued during the last commit, which held one entry), nothing waits; nothing here changes
-        when an entry counts as durable.
+        when an entry counts as durable. Answers whether it waited (the tests' window on it).
         """
         expected = min(int(self._rate * self._delay), self._max_batch)
         if expected < 2 or len(self._pending) >= expected or self._gap > max(self._delay, 2.0 / self._rate):
-            return  # light load, enough already, or arrivals had paused for longer than a linger
+            return False  # light load, enough already, or arrivals had paused for longer than a linger
         deadline = self._first_at + self._delay
         # Arrivals stop early when every caller is already queued (a fixed crowd of N callers never
         # reaches a rate-based count above N): stop after two mean gaps without a new one.
         quiet = 2.0 / self._rate
         self._want = expected
+        waited = False
         try:
             while len(self._pending) < expected and not self._closing:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    return
+                    break
                 seen = len(self._pending)
                 self._wakeup.wait(min(left, quiet))
+                waited = True
                 if len(self._pending) == seen:
-                    return
+                    break
+            return waited
         finally:
             self._want = 0
 
