@@ -12,7 +12,7 @@ from courierguard.clock import FixedClock
 from courierguard.config import Settings
 from courierguard.gateway.http import create_app
 from courierguard.gateway.wiring import Deployment, open_deployment
-from courierguard.sim.demo import DEMO_ADMIN, bootstrap
+from courierguard.sim.demo import DEMO_ADMIN, DEMO_OFFICER, bootstrap
 from courierguard.sim.engine import Simulation
 from courierguard.sim.intents import Intent
 from courierguard.sim.live import IntentResult, LiveDriver, LiveOptions, LiveReport, plan_waybills
@@ -31,7 +31,7 @@ def drive(
     results: list[IntentResult] = []
     driver = LiveDriver(
         lambda: TestClient(app, raise_server_exceptions=False),
-        LiveOptions(api_key=key, admin=DEMO_ADMIN, speed=0, workers=1),
+        LiveOptions(api_key=key, admin=DEMO_ADMIN, officer=DEMO_OFFICER, speed=0, workers=1),
         seed=2,
         sync=clock.set,
         totp_now=clock.now,

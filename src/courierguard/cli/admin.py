@@ -195,6 +195,56 @@ def bootstrap(
         )
 
 
+@app.command("first-officer")
+def first_officer(
+    employee_id: Annotated[
+        str, typer.Argument(help="The security officer's employee number (the token's sub).")
+    ],
+    org_unit: Annotated[
+        str,
+        typer.Option("--org-unit", help="Their org unit; it must exist (create it through the admin API)."),
+    ] = "HQ",
+    database_url: DatabaseUrl = None,
+    data_dir: DataDir = None,
+    key_file: KeyFile = None,
+    tenant: Tenant = None,
+) -> None:
+    """Create the first security officer of a deployment; refused once the tenant has one.
+
+    Giving anyone a privileged role (admin, security officer, auditor) takes two people: an admin
+    or officer asks (POST /v1/approvals, kind role) and a security officer approves. The first
+    officer has nobody to approve them, so, like the first admin, they come from whoever runs the
+    deployment (this command, recorded on the audit trail).
+
+    Example: courierguard admin first-officer E000002 --org-unit HQ
+    """
+    with one_line_errors():
+        _identifier(employee_id, "employee_id")
+        _identifier(org_unit, "org_unit")
+        core = open_core(settings_from(database_url, data_dir, key_file, tenant))
+        try:
+            company = CompanyStore(core.engine, tenant=core.settings.tenant)
+            if any(e.role is Role.SECURITY_OFFICER for e in company.employees()):
+                raise Conflict(
+                    "this tenant already has a security officer: ask for the role through the API "
+                    "(POST /v1/approvals, kind role), and an officer approves it"
+                )
+            company.org_unit(org_unit)  # NotFound: one line, nothing written
+            try:
+                company.employee(employee_id)
+                raise Conflict(f"employee {employee_id} exists: ask for the role through the API (kind role)")
+            except NotFound:
+                pass
+            now = core.clock.now()
+            _record(core, "admin.first_officer", employee=employee_id, org_unit=org_unit)
+            company.put_employee(Employee(employee_id, Role.SECURITY_OFFICER, org_unit), now)
+        finally:
+            core.close()
+        console.print(
+            f"security officer {employee_id} created in {org_unit}; they sign in with your identity provider"
+        )
+
+
 @app.command()
 def alerts(
     actor: Annotated[str | None, typer.Option("--actor", help="Only this account's alerts.")] = None,

@@ -57,6 +57,12 @@ def simulate(
     admin: Annotated[
         str | None, typer.Option("--admin", help="--live: id of an existing admin who builds the directory")
     ] = None,
+    officer: Annotated[
+        str | None,
+        typer.Option(
+            "--officer", help="--live: id of an existing security officer who approves privileged roles"
+        ),
+    ] = None,
     speed: Annotated[
         float, typer.Option(min=0, help="--live: simulated seconds per real second (0: as fast as possible)")
     ] = 600.0,
@@ -85,7 +91,7 @@ def simulate(
         raise typer.BadParameter(str(exc)) from exc
     console = Console(stderr=True)
     if live is not None:
-        _live(config, live, api_key, admin, speed, workers, setup, console, quiet)
+        _live(config, live, api_key, admin, officer, speed, workers, setup, console, quiet)
         return
     if out.resolve() == truth.resolve():
         raise typer.BadParameter("--out and --truth name the same file; the truth would overwrite the events")
@@ -207,8 +213,8 @@ def evaluate(
 
 
 def _live(
-    config: SimConfig, url: str, api_key: str | None, admin: str | None, speed: float, workers: int,
-    setup: bool, console: Console, quiet: bool,
+    config: SimConfig, url: str, api_key: str | None, admin: str | None, officer: str | None, speed: float,
+    workers: int, setup: bool, console: Console, quiet: bool,
 ) -> None:  # fmt: skip
     from courierguard.sim.engine import Simulation
     from courierguard.sim.intents import to_intent
@@ -218,7 +224,9 @@ def _live(
         raise typer.BadParameter("--live needs --api-key (ingest) and --admin (an admin employee id)")
     sim = Simulation(config)
     intents = [to_intent(e, s) for e, s in sim.labelled()]
-    options = LiveOptions(api_key=api_key, admin=admin, speed=speed, workers=workers, setup=setup)
+    options = LiveOptions(
+        api_key=api_key, admin=admin, officer=officer, speed=speed, workers=workers, setup=setup
+    )
     with Progress(
         TextColumn("[bold]live"),
         BarColumn(),

@@ -215,7 +215,10 @@ class CaseOut(BaseModel):
 
 
 class ApprovalIn(_In):
-    kind: Literal["export", "reveal"]
+    """``export``: org_unit and status scope it; ``reveal``: one waybill; ``role``: ``employee`` gets
+    or loses a privileged role (admin, security_officer, auditor), no fields."""
+
+    kind: Literal["export", "reveal", "role"]
     justification: Annotated[str, Field(min_length=10, max_length=500, pattern=STATED)]
 
     @field_validator("justification")
@@ -226,10 +229,12 @@ class ApprovalIn(_In):
             raise ValueError("must not hold a phone number: name the waybill or ticket instead")
         return value
 
-    fields: Annotated[list[PiiField], Field(min_length=1, max_length=6)]
+    fields: Annotated[list[PiiField], Field(max_length=6)] = []
     org_unit: Annotated[str | None, Field(pattern=ID)] = None
     status: WaybillStatus | None = None
     waybill: Annotated[str | None, Field(pattern=NUMBER)] = None
+    employee: Annotated[str | None, Field(pattern=ID)] = None
+    role: Role | None = None
 
 
 class ApprovalOut(BaseModel):
@@ -710,19 +715,22 @@ def create_app(deployment: Deployment) -> FastAPI:
         "/v1/approvals", response_model=ApprovalOut, status_code=201, responses=ERRORS, tags=["four-eyes"]
     )
     def request_approval(body: ApprovalIn, who: Who) -> ApprovalOut:
-        """Ask for a bulk export or an officer's reveal; a different officer must approve it."""
+        """Ask for a bulk export, an officer's reveal or a privileged role change; a different officer
+        must approve it (a role change is made when approved)."""
         return _approval(
             guard.request_approval(
                 who, kind=body.kind, justification=body.justification, fields=body.fields,
-                org_unit=body.org_unit, status=body.status, waybill=body.waybill,
+                org_unit=body.org_unit, status=body.status, waybill=body.waybill, employee=body.employee,
+                role=body.role,
             )
         )  # fmt: skip
 
     @app.get("/v1/approvals/{approval_id}", response_model=ApprovalOut, responses=ERRORS, tags=["four-eyes"])
     def get_approval(approval_id: Ident, who: Who) -> ApprovalOut:
         approval = guard.approval(approval_id)
+        # Officers and auditors take part in four-eyes; an admin sees only what they asked for.
         if who.principal.id != approval.requested_by and who.principal.role not in (
-            Role.SECURITY_OFFICER, Role.AUDITOR, Role.ADMIN,
+            Role.SECURITY_OFFICER, Role.AUDITOR,
         ):  # fmt: skip
             raise NotFound(f"approval {approval_id} not found")
         return _approval(approval)

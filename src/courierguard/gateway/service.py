@@ -667,14 +667,20 @@ class Guard:
         org_unit: str | None = None,
         status: WaybillStatus | None = None,
         waybill: str | None = None,
+        employee: str | None = None,
+        role: Role | None = None,
     ) -> Approval:
-        """Ask for a bulk export (``kind="export"``) or an officer's reveal (``kind="reveal"``)."""
-        if kind not in ("export", "reveal"):
-            raise InvalidInput("kind", "must be export or reveal")
+        """Ask for a bulk export (``kind="export"``), an officer's reveal (``kind="reveal"``) or a
+        privileged role change (``kind="role"``: ``employee`` gets ``role``, in ``org_unit`` when
+        new)."""
+        if kind not in ("export", "reveal", "role"):
+            raise InvalidInput("kind", "must be export, reveal or role")
         # Counted as sent, as the OpenAPI document states it; kept without its outer blanks.
         if not 10 <= len(justification or "") <= 500 or not justification.strip():
             raise InvalidInput("justification", "must be 10 to 500 characters and say something")
         justification = justification.strip()
+        if kind == "role":
+            return self._request_role(caller, justification, fields, employee, role, org_unit)
         if not fields:
             raise InvalidInput("fields", "name at least one field")
         if kind == "reveal":
@@ -699,15 +705,7 @@ class Guard:
         )  # fmt: skip
 
         def store() -> Approval:
-            with self.vault.engine.begin() as conn:
-                conn.execute(
-                    insert(approvals).values(
-                        id=approval.id, tenant=self.settings.tenant, kind=kind, requested_by=approval.requested_by,
-                        justification=justification, scope=json.dumps(scope), status="pending", created_at=now,
-                        fields=json.dumps([f.value for f in fields]),
-                    )
-                )  # fmt: skip
-            return approval
+            return self._store_approval(approval)
 
         if kind == "export":
             verdict = self._guard(
@@ -722,6 +720,78 @@ class Guard:
         )
         return store()
 
+    def _store_approval(self, approval: Approval) -> Approval:
+        with self.vault.engine.begin() as conn:
+            conn.execute(
+                insert(approvals).values(
+                    id=approval.id, tenant=self.settings.tenant, kind=approval.kind,
+                    requested_by=approval.requested_by, justification=approval.justification,
+                    scope=json.dumps(approval.scope), status="pending", created_at=approval.created_at,
+                    fields=json.dumps([f.value for f in approval.fields]),
+                )
+            )  # fmt: skip
+        return approval
+
+    def _request_role(
+        self,
+        caller: Caller,
+        justification: str,
+        fields: Sequence[PiiField],
+        employee_id: str | None,
+        role: Role | None,
+        org_unit: str | None,
+    ) -> Approval:
+        """Ask for ``employee_id`` to get ``role``: a change that gives or takes away a privileged
+        role. Checked, authorised (``role_request``) and recorded now; made when a security officer
+        other than the requester and the employee approves it."""
+        what = f"approval.request:role:{employee_id}"
+        if fields:
+            raise InvalidInput("fields", "a role approval names no personal-data fields")
+        if employee_id is None or role is None:
+            raise InvalidInput("employee", "a role approval names the employee and the role")
+        if role is Role.SERVICE:
+            raise InvalidInput(
+                "role", "service is for API keys (courierguard admin api-key create), not employees"
+            )
+        try:
+            self._own_account_refused(caller, employee_id, other="admin or officer")
+            try:
+                current: Employee | None = self.company.employee(employee_id)
+            except NotFound:
+                current = None
+            before = current.role if current is not None else None
+            if role is before or (role not in PRIVILEGED_ROLES and before not in PRIVILEGED_ROLES):
+                raise InvalidInput(
+                    "role",
+                    "is not a privileged role change (admin, security_officer, auditor): an admin makes it",
+                )
+            unit = org_unit or (current.org_unit if current is not None else None)
+            if unit is None:
+                raise InvalidInput("org_unit", "a new employee needs an org unit")
+            self.company.check_employee(Employee(employee_id, role, unit))
+        except CourierGuardError as exc:
+            raise self._refused(caller, Action.ADMIN_CHANGE, what, exc) from None
+        decision = self.policy.decide(
+            PolicyRequest(caller.principal, PolicyAction.ROLE_REQUEST, None, self.clock.now(), org_unit=unit)
+        )
+        if not decision.allowed:
+            self._record(
+                self._event(caller, Action.ADMIN_CHANGE, purpose=what, outcome=Outcome.DENY,
+                            reason=f"policy:{decision.reason}")
+            )  # fmt: skip
+            raise AccessDenied(decision.detail, reason=decision.reason or DenyReason.POLICY_DENIED)
+        approval = Approval(
+            "ap_" + secrets.token_hex(8), "role", caller.principal.id, justification,
+            {"employee": employee_id, "role": role.value, "org_unit": unit, "from": before.value if before else None},
+            (), "pending", self.clock.now(), None, None, None, None,
+        )  # fmt: skip
+        self._record(
+            self._event(
+                caller, Action.ADMIN_CHANGE, outcome=Outcome.ALLOW, purpose=f"approval.request:{approval.id}"
+            )
+        )
+        return self._store_approval(approval)
+
     def decide_approval(self, caller: Caller, approval_id: str, *, approve: bool) -> Approval:
         """A second officer approves or rejects; nobody approves their own request."""
         approval = self._approval(approval_id)
@@ -733,14 +803,19 @@ class Guard:
                 what,
                 Conflict(f"approval {approval_id} is already {approval.status}"),
             )
+        role_change = approval.kind == "role"
         decision = self.policy.decide(
             PolicyRequest(
-                caller.principal, PolicyAction.EXPORT_APPROVE, None, self.clock.now(),
-                org_unit=approval.scope.get("org_unit"), requested_by=approval.requested_by,
+                caller.principal, PolicyAction.ROLE_APPROVE if role_change else PolicyAction.EXPORT_APPROVE,
+                None, self.clock.now(), org_unit=approval.scope.get("org_unit"), requested_by=approval.requested_by,
             )
         )  # fmt: skip
         if caller.principal.id == approval.requested_by:
             decision = PolicyDecision(False, (), DenyReason.FOUR_EYES, "nobody approves their own request")
+        elif role_change and caller.principal.id == approval.scope.get("employee"):
+            decision = PolicyDecision(
+                False, (), DenyReason.FOUR_EYES, "nobody approves a change to their own account"
+            )
         now = self.clock.now()
         status = "approved" if approve else "rejected"
         event = self._event(
@@ -751,18 +826,49 @@ class Guard:
         self._record(event)
         if not decision.allowed:
             raise AccessDenied(decision.detail, reason=decision.reason or DenyReason.POLICY_DENIED)
-        expires = now + timedelta(minutes=self.settings.export_ttl_minutes) if approve else None
+        expires = (
+            now + timedelta(minutes=self.settings.export_ttl_minutes) if approve and not role_change else None
+        )
+        used = now if approve and role_change else None  # a role change is made now, once
         with self.vault.engine.begin() as conn:
             changed = conn.execute(
                 update(approvals)
                 .where(approvals.c.id == approval_id, approvals.c.status == "pending")
-                .values(status=status, decided_by=caller.principal.id, decided_at=now, expires_at=expires)
-            ).rowcount
+                .values(status=status, decided_by=caller.principal.id, decided_at=now, expires_at=expires,
+                        used_at=used)
+            ).rowcount  # fmt: skip
         if not changed:  # a concurrent decision won: the entry above did not take effect
             raise self._refused(
                 caller, Action.ADMIN_CHANGE, what, Conflict(f"approval {approval_id} was decided meanwhile")
             )
+        if approve and role_change:
+            self._make_role_change(caller, approval)
         return self._approval(approval_id)
+
+    def _make_role_change(self, caller: Caller, approval: Approval) -> None:
+        """Give the approved role: recorded (``employee.role:<id>:<role>:<approval>``) and made; an
+        employee that changed meanwhile in a way the request did not foresee is a recorded refusal."""
+        employee_id, role = str(approval.scope["employee"]), Role(approval.scope["role"])
+        what = f"employee.role:{employee_id}:{role.value}:{approval.id}"
+        try:
+            current: Employee | None = self.company.employee(employee_id)
+        except NotFound:
+            current = None
+        before = current.role.value if current is not None else None
+        if before != approval.scope.get("from"):
+            raise self._refused(
+                caller, Action.ADMIN_CHANGE, what,
+                Conflict(f"employee {employee_id} changed since the request: ask again"),
+            )  # fmt: skip
+        if current is None:
+            changed = Employee(employee_id, role, str(approval.scope["org_unit"]))
+        else:
+            changed = replace(current, role=role, org_unit=str(approval.scope["org_unit"]))
+        self._record(self._event(caller, Action.ADMIN_CHANGE, purpose=what, outcome=Outcome.ALLOW))
+        self._admin_apply(caller, what, lambda: self.company.put_employee(changed, self.clock.now()))
+        if current is not None and current.role in PRIVILEGED_ROLES and role not in PRIVILEGED_ROLES:
+            # Taking a privileged role away ends what it opened: the next request signs in anew.
+            self.sessions.revoke_all(employee_id, self.clock.now(), "role_removed")
 
     def download_export(self, caller: Caller, approval_id: str) -> list[dict[str, str]]:
         """Rows of an approved export, once, before it expires: clear text of the approved fields."""
@@ -1000,6 +1106,7 @@ class Guard:
                     "role", "service is for API keys (courierguard admin api-key create), not employees"
                 )
             self.company.check_employee(employee)
+            self._no_privileged_change(employee)
             if employee.status is EmployeeStatus.ACTIVE:
                 with contextlib.suppress(NotFound):  # a new employee is under no hold
                     self._hold_stays(caller, employee.id)
@@ -1234,6 +1341,25 @@ class Guard:
         sessions of or resets the devices of their own account; another admin or officer must."""
         if employee_id == caller.principal.id:
             raise AccessDenied(f"nobody changes their own account: ask another {other}")
+
+    def _no_privileged_change(self, employee: Employee) -> None:
+        """Giving or taking away a privileged role is a four-eyes change (``kind: role`` approvals),
+        never a plain admin edit: one admin could otherwise make two rented accounts officers who
+        approve each other's company-wide export. Other edits of a privileged account pass."""
+        try:
+            before: Role | None = self.company.employee(employee.id).role
+        except NotFound:
+            before = None
+        if before is employee.role or (
+            before not in PRIVILEGED_ROLES and employee.role not in PRIVILEGED_ROLES
+        ):
+            return
+        changed = employee.role if employee.role in PRIVILEGED_ROLES else before
+        raise AccessDenied(
+            f"giving or taking away the role {changed} needs a second person: ask for it with "
+            "POST /v1/approvals (kind role) and a security officer approves it",
+            reason=DenyReason.FOUR_EYES,
+        )
 
     def _hold_stays(self, caller: Caller, employee_id: str) -> None:
         """Making a held account active is lifting the hold, whichever route asks: the policies'
@@ -1560,6 +1686,11 @@ def _purpose(purpose: str) -> str:
             "purpose", "must be a purpose code: lowercase letters and _, such as delivery_contact"
         )
     return purpose
+
+
+PRIVILEGED_ROLES = frozenset({Role.ADMIN, Role.SECURITY_OFFICER, Role.AUDITOR})
+"""Roles that are separate duties (operations, security, audit: GB/T 35273 §7.1) and decide who
+sees personal data: giving or taking one away is a four-eyes change (``kind: role`` approvals)."""
 
 
 def _ticket(ticket: str) -> str:

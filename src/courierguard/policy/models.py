@@ -39,7 +39,12 @@ class PolicyAction(StrEnum):
     EXPORT_DOWNLOAD = "export_download"
     """Download an export that ``requested_by`` asked for and ``approved_by`` approved."""
     ADMIN = "admin"
-    """Manage employees and org units."""
+    """Manage employees and org units (operational roles; see ``ROLE_REQUEST``)."""
+    ROLE_REQUEST = "role_request"
+    """Ask for an employee to be given or to lose a privileged role (admin, security officer,
+    auditor): four-eyes, someone else approves; ``org_unit`` is that employee's unit."""
+    ROLE_APPROVE = "role_approve"
+    """Approve a privileged role change that ``requested_by`` asked for; it is made at once."""
     INGEST = "ingest"
     """Write waybills and lifecycle events (order and PDA systems)."""
     ACCOUNT_SUSPEND = "account_suspend"

@@ -38,6 +38,9 @@ from courierguard.sim.seed import seed_company
 
 DEMO_ADMIN = "E990900"
 """The bootstrap admin the demo creates (the live driver signs in as it to build the directory)."""
+DEMO_OFFICER = "E990901"
+"""The bootstrap security officer the demo creates: approves the privileged roles of the simulated
+staff (an admin alone may not give them)."""
 
 ATTACK = 1  # rented account, fast scraping at night from a new device and network
 
@@ -147,12 +150,14 @@ class LocalServer:
 
 
 def bootstrap(deployment: Deployment, now: datetime, *, admin: str = DEMO_ADMIN) -> str:
-    """Make the target drivable: the tenant, a bootstrap admin and an API key; returns the key."""
+    """Make the target drivable: the tenant, a bootstrap admin and security officer (what
+    ``courierguard admin bootstrap --officer`` makes) and an API key; returns the key."""
     company = deployment.guard.company
     company.ensure_tenant("Demo Express (synthetic)", now)
     company.put_org_unit(OrgUnit("HQ", OrgUnitKind.HQ, "Headquarters"))
     company.put_org_unit(OrgUnit("HQ-IT", OrgUnitKind.DEPARTMENT, "IT", "HQ"))
     company.put_employee(Employee(admin, Role.ADMIN, "HQ-IT"), now)
+    company.put_employee(Employee(DEMO_OFFICER, Role.SECURITY_OFFICER, "HQ-IT"), now)
     _, key = deployment.guard.api_keys.create("live-driver", now)
     return key
 
@@ -248,7 +253,9 @@ def _run(
             factor = (attack_end - first).total_seconds() / max(config.day_seconds, 0.5)
             driver = LiveDriver(
                 lambda: httpx.Client(base_url=server.url, timeout=30.0),
-                LiveOptions(api_key=key, admin=DEMO_ADMIN, speed=factor, max_gap=0.5, workers=1),
+                LiveOptions(
+                    api_key=key, admin=DEMO_ADMIN, officer=DEMO_OFFICER, speed=factor, max_gap=0.5, workers=1
+                ),
                 seed=config.seed,
                 sync=clock.restart,
                 totp_now=clock.now,

@@ -55,6 +55,7 @@ _UNIT_KIND = {"outlet": "outlet", "hub": "hub", "department": "department"}
 _CASE_KIND = {"TK": "ticket", "RC": "return", "CL": "claim"}
 _TASK_STATUSES = ("awaiting_pickup", "out_for_delivery")
 _ADMIN_DEVICE = "CG-LIVE-ADMIN"
+_OFFICER_DEVICE = "CG-LIVE-OFFICER"
 _GUESSED_CODE = "000000"
 
 
@@ -66,6 +67,9 @@ class LiveOptions:
     """``cgk_…`` key of a service account: ingest of waybills, lifecycle steps and cases."""
     admin: str
     """Employee id of an admin that exists in the target: creates org units and employees."""
+    officer: str | None = None
+    """Employee id of a security officer that exists in the target: approves the privileged roles
+    (admin, security officer, auditor) of simulated staff, which an admin alone may not give."""
     speed: float = 600.0
     """Simulated seconds per real second; 0 sends as fast as the target answers."""
     max_gap: float | None = None
@@ -284,6 +288,7 @@ class LiveDriver:
         self._waybills: dict[str, _Waybill] = {}
         self._cases: set[str] = set()
         self._roles: dict[str, Staff] = {}
+        self._officer: dict[str, str] | None = None  # the officer's headers, once signed in
         self._phones: dict[str, str] = {}  # waybill → recipient phone, to search like an agent would
         self._strangers: PartyGenerator | None = None  # numbers of no customer, for searches that miss
         self._clients: list[httpx.Client] = []
@@ -316,6 +321,12 @@ class LiveDriver:
 
         def put(path: str, body: dict[str, Any]) -> None:
             r = client.put(path, json=body, headers=admin)
+            if r.status_code == 403 and _problem(r) == "four_eyes_required" and "role" in body:
+                # A privileged role: the admin asks, a security officer approves, then the rest of
+                # the record (shifts) goes in as a plain edit.
+                self._grant_role(client, admin, path.rsplit("/", 1)[1], body)
+                counts["roles approved"] += 1
+                r = client.put(path, json=body, headers=admin)
             counts["admin " + _problem(r)] += 1
             if r.status_code == 403 and _problem(r) != OK:
                 raise LiveSetupError(f"PUT {path} refused ({_problem(r)}): is {self.options.admin} an admin?")
@@ -356,17 +367,40 @@ class LiveDriver:
         self.report.setup = dict(counts)
 
     def _admin_headers(self, client: httpx.Client) -> dict[str, str]:
-        r = client.post("/v1/dev/token", json={"employee_id": self.options.admin})
+        return self._signed_in(client, self.options.admin, "admin", _ADMIN_DEVICE)
+
+    def _signed_in(self, client: httpx.Client, employee: str, what: str, device: str) -> dict[str, str]:
+        r = client.post("/v1/dev/token", json={"employee_id": employee})
         if not r.is_success:
             raise LiveSetupError(
-                f"no development token for admin {self.options.admin} ({_problem(r)}); "
-                "the target must run the development issuer and know this admin"
+                f"no development token for {what} {employee} ({_problem(r)}); "
+                f"the target must run the development issuer and know this {what}"
             )
-        headers = {"Authorization": f"Bearer {r.json()['token']}", "X-Device-Id": _ADMIN_DEVICE}
+        headers = {"Authorization": f"Bearer {r.json()['token']}", "X-Device-Id": device}
         r = client.post("/v1/auth/login", json={}, headers=headers)
         if not r.is_success:
-            raise LiveSetupError(f"admin {self.options.admin} could not sign in ({_problem(r)})")
+            raise LiveSetupError(f"{what} {employee} could not sign in ({_problem(r)})")
         return headers
+
+    def _grant_role(
+        self, client: httpx.Client, admin: dict[str, str], employee: str, body: dict[str, Any]
+    ) -> None:
+        """Give a simulated employee a privileged role through four-eyes: the admin asks, the
+        ``officer`` approves (the change is made on approval)."""
+        if self.options.officer is None:
+            raise LiveSetupError(
+                f"employee {employee} has the privileged role {body['role']}, which needs a security officer's "
+                "approval: pass --officer with a security officer of the target"
+            )
+        if self._officer is None:
+            self._officer = self._signed_in(client, self.options.officer, "security officer", _OFFICER_DEVICE)
+        ask = {"kind": "role", "justification": "simulated company directory (live driver)", "employee": employee,
+               "role": body["role"], "org_unit": body["org_unit"]}  # fmt: skip
+        r = client.post("/v1/approvals", json=ask, headers=admin)
+        if r.is_success:
+            r = client.post(f"/v1/approvals/{r.json()['id']}/approve", headers=self._officer)
+        if not r.is_success:
+            raise LiveSetupError(f"role {body['role']} for {employee} not approved ({_problem(r)})")
 
     # --- the run -----------------------------------------------------------------------------------
 

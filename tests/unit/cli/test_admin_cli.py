@@ -74,6 +74,22 @@ def test_bootstrap_makes_one_administrator_per_tenant(tmp_path: Path) -> None:
     assert _trail(tmp_path) == ["admin.bootstrap"]
 
 
+def test_first_officer_is_made_once_on_the_host_and_recorded(tmp_path: Path) -> None:
+    data = ["--data-dir", str(tmp_path), "--tenant", "acme"]
+    assert runner.invoke(app, ["admin", "bootstrap", "E000001", "--org-unit", "HQ", *data]).exit_code == 0
+    unknown_unit = runner.invoke(app, ["admin", "first-officer", "E000002", "--org-unit", "SEC", *data])
+    assert unknown_unit.exit_code == 1 and unknown_unit.output.count("\n") == 1, unknown_unit.output
+    taken = runner.invoke(app, ["admin", "first-officer", "E000001", *data])
+    assert taken.exit_code == 1 and "exists" in taken.output
+    made = runner.invoke(app, ["admin", "first-officer", "E000002", "--org-unit", "HQ", *data])
+    assert made.exit_code == 0, made.output
+    company = CompanyStore(create_db_engine(f"sqlite:///{tmp_path / 'courierguard.sqlite3'}"), tenant="acme")
+    assert company.employee("E000002").role is Role.SECURITY_OFFICER
+    again = runner.invoke(app, ["admin", "first-officer", "E000003", "--org-unit", "HQ", *data])
+    assert again.exit_code == 1 and "already has a security officer" in again.output
+    assert _trail(tmp_path) == ["admin.bootstrap", "admin.first_officer"]
+
+
 def test_names_must_be_printable_and_say_something(tmp_path: Path) -> None:
     data = ["--data-dir", str(tmp_path)]
     forged = runner.invoke(app, ["admin", "api-key", "create", "a\nb", *data])

@@ -37,9 +37,11 @@ ALLOWED: dict[Role, set[PolicyAction]] = {
         A.ACCOUNT_REINSTATE,
         A.SESSIONS_REVOKE,
         A.DEVICES_RESET,
+        A.ROLE_REQUEST,
+        A.ROLE_APPROVE,
     },
     Role.AUDITOR: {A.VIEW, A.VIEW_ROUTING, A.LIST, A.SEARCH, A.REVEAL, A.EXPORT_APPROVE},
-    Role.ADMIN: {A.ADMIN},
+    Role.ADMIN: {A.ADMIN, A.ROLE_REQUEST},
     Role.SERVICE: {A.INGEST},
 }
 
@@ -57,7 +59,7 @@ def favourable(role: Role, action: PolicyAction) -> PolicyRequest:
         fields=(PiiField.RECIPIENT_PHONE,),
         org_unit=OUTLET,
         approved_by="E-2",
-        requested_by="E-2" if action is A.EXPORT_APPROVE else "E-1",
+        requested_by="E-2" if action in (A.EXPORT_APPROVE, A.ROLE_APPROVE) else "E-1",
     )
 
 

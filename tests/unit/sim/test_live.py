@@ -18,7 +18,7 @@ from courierguard.config import Settings
 from courierguard.gateway.http import create_app
 from courierguard.gateway.wiring import Deployment, open_deployment
 from courierguard.sim import SimConfig
-from courierguard.sim.demo import DEMO_ADMIN, bootstrap, thin
+from courierguard.sim.demo import DEMO_ADMIN, DEMO_OFFICER, bootstrap, thin
 from courierguard.sim.engine import Simulation
 from courierguard.sim.intents import Intent, to_intent
 from courierguard.sim.live import LiveDriver, LiveOptions, LiveSetupError, plan_waybills
@@ -33,10 +33,17 @@ class Target:
         self.key = bootstrap(self.deployment, start)
         self.app = ProxyHeadersMiddleware(create_app(self.deployment), trusted_hosts="*")
 
-    def driver(self, *, seed: int, admin: str = DEMO_ADMIN, key: str | None = None) -> LiveDriver:
+    def driver(
+        self,
+        *,
+        seed: int,
+        admin: str = DEMO_ADMIN,
+        key: str | None = None,
+        officer: str | None = DEMO_OFFICER,
+    ) -> LiveDriver:
         return LiveDriver(
             lambda: TestClient(self.app, raise_server_exceptions=False),
-            LiveOptions(api_key=key or self.key, admin=admin, speed=0, workers=1),
+            LiveOptions(api_key=key or self.key, admin=admin, officer=officer, speed=0, workers=1),
             seed=seed,
             sync=self.clock.set,
             totp_now=self.clock.now,
