@@ -326,6 +326,8 @@ class OrgUnitOut(BaseModel):
 
 
 class LoginIn(_In):
+    """``auth`` is accepted for older clients and ignored: the method comes from the token's ``amr``."""
+
     auth: AuthMethod = AuthMethod.SSO
 
 
@@ -349,6 +351,9 @@ class DeviceOut(BaseModel):
 
 class DevTokenIn(_In):
     employee_id: Annotated[str, Field(pattern=ID)]
+    amr: Annotated[list[Annotated[str, Field(pattern=r"^[a-z]{2,10}$")]], Field(max_length=8)] = []
+    """RFC 8176 sign-in methods the token asserts (``pwd``, ``otp``, ``hwk``, ``face``...), as a real
+    identity provider's would: the session's recorded method comes from them."""
 
 
 class DevTokenOut(BaseModel):
@@ -605,7 +610,7 @@ def create_app(deployment: Deployment) -> FastAPI:
             claims = deployment.tokens.verify(token.strip())
             session, employee = guard.login(
                 claims.employee_id, claims.session_id, device_id=device_id, ip=ip, user_agent=ua,
-                location=location, auth=body.auth,
+                location=location, auth=claims.auth,
             )  # fmt: skip
         except Unauthenticated as exc:
             guard.login_refused(
@@ -647,7 +652,7 @@ def create_app(deployment: Deployment) -> FastAPI:
         def dev_token(body: DevTokenIn) -> DevTokenOut:
             """UNSAFE, development only: a token for any employee. Absent when JWKS_URL is set."""
             guard.company.employee(body.employee_id)
-            token, session_id = dev.issue(body.employee_id, now=guard.clock.now())
+            token, session_id = dev.issue(body.employee_id, now=guard.clock.now(), amr=tuple(body.amr))
             return DevTokenOut(token=token, session_id=session_id)
 
     # --- waybills ---

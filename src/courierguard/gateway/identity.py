@@ -28,6 +28,7 @@ from courierguard.company.store import FACTS_COLUMNS
 from courierguard.db.fast import DriverQuery
 from courierguard.db.tables import api_keys, devices, sessions
 from courierguard.errors import NotFound, Unauthenticated
+from courierguard.events import AuthMethod
 from courierguard.gateway.jwks import JwksKeySet
 from courierguard.timeutil import utc, utc_or_none
 from courierguard.vault import Vault
@@ -51,6 +52,8 @@ class TokenClaims:
     employee_id: str
     session_id: str
     expires_at: datetime
+    auth: AuthMethod = AuthMethod.SSO
+    """How the identity provider says the employee signed in (its ``amr`` claim); never the client's word."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +219,7 @@ class TokenVerifier:
         except (jwt.PyJWTError, TypeError, ValueError) as exc:
             # The exception class says enough (bad signature, wrong key type); its text may echo claims.
             raise Unauthenticated(f"bearer token rejected ({exc.__class__.__name__})") from None
-        return TokenClaims(*_subject(claims), self._lifetime(claims)), kid
+        return TokenClaims(*_subject(claims), self._lifetime(claims), auth_method(claims.get("amr"))), kid
 
     def _lifetime(self, claims: dict[str, Any]) -> datetime:
         """The token's expiry, once its time claims are numbers that make sense now (RFC 7519: a
@@ -262,6 +265,26 @@ _EMPLOYEE_ID = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
 _SESSION_ID = re.compile(r"[\x21-\x7e]{1,64}")
 
 
+# RFC 8176 authentication method references, strongest first: a key held in hardware or software
+# (WebAuthn, smart card), a face match, a one-time code, a password.
+_AMR = (
+    (frozenset({"hwk", "swk", "sc"}), AuthMethod.WEBAUTHN),
+    (frozenset({"face"}), AuthMethod.FACE),
+    (frozenset({"otp"}), AuthMethod.TOTP),
+    (frozenset({"pwd"}), AuthMethod.PASSWORD),
+)
+
+
+def auth_method(amr: Any) -> AuthMethod:
+    """The session's sign-in method from a token's ``amr`` claim: its strongest known factor, or
+    ``sso`` (the provider vouched, the factors unknown) when the claim is absent or malformed. The
+    login body once said this, which let a renter record a hardware key for a borrowed password."""
+    if not isinstance(amr, list) or not all(isinstance(v, str) for v in amr):
+        return AuthMethod.SSO
+    said = set(amr)
+    return next((method for values, method in _AMR if said & values), AuthMethod.SSO)
+
+
 def _subject(claims: dict[str, Any]) -> tuple[str, str]:
     """(employee id, session id): an employee number and a printable session id, or 401. Neither is
     echoed: a token's text is the client's, and a 5,000-character ``sub`` is no one's number."""
@@ -282,9 +305,15 @@ class DevIssuer:
         self.audience = audience
 
     def issue(
-        self, employee_id: str, *, now: datetime, ttl: timedelta = timedelta(hours=10)
+        self,
+        employee_id: str,
+        *,
+        now: datetime,
+        ttl: timedelta = timedelta(hours=10),
+        amr: tuple[str, ...] = (),
     ) -> tuple[str, str]:
-        """A token for a new session of ``employee_id``; returns (token, session id)."""
+        """A token for a new session of ``employee_id`` (``amr``: the RFC 8176 methods the
+        provider would assert, none by default); returns (token, session id)."""
         session_id = "s_" + secrets.token_urlsafe(12)
         token = jwt.encode(
             {
@@ -294,6 +323,7 @@ class DevIssuer:
                 "sid": session_id,
                 "iat": int(now.timestamp()),
                 "exp": int((now + ttl).timestamp()),
+                **({"amr": list(amr)} if amr else {}),
             },
             self._key,
             algorithm=DEV_ALGORITHM,
