@@ -1,12 +1,18 @@
-"""Investigator queries over the stored log: by actor, by waybill, by time, with inclusion proofs.
+"""Investigator queries over the stored log: by actor, by subject, by waybill, by time, with inclusion proofs.
+
+An entry's *actor* is who acted; its *subject* is the employee whose account someone else acted on
+(suspended, reinstated, sessions ended, devices reset, role or unit changed:
+:func:`~courierguard.audit._internal.core.subject_of`). ``employee`` finds both: everything an
+account did and everything done to it, the timeline of a rented-account investigation.
 
 A data subject's question ("who accessed my data?") starts at the vault: the caller turns the phone
 into waybill numbers through the blind index, then asks :meth:`AuditQueries.search` for those waybills.
 No clear-text personal data is needed, or accepted, here.
 
-A search reads the entries below the index mark through the actor and waybill indexes, and the few
-thousand above it (committed, not yet indexed: :mod:`courierguard.audit.search_index`) from the
-entries themselves, so what it finds never depends on how far the indexer has got.
+A search reads the entries below the index mark through the actor, subject and waybill indexes,
+and the few thousand above it (committed, not yet indexed: :mod:`courierguard.audit.search_index`)
+from the entries themselves, so what it finds never depends on how far the indexer has got. A
+search by subject or employee uses the lower of the two marks (the subject index has its own).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Engine, Select, func, select
 
-from courierguard.audit._internal.core import actor_of, waybills_of
+from courierguard.audit._internal.core import actor_of, subject_of, waybills_of
 from courierguard.audit.merkle import TiledTree, VerificationError, leaf_hash, verify_inclusion
 from courierguard.audit.models import (
     AuditRecord,
@@ -30,9 +36,15 @@ from courierguard.audit.models import (
     stored_bytes,
     to_micros,
 )
-from courierguard.audit.search_index import indexed_upto
+from courierguard.audit.search_index import marks
 from courierguard.audit.sql import latest_head, stored_tree
-from courierguard.audit.tables import audit_actors, audit_entries, audit_tree_heads, audit_waybills
+from courierguard.audit.tables import (
+    audit_actors,
+    audit_entries,
+    audit_subjects,
+    audit_tree_heads,
+    audit_waybills,
+)
 from courierguard.errors import InvalidInput, NotFound
 
 MAX_PAGE = 1000
@@ -52,6 +64,8 @@ class AuditQueries:
         self,
         *,
         actor: str | None = None,
+        subject: str | None = None,
+        employee: str | None = None,
         tenant: str | None = None,
         waybills: Sequence[str] | None = None,
         since: datetime | None = None,
@@ -65,9 +79,17 @@ class AuditQueries:
 
         ``since`` is inclusive and ``until`` exclusive. ``cursor`` is the ``next_cursor`` of the previous
         page. With ``with_proofs`` each record carries its inclusion proof in the latest signed tree head.
+
+        ``actor`` is who acted, ``subject`` the employee acted on (both given: what one did to the
+        other), ``employee`` either of the two (an account's whole timeline; not with the other two).
         """
         if not 1 <= limit <= self._max_page:
             raise InvalidInput("limit", f"must be between 1 and {self._max_page}")
+        if employee is not None and (actor is not None or subject is not None):
+            raise InvalidInput(
+                "employee", "is the actor or the subject: give it alone, not with actor or subject"
+            )
+        who = _Who(actor, subject, employee)
         wanted: list[str] | None = None
         if waybills is not None:
             wanted = sorted(set(waybills))
@@ -87,12 +109,13 @@ class AuditQueries:
         start = 0 if cursor is None else cursor
         with self._engine.connect() as conn:
             # Entries below the mark stay indexed, so reading it first is consistent with both reads.
-            upto = indexed_upto(conn)
+            actors_upto, subjects_upto = marks(conn)
+            upto = min(actors_upto, subjects_upto) if who.needs_subjects else actors_upto
             rows: list[Any] = []
             if start < upto:
-                rows = list(conn.execute(_indexed(actor, wanted, common, start, upto).limit(limit + 1)).all())
+                rows = _indexed(conn, who, wanted, common, start, upto, limit + 1)
             if len(rows) <= limit:
-                rows += _unindexed(conn, actor, wanted, common, max(start, upto), limit + 1 - len(rows))
+                rows += _unindexed(conn, who, wanted, common, max(start, upto), limit + 1 - len(rows))
             head = latest_head(conn) if with_proofs else None
             if head is not None:
                 self._tree_of(head.size)
@@ -104,6 +127,14 @@ class AuditQueries:
     def by_actor(self, actor: str, **filters: object) -> Page:
         """Entries of one actor (employee or service id); same keyword filters as :meth:`search`."""
         return self.search(actor=actor, **filters)  # type: ignore[arg-type]
+
+    def by_subject(self, subject: str, **filters: object) -> Page:
+        """Entries about one employee's account made by others; same keyword filters as :meth:`search`."""
+        return self.search(subject=subject, **filters)  # type: ignore[arg-type]
+
+    def by_employee(self, employee: str, **filters: object) -> Page:
+        """Entries by or about one employee; same keyword filters as :meth:`search`."""
+        return self.search(employee=employee, **filters)  # type: ignore[arg-type]
 
     def by_waybills(self, waybills: Sequence[str], **filters: object) -> Page:
         """Entries about any of ``waybills``; same keyword filters as :meth:`search`."""
@@ -255,20 +286,82 @@ def _columns() -> Select[_Row]:
     return select(e.seq, e.ts_us, e.kind, e.actor, e.entry, e.leaf_hash)
 
 
+class _Who:
+    """The people filters of a search: who acted, who was acted on, or either."""
+
+    __slots__ = ("actor", "employee", "subject")
+
+    def __init__(self, actor: str | None, subject: str | None, employee: str | None) -> None:
+        self.actor = actor
+        self.subject = subject
+        self.employee = employee
+
+    @property
+    def needs_subjects(self) -> bool:
+        return self.subject is not None or self.employee is not None
+
+    def matches(self, actor: str | None, body: dict[str, Any] | None) -> bool:
+        """Whether an entry of the unindexed tail is wanted (its actor column, its hashed body)."""
+        if self.actor is not None and actor != self.actor:
+            return False
+        if not self.needs_subjects:
+            return True
+        about = subject_of(body) if body is not None else None
+        if self.employee is not None:
+            return self.employee in (actor, about)
+        return about == self.subject
+
+
 def _indexed(
-    actor: str | None, waybills: list[str] | None, common: list[ColumnElement[bool]], start: int, upto: int
+    conn: Connection,
+    who: _Who,
+    waybills: list[str] | None,
+    common: list[ColumnElement[bool]],
+    start: int,
+    upto: int,
+    count: int,
+) -> list[Any]:
+    """Up to ``count`` matching entries of ``start..upto``, found through the search indexes, oldest first.
+
+    An employee's entries are those of two index walks, each stopped at ``count``: the first
+    ``count`` of their union, in order, are among them (an entry on both walks is taken once).
+    """
+    if who.employee is not None:
+        found = {
+            row.seq: row
+            for walk in (("actor", who.employee), ("subject", who.employee))
+            for row in conn.execute(_walk(walk, waybills, common, start, upto).limit(count))
+        }
+        return [found[seq] for seq in sorted(found)[:count]]
+    if who.subject is not None:
+        query = _walk(("subject", who.subject), waybills, common, start, upto)
+        if who.actor is not None:
+            query = query.where(audit_entries.c.actor == who.actor)
+    else:
+        query = _walk(None if who.actor is None else ("actor", who.actor), waybills, common, start, upto)
+    return list(conn.execute(query.limit(count)).all())
+
+
+def _walk(
+    by: tuple[str, str] | None,
+    waybills: list[str] | None,
+    common: list[ColumnElement[bool]],
+    start: int,
+    upto: int,
 ) -> Select[_Row]:
-    """Matching entries of ``start..upto``, found through the search indexes, oldest first."""
+    """Matching entries of ``start..upto`` in order: walking ``by``'s index (("actor" or "subject",
+    id)) when given, else the entries' own key."""
     e = audit_entries.c
     query = _columns().where(*common)
-    if actor is not None:
-        # Walk the actor's index rows in order and fetch each entry by its key: a page of a busy
+    if by is not None:
+        # Walk the person's index rows in order and fetch each entry by its key: a page of a busy
         # actor's history costs a page of index, not a scan of everyone's.
-        a = audit_actors.c
+        index = audit_actors if by[0] == "actor" else audit_subjects
+        key, seq = index.c[by[0]], index.c.seq
         query = (
-            query.join_from(audit_actors, audit_entries, e.seq == a.seq)
-            .where(a.actor == actor, a.seq >= start, a.seq < upto)
-            .order_by(a.seq)
+            query.join_from(index, audit_entries, e.seq == seq)
+            .where(key == by[1], seq >= start, seq < upto)
+            .order_by(seq)
         )
     else:
         query = query.where(e.seq >= start, e.seq < upto).order_by(e.seq)
@@ -280,7 +373,7 @@ def _indexed(
 
 def _unindexed(
     conn: Connection,
-    actor: str | None,
+    who: _Who,
     waybills: list[str] | None,
     common: list[ColumnElement[bool]],
     start: int,
@@ -289,18 +382,21 @@ def _unindexed(
     """Up to ``count`` matching entries from ``start`` on, read without the search indexes.
 
     ``start`` is at or above the index mark, so this is the short tail the indexer has not reached.
-    Waybills are matched on the stored body, with the function that fills the waybill index.
+    Waybills and subjects are matched on the stored body, with the functions that fill their indexes.
     """
     e = audit_entries.c
     query = _columns().where(e.seq >= start, *common).order_by(e.seq)
-    if actor is not None:
-        query = query.where(e.actor == actor)
-    if waybills is None:
+    if who.actor is not None:
+        query = query.where(e.actor == who.actor)
+    if waybills is None and not who.needs_subjects:
         return list(conn.execute(query.limit(count)).all())
-    wanted = set(waybills)
+    wanted = None if waybills is None else set(waybills)
     found: list[Any] = []
     for row in conn.execute(query):
-        if row.entry is not None and not wanted.isdisjoint(waybills_of(decode_entry(bytes(row.entry)).body)):
+        body = decode_entry(bytes(row.entry)).body if row.entry is not None else None
+        if wanted is not None and (body is None or wanted.isdisjoint(waybills_of(body))):
+            continue
+        if who.matches(row.actor, body):
             found.append(row)
             if len(found) == count:
                 break

@@ -53,6 +53,7 @@ from courierguard.audit._internal.core import (
     body_bytes,
     check_kind,
     last_witness_head,
+    subject_of,
     tenant_of,
     waybills_of,
 )
@@ -60,9 +61,11 @@ from courierguard.audit._internal.rowmac import MacScan, RowMac, log_key, row_ma
 from courierguard.audit.merkle import HASH_SIZE, LEAF_PREFIX, TILE_HEIGHT, TiledTree, root_from_packed
 from courierguard.audit.models import EntryKind, SignedTreeHead, encode_entry, stored_bytes, to_micros
 from courierguard.audit.search_index import (
+    SUBJECTS_MARK,
     Indexable,
-    indexed_upto,
+    backfill_subjects,
     lower_mark,
+    marks,
     stored_indexables,
     write_index,
 )
@@ -191,7 +194,7 @@ def _outcome(requests: Sequence[_Request]) -> AuditUnavailable | None:
 class _Request:
     """One queued entry (or, with ``kind`` None, a checkpoint). Plain slots: no per-entry Event."""
 
-    __slots__ = ("actor", "body", "error", "head", "index", "kind", "tenant", "ts_us", "waybills")
+    __slots__ = ("actor", "body", "error", "head", "index", "kind", "subject", "tenant", "ts_us", "waybills")
 
     def __init__(
         self,
@@ -201,8 +204,10 @@ class _Request:
         actor: str | None,
         waybills: set[str],
         tenant: str | None = None,
+        subject: str | None = None,
     ) -> None:
         self.kind = kind
+        self.subject = subject
         self.body = body
         self.ts_us = ts_us
         self.actor = actor
@@ -479,7 +484,7 @@ class SqlAuditLog:
         with engine.connect() as conn:
             # The head first: entries only grow, so every entry it signs is stored by now.
             head = latest_head(conn)
-            self._indexed = indexed_upto(conn)
+            self._indexed, subjects_upto = marks(conn)
         self._tree = stored_tree(engine)
         if self._indexed > len(self._tree):  # a mark past the log: re-index all (see _index_tail)
             log.warning(
@@ -531,8 +536,8 @@ class SqlAuditLog:
         self._check_unsigned(covered)
         self._head = head
         self._last_head_at = time.monotonic()
-        if self._indexed < len(self._tree):
-            self._tail_since = self._last_head_at
+        if self._indexed < len(self._tree) or subjects_upto < self._indexed:
+            self._tail_since = self._last_head_at  # indexing (or the subjects' back-fill) is due
         if head is None or head.size != len(self._tree):
             # A fresh log, or a crash after entries committed without a head: sign what is there.
             self._write([], force_head=True)
@@ -555,6 +560,7 @@ class SqlAuditLog:
             actor_of(body),
             waybills_of(body),
             tenant_of(body),
+            subject_of(body),
         )
 
     def append_many(self, kind: EntryKind, bodies: Sequence[Mapping[str, Any]]) -> list[int]:
@@ -566,7 +572,15 @@ class SqlAuditLog:
         checked = check_kind(kind).value
         ts_us = to_micros(self._clock.now())
         requests = [
-            _Request(checked, body_bytes(body), ts_us, actor_of(body), waybills_of(body), tenant_of(body))
+            _Request(
+                checked,
+                body_bytes(body),
+                ts_us,
+                actor_of(body),
+                waybills_of(body),
+                tenant_of(body),
+                subject_of(body),
+            )
             for body in bodies
         ]
         if requests:
@@ -864,7 +878,7 @@ class SqlAuditLog:
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
             else:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
-            upto = indexed_upto(conn)
+            upto, subjects_upto = marks(conn)
             top = conn.exec_driver_sql(_MAX_SEQ).scalar_one()
             stored = 0 if top is None else int(top) + 1
             if upto > stored:
@@ -875,6 +889,15 @@ class SqlAuditLog:
                 )
                 upto = min(self._indexed, stored)
                 lower_mark(conn, upto)
+            if subjects_upto > stored:
+                subjects_upto = min(upto, stored)
+                lower_mark(conn, subjects_upto, SUBJECTS_MARK)
+            if subjects_upto < upto:
+                # Entries indexed without their subjects (a log from before migration 0009, or a
+                # writer of the version before indexing meanwhile): file a bounded chunk of them.
+                behind = min(upto, subjects_upto + _INDEX_MAX)
+                backfill_subjects(conn, subjects_upto, behind)
+                subjects_upto = behind
             with self._tree_lock:
                 committed = self._committed
             # Only entries this writer has taken in: those above are other writers' (they index
@@ -888,7 +911,7 @@ class SqlAuditLog:
                         item[0]: item for item in self._unindexed[first : _position(self._unindexed, stop)]
                     }
                     known = stored_indexables(conn, upto, stop, mine)
-                write_index(conn, stop, known)
+                write_index(conn, stop, known, subjects=subjects_upto >= upto)
             else:
                 stop = upto
             conn.commit()
@@ -896,7 +919,7 @@ class SqlAuditLog:
         unindexed = self._unindexed
         del unindexed[: _position(unindexed, stop)]
         with self._tree_lock:
-            caught_up = stop >= len(self._tree)
+            caught_up = stop >= len(self._tree) and subjects_upto >= upto
         self._tail_since = None if caught_up and not unindexed else time.monotonic()
 
     def _known(self, start: int, stop: int) -> list[Indexable] | None:
@@ -959,7 +982,7 @@ class SqlAuditLog:
                 request.head = current
             else:
                 request.index = index
-                unindexed.append((index, request.actor, request.waybills))
+                unindexed.append((index, request.actor, request.waybills, request.subject))
                 index += 1
         if entries and self._tail_since is None:
             self._tail_since = time.monotonic()

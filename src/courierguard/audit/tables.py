@@ -59,6 +59,18 @@ audit_waybills = Table(
     sqlite_with_rowid=False,
 )
 
+audit_subjects = Table(
+    "audit_subjects",
+    metadata,
+    # The employee an entry is about when someone else acted on their account (a suspension, a
+    # device reset, a role change: ``courierguard.audit._internal.core.subject_of``), so that an
+    # investigator finds what was done *to* an account as well as what it did (migration 0009).
+    # Written in bulk behind the log with the other two, below ``audit_index_mark`` row 2.
+    Column("subject", String(64), primary_key=True),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    sqlite_with_rowid=False,
+)
+
 audit_tree_heads = Table(
     "audit_tree_heads",
     metadata,
@@ -86,11 +98,15 @@ audit_tiles = Table(
 audit_index_mark = Table(
     "audit_index_mark",
     metadata,
-    # One row (id 1): every entry below ``upto`` is in ``audit_actors`` and ``audit_waybills``.
-    # No row means nothing is indexed yet.
+    # Row 1: every entry below ``upto`` is in ``audit_actors`` and ``audit_waybills``. Row 2: every
+    # entry below ``upto`` is in ``audit_subjects`` (a mark of its own: writers of the version before
+    # move row 1 without writing subjects, and the subjects of a log written before migration 0009
+    # are filled in behind it). No row means nothing is indexed yet.
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("upto", BigInteger, nullable=False),
 )
 
 # Every table of the audit trail, for creating them without the other capabilities' tables.
-AUDIT_TABLES = (audit_entries, audit_actors, audit_waybills, audit_index_mark, audit_tiles, audit_tree_heads)
+AUDIT_TABLES = (
+    audit_entries, audit_actors, audit_waybills, audit_subjects, audit_index_mark, audit_tiles, audit_tree_heads,
+)  # fmt: skip

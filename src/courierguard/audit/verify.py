@@ -46,7 +46,7 @@ from typing import cast
 
 from sqlalchemy import Engine, NullPool, create_engine, func, select
 
-from courierguard.audit._internal.core import actor_of, read_witness, tenant_of, waybills_of
+from courierguard.audit._internal.core import actor_of, read_witness, subject_of, tenant_of, waybills_of
 from courierguard.audit._internal.rowmac import MacScan, RowMac, log_key
 from courierguard.audit.merkle import (
     HASH_SIZE,
@@ -66,7 +66,7 @@ from courierguard.audit.models import (
     entry_index,
     stored_bytes,
 )
-from courierguard.audit.search_index import indexed_upto
+from courierguard.audit.search_index import marks
 from courierguard.audit.tables import (
     audit_entries,
     audit_tiles,
@@ -626,19 +626,21 @@ def _check_search_copies(
     engine: Engine, count: int, valid: int, problems: list[Problem], workers: int | None
 ) -> None:
     """Searches, exports and the HTTP audit search find entries through copies of what the hashed
-    bytes say: the ``actor``, ``ts_us``, ``kind`` and ``tenant`` columns, the actor and waybill
-    indexes, and the mark below which those are complete. None is covered by a hash, so each is
+    bytes say: the ``actor``, ``ts_us``, ``kind`` and ``tenant`` columns, the actor, waybill and
+    subject indexes, and the marks below which those are complete. None is covered by a hash, so each is
     compared with the bodies here, over the ``valid`` prefix whose bodies the hashes vouch for; the
     first disagreement is reported (``index_mismatch``). Ranges go to worker processes as in the
     hash check: every body is parsed, which costs more than hashing it."""
     with engine.connect() as conn:
-        upto = indexed_upto(conn)
-    if upto > count:
-        problems.append(
-            Problem(ProblemKind.INDEX_MISMATCH, count,
-                    f"the search index mark says {upto} entries are indexed; {count} are stored")
-        )  # fmt: skip
-    upto = min(upto, valid)
+        upto, subjects_upto = marks(conn)
+    for mark in (upto, subjects_upto):
+        if mark > count:
+            problems.append(
+                Problem(ProblemKind.INDEX_MISMATCH, count,
+                        f"the search index mark says {mark} entries are indexed; {count} are stored")
+            )  # fmt: skip
+            break
+    upto, subjects_upto = min(upto, valid), min(subjects_upto, valid)
     ranges = [(a, min(a + _COPIES_CHUNK, valid)) for a in range(0, valid, _COPIES_CHUNK)]
     workers = workers if workers is not None else len(os.sched_getaffinity(0))
     parallel = (
@@ -649,22 +651,25 @@ def _check_search_copies(
         url = engine.url.render_as_string(hide_password=False)
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
             found = pool.map(_copies_range, [url] * len(ranges), [a for a, _ in ranges], [b for _, b in ranges],
-                             [upto] * len(ranges))  # fmt: skip
+                             [upto] * len(ranges), [subjects_upto] * len(ranges))  # fmt: skip
             first = next((problem for problem in found if problem is not None), None)
     else:
-        first = next((p for p in (_copies_in(engine, a, b, upto) for a, b in ranges) if p is not None), None)
+        first = next(
+            (p for p in (_copies_in(engine, a, b, upto, subjects_upto) for a, b in ranges) if p is not None),
+            None,
+        )
     if first is not None:
         problems.append(first)
 
 
-def _copies_range(url: str, start: int, stop: int, upto: int) -> Problem | None:
+def _copies_range(url: str, start: int, stop: int, upto: int, subjects_upto: int) -> Problem | None:
     engine = _worker_engines.get(url)
     if engine is None:
         engine = _worker_engines[url] = create_engine(url, poolclass=NullPool)
-    return _copies_in(engine, start, stop, upto)
+    return _copies_in(engine, start, stop, upto, subjects_upto)
 
 
-def _copies_in(engine: Engine, start: int, stop: int, upto: int) -> Problem | None:
+def _copies_in(engine: Engine, start: int, stop: int, upto: int, subjects_upto: int) -> Problem | None:
     mark = _placeholder(engine)
     # As bytes whatever the column holds (SQLite keeps TEXT in a BLOB column).
     body = "CAST(entry AS BLOB)" if engine.dialect.name == "sqlite" else "entry"
@@ -680,17 +685,24 @@ def _copies_in(engine: Engine, start: int, stop: int, upto: int) -> Problem | No
             )
             rows = cursor.fetchall()
             below = min(stop, upto)
+            below_subjects = min(stop, subjects_upto)
             stored_actors: set[tuple[str, int]] = set()
             stored_waybills: set[tuple[str, int]] = set()
+            stored_subjects: set[tuple[str, int]] = set()
             if start < below:
                 cursor.execute(f"SELECT actor, seq FROM audit_actors WHERE {between}", (start, below))  # noqa: S608
                 stored_actors = set(cursor.fetchall())
                 cursor.execute(f"SELECT waybill, seq FROM audit_waybills WHERE {between}", (start, below))  # noqa: S608
                 stored_waybills = set(cursor.fetchall())
+            if start < below_subjects:
+                subjects_sql = f"SELECT subject, seq FROM audit_subjects WHERE {between}"  # noqa: S608
+                cursor.execute(subjects_sql, (start, below_subjects))
+                stored_subjects = set(cursor.fetchall())
         finally:
             cursor.close()
     actors: set[tuple[str, int]] = set()
     waybills: set[tuple[str, int]] = set()
+    subjects: set[tuple[str, int]] = set()
     archived: set[int] = set()
     for seq, ts_us, kind, actor, tenant, entry in rows:
         if entry is None:  # archived: its actor is all that is left to file it under
@@ -728,10 +740,21 @@ def _copies_in(engine: Engine, start: int, stop: int, upto: int) -> Problem | No
                 actors.add((hashed_actor, seq))
             for waybill in waybills_of(hashed):
                 waybills.add((waybill, seq))
-    if start >= below:
+        if seq < below_subjects:
+            about = subject_of(hashed)
+            if about is not None:
+                subjects.add((about, seq))
+    if start >= max(below, below_subjects):
         return None
+    # An archived entry's rows stay where they were filed; its body, which would vouch for them, is
+    # in the archive (``verify-archive`` checks it).
     stored_waybills = {row for row in stored_waybills if row[1] not in archived}
-    for name, expected, found in (("actor", actors, stored_actors), ("waybill", waybills, stored_waybills)):
+    stored_subjects = {row for row in stored_subjects if row[1] not in archived}
+    for name, expected, found in (
+        ("actor", actors, stored_actors),
+        ("waybill", waybills, stored_waybills),
+        ("subject", subjects, stored_subjects),
+    ):
         if expected != found:
             differ = expected ^ found
             seq = min(s for _, s in differ)

@@ -64,6 +64,54 @@ def actor_of(body: Mapping[str, Any]) -> str | None:
     return _column_text(actor)
 
 
+# ``admin.change`` purposes that name the employee whose account the change is about, and how many
+# ``:``-separated fields follow the id (a ticket, a status, an org unit; none of which holds a ``:``).
+# Other purposes (``org_unit.put``, ``approval.*``, ``audit.search``) are about no employee.
+_SUBJECT_PURPOSES: dict[str, int] = {
+    "employee.put": 0,
+    "employee.left": 0,
+    "employee.suspended": 0,
+    "employee.reinstated": 0,
+    "employee.status": 1,
+    "employee.moved": 1,
+    "employee.hold": 1,
+    "employee.hold_lifted": 1,
+    "sessions.revoke": 1,
+    "devices.reset": 1,
+}
+
+
+def subject_of_purpose(purpose: str) -> str | None:
+    """The employee an ``admin.change`` purpose names (``devices.reset:E1:INC-7`` names ``E1``), or
+    None for a purpose about no employee or not of the documented shape (docs/events.md)."""
+    what, sep, rest = purpose.partition(":")
+    after = _SUBJECT_PURPOSES.get(what)
+    if after is None or not sep:
+        return None
+    if after:
+        parts = rest.rsplit(":", after)
+        if len(parts) != after + 1:
+            return None
+        rest = parts[0]
+    # Ids may hold ``:`` (service principals are ``svc:<name>``), so only the trailing fields are split off.
+    return _column_text(rest) if rest else None
+
+
+def subject_of(body: Mapping[str, Any]) -> str | None:
+    """The employee an entry is *about*, when that is not (only) its actor: the account an admin or a
+    security officer changed (an ``admin.change`` event's purpose), or the ``employee`` an ``admin``
+    or ``system`` entry names (``devices.reset``, ``admin.bootstrap``). Risk alerts and an account's
+    own requests, refusals and locks are filed under their actor already (:func:`actor_of`)."""
+    employee = body.get("employee")
+    if isinstance(employee, str):
+        return _column_text(employee) or None
+    if body.get("action") == "admin.change":
+        purpose = body.get("purpose")
+        if isinstance(purpose, str):
+            return subject_of_purpose(purpose)
+    return None
+
+
 def waybills_of(body: Mapping[str, Any]) -> set[str]:
     """Waybill numbers an entry concerns: the resource, query results and an explicit ``waybills`` list."""
     found: set[str] = set()
