@@ -6,6 +6,7 @@ import importlib
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Connection, Engine, text
@@ -31,11 +32,14 @@ N = 20
 
 @pytest.fixture
 def stored(engine: Engine, key_provider: LocalKeyFile) -> Engine:
-    """20 entries with signed heads at sizes 5, 10 and 20."""
+    """20 entries with signed heads at sizes 5, 10 and 20; 2, 7, 12 and 17 are about an employee."""
     clock = FixedClock(datetime(2025, 6, 18, tzinfo=UTC))
     log = open_audit_log(engine, key_provider, clock=clock, head_interval=3600)
     for i in range(N):
-        log.append(EntryKind.ACCESS, {"actor": {"id": f"E{i % 4}"}, "resource": {"id": f"W{i}"}, "i": i})
+        body: dict[str, Any] = {"actor": {"id": f"E{i % 4}"}, "resource": {"id": f"W{i}"}, "i": i}
+        if i % 5 == 2:
+            body["employee"] = f"E{(i + 1) % 4}"
+        log.append(EntryKind.ACCESS, body)
         clock.advance(timedelta(seconds=1))
         if i + 1 in (5, 10):
             log.checkpoint()
@@ -423,6 +427,9 @@ COPIES = [
     ("DELETE FROM audit_actors WHERE actor = 'E3'", 3, "missing from the actor search index"),
     ("DELETE FROM audit_waybills WHERE waybill = 'W7'", 7, "missing from the waybill search index"),
     ("INSERT INTO audit_actors (actor, seq) VALUES ('E9', 4)", 4, "misfiled in the actor search index"),
+    ("DELETE FROM audit_subjects WHERE seq = 12", 12, "missing from the subject search index"),
+    ("INSERT INTO audit_subjects (subject, seq) VALUES ('E9', 4)", 4, "misfiled in the subject search index"),
+    ("UPDATE audit_index_mark SET upto = 999999999 WHERE id = 2", 20, "mark says 999999999"),
     ("UPDATE audit_entries SET ts_us = ts_us - 31536000000000 WHERE seq = 5", 5, "time"),
     ("UPDATE audit_entries SET kind = 'system' WHERE seq = 6", 6, "kind"),
     ("UPDATE audit_entries SET actor = 'E0' WHERE seq = 7", 7, "actor"),
