@@ -281,7 +281,20 @@ def _unsigned_warning(size: int, signed: bool) -> None:
 
 @app.command("query")
 def query_command(
-    actor: Annotated[str | None, typer.Option(help="Employee or service id.")] = None,
+    actor: Annotated[str | None, typer.Option(help="Who acted: an employee or service id.")] = None,
+    subject: Annotated[
+        str | None,
+        typer.Option(
+            help="The employee acted on by someone else (suspended, reinstated, sessions revoked, devices "
+            "reset, role or status changed); with --actor, what that actor did to them."
+        ),
+    ] = None,
+    employee: Annotated[
+        str | None,
+        typer.Option(
+            help="Everything by or about this employee (--actor or --subject): the account's timeline."
+        ),
+    ] = None,
     waybill: Annotated[list[str] | None, typer.Option(help="Waybill number; repeat for several.")] = None,
     since: Annotated[str | None, typer.Option(help="From this ISO 8601 time (inclusive).")] = None,
     until: Annotated[str | None, typer.Option(help="Up to this ISO 8601 time (exclusive).")] = None,
@@ -303,9 +316,9 @@ def query_command(
         Path | None, typer.Option(help="Key file, for the blind index of --by-phone.")
     ] = None,
 ) -> None:
-    """Entries by actor, waybill, phone and time, one page as JSON.
+    """Entries by actor, subject or employee, waybill, phone and time, one page as JSON.
 
-    Example: ``courierguard audit query --waybill YT0000000001 --since 2025-11-01T00:00:00+08:00``
+    Example: ``courierguard audit query --employee E000123 --since 2025-11-01T00:00:00+08:00``
     """
     phone = None
     if by_phone:
@@ -314,6 +327,11 @@ def query_command(
         )
 
     def go() -> dict[str, Any]:
+        if employee is not None and (actor is not None or subject is not None):
+            # Before a phone search is recorded: a query that cannot run leaves no trace.
+            raise InvalidInput(
+                "employee", "is the actor or the subject: give it alone, not with --actor or --subject"
+            )
         numbers = list(waybill or [])
         tenant = None
         if phone is not None:
@@ -333,6 +351,8 @@ def query_command(
         with _engine(database_url) as engine:
             page = AuditQueries(engine).search(
                 actor=actor,
+                subject=subject,
+                employee=employee,
                 tenant=tenant,
                 waybills=numbers or None,
                 since=_parse_time(since, "since"),

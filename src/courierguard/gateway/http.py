@@ -373,7 +373,26 @@ class WitnessOut(TreeHeadOut):
 
 
 class AuditSearchIn(_In):
-    actor: Annotated[str | None, Field(pattern=ID)] = None
+    actor: Annotated[str | None, Field(pattern=ID, description="Who acted: an employee or service id.")] = (
+        None
+    )
+    subject: Annotated[
+        str | None,
+        Field(
+            pattern=ID,
+            description="The employee whose account was acted on by someone else: suspended, reinstated, "
+            "sessions revoked, devices reset, role, unit or status changed. With actor: what that actor "
+            "did to this employee.",
+        ),
+    ] = None
+    employee: Annotated[
+        str | None,
+        Field(
+            pattern=ID,
+            description="Every entry by or about this employee (actor or subject): the account's whole "
+            "timeline. Not with actor or subject.",
+        ),
+    ] = None
     waybills: Annotated[list[Annotated[str, Field(pattern=NUMBER)]], Field(max_length=100)] = []
     phone: Annotated[str | None, Field(max_length=32)] = None
     since: Instant | None = None
@@ -901,13 +920,15 @@ def create_app(deployment: Deployment) -> FastAPI:
 
     @app.post("/v1/audit/search", response_model=AuditPageOut, responses=ERRORS, tags=["audit"])
     def audit_search(body: AuditSearchIn, who: Officer) -> AuditPageOut:
-        """Who accessed what: entries by actor, waybills, a data subject's phone (blind index), time.
+        """Who accessed what: entries by actor, by the employee acted on (subject), by either
+        (employee: what an account did and what was done to it), waybills, a data subject's phone
+        (blind index), time.
 
         The phone travels in the body, never the URL; the search itself is recorded.
         """
         page = guard.audit_search(
-            who, actor=body.actor, waybills=body.waybills, phone=body.phone, since=body.since, until=body.until,
-            cursor=body.cursor, limit=body.limit,
+            who, actor=body.actor, subject=body.subject, employee=body.employee, waybills=body.waybills,
+            phone=body.phone, since=body.since, until=body.until, cursor=body.cursor, limit=body.limit,
         )  # fmt: skip
         return AuditPageOut(records=[r.to_dict() for r in page.records], next_cursor=page.next_cursor)
 

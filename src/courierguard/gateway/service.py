@@ -985,6 +985,8 @@ class Guard:
         caller: Caller,
         *,
         actor: str | None = None,
+        subject: str | None = None,
+        employee: str | None = None,
         waybills: Sequence[str] = (),
         phone: str | None = None,
         since: datetime | None = None,
@@ -992,7 +994,8 @@ class Guard:
         cursor: int | None = None,
         limit: int = 100,
     ) -> Page:
-        """Who accessed what: audit entries by actor, waybill, a data subject's phone, time.
+        """Who accessed what: audit entries by actor, by the employee acted on (``subject``), by
+        either (``employee``: an account's whole timeline), waybill, a data subject's phone, time.
 
         Officers and auditors only, and the search is itself recorded (never the phone: only that a
         phone was searched and how many waybills it matched).
@@ -1002,21 +1005,28 @@ class Guard:
         for name, value in (("since", since), ("until", until)):
             if value is not None and value.tzinfo is None:
                 raise InvalidInput(name, "needs a UTC offset")
+        if employee is not None and (actor is not None or subject is not None):
+            raise InvalidInput(
+                "employee", "is the actor or the subject: give it alone, not with actor or subject"
+            )
         numbers = list(waybills)
         matched = None
         if phone is not None:
             found = self.vault.waybills_by_phone(phone)
             matched = len(found)
             numbers += found
-        what = f"audit.search:actor={actor or '-'}:waybills={len(waybills)}:phone={'matched ' + str(matched) if matched is not None else '-'}"
+        people = "".join(
+            f":{k}={v}" for k, v in (("subject", subject), ("employee", employee)) if v is not None
+        )
+        what = f"audit.search:actor={actor or '-'}{people}:waybills={len(waybills)}:phone={'matched ' + str(matched) if matched is not None else '-'}"
         self._record(self._event(caller, Action.ADMIN_CHANGE, outcome=Outcome.ALLOW, purpose=what[:128]))
         if phone is not None and not numbers:
             return Page([], None)
         # One audit log may serve several tenants (waybill numbers can repeat between them): an
         # investigator sees only their own tenant's entries.
         return self.audit_queries.search(
-            actor=actor, tenant=self.settings.tenant, waybills=numbers or None, since=since, until=until,
-            cursor=cursor, limit=limit,
+            actor=actor, subject=subject, employee=employee, tenant=self.settings.tenant,
+            waybills=numbers or None, since=since, until=until, cursor=cursor, limit=limit,
         )  # fmt: skip
 
     # --- writes from the order and PDA systems -----------------------------------------------------------

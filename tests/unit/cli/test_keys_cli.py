@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import text
 from typer.testing import CliRunner
@@ -179,3 +180,59 @@ def test_remask_rewrites_stored_masks_and_is_recorded(tmp_path: Path) -> None:
     audit.dispose()
     bad = runner.invoke(app, ["keys", "remask", "--batch", "0", *data])
     assert bad.exit_code == 2 and "Traceback" not in bad.output
+
+
+def test_audit_query_by_subject_and_employee(tmp_path: Path) -> None:
+    """`--employee E7` is what E7 did and what was done to E7; `--subject E7` only the latter;
+    both with `--actor` is a one-line error, exit 2."""
+    import json
+
+    from courierguard.audit import open_audit_log
+    from courierguard.audit.merkle import verify_inclusion
+
+    assert runner.invoke(app, ["init", "--data-dir", str(tmp_path)]).exit_code == 0
+    url = f"sqlite:///{tmp_path / 'courierguard.sqlite3'}"
+    engine = create_db_engine(url)
+    log = open_audit_log(engine, LocalKeyFile(tmp_path / "keys.json"))
+    reads = {"tenant": "demo", "action": "waybill.view", "actor": {"id": "E7"}}
+    held = {
+        "tenant": "demo",
+        "action": "admin.change",
+        "actor": {"id": "X1"},
+        "purpose": "employee.hold:E7:INC-1",
+    }
+    reset = {"what": "devices.reset", "actor": "X1", "employee": "E7", "tenant": "demo"}
+    other = {
+        "tenant": "demo",
+        "action": "admin.change",
+        "actor": {"id": "X1"},
+        "purpose": "sessions.revoke:E8:INC-2",
+    }
+    first = log.append(EntryKind.ACCESS, reads)
+    log.append(EntryKind.ACCESS, held)
+    log.append(EntryKind.ADMIN, reset)
+    log.append(EntryKind.ACCESS, other)
+    log.close()
+    engine.dispose()
+
+    def query(*args: str) -> Any:
+        result = runner.invoke(app, ["audit", "query", *args, "--database-url", url])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.output)
+
+    page = query("--employee", "E7", "--limit", "2", "--proofs")
+    assert [r["index"] for r in page["records"]] == [first, first + 1]
+    rest = query("--employee", "E7", "--limit", "2", "--cursor", str(page["next_cursor"]))
+    assert [r["index"] for r in rest["records"]] == [first + 2] and rest["next_cursor"] is None
+    for record in page["records"]:
+        verify_inclusion(record["index"], record["proof_tree_size"], bytes.fromhex(record["leaf_hash"]),
+                         [bytes.fromhex(h) for h in record["proof"]], AuditQueries(create_db_engine(url)).tree_head().root)  # fmt: skip
+    assert [r["index"] for r in query("--subject", "E7")["records"]] == [first + 1, first + 2]
+    assert [r["index"] for r in query("--actor", "E7")["records"]] == [first]
+    assert [r["index"] for r in query("--subject", "E7", "--actor", "X1")["records"]] == [
+        first + 1,
+        first + 2,
+    ]
+    both = runner.invoke(app, ["audit", "query", "--employee", "E7", "--actor", "X1", "--database-url", url])
+    assert both.exit_code == 2 and len(both.output.strip().splitlines()) == 1
+    assert "employee" in both.output and "Traceback" not in both.output

@@ -10,6 +10,7 @@ deny entry; nobody acts on their own account.
 from __future__ import annotations
 
 import shutil
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import pyotp
 import pytest
 
 from courierguard.audit import EntryKind
+from courierguard.audit.search_index import SUBJECTS_MARK, indexed_upto
 from courierguard.domain import Employee, EmployeeStatus
 from courierguard.events import RiskAction, Role
 from courierguard.policy import PolicyAction, PolicyEngine, PolicyRequest, Principal, default_policy_dir
@@ -463,3 +465,77 @@ def test_with_the_real_engine_a_replaced_phone_enrols_only_once_risk_control_tru
     )
     code = pyotp.TOTP(r.json()["totp_seed"]).at(world.clock.now())
     assert post(world, "/v1/auth/step-up", new, {"code": code}).status_code == 204
+
+
+# --- what was done to an account, on the trail ---------------------------------------------------------
+
+
+def search(world: World, headers: dict[str, str], limit: int = 2, **body: Any) -> list[dict[str, Any]]:
+    """Every record of an audit search over HTTP, ``limit`` a page."""
+    records: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        r = world.client.post(
+            "/v1/audit/search", json={**body, "limit": limit, "cursor": cursor}, headers=headers
+        )
+        assert r.status_code == 200, r.text
+        page = r.json()
+        assert len(page["records"]) <= limit
+        records += page["records"]
+        if page["next_cursor"] is None:
+            return records
+        assert len(page["records"]) == limit
+        cursor = page["next_cursor"]
+
+
+def test_an_investigator_finds_what_was_done_to_an_account_as_well_as_what_it_did(world: World) -> None:
+    # The rented-account case: C1's phone "lost", then the account held. Both were done by X1 and
+    # filed under X1; `--actor C1` showed C1's own reads and nothing of either.
+    c1 = world.login("C1", device="PHONE-OLD")
+    assert post(world, "/v1/auth/devices", c1).status_code == 200
+    x1, x2 = world.login("X1"), world.login("X2")
+    assert reset(world, x1).status_code == 200
+    assert suspend(world, x1).status_code == 200
+
+    everything = search(world, x2, employee="C1")
+    indices = [r["index"] for r in everything]
+    assert indices == sorted(set(indices))  # oldest first, each once
+    done_by_x1 = [r for r in everything if r["actor"] == "X1"]
+    assert [r["body"].get("purpose") or r["body"]["what"] for r in done_by_x1] == [
+        f"devices.reset:C1:{TICKET}",  # the officer's allowed change (access, admin.change)
+        "devices.reset",  # the admin entry naming the devices, reason and ticket
+        f"employee.hold:C1:{TICKET}",
+        "employee.suspended:C1",
+    ]
+    assert [r["kind"] for r in done_by_x1] == ["access", "admin", "access", "access"]
+    own = [r for r in everything if r["actor"] == "C1"]
+    assert [r["body"]["action"] for r in own] == ["auth.login", "auth.device_bound"]
+    assert len(everything) == len(done_by_x1) + len(own)  # nobody else's entries, not X2's searches
+
+    # subject: only what others did to C1; with actor: what X1 did to C1.
+    assert search(world, x2, subject="C1") == done_by_x1
+    assert search(world, x2, subject="C1", actor="X1", limit=1000) == done_by_x1
+    assert search(world, x2, subject="C1", actor="X2") == []
+    assert [r["index"] for r in search(world, x2, actor="C1")] == [r["index"] for r in own]  # unchanged
+
+    # The same once the writer has indexed everything: below the mark, through the subject index.
+    engine = world.deployment.core.audit_engine
+    deadline = time.monotonic() + 10
+    while True:
+        with engine.connect() as conn:
+            if min(indexed_upto(conn), indexed_upto(conn, SUBJECTS_MARK)) > indices[-1]:
+                break
+        assert time.monotonic() < deadline, "the writer never indexed the entries"
+        time.sleep(0.02)
+    assert search(world, x2, employee="C1") == everything
+
+    # Both, or a pattern an id never has: an RFC 9457 problem that echoes nothing.
+    r = world.client.post("/v1/audit/search", json={"employee": "C1", "actor": "X1"}, headers=x2)
+    assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
+    r = world.client.post("/v1/audit/search", json={"subject": "13812345678 张三"}, headers=x2)
+    assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
+    assert "13812345678" not in r.text and "张三" not in r.text
+    # Officers' searches are on the trail, naming whom they were about (never filed as about C1).
+    searched = [e["purpose"] for e in by(world, "X2") if e.get("purpose", "").startswith("audit.search")]
+    assert "audit.search:actor=-:employee=C1:waybills=0:phone=-" in searched
+    assert "audit.search:actor=X1:subject=C1:waybills=0:phone=-" in searched
