@@ -744,7 +744,8 @@ class Guard:
         """Ask for ``employee_id`` to get ``role``: a change that gives or takes away a privileged
         role. Checked, authorised (``role_request``) and recorded now; made when a security officer
         other than the requester and the employee approves it."""
-        what = f"approval.request:role:{employee_id}"
+        # Filed under the employee concerned (audit subjects); the approval id follows once it exists.
+        what = f"employee.role.request:{employee_id or '-'}:{role.value if role else '-'}:-"
         if fields:
             raise InvalidInput("fields", "a role approval names no personal-data fields")
         if employee_id is None or role is None:
@@ -786,10 +787,9 @@ class Guard:
             (), "pending", self.clock.now(), None, None, None, None,
         )  # fmt: skip
         self._record(
-            self._event(
-                caller, Action.ADMIN_CHANGE, outcome=Outcome.ALLOW, purpose=f"approval.request:{approval.id}"
-            )
-        )
+            self._event(caller, Action.ADMIN_CHANGE, outcome=Outcome.ALLOW,
+                        purpose=f"employee.role.request:{employee_id}:{role.value}:{approval.id}")
+        )  # fmt: skip
         return self._store_approval(approval)
 
     def decide_approval(self, caller: Caller, approval_id: str, *, approve: bool) -> Approval:

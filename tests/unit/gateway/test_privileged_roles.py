@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from courierguard.audit import EntryKind
+from courierguard.audit import AuditQueries, EntryKind
 from courierguard.events import Role
 
 from .conftest import World
@@ -96,7 +96,7 @@ def test_admin_asks_an_officer_approves_and_the_change_is_made(world: World) -> 
     r = world.client.post(f"/v1/approvals/{approval['id']}/approve", headers=x1)
     assert r.status_code == 200 and r.json()["status"] == "approved", r.text
     assert role_of(world, "C1") is Role.SECURITY_OFFICER
-    assert purposes(world, "A1") == [(f"approval.request:{approval['id']}", "allow")]
+    assert purposes(world, "A1") == [(f"employee.role.request:C1:security_officer:{approval['id']}", "allow")]
     assert purposes(world, "X1") == [
         (f"approval.approved:{approval['id']}", "allow"),
         (f"employee.role:C1:security_officer:{approval['id']}", "allow"),
@@ -143,7 +143,7 @@ def test_who_may_not_ask(world: World) -> None:
     for asker in ("M1", "C2", "S1"):
         r = ask(world, world.login(asker), "C1", "security_officer", org_unit="OUT-BJ-01")
         assert r.status_code == 403, (asker, r.text)
-        assert purposes(world, asker) == [("approval.request:role:C1", "deny")]
+        assert purposes(world, asker) == [("employee.role.request:C1:security_officer:-", "deny")]
     a1 = world.login("A1")
     own = ask(world, a1, "A1", "courier", org_unit="OUT-BJ-01")
     assert own.status_code == 403  # nobody asks about their own account
@@ -176,7 +176,7 @@ def test_an_admin_reads_only_the_approvals_they_asked_for(world: World) -> None:
     assert world.client.get(f"/v1/approvals/{mine}", headers=a1).status_code == 200
 
 
-def test_role_changes_are_on_the_trail_as_admin_entries_of_the_approver(world: World) -> None:
+def test_role_changes_are_found_under_the_employee_concerned(world: World) -> None:
     a1, x1 = world.login("A1"), world.login("X1")
     approval = ask(world, a1, "C1", "auditor", org_unit="OUT-BJ-01").json()["id"]
     world.client.post(f"/v1/approvals/{approval}/approve", headers=x1)
@@ -184,3 +184,9 @@ def test_role_changes_are_on_the_trail_as_admin_entries_of_the_approver(world: W
         e for e in world.entries(EntryKind.ACCESS.value) if e.get("purpose", "").startswith("employee.role:")
     ]
     assert [(e["actor"]["id"], e["outcome"]["decision"]) for e in access] == [("X1", "allow")]
+    queries = AuditQueries(world.deployment.core.audit_engine)
+    about = queries.search(subject="C1", tenant=world.tenant, limit=100).records
+    assert [(r.actor, r.body["purpose"]) for r in about] == [
+        ("A1", f"employee.role.request:C1:auditor:{approval}"),
+        ("X1", f"employee.role:C1:auditor:{approval}"),
+    ]

@@ -78,6 +78,8 @@ _SUBJECT_PURPOSES: dict[str, int] = {
     "employee.hold_lifted": 1,
     "sessions.revoke": 1,
     "devices.reset": 1,
+    "employee.role": 2,  # <id>:<role>:<approval>
+    "employee.role.request": 2,  # <id>:<role>:<approval, or - when refused before one existed>
 }
 
 
