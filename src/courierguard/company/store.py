@@ -474,7 +474,7 @@ class CompanyStore:
         if task is not None:
             if not change.assignee:
                 raise InvalidInput("assignee", f"is required when a waybill becomes {change.status.value}")
-            self._check_assignee(conn, change.assignee)
+            self._check_assignee(conn, change.assignee, current)
             values.update(assignee=change.assignee, task=task.value)
         elif change.status in _TASK_ENDS:
             values.update(assignee=None, task=None)  # the courier's task has ended
@@ -482,9 +482,13 @@ class CompanyStore:
             values["delivered_at"] = utc(change.ts)  # assignee stays: the grace period needs it
         return values
 
-    def _check_assignee(self, conn: Connection, employee_id: str) -> None:
-        """A pickup or delivery task goes to an active courier: an assignment is what lets its holder
-        reveal the parties' contacts, so a mistyped id or another role's account must not get one."""
+    def _check_assignee(self, conn: Connection, employee_id: str, waybill: Waybill) -> None:
+        """A pickup or delivery task goes to an active courier of the waybill's origin or destination
+        outlet: an assignment is what lets its holder reveal the parties' contacts, so a mistyped id,
+        another role's account, or a courier of an outlet the parcel never passes (a service key
+        handing one rented account a city's parcels) must not get one. A parcel that changes outlet
+        (a redirect, a transfer) is re-routed first: its new destination outlet's couriers may then
+        take it. Either end is accepted, so a return travels back without re-routing."""
         try:
             assignee = self.employee(employee_id, conn)
         except NotFound:
@@ -493,6 +497,8 @@ class CompanyStore:
             raise InvalidInput("assignee", "must be a courier")
         if assignee.status is not EmployeeStatus.ACTIVE:
             raise InvalidInput("assignee", "is not an active employee")
+        if assignee.org_unit not in (waybill.origin_outlet, waybill.dest_outlet):
+            raise InvalidInput("assignee", "is not a courier of the waybill's origin or destination outlet")
 
     def page(
         self,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import re
 import secrets
 import threading
@@ -86,6 +87,7 @@ from courierguard.timeutil import reported_time, utc, utc_or_none
 from courierguard.vault import MaskedWaybill, Vault, VaultError
 from courierguard.vault.normalize import contains_phone
 
+_log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # The audit receipt of the request being handled: (leaf index, event id). The HTTP layer returns it
@@ -1067,10 +1069,13 @@ class Guard:
         }  # fmt: skip
         self._record_system(caller, "waybill.lifecycle", **what)
         try:
-            return self.company.apply(change)
+            applied = self.company.apply(change)
         except CourierGuardError as exc:
             self._record_system(caller, "waybill.lifecycle.rejected", **what, error=exc.__class__.__name__)
             raise
+        if applied.task is not None and applied.assignee is not None:
+            self._note_task(caller, applied.assignee, "courier", applied.task.value, change.number)
+        return applied
 
     def open_case(self, caller: Caller, case: Case) -> None:
         self._require(caller, PolicyAction.INGEST)
@@ -1084,6 +1089,20 @@ class Guard:
         except CourierGuardError as exc:
             self._record_system(caller, "case.opened.rejected", **what, error=exc.__class__.__name__)
             raise
+        self._note_task(caller, case.owner, "customer_service", "case", case.id)
+
+    def _note_task(self, caller: Caller, assignee: str, role: str, kind: str, ref: str) -> None:
+        """Tell risk control a task was handed out: a burst to one account raises an alert there.
+
+        After the task is applied, and never refusing it: tasks are the source systems' to give,
+        and the reveals they explain stay held to the role's reveal budgets either way."""
+        note = getattr(self.risk, "note_task", None)
+        if note is None:
+            return
+        try:
+            note(assignee, role, kind, self.clock.now(), caller.principal.id, ref)
+        except Exception as exc:  # risk state down: the budgets on the reveals still hold
+            _log.error("task of %s not counted by risk control: %s", assignee, exc.__class__.__name__)
 
     def close_case(self, caller: Caller, case_id: str) -> Case:
         self._require(caller, PolicyAction.INGEST)

@@ -28,6 +28,27 @@ class RoleBudget(BaseModel):
     reveals_per_hour: Annotated[
         int, Field(ge=1, description="Clear-text records an hour, explained or not; above it: deny.")
     ] = 400
+    revealed_per_hour: Annotated[
+        int,
+        Field(
+            ge=1,
+            description="Waybills revealed an hour, explained by a task or not; above it: throttle, then the ladder.",
+        ),
+    ] = 60
+    revealed_per_day: Annotated[
+        int,
+        Field(
+            ge=1,
+            description="Waybills revealed a day, raised to peer_ratio x the peers' mean; above it: the ladder.",
+        ),
+    ] = 150
+    tasks_per_day: Annotated[
+        int,
+        Field(
+            ge=1,
+            description="Tasks (assignments, cases) handed to the account a day; above it: an alert.",
+        ),
+    ] = 1000
     exports_per_day: Annotated[
         int, Field(ge=0, description="Bulk export requests a day; above it: deny.")
     ] = 0
@@ -65,36 +86,84 @@ class RoleBudget(BaseModel):
 # 419 / 300 (a list naming no rows counts as one page of 50), agents 88 / 14; hub operators see
 # routing data only (0). Phone probes: agents search by phone 14 an hour and 88 a day at most, and
 # follow every hit up in its ticket; a budget of 12 / 40 leaves room for real customers' wrong numbers.
+#
+# Reveal budgets (waybills revealed, explained by a task or not), measured the same way (normal staff,
+# 400 x 28 and 300 x 21, seed 1), max per employee-day outside festivals (festival days) / sliding
+# hour: couriers 80 (164, left to the peers' raise) / 26, agents 43 (71) / 11, hub operators 9 (15)
+# / 6, clerks 3 / 3, officers 2 / 2. Couriers 120 / 40, agents 110 / 18, hub operators 25 / 10: an
+# agent centre or a hub may have fewer than peer_min_members colleagues at work, so their day covers
+# the festival maximum itself. Roles that reveal almost nothing keep a floor near their unexplained
+# budget. Tasks a day (waybills assigned to a courier, cases opened for an agent; 300 x 21): couriers
+# 286 outside festivals (932 with covering on Double 11, left to the peers' raise), agents 53 (100).
 _DEFAULT_BUDGETS: dict[str, RoleBudget] = {
-    "courier": RoleBudget(unexplained_reveals_per_day=12, masked_rows_per_hour=800, masked_rows_per_day=1000),
+    "courier": RoleBudget(
+        unexplained_reveals_per_day=12,
+        revealed_per_hour=40,
+        revealed_per_day=120,
+        tasks_per_day=430,
+        masked_rows_per_hour=800,
+        masked_rows_per_day=1000,
+    ),
     "outlet_clerk": RoleBudget(
-        unexplained_reveals_per_day=40, exports_per_day=2, masked_rows_per_hour=200, masked_rows_per_day=700
+        unexplained_reveals_per_day=40,
+        revealed_per_hour=20,
+        revealed_per_day=60,
+        exports_per_day=2,
+        masked_rows_per_hour=200,
+        masked_rows_per_day=700,
     ),
     "outlet_manager": RoleBudget(
-        unexplained_reveals_per_day=30, exports_per_day=3, masked_rows_per_hour=450, masked_rows_per_day=600
+        unexplained_reveals_per_day=30,
+        revealed_per_hour=20,
+        revealed_per_day=45,
+        exports_per_day=3,
+        masked_rows_per_hour=450,
+        masked_rows_per_day=600,
     ),
     "hub_operator": RoleBudget(
-        unexplained_reveals_per_day=10, masked_rows_per_hour=100, masked_rows_per_day=300
+        unexplained_reveals_per_day=10,
+        revealed_per_hour=10,
+        revealed_per_day=25,
+        masked_rows_per_hour=100,
+        masked_rows_per_day=300,
     ),
     "customer_service": RoleBudget(
-        unexplained_reveals_per_day=5, masked_rows_per_hour=30, masked_rows_per_day=150
+        unexplained_reveals_per_day=5,
+        revealed_per_hour=18,
+        revealed_per_day=110,
+        tasks_per_day=80,
+        masked_rows_per_hour=30,
+        masked_rows_per_day=150,
     ),
     "security_officer": RoleBudget(
         unexplained_reveals_per_day=200,
+        revealed_per_hour=100,
+        revealed_per_day=300,
         exports_per_day=5,
         masked_rows_per_hour=2000,
         masked_rows_per_day=10_000,
     ),
     "auditor": RoleBudget(
         unexplained_reveals_per_day=50,
+        revealed_per_hour=30,
+        revealed_per_day=75,
         exports_per_day=5,
         masked_rows_per_hour=2000,
         masked_rows_per_day=10_000,
     ),
-    "admin": RoleBudget(unexplained_reveals_per_day=5, masked_rows_per_hour=100, masked_rows_per_day=300),
+    "admin": RoleBudget(
+        unexplained_reveals_per_day=5,
+        revealed_per_hour=5,
+        revealed_per_day=8,
+        masked_rows_per_hour=100,
+        masked_rows_per_day=300,
+    ),
     "service": RoleBudget(
         unexplained_reveals_per_day=1_000_000,
         reveals_per_hour=1_000_000,
+        revealed_per_hour=1_000_000,
+        revealed_per_day=1_000_000,
+        tasks_per_day=1_000_000,
         exports_per_day=1_000_000,
         requests_per_minute=1_000_000,
         masked_rows_per_hour=1_000_000,

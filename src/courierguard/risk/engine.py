@@ -54,6 +54,8 @@ REASON_POINTS: dict[str, int] = {
     "request_rate": 20,
     "unexplained_reveals": 40,
     "reveal_rate": 35,
+    "reveal_budget": 40,
+    "task_burst": 30,
     "peer_volume": 35,
     "enumeration": 60,
     "denial_burst": 40,
@@ -159,6 +161,57 @@ class RiskEngine:
     def is_locked(self, actor_id: str) -> bool:
         """Whether the engine holds ``actor_id`` locked."""
         return self.state.load(actor_id).locked
+
+    def note_task(self, assignee: str, role: str, kind: str, ts: datetime, by: str, ref: str) -> bool:
+        """A task (``kind``: ``pickup``, ``delivery`` or ``case``) was handed to ``assignee`` by the
+        service account ``by``; ``ref`` names the waybill or case. Counts the account's tasks today;
+        past the role's ``tasks_per_day`` an alert (once a day) names the service that handed them out,
+        and the day's reveal budget is no longer raised by the peers (a burst of tasks is what would
+        explain a renter's reveals). True when the account is over its task budget.
+
+        The gateway calls this after an assignment or a case is applied: the tasks themselves are
+        the source systems' to give, so nothing is refused here."""
+        st = self.state
+        day = ts.toordinal()
+        if day > self._today:
+            self._new_day(day)
+        acc = st.load(assignee)
+        if day != acc.cur_day:
+            self._roll_day(acc, day)
+        acc.role = acc.role or role
+        acc.d_tasks += 1
+        c = self.config
+        budget = c.budget(acc.role)
+        group = f"t:{acc.role}:{acc.org}:{day}"
+        st.peer_add(group, assignee, 1, 0)
+        over = acc.d_tasks > budget.tasks_per_day
+        if over:
+            # A festival hands everyone three times the parcels: the bar rises with the colleagues'.
+            others, mean, _ = st.peer_stats(group, assignee)
+            y_others, y_mean, _ = st.peer_stats(f"t:{acc.role}:{acc.org}:{day - 1}", assignee)
+            if y_others >= c.peer_min_members and (others < c.peer_min_members or y_mean > mean):
+                others, mean = y_others, y_mean
+            if others >= c.peer_min_members:
+                over = acc.d_tasks > c.peer_ratio * mean
+        if over and "task_burst" not in acc.d_alerts:
+            acc.d_alerts.append("task_burst")
+            if self.sink is not None:
+                detail = f"{acc.d_tasks} tasks handed out today, budget {budget.tasks_per_day}"
+                self.sink.emit(
+                    Alert(
+                        actor_id=assignee,
+                        event_id=f"task:{ref}"[:128],
+                        ts=ts,
+                        action="allow",  # nothing was refused: the tasks are the source's to give
+                        score=float(REASON_POINTS["task_burst"]),
+                        reasons=(("task_burst", detail),),
+                        evidence={"role": acc.role, "org_unit": acc.org, "task": kind, "by": by,
+                                  "tasks_today": acc.d_tasks, "budget": budget.tasks_per_day},
+                        tenant=self.tenant,
+                    )
+                )  # fmt: skip
+        st.save(acc)
+        return over
 
     def set_employee_status(self, employee_id: str, status: str) -> None:
         """Record that an employee is ``active``, ``suspended`` or ``left``; any use of a suspended
@@ -377,6 +430,8 @@ class RiskEngine:
             if acc.hour_records > budget.reveals_per_hour:
                 sev = max(sev, DENY)
                 reasons.append(("reveal_rate", f"{acc.hour_records} records in an hour"))
+            if action == "waybill.reveal":
+                sev = self._reveal_budget(r, acc, sess, n, budget, doubted, sev, reasons, evidence)
             if acc.d_records > c.peer_floor:
                 others, mean_r, _mean_u = st.peer_stats(group, r.actor)
                 if others < c.peer_min_members:
@@ -596,6 +651,57 @@ class RiskEngine:
             if key is not None:
                 acc.probes.resolve_one({"key": key})
 
+    def _reveal_budget(self, r: Rec, acc: AccountState, sess: SessionState, n: int, budget: RoleBudget,
+                       doubted: bool, sev: int, reasons: Reasons, evidence: dict[str, Any]) -> int:  # fmt: skip
+        """Waybills revealed this hour and today, explained by a task or not, against the role's
+        reveal budgets; the new severity.
+
+        An assignment or a ticket explains *why* a record is revealed, not *how many*: a service key
+        that hands one courier 500 waybills, or one agent 500 tickets, explains them all. Over the
+        budget the ladder climbs as it does for masked reads, with a deny rung before the lock since
+        these are clear-text records: throttle; over ``volume_step_up_ratio`` x the budget, step-up
+        (deny once the session passed one); over ``volume_lock_ratio`` x, or over it at all in a
+        session in doubt, lock. The day budget is raised on a busy day to ``peer_ratio`` x the mean of
+        today's or yesterday's colleagues (the busier), as the masked day budget is."""
+        c = self.config
+        acc.d_rv += n
+        rt = acc.rv_times
+        rt.append((r.ts, n))
+        acc.hour_rv += n
+        while rt[0][0] < r.ts - _HOUR:
+            acc.hour_rv -= rt.popleft()[1]
+        over_h = acc.hour_rv / budget.revealed_per_hour
+        over_d = 0.0
+        day_limit = float(budget.revealed_per_day)
+        if acc.d_rv > budget.revealed_per_day:
+            st = self.state
+            others, mean, _ = st.peer_stats(f"{acc.role}:{acc.org}:{r.day}", r.actor)
+            y_others, y_mean, _ = st.peer_stats(f"{acc.role}:{acc.org}:{r.day - 1}", r.actor)
+            if y_others >= c.peer_min_members and (others < c.peer_min_members or y_mean > mean):
+                others, mean = y_others, y_mean
+            if others >= c.peer_min_members and "task_burst" not in acc.d_alerts:
+                # A festival raises the bar for everyone; not for an account handed a burst of tasks.
+                day_limit = max(day_limit, c.peer_ratio * mean)
+            over_d = acc.d_rv / day_limit
+        over = max(over_h, over_d)
+        if over <= 1.0:
+            return sev
+        if doubted or over > c.volume_lock_ratio:
+            rung = LOCK
+        elif over > c.volume_step_up_ratio:
+            rung = DENY if sess.verified else STEP_UP
+        else:
+            rung = THROTTLE
+        if over_h >= over_d:
+            why = f"{acc.hour_rv} waybills revealed in an hour, budget {budget.revealed_per_hour}"
+        else:
+            why = f"{acc.d_rv} waybills revealed today, budget {day_limit:.0f}"
+        reasons.append(("reveal_budget", why))
+        evidence["revealed_today"] = acc.d_rv
+        evidence["revealed_last_hour"] = acc.hour_rv
+        evidence["reveal_budget_day"] = day_limit
+        return _climb(sev, rung)
+
     def _rung(self, over: float, sess: SessionState) -> int:
         """The ladder: over budget, throttle; further, step-up (throttle once passed); far beyond, lock."""
         c = self.config
@@ -695,6 +801,7 @@ class RiskEngine:
         acc.cur_day = day
         acc.d_records = acc.d_unexpl = acc.d_exports = acc.d_strikes = 0
         acc.d_masked = acc.m_sent = acc.m_free = acc.d_probes = 0
+        acc.d_rv = acc.d_tasks = 0
         acc.m_over = 0.0
         acc.d_alerts = []
         horizon = 2 * 86_400

@@ -55,11 +55,55 @@ class AccountState:
     """Everything learned about one account: known devices, networks and places, habits, today's counts."""
 
     __slots__ = (
-        "actor", "burst_unexpl", "cur_day", "d_alerts", "d_exports", "d_masked", "d_probes", "d_records", "d_strikes",
-        "d_unexpl", "daily_masked", "daily_records", "daily_unexpl", "days", "deny_times", "dev_days", "dev_doubted",
-        "dev_last", "devices", "first_ts", "hour_masked", "hour_records", "hours", "last_device", "last_ts", "loc",
-        "lock_reason", "locked", "m_free", "m_over", "m_sent", "masked_times", "n", "nets", "org", "places", "probes", "records_times",
-        "req_times", "role", "seq", "sessions", "status", "trusted_key", "unexpl_times",
+        "actor",
+        "burst_unexpl",
+        "cur_day",
+        "d_alerts",
+        "d_exports",
+        "d_masked",
+        "d_probes",
+        "d_records",
+        "d_rv",
+        "d_strikes",
+        "d_tasks",
+        "d_unexpl",
+        "daily_masked",
+        "daily_records",
+        "daily_unexpl",
+        "days",
+        "deny_times",
+        "dev_days",
+        "dev_doubted",
+        "dev_last",
+        "devices",
+        "first_ts",
+        "hour_masked",
+        "hour_records",
+        "hour_rv",
+        "hours",
+        "last_device",
+        "last_ts",
+        "loc",
+        "lock_reason",
+        "locked",
+        "m_free",
+        "m_over",
+        "m_sent",
+        "masked_times",
+        "n",
+        "nets",
+        "org",
+        "places",
+        "probes",
+        "records_times",
+        "req_times",
+        "role",
+        "rv_times",
+        "seq",
+        "sessions",
+        "status",
+        "trusted_key",
+        "unexpl_times",
     )  # fmt: skip
 
     def __init__(self, actor: str, seed: int = 0) -> None:
@@ -118,6 +162,12 @@ class AccountState:
         # Phone probing: made on the account's first search by phone (most accounts never search).
         self.probes: PhoneProbes | None = None
         self.d_probes = 0
+        # Revealed records (single-waybill reveals, explained or not): today and the sliding hour,
+        # against the role's reveal budgets; tasks (assignments, cases) handed to the account today.
+        self.d_rv = 0
+        self.hour_rv = 0
+        self.rv_times: deque[tuple[float, int]] = deque()
+        self.d_tasks = 0
 
     def to_state(self) -> dict[str, Any]:
         """JSON-ready data for Redis (locks and status live in their own keys)."""
@@ -137,6 +187,7 @@ class AccountState:
             "d_masked": self.d_masked, "hour_masked": self.hour_masked, "masked_times": list(self.masked_times),
             "m_sent": self.m_sent, "m_over": self.m_over, "m_free": self.m_free, "daily_masked": self.daily_masked.to_state(),
             "probes": self.probes.to_state() if self.probes is not None else None, "d_probes": self.d_probes,
+            "d_rv": self.d_rv, "hour_rv": self.hour_rv, "rv_times": list(self.rv_times), "d_tasks": self.d_tasks,
         }  # fmt: skip
 
     @classmethod
@@ -162,6 +213,9 @@ class AccountState:
             a.masked_times = deque([t, n] for t, n in s["masked_times"])
             a.daily_masked = RunningZ.from_state(s["daily_masked"])
             a.probes = PhoneProbes.from_state(s["probes"]) if s["probes"] is not None else None
+        if "d_rv" in s:  # absent from state saved by earlier versions
+            a.d_rv, a.hour_rv, a.d_tasks = s["d_rv"], s["hour_rv"], s["d_tasks"]
+            a.rv_times = deque((t, n) for t, n in s["rv_times"])
         return a
 
 

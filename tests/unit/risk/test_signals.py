@@ -120,12 +120,19 @@ def test_unexplained_burst_is_denied(feed: Feed) -> None:
 
 
 def test_ticket_explains_customer_service_reveals(feed: Feed) -> None:
+    # 40 ticketed reveals, 10 an hour: far over the unexplained budget (5), within the reveal budgets
     for i in range(40):
         kw = {"role": "customer_service", "org": "CS-BJ", "device": "PC-1", "loc": None}
         assert (
-            feed.one(at(0, 9, i), "C1", "waybill.reveal", waybill=wb(i), ticket=f"TK{i}", fields=PHONE, **kw)[
-                0
-            ]
+            feed.one(
+                at(0, 9 + i // 10, (i % 10) * 6),
+                "C1",
+                "waybill.reveal",
+                waybill=wb(i),
+                ticket=f"TK{i}",
+                fields=PHONE,
+                **kw,
+            )[0]
             == "allow"
         )
 
