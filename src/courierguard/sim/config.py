@@ -18,6 +18,8 @@ SCENARIOS: dict[int, str] = {
     10: "former_employee_account",
     11: "masked_scrape",
     12: "phone_probing",
+    13: "mass_assigned_courier",
+    14: "mass_ticketed_agent",
 }
 """Attack scenario ids and their stable names, as written in the truth file."""
 

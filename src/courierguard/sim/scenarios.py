@@ -756,6 +756,99 @@ class PhoneProbing(Scenario):
         self.emit(day, t, body)
 
 
+class MassAssigned(Scenario):
+    """13: a colluding order/PDA-system key assigns a city's parcels to one rented courier account.
+
+    The security tester's finding F3. Every parcel is "out for delivery, assigned to" the account, so
+    every reveal looks explained by a task. The first day the renter reveals at ~1.8 a second, as the
+    tester did; the second day it paces itself just under the old 400-an-hour reveal rate all shift.
+    The account's own phone and session are used (the owner lends them), so only volume shows.
+    """
+
+    sid = 13
+    description = "a service key mass-assigning a city's waybills to a rented courier who reveals them"
+    duration = 10_000  # two working days of the account, the first from the start day on
+    late = True
+    done = 0
+
+    def setup(self) -> None:
+        person = self.pick(COURIER)
+        if person is None:
+            return self.skip("no courier")
+        self.person = person
+
+    def attack(self, day: Day, nth: int) -> None:
+        rng = self.rng
+        person = self.person
+        city = person.unit.city.code
+        pool = [
+            w
+            for u in self.sim.world.outlets
+            if u.city.code == city
+            for w in self.sim.today.get(u.id, []) + self.sim.recent(u.id)
+        ]
+        t = day.d * DAY_MS + (person.shift_start + 60) * MIN_MS
+        session = self.sim.session_at(person.id, t)
+        if session is None or not pool or self.done >= 2:
+            return  # not at work today
+        nth, self.done = self.done, self.done + 1
+        if nth == 0:
+            count, gap, until = 522, (400, 700), t + 60 * MIN_MS  # the tester's ~1.8 a second
+        else:
+            count, gap, until = 4000, (9000, 10_000), t + 9 * 60 * MIN_MS  # ~380 an hour, all shift
+        self.truth.notes.setdefault("assigned", []).append(min(count, len(pool)))
+        for w in rng.sample(pool, min(count, len(pool))):
+            t += rng.randint(*gap)
+            if t >= until:
+                return
+            res = self.sim.resource(w)
+            # the key's assignment, made minutes before the reveal
+            res.update(
+                assignee=person.id, status="out_for_delivery", status_ts=self.sim.clock.fmt(t - 5 * MIN_MS)
+            )
+            body = {"actor": person.actor, "session": session, "action": "waybill.reveal", "resource": res}
+            body.update(fields=F_RNPA, purpose="delivery_contact", outcome=ALLOW)
+            self.emit(day, t, body)
+
+
+class MassTicketed(Scenario):
+    """14: a colluding key opens tickets for one rented customer-service account, which reveals all
+    six fields of each: 60 in three seconds the first day (the tester), then 500 paced under the old
+    400-an-hour rate. From the agent's own desk, so only volume shows."""
+
+    sid = 14
+    description = "a service key opening tickets for a rented customer-service agent who reveals them"
+    duration = 10_000  # two working days of the account, the first from the start day on
+    late = True
+    done = 0
+
+    def setup(self) -> None:
+        person = self.pick(CS)
+        if person is None:
+            return self.skip("no customer-service agent")
+        self.person = person
+
+    def attack(self, day: Day, nth: int) -> None:
+        rng = self.rng
+        person = self.person
+        pool = self.sim.recent()
+        t = day.d * DAY_MS + (person.shift_start + 60) * MIN_MS
+        session = self.sim.session_at(person.id, t)
+        if session is None or not pool or self.done >= 2:
+            return  # not at work today
+        nth, self.done = self.done, self.done + 1
+        count, gap = (60, (30, 70)) if nth == 0 else (500, (9000, 10_000))
+        for i, w in enumerate(rng.sample(pool, min(count, len(pool)))):
+            t += rng.randint(*gap)
+            res = self.sim.resource(w)
+            res["ticket"] = (
+                f"TKX{self.sid}{nth}{i:05d}"  # the scenario's own numbers: normal work keeps its own
+            )
+            body = {"actor": person.actor, "session": session, "action": "waybill.reveal", "resource": res}
+            body.update(fields=F_ALL, purpose="ticket", outcome=ALLOW)
+            self.emit(day, t, body)
+
+
 _CLASSES: dict[int, type[Scenario]] = {
     cls.sid: cls
     for cls in (
@@ -771,6 +864,8 @@ _CLASSES: dict[int, type[Scenario]] = {
         FormerEmployee,
         MaskedScrape,
         PhoneProbing,
+        MassAssigned,
+        MassTicketed,
     )
 }
 
