@@ -486,9 +486,9 @@ class CompanyStore:
         """A pickup or delivery task goes to an active courier of the waybill's origin or destination
         outlet: an assignment is what lets its holder reveal the parties' contacts, so a mistyped id,
         another role's account, or a courier of an outlet the parcel never passes (a service key
-        handing one rented account a city's parcels) must not get one. A parcel that changes outlet
-        (a redirect, a transfer) is re-routed first: its new destination outlet's couriers may then
-        take it. Either end is accepted, so a return travels back without re-routing."""
+        handing one rented account a city's parcels) must not get one. Either end is accepted, so
+        a return travels back; a parcel redirected to a third outlet needs a re-routing step (a change
+        of its destination outlet) first, which the API does not have yet."""
         try:
             assignee = self.employee(employee_id, conn)
         except NotFound:
