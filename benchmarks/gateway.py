@@ -50,6 +50,7 @@ from benchmarks.report import Report, latencies_us
 from courierguard.company import CompanyStore
 from courierguard.config import Settings
 from courierguard.db import create_db_engine
+from courierguard.db.rowseal import RowSeals
 from courierguard.domain import EmployeeStatus
 from courierguard.errors import CourierGuardError
 from courierguard.events import AuthMethod, PiiField
@@ -57,6 +58,7 @@ from courierguard.gateway.service import Caller, Guard
 from courierguard.gateway.wiring import AuditAlertSink, Deployment, build_risk_engine, open_deployment
 from courierguard.risk.interfaces import AllowAll, RiskHook
 from courierguard.sim.seed import seed_company
+from courierguard.vault.keys import key_provider_from_settings
 
 SECTION = "Gateway"
 THREADS = 16
@@ -534,8 +536,10 @@ def _spread(rounds: Rounds, mode: str, kind: str, base_mode: str) -> str:
 
 def _over_http(report: Report, data_dir: Path, work: Work) -> None:
     cpus = _cpus()
-    engine = create_db_engine(Settings(data_dir=data_dir, tenant="bench").resolved_database_url)
-    company = CompanyStore(engine, tenant="bench")
+    settings = Settings(data_dir=data_dir, tenant="bench")
+    engine = create_db_engine(settings.resolved_database_url)
+    seals = RowSeals.from_keys(key_provider_from_settings(settings.key_provider, settings.resolved_key_file))
+    company = CompanyStore(engine, tenant="bench", seals=seals)
     couriers = sorted({c for c, _ in work})
     rounds: Rounds = []
     try:

@@ -168,7 +168,7 @@ def bootstrap(
                 raise InvalidInput(field, "must say something (1 to 200 characters, not only blanks)")
         core = open_core(settings_from(database_url, data_dir, key_file, tenant))
         try:
-            company = CompanyStore(core.engine, tenant=core.settings.tenant)
+            company = CompanyStore(core.engine, tenant=core.settings.tenant, seals=core.vault.seals)
             if any(e.role is Role.ADMIN for e in company.employees()):
                 raise Conflict(
                     "this tenant already has an administrator: use the admin API from that account"

@@ -1,4 +1,4 @@
-"""`courierguard keys ...`: rotation of key-encryption keys and crypto-shredding."""
+"""`courierguard keys ...`: rotation of key-encryption keys, crypto-shredding and row seals."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from courierguard.app import Core, open_core
-from courierguard.audit import EntryKind
+from courierguard.audit import AuditQueries, EntryKind
 from courierguard.cli._common import (
     DatabaseUrl,
     DataDir,
@@ -22,7 +22,8 @@ from courierguard.cli._common import (
     settings_from,
 )
 from courierguard.config import Settings
-from courierguard.errors import NotFound
+from courierguard.db.rowseal import scan_tables, seal_unsealed
+from courierguard.errors import Conflict, NotFound
 from courierguard.vault.service import RemaskReport
 
 
@@ -212,3 +213,88 @@ def shred(
         )
         console.print(f"shredded {report.month}: {report.parties} parties are now unrecoverable")
         core.close()
+
+
+@app.command("verify-tables")
+def verify_tables(
+    database_url: DatabaseUrl = None,
+    data_dir: DataDir = None,
+    key_file: KeyFile = None,
+    tenant: Tenant = None,
+) -> None:
+    """Check the seal of every row that decides access (approvals, employees, waybills, cases).
+
+    A row whose seal is missing or wrong was written without the key (a DBA's INSERT or UPDATE) and
+    is refused by the gateway. Names each table and the ids of the first refused rows, never personal
+    data. Exit status 1 when any row is refused.
+
+    Example: courierguard keys verify-tables
+    """
+    with one_line_errors():
+        core = _open_existing(settings_from(database_url, data_dir, key_file, tenant))
+        try:
+            reports = scan_tables(core.engine, core.vault.seals)
+        finally:
+            core.close()
+    for r in reports:
+        state = "OK" if r.ok else "[red]REFUSED ROWS[/red]"
+        console.print(
+            f"{r.table:<10} {r.rows:>9} rows  unsealed {r.unsealed:>7}  bad seal {r.bad:>7}  {state}"
+        )
+        for what, keys in (("bad seal", r.bad_keys), ("unsealed", r.unsealed_keys)):
+            if keys:
+                console.print(f"  {what}: {', '.join(keys)}", highlight=False, soft_wrap=True)
+    if not all(r.ok for r in reports):
+        console.print(
+            "rows above are refused: restore them from a trusted backup or through the admin API; "
+            "after the upgrade only, `courierguard keys seal-tables` seals rows that have no seal yet"
+        )
+        raise typer.Exit(1)
+
+
+@app.command("seal-tables")
+def seal_tables(
+    again: Annotated[
+        bool, typer.Option("--again", help="Seal even though the audit trail records an earlier seal.")
+    ] = False,
+    database_url: DatabaseUrl = None,
+    data_dir: DataDir = None,
+    key_file: KeyFile = None,
+    tenant: Tenant = None,
+) -> None:
+    """Seal, once, the rows stored before row seals existed (after the migration that added them).
+
+    Rows with a wrong seal are left alone (and still refused). Run it with the service stopped,
+    right after `courierguard db upgrade`, after checking the tables are as they should be: whatever
+    rows have no seal now are vouched for from here on. Recorded in the audit trail; a second run is
+    refused unless --again (a row a DBA inserted later must not be sealed by routine).
+
+    Example: courierguard keys seal-tables
+    """
+    with one_line_errors():
+        settings = settings_from(database_url, data_dir, key_file, tenant)
+        core = _open_existing(settings)
+        try:
+            if not again and _sealed_before(core):
+                raise Conflict(
+                    "the audit trail records an earlier seal-tables: rows without a seal now were written "
+                    "without the key; check them (`courierguard keys verify-tables`), then --again if need be"
+                )
+            _record(core, {"op": "tables.seal.start", "again": again})
+            sealed = seal_unsealed(core.engine, core.vault.seals)
+            _record(core, {"op": "tables.seal.done", **sealed})
+        finally:
+            core.close()
+    console.print("sealed " + ", ".join(f"{n} {table}" for table, n in sealed.items()))
+
+
+def _sealed_before(core: Core) -> bool:
+    queries = AuditQueries(core.audit_engine)
+    cursor: int | None = None
+    while True:
+        page = queries.search(kinds=[EntryKind.KEY], cursor=cursor, limit=1000)
+        if any((r.body or {}).get("op") == "tables.seal.done" for r in page.records):
+            return True
+        if page.next_cursor is None:
+            return False
+        cursor = page.next_cursor

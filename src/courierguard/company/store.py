@@ -8,11 +8,26 @@ from dataclasses import dataclass
 from datetime import datetime, time
 from typing import Any
 
-from sqlalchemy import Engine, and_, bindparam, case, func, insert, literal, null, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Engine,
+    Table,
+    and_,
+    bindparam,
+    case,
+    func,
+    insert,
+    literal,
+    null,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from courierguard.db.fast import DriverQuery, timestamp
+from courierguard.db.rowseal import RowSeals
 from courierguard.db.tables import cases, employees, org_units, tenants, waybill_history, waybills
 from courierguard.domain import (
     Case,
@@ -41,9 +56,10 @@ HOLD_LIFTED = "hold_lifted"
 
 FACTS_COLUMNS = (
     "w.number, w.origin_outlet, w.dest_outlet, w.status, w.status_ts, w.assignee, w.task, w.delivered_at, "
-    "c.id, c.kind, c.owner, c.state"
+    "c.id, c.kind, c.owner, c.state, w.mac, c.mac"
 )
-"""What :func:`facts_from_rows` reads, in this order: ``w`` the waybill, ``c`` its cases (left-joined)."""
+"""What :func:`facts_from_rows` reads, in this order: ``w`` the waybill, ``c`` its cases (left-joined),
+then the two rows' seals (:mod:`courierguard.db.rowseal`)."""
 # Built from this module's constants only; values are always bound.
 _FACTS_SQL = (
     f"SELECT {FACTS_COLUMNS} FROM waybills w LEFT JOIN cases c "  # noqa: S608
@@ -51,14 +67,21 @@ _FACTS_SQL = (
 )
 
 
-def facts_from_rows(number: str, rows: Sequence[Sequence[Any]]) -> WaybillFacts:
+def facts_from_rows(
+    number: str, rows: Sequence[Sequence[Any]], *, seals: RowSeals, tenant: str
+) -> WaybillFacts:
     """The policy facts of waybill ``number`` from rows of :data:`FACTS_COLUMNS` (one per case).
 
-    :class:`NotFound` when there is no waybill: no rows, or a left join that found none.
+    :class:`NotFound` when there is no waybill: no rows, or a left join that found none;
+    :class:`RowIntegrityError` when the waybill's or a case's row is not sealed under ``seals``.
     """
     if not rows or rows[0][0] is None:
         raise NotFound(f"waybill {number} not found")
     first = rows[0]
+    seals.check("waybills", (tenant, *first[:8]), first[12], first[0])
+    for r in rows:
+        if r[8] is not None:
+            seals.check("cases", (tenant, r[8], r[9], first[0], r[10], r[11]), r[13], r[8])
     status_ts = timestamp(first[4])
     assert status_ts is not None
     return WaybillFacts(
@@ -156,10 +179,39 @@ def employee_from_row(row: Any) -> Employee:
 class CompanyStore:
     """Org units, employees, waybill lifecycle and cases of one tenant."""
 
-    def __init__(self, engine: Engine, *, tenant: str) -> None:
+    def __init__(self, engine: Engine, *, tenant: str, seals: RowSeals) -> None:
         self.engine = engine
         self.tenant = tenant
+        self.seals = seals
+        """Seals of the rows that decide access: written on every write, checked on every read."""
         self._facts_query = DriverQuery(engine, _FACTS_SQL)
+
+    # --- row seals ----------------------------------------------------------------------------------
+
+    def facts_from(self, number: str, rows: Sequence[Sequence[Any]]) -> WaybillFacts:
+        """:func:`facts_from_rows`, checked under this store's seals."""
+        return facts_from_rows(number, rows, seals=self.seals, tenant=self.tenant)
+
+    def _locked(self, conn: Connection, table: Table, where: ColumnElement[bool]) -> Any:
+        """The row ``where`` selects, locked for this transaction and its seal checked (None when
+        there is none): a write never re-seals a row someone changed without the key."""
+        if conn.dialect.name == "sqlite":  # take the write lock first: the read then stays current
+            conn.execute(update(table).where(where).values(mac=table.c.mac))
+            row = conn.execute(select(table).where(where)).first()
+        else:
+            row = conn.execute(select(table).where(where).with_for_update()).first()
+        if row is not None:
+            self.seals.check_row(table.name, row)
+        return row
+
+    def _reseal(self, conn: Connection, table: Table, where: ColumnElement[bool]) -> None:
+        """Seal the row ``where`` selects as this transaction has written it."""
+        row = conn.execute(select(table).where(where)).first()
+        if row is not None:
+            conn.execute(update(table).where(where).values(mac=self.seals.mac_of(table.name, row)))
+
+    def _employee_key(self, employee_id: str) -> ColumnElement[bool]:
+        return and_(employees.c.tenant == self.tenant, employees.c.id == employee_id)
 
     # --- tenant and org units -----------------------------------------------------------------------
 
@@ -274,14 +326,13 @@ class CompanyStore:
             "name": employee.name,
             "updated_at": now,
         }
+        key = self._employee_key(employee.id)
         with self.engine.begin() as conn:
-            found = conn.execute(
-                update(employees)
-                .where(employees.c.tenant == self.tenant, employees.c.id == employee.id)
-                .values(**values)
-            )
-            if not found.rowcount:
+            if self._locked(conn, employees, key) is not None:
+                conn.execute(update(employees).where(key).values(**values))
+            else:
                 conn.execute(insert(employees).values(tenant=self.tenant, id=employee.id, **values))
+            self._reseal(conn, employees, key)
 
     def employee(self, employee_id: str, conn: Connection | None = None) -> Employee:
         params = {"tenant": self.tenant, "id": employee_id}
@@ -292,6 +343,7 @@ class CompanyStore:
             row = conn.execute(_EMPLOYEE, params).first()
         if row is None:
             raise NotFound(f"employee {employee_id} not found")
+        self.seals.check_row("employees", row)
         return employee_from_row(row)
 
     def employees(self, *, org_unit: str | None = None) -> list[Employee]:
@@ -310,14 +362,17 @@ class CompanyStore:
         new_reason: Any = literal(reason) if reason is not None else null()
         if status is not EmployeeStatus.ACTIVE:
             new_reason = case((_HELD, literal(SECURITY_HOLD)), else_=new_reason)
+        key = self._employee_key(employee_id)
         with self.engine.begin() as conn:
+            self._locked(conn, employees, key)
             result = conn.execute(
                 update(employees)
-                .where(employees.c.tenant == self.tenant, employees.c.id == employee_id)
+                .where(key)
                 .values(status=status.value, status_reason=new_reason, updated_at=now)
             )
             if not result.rowcount:
                 raise NotFound(f"employee {employee_id} not found")
+            self._reseal(conn, employees, key)
             return self.employee(employee_id, conn)
 
     def suspended_for(self, employee_id: str) -> str | None:
@@ -345,17 +400,15 @@ class CompanyStore:
     def place_hold(self, employee_id: str, now: datetime) -> Employee:
         """Suspend the account under a security hold (a risk lock or an admin's suspension becomes
         one). Conflict for an account that left, or that is held already."""
+        key = self._employee_key(employee_id)
         with self.engine.begin() as conn:
+            self._locked(conn, employees, key)
             result = conn.execute(
                 update(employees)
-                .where(
-                    employees.c.tenant == self.tenant,
-                    employees.c.id == employee_id,
-                    employees.c.status != EmployeeStatus.LEFT.value,
-                    ~_HELD,
-                )
+                .where(key, employees.c.status != EmployeeStatus.LEFT.value, ~_HELD)
                 .values(status=EmployeeStatus.SUSPENDED.value, status_reason=SECURITY_HOLD, updated_at=now)
             )
+            self._reseal(conn, employees, key)
             employee = self.employee(employee_id, conn)  # NotFound for an unknown id
             if not result.rowcount:
                 raise Conflict(
@@ -371,10 +424,12 @@ class CompanyStore:
     def lift_hold(self, employee_id: str, now: datetime) -> Employee:
         """End a security hold: a suspended account is active again, one that left meanwhile stays
         left (re-hiring is an admin's). Conflict for an account under no security hold."""
+        key = self._employee_key(employee_id)
         with self.engine.begin() as conn:
+            self._locked(conn, employees, key)
             result = conn.execute(
                 update(employees)
-                .where(employees.c.tenant == self.tenant, employees.c.id == employee_id, _HELD)
+                .where(key, _HELD)
                 .values(
                     status=case(
                         (employees.c.status == EmployeeStatus.SUSPENDED.value, EmployeeStatus.ACTIVE.value),
@@ -384,6 +439,7 @@ class CompanyStore:
                     updated_at=now,
                 )
             )
+            self._reseal(conn, employees, key)
             employee = self.employee(employee_id, conn)  # NotFound for an unknown id
             if not result.rowcount:
                 raise Conflict(f"account {employee_id} is {employee.status.value}, under no security hold")
@@ -392,17 +448,19 @@ class CompanyStore:
     def end_lock(self, employee_id: str, locked_reason: str, now: datetime) -> Employee:
         """Reinstate an account suspended with ``locked_reason`` (a risk lock), and only such an
         account: one that left, or that an admin suspended, is not "unlocked" back to work."""
+        key = self._employee_key(employee_id)
         with self.engine.begin() as conn:
+            self._locked(conn, employees, key)
             result = conn.execute(
                 update(employees)
                 .where(
-                    employees.c.tenant == self.tenant,
-                    employees.c.id == employee_id,
+                    key,
                     employees.c.status == EmployeeStatus.SUSPENDED.value,
                     employees.c.status_reason == locked_reason,
                 )
                 .values(status=EmployeeStatus.ACTIVE.value, status_reason="unlocked", updated_at=now)
             )
+            self._reseal(conn, employees, key)
             employee = self.employee(employee_id, conn)  # NotFound for an unknown id
             if not result.rowcount:
                 raise Conflict(
@@ -421,6 +479,7 @@ class CompanyStore:
             row = conn.execute(_WAYBILL, params).first()
         if row is None:
             raise NotFound(f"waybill {number} not found")
+        self.seals.check_row("waybills", row)
         return waybill_from_row(row)
 
     def facts(self, number: str) -> WaybillFacts:
@@ -428,17 +487,16 @@ class CompanyStore:
 
         On every guarded request: one driver-level query for the waybill and its cases together.
         """
-        return facts_from_rows(number, self._facts_query.fetch(self.engine, (self.tenant, number)))
+        return self.facts_from(number, self._facts_query.fetch(self.engine, (self.tenant, number)))
 
     def apply(self, change: LifecycleChange) -> Waybill:
         """Move a waybill to a new status. Pickup and delivery steps (re)assign the courier's task."""
+        key = and_(waybills.c.tenant == self.tenant, waybills.c.number == change.number)
         with self.engine.begin() as conn:
+            self._locked(conn, waybills, key)
             values = self._planned(conn, change)
-            conn.execute(
-                update(waybills)
-                .where(waybills.c.tenant == self.tenant, waybills.c.number == change.number)
-                .values(**values)
-            )
+            conn.execute(update(waybills).where(key).values(**values))
+            self._reseal(conn, waybills, key)
             conn.execute(
                 insert(waybill_history).values(
                     tenant=self.tenant,
@@ -582,6 +640,17 @@ class CompanyStore:
                     owner=case.owner,
                     state=CaseState.OPEN.value,
                     opened_at=utc(case.opened_at),
+                    mac=self.seals.mac(
+                        "cases",
+                        (
+                            self.tenant,
+                            case.id,
+                            case.kind.value,
+                            case.waybill,
+                            case.owner,
+                            CaseState.OPEN.value,
+                        ),
+                    ),
                 )
             )
 
@@ -610,19 +679,19 @@ class CompanyStore:
             ).first()
         if row is None:
             raise NotFound(f"case {case_id} not found")
+        self.seals.check_row("cases", row)
         return _case_from_row(row)
 
     def close_case(self, case_id: str, now: datetime) -> Case:
+        key = and_(cases.c.tenant == self.tenant, cases.c.id == case_id)
         with self.engine.begin() as conn:
+            self._locked(conn, cases, key)
             result = conn.execute(
                 update(cases)
-                .where(
-                    cases.c.tenant == self.tenant,
-                    cases.c.id == case_id,
-                    cases.c.state == CaseState.OPEN.value,
-                )
+                .where(key, cases.c.state == CaseState.OPEN.value)
                 .values(state=CaseState.CLOSED.value, closed_at=utc(now))
             )
+            self._reseal(conn, cases, key)
             if not result.rowcount:
                 exists = conn.execute(
                     select(cases.c.id).where(cases.c.tenant == self.tenant, cases.c.id == case_id)
@@ -633,4 +702,5 @@ class CompanyStore:
             row = conn.execute(
                 select(cases).where(cases.c.tenant == self.tenant, cases.c.id == case_id)
             ).one()
+        self.seals.check_row("cases", row)
         return _case_from_row(row)

@@ -81,6 +81,8 @@ employees = Table(
     Column("shifts", Text, nullable=False, default="[]"),
     Column("name", String(100)),
     Column("updated_at", TS, nullable=False),
+    # Row seal (``courierguard.db.rowseal``): a MAC under a key the database does not hold.
+    Column("mac", Bytes(16)),
 )
 
 waybills = Table(
@@ -98,6 +100,8 @@ waybills = Table(
     Column("created_at", TS, nullable=False),
     Column("delivered_at", TS),
     Column("key_month", String(7), nullable=False),
+    # Row seal (``courierguard.db.rowseal``): a MAC under a key the database does not hold.
+    Column("mac", Bytes(16)),
     Index(None, "tenant", "dest_outlet", "status"),
     Index(None, "tenant", "origin_outlet"),
     Index(None, "tenant", "assignee"),
@@ -163,6 +167,8 @@ cases = Table(
     Column("state", String(16), nullable=False),
     Column("opened_at", TS, nullable=False),
     Column("closed_at", TS),
+    # Row seal (``courierguard.db.rowseal``): a MAC under a key the database does not hold.
+    Column("mac", Bytes(16)),
     Index(None, "tenant", "waybill"),
     Index(None, "tenant", "owner", "state"),
 )
@@ -227,5 +233,7 @@ approvals = Table(
     Column("decided_at", TS),
     Column("expires_at", TS),
     Column("used_at", TS),
+    # Row seal (``courierguard.db.rowseal``): a MAC under a key the database does not hold.
+    Column("mac", Bytes(16)),
     Index(None, "tenant", "status"),
 )

@@ -67,6 +67,9 @@ class ActiveCaller:
     role: str
     org_unit: str
     status: str
+    status_reason: str | None = None
+    mac: bytes | None = None
+    """The employee row's seal (:mod:`courierguard.db.rowseal`), checked by the guard."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,10 +94,11 @@ rows, a view's masked ones."""
 
 
 _CALLER_SQL = (
-    "SELECT s.employee, s.revoked_at, s.revoked_reason, e.role, e.org_unit, e.status FROM sessions s "
+    "SELECT s.employee, s.revoked_at, s.revoked_reason, e.role, e.org_unit, e.status, e.status_reason, "
+    "e.mac FROM sessions s "
     "JOIN employees e ON e.tenant = s.tenant AND e.id = s.employee WHERE s.id = ? AND s.tenant = ?"
 )
-_CALLER_COLUMNS = 6
+_CALLER_COLUMNS = 8
 _FACTS_END = _CALLER_COLUMNS + len(FACTS_COLUMNS.split(","))
 # Built from constants only; values are always bound.
 _WAYBILL_FROM = (
@@ -103,16 +107,16 @@ _WAYBILL_FROM = (
     "LEFT JOIN cases c ON c.tenant = w.tenant AND c.waybill = w.number "
 )
 _CALLER_WITH_WAYBILL_SQL = (
-    "SELECT s.employee, s.revoked_at, s.revoked_reason, e.role, e.org_unit, e.status, "
-    f"{FACTS_COLUMNS} {_WAYBILL_FROM}WHERE s.id = ? AND s.tenant = ?"
+    "SELECT s.employee, s.revoked_at, s.revoked_reason, e.role, e.org_unit, e.status, e.status_reason, "
+    f"e.mac, {FACTS_COLUMNS} {_WAYBILL_FROM}WHERE s.id = ? AND s.tenant = ?"
 )
 
 
 def _caller_with_parties_sql(columns: str) -> str:
     """The caller's statement and the waybill's parties rows in ``columns``: a row per (case, party)."""
     return (
-        "SELECT s.employee, s.revoked_at, s.revoked_reason, e.role, e.org_unit, e.status, "
-        f"{FACTS_COLUMNS}, {columns} {_WAYBILL_FROM}"
+        "SELECT s.employee, s.revoked_at, s.revoked_reason, e.role, e.org_unit, e.status, e.status_reason, "
+        f"e.mac, {FACTS_COLUMNS}, {columns} {_WAYBILL_FROM}"
         "LEFT JOIN parties p ON p.tenant = w.tenant AND p.waybill = w.number WHERE s.id = ? AND s.tenant = ?"
     )
 
@@ -332,8 +336,18 @@ class DevIssuer:
 
 
 def _active(session_id: str, row: Any) -> ActiveCaller:
-    employee, revoked_at, revoked_reason, role, org_unit, status = row[:_CALLER_COLUMNS]
-    return ActiveCaller(session_id, employee, revoked_reason, revoked_at is not None, role, org_unit, status)
+    employee, revoked_at, revoked_reason, role, org_unit, status, status_reason, mac = row[:_CALLER_COLUMNS]
+    return ActiveCaller(
+        session_id,
+        employee,
+        revoked_reason,
+        revoked_at is not None,
+        role,
+        org_unit,
+        status,
+        status_reason,
+        mac,
+    )
 
 
 class SessionStore:

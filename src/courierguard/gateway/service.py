@@ -34,8 +34,9 @@ from sqlalchemy import insert, select, update
 from courierguard.audit import AuditLog, AuditQueries, EntryKind, Page
 from courierguard.clock import Clock
 from courierguard.company import CompanyStore, LifecycleChange
-from courierguard.company.store import SECURITY_HOLD, facts_from_rows
+from courierguard.company.store import SECURITY_HOLD
 from courierguard.config import Settings
+from courierguard.db.rowseal import RowIntegrityError
 from courierguard.db.tables import approvals
 from courierguard.domain import Case, CaseState, Employee, EmployeeStatus, OrgUnit
 from courierguard.errors import (
@@ -290,6 +291,20 @@ class Guard:
     ) -> Caller:
         if active.employee != employee_id:
             raise Unauthenticated("session belongs to another account")
+        # The role, unit and status come from the employees row: only as sealed by Courier Guard.
+        self.company.seals.check(
+            "employees",
+            (
+                self.company.tenant,
+                active.employee,
+                active.role,
+                active.org_unit,
+                active.status,
+                active.status_reason,
+            ),
+            active.mac,
+            active.employee,
+        )
         if active.revoked:
             raise Unauthenticated(f"session revoked ({active.revoked_reason or 'logout'}); sign in again")
         if active.status != EmployeeStatus.ACTIVE.value:
@@ -723,15 +738,15 @@ class Guard:
         return store()
 
     def _store_approval(self, approval: Approval) -> Approval:
+        row = {
+            "id": approval.id, "tenant": self.settings.tenant, "kind": approval.kind,
+            "requested_by": approval.requested_by, "justification": approval.justification,
+            "scope": json.dumps(approval.scope), "status": "pending", "created_at": approval.created_at,
+            "fields": json.dumps([f.value for f in approval.fields]), "decided_by": None, "decided_at": None,
+            "expires_at": None, "used_at": None,
+        }  # fmt: skip
         with self.vault.engine.begin() as conn:
-            conn.execute(
-                insert(approvals).values(
-                    id=approval.id, tenant=self.settings.tenant, kind=approval.kind,
-                    requested_by=approval.requested_by, justification=approval.justification,
-                    scope=json.dumps(approval.scope), status="pending", created_at=approval.created_at,
-                    fields=json.dumps([f.value for f in approval.fields]),
-                )
-            )  # fmt: skip
+            conn.execute(insert(approvals).values(**row, mac=self.company.seals.mac_of("approvals", row)))
         return approval
 
     def _request_role(
@@ -831,14 +846,14 @@ class Guard:
         expires = (
             now + timedelta(minutes=self.settings.export_ttl_minutes) if approve and not role_change else None
         )
-        used = now if approve and role_change else None  # a role change is made now, once
-        with self.vault.engine.begin() as conn:
-            changed = conn.execute(
-                update(approvals)
-                .where(approvals.c.id == approval_id, approvals.c.status == "pending")
-                .values(status=status, decided_by=caller.principal.id, decided_at=now, expires_at=expires,
-                        used_at=used)
-            ).rowcount  # fmt: skip
+        decided = {
+            "status": status,
+            "decided_by": caller.principal.id,
+            "decided_at": now,
+            "expires_at": expires,
+            "used_at": now if approve and role_change else None,  # a role change is made now, once
+        }
+        changed = self._update_approval(approval_id, decided, status="pending")
         if not changed:  # a concurrent decision won: the entry above did not take effect
             raise self._refused(
                 caller, Action.ADMIN_CHANGE, what, Conflict(f"approval {approval_id} was decided meanwhile")
@@ -883,14 +898,14 @@ class Guard:
         )
 
         def serve() -> list[dict[str, str]]:
-            with self.vault.engine.begin() as conn:
-                used = conn.execute(
-                    update(approvals)
-                    .where(approvals.c.id == approval_id, approvals.c.used_at.is_(None))
-                    .values(used_at=self.clock.now())
-                )
-                if not used.rowcount:
-                    raise Conflict(f"export {approval_id} was already downloaded")
+            # On the trail before the approval is spent and before any row leaves: what makes the
+            # download single-use even against a row put back to its sealed, unused state.
+            self._record_system(
+                caller, "export.download", approval=approval_id, approved_by=approval.decided_by,
+                requested_by=approval.requested_by, rows=len(numbers),
+            )  # fmt: skip
+            if not self._update_approval(approval_id, {"used_at": self.clock.now()}, used_at=None):
+                raise Conflict(f"export {approval_id} was already downloaded")
             rows = []
             with self.vault.engine.connect() as conn:
                 for number in numbers:
@@ -900,8 +915,8 @@ class Guard:
 
         verdict = self._guard(
             caller, Action.WAYBILL_EXPORT, PolicyAction.EXPORT_DOWNLOAD, org_unit=approval.scope.get("org_unit"),
-            fields=approval.fields, purpose="export", approved_by=approval.decided_by,
-            requested_by=approval.requested_by,
+            fields=approval.fields, approved_by=approval.decided_by, requested_by=approval.requested_by,
+            purpose=f"export:{approval.id};approved_by:{approval.decided_by}"[:128],
             query=Query(kind=QueryKind.BY_ORG_UNIT, result_count=len(numbers), result_ids=tuple(numbers[:10000])),
             serve=serve,
         )  # fmt: skip
@@ -919,11 +934,55 @@ class Guard:
             ).first()
         if row is None:
             raise NotFound(f"approval {approval_id} not found")
+        self.company.seals.check_row("approvals", row)
         return Approval(
             row.id, row.kind, row.requested_by, row.justification, json.loads(row.scope),
             tuple(PiiField(f) for f in json.loads(row.fields)), row.status, utc(row.created_at), row.decided_by,
             utc_or_none(row.decided_at), utc_or_none(row.expires_at), utc_or_none(row.used_at),
         )  # fmt: skip
+
+    def _update_approval(self, approval_id: str, values: dict[str, Any], **where: object) -> bool:
+        """Change the approval's ``values`` and re-seal it, if it is still as sealed and its columns
+        match ``where`` (e.g. ``status="pending"``); False when a concurrent change won. The row is
+        read and its seal checked in the same transaction, and the update names the seal it checked:
+        a row changed meanwhile (with or without the key) is not overwritten."""
+        seals = self.company.seals
+        with self.vault.engine.begin() as conn:
+            row = conn.execute(
+                select(approvals).where(
+                    approvals.c.id == approval_id, approvals.c.tenant == self.settings.tenant
+                )
+            ).first()
+            if row is None:
+                raise NotFound(f"approval {approval_id} not found")
+            seals.check_row("approvals", row)
+            current = dict(row._mapping)
+            if any(current[column] != value for column, value in where.items()):
+                return False
+            current.update(values)
+            return bool(
+                conn.execute(
+                    update(approvals)
+                    .where(approvals.c.id == approval_id, approvals.c.mac == row.mac)
+                    .values(**values, mac=seals.mac_of("approvals", current))
+                ).rowcount
+            )
+
+    def _spent_on_trail(self, approval: Approval) -> bool:
+        """Whether the audit trail already records a download of export ``approval``."""
+        since = (approval.decided_at or approval.created_at) - timedelta(minutes=5)
+        cursor: int | None = None
+        while True:
+            page = self.audit_queries.search(
+                actor=approval.requested_by, since=since, kinds=[EntryKind.SYSTEM], cursor=cursor, limit=1000
+            )
+            for record in page.records:
+                body = record.body or {}
+                if body.get("what") == "export.download" and body.get("approval") == approval.id:
+                    return True
+            if page.next_cursor is None:
+                return False
+            cursor = page.next_cursor
 
     def _usable_approval(
         self, approval_id: str, caller: Caller, *, kind: str, waybill: str | None = None
@@ -934,9 +993,11 @@ class Guard:
         what = f"approval.use:{approval_id}"
         try:
             approval = self._approval(approval_id)
-        except NotFound as exc:
+        except (NotFound, RowIntegrityError) as exc:
             raise self._refused(caller, action, what, exc, waybill=waybill) from None
         error = self._unusable(approval, caller, kind)
+        if error is None and kind == "export" and self._spent_on_trail(approval):
+            error = Conflict(f"export {approval.id} was already downloaded (the audit trail records it)")
         if error is not None:
             raise self._refused(caller, action, what, error, waybill=waybill)
         return approval
@@ -1467,7 +1528,7 @@ class Guard:
     def _facts(self, number: str, read: WaybillRead | None = None) -> WaybillFacts:
         """The waybill's facts: as read with the session for this request, else read now."""
         if read is not None and read.number == number:
-            return facts_from_rows(number, read.rows)
+            return self.company.facts_from(number, read.rows)
         return self.company.facts(number)
 
     def _page_size(self, requested: int) -> int:

@@ -122,7 +122,7 @@ def open_deployment(
     guard = Guard(
         settings=settings,
         vault=core.vault,
-        company=CompanyStore(core.engine, tenant=settings.tenant),
+        company=CompanyStore(core.engine, tenant=settings.tenant, seals=core.vault.seals),
         policy=policy,
         audit=audit_log,
         audit_queries=AuditQueries(core.audit_engine),

@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 
 from courierguard.clock import Clock, SystemClock
 from courierguard.db.fast import DriverQuery, timestamp
+from courierguard.db.rowseal import RowSeals
 from courierguard.db.tables import data_keys, parties, waybill_history, waybills
 from courierguard.domain import WAYBILL_NUMBER, NewWaybill, Party, TaskKind, Waybill
 from courierguard.errors import CourierGuardError, InvalidInput, NotFound
@@ -230,6 +231,8 @@ class Vault:
         self.engine = engine
         self.tenant = tenant
         self._keys = keys
+        self.seals = RowSeals.from_keys(keys)
+        """Row seals (:mod:`courierguard.db.rowseal`): the waybills it inserts are sealed."""
         self._clock = clock or SystemClock()
         self._index = BlindIndex(keys.blind_index_key())
         self._data_keys: dict[str, Aead] = {}
@@ -401,7 +404,7 @@ class Vault:
         party_rows = [
             self._party_row(aead, month, wb.number, role, getattr(wb, role)) for role in PARTY_ROLES
         ]
-        waybill_row = {
+        waybill_row: dict[str, Any] = {
             "tenant": self.tenant,
             "number": wb.number,
             "origin_outlet": wb.origin_outlet,
@@ -415,6 +418,7 @@ class Vault:
             "delivered_at": None,
             "key_month": month,
         }
+        waybill_row["mac"] = self.seals.mac_of("waybills", waybill_row)
         history_row = {"tenant": self.tenant, "number": wb.number, "status": wb.status.value, "ts": created}
         return _Sealed(index, wb, month, wrapped, waybill_row, history_row, party_rows)
 

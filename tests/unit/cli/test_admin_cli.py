@@ -10,9 +10,11 @@ from courierguard.audit import AuditQueries, EntryKind
 from courierguard.cli.main import app
 from courierguard.company import CompanyStore
 from courierguard.db import create_db_engine
+from courierguard.db.rowseal import RowSeals
 from courierguard.errors import Unauthenticated
 from courierguard.events import Role
 from courierguard.gateway.identity import ApiKeys
+from courierguard.vault.keys import LocalKeyFile
 
 runner = CliRunner()
 
@@ -67,7 +69,10 @@ def test_bootstrap_makes_one_administrator_per_tenant(tmp_path: Path) -> None:
     data = ["--data-dir", str(tmp_path), "--tenant", "acme"]
     made = runner.invoke(app, ["admin", "bootstrap", "E000001", "--org-unit", "HQ", *data])
     assert made.exit_code == 0, made.output
-    company = CompanyStore(create_db_engine(f"sqlite:///{tmp_path / 'courierguard.sqlite3'}"), tenant="acme")
+    seals = RowSeals.from_keys(LocalKeyFile(tmp_path / "keys.json"))
+    company = CompanyStore(
+        create_db_engine(f"sqlite:///{tmp_path / 'courierguard.sqlite3'}"), tenant="acme", seals=seals
+    )
     assert company.employee("E000001").role is Role.ADMIN and company.org_unit("HQ").name == "Headquarters"
     again = runner.invoke(app, ["admin", "bootstrap", "E000002", *data])
     assert again.exit_code == 1 and "already has an administrator" in again.output

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from courierguard.company.store import facts_from_rows
 from courierguard.domain import EmployeeStatus
 from courierguard.errors import AccessDenied, NotFound, Unauthenticated
 from courierguard.events import PiiField
@@ -50,7 +49,7 @@ def test_facts_read_with_the_session_are_the_facts_read_alone(world: World) -> N
     caller, read = guard.employee_caller_for("C1", session, MISSING, device_id="dev-1")
     assert caller == alone
     with pytest.raises(NotFound):
-        facts_from_rows(MISSING, read.rows)
+        guard.company.facts_from(MISSING, read.rows)
     # Facts read for another waybill are never used for this one.
     _, other = guard.employee_caller_for("C1", session, W2, device_id="dev-1")
     assert guard._facts(W1, other) == guard.company.facts(W1)
@@ -89,7 +88,7 @@ def test_a_reveals_read_gives_the_same_facts_and_the_sealed_parties(world: World
     _, missing = guard.employee_caller_for("C1", session, MISSING, device_id="dev-1", parties="sealed")
     assert missing.sealed == []
     with pytest.raises(NotFound):
-        facts_from_rows(MISSING, missing.rows)
+        guard.company.facts_from(MISSING, missing.rows)
     with pytest.raises(NotFound):
         vault.open_sealed(MISSING, [PiiField.RECIPIENT_PHONE], missing.sealed)
 

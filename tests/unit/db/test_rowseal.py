@@ -1,0 +1,147 @@
+"""Row seals: an injective MAC encoding, and the upgrade path (migration 0009, then seal-tables)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from sqlalchemy import text
+from typer.testing import CliRunner
+
+from courierguard.cli.main import app
+from courierguard.db import create_db_engine
+from courierguard.db.rowseal import (
+    SEALED_COLUMNS,
+    TIMESTAMPS,
+    RowIntegrityError,
+    RowSeals,
+    encode,
+)
+from courierguard.vault.keys import LocalKeyFile
+
+runner = CliRunner()
+_INSTANTS = st.datetimes(
+    min_value=datetime(1990, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
+)
+
+
+@st.composite
+def rows(draw: st.DrawFn, table: str) -> tuple[Any, ...]:
+    values: list[Any] = []
+    for position in range(len(SEALED_COLUMNS[table])):
+        kind = _INSTANTS if position in TIMESTAMPS[table] else st.text(max_size=12)
+        values.append(draw(st.none() | kind))
+    return tuple(values)
+
+
+@st.composite
+def two_rows(draw: st.DrawFn) -> tuple[str, tuple[Any, ...], str, tuple[Any, ...]]:
+    a, b = draw(st.sampled_from(sorted(SEALED_COLUMNS))), draw(st.sampled_from(sorted(SEALED_COLUMNS)))
+    return a, draw(rows(a)), b, draw(rows(b))
+
+
+@given(two_rows())
+def test_no_two_different_rows_encode_alike(pair: tuple[str, tuple[Any, ...], str, tuple[Any, ...]]) -> None:
+    table_a, a, table_b, b = pair
+    assert (encode(table_a, a) == encode(table_b, b)) == ((table_a, a) == (table_b, b))
+
+
+@given(st.lists(st.text(max_size=6), min_size=6, max_size=6), st.integers(0, 5), st.integers(0, 5))
+def test_moving_text_between_columns_changes_the_encoding(values: list[str], i: int, j: int) -> None:
+    """("ab", "c") and ("a", "bc"), or a value and a null: the length prefix and the tags keep them apart."""
+    moved = list(values)
+    moved[i], moved[j] = moved[i] + moved[j], ""
+    if moved != values:
+        assert encode("employees", values) != encode("employees", moved)
+    nulled = [None if k == i else v for k, v in enumerate(values)]
+    assert encode("employees", values) != encode("employees", nulled)
+
+
+def test_an_instant_encodes_alike_as_text_or_datetime() -> None:
+    """SQLite hands back text, PostgreSQL a datetime: the same instant, the same seal."""
+    at = datetime(2026, 12, 7, 4, 50, 0, 123456, tzinfo=UTC)
+    row = ["t", "ap_1", "export", "M1", "{}", "[]", "approved", "X1", at, at + timedelta(hours=1), None]
+    as_text = [*row[:8], "2026-12-07 04:50:00.123456", "2026-12-07 05:50:00.123456", None]
+    seals = RowSeals(b"k" * 32)
+    assert seals.mac("approvals", row) == seals.mac("approvals", as_text)
+    assert seals.mac("approvals", row) != seals.mac("approvals", [*row[:10], at])  # used_at is covered
+    assert seals.mac("approvals", row) != RowSeals(b"j" * 32).mac("approvals", row)  # keyed
+
+
+def test_a_missing_or_wrong_seal_is_refused_without_personal_data() -> None:
+    seals = RowSeals(b"k" * 32)
+    row = ("t", "E000042", "security_officer", "HQ", "active", None)
+    seals.check("employees", row, seals.mac("employees", row), "E000042")
+    for stored in (None, b"\0" * 16, seals.mac("employees", row)[:8]):
+        with pytest.raises(RowIntegrityError) as refused:
+            seals.check("employees", row, stored, "E000042")
+        assert refused.value.status == 503 and "E000042" in refused.value.detail
+
+
+def test_the_seal_key_is_its_own(tmp_path: Path) -> None:
+    from courierguard.audit import row_mac_key
+
+    keys = LocalKeyFile(tmp_path / "keys.json")
+    seals, again = RowSeals.from_keys(keys), RowSeals.from_keys(LocalKeyFile(tmp_path / "keys.json"))
+    row = ("t", "E1", "courier", "OUT", "active", None)
+    assert seals.mac("employees", row) == again.mac("employees", row)
+    assert RowSeals(row_mac_key(keys)).mac("employees", row) != seals.mac("employees", row)
+
+
+def test_upgrade_from_0008_then_seal_tables_once(tmp_path: Path) -> None:
+    """A deployment of 0008 with staff and an approval: after the upgrade its rows are refused until
+    the operator seals them; the seal is on the trail; a second run is refused; later forgeries stay
+    refused."""
+    from alembic import command
+
+    from courierguard.db.engine import alembic_config
+
+    data = ["--data-dir", str(tmp_path), "--tenant", "acme"]
+    LocalKeyFile(tmp_path / "keys.json")  # the deployment's keys, as it ran on 0008
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'courierguard.sqlite3'}")
+    config = alembic_config(engine)
+    command.upgrade(config, "0008_audit_row_mac")
+    now = "2026-12-07 04:50:00"
+    with engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO tenants (id, name, created_at) VALUES ('acme', 'Acme', :t)"), {"t": now}
+        )
+        conn.execute(
+            text(
+                "INSERT INTO employees (tenant, id, role, org_unit, status, shifts, updated_at) "
+                "VALUES ('acme', 'E000001', 'admin', 'HQ', 'active', '[]', :t)"
+            ),
+            {"t": now},
+        )
+    command.upgrade(config, "heads")
+    listed = runner.invoke(app, ["keys", "verify-tables", *data])
+    assert listed.exit_code == 1 and "acme/E000001" in listed.output, listed.output
+    made = runner.invoke(app, ["keys", "seal-tables", *data])
+    assert made.exit_code == 0 and "1 employees" in made.output, made.output
+    assert runner.invoke(app, ["keys", "verify-tables", *data]).exit_code == 0
+    # The DBA's row, inserted after the seal, is not sealed by a routine second run.
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO employees (tenant, id, role, org_unit, status, shifts, updated_at) "
+                "VALUES ('acme', 'E000042', 'security_officer', 'HQ', 'active', '[]', :t)"
+            ),
+            {"t": now},
+        )
+    again = runner.invoke(app, ["keys", "seal-tables", *data])
+    assert again.exit_code == 1 and "earlier seal-tables" in again.output, again.output
+    after = runner.invoke(app, ["keys", "verify-tables", *data])
+    assert after.exit_code == 1 and "acme/E000042" in after.output and "acme/E000001" not in after.output
+    from courierguard.audit import AuditQueries, EntryKind
+
+    ops = [
+        (r.body or {}).get("op")
+        for r in AuditQueries(create_db_engine(f"sqlite:///{tmp_path / 'courierguard-audit.sqlite3'}"))
+        .search(kinds=[EntryKind.KEY], limit=100)
+        .records
+    ]
+    assert ops == ["tables.seal.start", "tables.seal.done"]
