@@ -35,9 +35,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, Table, select, tuple_, update
@@ -45,6 +47,7 @@ from sqlalchemy.engine import Connection
 
 from courierguard.db.fast import timestamp
 from courierguard.errors import CourierGuardError
+from courierguard.timeutil import utc
 
 if TYPE_CHECKING:  # the vault imports this module
     from courierguard.vault.keys import KeyProvider
@@ -54,6 +57,8 @@ KEY_LABEL = b"courierguard/decision-row-mac/v1"
 MAC_SIZE = 16
 _PERSON = b"cg-seal1"  # BLAKE2s personalisation (8 bytes)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_TEXT = partial(struct.Struct(">cI").pack, b"S")
+_INSTANT = partial(struct.Struct(">cq").pack, b"T")
 _MICRO = timedelta(microseconds=1)
 
 log = logging.getLogger("courierguard.rowseal")
@@ -80,6 +85,10 @@ TIMESTAMPS: dict[str, frozenset[int]] = {
     for table, names in SEALED_COLUMNS.items()
 }
 """Positions holding timestamps: encoded as instants, whichever form the driver returns."""
+_STAMPS = {
+    table: tuple(i in TIMESTAMPS[table] for i in range(len(names))) for table, names in SEALED_COLUMNS.items()
+}
+_HEADS = {table: len(table).to_bytes(1, "big") + table.encode() for table in SEALED_COLUMNS}
 KEY_COLUMNS = {
     "approvals": ("id",),
     "employees": ("tenant", "id"),
@@ -103,20 +112,23 @@ def encode(table: str, values: Sequence[Any]) -> bytes:
     Canonical and injective: table name and every text length-prefixed, every value tagged with its
     type (``N`` null, ``S`` text, ``T`` an instant), the value count up front.
     """
-    stamps = TIMESTAMPS[table]
-    name = table.encode()
-    out = bytearray(len(name).to_bytes(1, "big") + name + len(values).to_bytes(1, "big"))
-    for position, value in enumerate(values):
+    stamps = _STAMPS[table]
+    parts = [_HEADS[table], len(values).to_bytes(1, "big")]
+    append = parts.append
+    for value, stamp in zip(values, stamps, strict=True):
         if value is None:
-            out += b"N"
-        elif position in stamps:
-            instant = timestamp(value)
+            append(b"N")
+        elif stamp:
+            instant = value if isinstance(value, datetime) else timestamp(value)
             assert instant is not None
-            out += b"T" + ((instant - _EPOCH) // _MICRO).to_bytes(8, "big", signed=True)
+            if instant.tzinfo is not UTC:
+                instant = utc(instant)
+            append(_INSTANT((instant - _EPOCH) // _MICRO))
         else:
-            data = str(value).encode()
-            out += b"S" + len(data).to_bytes(4, "big") + data
-    return bytes(out)
+            data = value.encode() if value.__class__ is str else str(value).encode()
+            append(_TEXT(len(data)))
+            append(data)
+    return b"".join(parts)
 
 
 class RowSeals:
