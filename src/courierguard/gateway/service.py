@@ -890,12 +890,16 @@ class Guard:
     def download_export(self, caller: Caller, approval_id: str) -> list[dict[str, str]]:
         """Rows of an approved export, once, before it expires: clear text of the approved fields."""
         approval = self._usable_approval(approval_id, caller, kind="export")
-        numbers = self.company.page(
-            org_unit=approval.scope.get("org_unit"),
-            status=WaybillStatus(approval.scope["status"]) if approval.scope.get("status") else None,
-            after=None,
-            limit=self.settings.export_max_rows,
-        )
+        try:
+            numbers = self.company.page(
+                org_unit=approval.scope.get("org_unit"),
+                status=WaybillStatus(approval.scope["status"]) if approval.scope.get("status") else None,
+                after=None,
+                limit=self.settings.export_max_rows,
+                sealed=True,
+            )
+        except RowIntegrityError as exc:  # a waybill written without the key: nothing leaves
+            raise self._refused(caller, Action.WAYBILL_EXPORT, f"approval.use:{approval_id}", exc) from None
 
         def serve() -> list[dict[str, str]]:
             # On the trail before the approval is spent and before any row leaves: what makes the

@@ -190,3 +190,10 @@ def test_verify_tables_pinpoints_and_sealing_covers_only_unsealed_rows(world: Wo
     assert final["waybills"].unsealed == 0
     assert [k for k in final["employees"].bad_keys if k.startswith(mine)] == [mine + "K1"]  # still refused
     assert world.client.get(f"/v1/waybills/{W2}", headers=world.login("M1")).status_code == 200
+
+
+def test_a_waybill_moved_into_the_outlet_by_sql_spoils_the_export(world: World) -> None:
+    ap, m1 = approved_export(world)
+    sql(world, "UPDATE waybills SET dest_outlet = 'OUT-BJ-01', origin_outlet = 'OUT-BJ-01' "
+        "WHERE tenant = :t AND number = :n", t=world.tenant, n=W2)  # fmt: skip
+    refused(world.client.get(f"/v1/exports/{ap}/download", headers=m1))
