@@ -223,7 +223,7 @@ def first_officer(
         _identifier(org_unit, "org_unit")
         core = open_core(settings_from(database_url, data_dir, key_file, tenant))
         try:
-            company = CompanyStore(core.engine, tenant=core.settings.tenant)
+            company = CompanyStore(core.engine, tenant=core.settings.tenant, seals=core.vault.seals)
             if any(e.role is Role.SECURITY_OFFICER for e in company.employees()):
                 raise Conflict(
                     "this tenant already has a security officer: ask for the role through the API "

@@ -951,6 +951,9 @@ class Guard:
         read and its seal checked in the same transaction, and the update names the seal it checked:
         a row changed meanwhile (with or without the key) is not overwritten."""
         seals = self.company.seals
+        # Stored in UTC: SQLite keeps a timestamp's wall time without its offset, so a clock in
+        # +08:00 would read back eight hours off and no longer match its seal.
+        values = {k: utc(v) if isinstance(v, datetime) else v for k, v in values.items()}
         with self.vault.engine.begin() as conn:
             row = conn.execute(
                 select(approvals).where(

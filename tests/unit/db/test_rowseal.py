@@ -1,4 +1,4 @@
-"""Row seals: an injective MAC encoding, and the upgrade path (migration 0009, then seal-tables)."""
+"""Row seals: an injective MAC encoding, and the upgrade path (migration 0010, then seal-tables)."""
 
 from __future__ import annotations
 
@@ -104,7 +104,7 @@ def test_upgrade_from_0008_then_seal_tables_once(tmp_path: Path) -> None:
     LocalKeyFile(tmp_path / "keys.json")  # the deployment's keys, as it ran on 0008
     engine = create_db_engine(f"sqlite:///{tmp_path / 'courierguard.sqlite3'}")
     config = alembic_config(engine)
-    command.upgrade(config, "0008_audit_row_mac")
+    command.upgrade(config, "0009_audit_subjects")
     now = "2026-12-07 04:50:00"
     with engine.begin() as conn:
         conn.execute(

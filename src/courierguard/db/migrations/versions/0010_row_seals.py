@@ -13,8 +13,8 @@ Adding a nullable column without a default changes only the catalogue on both ba
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0009_row_seals"
-down_revision = "0008_audit_row_mac"
+revision = "0010_row_seals"
+down_revision = "0009_audit_subjects"
 branch_labels = None
 depends_on = None
 
