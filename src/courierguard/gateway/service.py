@@ -1714,10 +1714,13 @@ class Guard:
         # model constructed per part costs a call (and its validators) each, on every request.
         resource = None
         if facts is not None:
+            # Only a case the caller owns: risk control reads resource.ticket as "a task of the
+            # actor explains this access", and the trail must not name a colleague's ticket as the
+            # reason an agent looked at a parcel (the policies grant clear text on owned cases only).
             ticket = next(
                 (c.id for c in facts.cases if c.state is CaseState.OPEN and c.owner == caller.principal.id),
                 None,
-            ) or next((c.id for c in facts.cases if c.state is CaseState.OPEN), None)
+            )
             resource = {
                 "type": "waybill",
                 "id": facts.number,

@@ -72,6 +72,11 @@ _BANDS = ((0.0, 29.0), (30.0, 59.0), (40.0, 69.0), (60.0, 89.0), (80.0, 100.0))
 _IDENTITY = ("new_device", "new_network", "new_place", "off_shift", "no_location", "dormant_account",
              "concurrent_devices", "impossible_travel", "shared_device")  # fmt: skip
 _OFFICERS = frozenset({"security_officer", "auditor"})
+# Roles whose right to a party's data comes from cases they own: customer service's tickets, the
+# outlet desk's return and claim cases. A courier's or hub operator's right comes from assignments
+# and routing, so a ticket on their event (a colleague's, from a source that names any open case)
+# explains nothing.
+_CASE_ROLES = frozenset({"customer_service", "outlet_clerk", "outlet_manager"})
 _OFFICER_PURPOSES = frozenset({"investigation", "audit"})
 _STATUSES = frozenset({"active", "suspended", "left"})
 _ADMIN_STATUS = {"employee.left": "left", "employee.suspended": "suspended", "employee.reinstated": "active"}
@@ -761,8 +766,8 @@ class RiskEngine:
     def _explained(r: Rec) -> bool:
         if r.assignee is not None and r.assignee == r.actor:
             return True
-        if r.ticket is not None:
-            return True
+        if r.ticket is not None and r.role in _CASE_ROLES:
+            return True  # resource.ticket names an open case of the actor's own (Access Event v1)
         if (
             r.status == "exception"
             and r.role == "hub_operator"

@@ -137,6 +137,24 @@ def test_ticket_explains_customer_service_reveals(feed: Feed) -> None:
         )
 
 
+def test_a_ticket_explains_only_roles_that_work_from_cases(feed: Feed) -> None:
+    """``resource.ticket`` is an open case of the actor's: a clerk's return case is their task, but a
+    courier's right comes from assignments, so a ticket on a courier's event (a customer-service
+    agent's, named by a source that puts any open case there) explains nothing."""
+    clerk = {"role": "outlet_clerk", "device": "PC-2", "loc": None}
+    for i in range(45):  # over the clerk's 40 unexplained a day, all inside return cases
+        assert feed.one(at(0, 9, i), "K1", "waybill.reveal", waybill=wb(i), ticket=f"RC{i}", fields=PHONE,
+                        purpose="return", **clerk)[0] == "allow"  # fmt: skip
+    actions = [
+        feed.one(
+            at(0, 10, i * 20), "C1", "waybill.reveal", waybill=wb(100 + i * 50), ticket=f"TK{i}", fields=PHONE
+        )[0]
+        for i in range(14)
+    ]
+    assert actions[:12] == ["allow"] * 12 and actions[12:] == ["deny"] * 2  # the courier budget is 12
+    assert feed.engine.state.load("C1").d_unexpl == 14
+
+
 def test_snooping_without_tickets_is_denied(feed: Feed) -> None:
     kw = {"role": "customer_service", "org": "CS-BJ", "device": "PC-1", "loc": None}
     actions = [
