@@ -731,6 +731,10 @@ class RiskEngine:
         acc.n += 1
         acc.last_ts = r.ts
         self.state.save(acc)
+        if r.action == "admin.change" and verdict[0] == ALLOW:
+            # After the officer's own verdict, as the gateway makes the change only when it is allow
+            # (a challenged or refused reset is recorded as such, and replay then skips it too).
+            self._admin_made(r)
         return verdict
 
     def _trust(self, acc: AccountState, r: Rec) -> None:
@@ -789,6 +793,18 @@ class RiskEngine:
         target = rest.split(":", 1)[0]
         if status is not None and target:
             self.set_employee_status(target, status)
+
+    def _admin_made(self, r: Rec) -> None:
+        # ``devices.reset:<id>:<ticket>``: a security officer unbound the account's devices (a lost or
+        # stolen phone). The engine forgets them as known devices of the account, or whoever holds
+        # the old phone would be the owner to risk control, with no step-up ever asked of it.
+        if r.outcome not in (None, "allow") or not r.purpose:
+            return
+        kind, _, rest = r.purpose.partition(":")
+        if kind == "devices.reset":
+            target = rest.split(":", 1)[0]
+            if target:
+                self.state.reset_devices(target, r.ts)
 
     def _new_day(self, day: int) -> None:
         # Peer counters older than yesterday are never read again; Redis expires them by TTL.

@@ -97,6 +97,7 @@ class AccountState:
         "probes",
         "records_times",
         "req_times",
+        "reset_ts",
         "role",
         "rv_times",
         "seq",
@@ -130,6 +131,8 @@ class AccountState:
         self.dev_doubted: dict[str, float] = {}
         self.last_device: str | None = None
         self.trusted_key: list[Any] | None = None
+        # When a security officer last reset the account's devices (0: never); see forget_devices.
+        self.reset_ts = 0.0
         self.loc: list[float] | None = None
         self.hours = HourProfile(seed=seed)
         self.daily_records = RunningZ(seed=seed)
@@ -188,6 +191,7 @@ class AccountState:
             "m_sent": self.m_sent, "m_over": self.m_over, "m_free": self.m_free, "daily_masked": self.daily_masked.to_state(),
             "probes": self.probes.to_state() if self.probes is not None else None, "d_probes": self.d_probes,
             "d_rv": self.d_rv, "hour_rv": self.hour_rv, "rv_times": list(self.rv_times), "d_tasks": self.d_tasks,
+            "reset_ts": self.reset_ts,
         }  # fmt: skip
 
     @classmethod
@@ -198,6 +202,7 @@ class AccountState:
                      "d_strikes", "d_alerts", "burst_unexpl", "hour_records"):  # fmt: skip
             setattr(a, name, s[name])
         a.dev_doubted = s.get("dev_doubted", {})  # absent from state saved by earlier versions
+        a.reset_ts = s.get("reset_ts", 0.0)  # likewise
         a.hours = HourProfile.from_state(s["hours"])
         a.daily_records = RunningZ.from_state(s["daily_records"])
         a.daily_unexpl = RunningZ.from_state(s["daily_unexpl"])
@@ -218,6 +223,25 @@ class AccountState:
             a.rv_times = deque((t, n) for t, n in s["rv_times"])
         return a
 
+    def forget_devices(self, ts: float) -> None:
+        """A security officer reset the account's devices at ``ts`` (a lost, stolen or replaced phone,
+        or an exposed seed): nothing learned about them vouches for whoever holds them now.
+
+        The old phone becomes a device never trusted (``new_device``) and its days of clean use
+        start again, or it would be trusted at once as "a replaced phone used on several days".
+        Sessions go too: a step-up passed on the lost phone, or a session keyed by its device id,
+        must not keep skipping the identity checks. Kept: networks, places, hours (the owner's
+        habits, not the phone's), the last use of each device (so the old and the new phone in use
+        at once is still ``concurrent_devices``), and devices already doubted (never learned by use).
+        """
+        if ts <= self.reset_ts:
+            return  # this reset was applied already (a replay, or a second worker's load)
+        self.devices.clear()
+        self.dev_days.clear()
+        self.sessions.clear()
+        self.trusted_key = None  # the cache that lets _trust skip re-learning the same device
+        self.reset_ts = ts
+
 
 class RiskState(Protocol):
     """Where the engine keeps what it learned. One implementation per deployment shape."""
@@ -236,6 +260,11 @@ class RiskState(Protocol):
 
     def set_status(self, actor: str, status: str) -> None:
         """Record the employee's status: ``active``, ``suspended`` or ``left``."""
+        ...
+
+    def reset_devices(self, actor: str, ts: float) -> None:
+        """A security officer reset ``actor``'s devices at ``ts``: :meth:`AccountState.forget_devices`,
+        kept so that a worker saving an older copy of the account cannot bring the devices back."""
         ...
 
     def device_touch(
@@ -300,6 +329,9 @@ class MemoryState:
         self.statuses[actor] = status
         self.load(actor).status = status
 
+    def reset_devices(self, actor: str, ts: float) -> None:
+        self.load(actor).forget_devices(ts)  # one copy of each account: no stale save to outlive
+
     def device_touch(
         self, device: str, actor: str, org: str | None, ts: float, window: float
     ) -> tuple[int, int]:
@@ -336,10 +368,12 @@ class RedisState:
     """State in Redis, shared by every API worker.
 
     Keys (all under ``prefix``): ``acct:<id>`` the account as JSON, ``lock:<id>`` and ``status:<id>``
-    strings, ``dev:<device>`` a hash actor → ``org|ts``, ``peer:<group>`` a hash of counters. Account
-    and device keys expire after ``ttl_s`` of silence; locks and statuses never expire. Two workers
-    handling the same account at the same instant may each save their copy (last write wins); the
-    lock and status keys are written on their own, so containment is never lost that way.
+    strings, ``reset:<id>`` the time of the last device reset, ``dev:<device>`` a hash actor →
+    ``org|ts``, ``peer:<group>`` a hash of counters. Account, reset and device keys expire after
+    ``ttl_s`` of silence; locks and statuses never expire. Two workers handling the same account at
+    the same instant may each save their copy (last write wins); the lock, status and reset keys are
+    written on their own, so containment is never lost that way: an account loaded with a blob older
+    than its reset forgets its devices again.
     """
 
     def __init__(
@@ -361,10 +395,17 @@ class RedisState:
         return f"{self.prefix}{kind}:{key}"
 
     def load(self, actor: str) -> AccountState:
-        blob, lock, status = self.r.mget(
-            [self._k("acct", actor), self._k("lock", actor), self._k("status", actor)]
+        blob, lock, status, reset = self.r.mget(
+            [
+                self._k("acct", actor),
+                self._k("lock", actor),
+                self._k("status", actor),
+                self._k("reset", actor),
+            ]
         )
         acc = AccountState.from_state(orjson.loads(blob)) if blob else AccountState(actor, self.seed)
+        if reset is not None:
+            acc.forget_devices(float(reset))  # a no-op once a copy that saw the reset was saved
         acc.locked = lock is not None
         acc.lock_reason = lock.decode() if lock is not None else None
         acc.status = status.decode() if status is not None else "active"
@@ -381,6 +422,10 @@ class RedisState:
 
     def set_status(self, actor: str, status: str) -> None:
         self.r.set(self._k("status", actor), status)
+
+    def reset_devices(self, actor: str, ts: float) -> None:
+        # Applied by load, not here: one write, and no race with a worker holding the account now.
+        self.r.set(self._k("reset", actor), repr(ts), ex=self.ttl_s)
 
     def device_touch(
         self, device: str, actor: str, org: str | None, ts: float, window: float

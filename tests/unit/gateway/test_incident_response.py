@@ -9,12 +9,14 @@ deny entry; nobody acts on their own account.
 
 from __future__ import annotations
 
+import io
 import shutil
 import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pyotp
 import pytest
 
@@ -23,6 +25,8 @@ from courierguard.audit.search_index import SUBJECTS_MARK, indexed_upto
 from courierguard.domain import Employee, EmployeeStatus
 from courierguard.events import RiskAction, Role
 from courierguard.policy import PolicyAction, PolicyEngine, PolicyRequest, Principal, default_policy_dir
+from courierguard.risk.engine import RiskEngine
+from courierguard.risk.replay import replay
 
 from .conftest import START, World
 
@@ -539,3 +543,40 @@ def test_an_investigator_finds_what_was_done_to_an_account_as_well_as_what_it_di
     searched = [e["purpose"] for e in by(world, "X2") if e.get("purpose", "").startswith("audit.search")]
     assert "audit.search:actor=-:employee=C1:waybills=0:phone=-" in searched
     assert "audit.search:actor=X1:subject=C1:waybills=0:phone=-" in searched
+
+
+def test_with_the_real_engine_a_stolen_phone_is_a_new_device_after_the_reset(engine_world: World) -> None:
+    """The review's finding: the reset took the phone's seed away, but risk control still knew the
+    phone as the account's own, so a thief using it at the outlet in working hours was the owner."""
+    world = engine_world
+    post(world, "/v1/auth/devices", a_working_day(world, "PHONE-OLD"))
+    world.clock.advance(timedelta(days=1, minutes=-32))
+    a_working_day(world, "PHONE-OLD")
+    world.clock.advance(timedelta(days=1, minutes=-32))
+
+    status, x1 = sign_in(world, "X1", "SEC-PC-1")
+    assert status == 200
+    assert reset(world, x1, reason="device_stolen").json()["devices_removed"] == ["PHONE-OLD"]
+
+    # The thief, on the stolen phone at the owner's outlet in working hours: a step-up nobody can
+    # answer (the seed went with the reset), no enrolment, no data.
+    status, thief = sign_in(world, "C1", "PHONE-OLD")
+    assert status == 403
+    assert works(world, thief) == 403
+    r = post(world, "/v1/auth/devices", thief)
+    assert r.status_code == 403 and "cannot enrol a device" in r.json()["detail"]
+    assert world.deployment.guard.devices.bound("C1") == []
+    [login] = [e for e in by(world, "C1") if e["action"] == "auth.login"][-1:]
+    assert login["outcome"]["decision"] == "challenge" and "new_device" in login["outcome"]["reason"]
+
+    # Replayed from the audit trail, a fresh engine forgets the phone at the same point.
+    events = world.access_events()
+    out = io.BytesIO()
+    replay((orjson.dumps(e) for e in events), out, RiskEngine())
+    replayed = {d["event_id"]: d for d in map(orjson.loads, out.getvalue().splitlines())}
+    assert replayed[login["id"]]["action"] == "step_up"
+    assert "new_device" in {reason["code"] for reason in replayed[login["id"]]["reasons"]}
+    for e in events:  # every decision risk control made live, replay makes too
+        reason = e["outcome"].get("reason") or ""
+        if reason.startswith("risk:"):
+            assert replayed[e["id"]]["action"] == reason.split(":")[1], e["action"]

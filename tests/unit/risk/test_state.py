@@ -3,37 +3,13 @@
 from __future__ import annotations
 
 import io
-import os
-import uuid
-from collections.abc import Iterator
 
 import pytest
-import redis
 
 from courierguard.risk.engine import RiskEngine
 from courierguard.risk.replay import replay
-from courierguard.risk.state import AccountState, MemoryState, RedisState, RiskState
+from courierguard.risk.state import AccountState, RedisState, RiskState
 from courierguard.risk.streams import iter_lines, rented_stream
-
-REDIS_URL = os.environ.get("COURIERGUARD_REDIS_URL", "redis://127.0.0.1:6379/0")
-
-
-@pytest.fixture
-def redis_state() -> Iterator[RedisState]:
-    client = redis.Redis.from_url(REDIS_URL)
-    prefix = f"cg:test:{uuid.uuid4().hex}:"
-    yield RedisState(client, prefix=prefix)
-    keys = list(client.scan_iter(match=prefix + "*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
-
-
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
-def state(request: pytest.FixtureRequest) -> RiskState:
-    if request.param == "memory":
-        return MemoryState()
-    return request.getfixturevalue("redis_state")  # type: ignore[no-any-return]
 
 
 def test_account_round_trip(state: RiskState) -> None:
@@ -58,6 +34,26 @@ def test_lock_and_status_survive_a_stale_save(state: RiskState) -> None:
     assert state.load("E2").status == "left"
     state.set_lock("E1", None)
     assert not state.load("E1").locked
+
+
+def test_a_device_reset_survives_a_stale_save(state: RiskState) -> None:
+    acc = state.load("E1")
+    acc.devices["PHONE-OLD"] = 10.0
+    acc.dev_days["PHONE-OLD"] = [1, 2, 3]
+    acc.dev_last["PHONE-OLD"] = 10.0
+    state.save(acc)
+    stale = state.load("E1")  # another worker holds the account while an officer resets it
+    state.reset_devices("E1", 50.0)
+    state.save(stale)  # ... and saves its older copy afterwards
+    again = state.load("E1")
+    assert again.devices == {} and again.dev_days == {} and again.reset_ts == 50.0
+    assert again.dev_last == {"PHONE-OLD": 10.0}  # kept: when it was last used, for concurrent_devices
+    # What is learned after the reset stays learned once a copy that saw the reset is saved.
+    again.devices["PHONE-NEW"] = 60.0
+    state.save(again)
+    assert state.load("E1").devices == {"PHONE-NEW": 60.0}
+    state.reset_devices("E1", 50.0)  # the same reset seen again (a replay): nothing more to forget
+    assert state.load("E1").devices == {"PHONE-NEW": 60.0}
 
 
 def test_device_registry_counts_accounts_and_units_in_window(state: RiskState) -> None:
