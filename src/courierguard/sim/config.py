@@ -20,6 +20,7 @@ SCENARIOS: dict[int, str] = {
     12: "phone_probing",
     13: "mass_assigned_courier",
     14: "mass_ticketed_agent",
+    15: "stolen_phone_after_reset",
 }
 """Attack scenario ids and their stable names, as written in the truth file."""
 

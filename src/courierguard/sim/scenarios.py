@@ -4,7 +4,7 @@ Attack events look exactly like real ones (same apps, same formats, outcomes as 
 would have decided them); only the truth file says which they are. Each scenario has its own seeded
 ``random.Random``, so adding or removing one leaves the others (and normal work) unchanged, except
 where the attack changes the world itself (scenario 2's owner stays at home, scenario 10's courier
-leaves).
+leaves, scenario 15's courier works on a new phone after an officer's device reset).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import random
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from courierguard.sim.world import CLERK, COURIER, CS, MANAGER, PDA_UA, Staff, device_id
+from courierguard.sim.world import CLERK, COURIER, CS, MANAGER, PDA_UA, SECURITY, Staff, device_id
 
 if TYPE_CHECKING:
     from courierguard.sim.engine import Day, Delivery, ScenarioTruth, Simulation
@@ -849,6 +849,85 @@ class MassTicketed(Scenario):
             self.emit(day, t, body)
 
 
+class StolenPhoneAfterReset(Scenario):
+    """15: a courier's phone is stolen; the thief uses it near the outlet after the owner's devices
+    were reset.
+
+    The evening before the first day the phone is stolen. At 06:20-06:40 a security officer
+    resets the account's devices (``admin.change`` ``devices.reset:<id>:<ticket>``) and the owner
+    enrols a replacement phone before the shift, then works on it as usual. On that evening and the
+    next, the thief, who lives near the outlet, signs in on the stolen phone from the city's mobile
+    network at the outlet (2.5-3 hours after the owner's shift ends), lists 20 of the outlet's parcels and reveals 8-10 of
+    colleagues' deliveries 3-8 minutes apart: under the daily budget and the burst. Nothing but the
+    device tells the thief from the owner, and the device is the one the account used for weeks.
+    """
+
+    sid = 15
+    description = "a stolen courier phone used near the outlet after an officer reset the account's devices"
+    duration = 2
+    late = True
+
+    def setup(self) -> None:
+        # The theft is the evening before: there must be a day before to have worked on the phone.
+        self.first_day = max(self.first_day, 1)
+        self.active = self.first_day < self.sim.config.days
+        person = self.pick(COURIER)
+        officers = [s for s in self.sim.world.staff if s.role == SECURITY and s.left_day is None]
+        if person is None or not officers:
+            return self.skip("no courier or no security officer")
+        self.person = person
+        self.officer = self.rng.choice(officers)
+        self.stolen = person.device
+        self.truth.devices.append(self.stolen)
+        self.truth.notes["reset_signal"] = f"admin.change purpose=devices.reset:{person.id}:<ticket>"
+
+    def run_day(self, day: Day) -> None:
+        if self.active and day.d == self.first_day - 1:
+            # Stolen this evening (today's work was done on it): the owner works on a new phone
+            # from tomorrow on. Scenarios run after a day's normal work, so it takes effect then.
+            self.person.device = device_id(self.rng, "pda")
+        super().run_day(day)
+
+    def attack(self, day: Day, nth: int) -> None:
+        rng = self.rng
+        person = self.person
+        sim = self.sim
+        base = day.d * DAY_MS
+        city = person.unit.city.code
+        if nth == 0:
+            # The officer's reset and the owner's enrolment are normal work (label 0), the thief's
+            # use is the attack. Both come before the owner's shift, so the new phone is enrolled
+            # after the reset, as the gateway requires.
+            officer = self.officer
+            t = base + rng.randint(6 * 60 + 20, 6 * 60 + 40) * MIN_MS
+            session = sim.login(day, officer, t, device=officer.device, ip=officer.unit.egress_ip,
+                                user_agent=officer.user_agent, auth=officer.auth, rng=rng)  # fmt: skip
+            ticket = f"INC{rng.randrange(10**6):06d}"
+            self.truth.notes["reset_ticket"] = ticket
+            day.emit(t + rng.randint(60_000, 180_000), {"actor": officer.actor, "session": session,
+                     "action": "admin.change", "purpose": f"devices.reset:{person.id}:{ticket}", "outcome": ALLOW})  # fmt: skip
+            bound = {"device_id": person.device, "ip": sim.mobile_ip(city, rng), "user_agent": person.user_agent,
+                     "auth": "totp"}  # fmt: skip
+            day.emit(base + rng.randint(6 * 60 + 50, 7 * 60 + 5) * MIN_MS,
+                     {"actor": person.actor, "session": bound, "action": "auth.device_bound", "outcome": ALLOW})  # fmt: skip
+        # Well after the owner's shift and festival overtime: the two phones are not in use at once, so
+        # nothing but the device (concurrent_devices aside) tells the thief from the owner.
+        t = base + (person.shift_end + rng.randint(150, 180)) * MIN_MS
+        session = self.login(
+            day, person, t, device=self.stolen, ip=sim.mobile_ip(city, rng), user_agent=person.user_agent,
+            location=sim.location(person.unit.lat, person.unit.lon, rng, 0.01),
+        )  # fmt: skip
+        pool = [w for w in sim.recent(person.unit.id) if w.assignee != person.id]  # colleagues' parcels
+        if not pool:
+            return
+        page = rng.sample(pool, min(20, len(pool)))
+        t += rng.randint(20_000, 60_000)
+        self.list_page(day, person, session, t, page, len(pool), "by_org_unit")
+        for w in page[: rng.randint(8, 10)]:
+            t += rng.randint(3, 8) * MIN_MS
+            self.reveal(day, person, session, t, w, F_RNPA)
+
+
 _CLASSES: dict[int, type[Scenario]] = {
     cls.sid: cls
     for cls in (
@@ -866,6 +945,7 @@ _CLASSES: dict[int, type[Scenario]] = {
         PhoneProbing,
         MassAssigned,
         MassTicketed,
+        StolenPhoneAfterReset,
     )
 }
 

@@ -147,11 +147,29 @@ def test_new_scenarios_leave_normal_work_and_the_first_ten_unchanged(small_run: 
             out.append(orjson.dumps(body, option=orjson.OPT_SORT_KEYS))
         return out
 
-    first_ten = replace(small_run.config, scenarios=tuple(range(1, 11)))
-    sim = Simulation(first_ten)
+    # Scenario 15 changes the world (the owner's phone, the officer's reset), so 11 to 14 are
+    # compared on a run without it.
+    sim = Simulation(replace(small_run.config, scenarios=tuple(range(1, 11))))
     before = [e for e, _ in sim.labelled()]
-    new = {i for sid in (11, 12, 13, 14) for i in small_run.scenario(sid)["event_ids"]}
-    after = [e for e in small_run.events if e["id"] not in new]
+    fourteen = Simulation(replace(small_run.config, scenarios=tuple(range(1, 15))))
+    after = [e for e, label in fourteen.labelled() if label not in (11, 12, 13, 14)]
     assert shapes(before) == shapes(after)
     counts = {t["scenario"]: t["event_count"] for t in sim.truth()[1:]}
     assert counts == {sid: small_run.scenario(sid)["event_count"] for sid in range(1, 11)}
+
+
+def test_a_stolen_phone_is_used_after_the_reset_and_the_owner_works_on_a_new_one(small_run: Run) -> None:
+    truth = small_run.scenario(15)
+    by_id = {e["id"]: e for e in small_run.events}
+    events = [by_id[eid] for eid in truth["event_ids"]]
+    owner, [stolen] = truth["actors"][0], truth["devices"]
+    [reset] = [e for e in small_run.events if e.get("purpose", "").startswith(f"devices.reset:{owner}:")]
+    assert reset["action"] == "admin.change" and reset["actor"]["role"] == "security_officer"
+    assert reset["id"] not in truth["event_ids"]  # the officer's work, not the attack
+    assert {e["session"]["device_id"] for e in events} == {stolen} and events[0]["ts"] > reset["ts"]
+    reveals = [e for e in events if e["action"] == "waybill.reveal"]
+    assert reveals and all(e["resource"]["assignee"] != owner for e in reveals if "assignee" in e["resource"])
+    own_after = [e for e in small_run.events if e["actor"]["id"] == owner and e["ts"] > reset["ts"]
+                 and e["id"] not in truth["event_ids"]]  # fmt: skip
+    assert own_after and stolen not in {e["session"]["device_id"] for e in own_after}
+    assert own_after[0]["action"] == "auth.device_bound"  # the new phone, enrolled first
