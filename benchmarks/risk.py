@@ -25,7 +25,7 @@ from courierguard.risk.streams import rented_stream
 
 SECTION = "Risk engine"
 RENTED = {"rented_night_fast", "rented_paced_same_city", "owner_and_renter_concurrent", "gang_shared_devices",
-          "waybill_enumeration", "former_employee_account"}  # fmt: skip
+          "waybill_enumeration", "former_employee_account", "stolen_phone_after_reset"}  # fmt: skip
 SLOW = {"insider_slow_reveals", "cs_snooping_without_ticket"}
 
 
