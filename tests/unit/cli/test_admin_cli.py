@@ -88,8 +88,11 @@ def test_first_officer_is_made_once_on_the_host_and_recorded(tmp_path: Path) -> 
     assert taken.exit_code == 1 and "exists" in taken.output
     made = runner.invoke(app, ["admin", "first-officer", "E000002", "--org-unit", "HQ", *data])
     assert made.exit_code == 0, made.output
-    company = CompanyStore(create_db_engine(f"sqlite:///{tmp_path / 'courierguard.sqlite3'}"), tenant="acme")
-    assert company.employee("E000002").role is Role.SECURITY_OFFICER
+    seals = RowSeals.from_keys(LocalKeyFile(tmp_path / "keys.json"))
+    company = CompanyStore(
+        create_db_engine(f"sqlite:///{tmp_path / 'courierguard.sqlite3'}"), tenant="acme", seals=seals
+    )
+    assert company.employee("E000002").role is Role.SECURITY_OFFICER  # and sealed: the read checks it
     again = runner.invoke(app, ["admin", "first-officer", "E000003", "--org-unit", "HQ", *data])
     assert again.exit_code == 1 and "already has a security officer" in again.output
     assert _trail(tmp_path) == ["admin.bootstrap", "admin.first_officer"]
