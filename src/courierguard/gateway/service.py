@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Connection, insert, select, update
 
 from courierguard.audit import AuditLog, AuditQueries, EntryKind, Page
 from courierguard.clock import Clock
@@ -931,19 +931,22 @@ class Guard:
 
     def _approval(self, approval_id: str) -> Approval:
         with self.vault.engine.connect() as conn:
-            row = conn.execute(
-                select(approvals).where(
-                    approvals.c.id == approval_id, approvals.c.tenant == self.settings.tenant
-                )
-            ).first()
-        if row is None:
-            raise NotFound(f"approval {approval_id} not found")
-        self.company.seals.check_row("approvals", row)
+            row = self._sealed_approval_row(conn, approval_id)
         return Approval(
             row.id, row.kind, row.requested_by, row.justification, json.loads(row.scope),
             tuple(PiiField(f) for f in json.loads(row.fields)), row.status, utc(row.created_at), row.decided_by,
             utc_or_none(row.decided_at), utc_or_none(row.expires_at), utc_or_none(row.used_at),
         )  # fmt: skip
+
+    def _sealed_approval_row(self, conn: Connection, approval_id: str) -> Any:
+        """This tenant's approval row, its seal checked (NotFound, or the seal's refusal)."""
+        row = conn.execute(
+            select(approvals).where(approvals.c.id == approval_id, approvals.c.tenant == self.settings.tenant)
+        ).first()
+        if row is None:
+            raise NotFound(f"approval {approval_id} not found")
+        self.company.seals.check_row("approvals", row)
+        return row
 
     def _update_approval(self, approval_id: str, values: dict[str, Any], **where: object) -> bool:
         """Change the approval's ``values`` and re-seal it, if it is still as sealed and its columns
@@ -955,14 +958,7 @@ class Guard:
         # +08:00 would read back eight hours off and no longer match its seal.
         values = {k: utc(v) if isinstance(v, datetime) else v for k, v in values.items()}
         with self.vault.engine.begin() as conn:
-            row = conn.execute(
-                select(approvals).where(
-                    approvals.c.id == approval_id, approvals.c.tenant == self.settings.tenant
-                )
-            ).first()
-            if row is None:
-                raise NotFound(f"approval {approval_id} not found")
-            seals.check_row("approvals", row)
+            row = self._sealed_approval_row(conn, approval_id)
             current = dict(row._mapping)
             if any(current[column] != value for column, value in where.items()):
                 return False

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -27,20 +26,6 @@ CLERK = {"role": "outlet_clerk", "org": "OUT-BJ-001", "device": "PC-7", "ip": "1
 AGENT = {"role": "customer_service", "org": "CS-BJ", "device": "PC-CS", "ip": "10.9.8.7", "loc": None}
 # Synthetic numbers a gang would probe with: none may reach an alert, a reason or a decision.
 PHONES = [f"1390000{i:04d}" for i in range(60)]
-
-
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
-def state(request: pytest.FixtureRequest) -> Iterator[RiskState]:
-    if request.param == "memory":
-        yield MemoryState()
-        return
-    client = redis.Redis.from_url(REDIS_URL)
-    prefix = f"cg:test:{uuid.uuid4().hex}:"
-    yield RedisState(client, prefix=prefix)
-    keys = list(client.scan_iter(match=prefix + "*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
 
 
 @pytest.fixture
