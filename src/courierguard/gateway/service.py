@@ -789,15 +789,10 @@ class Guard:
             self.company.check_employee(Employee(employee_id, role, unit))
         except CourierGuardError as exc:
             raise self._refused(caller, Action.ADMIN_CHANGE, what, exc) from None
-        decision = self.policy.decide(
-            PolicyRequest(caller.principal, PolicyAction.ROLE_REQUEST, None, self.clock.now(), org_unit=unit)
-        )
-        if not decision.allowed:
-            self._record(
-                self._event(caller, Action.ADMIN_CHANGE, purpose=what, outcome=Outcome.DENY,
-                            reason=f"policy:{decision.reason}")
-            )  # fmt: skip
-            raise AccessDenied(decision.detail, reason=decision.reason or DenyReason.POLICY_DENIED)
+        self._authorise(
+            caller, PolicyRequest(caller.principal, PolicyAction.ROLE_REQUEST, None, self.clock.now(), org_unit=unit),
+            what,
+        )  # fmt: skip
         approval = Approval(
             "ap_" + secrets.token_hex(8), "role", caller.principal.id, justification,
             {"employee": employee_id, "role": role.value, "org_unit": unit, "from": before.value if before else None},
@@ -1398,17 +1393,13 @@ class Guard:
             org_unit: str | None = self.company.employee(employee_id).org_unit
         except NotFound:
             org_unit = None
-        decision = self.policy.decide(
+        self._authorise(
+            caller,
             PolicyRequest(
                 caller.principal, action, None, self.clock.now(), purpose=purpose, org_unit=org_unit
-            )
+            ),
+            what,
         )
-        if not decision.allowed:
-            self._record(
-                self._event(caller, Action.ADMIN_CHANGE, purpose=what, outcome=Outcome.DENY,
-                            reason=f"policy:{decision.reason}")
-            )  # fmt: skip
-            raise AccessDenied(decision.detail, reason=decision.reason or DenyReason.POLICY_DENIED)
         try:
             self._own_account_refused(caller, employee_id, other="security officer")
             check()
@@ -1476,15 +1467,9 @@ class Guard:
     def _admin(self, caller: Caller, what: str, check: Callable[[], None]) -> None:
         """Authorise (a non-admin learns nothing from validation), check, and record the change
         about to be made; a refusal at either step is recorded as a deny and raised."""
-        decision = self.policy.decide(
-            PolicyRequest(caller.principal, PolicyAction.ADMIN, None, self.clock.now())
+        self._authorise(
+            caller, PolicyRequest(caller.principal, PolicyAction.ADMIN, None, self.clock.now()), what
         )
-        if not decision.allowed:
-            self._record(
-                self._event(caller, Action.ADMIN_CHANGE, purpose=what, outcome=Outcome.DENY,
-                            reason=f"policy:{decision.reason}")
-            )  # fmt: skip
-            raise AccessDenied(decision.detail, reason=decision.reason or DenyReason.POLICY_DENIED)
         try:
             check()
         except CourierGuardError as exc:
@@ -1499,10 +1484,17 @@ class Guard:
             raise self._refused(caller, Action.ADMIN_CHANGE, what, exc) from None
 
     def _require(self, caller: Caller, action: PolicyAction) -> None:
-        decision = self.policy.decide(PolicyRequest(caller.principal, action, None, self.clock.now()))
+        self._authorise(caller, PolicyRequest(caller.principal, action, None, self.clock.now()), action.value)
+
+    def _authorise(self, caller: Caller, request: PolicyRequest, what: str) -> None:
+        """Ask the policies; a deny is recorded (an ``admin.change`` deny naming ``what`` and the
+        deny reason) and raised, so every refused administration or account action is on the trail."""
+        decision = self.policy.decide(request)
         if not decision.allowed:
-            self._record(self._event(caller, Action.ADMIN_CHANGE, outcome=Outcome.DENY, purpose=action.value,
-                                     reason=f"policy:{decision.reason}"))  # fmt: skip
+            self._record(
+                self._event(caller, Action.ADMIN_CHANGE, purpose=what, outcome=Outcome.DENY,
+                            reason=f"policy:{decision.reason}")
+            )  # fmt: skip
             raise AccessDenied(decision.detail, reason=decision.reason or DenyReason.POLICY_DENIED)
 
     def _record_system(self, caller: Caller, what: str, **details: SystemDetail) -> None:
