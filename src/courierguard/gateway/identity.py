@@ -70,6 +70,8 @@ class ActiveCaller:
     status_reason: str | None = None
     mac: bytes | None = None
     """The employee row's seal (:mod:`courierguard.db.rowseal`), checked by the guard."""
+    auth: AuthMethod = AuthMethod.SSO
+    """How the session was signed in (from the token's ``amr`` at login), for every request's record."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,12 +95,17 @@ PartyRead = Literal["sealed", "masked"]
 rows, a view's masked ones."""
 
 
-_CALLER_SQL = (
+_AUTH_METHODS = {method.value: method for method in AuthMethod}
+"""A stored sign-in method; a session stored without one (or with an unknown one) is ``sso``."""
+_CALLER = (
     "SELECT s.employee, s.revoked_at, s.revoked_reason, e.role, e.org_unit, e.status, e.status_reason, "
-    "e.mac FROM sessions s "
+    "e.mac, s.auth"
+)
+_CALLER_COLUMNS = 9
+_CALLER_SQL = (
+    f"{_CALLER} FROM sessions s "
     "JOIN employees e ON e.tenant = s.tenant AND e.id = s.employee WHERE s.id = ? AND s.tenant = ?"
 )
-_CALLER_COLUMNS = 8
 _FACTS_END = _CALLER_COLUMNS + len(FACTS_COLUMNS.split(","))
 # Built from constants only; values are always bound.
 _WAYBILL_FROM = (
@@ -106,17 +113,13 @@ _WAYBILL_FROM = (
     "LEFT JOIN waybills w ON w.tenant = s.tenant AND w.number = ? "
     "LEFT JOIN cases c ON c.tenant = w.tenant AND c.waybill = w.number "
 )
-_CALLER_WITH_WAYBILL_SQL = (
-    "SELECT s.employee, s.revoked_at, s.revoked_reason, e.role, e.org_unit, e.status, e.status_reason, "
-    f"e.mac, {FACTS_COLUMNS} {_WAYBILL_FROM}WHERE s.id = ? AND s.tenant = ?"
-)
+_CALLER_WITH_WAYBILL_SQL = f"{_CALLER}, {FACTS_COLUMNS} {_WAYBILL_FROM}WHERE s.id = ? AND s.tenant = ?"
 
 
 def _caller_with_parties_sql(columns: str) -> str:
     """The caller's statement and the waybill's parties rows in ``columns``: a row per (case, party)."""
     return (
-        "SELECT s.employee, s.revoked_at, s.revoked_reason, e.role, e.org_unit, e.status, e.status_reason, "
-        f"e.mac, {FACTS_COLUMNS}, {columns} {_WAYBILL_FROM}"
+        f"{_CALLER}, {FACTS_COLUMNS}, {columns} {_WAYBILL_FROM}"
         "LEFT JOIN parties p ON p.tenant = w.tenant AND p.waybill = w.number WHERE s.id = ? AND s.tenant = ?"
     )
 
@@ -336,7 +339,9 @@ class DevIssuer:
 
 
 def _active(session_id: str, row: Any) -> ActiveCaller:
-    employee, revoked_at, revoked_reason, role, org_unit, status, status_reason, mac = row[:_CALLER_COLUMNS]
+    employee, revoked_at, revoked_reason, role, org_unit, status, status_reason, mac, auth = row[
+        :_CALLER_COLUMNS
+    ]
     return ActiveCaller(
         session_id,
         employee,
@@ -347,6 +352,7 @@ def _active(session_id: str, row: Any) -> ActiveCaller:
         status,
         status_reason,
         mac,
+        _AUTH_METHODS.get(auth, AuthMethod.SSO),
     )
 
 

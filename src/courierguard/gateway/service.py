@@ -320,6 +320,7 @@ class Guard:
             ip,
             user_agent,
             location,
+            active.auth,
         )
 
     def service_caller(self, api_key: str, *, ip: str | None = None) -> Caller:

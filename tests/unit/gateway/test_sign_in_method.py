@@ -38,6 +38,25 @@ def test_the_tokens_amr_is(world: World) -> None:
     assert login_auth(world, "C2", {}, amr=("hwk",)) == "webauthn"
 
 
+def test_every_request_of_the_session_carries_its_method(world: World) -> None:
+    # A security test: the login entry said "password" and the session's reveals then said "sso",
+    # overstating how every later request had been authenticated.
+    assert world.deployment.dev_issuer is not None
+    token, _ = world.deployment.dev_issuer.issue("C1", now=world.clock.now(), amr=("pwd",))
+    headers = {"Authorization": f"Bearer {token}", "X-Device-Id": "dev-1"}
+    assert world.client.post("/v1/auth/login", json={}, headers=headers).status_code == 200
+    world.step("YT0000000000001", "out_for_delivery", assignee="C1")
+    assert world.client.get("/v1/waybills?page_size=5", headers=headers).status_code == 200
+    assert world.client.get("/v1/waybills/YT0000000000001", headers=headers).status_code == 200
+    body = {"fields": ["recipient.phone"], "purpose": "delivery_contact"}
+    assert world.client.post("/v1/waybills/YT0000000000001/reveal", json=body, headers=headers).status_code == 200
+    seen = {e["action"]: e["session"]["auth"] for e in world.access_events() if e["actor"]["id"] == "C1"}
+    assert seen == {
+        "auth.login": "password", "waybill.list": "password", "waybill.view": "password",
+        "waybill.reveal": "password",
+    }  # fmt: skip
+
+
 def test_the_dev_issuer_route_carries_amr(world: World) -> None:
     r = world.client.post("/v1/dev/token", json={"employee_id": "K1", "amr": ["face"]})
     assert r.status_code == 200
