@@ -194,6 +194,45 @@ class AccessEvent(_Part):
         return cls.model_validate_json(line)
 
 
+# ``admin.change`` purposes that name the employee whose account the change is about, and how many
+# ``:``-separated fields follow the id (a status, an org unit, a ticket, a role and an approval; none of
+# which holds a ``:``). Other purposes (``org_unit.put``, ``approval.*``, ``audit.search``) are about
+# no employee. docs/events.md lists them; the audit trail files entries under the employee named, and
+# risk control learns an account's departure or device reset from them.
+_SUBJECT_PURPOSES: dict[str, int] = {
+    "employee.put": 0,
+    "employee.left": 0,
+    "employee.suspended": 0,
+    "employee.reinstated": 0,
+    "employee.status": 1,
+    "employee.moved": 1,
+    "employee.hold": 1,
+    "employee.hold_lifted": 1,
+    "sessions.revoke": 1,
+    "devices.reset": 1,
+    "employee.role": 2,  # <id>:<role>:<approval>
+    "employee.role.request": 2,  # <id>:<role>:<approval, or - when refused before one existed>
+}
+
+
+def admin_change_subject(purpose: str) -> str | None:
+    """The employee an ``admin.change`` purpose names (``devices.reset:E1:INC-7`` names ``E1``), or
+    None for a purpose about no employee or not of the documented shape.
+
+    Only the trailing fields are split off: ids written before employee ids lost ``:`` may hold one
+    (``employee.left:E1:x`` names ``E1:x``, never ``E1``)."""
+    what, sep, rest = purpose.partition(":")
+    after = _SUBJECT_PURPOSES.get(what)
+    if after is None or not sep:
+        return None
+    if after:
+        parts = rest.rsplit(":", after)
+        if len(parts) != after + 1:
+            return None
+        rest = parts[0]
+    return rest or None
+
+
 class RiskAction(StrEnum):
     """Graduated responses, mildest first. ``max()`` over the order picks the strongest."""
 

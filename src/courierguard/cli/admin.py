@@ -24,7 +24,7 @@ from courierguard.cli._common import (
     record,
     settings_from,
 )
-from courierguard.company import CompanyStore
+from courierguard.company import CompanyStore, check_employee_id
 from courierguard.domain import Employee, OrgUnit, OrgUnitKind, says_something
 from courierguard.errors import Conflict, InvalidInput, NotFound
 from courierguard.events import Role
@@ -161,7 +161,7 @@ def bootstrap(
     Example: courierguard admin bootstrap E000001 --org-unit HQ --company "Example Express"
     """
     with one_line_errors():
-        _identifier(employee_id, "employee_id")
+        check_employee_id(employee_id, "employee_id")
         _identifier(org_unit, "org_unit")
         for field, value in (("unit_name", unit_name), ("company", company_name)):
             if not says_something(value) or len(value) > 200 or "\x00" in value:
@@ -219,7 +219,7 @@ def first_officer(
     Example: courierguard admin first-officer E000002 --org-unit HQ
     """
     with one_line_errors():
-        _identifier(employee_id, "employee_id")
+        check_employee_id(employee_id, "employee_id")
         _identifier(org_unit, "org_unit")
         core = open_core(settings_from(database_url, data_dir, key_file, tenant))
         try:

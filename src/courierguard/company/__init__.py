@@ -4,6 +4,6 @@ No personal data of customers lives here (that is the vault's); these are the *t
 need-to-know policies judge a request by: who is assigned to which waybill, which tickets are open.
 """
 
-from courierguard.company.store import CompanyStore, LifecycleChange
+from courierguard.company.store import CompanyStore, LifecycleChange, check_employee_id
 
-__all__ = ["CompanyStore", "LifecycleChange"]
+__all__ = ["CompanyStore", "LifecycleChange", "check_employee_id"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, time
@@ -53,6 +54,20 @@ SECURITY_HOLD = "security_hold"
 security team lifts it, and no other status change but reinstatement removes it."""
 HOLD_LIFTED = "hold_lifted"
 """``status_reason`` once a security officer has lifted the hold."""
+
+EMPLOYEE_ID_RE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+"""An employee id: the identifier characters less ``:``, which names service principals (``svc:<name>``)
+and separates the fields of an ``admin.change`` purpose (``employee.left:<id>``): an employee
+``svc:order-system`` would share the order system's audit trail and escape a risk lock's suspension,
+and ``E1:x`` would be read as a change to ``E1``."""
+
+
+def check_employee_id(employee_id: str, what: str = "id") -> str:
+    """``employee_id`` if it is a valid employee id, else :class:`InvalidInput` naming ``what``."""
+    if not EMPLOYEE_ID_RE.fullmatch(employee_id):
+        raise InvalidInput(what, "an employee id is 1 to 64 letters, digits or the characters _ . - (no ':')")
+    return employee_id
+
 
 FACTS_COLUMNS = (
     "w.number, w.origin_outlet, w.dest_outlet, w.status, w.status_ts, w.assignee, w.task, w.delivered_at, "
@@ -252,7 +267,9 @@ class CompanyStore:
             conn.execute(update(tenants).where(tenants.c.id == self.tenant).values(name=tenants.c.name))
 
     def check_employee(self, employee: Employee) -> None:
-        """Refuse an administrator's change that names an org unit that does not exist."""
+        """Refuse an administrator's change to an invalid employee id or naming an org unit that does
+        not exist."""
+        check_employee_id(employee.id)
         with self.engine.connect() as conn:
             unit = conn.execute(
                 select(org_units.c.id).where(
@@ -318,6 +335,7 @@ class CompanyStore:
     # --- employees ----------------------------------------------------------------------------------
 
     def put_employee(self, employee: Employee, now: datetime) -> None:
+        check_employee_id(employee.id)
         values = {
             "role": employee.role.value,
             "org_unit": employee.org_unit,

@@ -28,7 +28,7 @@ import math
 from datetime import datetime
 from typing import Any
 
-from courierguard.events import AccessEvent, RiskAction, RiskDecision, RiskReason
+from courierguard.events import AccessEvent, RiskAction, RiskDecision, RiskReason, admin_change_subject
 from courierguard.risk.alerts import Alert, AlertSink
 from courierguard.risk.config import RiskConfig, RoleBudget
 from courierguard.risk.detectors import PhoneProbes
@@ -788,9 +788,8 @@ class RiskEngine:
         # actor's org unit on later events says it).
         if r.outcome == "deny" or not r.purpose:
             return
-        kind, _, rest = r.purpose.partition(":")
-        status = _ADMIN_STATUS.get(kind)
-        target = rest.split(":", 1)[0]
+        status = _ADMIN_STATUS.get(r.purpose.partition(":")[0])
+        target = admin_change_subject(r.purpose)
         if status is not None and target:
             self.set_employee_status(target, status)
 
@@ -800,9 +799,8 @@ class RiskEngine:
         # the old phone would be the owner to risk control, with no step-up ever asked of it.
         if r.outcome not in (None, "allow") or not r.purpose:
             return
-        kind, _, rest = r.purpose.partition(":")
-        if kind == "devices.reset":
-            target = rest.split(":", 1)[0]
+        if r.purpose.startswith("devices.reset:"):
+            target = admin_change_subject(r.purpose)
             if target:
                 self.state.reset_devices(target, r.ts)
 

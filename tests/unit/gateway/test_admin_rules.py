@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from courierguard.domain import Employee
+from courierguard.errors import InvalidInput, NotFound
 from courierguard.events import Role
 
 from .conftest import World
@@ -124,6 +125,28 @@ def test_the_service_role_is_for_api_keys_not_people(world: World) -> None:
     world.client.post("/v1/auth/login", json={}, headers=headers)
     case = {"id": "TK-9", "kind": "ticket", "waybill": W1, "owner": "S1"}
     assert world.client.post("/v1/cases", json=case, headers=headers).status_code in (401, 403)
+
+
+@pytest.mark.parametrize("employee", ["X1:decoy", "svc:order-system"])
+def test_an_employee_id_holds_no_colon(world: World, employee: str) -> None:
+    # A security test: ``X1:decoy`` set to left was read by risk control as X1's departure, and
+    # ``svc:order-system`` shared the order system's trail and escaped a risk lock's suspension.
+    a1 = world.login("A1")
+    body = {"role": "courier", "org_unit": "OUT-BJ-01"}
+    r = world.client.put(f"/v1/admin/employees/{employee}", json=body, headers=a1)
+    assert r.status_code == 422 and r.json()["field"] == "id" and "no ':'" in r.json()["detail"]
+    assert refusals(world, "A1")[-1]["purpose"] == f"employee.put:{employee}"
+    with pytest.raises(NotFound):
+        world.deployment.guard.company.employee(employee)
+    x1 = world.login("X1")
+    ask = {"kind": "role", "employee": employee, "role": "auditor", "org_unit": "OUT-BJ-01",
+           "justification": "new auditor for the north region"}  # fmt: skip
+    r = world.client.post("/v1/approvals", json=ask, headers=x1)
+    assert r.status_code == 422 and r.json()["field"] == "id"
+    with pytest.raises(InvalidInput):  # nor through the store, as the CLI's bootstrap writes
+        world.deployment.guard.company.put_employee(
+            Employee(employee, Role.COURIER, "OUT-BJ-01"), world.clock.now()
+        )
 
 
 def test_staff_and_units_name_what_exists(world: World) -> None:

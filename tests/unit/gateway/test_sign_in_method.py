@@ -49,7 +49,10 @@ def test_every_request_of_the_session_carries_its_method(world: World) -> None:
     assert world.client.get("/v1/waybills?page_size=5", headers=headers).status_code == 200
     assert world.client.get("/v1/waybills/YT0000000000001", headers=headers).status_code == 200
     body = {"fields": ["recipient.phone"], "purpose": "delivery_contact"}
-    assert world.client.post("/v1/waybills/YT0000000000001/reveal", json=body, headers=headers).status_code == 200
+    assert (
+        world.client.post("/v1/waybills/YT0000000000001/reveal", json=body, headers=headers).status_code
+        == 200
+    )
     seen = {e["action"]: e["session"]["auth"] for e in world.access_events() if e["actor"]["id"] == "C1"}
     assert seen == {
         "auth.login": "password", "waybill.list": "password", "waybill.view": "password",

@@ -250,6 +250,18 @@ def test_admin_change_event_marks_an_employee_as_left(feed: Feed) -> None:
     assert feed.one(at(5, 9, 5), "E2", waybill=wb(2), assignee="E2", device="PDA-9")[0] == "allow"
 
 
+def test_a_change_to_an_id_that_starts_with_anothers_is_not_a_change_to_it(feed: Feed) -> None:
+    # A security test: an admin created ``E1:decoy`` and set it ``left``; the engine read the purpose
+    # ``employee.left:E1:decoy`` as E1's departure and locked E1 at every login, unlock or not.
+    feed.warm()
+    admin = {"role": "admin", "org": "HQ-IT", "device": "PC-A"}
+    feed.one(at(5, 7), "A1", "admin.change", purpose="employee.left:E1:decoy", **admin)
+    feed.one(at(5, 7, 1), "A1", "admin.change", purpose="devices.reset:E1:decoy:INC-7", **admin)
+    assert feed.engine.state.load("E1").devices  # E1's phone is still E1's
+    assert feed.one(at(5, 9), waybill=wb(1), assignee="E1")[0] == "allow"
+    assert feed.engine.state.load("E1:decoy").devices == {}
+
+
 def test_concurrent_devices(feed: Feed) -> None:
     feed.warm()
     feed.one(at(4, 10), device="PDA-1")

@@ -12,6 +12,7 @@ import orjson
 from courierguard.audit.models import EntryKind, SignedTreeHead, canonical_json, signed_tree_head_bytes
 from courierguard.clock import Clock
 from courierguard.errors import InvalidInput
+from courierguard.events import admin_change_subject
 from courierguard.vault.signing import Signer
 
 MAX_WAYBILLS_INDEXED = 10_000
@@ -64,39 +65,11 @@ def actor_of(body: Mapping[str, Any]) -> str | None:
     return _column_text(actor)
 
 
-# ``admin.change`` purposes that name the employee whose account the change is about, and how many
-# ``:``-separated fields follow the id (a ticket, a status, an org unit; none of which holds a ``:``).
-# Other purposes (``org_unit.put``, ``approval.*``, ``audit.search``) are about no employee.
-_SUBJECT_PURPOSES: dict[str, int] = {
-    "employee.put": 0,
-    "employee.left": 0,
-    "employee.suspended": 0,
-    "employee.reinstated": 0,
-    "employee.status": 1,
-    "employee.moved": 1,
-    "employee.hold": 1,
-    "employee.hold_lifted": 1,
-    "sessions.revoke": 1,
-    "devices.reset": 1,
-    "employee.role": 2,  # <id>:<role>:<approval>
-    "employee.role.request": 2,  # <id>:<role>:<approval, or - when refused before one existed>
-}
-
-
 def subject_of_purpose(purpose: str) -> str | None:
-    """The employee an ``admin.change`` purpose names (``devices.reset:E1:INC-7`` names ``E1``), or
-    None for a purpose about no employee or not of the documented shape (docs/events.md)."""
-    what, sep, rest = purpose.partition(":")
-    after = _SUBJECT_PURPOSES.get(what)
-    if after is None or not sep:
-        return None
-    if after:
-        parts = rest.rsplit(":", after)
-        if len(parts) != after + 1:
-            return None
-        rest = parts[0]
-    # Ids may hold ``:`` (service principals are ``svc:<name>``), so only the trailing fields are split off.
-    return _column_text(rest) if rest else None
+    """The employee an ``admin.change`` purpose names, as a search column holds it (see
+    :func:`courierguard.events.admin_change_subject`)."""
+    subject = admin_change_subject(purpose)
+    return _column_text(subject) if subject else None
 
 
 def subject_of(body: Mapping[str, Any]) -> str | None:
