@@ -99,6 +99,15 @@ class Settings(BaseModel):
         int, Field(description="Minutes an approved bulk export stays downloadable.", ge=1, le=1440)
     ] = 30
     export_max_rows: Annotated[int, Field(description="Most rows one bulk export may hold.", ge=1)] = 50_000
+    approval_pending_hours: Annotated[
+        int,
+        Field(
+            description="Hours a four-eyes request (export, reveal, role) waits for a decision; past them it "
+            "is expired, nobody approves or rejects it, and it is asked for again.",
+            ge=1,
+            le=720,
+        ),
+    ] = 72
     audit_retention_days: Annotated[
         int,
         Field(

@@ -238,15 +238,20 @@ class ApprovalIn(_In):
 
 
 class ApprovalOut(BaseModel):
+    """``status``: pending, approved, rejected, or expired (a pending request not decided by
+    ``decide_by``). ``expires_at``: end of an approved export's or reveal's use window (null
+    otherwise); ``decide_by``: deadline of a pending or expired request (null once decided)."""
+
     id: str
     kind: str
     requested_by: str
-    status: str
+    status: Annotated[str, Field(description="pending, approved, rejected or expired")]
     fields: list[PiiField]
     scope: dict[str, Any]
     created_at: datetime
     decided_by: str | None
     expires_at: datetime | None
+    decide_by: datetime | None = None
 
 
 class ShiftIn(_In):
@@ -433,7 +438,7 @@ def _employee(e: Employee) -> EmployeeOut:
 def _approval(a: Approval) -> ApprovalOut:
     return ApprovalOut(
         id=a.id, kind=a.kind, requested_by=a.requested_by, status=a.status, fields=list(a.fields), scope=a.scope,
-        created_at=a.created_at, decided_by=a.decided_by, expires_at=a.expires_at,
+        created_at=a.created_at, decided_by=a.decided_by, expires_at=a.expires_at, decide_by=a.decide_by,
     )  # fmt: skip
 
 

@@ -209,6 +209,16 @@ class PageResult:
 
 @dataclass(frozen=True, slots=True)
 class Approval:
+    """A four-eyes request and its decision.
+
+    ``status``: ``pending``, then ``approved`` or ``rejected``; ``expired`` once a pending request
+    passed ``decide_by`` undecided (read so as soon as it is past, stored so when someone tries to
+    decide it). ``expires_at`` is only ever the end of an approved export's or reveal's use window;
+    ``decide_by`` only the deadline of a pending (or expired) request. The row keeps the deadline in
+    its ``expires_at`` column while pending: :meth:`Guard._approval` is the one reader that tells
+    the two apart, so nothing else sees a pending deadline as a download window.
+    """
+
     id: str
     kind: str
     requested_by: str
@@ -221,6 +231,7 @@ class Approval:
     decided_at: datetime | None
     expires_at: datetime | None
     used_at: datetime | None
+    decide_by: datetime | None = None
 
 
 @dataclass
@@ -719,7 +730,7 @@ class Guard:
         now = self.clock.now()
         approval = Approval(
             "ap_" + secrets.token_hex(8), kind, caller.principal.id, justification, scope, tuple(fields),
-            "pending", now, None, None, None, None,
+            "pending", now, None, None, None, None, self._decide_by(now),
         )  # fmt: skip
 
         def store() -> Approval:
@@ -738,13 +749,19 @@ class Guard:
         )
         return store()
 
+    def _decide_by(self, created_at: datetime) -> datetime:
+        """When a request made at ``created_at`` expires undecided (``approval_pending_hours``)."""
+        return created_at + timedelta(hours=self.settings.approval_pending_hours)
+
     def _store_approval(self, approval: Approval) -> Approval:
+        # While pending, the expires_at column holds the deadline for a decision (sealed with the
+        # row); approving overwrites it with the use window, rejecting clears it (see _approval).
         row = {
             "id": approval.id, "tenant": self.settings.tenant, "kind": approval.kind,
             "requested_by": approval.requested_by, "justification": approval.justification,
-            "scope": json.dumps(approval.scope), "status": "pending", "created_at": approval.created_at,
+            "scope": json.dumps(approval.scope), "status": "pending", "created_at": utc(approval.created_at),
             "fields": json.dumps([f.value for f in approval.fields]), "decided_by": None, "decided_at": None,
-            "expires_at": None, "used_at": None,
+            "expires_at": utc(approval.decide_by) if approval.decide_by else None, "used_at": None,
         }  # fmt: skip
         with self.vault.engine.begin() as conn:
             conn.execute(insert(approvals).values(**row, mac=self.company.seals.mac_of("approvals", row)))
@@ -794,10 +811,11 @@ class Guard:
             caller, PolicyRequest(caller.principal, PolicyAction.ROLE_REQUEST, None, self.clock.now(), org_unit=unit),
             what,
         )  # fmt: skip
+        now = self.clock.now()
         approval = Approval(
             "ap_" + secrets.token_hex(8), "role", caller.principal.id, justification,
             {"employee": employee_id, "role": role.value, "org_unit": unit, "from": before.value if before else None},
-            (), "pending", self.clock.now(), None, None, None, None,
+            (), "pending", now, None, None, None, None, self._decide_by(now),
         )  # fmt: skip
         self._record(
             self._event(caller, Action.ADMIN_CHANGE, outcome=Outcome.ALLOW,
@@ -809,6 +827,18 @@ class Guard:
         """A second officer approves or rejects; nobody approves their own request."""
         approval = self._approval(approval_id)
         what = f"approval.{'approved' if approve else 'rejected'}:{approval_id}"
+        if approval.status == "expired":
+            # Stored as expired (the read already says so): a later change of approval_pending_hours
+            # or of the clock cannot make it decidable again.
+            self._update_approval(approval_id, {"status": "expired"}, status="pending")
+            raise self._refused(
+                caller, Action.ADMIN_CHANGE, what,
+                Conflict(
+                    f"approval {approval_id} expired undecided at {approval.decide_by.isoformat() if approval.decide_by else '-'}: "
+                    "its justification may be stale, so ask for it again (POST /v1/approvals)",
+                    reason="approval_expired",
+                ),
+            )  # fmt: skip
         if approval.status != "pending":
             raise self._refused(
                 caller,
@@ -926,12 +956,24 @@ class Guard:
         return self._approval(approval_id)
 
     def _approval(self, approval_id: str) -> Approval:
+        """The approval as it stands now: a pending request past its deadline reads ``expired``.
+
+        The one reader of the row: while pending (or expired) its ``expires_at`` column is the
+        deadline for a decision, returned as ``decide_by`` (``expires_at`` None), so that no caller
+        takes it for an approved request's use window. A row stored before requests expired has no
+        deadline: it gets ``created_at`` plus ``approval_pending_hours``."""
         with self.vault.engine.connect() as conn:
             row = self._sealed_approval_row(conn, approval_id)
+        created, stored = utc(row.created_at), utc_or_none(row.expires_at)
+        status, expires, decide_by = row.status, stored, None
+        if status in ("pending", "expired"):
+            expires, decide_by = None, stored or self._decide_by(created)
+            if status == "pending" and decide_by <= self.clock.now():
+                status = "expired"
         return Approval(
             row.id, row.kind, row.requested_by, row.justification, json.loads(row.scope),
-            tuple(PiiField(f) for f in json.loads(row.fields)), row.status, utc(row.created_at), row.decided_by,
-            utc_or_none(row.decided_at), utc_or_none(row.expires_at), utc_or_none(row.used_at),
+            tuple(PiiField(f) for f in json.loads(row.fields)), status, created, row.decided_by,
+            utc_or_none(row.decided_at), expires, utc_or_none(row.used_at), decide_by,
         )  # fmt: skip
 
     def _sealed_approval_row(self, conn: Connection, approval_id: str) -> Any:
