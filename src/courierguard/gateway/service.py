@@ -796,11 +796,21 @@ class Guard:
             except NotFound:
                 current = None
             before = current.role if current is not None else None
-            if role is before or (role not in PRIVILEGED_ROLES and before not in PRIVILEGED_ROLES):
+            reactivation = self._reactivation(current, role)
+            if not reactivation and (
+                role is before or (role not in PRIVILEGED_ROLES and before not in PRIVILEGED_ROLES)
+            ):
                 raise InvalidInput(
                     "role",
                     "is not a privileged role change (admin, security_officer, auditor): an admin makes it",
                 )
+            if reactivation:
+                assert current is not None
+                if org_unit is not None and org_unit != current.org_unit:
+                    raise InvalidInput(
+                        "org_unit", "a reactivation keeps the account's unit: move it afterwards"
+                    )
+                self._reactivable(employee_id)
             unit = org_unit or (current.org_unit if current is not None else None)
             if unit is None:
                 raise InvalidInput("org_unit", "a new employee needs an org unit")
@@ -812,9 +822,13 @@ class Guard:
             what,
         )  # fmt: skip
         now = self.clock.now()
+        scope: dict[str, Any] = {
+            "employee": employee_id, "role": role.value, "org_unit": unit, "from": before.value if before else None,
+        }  # fmt: skip
+        if reactivation:
+            scope["reactivate"] = True  # the account is made active again with its role
         approval = Approval(
-            "ap_" + secrets.token_hex(8), "role", caller.principal.id, justification,
-            {"employee": employee_id, "role": role.value, "org_unit": unit, "from": before.value if before else None},
+            "ap_" + secrets.token_hex(8), "role", caller.principal.id, justification, scope,
             (), "pending", now, None, None, None, None, self._decide_by(now),
         )  # fmt: skip
         self._record(
@@ -903,6 +917,9 @@ class Guard:
                 caller, Action.ADMIN_CHANGE, what,
                 Conflict(f"employee {employee_id} changed since the request: ask again"),
             )  # fmt: skip
+        if approval.scope.get("reactivate"):
+            self._reactivate(caller, approval, current, what)
+            return
         if current is None:
             changed = Employee(employee_id, role, str(approval.scope["org_unit"]))
         else:
@@ -912,6 +929,49 @@ class Guard:
         if current is not None and current.role in PRIVILEGED_ROLES and role not in PRIVILEGED_ROLES:
             # Taking a privileged role away ends what it opened: the next request signs in anew.
             self.sessions.revoke_all(employee_id, self.clock.now(), "role_removed")
+
+    @staticmethod
+    def _reactivation(current: Employee | None, role: Role) -> bool:
+        """Whether asking for ``role`` for ``current`` asks to make a disabled (suspended, left)
+        privileged account active again with the role it holds: as good as giving the role back."""
+        return (
+            current is not None
+            and current.role is role
+            and role in PRIVILEGED_ROLES
+            and current.status is not EmployeeStatus.ACTIVE
+        )
+
+    def _reactivable(self, employee_id: str) -> None:
+        """A security hold or a risk lock ends its own way (``reinstate``, ``unlock``), never by a
+        reactivation: Conflict for an account under either."""
+        if self.company.held(employee_id):
+            raise Conflict(
+                f"account {employee_id} is under a security hold: a security officer lifts it (reinstate)"
+            )
+        if self.company.suspended_for(employee_id) == RISK_LOCK_REASON:
+            raise Conflict(
+                f"account {employee_id} is locked by risk control: it ends with unlock, after review"
+            )
+
+    def _reactivate(self, caller: Caller, approval: Approval, current: Employee | None, what: str) -> None:
+        """Make the disabled privileged account of an approved reactivation active again: recorded
+        (``employee.role:<id>:<role>:<approval>``, then ``employee.reinstated:<id>``) and made; an
+        account active, held or locked since the request is a recorded refusal."""
+        employee_id = str(approval.scope["employee"])
+        try:
+            if current is None or not self._reactivation(current, current.role):
+                raise Conflict(f"employee {employee_id} changed since the request: ask again")
+            self._reactivable(employee_id)
+        except CourierGuardError as exc:
+            raise self._refused(caller, Action.ADMIN_CHANGE, what, exc) from None
+        self._record(self._event(caller, Action.ADMIN_CHANGE, purpose=what, outcome=Outcome.ALLOW))
+        self._admin_apply(
+            caller, what,
+            lambda: self.company.set_employee_status(
+                employee_id, EmployeeStatus.ACTIVE, self.clock.now(), reason="reactivated"
+            ),
+        )  # fmt: skip
+        self._status_changed(caller, employee_id, EmployeeStatus.ACTIVE)
 
     def download_export(self, caller: Caller, approval_id: str) -> list[dict[str, str]]:
         """Rows of an approved export, once, before it expires: clear text of the approved fields."""
@@ -1238,6 +1298,12 @@ class Guard:
                 )
             self.company.check_employee(employee)
             self._no_privileged_change(employee)
+            with contextlib.suppress(NotFound):  # a new employee has no status to change
+                current = self.company.employee(employee.id)
+                if current.status is not employee.status:
+                    self._status_change_allowed(caller, current)
+                    if employee.status is EmployeeStatus.ACTIVE:
+                        self._no_privileged_reactivation(current)
             if employee.status is EmployeeStatus.ACTIVE:
                 with contextlib.suppress(NotFound):  # a new employee is under no hold
                     self._hold_stays(caller, employee.id)
@@ -1258,15 +1324,29 @@ class Guard:
         return self.company.org_unit(unit.id)
 
     def set_employee_status(self, caller: Caller, employee_id: str, status: EmployeeStatus) -> Employee:
+        """Suspend, reinstate or record that an employee left. Authorised by ``account_status``
+        with the account's role (default rules: an admin for operational accounts, a security
+        officer for privileged ones); making a disabled privileged account active again is refused
+        here (``four_eyes_required``): it is a ``kind: role`` approval."""
         what = f"employee.status:{employee_id}:{status.value}"
+        try:
+            current: Employee | None = self.company.employee(employee_id)
+        except NotFound:
+            current = None
 
         def check() -> None:
             self._own_account_refused(caller, employee_id)
-            self.company.employee(employee_id)  # NotFound, recorded as the refusal
+            known = self.company.employee(employee_id)  # NotFound, recorded as the refusal
             if status is EmployeeStatus.ACTIVE:
                 self._hold_stays(caller, employee_id)
+                self._no_privileged_reactivation(known)
 
-        self._admin(caller, what, check)
+        request = PolicyRequest(
+            caller.principal, PolicyAction.ACCOUNT_STATUS, None, self.clock.now(),
+            org_unit=current.org_unit if current is not None else None,
+            account_role=current.role if current is not None else None,
+        )  # fmt: skip
+        self._admin(caller, what, check, request=request)
         employee = self._admin_apply(
             caller,
             what,
@@ -1291,7 +1371,8 @@ class Guard:
             )
         if suspended_for != RISK_LOCK_REASON:
             raise Conflict(
-                f"account {employee_id} is not locked by risk control: an admin changes its status"
+                f"account {employee_id} is not locked by risk control: its status changes through status "
+                "(an admin's, or a security officer's for a privileged account)"
             )
         self._record(self._event(caller, Action.ADMIN_CHANGE, outcome=Outcome.ALLOW, purpose=what))
         # Only a risk lock ends here: an account that left, or that an admin suspended, stays so.
@@ -1488,6 +1569,34 @@ class Guard:
             reason=DenyReason.FOUR_EYES,
         )
 
+    def _status_change_allowed(self, caller: Caller, current: Employee) -> None:
+        """The policies' ``account_status`` on ``current`` (its role and unit): a status change made
+        through another route (an employee's ``PUT``) is held to the same rule as ``status``."""
+        decision = self.policy.decide(
+            PolicyRequest(
+                caller.principal, PolicyAction.ACCOUNT_STATUS, None, self.clock.now(),
+                org_unit=current.org_unit, account_role=current.role,
+            )
+        )  # fmt: skip
+        if not decision.allowed:
+            raise AccessDenied(
+                f"the status of {current.id} ({current.role}) is not yours to change ({decision.detail}): "
+                "a privileged account's status is a security officer's to set",
+                reason=decision.reason or DenyReason.POLICY_DENIED,
+            )
+
+    @staticmethod
+    def _no_privileged_reactivation(current: Employee) -> None:
+        """Making a disabled privileged account active again gives its role back: a four-eyes change
+        (``kind: role`` approval naming the account's current role), never a plain status change."""
+        if current.role in PRIVILEGED_ROLES and current.status is not EmployeeStatus.ACTIVE:
+            raise AccessDenied(
+                f"making the {current.status.value} {current.role} account {current.id} active again gives "
+                "its role back, which needs a second person: ask for it with POST /v1/approvals (kind role, "
+                f"employee {current.id}, role {current.role}) and a security officer approves it",
+                reason=DenyReason.FOUR_EYES,
+            )
+
     def _hold_stays(self, caller: Caller, employee_id: str) -> None:
         """Making a held account active is lifting the hold, whichever route asks: the policies'
         ``account_reinstate`` decides (security officers only in the default rules), so an admin's
@@ -1507,11 +1616,16 @@ class Guard:
                 reason=decision.reason or DenyReason.POLICY_DENIED,
             )
 
-    def _admin(self, caller: Caller, what: str, check: Callable[[], None]) -> None:
-        """Authorise (a non-admin learns nothing from validation), check, and record the change
-        about to be made; a refusal at either step is recorded as a deny and raised."""
+    def _admin(
+        self, caller: Caller, what: str, check: Callable[[], None], *, request: PolicyRequest | None = None
+    ) -> None:
+        """Authorise (the policies' ``admin``, or ``request``: a non-admin learns nothing from
+        validation), check, and record the change about to be made; a refusal at either step is
+        recorded as a deny and raised."""
         self._authorise(
-            caller, PolicyRequest(caller.principal, PolicyAction.ADMIN, None, self.clock.now()), what
+            caller,
+            request or PolicyRequest(caller.principal, PolicyAction.ADMIN, None, self.clock.now()),
+            what,
         )
         try:
             check()

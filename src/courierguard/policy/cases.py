@@ -92,6 +92,7 @@ class _TestSpec(_Strict):
     org_unit: str | None = None
     approved_by: str | None = None
     requested_by: str | None = None
+    account_role: Role | None = None
     now: datetime | None = None
     expect: Literal["allow", "deny"]
     reason: DenyReason | None = None
@@ -187,6 +188,7 @@ def load_cases(path: Path) -> list[PolicyCase]:
             org_unit=test.org_unit,
             approved_by=test.approved_by,
             requested_by=test.requested_by,
+            account_role=test.account_role,
         )
         cases.append(PolicyCase(test.name, request, test.expect == "allow", test.reason, test.policy))
     return cases

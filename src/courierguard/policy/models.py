@@ -45,6 +45,9 @@ class PolicyAction(StrEnum):
     auditor): four-eyes, someone else approves; ``org_unit`` is that employee's unit."""
     ROLE_APPROVE = "role_approve"
     """Approve a privileged role change that ``requested_by`` asked for; it is made at once."""
+    ACCOUNT_STATUS = "account_status"
+    """Set the status (active, suspended, left) of an employee's account; ``account_role`` is that
+    account's role (``None`` for an id not known), ``org_unit`` its unit."""
     INGEST = "ingest"
     """Write waybills and lifecycle events (order and PDA systems)."""
     ACCOUNT_SUSPEND = "account_suspend"
@@ -130,6 +133,8 @@ class PolicyRequest:
     org_unit: str | None = None
     approved_by: str | None = None
     requested_by: str | None = None
+    account_role: Role | None = None
+    """The role of the account an account action is about (``account_status``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,9 +39,10 @@ ALLOWED: dict[Role, set[PolicyAction]] = {
         A.DEVICES_RESET,
         A.ROLE_REQUEST,
         A.ROLE_APPROVE,
+        A.ACCOUNT_STATUS,
     },
     Role.AUDITOR: {A.VIEW, A.VIEW_ROUTING, A.LIST, A.SEARCH, A.REVEAL, A.EXPORT_APPROVE},
-    Role.ADMIN: {A.ADMIN, A.ROLE_REQUEST},
+    Role.ADMIN: {A.ADMIN, A.ROLE_REQUEST, A.ACCOUNT_STATUS},
     Role.SERVICE: {A.INGEST},
 }
 
@@ -60,6 +61,8 @@ def favourable(role: Role, action: PolicyAction) -> PolicyRequest:
         org_unit=OUTLET,
         approved_by="E-2",
         requested_by="E-2" if action in (A.EXPORT_APPROVE, A.ROLE_APPROVE) else "E-1",
+        # In a security officer's favour a privileged account, in anyone else's an operational one.
+        account_role=Role.AUDITOR if role is Role.SECURITY_OFFICER else Role.COURIER,
     )
 
 

@@ -113,6 +113,7 @@ def test_inactive_principal_never_allowed(
     approved_by=st.none() | IDS,
     requested_by=st.none() | IDS,
     now=TIMES,
+    account_role=st.none() | st.sampled_from(Role),
 )
 def test_slices_and_compiled_policies_decide_as_the_whole_set(
     role: Role,
@@ -126,13 +127,14 @@ def test_slices_and_compiled_policies_decide_as_the_whole_set(
     approved_by: str | None,
     requested_by: str | None,
     now: datetime,
+    account_role: Role | None,
 ) -> None:
     # The engine decides with only the policies that may apply to the action and role, compiled to
     # Python; Cedar over that slice, and the compiled slice, must give the whole set's answer and
     # name the same policies as its reasons.
     request = PolicyRequest(
         Principal("E-2", role, unit, status), action, resource, now, purpose, fields, org_unit,
-        approved_by, requested_by,
+        approved_by, requested_by, account_role,
     )  # fmt: skip
     if action.needs_waybill and resource is None:
         return

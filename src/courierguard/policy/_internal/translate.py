@@ -154,6 +154,8 @@ def build(request: PolicyRequest, grace_seconds: int) -> CedarInput:
         context["approved_by"] = request.approved_by
     if request.requested_by is not None:
         context["requested_by"] = request.requested_by
+    if request.account_role is not None:
+        context["account_role"] = request.account_role.value
     return CedarInput(
         (EMPLOYEE, principal.id), principal_attrs, [("Role", principal.role.value)], request.action.value,
         resource_uid, resource_attrs, tags, context,
