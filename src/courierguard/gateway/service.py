@@ -742,7 +742,7 @@ class Guard:
                 query=Query(kind=QueryKind.BY_STATUS if status else QueryKind.BY_ORG_UNIT, result_count=0),
             )  # fmt: skip
             return self._settle(verdict)
-        self._record(
+        self._judge_now(
             self._event(
                 caller, Action.ADMIN_CHANGE, outcome=Outcome.ALLOW, purpose=f"approval.request:{approval.id}"
             )
@@ -831,7 +831,7 @@ class Guard:
             "ap_" + secrets.token_hex(8), "role", caller.principal.id, justification, scope,
             (), "pending", now, None, None, None, None, self._decide_by(now),
         )  # fmt: skip
-        self._record(
+        self._judge_now(
             self._event(caller, Action.ADMIN_CHANGE, outcome=Outcome.ALLOW,
                         purpose=f"employee.role.request:{employee_id}:{role.value}:{approval.id}")
         )  # fmt: skip
@@ -880,9 +880,12 @@ class Guard:
             outcome=Outcome.ALLOW if decision.allowed else Outcome.DENY,
             reason=None if decision.allowed else f"policy:{decision.reason}",
         )  # fmt: skip
-        self._record(event)
         if not decision.allowed:
+            self._record(event)
             raise AccessDenied(decision.detail, reason=decision.reason or DenyReason.POLICY_DENIED)
+        # The second person is the whole of four-eyes: their session is judged as any officer's
+        # action is, so a rented officer account in doubt steps up before it approves anything.
+        self._judge_now(event)
         expires = (
             now + timedelta(minutes=self.settings.export_ttl_minutes) if approve and not role_change else None
         )
@@ -1183,7 +1186,7 @@ class Guard:
             f":{k}={v}" for k, v in (("subject", subject), ("employee", employee)) if v is not None
         )
         what = f"audit.search:actor={actor or '-'}{people}:waybills={len(waybills)}:phone={'matched ' + str(matched) if matched is not None else '-'}"
-        self._record(self._event(caller, Action.ADMIN_CHANGE, outcome=Outcome.ALLOW, purpose=what[:128]))
+        self._judge_now(self._event(caller, Action.ADMIN_CHANGE, outcome=Outcome.ALLOW, purpose=what[:128]))
         if phone is not None and not numbers:
             return Page([], None)
         # One audit log may serve several tenants (waybill numbers can repeat between them): an
@@ -1356,31 +1359,34 @@ class Guard:
         return employee
 
     def unlock(self, caller: Caller, employee_id: str) -> Employee:
-        """An officer's review ends a risk lock: the account is active again."""
-        if caller.principal.role not in (Role.SECURITY_OFFICER, Role.ADMIN):
-            raise AccessDenied("only a security officer or an admin unlocks an account")
-        what = f"employee.reinstated:{employee_id}"
-        try:
-            self._own_account_refused(caller, employee_id)
-        except AccessDenied as exc:
-            raise self._refused(caller, Action.ADMIN_CHANGE, what, exc) from None
-        suspended_for = self.company.suspended_for(employee_id)
-        if suspended_for == SECURITY_HOLD:
-            raise Conflict(
-                f"account {employee_id} is under a security hold: a security officer lifts it (reinstate)"
-            )
-        if suspended_for != RISK_LOCK_REASON:
-            raise Conflict(
-                f"account {employee_id} is not locked by risk control: its status changes through status "
-                "(an admin's, or a security officer's for a privileged account)"
-            )
-        self._record(self._event(caller, Action.ADMIN_CHANGE, outcome=Outcome.ALLOW, purpose=what))
-        # Only a risk lock ends here: an account that left, or that an admin suspended, stays so.
-        employee = self.company.end_lock(employee_id, RISK_LOCK_REASON, self.clock.now())
-        unlock = getattr(self.risk, "unlock", None)
-        if callable(unlock):
-            unlock(employee_id)
-        return employee
+        """An officer's review ends a risk lock: the account is active again. Authorised by the
+        policies' ``account_unlock`` (a security officer; an admin for accounts without a privileged
+        role), checked, recorded and judged by risk control as an officer's other account actions."""
+
+        def check() -> None:
+            suspended_for = self.company.suspended_for(employee_id)  # NotFound, recorded as the refusal
+            if suspended_for == SECURITY_HOLD:
+                raise Conflict(
+                    f"account {employee_id} is under a security hold: a security officer lifts it (reinstate)"
+                )
+            if suspended_for != RISK_LOCK_REASON:
+                raise Conflict(
+                    f"account {employee_id} is not locked by risk control: its status changes through status "
+                    "(an admin's, or a security officer's for a privileged account)"
+                )
+
+        def end_lock() -> Employee:
+            # Only a risk lock ends here: an account that left, or that an admin suspended, stays so.
+            employee = self.company.end_lock(employee_id, RISK_LOCK_REASON, self.clock.now())
+            unlock = getattr(self.risk, "unlock", None)
+            if callable(unlock):
+                unlock(employee_id)
+            return employee
+
+        return self._officer(
+            caller, PolicyAction.ACCOUNT_UNLOCK, employee_id, f"employee.reinstated:{employee_id}", check, end_lock,
+            other="security officer or admin",
+        )  # fmt: skip
 
     # --- incident response: security officers contain an account and hand it back ---------------------
 
@@ -1508,24 +1514,28 @@ class Guard:
         change: Callable[[], T],
         *,
         purpose: str | None = None,
+        other: str = "security officer",
     ) -> T:
-        """Authorise ``action`` on the employee's account (their org unit is the resource; the
-        company's for an unknown id, which the check then refuses), check (nobody acts on their own
-        account), record the allow as judged by risk control, and make ``change``."""
+        """Authorise ``action`` on the employee's account (their org unit is the resource and their
+        role ``context.account_role``; neither for an unknown id, which the check then refuses), check
+        (nobody acts on their own account: ``other`` must), record the allow as judged by risk
+        control, and make ``change``."""
         what = what[:128]
         try:
-            org_unit: str | None = self.company.employee(employee_id).org_unit
+            current: Employee | None = self.company.employee(employee_id)
         except NotFound:
-            org_unit = None
+            current = None
         self._authorise(
             caller,
             PolicyRequest(
-                caller.principal, action, None, self.clock.now(), purpose=purpose, org_unit=org_unit
+                caller.principal, action, None, self.clock.now(), purpose=purpose,
+                org_unit=current.org_unit if current is not None else None,
+                account_role=current.role if current is not None else None,
             ),
             what,
-        )
+        )  # fmt: skip
         try:
-            self._own_account_refused(caller, employee_id, other="security officer")
+            self._own_account_refused(caller, employee_id, other=other)
             check()
         except CourierGuardError as exc:
             raise self._refused(caller, Action.ADMIN_CHANGE, what, exc) from None
@@ -1620,8 +1630,8 @@ class Guard:
         self, caller: Caller, what: str, check: Callable[[], None], *, request: PolicyRequest | None = None
     ) -> None:
         """Authorise (the policies' ``admin``, or ``request``: a non-admin learns nothing from
-        validation), check, and record the change about to be made; a refusal at either step is
-        recorded as a deny and raised."""
+        validation), check, and record the change about to be made as judged by risk control (an
+        admin's session in doubt steps up first); a refusal at any step is recorded and raised."""
         self._authorise(
             caller,
             request or PolicyRequest(caller.principal, PolicyAction.ADMIN, None, self.clock.now()),
@@ -1631,7 +1641,7 @@ class Guard:
             check()
         except CourierGuardError as exc:
             raise self._refused(caller, Action.ADMIN_CHANGE, what, exc) from None
-        self._record(self._event(caller, Action.ADMIN_CHANGE, purpose=what, outcome=Outcome.ALLOW))
+        self._judge_now(self._event(caller, Action.ADMIN_CHANGE, purpose=what, outcome=Outcome.ALLOW))
 
     def _admin_apply(self, caller: Caller, what: str, change: Callable[[], T]) -> T:
         """Make a recorded change; one refused in between (a race) gets a deny entry too."""

@@ -48,6 +48,9 @@ class PolicyAction(StrEnum):
     ACCOUNT_STATUS = "account_status"
     """Set the status (active, suspended, left) of an employee's account; ``account_role`` is that
     account's role (``None`` for an id not known), ``org_unit`` its unit."""
+    ACCOUNT_UNLOCK = "account_unlock"
+    """End a risk control lock after review; ``account_role`` and ``org_unit`` as for
+    ``account_status``."""
     INGEST = "ingest"
     """Write waybills and lifecycle events (order and PDA systems)."""
     ACCOUNT_SUSPEND = "account_suspend"
