@@ -68,7 +68,7 @@ def create_api_key(
             raise InvalidInput("name", "must be 1 to 100 printable characters (no line breaks or controls)")
         core = open_core(settings_from(database_url, data_dir, key_file, tenant))
         try:
-            keys = ApiKeys(core.engine, tenant=core.settings.tenant)
+            keys = ApiKeys(core.engine, tenant=core.settings.tenant, seals=core.vault.seals)
             record, secret = keys.create(name, core.clock.now())
             try:
                 _record(core, "api_key.created", key_id=record.id, name=name)
@@ -98,11 +98,13 @@ def list_api_keys(
     with one_line_errors():
         core = open_core(settings_from(database_url, data_dir, key_file, tenant))
         try:
-            rows = ApiKeys(core.engine, tenant=core.settings.tenant).listing()
+            rows = ApiKeys(core.engine, tenant=core.settings.tenant, seals=core.vault.seals).listing()
         finally:
             core.close()
         for info in rows:
             revoked = f"revoked {info.revoked_at:%Y-%m-%d %H:%M}" if info.revoked_at else "active"
+            if not info.sealed:  # written without the seal key: refused whatever it says
+                revoked = "REFUSED (no valid seal)"
             console.print(
                 f"{info.id}  {info.created_at:%Y-%m-%d %H:%M}  {revoked:<24} {info.name}", highlight=False
             )
@@ -126,7 +128,7 @@ def revoke_api_key(
         _identifier(key_id, "key_id")
         core = open_core(settings_from(database_url, data_dir, key_file, tenant))
         try:
-            keys = ApiKeys(core.engine, tenant=core.settings.tenant)
+            keys = ApiKeys(core.engine, tenant=core.settings.tenant, seals=core.vault.seals)
             info = keys.info(key_id)
             if info.revoked_at is None:
                 _record(core, "api_key.revoked", key_id=key_id)

@@ -22,7 +22,7 @@ from courierguard.cli._common import (
     settings_from,
 )
 from courierguard.config import Settings
-from courierguard.db.rowseal import scan_tables, seal_unsealed
+from courierguard.db.rowseal import SEALED_COLUMNS, scan_tables, seal_unsealed
 from courierguard.errors import Conflict, NotFound
 from courierguard.vault.service import RemaskReport
 
@@ -222,7 +222,8 @@ def verify_tables(
     key_file: KeyFile = None,
     tenant: Tenant = None,
 ) -> None:
-    """Check the seal of every row that decides access (approvals, employees, waybills, cases).
+    """Check the seal of every row that decides access (approvals, employees, waybills, cases,
+    api_keys, org_units).
 
     A row whose seal is missing or wrong was written without the key (a DBA's INSERT or UPDATE) and
     is refused by the gateway. Names each table and the ids of the first refused rows, never personal
@@ -266,8 +267,10 @@ def seal_tables(
 
     Rows with a wrong seal are left alone (and still refused). Run it with the service stopped,
     right after `courierguard db upgrade`, after checking the tables are as they should be: whatever
-    rows have no seal now are vouched for from here on. Recorded in the audit trail; a second run is
-    refused unless --again (a row a DBA inserted later must not be sealed by routine).
+    rows have no seal now are vouched for from here on. Recorded in the audit trail, with the tables
+    it sealed; a later run seals only tables no earlier run sealed (those a newer migration added
+    seals to), and is refused when there are none, unless --again (a row a DBA inserted later must
+    not be sealed by routine).
 
     Example: courierguard keys seal-tables
     """
@@ -275,26 +278,34 @@ def seal_tables(
         settings = settings_from(database_url, data_dir, key_file, tenant)
         core = _open_existing(settings)
         try:
-            if not again and _sealed_before(core):
-                raise Conflict(
-                    "the audit trail records an earlier seal-tables: rows without a seal now were written "
-                    "without the key; check them (`courierguard keys verify-tables`), then --again if need be"
-                )
-            _record(core, {"op": "tables.seal.start", "again": again})
-            sealed = seal_unsealed(core.engine, core.vault.seals)
+            tables = list(SEALED_COLUMNS)
+            if not again:
+                done = _sealed_before(core)
+                tables = [t for t in tables if t not in done]
+                if not tables:
+                    raise Conflict(
+                        "the audit trail records an earlier seal-tables: rows without a seal now were "
+                        "written without the key; check them (`courierguard keys verify-tables`), then "
+                        "--again if need be"
+                    )
+            _record(core, {"op": "tables.seal.start", "again": again, "tables": tables})
+            sealed = seal_unsealed(core.engine, core.vault.seals, tables)
             _record(core, {"op": "tables.seal.done", **sealed})
         finally:
             core.close()
     console.print("sealed " + ", ".join(f"{n} {table}" for table, n in sealed.items()))
 
 
-def _sealed_before(core: Core) -> bool:
+def _sealed_before(core: Core) -> set[str]:
+    """The tables an earlier seal-tables sealed, as the trail records them (its counts name them)."""
     queries = AuditQueries(core.audit_engine)
     cursor: int | None = None
+    done: set[str] = set()
     while True:
         page = queries.search(kinds=[EntryKind.KEY], cursor=cursor, limit=1000)
-        if any((r.body or {}).get("op") == "tables.seal.done" for r in page.records):
-            return True
+        for r in page.records:
+            if (r.body or {}).get("op") == "tables.seal.done":
+                done.update(t for t in (r.body or {}) if t in SEALED_COLUMNS)
         if page.next_cursor is None:
-            return False
+            return done
         cursor = page.next_cursor

@@ -268,16 +268,22 @@ class CompanyStore:
 
     def check_employee(self, employee: Employee) -> None:
         """Refuse an administrator's change to an invalid employee id or naming an org unit that does
-        not exist."""
+        not exist (or whose row was written without the seal key: :class:`RowIntegrityError`)."""
         check_employee_id(employee.id)
         with self.engine.connect() as conn:
-            unit = conn.execute(
-                select(org_units.c.id).where(
-                    org_units.c.tenant == self.tenant, org_units.c.id == employee.org_unit
-                )
-            ).first()
+            unit = self._org_unit_row(conn, employee.org_unit)
         if unit is None:
             raise InvalidInput("org_unit", "is not an org unit")
+
+    def _org_unit_key(self, unit_id: str) -> ColumnElement[bool]:
+        return and_(org_units.c.tenant == self.tenant, org_units.c.id == unit_id)
+
+    def _org_unit_row(self, conn: Connection, unit_id: str) -> Any:
+        """The org unit's row, its seal checked (None when there is none)."""
+        row = conn.execute(select(org_units).where(self._org_unit_key(unit_id))).first()
+        if row is not None:
+            self.seals.check_row("org_units", row)
+        return row
 
     def put_org_unit(self, unit: OrgUnit) -> None:
         with self.engine.begin() as conn:
@@ -292,13 +298,12 @@ class CompanyStore:
             "lat": unit.lat,
             "lon": unit.lon,
         }
-        found = conn.execute(
-            update(org_units)
-            .where(org_units.c.tenant == self.tenant, org_units.c.id == unit.id)
-            .values(**values)
-        )
-        if not found.rowcount:
+        key = self._org_unit_key(unit.id)
+        if self._locked(conn, org_units, key) is not None:
+            conn.execute(update(org_units).where(key).values(**values))
+        else:
             conn.execute(insert(org_units).values(tenant=self.tenant, id=unit.id, **values))
+        self._reseal(conn, org_units, key)
 
     def _check_parent(self, conn: Connection, unit_id: str, parent: str) -> None:
         seen = {unit_id}
@@ -307,20 +312,14 @@ class CompanyStore:
             if ancestor in seen:
                 raise InvalidInput("parent", "would make the org-unit hierarchy a cycle")
             seen.add(ancestor)
-            row = conn.execute(
-                select(org_units.c.parent).where(
-                    org_units.c.tenant == self.tenant, org_units.c.id == ancestor
-                )
-            ).first()
+            row = self._org_unit_row(conn, ancestor)
             if row is None:
                 raise InvalidInput("parent", "is not an org unit")
             ancestor = row.parent
 
     def org_unit(self, unit_id: str) -> OrgUnit:
         with self.engine.connect() as conn:
-            row = conn.execute(
-                select(org_units).where(org_units.c.tenant == self.tenant, org_units.c.id == unit_id)
-            ).first()
+            row = self._org_unit_row(conn, unit_id)
         if row is None:
             raise NotFound(f"org unit {unit_id} not found")
         return OrgUnit(row.id, OrgUnitKind(row.kind), row.name, row.parent, row.city, row.lat, row.lon)
@@ -329,8 +328,10 @@ class CompanyStore:
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(org_units).where(org_units.c.tenant == self.tenant).order_by(org_units.c.id)
-            )
-            return [OrgUnit(r.id, OrgUnitKind(r.kind), r.name, r.parent, r.city, r.lat, r.lon) for r in rows]
+            ).all()
+        for row in rows:
+            self.seals.check_row("org_units", row)
+        return [OrgUnit(r.id, OrgUnitKind(r.kind), r.name, r.parent, r.city, r.lat, r.lon) for r in rows]
 
     # --- employees ----------------------------------------------------------------------------------
 

@@ -9,7 +9,11 @@ task, an employee made a security officer (the security test's F2). So every row
 * ``employees``: id, role, org unit, status and its reason (a security hold);
 * ``waybills``: number, origin and destination outlets, status and its time, assignee, task,
   delivery time (what the policies read; routing code and key month decide nothing);
-* ``cases``: id, kind, waybill, owner, state
+* ``cases``: id, kind, waybill, owner, state;
+* ``api_keys``: every column (id, name, key hash, creation, revocation): a row a DBA inserts with
+  the hash of a secret of their choosing would otherwise be a service account, which assigns
+  waybills and opens cases (what opens a reveal), and clearing ``revoked_at`` would revive a key;
+* ``org_units``: id, kind, parent (the hierarchy; name, city and position decide nothing)
 
 carries ``mac = BLAKE2s-128(key = seal key, message = encode(table, tenant, columns...))``, written
 by the store on every insert and update and checked on every read that decides access. A row whose
@@ -59,6 +63,7 @@ _PERSON = b"cg-seal1"  # BLAKE2s personalisation (8 bytes)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _TEXT = partial(struct.Struct(">cI").pack, b"S")
 _INSTANT = partial(struct.Struct(">cq").pack, b"T")
+_BYTES = partial(struct.Struct(">cI").pack, b"B")
 _MICRO = timedelta(microseconds=1)
 
 log = logging.getLogger("courierguard.rowseal")
@@ -74,13 +79,16 @@ SEALED_COLUMNS: dict[str, tuple[str, ...]] = {
         "delivered_at",
     ),
     "cases": ("tenant", "id", "kind", "waybill", "owner", "state"),
+    "api_keys": ("tenant", "id", "name", "key_hash", "created_at", "revoked_at"),
+    "org_units": ("tenant", "id", "kind", "parent"),
 }  # fmt: skip
 """The sealed columns of each table, in MAC order."""
 TIMESTAMPS: dict[str, frozenset[int]] = {
     table: frozenset(
         i
         for i, name in enumerate(names)
-        if name in ("decided_at", "expires_at", "used_at", "status_ts", "delivered_at")
+        if name
+        in ("decided_at", "expires_at", "used_at", "status_ts", "delivered_at", "created_at", "revoked_at")
     )
     for table, names in SEALED_COLUMNS.items()
 }
@@ -94,6 +102,8 @@ KEY_COLUMNS = {
     "employees": ("tenant", "id"),
     "waybills": ("tenant", "number"),
     "cases": ("tenant", "id"),
+    "api_keys": ("tenant", "id"),
+    "org_units": ("tenant", "id"),
 }
 """Primary key of each table: what a report names (ids and numbers, never personal data)."""
 
@@ -110,7 +120,7 @@ def encode(table: str, values: Sequence[Any]) -> bytes:
     """The MAC input of ``values`` (the :data:`SEALED_COLUMNS` of ``table``, in order).
 
     Canonical and injective: table name and every text length-prefixed, every value tagged with its
-    type (``N`` null, ``S`` text, ``T`` an instant), the value count up front.
+    type (``N`` null, ``S`` text, ``B`` bytes, ``T`` an instant), the value count up front.
     """
     stamps = _STAMPS[table]
     parts = [_HEADS[table], len(values).to_bytes(1, "big")]
@@ -124,6 +134,10 @@ def encode(table: str, values: Sequence[Any]) -> bytes:
             if instant.tzinfo is not UTC:
                 instant = utc(instant)
             append(_INSTANT((instant - _EPOCH) // _MICRO))
+        elif value.__class__ is bytes or value.__class__ is memoryview:  # api_keys.key_hash
+            data = bytes(value)
+            append(_BYTES(len(data)))
+            append(data)
         else:
             data = value.encode() if value.__class__ is str else str(value).encode()
             append(_TEXT(len(data)))
@@ -260,11 +274,12 @@ def scan_tables(engine: Engine, seals: RowSeals) -> list[TableScan]:
     return out
 
 
-def seal_unsealed(engine: Engine, seals: RowSeals) -> dict[str, int]:
-    """Seal every row that has no seal yet (never one whose seal is wrong): the one-time step after
-    the upgrade that added the columns. Returns how many rows of each table it sealed."""
+def seal_unsealed(engine: Engine, seals: RowSeals, tables: Sequence[str] | None = None) -> dict[str, int]:
+    """Seal every row that has no seal yet (never one whose seal is wrong) of ``tables`` (default:
+    every sealed table): the one-time step after the upgrade that added the columns. Returns how
+    many rows of each table it sealed."""
     sealed: dict[str, int] = {}
-    for name in SEALED_COLUMNS:
+    for name in SEALED_COLUMNS if tables is None else tables:
         table = _table(name)
         key = list(table.primary_key.columns)
         count = 0

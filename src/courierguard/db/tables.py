@@ -67,6 +67,8 @@ org_units = Table(
     Column("city", String(64)),
     Column("lat", Float),
     Column("lon", Float),
+    # Row seal (``courierguard.db.rowseal``): kind and parent, under a key the database does not hold.
+    Column("mac", Bytes(16)),
 )
 
 employees = Table(
@@ -213,6 +215,8 @@ api_keys = Table(
     Column("key_hash", Bytes(32), nullable=False),
     Column("created_at", TS, nullable=False),
     Column("revoked_at", TS),
+    # Row seal (``courierguard.db.rowseal``): a key row a DBA writes is no service account.
+    Column("mac", Bytes(16)),
 )
 
 # Four-eyes approvals: a bulk export, or a security officer's reveal, waits here until a different

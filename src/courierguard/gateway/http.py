@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from courierguard import __version__
 from courierguard.company import LifecycleChange
+from courierguard.db.rowseal import RowIntegrityError
 from courierguard.domain import (
     Case,
     CaseKind,
@@ -550,6 +551,9 @@ def create_app(deployment: Deployment) -> FastAPI:
         except Unauthenticated as refused:
             await note_refused(authorization, device, refused)
             raise
+        except RowIntegrityError as unsealed:
+            await note_unsealed_key(device, unsealed)
+            raise
 
     async def note_refused(
         authorization: str | None,
@@ -565,6 +569,21 @@ def create_app(deployment: Deployment) -> FastAPI:
         device_id, _, ip, ua = device
         await guard.request_refused_async(
             claimed_employee(credential.strip()), f"request:{refused.detail}", device_id=device_id, ip=ip,
+            user_agent=ua,
+        )  # fmt: skip
+
+    async def note_unsealed_key(
+        device: tuple[str | None, tuple[float, float] | None, str | None, str | None],
+        unsealed: RowIntegrityError,
+    ) -> None:
+        """Put an API key refused for its row's seal on the trail (``auth.login_failed``, reason
+        ``row_unsealed:api_keys/<tenant>/<key id>``): the secret matched a row written without the
+        seal key, a DBA's key or a revoked one revived. The secret and its hash are never recorded."""
+        if unsealed.extra.get("table") != "api_keys":
+            return
+        device_id, _, ip, ua = device
+        await guard.request_refused_async(
+            None, f"{unsealed.reason}:api_keys/{unsealed.extra.get('key')}", device_id=device_id, ip=ip,
             user_agent=ua,
         )  # fmt: skip
 
@@ -586,6 +605,9 @@ def create_app(deployment: Deployment) -> FastAPI:
             verdict = await guard.offload(decide)
         except Unauthenticated as refused:
             await note_refused(authorization, device, refused)
+            raise
+        except RowIntegrityError as unsealed:
+            await note_unsealed_key(device, unsealed)
             raise
         return await guard.settle_async(verdict)
 

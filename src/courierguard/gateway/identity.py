@@ -26,6 +26,7 @@ from sqlalchemy import Engine, bindparam, delete, insert, select, update
 from courierguard.clock import Clock, SystemClock
 from courierguard.company.store import FACTS_COLUMNS
 from courierguard.db.fast import DriverQuery
+from courierguard.db.rowseal import RowSeals, values_of
 from courierguard.db.tables import api_keys, devices, sessions
 from courierguard.errors import NotFound, Unauthenticated
 from courierguard.events import AuthMethod
@@ -476,84 +477,105 @@ class ApiKeyInfo:
     name: str
     created_at: datetime
     revoked_at: datetime | None
+    sealed: bool = True
+    """Whether the row carries a valid seal: a key without one was written without the seal key
+    (a DBA's INSERT or UPDATE) and is refused, whatever ``revoked_at`` says."""
 
 
 class ApiKeys:
-    """API keys of service accounts. The secret is shown once; the database keeps its SHA-256."""
+    """API keys of service accounts. The secret is shown once; the database keeps its SHA-256.
 
-    def __init__(self, engine: Engine, *, tenant: str) -> None:
+    Every row is sealed (:mod:`courierguard.db.rowseal`): a row a DBA inserts with the hash of a
+    secret of their choosing, or a revoked key whose ``revoked_at`` they cleared, is refused."""
+
+    def __init__(self, engine: Engine, *, tenant: str, seals: RowSeals) -> None:
         self.engine = engine
         self.tenant = tenant
+        self.seals = seals
 
     def create(self, name: str, now: datetime) -> tuple[ApiKeyRecord, str]:
         key_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(32)
+        row = {
+            "id": key_id,
+            "tenant": self.tenant,
+            "name": name,
+            "key_hash": hashlib.sha256(secret.encode()).digest(),
+            "created_at": now,
+            "revoked_at": None,
+        }
         with self.engine.begin() as conn:
-            conn.execute(
-                insert(api_keys).values(
-                    id=key_id,
-                    tenant=self.tenant,
-                    name=name,
-                    key_hash=hashlib.sha256(secret.encode()).digest(),
-                    created_at=now,
-                )
-            )
+            conn.execute(insert(api_keys).values(**row, mac=self.seals.mac_of("api_keys", row)))
         return ApiKeyRecord(key_id, name), f"{API_KEY_PREFIX}{key_id}_{secret}"
 
     def verify(self, presented: str) -> ApiKeyRecord:
+        """The key's record; :class:`Unauthenticated` for a wrong secret, an unknown id or a revoked
+        key; :class:`RowIntegrityError` (503 ``row_unsealed``, logged with the key's id, never the
+        secret) when the secret matches a row without a valid seal. The seal is checked only once
+        the secret matched, so a caller without it learns nothing about any row."""
         if not presented.startswith(API_KEY_PREFIX) or presented.count("_") < 2:
             raise Unauthenticated("malformed API key")
         key_id, _, secret = presented[len(API_KEY_PREFIX) :].partition("_")
         with self.engine.connect() as conn:
-            row = conn.execute(
-                select(api_keys).where(api_keys.c.id == key_id, api_keys.c.tenant == self.tenant)
-            ).first()
+            row = conn.execute(_API_KEY, {"id": key_id, "tenant": self.tenant}).first()
         # Compare even when the id is unknown, so timing does not tell which ids exist.
         expected = row.key_hash if row is not None else b"\x00" * 32
         if not hmac.compare_digest(hashlib.sha256(secret.encode()).digest(), expected) or row is None:
             raise Unauthenticated("API key rejected")
+        self.seals.check_row("api_keys", row)
         if row.revoked_at is not None:
             raise Unauthenticated("API key has been revoked")
         return ApiKeyRecord(row.id, row.name)
 
     def revoke(self, key_id: str, now: datetime) -> ApiKeyRecord:
-        """Revoke a key: refused from the next request on. Revoking it again changes nothing."""
+        """Revoke a key: refused from the next request on. Revoking it again changes nothing.
+
+        A row without a valid seal is refused (:class:`RowIntegrityError`), never re-sealed: it is
+        refused already; delete it (``docs/deployment.md``)."""
+        key = (api_keys.c.id == key_id) & (api_keys.c.tenant == self.tenant)
         with self.engine.begin() as conn:
-            row = conn.execute(
-                select(api_keys).where(api_keys.c.id == key_id, api_keys.c.tenant == self.tenant)
-            ).first()
+            if conn.dialect.name == "sqlite":  # take the write lock first: the read then stays current
+                conn.execute(update(api_keys).where(key).values(mac=api_keys.c.mac))
+                row = conn.execute(select(api_keys).where(key)).first()
+            else:
+                row = conn.execute(select(api_keys).where(key).with_for_update()).first()
             if row is None:
                 raise NotFound(f"API key {key_id} not found")
+            self.seals.check_row("api_keys", row)
             if row.revoked_at is None:
+                revoked = {**row._mapping, "revoked_at": now}
                 conn.execute(
                     update(api_keys)
-                    .where(api_keys.c.id == key_id, api_keys.c.tenant == self.tenant)
-                    .values(revoked_at=now)
+                    .where(key)
+                    .values(revoked_at=now, mac=self.seals.mac_of("api_keys", revoked))
                 )
         return ApiKeyRecord(row.id, row.name)
 
     def info(self, key_id: str) -> ApiKeyInfo:
         """One key of the tenant (never the secret, which is not stored); NotFound if none has that id."""
         with self.engine.connect() as conn:
-            row = conn.execute(
-                select(*_KEY_INFO).where(api_keys.c.id == key_id, api_keys.c.tenant == self.tenant)
-            ).first()
+            row = conn.execute(_API_KEY, {"id": key_id, "tenant": self.tenant}).first()
         if row is None:
             raise NotFound(f"API key {key_id} not found")
-        return ApiKeyInfo(row.id, row.name, utc(row.created_at), utc_or_none(row.revoked_at))
+        return self._info(row)
 
     def listing(self) -> list[ApiKeyInfo]:
         """Every key of the tenant, oldest first (never the secret, which is not stored)."""
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(*_KEY_INFO)
+                select(api_keys)
                 .where(api_keys.c.tenant == self.tenant)
                 .order_by(api_keys.c.created_at, api_keys.c.id)
             ).all()
-        return [ApiKeyInfo(r.id, r.name, utc(r.created_at), utc_or_none(r.revoked_at)) for r in rows]
+        return [self._info(r) for r in rows]
+
+    def _info(self, row: Any) -> ApiKeyInfo:
+        sealed = self.seals.valid("api_keys", values_of("api_keys", row._mapping), row.mac)
+        return ApiKeyInfo(row.id, row.name, utc(row.created_at), utc_or_none(row.revoked_at), sealed)
 
 
-_KEY_INFO = (api_keys.c.id, api_keys.c.name, api_keys.c.created_at, api_keys.c.revoked_at)
+# Checked on every service request: built once with bound parameters.
+_API_KEY = select(api_keys).where(api_keys.c.id == bindparam("id"), api_keys.c.tenant == bindparam("tenant"))
 
 
 class Devices:

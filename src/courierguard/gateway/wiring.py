@@ -129,7 +129,7 @@ def open_deployment(
         risk=hook,
         sessions=SessionStore(core.engine, tenant=settings.tenant),
         devices=Devices(core.engine, core.vault, tenant=settings.tenant),
-        api_keys=ApiKeys(core.engine, tenant=settings.tenant),
+        api_keys=ApiKeys(core.engine, tenant=settings.tenant, seals=core.vault.seals),
         clock=core.clock,
         inline_database=settings.resolved_inline_database,
     )

@@ -30,7 +30,11 @@ def test_api_keys_are_shown_once_work_and_stop_working_when_revoked(tmp_path: Pa
     assert created.exit_code == 0, created.output
     key = created.output.strip().splitlines()[-1]
     assert key.startswith("cgk_")
-    keys = ApiKeys(create_db_engine(f"sqlite:///{tmp_path / 'courierguard.sqlite3'}"), tenant="acme")
+    keys = ApiKeys(
+        create_db_engine(f"sqlite:///{tmp_path / 'courierguard.sqlite3'}"),
+        tenant="acme",
+        seals=RowSeals.from_keys(LocalKeyFile(tmp_path / "keys.json")),
+    )
     assert keys.verify(key).name == "order-system"
     listed = runner.invoke(app, ["admin", "api-key", "list", *data])
     key_id = key.split("_")[1]

@@ -32,8 +32,10 @@ _INSTANTS = st.datetimes(
 @st.composite
 def rows(draw: st.DrawFn, table: str) -> tuple[Any, ...]:
     values: list[Any] = []
-    for position in range(len(SEALED_COLUMNS[table])):
-        kind = _INSTANTS if position in TIMESTAMPS[table] else st.text(max_size=12)
+    for position, name in enumerate(SEALED_COLUMNS[table]):
+        kind: st.SearchStrategy[Any] = _INSTANTS if position in TIMESTAMPS[table] else st.text(max_size=12)
+        if name == "key_hash":
+            kind = st.binary(max_size=12) | st.text(max_size=12)
         values.append(draw(st.none() | kind))
     return tuple(values)
 
@@ -70,6 +72,17 @@ def test_an_instant_encodes_alike_as_text_or_datetime() -> None:
     assert seals.mac("approvals", row) == seals.mac("approvals", as_text)
     assert seals.mac("approvals", row) != seals.mac("approvals", [*row[:10], at])  # used_at is covered
     assert seals.mac("approvals", row) != RowSeals(b"j" * 32).mac("approvals", row)  # keyed
+
+
+def test_a_key_hash_encodes_alike_as_bytes_or_memoryview_and_apart_from_text() -> None:
+    """api_keys.key_hash: bytes from one driver, a memoryview from another; never its repr."""
+    at = datetime(2026, 12, 7, 4, 50, tzinfo=UTC)
+    row = ("t", "0a1b2c", "order-system", b"\x00" * 31 + b"\x01", at, None)
+    as_view = (*row[:3], memoryview(row[3]), *row[4:])
+    assert encode("api_keys", row) == encode("api_keys", as_view)
+    assert encode("api_keys", row) != encode("api_keys", (*row[:3], row[3].decode("latin-1"), *row[4:]))
+    seals = RowSeals(b"k" * 32)
+    assert seals.mac("api_keys", row) != seals.mac("api_keys", (*row[:5], at))  # revoked_at is covered
 
 
 def test_a_missing_or_wrong_seal_is_refused_without_personal_data() -> None:

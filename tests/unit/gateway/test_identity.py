@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from courierguard.clock import FixedClock
 from courierguard.db import create_db_engine, migrate
+from courierguard.db.rowseal import RowSeals
 from courierguard.errors import Unauthenticated
 from courierguard.gateway.identity import ApiKeys, DevIssuer, TokenVerifier
 
@@ -83,7 +84,7 @@ def test_none_algorithm_is_refused() -> None:
 def test_api_keys_are_stored_hashed_and_revocable(tmp_path: Path) -> None:
     engine = create_db_engine(f"sqlite:///{tmp_path / 'k.sqlite3'}")
     migrate(engine)
-    keys = ApiKeys(engine, tenant="t")
+    keys = ApiKeys(engine, tenant="t", seals=RowSeals(b"k" * 32))
     record, secret = keys.create("order-system", NOW)
     assert keys.verify(secret).name == "order-system"
     with engine.connect() as conn:
