@@ -22,6 +22,7 @@ from typing import Any, Literal
 import jwt
 import pyotp
 from sqlalchemy import Engine, bindparam, delete, insert, select, update
+from sqlalchemy.engine import Connection
 
 from courierguard.clock import Clock, SystemClock
 from courierguard.company.store import FACTS_COLUMNS
@@ -505,7 +506,8 @@ class ApiKeys:
             "revoked_at": None,
         }
         with self.engine.begin() as conn:
-            conn.execute(insert(api_keys).values(**row, mac=self.seals.mac_of("api_keys", row)))
+            conn.execute(insert(api_keys).values(**row))
+            self._reseal(conn, key_id)
         return ApiKeyRecord(key_id, name), f"{API_KEY_PREFIX}{key_id}_{secret}"
 
     def verify(self, presented: str) -> ApiKeyRecord:
@@ -543,13 +545,20 @@ class ApiKeys:
                 raise NotFound(f"API key {key_id} not found")
             self.seals.check_row("api_keys", row)
             if row.revoked_at is None:
-                revoked = {**row._mapping, "revoked_at": now}
-                conn.execute(
-                    update(api_keys)
-                    .where(key)
-                    .values(revoked_at=now, mac=self.seals.mac_of("api_keys", revoked))
-                )
+                conn.execute(update(api_keys).where(key).values(revoked_at=now))
+                self._reseal(conn, key_id)
         return ApiKeyRecord(row.id, row.name)
+
+    def _reseal(self, conn: Connection, key_id: str) -> None:
+        """Seal the key's row as stored: the instants read back, not the ones given (SQLite keeps an
+        aware time's wall clock and drops its zone)."""
+        row = conn.execute(_API_KEY, {"id": key_id, "tenant": self.tenant}).first()
+        assert row is not None
+        conn.execute(
+            update(api_keys)
+            .where(api_keys.c.id == key_id, api_keys.c.tenant == self.tenant)
+            .values(mac=self.seals.mac_of("api_keys", row))
+        )
 
     def info(self, key_id: str) -> ApiKeyInfo:
         """One key of the tenant (never the secret, which is not stored); NotFound if none has that id."""

@@ -96,3 +96,19 @@ def test_api_keys_are_stored_hashed_and_revocable(tmp_path: Path) -> None:
     keys.revoke(record.id, NOW)
     with pytest.raises(Unauthenticated, match="revoked"):
         keys.verify(secret)
+
+
+def test_a_key_made_at_a_local_time_verifies(tmp_path: Path) -> None:
+    """SQLite keeps an aware time's wall clock and drops its zone: the seal is of the row as stored
+    (the demo's clock runs in Asia/Shanghai; a key sealed from the given instant was refused)."""
+    from datetime import timezone
+
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'k.sqlite3'}")
+    migrate(engine)
+    keys = ApiKeys(engine, tenant="t", seals=RowSeals(b"k" * 32))
+    local = NOW.astimezone(timezone(timedelta(hours=8))).replace(microsecond=123456)
+    record, secret = keys.create("order-system", local)
+    assert keys.verify(secret).name == "order-system"
+    keys.revoke(record.id, local)
+    with pytest.raises(Unauthenticated, match="revoked"):
+        keys.verify(secret)
