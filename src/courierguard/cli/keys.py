@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
@@ -22,8 +23,9 @@ from courierguard.cli._common import (
     settings_from,
 )
 from courierguard.config import Settings
-from courierguard.db.rowseal import SEALED_COLUMNS, scan_tables, seal_unsealed
+from courierguard.db.rowseal import SEALED_COLUMNS, RowSeals, reseal_under, scan_tables, seal_unsealed
 from courierguard.errors import Conflict, NotFound
+from courierguard.vault.keys import LocalKeyFile
 from courierguard.vault.service import RemaskReport
 
 
@@ -294,6 +296,55 @@ def seal_tables(
         finally:
             core.close()
     console.print("sealed " + ", ".join(f"{n} {table}" for table, n in sealed.items()))
+
+
+@app.command("reseal-tables")
+def reseal_tables(
+    old_key_file: Annotated[
+        Path,
+        typer.Option(
+            "--old-key-file",
+            help="The key document that held the replaced audit signing key (read only).",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+        ),
+    ],
+    database_url: DatabaseUrl = None,
+    data_dir: DataDir = None,
+    key_file: KeyFile = None,
+    tenant: Tenant = None,
+) -> None:
+    """Move the row seals to the current audit signing key after the old one was replaced.
+
+    The seal key derives from the audit signing key, so replacing that key leaves every sealed row
+    refused (503 row_unsealed). This reseals, under the current key, each row whose seal the OLD
+    key made, and only those: a row with no seal, or one neither key made, stays refused and is
+    named. Run it with the service stopped. Recorded in the audit trail with the counts per table.
+
+    Example: courierguard keys reseal-tables --old-key-file /secure/keys-2026-11.json
+    """
+    with one_line_errors():
+        settings = settings_from(database_url, data_dir, key_file, tenant)
+        old = RowSeals.from_keys(LocalKeyFile(old_key_file, create=False))
+        core = _open_existing(settings)
+        try:
+            _record(core, {"op": "tables.reseal.start"})
+            reports = reseal_under(core.engine, old, core.vault.seals)
+            _record(core, {"op": "tables.reseal.done", **{r.table: r.resealed for r in reports},
+                           "refused": sum(r.refused for r in reports)})  # fmt: skip
+        finally:
+            core.close()
+    for r in reports:
+        console.print(
+            f"{r.table:<18} resealed {r.resealed:>7}  already current {r.current:>7}  refused {r.refused:>5}"
+        )
+        if r.refused_keys:
+            console.print("  refused (no seal, or one neither key made): " + ", ".join(r.refused_keys))
+    if any(r.refused for r in reports):
+        console.print(
+            "rows named above stay refused: restore them from a trusted backup or through the admin API"
+        )
 
 
 def _sealed_before(core: Core) -> set[str]:

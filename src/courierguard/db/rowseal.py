@@ -294,3 +294,50 @@ def seal_unsealed(engine: Engine, seals: RowSeals, tables: Sequence[str] | None 
                 count += len(rows)
         sealed[name] = count
     return sealed
+
+
+@dataclass(slots=True)
+class Reseal:
+    """What :func:`reseal_under` did to one table: rows already under the new key, moved to it,
+    and left refused (no seal, or one neither key made), with the first refused keys."""
+
+    table: str
+    current: int = 0
+    resealed: int = 0
+    refused: int = 0
+    refused_keys: list[str] = field(default_factory=list)
+
+
+def reseal_under(engine: Engine, old: RowSeals, new: RowSeals) -> list[Reseal]:
+    """Move every row whose seal the ``old`` key made to the ``new`` key, after the audit signing key
+    (from which the seal key derives) was replaced: every row would otherwise be refused.
+
+    Only a row the old key vouches for is resealed; one without a seal or with a seal neither key
+    made stays as it is, refused, and is counted and named (a DBA's row does not ride along with the
+    key change). A row already under the new key is left alone, so an interrupted run resumes.
+    One transaction per table."""
+    out: list[Reseal] = []
+    for name in SEALED_COLUMNS:
+        table = _table(name)
+        key = list(table.primary_key.columns)
+        report = Reseal(name)
+        with engine.begin() as conn:
+            for rows in _batches(conn, table):
+                for row in rows:
+                    mapping = row._mapping
+                    values, stored = values_of(name, mapping), mapping["mac"]
+                    if new.valid(name, values, stored):
+                        report.current += 1
+                    elif old.valid(name, values, stored):
+                        conn.execute(
+                            update(table)
+                            .where(*(c == mapping[c.name] for c in key), table.c.mac == stored)
+                            .values(mac=new.mac(name, values))
+                        )
+                        report.resealed += 1
+                    else:
+                        report.refused += 1
+                        if len(report.refused_keys) < _SHOWN:
+                            report.refused_keys.append(_key(name, mapping))
+        out.append(report)
+    return out

@@ -158,3 +158,56 @@ def test_upgrade_from_0008_then_seal_tables_once(tmp_path: Path) -> None:
         .records
     ]
     assert ops == ["tables.seal.start", "tables.seal.done"]
+
+
+def test_reseal_after_the_signing_key_is_replaced(tmp_path: Path) -> None:
+    """Replacing the audit signing key changes the seal key and every row is refused; reseal-tables
+    moves to the new key the rows the old key sealed, and only those: a DBA's row stays refused."""
+    import base64
+    import json
+    import os
+    import shutil
+
+    from courierguard.company import CompanyStore
+    from courierguard.db import migrate
+    from courierguard.domain import Employee, OrgUnit, OrgUnitKind
+    from courierguard.events import Role
+
+    data = ["--data-dir", str(tmp_path), "--tenant", "acme"]
+    keys_path = tmp_path / "keys.json"
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'courierguard.sqlite3'}")
+    migrate(engine)
+    company = CompanyStore(engine, tenant="acme", seals=RowSeals.from_keys(LocalKeyFile(keys_path)))
+    now = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
+    company.ensure_tenant("Acme", now)
+    company.put_org_unit(OrgUnit("HQ", OrgUnitKind.HQ, "Head office"))
+    for employee in ("E000001", "E000002"):
+        company.put_employee(Employee(employee, Role.COURIER, "HQ"), now)
+    with engine.begin() as conn:  # a DBA's row, never sealed
+        conn.execute(
+            text(
+                "INSERT INTO employees (tenant, id, role, org_unit, status, shifts, updated_at) "
+                "VALUES ('acme', 'E000042', 'security_officer', 'HQ', 'active', '[]', '2026-12-07 09:00:00')"
+            )
+        )
+    old_keys = tmp_path / "old-keys.json"
+    shutil.copy(keys_path, old_keys)
+    document = json.loads(keys_path.read_text())
+    document["signing"] = base64.b64encode(os.urandom(len(base64.b64decode(document["signing"])))).decode()
+    keys_path.write_text(json.dumps(document))
+
+    refused = runner.invoke(app, ["keys", "verify-tables", *data])
+    assert refused.exit_code == 1 and "acme/E000001" in refused.output and "acme/HQ" in refused.output
+    bad = runner.invoke(app, ["keys", "reseal-tables", "--old-key-file", str(tmp_path / "nope.json"), *data])
+    assert bad.exit_code != 0
+    moved = runner.invoke(app, ["keys", "reseal-tables", "--old-key-file", str(old_keys), *data])
+    assert moved.exit_code == 0, moved.output
+    assert "employees          resealed       2" in moved.output and "acme/E000042" in moved.output
+    after = runner.invoke(app, ["keys", "verify-tables", *data])
+    assert after.exit_code == 1 and "acme/E000042" in after.output and "acme/E000001" not in after.output
+    new_company = CompanyStore(engine, tenant="acme", seals=RowSeals.from_keys(LocalKeyFile(keys_path)))
+    assert new_company.employee("E000002").role is Role.COURIER
+    with pytest.raises(RowIntegrityError):
+        new_company.employee("E000042")
+    again = runner.invoke(app, ["keys", "reseal-tables", "--old-key-file", str(old_keys), *data])
+    assert again.exit_code == 0 and "already current       2" in again.output, again.output
