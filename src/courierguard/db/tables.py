@@ -8,6 +8,7 @@ a clear-text name, phone or address.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -22,7 +23,9 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    TypeDecorator,
 )
+from sqlalchemy.engine import Dialect
 
 metadata = MetaData(
     naming_convention={
@@ -32,7 +35,25 @@ metadata = MetaData(
     }
 )
 
-TS = DateTime(timezone=True)
+_NO_OFFSET = timedelta(0)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """An instant, bound in UTC. SQLite stores an aware value's wall clock and drops its offset, and
+    every reader takes a stored naive time for UTC (:func:`courierguard.timeutil.utc`): a time given
+    at +08:00 (a PDA's event, the demo's clock) was read back eight hours late, and compared as its
+    wall clock in a ``WHERE``. PostgreSQL's ``timestamptz`` stores the instant either way."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is not None and value.utcoffset() != _NO_OFFSET:
+            return value.astimezone(UTC)
+        return value
+
+
+TS = UtcDateTime()
 
 
 class Bytes(LargeBinary):

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Column, DateTime, Float, Index, String, Table, Text
+from sqlalchemy import Column, Float, Index, String, Table, Text
 
-from courierguard.db.tables import metadata
+from courierguard.db.tables import TS, metadata
 
 risk_alerts = Table(
     "risk_alerts",
@@ -14,7 +14,7 @@ risk_alerts = Table(
     Column("actor_id", String(64), nullable=False),
     Column("session_id", String(128)),
     Column("event_id", String(128), nullable=False),
-    Column("ts", DateTime(timezone=True), nullable=False),
+    Column("ts", TS, nullable=False),
     Column("action", String(16), nullable=False),
     Column("score", Float, nullable=False),
     # JSON: the reason codes and the evidence (counts, waybill numbers, device ids; never PII values).
