@@ -191,9 +191,11 @@ class RowSeals:
             )
 
     def check_row(self, table: str, row: Any) -> None:
-        """:meth:`check` for a full row read with its ``mac`` column."""
+        """:meth:`check` for a full row read with its ``mac`` column (its key named only if refused)."""
         mapping = row._mapping if hasattr(row, "_mapping") else row
-        self.check(table, values_of(table, mapping), mapping["mac"], _key(table, mapping))
+        values = values_of(table, mapping)
+        if not self.valid(table, values, mapping["mac"]):
+            self.check(table, values, mapping["mac"], _key(table, mapping))
 
 
 def values_of(table: str, row: Any) -> tuple[Any, ...]:

@@ -33,7 +33,7 @@ from sqlalchemy import Connection, insert, select, update
 
 from courierguard.audit import AuditLog, AuditQueries, EntryKind, Page
 from courierguard.clock import Clock
-from courierguard.company import CompanyStore, LifecycleChange
+from courierguard.company import CompanyStore, LifecycleChange, check_employee_id
 from courierguard.company.store import SECURITY_HOLD
 from courierguard.config import Settings
 from courierguard.db.rowseal import RowIntegrityError
@@ -790,6 +790,7 @@ class Guard:
                 "role", "service is for API keys (courierguard admin api-key create), not employees"
             )
         try:
+            check_employee_id(employee_id, "employee")
             self._own_account_refused(caller, employee_id, other="admin or officer")
             try:
                 current: Employee | None = self.company.employee(employee_id)

@@ -142,7 +142,7 @@ def test_an_employee_id_holds_no_colon(world: World, employee: str) -> None:
     ask = {"kind": "role", "employee": employee, "role": "auditor", "org_unit": "OUT-BJ-01",
            "justification": "new auditor for the north region"}  # fmt: skip
     r = world.client.post("/v1/approvals", json=ask, headers=x1)
-    assert r.status_code == 422 and r.json()["field"] == "id"
+    assert r.status_code == 422 and r.json()["field"] == "employee"
     with pytest.raises(InvalidInput):  # nor through the store, as the CLI's bootstrap writes
         world.deployment.guard.company.put_employee(
             Employee(employee, Role.COURIER, "OUT-BJ-01"), world.clock.now()
