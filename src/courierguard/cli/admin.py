@@ -25,7 +25,7 @@ from courierguard.cli._common import (
     settings_from,
 )
 from courierguard.company import CompanyStore, check_employee_id
-from courierguard.domain import Employee, OrgUnit, OrgUnitKind, says_something
+from courierguard.domain import Employee, EmployeeStatus, OrgUnit, OrgUnitKind, says_something
 from courierguard.errors import Conflict, InvalidInput, NotFound
 from courierguard.events import Role
 from courierguard.gateway.identity import ApiKeys
@@ -40,7 +40,7 @@ api_key = typer.Typer(help="API keys of service accounts (order system, PDA syst
 app.add_typer(api_key, name="api-key")
 
 
-def _record(core: Core, what: str, **details: str) -> None:
+def _record(core: Core, what: str, **details: str | int) -> None:
     record(core, EntryKind.SYSTEM, {"what": what, **details})
 
 
@@ -211,12 +211,13 @@ def first_officer(
     key_file: KeyFile = None,
     tenant: Tenant = None,
 ) -> None:
-    """Create the first security officer of a deployment; refused once the tenant has one.
+    """Create the first security officer of a deployment; refused while the tenant has an active one.
 
     Giving anyone a privileged role (admin, security officer, auditor) takes two people: an admin
     or officer asks (POST /v1/approvals, kind role) and a security officer approves. The first
     officer has nobody to approve them, so, like the first admin, they come from whoever runs the
-    deployment (this command, recorded on the audit trail).
+    deployment (this command, recorded on the audit trail). The same holds when every officer has
+    left or is suspended: nobody would be left to approve.
 
     Example: courierguard admin first-officer E000002 --org-unit HQ
     """
@@ -226,10 +227,11 @@ def first_officer(
         core = open_core(settings_from(database_url, data_dir, key_file, tenant))
         try:
             company = CompanyStore(core.engine, tenant=core.settings.tenant, seals=core.vault.seals)
-            if any(e.role is Role.SECURITY_OFFICER for e in company.employees()):
+            officers = [e for e in company.employees() if e.role is Role.SECURITY_OFFICER]
+            if any(e.status is EmployeeStatus.ACTIVE for e in officers):
                 raise Conflict(
-                    "this tenant already has a security officer: ask for the role through the API "
-                    "(POST /v1/approvals, kind role), and an officer approves it"
+                    "this tenant already has an active security officer: ask for the role through the "
+                    "API (POST /v1/approvals, kind role), and an officer approves it"
                 )
             company.org_unit(org_unit)  # NotFound: one line, nothing written
             try:
@@ -238,7 +240,10 @@ def first_officer(
             except NotFound:
                 pass
             now = core.clock.now()
-            _record(core, "admin.first_officer", employee=employee_id, org_unit=org_unit)
+            # With every officer gone (left, suspended, held), nobody could approve a role request:
+            # the deployment's operator makes one again, on the record with how many were inactive.
+            _record(core, "admin.first_officer", employee=employee_id, org_unit=org_unit,
+                    inactive_officers=len(officers))  # fmt: skip
             company.put_employee(Employee(employee_id, Role.SECURITY_OFFICER, org_unit), now)
         finally:
             core.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -11,6 +12,7 @@ from courierguard.cli.main import app
 from courierguard.company import CompanyStore
 from courierguard.db import create_db_engine
 from courierguard.db.rowseal import RowSeals
+from courierguard.domain import EmployeeStatus
 from courierguard.errors import Unauthenticated
 from courierguard.events import Role
 from courierguard.gateway.identity import ApiKeys
@@ -98,8 +100,14 @@ def test_first_officer_is_made_once_on_the_host_and_recorded(tmp_path: Path) -> 
     )
     assert company.employee("E000002").role is Role.SECURITY_OFFICER  # and sealed: the read checks it
     again = runner.invoke(app, ["admin", "first-officer", "E000003", "--org-unit", "HQ", *data])
-    assert again.exit_code == 1 and "already has a security officer" in again.output
+    assert again.exit_code == 1 and "already has an active security officer" in again.output
     assert _trail(tmp_path) == ["admin.bootstrap", "admin.first_officer"]
+    # The last officer left: nobody can approve a role request, so the operator makes one again.
+    company.set_employee_status("E000002", EmployeeStatus.LEFT, datetime.now(UTC), reason="officer")
+    made = runner.invoke(app, ["admin", "first-officer", "E000003", "--org-unit", "HQ", *data])
+    assert made.exit_code == 0, made.output
+    assert company.employee("E000003").role is Role.SECURITY_OFFICER
+    assert _trail(tmp_path) == ["admin.bootstrap", "admin.first_officer", "admin.first_officer"]
 
 
 def test_names_must_be_printable_and_say_something(tmp_path: Path) -> None:
