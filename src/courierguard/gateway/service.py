@@ -811,7 +811,6 @@ class Guard:
                     raise InvalidInput(
                         "org_unit", "a reactivation keeps the account's unit: move it afterwards"
                     )
-                self._reactivable(employee_id)
             unit = org_unit or (current.org_unit if current is not None else None)
             if unit is None:
                 raise InvalidInput("org_unit", "a new employee needs an org unit")
@@ -828,6 +827,9 @@ class Guard:
         }  # fmt: skip
         if reactivation:
             scope["reactivate"] = True  # the account is made active again with its role
+            ends = self._containment(employee_id)
+            if ends is not None:  # and what it ends: its security hold or its risk lock
+                scope["ends"] = ends
         approval = Approval(
             "ap_" + secrets.token_hex(8), "role", caller.principal.id, justification, scope,
             (), "pending", now, None, None, None, None, self._decide_by(now),
@@ -945,37 +947,47 @@ class Guard:
             and current.status is not EmployeeStatus.ACTIVE
         )
 
-    def _reactivable(self, employee_id: str) -> None:
-        """A security hold or a risk lock ends its own way (``reinstate``, ``unlock``), never by a
-        reactivation: Conflict for an account under either."""
+    def _containment(self, employee_id: str) -> str | None:
+        """What keeps the account out besides a plain status: a security hold (``security_hold``,
+        lifted as :meth:`reinstate_account` lifts it), a risk lock (``risk_lock``, ended as
+        :meth:`unlock` ends it), or None. NotFound for an unknown id."""
         if self.company.held(employee_id):
-            raise Conflict(
-                f"account {employee_id} is under a security hold: a security officer lifts it (reinstate)"
-            )
+            return SECURITY_HOLD
         if self.company.suspended_for(employee_id) == RISK_LOCK_REASON:
-            raise Conflict(
-                f"account {employee_id} is locked by risk control: it ends with unlock, after review"
-            )
+            return RISK_LOCK_REASON
+        return None
 
     def _reactivate(self, caller: Caller, approval: Approval, current: Employee | None, what: str) -> None:
-        """Make the disabled privileged account of an approved reactivation active again: recorded
-        (``employee.role:<id>:<role>:<approval>``, then ``employee.reinstated:<id>``) and made; an
-        account active, held or locked since the request is a recorded refusal."""
+        """Give the disabled privileged account of an approved reactivation its access back: lift
+        its security hold, end its risk lock, or make it active, whichever the request found
+        (``scope.ends``). Recorded (``employee.role:<id>:<role>:<approval>``, then
+        ``employee.reinstated:<id>`` once active) and made; an account active, or held, locked or
+        released since the request, is a recorded refusal."""
         employee_id = str(approval.scope["employee"])
+        ends = approval.scope.get("ends")
         try:
-            if current is None or not self._reactivation(current, current.role):
+            if (
+                current is None
+                or not self._reactivation(current, current.role)
+                or self._containment(employee_id) != ends
+            ):
                 raise Conflict(f"employee {employee_id} changed since the request: ask again")
-            self._reactivable(employee_id)
         except CourierGuardError as exc:
             raise self._refused(caller, Action.ADMIN_CHANGE, what, exc) from None
         self._record(self._event(caller, Action.ADMIN_CHANGE, purpose=what, outcome=Outcome.ALLOW))
-        self._admin_apply(
-            caller, what,
-            lambda: self.company.set_employee_status(
+
+        def change() -> Employee:
+            if ends == SECURITY_HOLD:
+                return self._lift_hold(employee_id)
+            if ends == RISK_LOCK_REASON:
+                return self._end_risk_lock(employee_id)
+            return self.company.set_employee_status(
                 employee_id, EmployeeStatus.ACTIVE, self.clock.now(), reason="reactivated"
-            ),
-        )  # fmt: skip
-        self._status_changed(caller, employee_id, EmployeeStatus.ACTIVE)
+            )
+
+        employee = self._admin_apply(caller, what, change)
+        if employee.status is EmployeeStatus.ACTIVE:  # a held account that left meanwhile stays left
+            self._status_changed(caller, employee_id, EmployeeStatus.ACTIVE)
 
     def download_export(self, caller: Caller, approval_id: str) -> list[dict[str, str]]:
         """Rows of an approved export, once, before it expires: clear text of the approved fields."""
@@ -1362,7 +1374,8 @@ class Guard:
     def unlock(self, caller: Caller, employee_id: str) -> Employee:
         """An officer's review ends a risk lock: the account is active again. Authorised by the
         policies' ``account_unlock`` (a security officer; an admin for accounts without a privileged
-        role), checked, recorded and judged by risk control as an officer's other account actions."""
+        role; nobody alone for a privileged account, whose lock ends through a reactivation
+        approval), checked, recorded and judged by risk control as an officer's other account actions."""
 
         def check() -> None:
             suspended_for = self.company.suspended_for(employee_id)  # NotFound, recorded as the refusal
@@ -1376,18 +1389,26 @@ class Guard:
                     "(an admin's, or a security officer's for a privileged account)"
                 )
 
-        def end_lock() -> Employee:
-            # Only a risk lock ends here: an account that left, or that an admin suspended, stays so.
-            employee = self.company.end_lock(employee_id, RISK_LOCK_REASON, self.clock.now())
-            unlock = getattr(self.risk, "unlock", None)
-            if callable(unlock):
-                unlock(employee_id)
-            return employee
-
         return self._officer(
-            caller, PolicyAction.ACCOUNT_UNLOCK, employee_id, f"employee.reinstated:{employee_id}", check, end_lock,
-            other="security officer or admin",
+            caller, PolicyAction.ACCOUNT_UNLOCK, employee_id, f"employee.reinstated:{employee_id}", check,
+            lambda: self._end_risk_lock(employee_id), other="security officer or admin", four_eyes=True,
         )  # fmt: skip
+
+    def _end_risk_lock(self, employee_id: str) -> Employee:
+        # Only a risk lock ends here: an account that left, or that an admin suspended, stays so.
+        employee = self.company.end_lock(employee_id, RISK_LOCK_REASON, self.clock.now())
+        unlock = getattr(self.risk, "unlock", None)
+        if callable(unlock):
+            unlock(employee_id)
+        return employee
+
+    def _lift_hold(self, employee_id: str) -> Employee:
+        employee = self.company.lift_hold(employee_id, self.clock.now())
+        # A hold may have been placed on a risk lock: the review that lifts it ends that too.
+        unlock = getattr(self.risk, "unlock", None)
+        if callable(unlock):
+            unlock(employee_id)
+        return employee
 
     # --- incident response: security officers contain an account and hand it back ---------------------
 
@@ -1427,7 +1448,8 @@ class Guard:
 
     def reinstate_account(self, caller: Caller, employee_id: str, *, ticket: str) -> Employee:
         """Lift a security hold after review: the account is active again (one that left meanwhile
-        stays left). A risk lock ends with :meth:`unlock`, an admin's suspension through status."""
+        stays left). A risk lock ends with :meth:`unlock`, an admin's suspension through status; a
+        privileged account's hold, like its lock, through a reactivation approval (two people)."""
         ticket = _ticket(ticket)
 
         def check() -> None:
@@ -1437,17 +1459,9 @@ class Guard:
                     "an admin's suspension through status"
                 )
 
-        def lift() -> Employee:
-            employee = self.company.lift_hold(employee_id, self.clock.now())
-            # A hold may have been placed on a risk lock: the review that lifts it ends that too.
-            unlock = getattr(self.risk, "unlock", None)
-            if callable(unlock):
-                unlock(employee_id)
-            return employee
-
         employee = self._officer(
             caller, PolicyAction.ACCOUNT_REINSTATE, employee_id, f"employee.hold_lifted:{employee_id}:{ticket}",
-            check, lift,
+            check, lambda: self._lift_hold(employee_id), four_eyes=True,
         )  # fmt: skip
         if employee.status is EmployeeStatus.ACTIVE:
             self._status_changed(caller, employee_id, EmployeeStatus.ACTIVE)
@@ -1516,16 +1530,25 @@ class Guard:
         *,
         purpose: str | None = None,
         other: str = "security officer",
+        four_eyes: bool = False,
     ) -> T:
         """Authorise ``action`` on the employee's account (their org unit is the resource and their
         role ``context.account_role``; neither for an unknown id, which the check then refuses), check
         (nobody acts on their own account: ``other`` must), record the allow as judged by risk
-        control, and make ``change``."""
+        control, and make ``change``. With ``four_eyes`` (giving an account its access back), a
+        ``four_eyes_required`` refusal points at the reactivation approval that takes its place."""
         what = what[:128]
         try:
             current: Employee | None = self.company.employee(employee_id)
         except NotFound:
             current = None
+        hint = None
+        if four_eyes and current is not None:
+            hint = (
+                f"giving the {current.role} account {employee_id} its access back needs a second person: "
+                f"ask for its reactivation with POST /v1/approvals (kind role, employee {employee_id}, "
+                f"role {current.role}) and a security officer other than you and {employee_id} approves it"
+            )
         self._authorise(
             caller,
             PolicyRequest(
@@ -1533,7 +1556,7 @@ class Guard:
                 org_unit=current.org_unit if current is not None else None,
                 account_role=current.role if current is not None else None,
             ),
-            what,
+            what, four_eyes=hint,
         )  # fmt: skip
         try:
             self._own_account_refused(caller, employee_id, other=other)
@@ -1654,16 +1677,22 @@ class Guard:
     def _require(self, caller: Caller, action: PolicyAction) -> None:
         self._authorise(caller, PolicyRequest(caller.principal, action, None, self.clock.now()), action.value)
 
-    def _authorise(self, caller: Caller, request: PolicyRequest, what: str) -> None:
+    def _authorise(
+        self, caller: Caller, request: PolicyRequest, what: str, *, four_eyes: str | None = None
+    ) -> None:
         """Ask the policies; a deny is recorded (an ``admin.change`` deny naming ``what`` and the
-        deny reason) and raised, so every refused administration or account action is on the trail."""
+        deny reason) and raised, so every refused administration or account action is on the trail.
+        ``four_eyes`` says what to do instead when a ``four_eyes_required`` rule refused."""
         decision = self.policy.decide(request)
         if not decision.allowed:
             self._record(
                 self._event(caller, Action.ADMIN_CHANGE, purpose=what, outcome=Outcome.DENY,
                             reason=f"policy:{decision.reason}")
             )  # fmt: skip
-            raise AccessDenied(decision.detail, reason=decision.reason or DenyReason.POLICY_DENIED)
+            detail = decision.detail
+            if four_eyes and decision.reason is DenyReason.FOUR_EYES:
+                detail = f"{four_eyes} ({detail})"
+            raise AccessDenied(detail, reason=decision.reason or DenyReason.POLICY_DENIED)
 
     def _record_system(self, caller: Caller, what: str, **details: SystemDetail) -> None:
         self._append(EntryKind.SYSTEM, caller, what, details)

@@ -124,9 +124,9 @@ def test_unlock_is_the_policies_and_every_refusal_is_recorded(world: World) -> N
 
     assert world.client.post("/v1/admin/employees/C1/unlock", headers=c2).status_code == 403
     assert trail(world, "C2") == [("employee.reinstated:C1", "deny")]
-    # A privileged account's way back is a security officer's, not an admin's.
+    # A privileged account's way back takes two people (a reactivation approval): not an admin alone.
     r = world.client.post("/v1/admin/employees/X2/unlock", headers=a1)
-    assert r.status_code == 403 and r.json()["reason"] == "policy_denied"
+    assert r.status_code == 403 and r.json()["reason"] == "four_eyes_required"
     assert world.client.post("/v1/admin/employees/K1/unlock", headers=a1).status_code == 409  # not locked
     assert world.client.post("/v1/admin/employees/E404/unlock", headers=a1).status_code == 404
     assert trail(world, "A1")[-3:] == [
@@ -135,8 +135,11 @@ def test_unlock_is_the_policies_and_every_refusal_is_recorded(world: World) -> N
     ]  # fmt: skip
 
     assert world.client.post("/v1/admin/employees/C1/unlock", headers=a1).json()["status"] == "active"
-    assert world.client.post("/v1/admin/employees/X2/unlock", headers=x1).json()["status"] == "active"
-    assert trail(world, "X1")[-1] == ("employee.reinstated:X2", "allow")
+    # Nor a security officer alone (test_privileged_status: the reactivation that ends it).
+    r = world.client.post("/v1/admin/employees/X2/unlock", headers=x1)
+    assert r.status_code == 403 and r.json()["reason"] == "four_eyes_required", r.text
+    assert trail(world, "X1")[-1] == ("employee.reinstated:X2", "deny")
+    assert company.employee("X2").status is EmployeeStatus.SUSPENDED
     # Judged like the officers' other account actions: a doubted session steps up first.
     company.set_employee_status("C1", EmployeeStatus.SUSPENDED, world.clock.now(), reason=RISK_LOCK_REASON)
     doubted(world, "X1")

@@ -179,21 +179,136 @@ def test_what_is_not_a_reactivation(world: World) -> None:
     )
 
 
-def test_a_hold_or_a_risk_lock_ends_its_own_way(world: World) -> None:
+def hold(world: World, headers: dict[str, str], employee: str, path: str = "suspend") -> Any:
+    return world.client.post(
+        f"/v1/admin/employees/{employee}/{path}", json={"ticket": "INC-9"}, headers=headers
+    )
+
+
+def unlock(world: World, headers: dict[str, str], employee: str) -> Any:
+    return world.client.post(f"/v1/admin/employees/{employee}/unlock", headers=headers)
+
+
+def privileged(world: World) -> None:
+    """An officer X3 and an admin A2 and auditor AU1, each an account to contain and hand back."""
+    add_officer(world)
+    company = world.deployment.guard.company
+    company.put_employee(Employee("A2", Role.ADMIN, "HQ"), world.clock.now())
+    company.put_employee(Employee("AU1", Role.AUDITOR, "SEC"), world.clock.now())
+
+
+@pytest.mark.parametrize(
+    ("target", "role"), [("X2", "security_officer"), ("A2", "admin"), ("AU1", "auditor")]
+)
+def test_lifting_a_hold_on_a_privileged_account_takes_two_people(
+    world: World, monkeypatch: pytest.MonkeyPatch, target: str, role: str
+) -> None:
+    privileged(world)
+    unlocked: list[str] = []
+    monkeypatch.setattr(world.deployment.guard.risk, "unlock", unlocked.append, raising=False)
+    x1, x3, a1 = world.login("X1"), world.login("X3"), world.login("A1")
+    assert hold(world, x1, target).status_code == 200
+    # The officer who placed it, another officer, an admin: nobody lifts it alone.
+    for actor, headers in (("X1", x1), ("X3", x3), ("A1", a1)):
+        r = hold(world, headers, target, "reinstate")
+        assert r.status_code == 403 and r.json()["reason"] == "four_eyes_required", r.text
+        assert "POST /v1/approvals" in r.json()["detail"] and f"role {role}" in r.json()["detail"]
+        assert changes(world, actor)[-1] == (
+            f"employee.hold_lifted:{target}:INC-9",
+            "deny",
+            "policy:four_eyes_required",
+        )
+    assert (
+        world.deployment.guard.company.held(target) and status_of(world, target) is EmployeeStatus.SUSPENDED
+    )
+    assert unlocked == []
+
+    # A reactivation: asked for by one (the officer who placed the hold) ...
+    r = ask(world, x1, target, role)
+    assert r.status_code == 201, r.text
+    ap = r.json()
+    assert ap["scope"]["reactivate"] is True and ap["scope"]["ends"] == "security_hold"
+    assert changes(world, "X1")[-1] == (f"employee.role.request:{target}:{role}:{ap['id']}", "allow", None)
+    # ... approved by a security officer other than the requester and the employee: the hold is lifted.
+    r = world.client.post(f"/v1/approvals/{ap['id']}/approve", headers=x3)
+    assert r.status_code == 200 and r.json()["status"] == "approved", r.text
+    company = world.deployment.guard.company
+    assert status_of(world, target) is EmployeeStatus.ACTIVE and not company.held(target)
+    assert company.employee(target).role is Role(role)
+    assert unlocked == [target]  # the risk engine's lock, if any, ends with the hold
+    assert changes(world, "X3")[-3:] == [
+        (f"approval.approved:{ap['id']}", "allow", None),
+        (f"employee.role:{target}:{role}:{ap['id']}", "allow", None),
+        (f"employee.reinstated:{target}", "allow", None),
+    ]
+    back = world.login(target)  # signs in again
+    if role != "admin":  # an admin reads no waybills
+        assert world.client.get("/v1/waybills?org_unit=OUT-BJ-01", headers=back).status_code == 200
+
+
+def test_ending_a_risk_lock_of_a_privileged_account_takes_two_people(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    privileged(world)
+    unlocked: list[str] = []
+    monkeypatch.setattr(world.deployment.guard.risk, "unlock", unlocked.append, raising=False)
+    x1, a1 = world.login("X1"), world.login("A1")
+    world.deployment.guard._lock("X3")
+    for actor, headers in (("X1", x1), ("A1", a1)):
+        r = unlock(world, headers, "X3")
+        assert r.status_code == 403 and r.json()["reason"] == "four_eyes_required", r.text
+        assert "POST /v1/approvals" in r.json()["detail"] and "role security_officer" in r.json()["detail"]
+        assert changes(world, actor)[-1] == ("employee.reinstated:X3", "deny", "policy:four_eyes_required")
+    assert status_of(world, "X3") is EmployeeStatus.SUSPENDED
+
+    r = ask(world, a1, "X3", "security_officer")
+    assert r.status_code == 201, r.text
+    ap = r.json()
+    assert ap["scope"] == {"employee": "X3", "role": "security_officer", "org_unit": "SEC",
+                           "from": "security_officer", "reactivate": True, "ends": "risk_lock"}  # fmt: skip
+    r = world.client.post(f"/v1/approvals/{ap['id']}/approve", headers=x1)
+    assert r.status_code == 200, r.text
+    assert status_of(world, "X3") is EmployeeStatus.ACTIVE
+    assert world.deployment.guard.company.suspended_for("X3") is None
+    assert unlocked == ["X3"]
+    assert changes(world, "X1")[-3:] == [
+        (f"approval.approved:{ap['id']}", "allow", None),
+        (f"employee.role:X3:security_officer:{ap['id']}", "allow", None),
+        ("employee.reinstated:X3", "allow", None),
+    ]
+    assert world.client.get("/v1/waybills?org_unit=OUT-BJ-01", headers=world.login("X3")).status_code == 200
+
+
+def test_an_operational_account_keeps_the_single_officer_way_back(world: World) -> None:
+    x1, a1 = world.login("X1"), world.login("A1")
+    assert hold(world, x1, "C1").status_code == 200
+    r = hold(world, x1, "C1", "reinstate")
+    assert r.status_code == 200 and r.json()["status"] == "active", r.text
+    world.deployment.guard._lock("C1")
+    assert unlock(world, a1, "C1").json()["status"] == "active"
+    world.deployment.guard._lock("C1")
+    assert unlock(world, x1, "C1").json()["status"] == "active"
+    assert changes(world, "X1")[-3:] == [
+        ("employee.hold_lifted:C1:INC-9", "allow", None),
+        ("employee.reinstated:C1", "allow", None),
+        ("employee.reinstated:C1", "allow", None),
+    ]
+    # Nor does a reactivation apply to it: an operational account's way back is one person's.
+    world.deployment.guard._lock("C1")
+    assert ask(world, a1, "C1", "courier").status_code == 422
+
+
+def test_a_lock_turned_into_a_hold_since_the_request_is_not_ended(world: World) -> None:
     add_officer(world)
     x1, a1 = world.login("X1"), world.login("A1")
-    r = world.client.post("/v1/admin/employees/X2/suspend", json={"ticket": "INC-9"}, headers=x1)
-    assert r.status_code == 200, r.text
-    held = ask(world, a1, "X2", "security_officer")
-    assert held.status_code == 409 and "reinstate" in held.json()["detail"], held.text
-    # A risk lock: unlock after review, as before.
-    world.deployment.guard._lock("X3")
-    locked = ask(world, a1, "X3", "security_officer")
-    assert locked.status_code == 409 and "unlock" in locked.json()["detail"], locked.text
-    assert [d for p, d, _ in changes(world, "A1") if p.startswith("employee.role.request")] == [
-        "deny",
-        "deny",
-    ]
+    world.deployment.guard._lock("X2")
+    ap = ask(world, a1, "X2", "security_officer").json()["id"]
+    # Meanwhile an officer puts a hold on it: approving the lock's end does not lift the hold.
+    assert hold(world, x1, "X2").status_code == 200
+    r = world.client.post(f"/v1/approvals/{ap}/approve", headers=world.login("X3"))
+    assert r.status_code == 409, r.text
+    assert status_of(world, "X2") is EmployeeStatus.SUSPENDED and world.deployment.guard.company.held("X2")
+    assert changes(world, "X3")[-1] == (f"employee.role:X2:security_officer:{ap}", "deny", "guard:conflict")
 
 
 def test_an_account_changed_since_the_request_is_not_reactivated(world: World) -> None:

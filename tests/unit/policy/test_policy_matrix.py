@@ -62,8 +62,12 @@ def favourable(role: Role, action: PolicyAction) -> PolicyRequest:
         org_unit=OUTLET,
         approved_by="E-2",
         requested_by="E-2" if action in (A.EXPORT_APPROVE, A.ROLE_APPROVE) else "E-1",
-        # In a security officer's favour a privileged account, in anyone else's an operational one.
-        account_role=Role.AUDITOR if role is Role.SECURITY_OFFICER else Role.COURIER,
+        # In a security officer's favour a privileged account's status, in anyone else's (and for
+        # a hold lifted or a lock ended, which on a privileged account take two people) an
+        # operational one.
+        account_role=Role.AUDITOR
+        if role is Role.SECURITY_OFFICER and action is A.ACCOUNT_STATUS
+        else Role.COURIER,
     )
 
 
@@ -95,6 +99,19 @@ def test_inactive_account_gets_nothing(
     assert not decision.allowed
     assert decision.reason == DenyReason.ACCOUNT_INACTIVE
     assert "forbid-inactive-account" in decision.policy_ids
+
+
+@pytest.mark.parametrize("role", list(Role))
+@pytest.mark.parametrize("action", [A.ACCOUNT_REINSTATE, A.ACCOUNT_UNLOCK])
+@pytest.mark.parametrize("account_role", [Role.ADMIN, Role.SECURITY_OFFICER, Role.AUDITOR])
+def test_nobody_alone_gives_a_privileged_account_its_access_back(
+    engine: PolicyEngine, role: Role, action: PolicyAction, account_role: Role
+) -> None:
+    # Lifting a hold on, or ending a risk lock of, a privileged account is a reactivation approval.
+    decision = engine.decide(replace(favourable(role, action), account_role=account_role))
+    assert not decision.allowed
+    assert decision.reason == DenyReason.FOUR_EYES
+    assert "forbid-privileged-account-back-alone" in decision.policy_ids
 
 
 @pytest.mark.parametrize("role", list(Role))
