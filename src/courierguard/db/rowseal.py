@@ -81,6 +81,10 @@ SEALED_COLUMNS: dict[str, tuple[str, ...]] = {
     "cases": ("tenant", "id", "kind", "waybill", "owner", "state"),
     "api_keys": ("tenant", "id", "name", "key_hash", "created_at", "revoked_at"),
     "org_units": ("tenant", "id", "kind", "parent"),
+    "sessions": (
+        "tenant", "id", "employee", "device_id", "auth", "created_at", "step_up_at", "revoked_at",
+        "revoked_reason",
+    ),
 }  # fmt: skip
 """The sealed columns of each table, in MAC order."""
 TIMESTAMPS: dict[str, frozenset[int]] = {
@@ -88,7 +92,16 @@ TIMESTAMPS: dict[str, frozenset[int]] = {
         i
         for i, name in enumerate(names)
         if name
-        in ("decided_at", "expires_at", "used_at", "status_ts", "delivered_at", "created_at", "revoked_at")
+        in (
+            "decided_at",
+            "expires_at",
+            "used_at",
+            "status_ts",
+            "delivered_at",
+            "created_at",
+            "revoked_at",
+            "step_up_at",
+        )
     )
     for table, names in SEALED_COLUMNS.items()
 }
@@ -104,6 +117,7 @@ KEY_COLUMNS = {
     "cases": ("tenant", "id"),
     "api_keys": ("tenant", "id"),
     "org_units": ("tenant", "id"),
+    "sessions": ("tenant", "id"),
 }
 """Primary key of each table: what a report names (ids and numbers, never personal data)."""
 

@@ -211,6 +211,7 @@ sessions = Table(
     Column("step_up_at", TS),
     Column("revoked_at", TS),
     Column("revoked_reason", String(64)),
+    Column("mac", Bytes(16)),  # row seal (courierguard.db.rowseal); last_seen is not sealed
     Index(None, "tenant", "employee"),
 )
 

@@ -101,9 +101,9 @@ _AUTH_METHODS = {method.value: method for method in AuthMethod}
 """A stored sign-in method; a session stored without one (or with an unknown one) is ``sso``."""
 _CALLER = (
     "SELECT s.employee, s.revoked_at, s.revoked_reason, e.role, e.org_unit, e.status, e.status_reason, "
-    "e.mac, s.auth"
+    "e.mac, s.auth, s.device_id, s.created_at, s.step_up_at, s.mac"
 )
-_CALLER_COLUMNS = 9
+_CALLER_COLUMNS = 13
 _CALLER_SQL = (
     f"{_CALLER} FROM sessions s "
     "JOIN employees e ON e.tenant = s.tenant AND e.id = s.employee WHERE s.id = ? AND s.tenant = ?"
@@ -340,30 +340,13 @@ class DevIssuer:
         return token, session_id
 
 
-def _active(session_id: str, row: Any) -> ActiveCaller:
-    employee, revoked_at, revoked_reason, role, org_unit, status, status_reason, mac, auth = row[
-        :_CALLER_COLUMNS
-    ]
-    return ActiveCaller(
-        session_id,
-        employee,
-        revoked_reason,
-        revoked_at is not None,
-        role,
-        org_unit,
-        status,
-        status_reason,
-        mac,
-        _AUTH_METHODS.get(auth, AuthMethod.SSO),
-    )
-
-
 class SessionStore:
     """Sessions Courier Guard knows about; revocation is checked on every request."""
 
-    def __init__(self, engine: Engine, *, tenant: str) -> None:
+    def __init__(self, engine: Engine, *, tenant: str, seals: RowSeals) -> None:
         self.engine = engine
         self.tenant = tenant
+        self.seals = seals
         self._caller_query = DriverQuery(engine, _CALLER_SQL)
         self._caller_with_waybill_query = DriverQuery(engine, _CALLER_WITH_WAYBILL_SQL)
         self._caller_with_parties_query = {
@@ -378,6 +361,7 @@ class SessionStore:
             if row is not None:
                 if row.employee != employee or row.tenant != self.tenant:
                     raise Unauthenticated("session belongs to another account")
+                self.seals.check_row("sessions", row)
                 if row.revoked_at is not None:
                     raise Unauthenticated("session has been revoked; sign in again")
             else:
@@ -392,13 +376,61 @@ class SessionStore:
                         last_seen=now,
                     )
                 )
+                self._reseal(conn, session_id)
         return self.get(session_id)
+
+    def _reseal(self, conn: Connection, session_id: str) -> None:
+        """Seal the session's row as stored (read back in the writer's transaction)."""
+        row = conn.execute(_SESSION, {"id": session_id, "tenant": self.tenant}).first()
+        assert row is not None
+        conn.execute(
+            update(sessions)
+            .where(sessions.c.id == session_id, sessions.c.tenant == self.tenant)
+            .values(mac=self.seals.mac_of("sessions", row))
+        )
+
+    def _active(self, session_id: str, row: Any) -> ActiveCaller:
+        """The caller's statement's row, the session's seal checked: a revocation a DBA undid, or a
+        step-up a DBA wrote, is refused (503 ``row_unsealed``)."""
+        (
+            employee, revoked_at, revoked_reason, role, org_unit, status, status_reason, mac, auth, device_id,
+            created_at, step_up_at, session_mac,
+        ) = row[:_CALLER_COLUMNS]  # fmt: skip
+        self.seals.check(
+            "sessions",
+            (
+                self.tenant,
+                session_id,
+                employee,
+                device_id,
+                auth,
+                created_at,
+                step_up_at,
+                revoked_at,
+                revoked_reason,
+            ),
+            session_mac,
+            f"{self.tenant}/{session_id}",
+        )
+        return ActiveCaller(
+            session_id,
+            employee,
+            revoked_reason,
+            revoked_at is not None,
+            role,
+            org_unit,
+            status,
+            status_reason,
+            mac,
+            _AUTH_METHODS.get(auth, AuthMethod.SSO),
+        )
 
     def get(self, session_id: str) -> SessionRecord:
         with self.engine.connect() as conn:
             row = conn.execute(_SESSION, {"id": session_id, "tenant": self.tenant}).first()
         if row is None:
             raise Unauthenticated("unknown session; sign in first")
+        self.seals.check_row("sessions", row)
         return SessionRecord(
             row.id,
             row.employee,
@@ -415,7 +447,7 @@ class SessionStore:
         rows = self._caller_query.fetch(self.engine, (session_id, self.tenant))
         if not rows:
             raise Unauthenticated("unknown session; sign in first")
-        return _active(session_id, rows[0])
+        return self._active(session_id, rows[0])
 
     def caller_with_waybill(
         self, session_id: str, number: str, *, parties: PartyRead | None = None
@@ -427,7 +459,9 @@ class SessionStore:
             rows = self._caller_with_waybill_query.fetch(self.engine, (number, session_id, self.tenant))
             if not rows:
                 raise Unauthenticated("unknown session; sign in first")
-            return _active(session_id, rows[0]), WaybillRead(number, [row[_CALLER_COLUMNS:] for row in rows])
+            return self._active(session_id, rows[0]), WaybillRead(
+                number, [row[_CALLER_COLUMNS:] for row in rows]
+            )
         rows = self._caller_with_parties_query[parties].fetch(self.engine, (number, session_id, self.tenant))
         if not rows:
             raise Unauthenticated("unknown session; sign in first")
@@ -436,34 +470,56 @@ class SessionStore:
         if parties == "masked":
             # A row of its own for the waybill even without parties: the vault reads its columns.
             masked = list(dict.fromkeys(tuple(row[_FACTS_END:]) for row in rows))
-            return _active(session_id, rows[0]), WaybillRead(number, facts, masked=masked)
+            return self._active(session_id, rows[0]), WaybillRead(number, facts, masked=masked)
         sealed = {row[_FACTS_END]: row[_FACTS_END:] for row in rows if row[_FACTS_END] is not None}
-        return _active(session_id, rows[0]), WaybillRead(number, facts, list(sealed.values()))
+        return self._active(session_id, rows[0]), WaybillRead(number, facts, list(sealed.values()))
 
     def mark_stepped_up(self, session_id: str, now: datetime) -> None:
         with self.engine.begin() as conn:
-            conn.execute(update(sessions).where(sessions.c.id == session_id).values(step_up_at=now))
+            updated = conn.execute(
+                update(sessions)
+                .where(sessions.c.id == session_id, sessions.c.tenant == self.tenant)
+                .values(step_up_at=now)
+            )
+            if updated.rowcount:
+                self._reseal(conn, session_id)
 
     def revoke(self, session_id: str, now: datetime, reason: str) -> None:
         with self.engine.begin() as conn:
-            conn.execute(
-                update(sessions)
-                .where(sessions.c.id == session_id, sessions.c.revoked_at.is_(None))
-                .values(revoked_at=now, revoked_reason=reason)
-            )
-
-    def revoke_all(self, employee: str, now: datetime, reason: str) -> int:
-        with self.engine.begin() as conn:
-            result = conn.execute(
+            updated = conn.execute(
                 update(sessions)
                 .where(
+                    sessions.c.id == session_id,
                     sessions.c.tenant == self.tenant,
-                    sessions.c.employee == employee,
                     sessions.c.revoked_at.is_(None),
                 )
                 .values(revoked_at=now, revoked_reason=reason)
             )
-        return int(result.rowcount or 0)
+            if updated.rowcount:
+                self._reseal(conn, session_id)
+
+    def revoke_all(self, employee: str, now: datetime, reason: str) -> int:
+        """End every open session of ``employee``; each is resealed as it is revoked. How many ended."""
+        with self.engine.begin() as conn:
+            open_ids = (
+                conn.execute(
+                    select(sessions.c.id).where(
+                        sessions.c.tenant == self.tenant,
+                        sessions.c.employee == employee,
+                        sessions.c.revoked_at.is_(None),
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            for session_id in open_ids:
+                conn.execute(
+                    update(sessions)
+                    .where(sessions.c.id == session_id, sessions.c.tenant == self.tenant)
+                    .values(revoked_at=now, revoked_reason=reason)
+                )
+                self._reseal(conn, session_id)
+        return len(open_ids)
 
 
 @dataclass(frozen=True, slots=True)

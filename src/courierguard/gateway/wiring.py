@@ -127,7 +127,7 @@ def open_deployment(
         audit=audit_log,
         audit_queries=AuditQueries(core.audit_engine),
         risk=hook,
-        sessions=SessionStore(core.engine, tenant=settings.tenant),
+        sessions=SessionStore(core.engine, tenant=settings.tenant, seals=core.vault.seals),
         devices=Devices(core.engine, core.vault, tenant=settings.tenant),
         api_keys=ApiKeys(core.engine, tenant=settings.tenant, seals=core.vault.seals),
         clock=core.clock,

@@ -21,7 +21,7 @@ from courierguard.db.engine import alembic_config
 from courierguard.db.rowseal import RowIntegrityError, RowSeals, scan_tables, seal_unsealed
 from courierguard.domain import OrgUnitKind
 from courierguard.errors import Unauthenticated
-from courierguard.gateway.identity import ApiKeys
+from courierguard.gateway.identity import ApiKeys, SessionStore
 from courierguard.vault.keys import LocalKeyFile
 
 NOW = datetime(2026, 12, 7, 4, 50, tzinfo=UTC)
@@ -105,6 +105,14 @@ def test_seal_tables_after_0011_seals_only_the_new_tables(tmp_path: Path) -> Non
     LocalKeyFile(tmp_path / "keys.json")
     engine = create_db_engine(f"sqlite:///{tmp_path / 'courierguard.sqlite3'}")
     _deployment_of_0010(engine)
+    with engine.begin() as conn:  # an open session, from before sessions were sealed (0012)
+        conn.execute(
+            text(
+                "INSERT INTO sessions (id, tenant, employee, device_id, auth, created_at, last_seen) "
+                "VALUES ('s-open', 'acme', 'E000001', 'PDA-1', 'sso', :t, :t)"
+            ),
+            {"t": NOW},
+        )
     command.upgrade(alembic_config(engine), "heads")
     # What seal-tables of 0010 did and recorded.
     core = open_core(settings_from(None, tmp_path, None, "acme"))
@@ -123,10 +131,12 @@ def test_seal_tables_after_0011_seals_only_the_new_tables(tmp_path: Path) -> Non
     listed = runner.invoke(app, ["keys", "verify-tables", *data])
     assert listed.exit_code == 1 and "acme/0a1b2c3d4e5f" in listed.output and "acme/OUT-1" in listed.output
     made = runner.invoke(app, ["keys", "seal-tables", *data])
-    assert made.exit_code == 0 and made.output.strip() == "sealed 1 api_keys, 2 org_units", made.output
+    assert made.exit_code == 0, made.output
+    assert made.output.strip() == "sealed 1 api_keys, 2 org_units, 1 sessions", made.output
     after = runner.invoke(app, ["keys", "verify-tables", *data])
     assert after.exit_code == 1 and "acme/E000042" in after.output and "acme/OUT-1" not in after.output
     again = runner.invoke(app, ["keys", "seal-tables", *data])
     assert again.exit_code == 1 and "earlier seal-tables" in again.output, again.output
     seals = RowSeals.from_keys(LocalKeyFile(tmp_path / "keys.json"))
     assert ApiKeys(engine, tenant="acme", seals=seals).verify(KEY).name == "order-system"
+    assert SessionStore(engine, tenant="acme", seals=seals).get("s-open").employee == "E000001"

@@ -1,0 +1,92 @@
+"""Sessions are sealed: a revocation a DBA undoes, or a step-up a DBA writes, is refused.
+
+A DBA (write access to the database, none to the key provider) could clear ``revoked_at`` on the
+session an officer ended, and the renter's token worked again; or set ``step_up_at``, and the
+renter's phone could be enrolled as a further device of the account (enrolment takes a recent
+step-up), becoming its second factor. Each now fails closed with 503 ``row_unsealed``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import text
+
+from courierguard.db.rowseal import scan_tables
+
+from .conftest import World
+
+TICKET = {"ticket": "INC-2026-0042"}
+
+
+def sql(world: World, statement: str, **params: Any) -> None:
+    """What the DBA does: plain SQL on the main database, no key."""
+    with world.deployment.core.engine.begin() as conn:
+        conn.execute(text(statement), params)
+
+
+def session_of(world: World, employee: str) -> str:
+    with world.deployment.core.engine.connect() as conn:
+        return str(
+            conn.execute(
+                text("SELECT id FROM sessions WHERE tenant = :t AND employee = :e"),
+                {"t": world.tenant, "e": employee},
+            ).scalar_one()
+        )
+
+
+def unsealed(response: Any) -> None:
+    assert response.status_code == 503, response.text
+    assert response.json()["reason"] == "row_unsealed"
+
+
+def test_sessions_are_sealed_as_they_are_opened_stepped_up_and_revoked(world: World) -> None:
+    c1 = world.login("C1")
+    assert world.client.get("/v1/waybills?page_size=5", headers=c1).status_code == 200
+    world.deployment.guard.sessions.mark_stepped_up(session_of(world, "C1"), world.clock.now())
+    assert world.client.get("/v1/waybills?page_size=5", headers=c1).status_code == 200
+    x1 = world.login("X1")
+    assert (
+        world.client.post("/v1/admin/employees/C1/sessions/revoke", json=TICKET, headers=x1).status_code
+        == 200
+    )
+    r = world.client.get("/v1/waybills?page_size=5", headers=c1)
+    assert r.status_code == 401 and "revoked" in r.json()["detail"]
+    [report] = [t for t in scan_tables(world.deployment.core.engine, world.deployment.core.vault.seals)
+                if t.table == "sessions"]  # fmt: skip
+    assert report.ok and report.rows == 2
+
+
+def test_a_revocation_undone_by_sql_is_refused(world: World) -> None:
+    c1, x1 = world.login("C1"), world.login("X1")
+    assert (
+        world.client.post("/v1/admin/employees/C1/sessions/revoke", json=TICKET, headers=x1).status_code
+        == 200
+    )
+    sql(world, "UPDATE sessions SET revoked_at = NULL, revoked_reason = NULL WHERE employee = 'C1'")
+    unsealed(world.client.get("/v1/waybills?page_size=5", headers=c1))
+    unsealed(world.client.post("/v1/auth/login", json={}, headers=c1))  # nor opened again on its id
+
+
+def test_a_step_up_written_by_sql_does_not_enrol_a_device(world: World) -> None:
+    c1 = world.login("C1")
+    assert world.client.post("/v1/auth/devices", headers=c1).status_code == 200  # the owner's phone
+    renter = {**c1, "X-Device-Id": "gang-phone-1"}
+    refused = world.client.post("/v1/auth/devices", headers=renter)
+    assert refused.status_code in (401, 403) and refused.json()["reason"] == "step_up_required"
+    sql(world, "UPDATE sessions SET step_up_at = :now WHERE employee = 'C1'", now=world.clock.now())
+    unsealed(world.client.post("/v1/auth/devices", headers=renter))
+    assert world.deployment.guard.devices.bound("C1") == ["dev-1"]
+
+
+def test_a_session_inserted_by_sql_is_refused(world: World) -> None:
+    assert world.deployment.dev_issuer is not None
+    token, session_id = world.deployment.dev_issuer.issue("C2", now=world.clock.now())
+    sql(
+        world,
+        "INSERT INTO sessions (id, tenant, employee, device_id, auth, created_at, last_seen) "
+        "VALUES (:id, :t, 'C2', 'dev-1', 'webauthn', :now, :now)",
+        id=session_id, t=world.tenant, now=world.clock.now(),
+    )  # fmt: skip
+    headers = {"Authorization": f"Bearer {token}", "X-Device-Id": "dev-1"}
+    unsealed(world.client.get("/v1/waybills?page_size=5", headers=headers))
