@@ -54,7 +54,7 @@ def test_sessions_are_sealed_as_they_are_opened_stepped_up_and_revoked(world: Wo
     assert r.status_code == 401 and "revoked" in r.json()["detail"]
     [report] = [t for t in scan_tables(world.deployment.core.engine, world.deployment.core.vault.seals)
                 if t.table == "sessions"]  # fmt: skip
-    assert report.ok and report.rows == 2
+    assert report.ok and report.rows >= 2  # PostgreSQL: the session's other tests' sessions too
 
 
 def test_a_revocation_undone_by_sql_is_refused(world: World) -> None:
