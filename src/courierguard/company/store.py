@@ -219,12 +219,6 @@ class CompanyStore:
             self.seals.check_row(table.name, row)
         return row
 
-    def _reseal(self, conn: Connection, table: Table, where: ColumnElement[bool]) -> None:
-        """Seal the row ``where`` selects as this transaction has written it."""
-        row = conn.execute(select(table).where(where)).first()
-        if row is not None:
-            conn.execute(update(table).where(where).values(mac=self.seals.mac_of(table.name, row)))
-
     def _employee_key(self, employee_id: str) -> ColumnElement[bool]:
         return and_(employees.c.tenant == self.tenant, employees.c.id == employee_id)
 
@@ -303,7 +297,7 @@ class CompanyStore:
             conn.execute(update(org_units).where(key).values(**values))
         else:
             conn.execute(insert(org_units).values(tenant=self.tenant, id=unit.id, **values))
-        self._reseal(conn, org_units, key)
+        self.seals.reseal(conn, org_units, key)
 
     def _check_parent(self, conn: Connection, unit_id: str, parent: str) -> None:
         seen = {unit_id}
@@ -351,7 +345,7 @@ class CompanyStore:
                 conn.execute(update(employees).where(key).values(**values))
             else:
                 conn.execute(insert(employees).values(tenant=self.tenant, id=employee.id, **values))
-            self._reseal(conn, employees, key)
+            self.seals.reseal(conn, employees, key)
 
     def employee(self, employee_id: str, conn: Connection | None = None) -> Employee:
         params = {"tenant": self.tenant, "id": employee_id}
@@ -391,7 +385,7 @@ class CompanyStore:
             )
             if not result.rowcount:
                 raise NotFound(f"employee {employee_id} not found")
-            self._reseal(conn, employees, key)
+            self.seals.reseal(conn, employees, key)
             return self.employee(employee_id, conn)
 
     def suspended_for(self, employee_id: str) -> str | None:
@@ -427,7 +421,7 @@ class CompanyStore:
                 .where(key, employees.c.status != EmployeeStatus.LEFT.value, ~_HELD)
                 .values(status=EmployeeStatus.SUSPENDED.value, status_reason=SECURITY_HOLD, updated_at=now)
             )
-            self._reseal(conn, employees, key)
+            self.seals.reseal(conn, employees, key)
             employee = self.employee(employee_id, conn)  # NotFound for an unknown id
             if not result.rowcount:
                 raise Conflict(
@@ -458,7 +452,7 @@ class CompanyStore:
                     updated_at=now,
                 )
             )
-            self._reseal(conn, employees, key)
+            self.seals.reseal(conn, employees, key)
             employee = self.employee(employee_id, conn)  # NotFound for an unknown id
             if not result.rowcount:
                 raise Conflict(f"account {employee_id} is {employee.status.value}, under no security hold")
@@ -479,7 +473,7 @@ class CompanyStore:
                 )
                 .values(status=EmployeeStatus.ACTIVE.value, status_reason="unlocked", updated_at=now)
             )
-            self._reseal(conn, employees, key)
+            self.seals.reseal(conn, employees, key)
             employee = self.employee(employee_id, conn)  # NotFound for an unknown id
             if not result.rowcount:
                 raise Conflict(
@@ -515,7 +509,7 @@ class CompanyStore:
             self._locked(conn, waybills, key)
             values = self._planned(conn, change)
             conn.execute(update(waybills).where(key).values(**values))
-            self._reseal(conn, waybills, key)
+            self.seals.reseal(conn, waybills, key)
             conn.execute(
                 insert(waybill_history).values(
                     tenant=self.tenant,
@@ -720,7 +714,7 @@ class CompanyStore:
                 .where(key, cases.c.state == CaseState.OPEN.value)
                 .values(state=CaseState.CLOSED.value, closed_at=utc(now))
             )
-            self._reseal(conn, cases, key)
+            self.seals.reseal(conn, cases, key)
             if not result.rowcount:
                 exists = conn.execute(
                     select(cases.c.id).where(cases.c.tenant == self.tenant, cases.c.id == case_id)

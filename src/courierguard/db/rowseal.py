@@ -46,7 +46,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, Table, select, tuple_, update
+from sqlalchemy import ColumnElement, Engine, Table, select, tuple_, update
 from sqlalchemy.engine import Connection
 
 from courierguard.db.fast import timestamp
@@ -203,6 +203,13 @@ class RowSeals:
                 table=table,
                 key=key,
             )
+
+    def reseal(self, conn: Connection, table: Table, where: ColumnElement[bool]) -> None:
+        """Seal the row ``where`` selects as this transaction has stored it: the values read back,
+        not the ones given (a driver may store an instant otherwise than it was handed over)."""
+        row = conn.execute(select(table).where(where)).first()
+        if row is not None:
+            conn.execute(update(table).where(where).values(mac=self.mac_of(table.name, row)))
 
     def check_row(self, table: str, row: Any) -> None:
         """:meth:`check` for a full row read with its ``mac`` column (its key named only if refused)."""

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import jwt
 import pyotp
-from sqlalchemy import Engine, bindparam, delete, insert, select, update
+from sqlalchemy import Engine, and_, bindparam, delete, insert, select, update
 from sqlalchemy.engine import Connection
 
 from courierguard.clock import Clock, SystemClock
@@ -380,14 +380,7 @@ class SessionStore:
         return self.get(session_id)
 
     def _reseal(self, conn: Connection, session_id: str) -> None:
-        """Seal the session's row as stored (read back in the writer's transaction)."""
-        row = conn.execute(_SESSION, {"id": session_id, "tenant": self.tenant}).first()
-        assert row is not None
-        conn.execute(
-            update(sessions)
-            .where(sessions.c.id == session_id, sessions.c.tenant == self.tenant)
-            .values(mac=self.seals.mac_of("sessions", row))
-        )
+        self.seals.reseal(conn, sessions, and_(sessions.c.id == session_id, sessions.c.tenant == self.tenant))
 
     def _active(self, session_id: str, row: Any) -> ActiveCaller:
         """The caller's statement's row, the session's seal checked: a revocation a DBA undid, or a
@@ -606,15 +599,7 @@ class ApiKeys:
         return ApiKeyRecord(row.id, row.name)
 
     def _reseal(self, conn: Connection, key_id: str) -> None:
-        """Seal the key's row as stored: the instants read back, not the ones given (SQLite keeps an
-        aware time's wall clock and drops its zone)."""
-        row = conn.execute(_API_KEY, {"id": key_id, "tenant": self.tenant}).first()
-        assert row is not None
-        conn.execute(
-            update(api_keys)
-            .where(api_keys.c.id == key_id, api_keys.c.tenant == self.tenant)
-            .values(mac=self.seals.mac_of("api_keys", row))
-        )
+        self.seals.reseal(conn, api_keys, and_(api_keys.c.id == key_id, api_keys.c.tenant == self.tenant))
 
     def info(self, key_id: str) -> ApiKeyInfo:
         """One key of the tenant (never the secret, which is not stored); NotFound if none has that id."""
