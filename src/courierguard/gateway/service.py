@@ -1396,18 +1396,18 @@ class Guard:
 
     def _end_risk_lock(self, employee_id: str) -> Employee:
         # Only a risk lock ends here: an account that left, or that an admin suspended, stays so.
-        employee = self.company.end_lock(employee_id, RISK_LOCK_REASON, self.clock.now())
-        unlock = getattr(self.risk, "unlock", None)
-        if callable(unlock):
-            unlock(employee_id)
-        return employee
+        return self._released(self.company.end_lock(employee_id, RISK_LOCK_REASON, self.clock.now()))
 
     def _lift_hold(self, employee_id: str) -> Employee:
-        employee = self.company.lift_hold(employee_id, self.clock.now())
         # A hold may have been placed on a risk lock: the review that lifts it ends that too.
+        return self._released(self.company.lift_hold(employee_id, self.clock.now()))
+
+    def _released(self, employee: Employee) -> Employee:
+        """Tell risk control that a review gave ``employee`` its access back (a hook without
+        ``unlock``, such as AllowAll, holds no lock to end)."""
         unlock = getattr(self.risk, "unlock", None)
         if callable(unlock):
-            unlock(employee_id)
+            unlock(employee.id)
         return employee
 
     # --- incident response: security officers contain an account and hand it back ---------------------
