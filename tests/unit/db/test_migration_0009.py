@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 from alembic import command
 from sqlalchemy import Engine, select, text
 
@@ -19,24 +18,12 @@ from courierguard.audit.models import decode_entry
 from courierguard.audit.search_index import SUBJECTS_MARK, indexed_upto
 from courierguard.audit.tables import audit_entries, audit_subjects
 from courierguard.clock import FixedClock
-from courierguard.db import create_db_engine, migrate
+from courierguard.db import migrate
 from courierguard.db.engine import alembic_config
 from courierguard.vault.keys import LocalKeyFile
 
 START = datetime(2026, 11, 11, tzinfo=UTC)
 TAIL = 250  # the writer "crashed" with entries from here on committed but not indexed
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
-    url = (
-        f"sqlite:///{tmp_path / 'up.sqlite3'}"
-        if request.param == "sqlite"
-        else request.getfixturevalue("pg_empty_database")
-    )
-    engine = create_db_engine(url)
-    yield engine
-    engine.dispose()
 
 
 def _body(i: int) -> tuple[EntryKind, dict[str, Any]]:
@@ -77,7 +64,8 @@ def _truth(engine: Engine) -> list[tuple[int, str | None, str | None]]:
     return out
 
 
-def test_0009_files_a_pre_upgrade_log_and_rewrites_no_entry(engine: Engine, tmp_path: Path) -> None:
+def test_0009_files_a_pre_upgrade_log_and_rewrites_no_entry(empty_engine: Engine, tmp_path: Path) -> None:
+    engine = empty_engine
     keys = LocalKeyFile(tmp_path / "keys.json")
     migrate(engine)
     clock = FixedClock(START)

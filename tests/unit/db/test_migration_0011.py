@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 from alembic import command
@@ -28,18 +27,6 @@ NOW = datetime(2026, 12, 7, 4, 50, tzinfo=UTC)
 SECRET = "s3cret-of-the-order-system"
 KEY = f"cgk_0a1b2c3d4e5f_{SECRET}"
 runner = CliRunner()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
-    url = (
-        f"sqlite:///{tmp_path / 'up.sqlite3'}"
-        if request.param == "sqlite"
-        else request.getfixturevalue("pg_empty_database")
-    )
-    engine = create_db_engine(url)
-    yield engine
-    engine.dispose()
 
 
 def _deployment_of_0010(engine: Engine) -> None:
@@ -65,7 +52,8 @@ def _deployment_of_0010(engine: Engine) -> None:
         )
 
 
-def test_upgrade_refuses_the_old_rows_until_sealed_then_serves_them(engine: Engine) -> None:
+def test_upgrade_refuses_the_old_rows_until_sealed_then_serves_them(empty_engine: Engine) -> None:
+    engine = empty_engine
     _deployment_of_0010(engine)
     command.upgrade(alembic_config(engine), "heads")
     seals = RowSeals(b"k" * 32)
