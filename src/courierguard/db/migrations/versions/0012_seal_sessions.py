@@ -1,4 +1,4 @@
-"""row seals on sessions: a revocation a DBA undoes, or a step-up a DBA writes, is refused
+"""row seals on sessions: a revocation a DBA clears, or a step-up a DBA writes, is refused
 
 A DBA could clear ``revoked_at`` on a session an officer ended (the renter's token works again) or
 set ``step_up_at`` (enrolling a further device takes a recent step-up: the renter's phone would
