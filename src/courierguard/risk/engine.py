@@ -25,7 +25,7 @@ account looks like. A lock persists until an officer calls :meth:`RiskEngine.unl
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from courierguard.events import AccessEvent, RiskAction, RiskDecision, RiskReason, admin_change_subject
@@ -80,6 +80,14 @@ _CASE_ROLES = frozenset({"customer_service", "outlet_clerk", "outlet_manager"})
 _OFFICER_PURPOSES = frozenset({"investigation", "audit"})
 _STATUSES = frozenset({"active", "suspended", "left"})
 _ADMIN_STATUS = {"employee.left": "left", "employee.suspended": "suspended", "employee.reinstated": "active"}
+# Officers' changes that end every session of the account they name (the gateway revokes them).
+_ENDS_SESSIONS = (
+    "sessions.revoke:",
+    "devices.reset:",
+    "employee.hold:",
+    "employee.suspended:",
+    "employee.left:",
+)
 _HOUR = 3600.0
 _MINUTE = 60.0
 
@@ -259,6 +267,8 @@ class RiskEngine:
             return (LOCK, 100.0, [("inactive_account", f"employee {acc.status}")])
         if acc.locked:
             return (LOCK, 95.0, [("account_locked", acc.lock_reason)])
+        if r.session is not None and r.session in acc.ended and r.outcome in (None, "allow"):
+            return self._ended_session_back(r, acc)
 
         sk = r.session or r.device or "-"
         sess = acc.sessions.get(sk)
@@ -505,6 +515,7 @@ class RiskEngine:
             reason = reasons[-1][0]
             st.set_lock(r.actor, reason)
             acc.locked, acc.lock_reason = True, reason
+            st.end_sessions(r.actor, ts)  # the gateway revokes them with the lock
             self._alert(r, acc, sess, verdict, evidence)
         else:
             key = ACTION_NAMES[sev] + ":" + ",".join(sorted({code for code, _ in reasons}))
@@ -799,10 +810,30 @@ class RiskEngine:
         # the old phone would be the owner to risk control, with no step-up ever asked of it.
         if r.outcome not in (None, "allow") or not r.purpose:
             return
-        if r.purpose.startswith("devices.reset:"):
-            target = admin_change_subject(r.purpose)
-            if target:
+        if not r.purpose.startswith(_ENDS_SESSIONS):
+            return
+        target = admin_change_subject(r.purpose)
+        if target:
+            # Before a device reset, which forgets the sessions along with the devices.
+            self.state.end_sessions(target, r.ts)
+            if r.purpose.startswith("devices.reset:"):
                 self.state.reset_devices(target, r.ts)
+
+    def _ended_session_back(self, r: Rec, acc: AccountState) -> Verdict:
+        """A session that containment ended is serving again. The gateway refuses a revoked session
+        itself, so this one came back behind its back: its row put back as it was before the
+        revocation (a database rollback that the row's seal cannot tell, as the old row was sealed),
+        or a gateway that forgot the revocation. Lock the account: whoever brought it back works
+        with whoever holds it."""
+        ended_at = datetime.fromtimestamp(acc.ended[r.session or ""], UTC).isoformat(timespec="seconds")
+        reasons: Reasons = [("ended_session", f"session {r.session} ended at {ended_at}")]
+        verdict: Verdict = (LOCK, 100.0, reasons)
+        self.state.set_lock(r.actor, "ended_session")
+        acc.locked, acc.lock_reason = True, "ended_session"
+        self.state.end_sessions(r.actor, r.ts)  # the gateway revokes them with the lock
+        self._alert(r, acc, None, verdict, {"session_ended_at": ended_at})
+        self.state.save(acc)
+        return verdict
 
     def _new_day(self, day: int) -> None:
         # Peer counters older than yesterday are never read again; Redis expires them by TTL.

@@ -9,6 +9,7 @@ worker is never overwritten by another worker saving an older copy of the accoun
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 import orjson
@@ -76,6 +77,7 @@ class AccountState:
         "dev_doubted",
         "dev_last",
         "devices",
+        "ended",
         "first_ts",
         "hour_masked",
         "hour_records",
@@ -151,6 +153,10 @@ class AccountState:
         self.req_times: deque[float] = deque()
         self.deny_times: deque[float] = deque()
         self.sessions: dict[str, SessionState] = {}
+        # Sessions ended by containment (revoked, account held, left or locked), with when: such a
+        # session seen serving again was brought back behind the gateway's back (a database row put
+        # back as it was before the revocation). Kept beside the account, as its lock is.
+        self.ended: dict[str, float] = {}
         # Masked reads: rows today, in the last hour (window of [minute, rows]), how many of today's
         # rows were already added to the peer group, how far the day was over its budget or the
         # peers when they were (both in steps, not on every view), and how many rows may come
@@ -243,6 +249,23 @@ class AccountState:
         self.reset_ts = ts
 
 
+ENDED_KEEP_S = 90 * 86_400
+"""How long an ended session is remembered: as long as Redis keeps a silent account's state."""
+ENDED_KEEP = 256
+"""At most this many ended sessions per account (the newest): a courier has a handful a week."""
+
+
+def with_ended(ended: dict[str, float], sessions: Iterable[str], ts: float) -> dict[str, float]:
+    """``ended`` with ``sessions`` added as ended at ``ts``, pruned to :data:`ENDED_KEEP` entries
+    younger than :data:`ENDED_KEEP_S`. An entry already there keeps its first time."""
+    out = {sid: t for sid, t in ended.items() if ts - t < ENDED_KEEP_S}
+    for sid in sessions:
+        out.setdefault(sid, ts)
+    if len(out) > ENDED_KEEP:
+        out = dict(sorted(out.items(), key=lambda kv: kv[1])[-ENDED_KEEP:])
+    return out
+
+
 class RiskState(Protocol):
     """Where the engine keeps what it learned. One implementation per deployment shape."""
 
@@ -265,6 +288,12 @@ class RiskState(Protocol):
     def reset_devices(self, actor: str, ts: float) -> None:
         """A security officer reset ``actor``'s devices at ``ts``: :meth:`AccountState.forget_devices`,
         kept so that a worker saving an older copy of the account cannot bring the devices back."""
+        ...
+
+    def end_sessions(self, actor: str, ts: float) -> None:
+        """Every session of ``actor`` the engine knows ended at ``ts`` (containment revoked them).
+        Kept apart from the account's saved state, as its lock is, so that no copy of the account
+        saved by another worker can bring them back."""
         ...
 
     def device_touch(
@@ -332,6 +361,10 @@ class MemoryState:
     def reset_devices(self, actor: str, ts: float) -> None:
         self.load(actor).forget_devices(ts)  # one copy of each account: no stale save to outlive
 
+    def end_sessions(self, actor: str, ts: float) -> None:
+        acc = self.load(actor)
+        acc.ended = with_ended(acc.ended, acc.sessions, ts)
+
     def device_touch(
         self, device: str, actor: str, org: str | None, ts: float, window: float
     ) -> tuple[int, int]:
@@ -368,12 +401,14 @@ class RedisState:
     """State in Redis, shared by every API worker.
 
     Keys (all under ``prefix``): ``acct:<id>`` the account as JSON, ``lock:<id>`` and ``status:<id>``
-    strings, ``reset:<id>`` the time of the last device reset, ``dev:<device>`` a hash actor →
-    ``org|ts``, ``peer:<group>`` a hash of counters. Account, reset and device keys expire after
-    ``ttl_s`` of silence; locks and statuses never expire. Two workers handling the same account at
-    the same instant may each save their copy (last write wins); the lock, status and reset keys are
+    strings, ``reset:<id>`` the time of the last device reset, ``ended:<id>`` the sessions that
+    containment ended (JSON, session → time), ``dev:<device>`` a hash actor → ``org|ts``,
+    ``peer:<group>`` a hash of counters. Account, reset, ended and device keys expire after ``ttl_s``
+    of silence; locks and statuses never expire. Two workers handling the same account at the same
+    instant may each save their copy (last write wins); the lock, status, reset and ended keys are
     written on their own, so containment is never lost that way: an account loaded with a blob older
-    than its reset forgets its devices again.
+    than its reset forgets its devices again, and one older than a revocation still knows the
+    sessions it ended.
     """
 
     def __init__(
@@ -395,12 +430,13 @@ class RedisState:
         return f"{self.prefix}{kind}:{key}"
 
     def load(self, actor: str) -> AccountState:
-        blob, lock, status, reset = self.r.mget(
+        blob, lock, status, reset, ended = self.r.mget(
             [
                 self._k("acct", actor),
                 self._k("lock", actor),
                 self._k("status", actor),
                 self._k("reset", actor),
+                self._k("ended", actor),
             ]
         )
         acc = AccountState.from_state(orjson.loads(blob)) if blob else AccountState(actor, self.seed)
@@ -409,6 +445,8 @@ class RedisState:
         acc.locked = lock is not None
         acc.lock_reason = lock.decode() if lock is not None else None
         acc.status = status.decode() if status is not None else "active"
+        if ended is not None:
+            acc.ended = orjson.loads(ended)
         return acc
 
     def save(self, account: AccountState) -> None:
@@ -426,6 +464,19 @@ class RedisState:
     def reset_devices(self, actor: str, ts: float) -> None:
         # Applied by load, not here: one write, and no race with a worker holding the account now.
         self.r.set(self._k("reset", actor), repr(ts), ex=self.ttl_s)
+
+    def end_sessions(self, actor: str, ts: float) -> None:
+        key = self._k("ended", actor)
+        known = list(self.load(actor).sessions)
+
+        def add(pipe: Any) -> None:
+            # Watched: two officers ending sessions of one account at once both count.
+            raw = pipe.get(key)
+            ended = with_ended(orjson.loads(raw) if raw is not None else {}, known, ts)
+            pipe.multi()
+            pipe.set(key, orjson.dumps(ended), ex=self.ttl_s)
+
+        self.r.transaction(add, key)
 
     def device_touch(
         self, device: str, actor: str, org: str | None, ts: float, window: float

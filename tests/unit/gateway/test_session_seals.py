@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import text
 
 from courierguard.db.rowseal import scan_tables
+from courierguard.gateway.service import RISK_LOCK_REASON
 
 from .conftest import World
 
@@ -90,3 +91,33 @@ def test_a_session_inserted_by_sql_is_refused(world: World) -> None:
     )  # fmt: skip
     headers = {"Authorization": f"Bearer {token}", "X-Device-Id": "dev-1"}
     unsealed(world.client.get("/v1/waybills?page_size=5", headers=headers))
+
+
+def test_a_revocation_rolled_back_with_its_old_seal_locks_the_account(engine_world: World) -> None:
+    """The seal cannot tell a row put back exactly as it was sealed before the revocation (the DBA
+    kept a copy). Risk control saw the revocation and holds it outside the database: the session
+    serving again locks the account, and the officers get an alert."""
+    world = engine_world
+    c1 = world.login("C1")
+    assert world.client.get("/v1/waybills?page_size=5", headers=c1).status_code == 200
+    session = session_of(world, "C1")
+    with world.deployment.core.engine.connect() as conn:
+        kept = conn.execute(text("SELECT mac FROM sessions WHERE id = :id"), {"id": session}).scalar_one()
+    x1 = world.login("X1")
+    assert (
+        world.client.post("/v1/admin/employees/C1/sessions/revoke", json=TICKET, headers=x1).status_code
+        == 200
+    )
+    assert world.client.get("/v1/waybills?page_size=5", headers=c1).status_code == 401
+    sql(
+        world,
+        "UPDATE sessions SET revoked_at = NULL, revoked_reason = NULL, mac = :mac WHERE id = :id",
+        mac=kept, id=session,
+    )  # fmt: skip
+
+    r = world.client.get("/v1/waybills?page_size=5", headers=c1)
+    assert r.status_code == 403 and r.json()["reason"] == "risk_locked", r.text
+    # Locked until an officer reviews it, whichever session or device asks.
+    assert world.deployment.guard.company.suspended_for("C1") == RISK_LOCK_REASON
+    [alert] = [a for a in world.deployment.alerts.fetch("C1") if a["action"] == "lock"]
+    assert [r["code"] for r in alert["reasons"]] == ["ended_session"] and alert["session_id"] == session
