@@ -89,6 +89,12 @@ _ENDS_SESSIONS = (
     "employee.left:",
 )
 _HOUR = 3600.0
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
+
+
 _MINUTE = 60.0
 
 Reasons = list[tuple[str, str | None]]
@@ -276,6 +282,8 @@ class RiskEngine:
             sess = acc.sessions[sk] = SessionState(r.device, ts)
 
         if action == "auth.step_up" and r.outcome != "deny":
+            if acc.reset_ts > acc.enrolled_ts:
+                return self._seed_from_before_reset(r, acc)
             sess.verified = True
             sess.pending = False
             sess.doubt = 0.0
@@ -289,6 +297,8 @@ class RiskEngine:
                 return self._finish(acc, r, sess, (STEP_UP, self._score(STEP_UP, reasons_), reasons_))
             if r.device is not None:
                 acc.devices[r.device] = ts
+            st.device_enrolled(r.actor, ts)
+            acc.enrolled_ts = ts
             return self._finish(acc, r, sess, _ALLOW)
 
         sev = ALLOW
@@ -823,15 +833,37 @@ class RiskEngine:
         """A session that containment ended is serving again. The gateway refuses a revoked session
         itself, so this one came back behind its back: its row put back as it was before the
         revocation (a database rollback that the row's seal cannot tell, as the old row was sealed),
-        or a gateway that forgot the revocation. Lock the account: whoever brought it back works
-        with whoever holds it."""
-        ended_at = datetime.fromtimestamp(acc.ended[r.session or ""], UTC).isoformat(timespec="seconds")
-        reasons: Reasons = [("ended_session", f"session {r.session} ended at {ended_at}")]
-        verdict: Verdict = (LOCK, 100.0, reasons)
-        self.state.set_lock(r.actor, "ended_session")
-        acc.locked, acc.lock_reason = True, "ended_session"
+        or a gateway that forgot the revocation."""
+        ended_at = _iso(acc.ended[r.session or ""])
+        return self._brought_back(
+            r,
+            acc,
+            "ended_session",
+            f"session {r.session} ended at {ended_at}",
+            {"session_ended_at": ended_at},
+        )
+
+    def _seed_from_before_reset(self, r: Rec, acc: AccountState) -> Verdict:
+        """A step-up passed after a device reset and before any device was enrolled again. The reset
+        unbound every device of the account, so no seed was left to answer: one from before the reset
+        was put back (a device row restored from a DBA's copy; device rows are not sealed, and a
+        sealed one could be put back alike)."""
+        reset_at = _iso(acc.reset_ts)
+        return self._brought_back(
+            r, acc, "seed_from_before_reset", f"step-up passed with no device enrolled since the reset at {reset_at}",
+            {"devices_reset_at": reset_at},
+        )  # fmt: skip
+
+    def _brought_back(
+        self, r: Rec, acc: AccountState, code: str, detail: str, evidence: dict[str, Any]
+    ) -> Verdict:
+        """Something containment took away is in use again: lock the account, whichever session asks
+        next, and alert. Whoever brought it back works with whoever holds the account."""
+        verdict: Verdict = (LOCK, 100.0, [(code, detail)])
+        self.state.set_lock(r.actor, code)
+        acc.locked, acc.lock_reason = True, code
         self.state.end_sessions(r.actor, r.ts)  # the gateway revokes them with the lock
-        self._alert(r, acc, None, verdict, {"session_ended_at": ended_at})
+        self._alert(r, acc, None, verdict, evidence)
         self.state.save(acc)
         return verdict
 

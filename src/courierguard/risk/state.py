@@ -78,6 +78,7 @@ class AccountState:
         "dev_last",
         "devices",
         "ended",
+        "enrolled_ts",
         "first_ts",
         "hour_masked",
         "hour_records",
@@ -135,6 +136,9 @@ class AccountState:
         self.trusted_key: list[Any] | None = None
         # When a security officer last reset the account's devices (0: never); see forget_devices.
         self.reset_ts = 0.0
+        # When a device was last enrolled (0: never seen): after a reset, only an enrolment makes a
+        # second factor again, so a step-up passed before one used a seed the reset took away.
+        self.enrolled_ts = 0.0
         self.loc: list[float] | None = None
         self.hours = HourProfile(seed=seed)
         self.daily_records = RunningZ(seed=seed)
@@ -290,6 +294,11 @@ class RiskState(Protocol):
         kept so that a worker saving an older copy of the account cannot bring the devices back."""
         ...
 
+    def device_enrolled(self, actor: str, ts: float) -> None:
+        """``actor`` enrolled a device at ``ts`` (risk control allowed it); kept apart from the
+        account's saved state, as a reset is, so that an older copy saved later cannot forget it."""
+        ...
+
     def end_sessions(self, actor: str, ts: float) -> None:
         """Every session of ``actor`` the engine knows ended at ``ts`` (containment revoked them).
         Kept apart from the account's saved state, as its lock is, so that no copy of the account
@@ -365,6 +374,10 @@ class MemoryState:
         acc = self.load(actor)
         acc.ended = with_ended(acc.ended, acc.sessions, ts)
 
+    def device_enrolled(self, actor: str, ts: float) -> None:
+        acc = self.load(actor)
+        acc.enrolled_ts = max(acc.enrolled_ts, ts)
+
     def device_touch(
         self, device: str, actor: str, org: str | None, ts: float, window: float
     ) -> tuple[int, int]:
@@ -402,10 +415,10 @@ class RedisState:
 
     Keys (all under ``prefix``): ``acct:<id>`` the account as JSON, ``lock:<id>`` and ``status:<id>``
     strings, ``reset:<id>`` the time of the last device reset, ``ended:<id>`` the sessions that
-    containment ended (JSON, session → time), ``dev:<device>`` a hash actor → ``org|ts``,
-    ``peer:<group>`` a hash of counters. Account, reset, ended and device keys expire after ``ttl_s``
+    containment ended (JSON, session → time), ``enrolled:<id>`` the time of the last enrolment, ``dev:<device>`` a hash actor → ``org|ts``,
+    ``peer:<group>`` a hash of counters. Account, reset, ended, enrolled and device keys expire after ``ttl_s``
     of silence; locks and statuses never expire. Two workers handling the same account at the same
-    instant may each save their copy (last write wins); the lock, status, reset and ended keys are
+    instant may each save their copy (last write wins); the lock, status, reset, ended and enrolled keys are
     written on their own, so containment is never lost that way: an account loaded with a blob older
     than its reset forgets its devices again, and one older than a revocation still knows the
     sessions it ended.
@@ -430,13 +443,14 @@ class RedisState:
         return f"{self.prefix}{kind}:{key}"
 
     def load(self, actor: str) -> AccountState:
-        blob, lock, status, reset, ended = self.r.mget(
+        blob, lock, status, reset, ended, enrolled = self.r.mget(
             [
                 self._k("acct", actor),
                 self._k("lock", actor),
                 self._k("status", actor),
                 self._k("reset", actor),
                 self._k("ended", actor),
+                self._k("enrolled", actor),
             ]
         )
         acc = AccountState.from_state(orjson.loads(blob)) if blob else AccountState(actor, self.seed)
@@ -447,6 +461,8 @@ class RedisState:
         acc.status = status.decode() if status is not None else "active"
         if ended is not None:
             acc.ended = orjson.loads(ended)
+        if enrolled is not None:
+            acc.enrolled_ts = float(enrolled)
         return acc
 
     def save(self, account: AccountState) -> None:
@@ -464,6 +480,10 @@ class RedisState:
     def reset_devices(self, actor: str, ts: float) -> None:
         # Applied by load, not here: one write, and no race with a worker holding the account now.
         self.r.set(self._k("reset", actor), repr(ts), ex=self.ttl_s)
+
+    def device_enrolled(self, actor: str, ts: float) -> None:
+        # Last write wins: enrolments of one account are seconds apart at least.
+        self.r.set(self._k("enrolled", actor), repr(ts), ex=self.ttl_s)
 
     def end_sessions(self, actor: str, ts: float) -> None:
         key = self._k("ended", actor)

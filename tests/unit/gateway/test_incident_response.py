@@ -19,9 +19,11 @@ from typing import Any
 import orjson
 import pyotp
 import pytest
+from sqlalchemy import insert, select
 
 from courierguard.audit import EntryKind
 from courierguard.audit.search_index import SUBJECTS_MARK, indexed_upto
+from courierguard.db.tables import devices
 from courierguard.domain import Employee, EmployeeStatus
 from courierguard.events import RiskAction, Role
 from courierguard.policy import PolicyAction, PolicyEngine, PolicyRequest, Principal, default_policy_dir
@@ -474,6 +476,41 @@ def test_with_the_real_engine_a_replaced_phone_enrols_only_once_risk_control_tru
     )
     code = pyotp.TOTP(r.json()["totp_seed"]).at(world.clock.now())
     assert post(world, "/v1/auth/step-up", new, {"code": code}).status_code == 204
+
+
+def test_with_the_real_engine_a_device_row_put_back_after_the_reset_locks_at_its_step_up(
+    engine_world: World,
+) -> None:
+    """A DBA kept the lost phone's device row (its seed is vault ciphertext: it cannot be forged, but
+    a copy can be put back). After the reset no device is bound, so a step-up that passes before
+    any new enrolment used a seed the reset took away: risk control locks the account."""
+    world = engine_world
+    seed = post(world, "/v1/auth/devices", a_working_day(world, "PHONE-OLD")).json()["totp_seed"]
+    with world.deployment.core.engine.connect() as conn:
+        kept = [
+            dict(r._mapping)
+            for r in conn.execute(
+                select(devices).where(devices.c.tenant == world.tenant, devices.c.employee == "C1")
+            )
+        ]
+    world.clock.advance(timedelta(days=1, minutes=-32))
+    a_working_day(world, "PHONE-OLD")
+    world.clock.advance(timedelta(days=1, minutes=-32))
+    status, x1 = sign_in(world, "X1", "SEC-PC-1")
+    assert status == 200
+    assert reset(world, x1, reason="device_stolen").json()["devices_removed"] == ["PHONE-OLD"]
+    with world.deployment.core.engine.begin() as conn:
+        conn.execute(insert(devices), kept)  # what the DBA does: plain SQL, no key
+
+    status, thief = sign_in(world, "C1", "PHONE-OLD")
+    assert status == 403  # the stolen phone is a new device again: asked for a step-up
+    world.clock.advance(timedelta(seconds=30))
+    r = post(world, "/v1/auth/step-up", thief, {"code": pyotp.TOTP(seed).at(world.clock.now())})
+    assert r.status_code == 403 and r.json()["reason"] == "risk_locked", r.text
+    assert works(world, thief) in (401, 403)
+    assert world.deployment.guard.company.suspended_for("C1") == "risk_lock"
+    [alert] = [a for a in world.deployment.alerts.fetch("C1") if a["action"] == "lock"]
+    assert [reason["code"] for reason in alert["reasons"]] == ["seed_from_before_reset"]
 
 
 # --- what was done to an account, on the trail ---------------------------------------------------------

@@ -204,3 +204,57 @@ def test_with_ended_keeps_first_times_recent_entries_and_a_bounded_number(
         assert max({**kept, **dict.fromkeys(set(sessions) - set(kept), ts)}[s] for s in dropped) <= min(
             out.values()
         )
+
+
+# --- a second factor from before a device reset --------------------------------------------------------
+
+
+def _enrol(feed: Feed, ts: datetime, actor: str = "E1", session: str = "S-own", device: str = "PDA-1") -> str:
+    return feed.one(ts, actor, "auth.device_bound", session=session, device=device, outcome="allow")[0]
+
+
+def _step_up(
+    feed: Feed, ts: datetime, session: str, device: str = "PDA-1", actor: str = "E1"
+) -> tuple[str, set[str]]:
+    action, _, reasons = feed.one(ts, actor, "auth.step_up", session=session, device=device, outcome="allow")
+    return action, codes(reasons)
+
+
+def test_a_step_up_before_any_enrolment_after_a_reset_locks(state: RiskState) -> None:
+    """The reset unbound every device: no seed is left to answer a step-up until one is enrolled.
+    One that answers was put back (a device row restored from a DBA's copy)."""
+    feed = Feed(RiskEngine(state=state))
+    feed.warm()
+    assert _enrol(feed, at(4, 8)) == "allow"
+    assert _step_up(feed, at(4, 8, 5), "S-own") == ("allow", set())  # before the reset: the owner
+    assert _officer(feed, at(4, 9), "devices.reset:E1:INC-7") == "allow"
+    assert _use(feed, at(4, 10), session="S-thief")[0] == "step_up"  # the old phone is new again
+    assert _step_up(feed, at(4, 10, 1), "S-thief") == ("lock", {"seed_from_before_reset"})
+    assert feed.engine.is_locked("E1")
+    alert = feed.sink.alerts[-1]
+    assert alert.action == "lock" and datetime.fromisoformat(alert.evidence["devices_reset_at"]) == at(4, 9)
+
+
+def test_after_a_reset_the_owner_enrols_and_steps_up(state: RiskState) -> None:
+    feed = Feed(RiskEngine(state=state))  # not warmed: a new phone is not doubted yet
+    assert _enrol(feed, at(0, 8)) == "allow"
+    assert _officer(feed, at(0, 9), "devices.reset:E1:INC-7") == "allow"
+    assert _enrol(feed, at(0, 10), session="S-new", device="PHONE-NEW") == "allow"
+    assert _step_up(feed, at(0, 11), "S-new", device="PHONE-NEW") == ("allow", set())
+    assert not feed.engine.is_locked("E1")
+
+
+def test_without_a_reset_step_ups_are_as_before(feed: Feed) -> None:
+    """Accounts never reset, and state from before the rule (no enrolment recorded), are untouched."""
+    feed.warm()
+    assert _step_up(feed, at(4, 9), "S-own") == ("allow", set())
+
+
+@pytest.mark.redis
+def test_an_enrolment_outlives_a_stale_copy_saved_by_another_worker(redis_state: RedisState) -> None:
+    feed = Feed(RiskEngine(state=redis_state))
+    assert _officer(feed, at(0, 9), "devices.reset:E1:INC-7") == "allow"
+    stale = redis_state.load("E1")
+    assert _enrol(feed, at(0, 10), session="S-new", device="PHONE-NEW") == "allow"
+    redis_state.save(stale)  # saved without the enrolment
+    assert _step_up(feed, at(0, 11), "S-new", device="PHONE-NEW") == ("allow", set())
