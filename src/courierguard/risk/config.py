@@ -271,6 +271,38 @@ class RiskConfig(BaseModel):
         float, Field(gt=0, description="Seconds a phone-search hit has to be followed up by a task.")
     ] = 600.0
 
+    # Containment by one person (is an officer or admin account disabling the people who would
+    # respond?). Holds, suspensions, revoked sessions and device resets are single-person actions so
+    # that incident response is fast; so one rented or hijacked officer account could disable every
+    # other officer in turn. Distinct accounts contained by one actor in a sliding window are weighed:
+    # an ordinary account 1, a privileged one (admin, security_officer, auditor: the responders)
+    # containment_privileged_weight. The values: the simulator's normal staff contain nobody (only
+    # departures, which are offboarding: an ordinary account's departure does not count), and a real
+    # incident is one outlet, about 13 people. So 2 privileged accounts (or 8 ordinary) in an hour
+    # only alert, which costs a colleague a glance; 3 privileged (or 12 ordinary) ask the session for
+    # a second factor unless it passed one within the window, so an officer working an outlet's
+    # incident from a stepped-up session is never stopped; a 4th privileged account in the hour is
+    # refused even so: another officer makes it (separation of duties, as for giving one back).
+    containment_window_s: Annotated[
+        float, Field(gt=0, description="Sliding window over which one actor's containment actions add up.")
+    ] = 3600.0
+    containment_privileged_weight: Annotated[
+        float, Field(ge=1, description="Weight of a privileged account contained (an ordinary one weighs 1).")
+    ] = 4.0
+    containment_alert: Annotated[
+        float, Field(gt=0, description="Weighted accounts contained in the window that raise an alert.")
+    ] = 8.0
+    containment_step_up: Annotated[
+        float,
+        Field(
+            gt=0,
+            description="Weighted accounts contained in the window that ask a step-up (none within the window).",
+        ),
+    ] = 12.0
+    containment_privileged_max: Annotated[
+        int, Field(ge=0, description="Privileged accounts one actor may contain in the window; beyond: deny.")
+    ] = 3
+
     @classmethod
     def load(cls, path: str | Path) -> RiskConfig:
         """Read a ``.yaml``/``.yml``, ``.toml`` or ``.json`` file; missing keys keep their defaults.

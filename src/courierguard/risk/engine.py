@@ -63,6 +63,7 @@ REASON_POINTS: dict[str, int] = {
     "masked_volume": 40,
     "phone_probing": 45,
     "repeated_denials": 50,
+    "containment_burst": 45,
     "inactive_account": 90,
     "account_locked": 90,
 }
@@ -79,6 +80,11 @@ _OFFICERS = frozenset({"security_officer", "auditor"})
 _CASE_ROLES = frozenset({"customer_service", "outlet_clerk", "outlet_manager"})
 _OFFICER_PURPOSES = frozenset({"investigation", "audit"})
 _STATUSES = frozenset({"active", "suspended", "left"})
+_PRIVILEGED = frozenset({"admin", "security_officer", "auditor"})
+# Purposes that take an account out of use, and whether the event comes before the change (judged,
+# made only on allow) or announces one already made (counted, never refused: nothing to undo).
+_CONTAINMENT = {"employee.hold": True, "sessions.revoke": True, "devices.reset": True,
+                "employee.status": True, "employee.suspended": False, "employee.left": False}  # fmt: skip
 _ADMIN_STATUS = {"employee.left": "left", "employee.suspended": "suspended", "employee.reinstated": "active"}
 # Officers' changes that end every session of the account they name (the gateway revokes them).
 _ENDS_SESSIONS = (
@@ -285,6 +291,7 @@ class RiskEngine:
             if acc.reset_ts > acc.enrolled_ts:
                 return self._seed_from_before_reset(r, acc)
             sess.verified = True
+            sess.stepped = ts
             sess.pending = False
             sess.doubt = 0.0
             self._trust(acc, r)
@@ -503,6 +510,11 @@ class RiskEngine:
                 sev = max(sev, DENY)
                 reasons.append(("export_abuse", f"{acc.d_exports} exports today"))
 
+        contained: str | None = None
+        cross = False
+        if action == "admin.change" and r.purpose and (r.outcome in (None, "allow") or r.risk_refused):
+            sev, contained, cross = self._containment(r, sess, sev, reasons, evidence)
+
         if sev == DENY:
             acc.d_strikes += 1
             if acc.d_strikes >= c.strikes_to_lock:
@@ -511,16 +523,25 @@ class RiskEngine:
         if sev == ALLOW and sess.pending:
             sev = STEP_UP
             reasons.append(("step_up_pending", None))
+        if contained is not None and (sev != ALLOW or r.risk_refused):
+            # Not made (the gateway changes nothing on a challenge or refusal): asked again, it counts.
+            st.containment_drop(r.actor, contained)
 
         if sev == ALLOW:
-            return self._finish(acc, r, sess, (ALLOW, self._score(ALLOW, reasons), reasons))
+            verdict = (ALLOW, self._score(ALLOW, reasons), reasons)
+            if cross:
+                self._alert(r, acc, sess, verdict, evidence)
+            return self._finish(acc, r, sess, verdict)
         verdict = (sev, self._score(sev, reasons), reasons)
+        alerted = True
         if sev == STEP_UP:
             if not sess.pending:
                 sess.pending = True
                 self._alert(r, acc, sess, verdict, evidence)
-            elif not c.repeat_step_up:
-                verdict = (ALLOW, self._score(ALLOW, reasons), reasons)
+            else:
+                alerted = False
+                if not c.repeat_step_up:
+                    verdict = (ALLOW, self._score(ALLOW, reasons), reasons)
         elif sev == LOCK:
             reason = reasons[-1][0]
             st.set_lock(r.actor, reason)
@@ -532,6 +553,10 @@ class RiskEngine:
             if key not in acc.d_alerts:
                 acc.d_alerts.append(key)
                 self._alert(r, acc, sess, verdict, evidence)
+            else:
+                alerted = False
+        if cross and not alerted:
+            self._alert(r, acc, sess, verdict, evidence)  # the other officers hear of a burst once
         return self._finish(acc, r, sess, verdict)
 
     # ------------------------------------------------------------------ masked reads and probing
@@ -813,6 +838,65 @@ class RiskEngine:
         target = admin_change_subject(r.purpose)
         if status is not None and target:
             self.set_employee_status(target, status)
+
+    def _containment(self, r: Rec, sess: SessionState, sev: int, reasons: Reasons,
+                     evidence: dict[str, Any]) -> tuple[int, str | None, bool]:  # fmt: skip
+        """Count an account taken out of use by ``r``'s actor (a hold, a suspension, revoked sessions,
+        reset devices, a privileged account's departure) in the sliding window; the new severity,
+        the window member added (to take back if the change is not made), and whether this event
+        crossed the alert threshold.
+
+        Weighed by the target's role as learned from its own events: the engine knows no directory,
+        so an account it never saw act counts as ordinary (see docs/risk.md)."""
+        assert r.purpose is not None
+        kind, _, rest = r.purpose.partition(":")
+        before = _CONTAINMENT.get(kind)
+        target = admin_change_subject(r.purpose) if before is not None else None
+        if target is None or target == r.actor:
+            return sev, None, False
+        leaving = kind == "employee.left"
+        if kind == "employee.status":
+            status = rest.rpartition(":")[2]
+            if status not in ("suspended", "left"):
+                return sev, None, False
+            leaving = status == "left"
+        c = self.config
+        privileged = self.state.load(target).role in _PRIVILEGED
+        if leaving and not privileged:
+            return sev, None, False  # offboarding, in batches at the month's end: routine, not response
+        member = ("p:" if privileged else "o:") + target
+        added, window = self.state.containment_add(r.actor, member, r.ts, c.containment_window_s)
+        # Distinct accounts, whatever was done to them: a hold is announced twice (the hold, then
+        # the suspension), and an officer may hold an account, end its sessions and reset its phone.
+        accounts: dict[str, bool] = {}
+        last: dict[str, float] = {}
+        for m, t in window.items():
+            cls, _, who = m.partition(":")
+            accounts[who] = accounts.get(who, False) or cls == "p"
+            last[who] = max(last.get(who, t), t)
+        new = added and sum(1 for m in window if m.partition(":")[2] == target) == 1
+        n_priv = sum(accounts.values())
+        weight = len(accounts) - n_priv + n_priv * c.containment_privileged_weight
+        mine = (c.containment_privileged_weight if privileged else 1.0) if new else 0.0
+        cross = weight >= c.containment_alert > weight - mine
+        if weight >= c.containment_alert:
+            reasons.append(
+                ("containment_burst", f"{len(accounts)} accounts contained in {c.containment_window_s / 60:.0f} min, "
+                                      f"{n_priv} privileged")
+            )  # fmt: skip
+            # Ids only: the accounts are staff numbers, the window's most recent 50 at most.
+            recent = sorted(accounts, key=lambda who: (-last[who], who))
+            evidence["contained_accounts"] = recent[:50]
+            evidence["contained_privileged"] = [who for who in recent if accounts[who]][:50]
+            evidence["contained_in_window"] = len(accounts)
+            evidence["containment_weight"] = weight
+        if before and new:
+            fresh = sess.verified and r.ts - sess.stepped <= c.containment_window_s
+            if privileged and n_priv > c.containment_privileged_max:
+                sev = max(sev, DENY)
+            elif weight >= c.containment_step_up and not fresh:
+                sev = _climb(sev, STEP_UP)
+        return sev, member if added else None, cross
 
     def _admin_made(self, r: Rec) -> None:
         # ``devices.reset:<id>:<ticket>``: a security officer unbound the account's devices (a lost or

@@ -75,6 +75,7 @@ class Rec:
         "q_kind",
         "res_id",
         "res_org",
+        "risk_refused",
         "role",
         "session",
         "status",
@@ -112,6 +113,9 @@ class Rec:
     exposed: int
     purpose: str | None
     outcome: str | None
+    # Refused or challenged by risk control (the gateway's ``risk:<action>:<codes>`` reason), not by
+    # the source's policy: replaying the gateway's trail judges such an event as live did.
+    risk_refused: bool
 
 
 def _ts(value: Any, name: str) -> datetime:
@@ -297,11 +301,13 @@ def from_dict(data: Any) -> Rec:
     r.fields = nf
     r.purpose = _str(data, "purpose", "", 128)
     outcome = _obj(data, "outcome")
+    r.risk_refused = False
     if outcome is None:
         r.outcome = None
     else:
         r.outcome = _enum(outcome, "decision", "outcome.", DECISIONS)
-        _str(outcome, "reason", "outcome.", 256)
+        reason = _str(outcome, "reason", "outcome.", 256)
+        r.risk_refused = r.outcome != "allow" and reason is not None and reason.startswith("risk:")
     r.exposed = _exposed(r, count)
     r.listed = len(r.ids) if r.ids is not None else (count or 0)  # as _listed, inline: on every event
     return r
@@ -378,6 +384,8 @@ def from_event(event: AccessEvent) -> Rec:
     r.fields = len(event.fields) if event.fields else 0
     r.purpose = event.purpose
     r.outcome = event.outcome.decision.value if event.outcome and event.outcome.decision else None
+    reason = event.outcome.reason if event.outcome else None
+    r.risk_refused = r.outcome not in (None, "allow") and reason is not None and reason.startswith("risk:")
     r.exposed = _exposed(r, count)
     r.listed = _listed(r.ids, count)
     return r

@@ -20,7 +20,17 @@ from courierguard.risk.detectors import HourProfile, PhoneProbes, RunningZ, Sequ
 class SessionState:
     """What the engine knows about one session of an account: doubt about who holds it, step-up."""
 
-    __slots__ = ("device", "doubt", "first_ts", "masked", "pending", "reasons", "unexpl", "verified")
+    __slots__ = (
+        "device",
+        "doubt",
+        "first_ts",
+        "masked",
+        "pending",
+        "reasons",
+        "stepped",
+        "unexpl",
+        "verified",
+    )
 
     def __init__(self, device: str | None, first_ts: float) -> None:
         self.device = device
@@ -31,6 +41,9 @@ class SessionState:
         self.verified = False
         self.unexpl = 0
         self.masked = 0
+        # When the session last passed a step-up (0: never): containing many accounts asks for a
+        # recent one, so a session hijacked hours after its owner's step-up is asked again.
+        self.stepped = 0.0
 
     def to_state(self) -> list[Any]:
         return [
@@ -42,6 +55,7 @@ class SessionState:
             self.verified,
             self.unexpl,
             self.masked,
+            self.stepped,
         ]
 
     @classmethod
@@ -49,6 +63,7 @@ class SessionState:
         out = cls(s[0], s[1])
         out.doubt, out.reasons, out.pending, out.verified, out.unexpl = s[2], dict(s[3]), s[4], s[5], s[6]
         out.masked = s[7] if len(s) > 7 else 0  # absent from state saved by earlier versions
+        out.stepped = s[8] if len(s) > 8 else 0.0  # likewise
         return out
 
 
@@ -315,6 +330,19 @@ class RiskState(Protocol):
         """Add today's clear-text records (and the unexplained part) of ``member`` to a peer group."""
         ...
 
+    def containment_add(
+        self, actor: str, member: str, ts: float, window: float
+    ) -> tuple[bool, dict[str, float]]:
+        """Note that ``actor`` contained ``member`` (``p:<id>`` or ``o:<id>``) at ``ts``, unless it is
+        in the window already (its first time is kept); forget what is older than ``window``. Whether it
+        was added, and the window's members with their times, this one included. Atomic, so that
+        containment actions sent to several workers at once are all counted."""
+        ...
+
+    def containment_drop(self, actor: str, member: str) -> None:
+        """Take ``member`` out of ``actor``'s window again: the change it was counted for was not made."""
+        ...
+
     def peer_stats(self, group: str, member: str) -> tuple[int, float, float]:
         """Number of other members of ``group`` and their mean records and mean unexplained records."""
         ...
@@ -342,6 +370,7 @@ class MemoryState:
         self.statuses: dict[str, str] = {}
         self.device_registry: dict[str, dict[str, list[Any]]] = {}
         self.peers: dict[str, dict[str, list[int]]] = {}
+        self.contained: dict[str, dict[str, float]] = {}
 
     def load(self, actor: str) -> AccountState:
         acc = self.accounts.get(actor)
@@ -404,6 +433,21 @@ class MemoryState:
         total_u = sum(v[1] for v in g.values()) - mine[1]
         return others, total_r / others, total_u / others
 
+    def containment_add(
+        self, actor: str, member: str, ts: float, window: float
+    ) -> tuple[bool, dict[str, float]]:
+        entries = self.contained.setdefault(actor, {})
+        cutoff = ts - window
+        for old in [m for m, t in entries.items() if t < cutoff]:
+            del entries[old]
+        added = member not in entries
+        if added:
+            entries[member] = ts
+        return added, dict(entries)
+
+    def containment_drop(self, actor: str, member: str) -> None:
+        self.contained.get(actor, {}).pop(member, None)
+
     def forget_peers_before(self, day: int) -> None:
         """Drop peer groups of days before ``day`` (group keys end with ``:<day>``)."""
         for key in [k for k in self.peers if int(k.rsplit(":", 1)[1]) < day]:
@@ -415,13 +459,15 @@ class RedisState:
 
     Keys (all under ``prefix``): ``acct:<id>`` the account as JSON, ``lock:<id>`` and ``status:<id>``
     strings, ``reset:<id>`` the time of the last device reset, ``ended:<id>`` the sessions that
-    containment ended (JSON, session → time), ``enrolled:<id>`` the time of the last enrolment, ``dev:<device>`` a hash actor → ``org|ts``,
-    ``peer:<group>`` a hash of counters. Account, reset, ended, enrolled and device keys expire after ``ttl_s``
-    of silence; locks and statuses never expire. Two workers handling the same account at the same
-    instant may each save their copy (last write wins); the lock, status, reset, ended and enrolled keys are
-    written on their own, so containment is never lost that way: an account loaded with a blob older
-    than its reset forgets its devices again, and one older than a revocation still knows the
-    sessions it ended.
+    containment ended (JSON, session → time), ``enrolled:<id>`` the time of the last enrolment,
+    ``dev:<device>`` a hash actor → ``org|ts``, ``peer:<group>`` a hash of counters,
+    ``contain:<id>`` a sorted set of the accounts the actor contained (member ``p:<id>`` or
+    ``o:<id>``, score the time). Account, reset, ended, enrolled and device keys expire after
+    ``ttl_s`` of silence; locks and statuses never expire. Two workers handling the same account at
+    the same instant may each save their copy (last write wins); the lock, status, reset, ended and
+    enrolled keys are written on their own, so containment is never lost that way: an account
+    loaded with a blob older than its reset forgets its devices again, and one older than a
+    revocation still knows the sessions it ended.
     """
 
     def __init__(
@@ -524,6 +570,23 @@ class RedisState:
         pipe.hincrby(key, f"u:{member}", unexplained)
         pipe.expire(key, 3 * 86_400)
         pipe.execute()
+
+    def containment_add(
+        self, actor: str, member: str, ts: float, window: float
+    ) -> tuple[bool, dict[str, float]]:
+        # One MULTI/EXEC: workers adding at the same instant each see the others' members, so a burst
+        # sent in parallel is counted in full (an account blob, last write wins, would lose some).
+        key = self._k("contain", actor)
+        pipe = self.r.pipeline(transaction=True)
+        pipe.zremrangebyscore(key, "-inf", f"({ts - window!r}")
+        pipe.zadd(key, {member: ts}, nx=True)
+        pipe.zrange(key, 0, -1, withscores=True)
+        pipe.expire(key, int(window) + 3600)
+        _, added, entries, _ = pipe.execute()
+        return bool(added), {m.decode(): float(t) for m, t in entries}
+
+    def containment_drop(self, actor: str, member: str) -> None:
+        self.r.zrem(self._k("contain", actor), member)
 
     def peer_stats(self, group: str, member: str) -> tuple[int, float, float]:
         raw = self.r.hgetall(self._k("peer", group))
