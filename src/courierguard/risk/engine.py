@@ -510,10 +510,9 @@ class RiskEngine:
                 sev = max(sev, DENY)
                 reasons.append(("export_abuse", f"{acc.d_exports} exports today"))
 
-        contained: str | None = None
         cross = False
         if action == "admin.change" and r.purpose and (r.outcome in (None, "allow") or r.risk_refused):
-            sev, contained, cross = self._containment(r, sess, sev, reasons, evidence)
+            sev, cross = self._containment(r, sess, sev, reasons, evidence)
 
         if sev == DENY:
             acc.d_strikes += 1
@@ -523,9 +522,6 @@ class RiskEngine:
         if sev == ALLOW and sess.pending:
             sev = STEP_UP
             reasons.append(("step_up_pending", None))
-        if contained is not None and (sev != ALLOW or r.risk_refused):
-            # Not made (the gateway changes nothing on a challenge or refusal): asked again, it counts.
-            st.containment_drop(r.actor, contained)
 
         if sev == ALLOW:
             verdict = (ALLOW, self._score(ALLOW, reasons), reasons)
@@ -840,30 +836,32 @@ class RiskEngine:
             self.set_employee_status(target, status)
 
     def _containment(self, r: Rec, sess: SessionState, sev: int, reasons: Reasons,
-                     evidence: dict[str, Any]) -> tuple[int, str | None, bool]:  # fmt: skip
+                     evidence: dict[str, Any]) -> tuple[int, bool]:  # fmt: skip
         """Count an account taken out of use by ``r``'s actor (a hold, a suspension, revoked sessions,
-        reset devices, a privileged account's departure) in the sliding window; the new severity,
-        the window member added (to take back if the change is not made), and whether this event
-        crossed the alert threshold.
+        reset devices, a privileged account's departure) in the sliding window; the new severity, and
+        whether this event crossed the alert threshold.
 
-        Weighed by the target's role as learned from its own events: the engine knows no directory,
-        so an account it never saw act counts as ordinary (see docs/risk.md)."""
+        Attempts count as well as changes made: one refused with a step-up stays counted, or asking
+        again after the challenge would find it "seen already", and a renter who cannot answer the
+        step-up would never reach the refusal of a fourth privileged account. Weighed by the target's
+        role as learned from its own events: the engine knows no directory, so an account it never
+        saw act counts as ordinary (see docs/risk.md)."""
         assert r.purpose is not None
         kind, _, rest = r.purpose.partition(":")
         before = _CONTAINMENT.get(kind)
         target = admin_change_subject(r.purpose) if before is not None else None
         if target is None or target == r.actor:
-            return sev, None, False
+            return sev, False
         leaving = kind == "employee.left"
         if kind == "employee.status":
             status = rest.rpartition(":")[2]
             if status not in ("suspended", "left"):
-                return sev, None, False
+                return sev, False
             leaving = status == "left"
         c = self.config
         privileged = self.state.load(target).role in _PRIVILEGED
         if leaving and not privileged:
-            return sev, None, False  # offboarding, in batches at the month's end: routine, not response
+            return sev, False  # offboarding, in batches at the month's end: routine, not response
         member = ("p:" if privileged else "o:") + target
         added, window = self.state.containment_add(r.actor, member, r.ts, c.containment_window_s)
         # Distinct accounts, whatever was done to them: a hold is announced twice (the hold, then
@@ -884,19 +882,19 @@ class RiskEngine:
                 ("containment_burst", f"{len(accounts)} accounts contained in {c.containment_window_s / 60:.0f} min, "
                                       f"{n_priv} privileged")
             )  # fmt: skip
-            # Ids only: the accounts are staff numbers, the window's most recent 50 at most.
+            # Ids only (staff numbers), the most recent first, 50 at most.
             recent = sorted(accounts, key=lambda who: (-last[who], who))
             evidence["contained_accounts"] = recent[:50]
             evidence["contained_privileged"] = [who for who in recent if accounts[who]][:50]
             evidence["contained_in_window"] = len(accounts)
             evidence["containment_weight"] = weight
-        if before and new:
+        if before:
             fresh = sess.verified and r.ts - sess.stepped <= c.containment_window_s
             if privileged and n_priv > c.containment_privileged_max:
                 sev = max(sev, DENY)
             elif weight >= c.containment_step_up and not fresh:
                 sev = _climb(sev, STEP_UP)
-        return sev, member if added else None, cross
+        return sev, cross
 
     def _admin_made(self, r: Rec) -> None:
         # ``devices.reset:<id>:<ticket>``: a security officer unbound the account's devices (a lost or

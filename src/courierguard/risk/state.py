@@ -339,10 +339,6 @@ class RiskState(Protocol):
         containment actions sent to several workers at once are all counted."""
         ...
 
-    def containment_drop(self, actor: str, member: str) -> None:
-        """Take ``member`` out of ``actor``'s window again: the change it was counted for was not made."""
-        ...
-
     def peer_stats(self, group: str, member: str) -> tuple[int, float, float]:
         """Number of other members of ``group`` and their mean records and mean unexplained records."""
         ...
@@ -444,9 +440,6 @@ class MemoryState:
         if added:
             entries[member] = ts
         return added, dict(entries)
-
-    def containment_drop(self, actor: str, member: str) -> None:
-        self.contained.get(actor, {}).pop(member, None)
 
     def forget_peers_before(self, day: int) -> None:
         """Drop peer groups of days before ``day`` (group keys end with ``:<day>``)."""
@@ -584,9 +577,6 @@ class RedisState:
         pipe.expire(key, int(window) + 3600)
         _, added, entries, _ = pipe.execute()
         return bool(added), {m.decode(): float(t) for m, t in entries}
-
-    def containment_drop(self, actor: str, member: str) -> None:
-        self.r.zrem(self._k("contain", actor), member)
 
     def peer_stats(self, group: str, member: str) -> tuple[int, float, float]:
         raw = self.r.hgetall(self._k("peer", group))

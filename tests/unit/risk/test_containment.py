@@ -10,9 +10,12 @@ nothing raised; the actions were only on the audit trail.
 from __future__ import annotations
 
 import io
+import json
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import jsonschema
 import orjson
 import pytest
 
@@ -75,7 +78,8 @@ def test_one_officer_disabling_the_others_is_alerted_then_stepped_up_then_refuse
     assert alert.evidence["contained_accounts"] == ["X3", "X2"]
     assert alert.evidence["contained_privileged"] == ["X3", "X2"]
     assert alert.evidence["contained_in_window"] == 2 and alert.evidence["containment_weight"] == 8.0
-    # The third asks the session for a second factor; nothing was made, so asked again it counts again.
+    # The third asks the session for a second factor, and nothing is made: asked again without one,
+    # it is asked again (the attempt stays counted).
     action, _, reasons = _act(feed, at(0, 9, 4), "X4")
     assert action == "step_up" and "containment_burst" in codes(reasons)
     assert len(_alerts(feed)) == 2 and _alerts(feed)[-1].action == "step_up"
@@ -227,14 +231,26 @@ def _replayed(engine: RiskEngine, events: list[dict[str, Any]]) -> dict[str, str
 
 def test_live_and_replay_decide_the_same() -> None:
     events = _stream()
-    # X2 then X3 reach the alert (8); X4 asks the step-up, which a renter never answers.
+    # X2 then X3 reach the alert (8); X4 asks the step-up, which a renter never answers; X5 and A1
+    # are a fourth and fifth privileged account in the hour: refused.
     live = _live(RiskEngine(), events)
     assert live == _replayed(RiskEngine(), events)
-    assert {k: v for k, v in live.items() if k.startswith("hold-")} == {
-        "hold-X4": "step_up",
-        "hold-X5": "step_up",
-        "hold-A1": "step_up",
-    }
+    holds = {k: v for k, v in live.items() if k.startswith("hold-")}
+    assert holds == {"hold-X4": "step_up", "hold-X5": "deny", "hold-A1": "deny"}
+
+
+def test_every_decision_is_valid_under_the_public_schema() -> None:
+    """``containment_burst`` is a new code: the schema's reason code is an open string, not an enum."""
+    shared = Path("/work/shared/schemas/risk-decision.v1.schema.json")
+    schema_path = shared if shared.exists() else Path("src/courierguard/schemas/risk-decision.v1.schema.json")
+    schema = json.loads(schema_path.read_text())
+    assert "enum" not in schema["properties"]["reasons"]["items"]["properties"]["code"]
+    buf = io.BytesIO()
+    replay(iter_lines(_stream()), buf, RiskEngine())
+    decided = [orjson.loads(line) for line in buf.getvalue().splitlines()]
+    assert any(r["code"] == "containment_burst" for d in decided for r in d["reasons"])
+    for d in decided:
+        jsonschema.validate(d, schema)
 
 
 def test_replay_is_the_same_on_every_state_backend(state: RiskState) -> None:
@@ -242,7 +258,7 @@ def test_replay_is_the_same_on_every_state_backend(state: RiskState) -> None:
     expected = _replayed(RiskEngine(), events)
     assert _replayed(RiskEngine(state=state), events) == expected
     added, window = state.containment_add("X1", "o:C1", at(0, 9, 20).timestamp(), 3600.0)
-    assert added and set(window) == {"p:X2", "p:X3", "o:C1"}  # the refused ones were taken back
+    assert added and set(window) == {"p:X2", "p:X3", "p:X4", "p:X5", "p:A1", "o:C1"}  # attempts count
 
 
 def test_the_window_slides_and_is_shared(state: RiskState) -> None:
@@ -254,8 +270,6 @@ def test_the_window_slides_and_is_shared(state: RiskState) -> None:
     assert added and window == {"p:X2": t0, "o:C1": t0 + 3600}  # exactly an hour old: still in
     added, window = state.containment_add("X1", "o:C2", t0 + 3601, 3600.0)
     assert window == {"o:C1": t0 + 3600, "o:C2": t0 + 3601}
-    state.containment_drop("X1", "o:C2")
-    assert state.containment_add("X1", "o:C3", t0 + 3602, 3600.0)[1] == {"o:C1": t0 + 3600, "o:C3": t0 + 3602}
 
 
 @pytest.mark.redis
