@@ -21,6 +21,7 @@ SCENARIOS: dict[int, str] = {
     13: "mass_assigned_courier",
     14: "mass_ticketed_agent",
     15: "stolen_phone_after_reset",
+    16: "rented_officer_holds_responders",
 }
 """Attack scenario ids and their stable names, as written in the truth file."""
 

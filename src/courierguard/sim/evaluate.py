@@ -19,7 +19,9 @@ Definitions (also in ``docs/simulator.md``):
   customer), before containment.
 - *Times* are seconds from the scenario's first event to the event that drew the decision.
 - *Normal staff* are all employee events outside any scenario, except the events of scenario
-  accounts from the scenario's start on (an owner whose account was rightly locked is no false alarm).
+  accounts from the scenario's start on (an owner whose account was rightly locked is no false alarm),
+  and of the accounts a scenario took out of use (``notes.victims``, scenario 16's held officers)
+  from its start on: refused because they are held, which is the attack's doing.
   Rates count employee-days: an employee-day with one or more step-ups counts once.
 """
 
@@ -186,6 +188,7 @@ def evaluate_lines(
     tracks: dict[int, _Track] = {}
     labels: dict[str, int] = {}
     actor_start: dict[str, list[tuple[int, datetime]]] = {}
+    victim_start: dict[str, datetime] = {}
     for line in truth:
         if line.get("type") != "scenario":
             continue
@@ -205,6 +208,8 @@ def evaluate_lines(
         if start is not None:
             for actor in result.actors:
                 actor_start.setdefault(actor, []).append((sid, start))
+            for victim in (line.get("notes") or {}).get("victims", ()):
+                victim_start[victim] = min(start, victim_start.get(victim, start))
 
     normal = NormalResult()
     days: set[tuple[str, str]] = set()
@@ -238,6 +243,9 @@ def evaluate_lines(
                         _note_contain(track, actor, ts)
             if owned:
                 continue
+        held = victim_start.get(actor)
+        if held is not None and datetime.fromisoformat(event["ts"]) >= held:
+            continue
         if event["actor"].get("kind", "employee") != "employee":
             continue
         normal.events += 1

@@ -4,7 +4,8 @@ Attack events look exactly like real ones (same apps, same formats, outcomes as 
 would have decided them); only the truth file says which they are. Each scenario has its own seeded
 ``random.Random``, so adding or removing one leaves the others (and normal work) unchanged, except
 where the attack changes the world itself (scenario 2's owner stays at home, scenario 10's courier
-leaves, scenario 15's courier works on a new phone after an officer's device reset).
+leaves, scenario 15's courier works on a new phone after an officer's device reset, scenario 16's
+officers and admins are held).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import random
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from courierguard.sim.world import CLERK, COURIER, CS, MANAGER, PDA_UA, SECURITY, Staff, device_id
+from courierguard.sim.world import ADMIN, CLERK, COURIER, CS, MANAGER, PDA_UA, SECURITY, Staff, device_id
 
 if TYPE_CHECKING:
     from courierguard.sim.engine import Day, Delivery, ScenarioTruth, Simulation
@@ -928,6 +929,51 @@ class StolenPhoneAfterReset(Scenario):
             self.reveal(day, person, session, t, w, F_RNPA)
 
 
+class RentedOfficer(Scenario):
+    """16: a rented security officer account holds every other officer and admin, one after another.
+
+    From the officer's own desk session in working hours (the owner lends it), so nothing tells the
+    renter from the owner but what is done: 40-150 s apart, a security hold on each responder
+    (``employee.hold:<id>:<ticket>``, then ``employee.suspended:<id>`` as the gateway announces it),
+    so that nobody is left to answer the alerts that follow. Single-person actions by design
+    (incident response must be fast), each allowed by the legacy system. The held accounts are
+    ``notes.victims``: their later use is refused because they are held, which is the attack's doing,
+    not a false alarm on normal staff.
+    """
+
+    sid = 16
+    description = "a rented security officer account holding every other officer and admin in turn"
+    duration = 10_000  # the account's first working day from the start day on
+    late = True
+    done = False
+
+    def setup(self) -> None:
+        person = self.pick(SECURITY)
+        targets = [s for s in self.sim.world.staff if s.role in (SECURITY, ADMIN) and s is not person]
+        if person is None or not targets:
+            return self.skip("no security officer, or nobody else to hold")
+        self.person = person
+        self.targets = targets
+
+    def attack(self, day: Day, nth: int) -> None:
+        rng = self.rng
+        person = self.person
+        t = day.d * DAY_MS + (person.shift_start + 90) * MIN_MS
+        session = self.sim.session_at(person.id, t)
+        if session is None or self.done:
+            return  # not at work today
+        self.done = True
+        ticket = f"INC{rng.randrange(10**6):06d}"
+        victims = rng.sample(self.targets, len(self.targets))
+        self.truth.notes["victims"] = [v.id for v in victims]
+        for victim in victims:
+            t += rng.randint(40_000, 150_000)
+            for at, purpose in ((t, f"employee.hold:{victim.id}:{ticket}"),
+                                (t + rng.randint(300, 1500), f"employee.suspended:{victim.id}")):  # fmt: skip
+                self.emit(day, at, {"actor": person.actor, "session": session, "action": "admin.change",
+                                    "purpose": purpose, "outcome": ALLOW})  # fmt: skip
+
+
 _CLASSES: dict[int, type[Scenario]] = {
     cls.sid: cls
     for cls in (
@@ -946,6 +992,7 @@ _CLASSES: dict[int, type[Scenario]] = {
         MassAssigned,
         MassTicketed,
         StolenPhoneAfterReset,
+        RentedOfficer,
     )
 }
 

@@ -183,3 +183,24 @@ def test_masked_rows_and_phone_searches_before_containment() -> None:
     assert s11.records_exposed == 0  # no clear text in a masked scrape
     assert (s12.phone_searches_answered, s12.phone_searches_without_engine) == (2, 3)
     assert s12.masked_exposed == 1 and s12.masked_without_engine == 2
+
+
+def test_accounts_a_scenario_held_are_no_false_alarm_from_its_start_on() -> None:
+    """Scenario 16's victims: their use after the hold is refused because they are held."""
+    events = [
+        ev("v1", f"{D1}T08:00:00+08:00", "V", "waybill.view"),  # before the attack: normal staff
+        ev("h1", f"{D1}T10:00:00+08:00", "X", "admin.change", purpose="employee.hold:V:INC1", outcome=ALLOW),
+        ev("h2", f"{D1}T10:02:00+08:00", "X", "admin.change", purpose="employee.hold:W:INC1", outcome=ALLOW),
+        ev("v2", f"{D1}T11:00:00+08:00", "V", "waybill.view"),
+        ev("n1", f"{D1}T11:00:00+08:00", "N", "waybill.view"),
+    ]
+    truth = [
+        {"type": "meta"},
+        {"type": "scenario", "scenario": 16, "name": "rented_officer_holds_responders", "actors": ["X"],
+         "start": f"{D1}T10:00:00+08:00", "event_ids": ["h1", "h2"], "notes": {"victims": ["V", "W"]}},
+    ]  # fmt: skip
+    decisions = [dec("v1", "lock"), dec("h2", "deny"), dec("v2", "lock"), dec("n1", "lock")]
+    result = evaluate_lines(events, truth, decisions)
+    [s16] = result.scenarios
+    assert s16.contained and s16.first_contain_s == 120
+    assert result.normal.events == 2 and result.normal.block_decisions == 2  # v1 and n1, not v2

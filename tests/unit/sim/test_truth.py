@@ -173,3 +173,49 @@ def test_a_stolen_phone_is_used_after_the_reset_and_the_owner_works_on_a_new_one
                  and e["id"] not in truth["event_ids"]]  # fmt: skip
     assert own_after and stolen not in {e["session"]["device_id"] for e in own_after}
     assert own_after[0]["action"] == "auth.device_bound"  # the new phone, enrolled first
+
+
+def test_a_rented_officer_holds_every_other_officer_and_admin_from_the_officers_own_desk(
+    small_run: Run,
+) -> None:
+    truth = small_run.scenario(16)
+    by_id = {e["id"]: e for e in small_run.events}
+    events = [by_id[eid] for eid in truth["event_ids"]]
+    [officer] = truth["actors"]
+    victims = truth["notes"]["victims"]
+    roles = {e["actor"]["id"]: e["actor"]["role"] for e in small_run.events}
+    assert victims and officer not in victims
+    assert {roles[v] for v in victims} <= {"security_officer", "admin"}
+    assert {e["actor"]["id"] for e in events} == {officer} and roles[officer] == "security_officer"
+    assert {e["action"] for e in events} == {"admin.change"}
+    # Each victim held, then the suspension announced (as the gateway does), one after another.
+    purposes = [e["purpose"] for e in events]
+    assert [p.split(":")[0] for p in purposes] == ["employee.hold", "employee.suspended"] * len(victims)
+    assert [p.split(":")[1] for p in purposes[::2]] == victims
+    # The officer's own session and desk device: nothing but what is done tells the renter apart.
+    own = [e for e in small_run.events if e["actor"]["id"] == officer and e["id"] not in truth["event_ids"]]
+    assert {e["session"]["device_id"] for e in events} <= {e["session"]["device_id"] for e in own}
+    assert not truth["devices"] and not truth["ips"]
+
+
+def test_scenario_16_leaves_normal_work_and_the_first_fifteen_unchanged(small_run: Run) -> None:
+    from dataclasses import replace
+
+    from courierguard.sim.engine import Simulation
+
+    def shapes(events: list[dict[str, object]]) -> list[bytes]:
+        out = []
+        for e in events:
+            body = {k: v for k, v in e.items() if k != "id"}
+            session = dict(body.get("session") or {})  # type: ignore[call-overload]
+            session.pop("id", None)
+            body["session"] = session
+            out.append(orjson.dumps(body, option=orjson.OPT_SORT_KEYS))
+        return out
+
+    sim = Simulation(replace(small_run.config, scenarios=tuple(range(1, 16))))
+    before = [e for e, _ in sim.labelled()]
+    after = [e for e, label in Simulation(small_run.config).labelled() if label != 16]
+    assert shapes(before) == shapes(after)
+    counts = {t["scenario"]: t["event_count"] for t in sim.truth()[1:]}
+    assert counts == {sid: small_run.scenario(sid)["event_count"] for sid in range(1, 16)}
