@@ -97,7 +97,13 @@ def test_life_events_are_planned_and_announced(small_run: Run) -> None:
     assert any(p.left_day is not None for p in sim.world.staff)
     changes = [e for e in small_run.events if e["action"] == "admin.change" and e["actor"]["role"] == "admin"]
     assert changes and all(e["purpose"].startswith(("employee.left:", "employee.moved:")) for e in changes)
-    # The only other directory change is scenario 15's: a security officer resets a stolen phone.
-    others = [e for e in small_run.events if e["action"] == "admin.change" and e not in changes]
+    # The only other directory change is scenario 15's: a security officer resets a stolen phone
+    # (scenario 16's holds are the attack's, labelled).
+    attack = set(small_run.scenario(16)["event_ids"])
+    others = [
+        e
+        for e in small_run.events
+        if e["action"] == "admin.change" and e not in changes and e["id"] not in attack
+    ]
     assert [e["actor"]["role"] for e in others] == ["security_officer"]
     assert others[0]["purpose"].startswith("devices.reset:")
