@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from courierguard.clock import Clock, SystemClock
-from courierguard.db.fast import DriverQuery, timestamp
+from courierguard.db.fast import DriverInsert, DriverQuery, bind_value, timestamp
 from courierguard.db.rowseal import RowSeals
 from courierguard.db.tables import data_keys, parties, waybill_history, waybills
 from courierguard.domain import WAYBILL_NUMBER, NewWaybill, Party, TaskKind, Waybill
@@ -67,6 +67,18 @@ _MASKED_MANY_SQL = (
     "ON p.tenant = w.tenant AND p.waybill = w.number WHERE w.tenant = ? AND w.number IN "
 )
 _MASKED_CHUNK = 500
+# What ingest writes, in the order of the tuples :meth:`Vault._seal` builds. Left out: the
+# waybill's assignee, task and delivery time and the history row's assignee and task, NULL at
+# creation.
+_WAYBILL_COLUMNS = (
+    "tenant", "number", "origin_outlet", "dest_outlet", "routing_code", "status", "status_ts",
+    "created_at", "key_month", "mac",
+)  # fmt: skip
+_HISTORY_COLUMNS = ("tenant", "number", "status", "ts")
+_PARTY_COLUMNS = (
+    "tenant", "waybill", "role", "key_month", "name_ct", "phone_ct", "address_ct", "name_masked",
+    "phone_masked", "address_masked", "phone_bidx", "name_bidx",
+)  # fmt: skip
 """Numbers per statement: well inside SQLite's and PostgreSQL's limits on bound values."""
 
 
@@ -131,9 +143,12 @@ class _Sealed:
     wrapped: bytes
     """The stored (wrapped) form of the data key these rows are sealed under, as read when sealing:
     the insert proceeds only while it is still the stored key of ``month``."""
-    waybill_row: dict[str, Any]
-    history_row: dict[str, Any]
-    party_rows: list[dict[str, Any]]
+    waybill_row: tuple[Any, ...]
+    """Values of :data:`_WAYBILL_COLUMNS`, ready for the driver (as are the other two)."""
+    history_row: tuple[Any, ...]
+    """Values of :data:`_HISTORY_COLUMNS`."""
+    party_rows: tuple[tuple[Any, ...], ...]
+    """Values of :data:`_PARTY_COLUMNS`, sender then recipient."""
 
     @property
     def number(self) -> str:
@@ -241,6 +256,10 @@ class Vault:
         remember the wrapped form they were sealed under, and an insert checks it is still stored."""
         self._lock = threading.Lock()
         self._reveal_query = DriverQuery(engine, _REVEAL_SQL)
+        self._insert_waybills = DriverInsert(engine, waybills, _WAYBILL_COLUMNS)
+        self._insert_history = DriverInsert(engine, waybill_history, _HISTORY_COLUMNS)
+        self._insert_parties = DriverInsert(engine, parties, _PARTY_COLUMNS)
+        self._bind_time = bind_value(engine, waybills.c.created_at)
         self._masked_query = DriverQuery(engine, _MASKED_SQL)
 
     # --- data keys --------------------------------------------------------------------------------
@@ -393,33 +412,32 @@ class Vault:
             stale = {p.month for p in pending if p.month not in stored or bytes(stored[p.month]) != p.wrapped}
             if stale:
                 raise _StaleKeys(stale)
-            conn.execute(insert(waybills), [p.waybill_row for p in pending])
-            conn.execute(insert(waybill_history), [p.history_row for p in pending])
-            conn.execute(insert(parties), [row for p in pending for row in p.party_rows])
+            self._insert_waybills.run(conn, [p.waybill_row for p in pending])
+            self._insert_history.run(conn, [p.history_row for p in pending])
+            self._insert_parties.run(conn, [row for p in pending for row in p.party_rows])
 
     def _seal(self, conn: Connection, index: int, wb: NewWaybill) -> _Sealed:
         created = utc(wb.created_at)
         month = month_of(created)
         aead, wrapped = self._sealing_key(conn, month)
-        party_rows = [
-            self._party_row(aead, month, wb.number, role, getattr(wb, role)) for role in PARTY_ROLES
-        ]
-        waybill_row: dict[str, Any] = {
-            "tenant": self.tenant,
-            "number": wb.number,
-            "origin_outlet": wb.origin_outlet,
-            "dest_outlet": wb.dest_outlet,
-            "routing_code": wb.routing_code,
-            "status": wb.status.value,
-            "status_ts": created,
-            "assignee": None,
-            "task": None,
-            "created_at": created,
-            "delivered_at": None,
-            "key_month": month,
-        }
-        waybill_row["mac"] = self.seals.mac_of("waybills", waybill_row)
-        history_row = {"tenant": self.tenant, "number": wb.number, "status": wb.status.value, "ts": created}
+        number = wb.number
+        tenant = self.tenant
+        status = wb.status.value
+        party_rows = (
+            self._party_row(aead, month, number, "sender", wb.sender),
+            self._party_row(aead, month, number, "recipient", wb.recipient),
+        )
+        # The seal covers the values as given, as RowSeals.mac_of a row dict of them would;
+        # the stored form of the timestamps is the driver's (text on SQLite).
+        mac = self.seals.mac(
+            "waybills", (tenant, number, wb.origin_outlet, wb.dest_outlet, status, created, None, None, None)
+        )
+        stored_time = self._bind_time(created)
+        waybill_row = (
+            tenant, number, wb.origin_outlet, wb.dest_outlet, wb.routing_code, status, stored_time,
+            stored_time, month, mac,
+        )  # fmt: skip
+        history_row = (tenant, number, status, stored_time)
         return _Sealed(index, wb, month, wrapped, waybill_row, history_row, party_rows)
 
     def _existing_numbers(self, conn: Connection, numbers: list[str]) -> set[str]:
@@ -435,7 +453,7 @@ class Vault:
             )
         return found
 
-    def _party_row(self, aead: Aead, month: str, number: str, role: str, party: Party) -> dict[str, Any]:
+    def _party_row(self, aead: Aead, month: str, number: str, role: str, party: Party) -> tuple[Any, ...]:
         try:
             phone = normalize_phone(party.phone)
         except ValueError as exc:
@@ -446,23 +464,23 @@ class Vault:
             raise InvalidInput(f"{role}.name", str(exc)) from None
         address = party.address
         tenant = self.tenant
-        return {
-            "tenant": tenant,
-            "waybill": number,
-            "role": role,
-            "key_month": month,
-            "name_ct": aead.seal(name.encode(), _aad(tenant, number, f"{role}.name")),
-            "phone_ct": aead.seal(phone.e164.encode(), _aad(tenant, number, f"{role}.phone")),
-            "address_ct": aead.seal(
+        return (
+            tenant,
+            number,
+            role,
+            month,
+            aead.seal(name.encode(), _aad(tenant, number, f"{role}.name")),
+            aead.seal(phone.e164.encode(), _aad(tenant, number, f"{role}.phone")),
+            aead.seal(
                 "\x1f".join((address.province, address.city, address.district, address.detail)).encode(),
                 _aad(tenant, number, f"{role}.address"),
             ),
-            "name_masked": mask_name(name),
-            "phone_masked": mask_phone(phone),
-            "address_masked": mask_address(address.province, address.city, address.district),
-            "phone_bidx": self._index.phone_e164(phone.e164),
-            "name_bidx": self._index.normalized_name(name),
-        }
+            mask_name(name),
+            mask_phone(phone),
+            mask_address(address.province, address.city, address.district),
+            self._index.phone_e164(phone.e164),
+            self._index.normalized_name(name),
+        )
 
     # --- masked reads -------------------------------------------------------------------------------
 
