@@ -68,8 +68,13 @@ _SYLLABIC = (
 """Scripts written a syllable to a character, surname first, with no spaces: masked per character."""
 
 
+# One character class of the same ranges: a generator over the five pairs cost a microsecond per
+# name, paid twice per waybill ingested.
+_SYLLABIC_CHAR = re.compile("[" + "".join(f"{low}-{high}" for low, high in _SYLLABIC) + "]")
+
+
 def _is_cjk(ch: str) -> bool:
-    return any(low <= ch <= high for low, high in _SYLLABIC)
+    return _SYLLABIC_CHAR.match(ch) is not None
 
 
 def mask_name(name: str) -> str:

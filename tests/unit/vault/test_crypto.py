@@ -57,6 +57,27 @@ def test_nonces_differ_between_seals() -> None:
     assert aead.seal(b"x", b"") != aead.seal(b"x", b"")
 
 
+@given(st.lists(st.tuples(st.binary(max_size=100), st.binary(max_size=64)), max_size=8))
+def test_seal_many_is_seal_of_each_with_a_nonce_of_its_own(fields: list[tuple[bytes, bytes]]) -> None:
+    aead = Aead(b"\x03" * 32)
+    sealed = aead.seal_many(fields)
+    assert len(sealed) == len(fields)
+    for (plaintext, aad), one in zip(fields, sealed, strict=True):
+        assert one[:1] == FORMAT_V1 and len(one) == 1 + 12 + len(plaintext) + 16
+        assert aead.open(one, aad) == plaintext
+    nonces = [one[1:13] for one in sealed]
+    assert len(set(nonces)) == len(nonces)  # 96 random bits each: a repeat would be a bug
+
+
+def test_seal_many_binds_each_field_to_its_own_associated_data() -> None:
+    aead = Aead(b"\x04" * 32)
+    name, phone = aead.seal_many([(b"x", b"t|YT1|sender.name"), (b"x", b"t|YT1|sender.phone")])
+    with pytest.raises(DecryptionFailed):
+        aead.open(name, b"t|YT1|sender.phone")
+    with pytest.raises(DecryptionFailed):
+        aead.open(phone, b"t|YT1|sender.name")
+
+
 def test_key_length_is_checked() -> None:
     with pytest.raises(ValueError, match="32-byte"):
         Aead(b"short")

@@ -177,6 +177,9 @@ def test_a_batch_failing_at_its_last_insert_leaves_nothing(vault: Vault) -> None
         conn.execute(delete(parties).where(parties.c.tenant == vault.tenant))
     assert len(vault.ingest(batch).stored) == 1000
     assert _counts(vault) == (1000, 1000, 2000)
+    # Looked up in chunks of 500: every one is found again.
+    again = vault.ingest(batch)
+    assert again.stored == () and [f.message for f in again.failed] == ["already exists"] * 1000
 
 
 def test_a_value_too_long_for_its_column_fails_the_batch_and_is_never_cut(

@@ -10,7 +10,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from courierguard.sim.synthetic import MOBILE_PREFIXES
-from courierguard.vault.masking import MASK, _is_cjk, mask_address, mask_name, mask_phone
+from courierguard.vault.masking import _SYLLABIC, MASK, _is_cjk, mask_address, mask_name, mask_phone
 from courierguard.vault.normalize import (
     InvalidName,
     InvalidPhone,
@@ -158,3 +158,18 @@ def test_name_rules() -> None:
 def test_invalid_phones_are_refused(bad: str) -> None:
     with pytest.raises(InvalidPhone):
         normalize_phone(bad)
+
+
+def _listed(ch: str) -> bool:
+    return any(low <= ch <= high for low, high in _SYLLABIC)
+
+
+@given(st.characters(codec="utf-8"))
+def test_is_cjk_is_the_syllabic_ranges(ch: str) -> None:
+    assert _is_cjk(ch) == _listed(ch)
+
+
+def test_is_cjk_at_the_edges_of_each_range() -> None:
+    for low, high in _SYLLABIC:
+        for ch in (chr(ord(low) - 1), low, high, chr(ord(high) + 1)):
+            assert _is_cjk(ch) == _listed(ch), hex(ord(ch))

@@ -8,6 +8,7 @@ with random nonces.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -35,6 +36,18 @@ class Aead:
     def seal(self, plaintext: bytes, associated_data: bytes) -> bytes:
         nonce = os.urandom(NONCE_BYTES)
         return FORMAT_V1 + nonce + self._aesgcm.encrypt(nonce, plaintext, associated_data)
+
+    def seal_many(self, fields: Sequence[tuple[bytes, bytes]]) -> list[bytes]:
+        """:meth:`seal` of each (plaintext, associated data), their nonces from one ``os.urandom``
+        call: ingest seals six fields per waybill, and a call per nonce cost more than the
+        encryption. Each nonce is still 96 fresh random bits of its own."""
+        nonces = os.urandom(NONCE_BYTES * len(fields))
+        encrypt = self._aesgcm.encrypt
+        out = []
+        for i, (plaintext, associated_data) in enumerate(fields):
+            nonce = nonces[i * NONCE_BYTES : (i + 1) * NONCE_BYTES]
+            out.append(FORMAT_V1 + nonce + encrypt(nonce, plaintext, associated_data))
+        return out
 
     def open(self, sealed: bytes, associated_data: bytes) -> bytes:
         if len(sealed) < 1 + NONCE_BYTES + TAG_BYTES or sealed[:1] != FORMAT_V1:
