@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Engine, bindparam, delete, func, insert, literal, select, tuple_, update
 from sqlalchemy.engine import Connection
@@ -135,11 +135,14 @@ class IngestResult:
     failed: tuple[RecordError, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class _Sealed:
-    """One record ready to insert: its rows, sealed under ``month``'s data key as then cached."""
+class _Sealed(NamedTuple):
+    """One record ready to insert: its rows, sealed under ``month``'s data key as then cached.
 
-    index: int
+    A named tuple, not a frozen dataclass: as immutable, and built in a fifth of the time (a frozen
+    dataclass sets each of its eight fields through ``object.__setattr__``), once per waybill."""
+
+    position: int
+    """The record's index in the batch (``index`` is a tuple's method)."""
     waybill: NewWaybill
     month: str
     wrapped: bytes
@@ -174,8 +177,7 @@ class PreparedIngest:
         return tuple(s.number for s in self.sealed)
 
 
-@dataclass(frozen=True, slots=True)
-class _ClearParty:
+class _ClearParty(NamedTuple):
     """A party on its way in: the clear text to seal, and what is stored beside it in clear."""
 
     clear: tuple[bytes, bytes, bytes]
@@ -397,7 +399,7 @@ class Vault:
                 if not existing:
                     raise
                 failed += [
-                    RecordError(p.index, p.number, "number", "already exists")
+                    RecordError(p.position, p.number, "number", "already exists")
                     for p in pending
                     if p.number in existing
                 ]
@@ -406,7 +408,7 @@ class Vault:
                 for month in stale.months:
                     self._forget_key(month)
                 with self.engine.connect() as conn:
-                    pending = [self._seal(conn, p.index, p.waybill) for p in pending]
+                    pending = [self._seal(conn, p.position, p.waybill) for p in pending]
                     conn.commit()
         else:
             raise CourierGuardError("the batch could not be stored: its data keys kept changing")
@@ -440,13 +442,17 @@ class Vault:
         status = wb.status.value
         sender = self._clear_party("sender", wb.sender)
         recipient = self._clear_party("recipient", wb.recipient)
-        prefix = f"cg/v1|{tenant}|{number}|"  # _aad's, once per waybill
+        head = _aad(tenant, number, "")  # each field's associated data is head + its name
+        (s_name, s_phone, s_address), (r_name, r_phone, r_address) = sender.clear, recipient.clear
         cts = aead.seal_many(
-            [
-                (clear, f"{prefix}{role}.{attribute}".encode())
-                for role, party in (("sender", sender), ("recipient", recipient))
-                for attribute, clear in zip(("name", "phone", "address"), party.clear, strict=True)
-            ]
+            (
+                (s_name, head + b"sender.name"),
+                (s_phone, head + b"sender.phone"),
+                (s_address, head + b"sender.address"),
+                (r_name, head + b"recipient.name"),
+                (r_phone, head + b"recipient.phone"),
+                (r_address, head + b"recipient.address"),
+            )
         )
         party_rows = (
             (tenant, number, "sender", month, *cts[0:3], *sender.derived),

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from courierguard.vault._internal.aead import FORMAT_V1, Aead, DecryptionFailed
-from courierguard.vault.blind_index import BlindIndex
+from courierguard.vault.blind_index import BlindIndex, _PrefixedHmac
 
 VECTORS = Path(__file__).parents[2] / "vectors" / "vault"
 GCM = json.loads((VECTORS / "aes256gcm.json").read_text())
@@ -81,6 +81,14 @@ def test_seal_many_binds_each_field_to_its_own_associated_data() -> None:
 def test_key_length_is_checked() -> None:
     with pytest.raises(ValueError, match="32-byte"):
         Aead(b"short")
+
+
+@given(st.binary(min_size=32, max_size=200), st.binary(max_size=40), st.binary(max_size=300))
+def test_prefixed_hmac_is_hmac_sha256(key: bytes, prefix: bytes, message: bytes) -> None:
+    # Keys longer than SHA-256's block are hashed first: 65 bytes and up take that path.
+    prepared = _PrefixedHmac(key, prefix)
+    assert prepared.digest(message) == hmac.new(key, prefix + message, hashlib.sha256).digest()
+    assert prepared.digest(message) == prepared.digest(message)  # the kept states are not consumed
 
 
 def test_blind_index_matches_an_independent_hmac() -> None:
