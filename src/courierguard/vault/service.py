@@ -67,6 +67,7 @@ _MASKED_MANY_SQL = (
     "ON p.tenant = w.tenant AND p.waybill = w.number WHERE w.tenant = ? AND w.number IN "
 )
 _MASKED_CHUNK = 500
+"""Numbers per statement: well inside SQLite's and PostgreSQL's limits on bound values."""
 # What ingest writes, in the order of the tuples :meth:`Vault._seal` builds. Left out: the
 # waybill's assignee, task and delivery time and the history row's assignee and task, NULL at
 # creation.
@@ -75,13 +76,12 @@ _WAYBILL_COLUMNS = (
     "created_at", "key_month", "mac",
 )  # fmt: skip
 _HISTORY_COLUMNS = ("tenant", "number", "status", "ts")
-# Placeholders for the numbers are appended per chunk of :data:`_MASKED_CHUNK`; values are bound.
-_EXISTING_SQL = "SELECT number FROM waybills WHERE tenant = ? AND number IN "
 _PARTY_COLUMNS = (
     "tenant", "waybill", "role", "key_month", "name_ct", "phone_ct", "address_ct", "name_masked",
     "phone_masked", "address_masked", "phone_bidx", "name_bidx",
 )  # fmt: skip
-"""Numbers per statement: well inside SQLite's and PostgreSQL's limits on bound values."""
+# Placeholders for the numbers are appended per chunk of :data:`_MASKED_CHUNK`; values are bound.
+_EXISTING_SQL = "SELECT number FROM waybills WHERE tenant = ? AND number IN "
 
 
 class VaultFailure(StrEnum):
