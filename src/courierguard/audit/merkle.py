@@ -115,6 +115,19 @@ def root_from_packed(packed: bytes | bytearray | memoryview) -> bytes:
     return bytes(view)
 
 
+def subtree_roots(packed: bytes | bytearray | memoryview, height: int) -> bytes:
+    """The roots of consecutive complete subtrees of ``2**height`` leaves each, concatenated, over
+    leaf hashes ``packed`` (a whole number of such subtrees): level by level over all of them at once,
+    a few list comprehensions where one call per subtree paid Python's overhead per subtree."""
+    view = memoryview(packed)
+    if len(view) % (HASH_SIZE << height):
+        raise ValueError(f"packed leaf hashes must be whole subtrees of {1 << height} leaves")
+    level: bytes | memoryview = view
+    for _ in range(height):
+        level = _pair_hashes(memoryview(level))
+    return bytes(level)
+
+
 def _pair_hashes(view: memoryview) -> bytes:
     """``node_hash`` of every consecutive pair in a buffer of an even number of hashes, concatenated."""
     sha = _sha256
@@ -384,6 +397,16 @@ class TiledTree(_Proofs):
         ):
             self._remember(i, tile)
         return [(first + i, h) for i, h in enumerate(hashes)]
+
+    def extend_tiles(self, hashes: bytes | bytearray | memoryview) -> None:
+        """Append whole tiles by their hashes alone (concatenated), the tree ending where the first
+        starts: what a verifier hashed elsewhere. Their leaves stay in storage, read if a proof
+        below a tile's root needs them."""
+        if len(hashes) % HASH_SIZE:
+            raise ValueError("packed tile hashes must be a multiple of 32 bytes")
+        if self._tail:
+            raise ValueError("the tree ends inside a tile")
+        self._upper.extend_packed(hashes)
 
     def mark(self) -> tuple[int, bytes]:
         """The current state, for :meth:`restore` (to undo leaves whose transaction failed)."""

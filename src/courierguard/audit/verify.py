@@ -21,9 +21,11 @@ Entry scanning stops at the first bad entry: later roots prove nothing about a b
 
 Step 1 is most of the work (read, re-hash, compare every entry) and is embarrassingly parallel, so a
 large log is checked by worker processes, each over its own range of indices on its own database
-connection, while this process builds the Merkle tree from their results in index order. Workers
-only confirm ranges that are wholly intact; anything else (or a log whose row count and indices do
-not line up) is re-scanned here, one row after another, to name the first problem exactly.
+connection, while this process builds the Merkle tree from their results in index order. A worker
+also hashes the whole tiles of its range, so this process takes one hash per 256 entries (and the
+leaves only where a range or a head's size cuts a tile). Workers only confirm ranges that are wholly
+intact and hold exactly their indices; anything else is re-scanned here, one row after another, to
+name the first problem exactly.
 
 Heads are checked as the recomputed tree grows past their sizes (``_Stream``), so the tree is a
 :class:`TiledTree`: one hash per 256 entries in memory, plus the leaves of the tiles where the last
@@ -39,12 +41,12 @@ import os
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import cast
 
-from sqlalchemy import Engine, NullPool, create_engine, func, select
+from sqlalchemy import Engine, NullPool, create_engine, select
 
 from courierguard.audit._internal.core import actor_of, read_witness, subject_of, tenant_of, waybills_of
 from courierguard.audit._internal.rowmac import MacScan, RowMac, log_key
@@ -54,6 +56,7 @@ from courierguard.audit.merkle import (
     TILE_HEIGHT,
     TiledTree,
     VerificationError,
+    subtree_roots,
     verify_consistency,
 )
 from courierguard.audit.models import (
@@ -123,8 +126,46 @@ def _rows(chunks: Iterator[list[_Row]]) -> Iterator[_Row]:
         yield from chunk
 
 
+class _Archived:
+    """Where the scanned rows' bodies are missing: the first row with a body (``kept``), the first
+    without one (``blank``), and the first without one after a row with one (``hole``), each -1 for
+    none. Found by the scan that reads every body anyway, so the archive rule costs no second read of
+    the table (a ``WHERE entry IS NULL`` query has no index to use: it read every row again)."""
+
+    __slots__ = ("blank", "hole", "kept")
+
+    def __init__(self) -> None:
+        self.kept = self.blank = self.hole = -1
+
+    def add(self, start: int, entries: list[bytes | None]) -> None:
+        """Take in the bodies of consecutive rows from index ``start``, after every row added so far."""
+        if None not in entries:  # the common case: nothing archived here
+            if self.kept < 0 and entries:
+                self.kept = start
+            return
+        part = _Archived()
+        for index, entry in enumerate(entries, start):
+            if entry is None:
+                if part.blank < 0:
+                    part.blank = index
+                if part.kept >= 0 and part.hole < 0:
+                    part.hole = index
+            elif part.kept < 0:
+                part.kept = index
+        self.merge(part)
+
+    def merge(self, later: _Archived) -> None:
+        """Take in what rows after every row seen so far say."""
+        if self.hole < 0:
+            self.hole = later.blank if self.kept >= 0 else later.hole
+        if self.kept < 0:
+            self.kept = later.kept
+        if self.blank < 0:
+            self.blank = later.blank
+
+
 def _check_archived_prefix(
-    engine: Engine, heads: list[SignedTreeHead], retention_days: int, problems: list[Problem]
+    found: _Archived, rows: int, heads: list[SignedTreeHead], retention_days: int, problems: list[Problem]
 ) -> None:
     """Archiving purges the bodies of the oldest entries only, and only once they are older than the
     retention period. So the archived entries are a prefix of the log, and the newest of them is old:
@@ -134,20 +175,15 @@ def _check_archived_prefix(
     * the newest archived entry was appended after every signed head that does not cover it, so
       such a head signed within the retention period proves it was archived too early (blanking
       every body at once would otherwise pass as one big archive).
+
+    ``found``: what the scan of all ``rows`` rows (indices 0 up, every one checked) saw.
     """
-    e = audit_entries.c
-    with engine.connect() as conn:
-        first_kept = conn.execute(select(func.min(e.seq)).where(e.entry.is_not(None))).scalar()
-        if first_kept is not None:
-            hole = conn.execute(select(func.min(e.seq)).where(e.entry.is_(None), e.seq > first_kept)).scalar()
-            if hole is not None:
-                problems.append(
-                    Problem(ProblemKind.ALTERED, int(hole), "entry body removed outside the archived prefix")
-                )
-                return
-            archived = int(first_kept)
-        else:
-            archived = int(conn.execute(select(func.count()).select_from(audit_entries)).scalar() or 0)
+    if found.hole >= 0:
+        problems.append(
+            Problem(ProblemKind.ALTERED, found.hole, "entry body removed outside the archived prefix")
+        )
+        return
+    archived = found.kept if found.kept >= 0 else rows
     if archived == 0:
         return
     newest = archived - 1
@@ -237,18 +273,20 @@ def _chunk_ok(start: int, seqs: list[int], entries: list[bytes], stored: list[by
     return b"".join([sha(prefix + e).digest() for e in entries]) == b"".join(stored)
 
 
-def _intact(position: int, chunk: list[_Row]) -> tuple[bytes, int] | None:
+def _intact(position: int, chunk: list[_Row], bodies: _Archived) -> tuple[bytes, int] | None:
     """(Stored leaf hashes packed, archived rows) of ``chunk``, rows from index ``position``, when
-    every row is intact; None when one is not. Whole-chunk comparison first, row by row only when
-    that fails or a row is archived."""
+    every row is intact (and then what its bodies say of the archive goes into ``bodies``); None when
+    one is not. Whole-chunk comparison first, row by row only when that fails or a row is archived."""
     entries = list(map(_ENTRY, chunk))
     stored = list(map(_STORED, chunk))
     try:
         if None not in entries and _chunk_ok(position, list(map(_SEQ, chunk)), entries, stored):
+            bodies.add(position, entries)
             return b"".join(stored), 0
     except TypeError:  # a value stored as text, not bytes (SQLite keeps any type): row by row
         pass
     if _first_bad(position, chunk) is None:
+        bodies.add(position, entries)
         return b"".join(stored), entries.count(None)
     return None
 
@@ -306,10 +344,11 @@ def verify(
     stream = _Stream(checks)
     key = _log_key(engine, row_key)
     macs = MacScan()
-    count, archived = _parallel_prefix(engine, stream.feed, workers, key, macs)
+    bodies = _Archived()
+    count, archived = _parallel_prefix(engine, stream, workers, key, macs, bodies)
     chunks = _chunks(engine, count)
     for chunk in chunks:
-        intact = _intact(count, chunk)
+        intact = _intact(count, chunk, bodies)
         if intact is not None:
             stream.feed(intact[0])
             _scan_macs(key, count, chunk, macs)
@@ -341,7 +380,8 @@ def verify(
         problems.append(Problem(ProblemKind.NO_TREE_HEAD, 0, "no signed tree head is stored"))
     problems += checks[0].problems
     if not problems:
-        _check_archived_prefix(engine, heads, retention_days, problems)
+        # No problem so far: the scan read every row (it stops only at a bad one).
+        _check_archived_prefix(bodies, count, heads, retention_days, problems)
     _check_tiles(engine, tree, valid, problems)
     if key is not None:
         covered = max((check.previous.size for check in checks if check.previous is not None), default=0)
@@ -524,6 +564,30 @@ class _Stream:
                 check.check_at(self.tree)
             self._forget()
 
+    def tiles_wanted(self) -> set[int]:
+        """Tiles to be fed as leaves, not by their hashes alone: those where a head's size falls
+        (its root needs the leaves of a tile it ends inside; the consistency proof from it, the
+        leaves on either side of its end)."""
+        return {
+            tile
+            for check in self.checks
+            for head in check.pending
+            for tile in ((head.size - 1) >> TILE_HEIGHT, head.size >> TILE_HEIGHT)
+            if tile >= 0
+        }
+
+    def feed_tiles(self, hashes: bytes) -> None:
+        """Append whole tiles by their hashes (concatenated), the tree ending where the first starts.
+        No head can be checked in between: every tile where one's size falls is fed as leaves
+        (:meth:`tiles_wanted`); one that was not would go unchecked, so it stops the run here."""
+        here = len(self.tree)
+        end = here + ((len(hashes) // HASH_SIZE) << TILE_HEIGHT)
+        for check in self.checks:
+            size = check.next_size()
+            if size is not None and here < size <= end:
+                raise AssertionError(f"a head of size {size} ends in tiles fed by their hashes")
+        self.tree.extend_tiles(hashes)
+
     def _keep(self, first: int, piece: bytes) -> None:
         """Copy the leaves of kept tiles out of ``piece`` (leaves from index ``first``)."""
         wanted = set().union(*(c.tiles_kept() for c in self.checks))
@@ -558,10 +622,16 @@ class _Stream:
 
 
 def _parallel_prefix(
-    engine: Engine, feed: Callable[[bytes], None], workers: int | None, key: bytes | None, macs: MacScan
+    engine: Engine,
+    stream: _Stream,
+    workers: int | None,
+    key: bytes | None,
+    macs: MacScan,
+    bodies: _Archived,
 ) -> tuple[int, int]:
-    """Check whole ranges in worker processes; ``feed`` the leaf hashes of the intact prefix, and
-    take what the workers found of its MACs (under the log key ``key``, if any) into ``macs``.
+    """Check whole ranges in worker processes; feed ``stream`` the tree of the intact prefix, and take
+    what the workers found of its MACs (under the log key ``key``, if any) into ``macs`` and of its
+    archived bodies into ``bodies``.
 
     Returns (entries confirmed, of which archived). Stops at the first range a worker cannot confirm,
     so the caller re-scans from there and names the problem. Does nothing for a small log, a single
@@ -571,15 +641,24 @@ def _parallel_prefix(
     if workers < 2 or threading.active_count() > 1 or "fork" not in multiprocessing.get_all_start_methods():
         return 0, 0
     with engine.connect() as conn:
-        low, high, rows = conn.exec_driver_sql("SELECT min(seq), max(seq), count(*) FROM audit_entries").one()
-    if rows < _PARALLEL_FROM or low != 0 or high != rows - 1:
-        return 0, 0  # small, or rows missing or added: the sequential scan says exactly what happened
+        # Two subqueries, not min(seq), max(seq), count(*): SQLite answers each of these from the
+        # end of the primary key, where a count (or both in one SELECT) read the whole table, about
+        # a second per million rows during which no worker ran. A row missing (or a seq not an
+        # integer) is found anyway: a worker confirms a range only when it holds exactly its indices.
+        low, high = conn.exec_driver_sql(
+            "SELECT (SELECT min(seq) FROM audit_entries), (SELECT max(seq) FROM audit_entries)"
+        ).one()
+    if low != 0 or high is None or high + 1 < _PARALLEL_FROM:
+        return 0, 0  # small, or an entry before 0: the sequential scan says exactly what happened
+    rows = int(high) + 1
     url = engine.url.render_as_string(hide_password=False)
+    wanted = frozenset(stream.tiles_wanted())
     confirmed = archived = 0
     context = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
         ranges = [
-            pool.submit(_confirm_range, url, a, min(a + _RANGE, rows), key) for a in range(0, rows, _RANGE)
+            pool.submit(_confirm_range, url, a, min(a + _RANGE, rows), key, wanted)
+            for a in range(0, rows, _RANGE)
         ]
         for future in ranges:
             result = future.result()
@@ -587,33 +666,74 @@ def _parallel_prefix(
                 for pending in ranges:
                     pending.cancel()
                 break
-            packed, none, found = result
-            feed(packed)
+            pieces, end, none, found, seen = result
+            for tiles, packed in pieces:
+                (stream.feed_tiles if tiles else stream.feed)(packed)
             macs.merge(found)
-            confirmed += len(packed) // 32
+            bodies.merge(seen)
+            confirmed = end
             archived += none
     return confirmed, archived
 
 
-def _confirm_range(url: str, start: int, end: int, key: bytes | None) -> tuple[bytes, int, MacScan] | None:
-    """Worker: (packed leaf hashes, archived count, what the MACs say) of entries ``start..end`` if
-    every one is intact."""
+def _confirm_range(
+    url: str, start: int, end: int, key: bytes | None, wanted: frozenset[int]
+) -> tuple[list[tuple[bool, bytes]], int, int, MacScan, _Archived] | None:
+    """Worker: the tree pieces (:func:`_pieces`) of entries ``start..end``, ``end``, the archived
+    count and what the MACs and the bodies say, if every one of these entries is intact."""
     engine = _worker_engines.get(url)
     if engine is None:  # one per worker process, made there: never a connection of the parent's
         engine = _worker_engines[url] = create_engine(url, poolclass=NullPool)
     packed = bytearray()
     archived = 0
     macs = MacScan()
+    bodies = _Archived()
     position = start
     for chunk in _chunks(engine, start, end):
-        intact = _intact(position, chunk)
+        intact = _intact(position, chunk, bodies)
         if intact is None:
             return None
         packed += intact[0]
         _scan_macs(key, position, chunk, macs)
         archived += intact[1]
         position += len(chunk)
-    return (bytes(packed), archived, macs) if position == end else None
+    if position != end:
+        return None
+    return _pieces(start, packed, wanted), end, archived, macs, bodies
+
+
+def _pieces(start: int, packed: bytes | bytearray, wanted: frozenset[int]) -> list[tuple[bool, bytes]]:
+    """The leaf hashes ``packed`` (from index ``start``) as the parent's tree takes them: the hash of
+    each whole tile (``(True, hashes)``), so 1/256 of the leaves cross to the parent and the bulk of
+    the tree's hashing is done here, in parallel; and the leaves themselves (``(False, leaves)``) of
+    the tiles cut by the range's ends and of the ``wanted`` ones, where a head's size falls (its root
+    and the next consistency proof need them). Runs of one kind are joined, in index order."""
+    width = 1 << TILE_HEIGHT
+    end = start + len(packed) // HASH_SIZE
+    first = -(-start // width) * width  # where the first tile that starts in the range starts
+    if first >= end:
+        return [(False, bytes(packed))] if packed else []
+    last = end // width * width  # where the last whole tile ends
+    view = memoryview(packed)
+    roots = subtree_roots(view[(first - start) * HASH_SIZE : (last - start) * HASH_SIZE], TILE_HEIGHT)
+    runs: list[tuple[bool, list[bytes | memoryview]]] = []
+
+    def put(tiles: bool, data: bytes | memoryview) -> None:
+        if data:
+            if runs and runs[-1][0] == tiles:
+                runs[-1][1].append(data)
+            else:
+                runs.append((tiles, [data]))
+
+    put(False, view[: (first - start) * HASH_SIZE])
+    for k, tile in enumerate(range(first // width, last // width)):
+        if tile in wanted:
+            at = (tile * width - start) * HASH_SIZE
+            put(False, view[at : at + width * HASH_SIZE])
+        else:
+            put(True, roots[k * HASH_SIZE : (k + 1) * HASH_SIZE])
+    put(False, view[(last - start) * HASH_SIZE :])
+    return [(tiles, b"".join(parts)) for tiles, parts in runs]
 
 
 _worker_engines: dict[str, Engine] = {}

@@ -234,7 +234,7 @@ engine = create_engine(sys.argv[1])
 key, row_key = bytes.fromhex(sys.argv[2]), bytes.fromhex(sys.argv[3])
 fed = bytearray()
 macs = MacScan()
-prefix = v._parallel_prefix(engine, fed.extend, 2, v._log_key(engine, row_key), macs)
+prefix = v._parallel_prefix(engine, v._Stream([]), 2, v._log_key(engine, row_key), macs, v._Archived())
 out = {"prefix": list(prefix), "legacy": [macs.legacy]}
 for workers in (1, 2):
     r = v.verify(engine, key, workers=workers, row_key=row_key)
@@ -368,6 +368,146 @@ def test_a_long_log_rewritten_between_far_heads(
     # ... and its searchable actor and time no longer match the forged body.
     assert (ProblemKind.INDEX_MISMATCH, 9_000) in found
     assert len(found) == 10
+
+
+# Worker ranges over whole tiles: the workers send each whole tile's hash, and the leaves only of
+# the tiles cut by a range's ends or holding a head's end (of the database or the witness). Ranges
+# of 1,003 entries end at odd places inside tiles, fetches of 97 rows inside ranges; 1, 2 and 3
+# workers must say exactly the same of every tampering, wherever it falls.
+_RANGES_SCRIPT = """
+import importlib, json, sys
+from pathlib import Path
+from sqlalchemy import create_engine
+v = importlib.import_module("courierguard.audit.verify")
+v._RANGE, v._FETCH, v._PARALLEL_FROM = int(sys.argv[4]), 97, 8
+engine = create_engine(sys.argv[1])
+key, row_key, witness = bytes.fromhex(sys.argv[2]), bytes.fromhex(sys.argv[3]), Path(sys.argv[5])
+by_hash = []
+feed_tiles = v._Stream.feed_tiles
+def counted(self, hashes):
+    by_hash.append(len(hashes) // 32)
+    feed_tiles(self, hashes)
+v._Stream.feed_tiles = counted
+out = {}
+for workers in (1, 2, 3):
+    r = v.verify(engine, key, workers=workers, row_key=row_key, witness_file=witness)
+    problems = [[p.kind.value, p.index, p.detail] for p in r.problems]
+    out[str(workers)] = [r.ok, r.entries, r.archived, r.root.hex(), problems]
+out["tiles by hash"] = sum(by_hash)
+print(json.dumps(out))
+"""
+
+
+def _verify_ranges(engine: Engine, key_provider: LocalKeyFile, witness: Path, size: int) -> dict[str, Any]:
+    import json
+    import subprocess
+    import sys
+
+    url = engine.url.render_as_string(hide_password=False)
+    public_key, row_key = key_provider.signer().public_key.hex(), row_mac_key(key_provider).hex()
+    done = subprocess.run(
+        [sys.executable, "-c", _RANGES_SCRIPT, url, public_key, row_key, str(size), str(witness)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    result: dict[str, Any] = json.loads(done.stdout)
+    assert result["1"] == result["2"] == result["3"]
+    return result
+
+
+@pytest.mark.parametrize("size", [1003, 512])
+def test_worker_ranges_of_whole_tiles_verify_a_long_log(
+    long_log: tuple[Engine, Path], key_provider: LocalKeyFile, size: int
+) -> None:
+    engine, witness = long_log
+    out = _verify_ranges(engine, key_provider, witness, size)
+    assert out["1"][:2] == [True, LONG_HEADS[-1]]
+    # 67 whole tiles, 5 of them where a head ends (sent as leaves), others cut by ranges of 1,003.
+    assert out["tiles by hash"] >= 2 * (67 - 5 - (0 if size == 512 else 17))
+
+
+def _altered_at(index: int) -> Callable[[Connection], None]:
+    def tamper(conn: Connection) -> None:
+        entry, leaf = _row(conn, index)
+        _set(conn, index, entry[:-1] + b" ", leaf)
+
+    return tamper
+
+
+def _rewritten_with_hash_at(index: int) -> Callable[[Connection], None]:
+    def tamper(conn: Connection) -> None:
+        forged = encode_entry(index, 0, EntryKind.ACCESS, canonical_json({"actor": {"id": "nobody"}}))
+        _set(conn, index, forged, leaf_hash(forged))
+
+    return tamper
+
+
+def _run(*statements: str) -> Callable[[Connection], None]:
+    def tamper(conn: Connection) -> None:
+        for statement in statements:
+            conn.execute(text(statement))
+
+    return tamper
+
+
+# (tampering, first problem kind, its index, words of its detail): the first and last entries of the
+# log and of a range (1,002 | 1,003), one in the middle of a tile fed by hash, and across heads; a
+# body removed at the start of a range, after the archived prefix ended in the range before.
+LONG_CASES: list[tuple[str, Callable[[Connection], None], ProblemKind, int, str]] = [
+    ("first_entry", _altered_at(0), ProblemKind.ALTERED, 0, "does not match its stored leaf hash"),
+    ("range_end", _altered_at(1002), ProblemKind.ALTERED, 1002, "does not match its stored leaf hash"),
+    ("range_start", _altered_at(1003), ProblemKind.ALTERED, 1003, "does not match its stored leaf hash"),
+    ("mid_tile", _altered_at(9000), ProblemKind.ALTERED, 9000, "does not match its stored leaf hash"),
+    ("last_entry", _altered_at(17_399), ProblemKind.ALTERED, 17_399, "does not match its stored leaf hash"),
+    ("with_hash", _rewritten_with_hash_at(9000), ProblemKind.ROOT_MISMATCH, 300, "rewritten with its hash"),
+    ("deleted", _run("DELETE FROM audit_entries WHERE seq = 5000"), ProblemKind.MISSING, 5000, "no entry"),
+    (
+        "body_removed",
+        _run("UPDATE audit_entries SET entry = NULL WHERE seq < 600 OR seq = 1003"),
+        ProblemKind.ALTERED,
+        1003,
+        "removed outside the archived prefix",
+    ),
+    (
+        "archived_early",
+        _run("UPDATE audit_entries SET entry = NULL WHERE seq < 1500"),
+        ProblemKind.ALTERED,
+        1499,
+        "archived too early",
+    ),
+    (
+        "copied_mac",
+        _run(
+            "UPDATE audit_entries SET mac = (SELECT mac FROM audit_entries WHERE seq = 3) WHERE seq = 12000"
+        ),
+        ProblemKind.BAD_MAC,
+        12_000,
+        "does not match",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("tamper", "kind", "index", "detail"), [c[1:] for c in LONG_CASES], ids=[c[0] for c in LONG_CASES]
+)
+def test_worker_ranges_of_whole_tiles_name_the_first_problem(
+    long_log: tuple[Engine, Path],
+    key_provider: LocalKeyFile,
+    tamper: Callable[[Connection], None],
+    kind: ProblemKind,
+    index: int,
+    detail: str,
+) -> None:
+    engine, witness = long_log
+    with engine.begin() as conn:
+        tamper(conn)
+    out = _verify_ranges(engine, key_provider, witness, 1003)
+    ok, _, _, _, problems = out["1"]
+    assert not ok
+    assert problems[0][:2] == [kind.value, index]
+    assert detail in problems[0][2]
 
 
 def test_an_entry_rewritten_as_text_is_checked_not_a_crash(
