@@ -656,10 +656,7 @@ def _parallel_prefix(
     confirmed = archived = 0
     context = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        ranges = [
-            pool.submit(_confirm_range, url, a, min(a + _RANGE, rows), key, wanted)
-            for a in range(0, rows, _RANGE)
-        ]
+        ranges = [pool.submit(_confirm_range, url, a, b, key, wanted) for a, b in _ranges(rows, workers)]
         for future in ranges:
             result = future.result()
             if result is None:
@@ -674,6 +671,20 @@ def _parallel_prefix(
             confirmed = end
             archived += none
     return confirmed, archived
+
+
+def _ranges(rows: int, workers: int) -> Iterator[tuple[int, int]]:
+    """[start, end) of each worker's range over indices ``0..rows``: ``_RANGE`` entries each, then,
+    once fewer than two rounds of those are left, half of each worker's share of what is left, down
+    to 1/16 of ``_RANGE``. Ranges go to whichever worker is free, so with equal ranges one worker sat
+    idle for up to a whole range (65,536 entries, about 0.2 s) while the other finished its last;
+    a range costs about 0.5 ms to start (a connection and a query)."""
+    start = 0
+    while start < rows:
+        left = rows - start
+        size = min(_RANGE, max(left // (2 * workers), _RANGE // 16, 1))
+        yield start, min(start + size, rows)
+        start += size
 
 
 def _confirm_range(
