@@ -76,7 +76,10 @@ from courierguard.audit.tables import (
     audit_tree_heads,
 )
 
-_FETCH = 50_000
+# Rows per fetch, each chunk then gone over by a few passes (bodies, hashes, MACs): 1,024 rows of
+# about 500 bytes stay in the CPU's cache between passes, where 50,000 (30 MB) did not: 2.7 against
+# 3.4 µs of CPU per entry in a worker, the same range and passes.
+_FETCH = 1024
 # Entries per range handed to a worker process, and the smallest log worth starting workers for.
 _RANGE = 1 << 16
 _PARALLEL_FROM = 2 * _RANGE
