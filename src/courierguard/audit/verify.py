@@ -644,10 +644,10 @@ def _parallel_prefix(
     if workers < 2 or threading.active_count() > 1 or "fork" not in multiprocessing.get_all_start_methods():
         return 0, 0
     with engine.connect() as conn:
-        # Two subqueries, not min(seq), max(seq), count(*): SQLite answers each of these from the
-        # end of the primary key, where a count (or both in one SELECT) read the whole table, about
-        # a second per million rows during which no worker ran. A row missing (or a seq not an
-        # integer) is found anyway: a worker confirms a range only when it holds exactly its indices.
+        # Two subqueries, not min(seq), max(seq), count(*): SQLite answers each of these from an
+        # end of the primary key, where a count (or both in one SELECT) read the whole table (0.3 s
+        # at 1.27 million rows) while no worker ran. A row missing is found anyway: a worker
+        # confirms a range only when it holds exactly its indices.
         low, high = conn.exec_driver_sql(
             "SELECT (SELECT min(seq) FROM audit_entries), (SELECT max(seq) FROM audit_entries)"
         ).one()
