@@ -509,7 +509,7 @@ def test_with_the_real_engine_a_device_row_put_back_after_the_reset_locks_at_its
     assert r.status_code == 403 and r.json()["reason"] == "risk_locked", r.text
     assert works(world, thief) in (401, 403)
     assert world.deployment.guard.company.suspended_for("C1") == "risk_lock"
-    [alert] = [a for a in world.deployment.alerts.fetch("C1") if a["action"] == "lock"]
+    [alert] = [a for a in world.deployment.alerts.fetch("C1", tenant=world.tenant) if a["action"] == "lock"]
     assert [reason["code"] for reason in alert["reasons"]] == ["seed_from_before_reset"]
 
 

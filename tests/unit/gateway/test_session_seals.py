@@ -119,5 +119,5 @@ def test_a_revocation_rolled_back_with_its_old_seal_locks_the_account(engine_wor
     assert r.status_code == 403 and r.json()["reason"] == "risk_locked", r.text
     # Locked until an officer reviews it, whichever session or device asks.
     assert world.deployment.guard.company.suspended_for("C1") == RISK_LOCK_REASON
-    [alert] = [a for a in world.deployment.alerts.fetch("C1") if a["action"] == "lock"]
+    [alert] = [a for a in world.deployment.alerts.fetch("C1", tenant=world.tenant) if a["action"] == "lock"]
     assert [r["code"] for r in alert["reasons"]] == ["ended_session"] and alert["session_id"] == session
