@@ -436,6 +436,21 @@ def a_working_day(world: World, device: str) -> dict[str, str]:
     return headers
 
 
+def two_days_on_a_bound_phone(world: World) -> str:
+    """C1 binds PHONE-OLD and works two days on it, so risk control knows it; its TOTP seed."""
+    seed = str(post(world, "/v1/auth/devices", a_working_day(world, "PHONE-OLD")).json()["totp_seed"])
+    world.clock.advance(timedelta(days=1, minutes=-32))
+    a_working_day(world, "PHONE-OLD")
+    world.clock.advance(timedelta(days=1, minutes=-32))
+    return seed
+
+
+def an_officer_resets_the_stolen_phone(world: World) -> None:
+    status, x1 = sign_in(world, "X1", "SEC-PC-1")
+    assert status == 200
+    assert reset(world, x1, reason="device_stolen").json()["devices_removed"] == ["PHONE-OLD"]
+
+
 def test_with_the_real_engine_a_replaced_phone_enrols_only_once_risk_control_trusts_it(
     engine_world: World,
 ) -> None:
@@ -485,7 +500,7 @@ def test_with_the_real_engine_a_device_row_put_back_after_the_reset_locks_at_its
     a copy can be put back). After the reset no device is bound, so a step-up that passes before
     any new enrolment used a seed the reset took away: risk control locks the account."""
     world = engine_world
-    seed = post(world, "/v1/auth/devices", a_working_day(world, "PHONE-OLD")).json()["totp_seed"]
+    seed = two_days_on_a_bound_phone(world)
     with world.deployment.core.engine.connect() as conn:
         kept = [
             dict(r._mapping)
@@ -493,12 +508,7 @@ def test_with_the_real_engine_a_device_row_put_back_after_the_reset_locks_at_its
                 select(devices).where(devices.c.tenant == world.tenant, devices.c.employee == "C1")
             )
         ]
-    world.clock.advance(timedelta(days=1, minutes=-32))
-    a_working_day(world, "PHONE-OLD")
-    world.clock.advance(timedelta(days=1, minutes=-32))
-    status, x1 = sign_in(world, "X1", "SEC-PC-1")
-    assert status == 200
-    assert reset(world, x1, reason="device_stolen").json()["devices_removed"] == ["PHONE-OLD"]
+    an_officer_resets_the_stolen_phone(world)
     with world.deployment.core.engine.begin() as conn:
         conn.execute(insert(devices), kept)  # what the DBA does: plain SQL, no key
 
@@ -591,14 +601,8 @@ def test_with_the_real_engine_a_stolen_phone_is_a_new_device_after_the_reset(eng
     """The review's finding: the reset took the phone's seed away, but risk control still knew the
     phone as the account's own, so a thief using it at the outlet in working hours was the owner."""
     world = engine_world
-    post(world, "/v1/auth/devices", a_working_day(world, "PHONE-OLD"))
-    world.clock.advance(timedelta(days=1, minutes=-32))
-    a_working_day(world, "PHONE-OLD")
-    world.clock.advance(timedelta(days=1, minutes=-32))
-
-    status, x1 = sign_in(world, "X1", "SEC-PC-1")
-    assert status == 200
-    assert reset(world, x1, reason="device_stolen").json()["devices_removed"] == ["PHONE-OLD"]
+    two_days_on_a_bound_phone(world)
+    an_officer_resets_the_stolen_phone(world)
 
     # The thief, on the stolen phone at the owner's outlet in working hours: a step-up nobody can
     # answer (the seed went with the reset), no enrolment, no data.

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import io
 import random
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
+
+from courierguard.events import AccessEvent
 from courierguard.risk.alerts import MemorySink
 from courierguard.risk.engine import ACTION_NAMES, RiskEngine
 from courierguard.risk.record import from_dict
-from courierguard.risk.streams import START, courier_day, event
+from courierguard.risk.replay import replay
+from courierguard.risk.streams import START, courier_day, event, iter_lines
 
 PHONE = ["recipient.phone"]
 ALL3 = ["recipient.name", "recipient.phone", "recipient.address"]
@@ -63,3 +68,20 @@ def codes(reasons: list[tuple[str, str | None]]) -> set[str]:
 
 def wb(i: int) -> str:
     return f"YT{4_000_000_000_000 + i * 7919:013d}"
+
+
+def live_decisions(engine: RiskEngine, events: list[dict[str, Any]]) -> dict[str, str]:
+    """Event id → action of every event ``engine`` does not allow, judged one by one as the gateway does."""
+    out = {}
+    for e in events:
+        decision = engine.assess(AccessEvent.model_validate(e))
+        if decision.action.value != "allow":
+            out[e["id"]] = decision.action.value
+    return out
+
+
+def replayed_decisions(engine: RiskEngine, events: list[dict[str, Any]]) -> dict[str, str]:
+    """The same from ``courierguard replay`` of the events as JSON Lines."""
+    buf = io.BytesIO()
+    replay(iter_lines(events), buf, engine)
+    return {d["event_id"]: d["action"] for d in map(orjson.loads, buf.getvalue().splitlines())}

@@ -19,7 +19,6 @@ import jsonschema
 import orjson
 import pytest
 
-from courierguard.events import AccessEvent, RiskDecision
 from courierguard.risk.alerts import MemorySink
 from courierguard.risk.config import RiskConfig
 from courierguard.risk.engine import RiskEngine
@@ -27,7 +26,7 @@ from courierguard.risk.replay import replay
 from courierguard.risk.state import RiskState
 from courierguard.risk.streams import event, iter_lines
 
-from .helpers import Feed, at, codes
+from .helpers import Feed, at, codes, live_decisions, replayed_decisions
 
 OFFICER: dict[str, Any] = {"role": "security_officer", "org": "SEC", "device": "SEC-PC-1", "loc": None,
                            "session": "S-X1"}  # fmt: skip
@@ -213,28 +212,12 @@ def _stream() -> list[dict[str, Any]]:
     return events
 
 
-def _live(engine: RiskEngine, events: list[dict[str, Any]]) -> dict[str, str]:
-    out = {}
-    for e in events:
-        decision: RiskDecision = engine.assess(AccessEvent.model_validate(e))
-        if decision.action.value != "allow":
-            out[e["id"]] = decision.action.value
-    return out
-
-
-def _replayed(engine: RiskEngine, events: list[dict[str, Any]]) -> dict[str, str]:
-    buf = io.BytesIO()
-    replay(iter_lines(events), buf, engine)
-    lines = [orjson.loads(line) for line in buf.getvalue().splitlines()]
-    return {d["event_id"]: d["action"] for d in lines}
-
-
 def test_live_and_replay_decide_the_same() -> None:
     events = _stream()
     # X2 then X3 reach the alert (8); X4 asks the step-up, which a renter never answers; X5 and A1
     # are a fourth and fifth privileged account in the hour: refused.
-    live = _live(RiskEngine(), events)
-    assert live == _replayed(RiskEngine(), events)
+    live = live_decisions(RiskEngine(), events)
+    assert live == replayed_decisions(RiskEngine(), events)
     holds = {k: v for k, v in live.items() if k.startswith("hold-")}
     assert holds == {"hold-X4": "step_up", "hold-X5": "deny", "hold-A1": "deny"}
 
@@ -255,8 +238,8 @@ def test_every_decision_is_valid_under_the_public_schema() -> None:
 
 def test_replay_is_the_same_on_every_state_backend(state: RiskState) -> None:
     events = _stream()
-    expected = _replayed(RiskEngine(), events)
-    assert _replayed(RiskEngine(state=state), events) == expected
+    expected = replayed_decisions(RiskEngine(), events)
+    assert replayed_decisions(RiskEngine(state=state), events) == expected
     added, window = state.containment_add("X1", "o:C1", at(0, 9, 20).timestamp(), 3600.0)
     assert added and set(window) == {"p:X2", "p:X3", "p:X4", "p:X5", "p:A1", "o:C1"}  # attempts count
 

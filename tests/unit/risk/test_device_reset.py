@@ -7,21 +7,17 @@ account's own device, so whoever held it worked as the owner with no step-up eve
 
 from __future__ import annotations
 
-import io
 from datetime import datetime
 from typing import Any
 
-import orjson
 import pytest
 
-from courierguard.events import AccessEvent
 from courierguard.risk.engine import ACTION_NAMES, RiskEngine
 from courierguard.risk.record import from_dict
-from courierguard.risk.replay import replay
 from courierguard.risk.state import RiskState
-from courierguard.risk.streams import courier_day, event, iter_lines
+from courierguard.risk.streams import courier_day, event
 
-from .helpers import PHONE, Feed, at, codes, wb
+from .helpers import PHONE, Feed, at, codes, live_decisions, replayed_decisions, wb
 
 OFFICER = {"role": "security_officer", "org": "SEC", "device": "SEC-PC", "loc": None}
 
@@ -106,32 +102,17 @@ def _stream() -> tuple[list[dict[str, Any]], str]:
     return events, "E000000-4-0"
 
 
-def _live(engine: RiskEngine, events: list[dict[str, Any]]) -> dict[str, str]:
-    out = {}
-    for e in events:
-        decision = engine.assess(AccessEvent.model_validate(e))
-        if decision.action.value != "allow":
-            out[e["id"]] = decision.action.value
-    return out
-
-
-def _replayed(engine: RiskEngine, events: list[dict[str, Any]]) -> dict[str, str]:
-    buf = io.BytesIO()
-    replay(iter_lines(events), buf, engine)
-    return {d["event_id"]: d["action"] for d in map(orjson.loads, buf.getvalue().splitlines())}
-
-
 def test_live_and_replay_forget_the_same_devices() -> None:
     events, first_after = _stream()
-    live, replayed = _live(RiskEngine(), events), _replayed(RiskEngine(), events)
+    live, replayed = live_decisions(RiskEngine(), events), replayed_decisions(RiskEngine(), events)
     assert live == replayed
     assert live[first_after] == "step_up"  # the first event on the old phone after the reset
 
 
 def test_replay_is_the_same_on_every_state_backend(state: RiskState) -> None:
     events, first_after = _stream()
-    expected = _replayed(RiskEngine(), events)
-    assert _replayed(RiskEngine(state=state), events) == expected
+    expected = replayed_decisions(RiskEngine(), events)
+    assert replayed_decisions(RiskEngine(state=state), events) == expected
     assert expected[first_after] == "step_up"
     assert "PDA-0" not in state.load("E000000").devices
 

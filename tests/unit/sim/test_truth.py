@@ -132,20 +132,22 @@ def test_phone_probing_searches_many_numbers_mostly_missing(small_run: Run) -> N
     assert views and not any(e["resource"].get("ticket") for e in views)  # hits looked at, never worked
 
 
+def _shapes(events: list[dict[str, object]]) -> list[bytes]:
+    """The events as compared across scenario sets: everything but their ids and session ids."""
+    out = []
+    for e in events:
+        body = {k: v for k, v in e.items() if k != "id"}
+        session = dict(body.get("session") or {})  # type: ignore[call-overload]
+        session.pop("id", None)
+        body["session"] = session
+        out.append(orjson.dumps(body, option=orjson.OPT_SORT_KEYS))
+    return out
+
+
 def test_new_scenarios_leave_normal_work_and_the_first_ten_unchanged(small_run: Run) -> None:
     from dataclasses import replace
 
     from courierguard.sim.engine import Simulation
-
-    def shapes(events: list[dict[str, object]]) -> list[bytes]:
-        out = []
-        for e in events:
-            body = {k: v for k, v in e.items() if k != "id"}
-            session = dict(body.get("session") or {})  # type: ignore[call-overload]
-            session.pop("id", None)
-            body["session"] = session
-            out.append(orjson.dumps(body, option=orjson.OPT_SORT_KEYS))
-        return out
 
     # Scenario 15 changes the world (the owner's phone, the officer's reset), so 11 to 14 are
     # compared on a run without it.
@@ -153,7 +155,7 @@ def test_new_scenarios_leave_normal_work_and_the_first_ten_unchanged(small_run: 
     before = [e for e, _ in sim.labelled()]
     fourteen = Simulation(replace(small_run.config, scenarios=tuple(range(1, 15))))
     after = [e for e, label in fourteen.labelled() if label not in (11, 12, 13, 14)]
-    assert shapes(before) == shapes(after)
+    assert _shapes(before) == _shapes(after)
     counts = {t["scenario"]: t["event_count"] for t in sim.truth()[1:]}
     assert counts == {sid: small_run.scenario(sid)["event_count"] for sid in range(1, 11)}
 
@@ -203,19 +205,9 @@ def test_scenario_16_leaves_normal_work_and_the_first_fifteen_unchanged(small_ru
 
     from courierguard.sim.engine import Simulation
 
-    def shapes(events: list[dict[str, object]]) -> list[bytes]:
-        out = []
-        for e in events:
-            body = {k: v for k, v in e.items() if k != "id"}
-            session = dict(body.get("session") or {})  # type: ignore[call-overload]
-            session.pop("id", None)
-            body["session"] = session
-            out.append(orjson.dumps(body, option=orjson.OPT_SORT_KEYS))
-        return out
-
     sim = Simulation(replace(small_run.config, scenarios=tuple(range(1, 16))))
     before = [e for e, _ in sim.labelled()]
     after = [e for e, label in Simulation(small_run.config).labelled() if label != 16]
-    assert shapes(before) == shapes(after)
+    assert _shapes(before) == _shapes(after)
     counts = {t["scenario"]: t["event_count"] for t in sim.truth()[1:]}
     assert counts == {sid: small_run.scenario(sid)["event_count"] for sid in range(1, 16)}
