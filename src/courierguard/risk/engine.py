@@ -81,35 +81,35 @@ _CASE_ROLES = frozenset({"customer_service", "outlet_clerk", "outlet_manager"})
 _OFFICER_PURPOSES = frozenset({"investigation", "audit"})
 _STATUSES = frozenset({"active", "suspended", "left"})
 _PRIVILEGED = frozenset({"admin", "security_officer", "auditor"})
-# Purposes that take an account out of use, and whether the event comes before the change (judged,
-# made only on allow) or announces one already made (counted, never refused: nothing to undo).
-_CONTAINMENT = {"employee.hold": True, "sessions.revoke": True, "devices.reset": True,
-                "employee.status": True, "employee.suspended": False, "employee.left": False}  # fmt: skip
+# Purposes that take an account out of use: whether the event comes before the change (judged, made
+# only on allow) or announces one already made (counted, never refused: nothing to undo), and whether
+# the gateway ends every session of the account with it (an admin's ``employee.status`` change is
+# announced as ``employee.suspended`` or ``employee.left``, which ends them).
+_CONTAINMENT: dict[str, tuple[bool, bool]] = {
+    "employee.hold": (True, True),
+    "sessions.revoke": (True, True),
+    "devices.reset": (True, True),
+    "employee.status": (True, False),
+    "employee.suspended": (False, True),
+    "employee.left": (False, True),
+}
 _ADMIN_STATUS = {"employee.left": "left", "employee.suspended": "suspended", "employee.reinstated": "active"}
-# Officers' changes that end every session of the account they name (the gateway revokes them).
-_ENDS_SESSIONS = (
-    "sessions.revoke:",
-    "devices.reset:",
-    "employee.hold:",
-    "employee.suspended:",
-    "employee.left:",
-)
 _HOUR = 3600.0
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
-
-
 _MINUTE = 60.0
 
 Reasons = list[tuple[str, str | None]]
+
+
 Verdict = tuple[int, float, Reasons]
 _ALLOW: Verdict = (ALLOW, 0.0, [])
 # Volume ladders rank a step-up above a throttle: once the question is who is paging, slowing down
 # is no answer (and a throttle must not hide a step-up that another signal asked for).
 _LADDER_RANK = (0, 2, 1, 3, 4)
 _MASKED_READS = frozenset({"waybill.view", "waybill.list", "waybill.search"})
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
 
 
 def _climb(sev: int, rung: int) -> int:
@@ -279,7 +279,12 @@ class RiskEngine:
             return (LOCK, 100.0, [("inactive_account", f"employee {acc.status}")])
         if acc.locked:
             return (LOCK, 95.0, [("account_locked", acc.lock_reason)])
-        if r.session is not None and r.session in acc.ended and r.outcome in (None, "allow"):
+        if (
+            r.session is not None
+            and r.session in acc.ended
+            and (r.outcome in (None, "allow") or r.risk_refused)
+        ):
+            # Served, or refused by risk control (this very rule, when the gateway's trail is replayed).
             return self._ended_session_back(r, acc)
 
         sk = r.session or r.device or "-"
@@ -848,7 +853,7 @@ class RiskEngine:
         saw act counts as ordinary (see docs/risk.md)."""
         assert r.purpose is not None
         kind, _, rest = r.purpose.partition(":")
-        before = _CONTAINMENT.get(kind)
+        before = _CONTAINMENT[kind][0] if kind in _CONTAINMENT else None
         target = admin_change_subject(r.purpose) if before is not None else None
         if target is None or target == r.actor:
             return sev, False
@@ -902,13 +907,14 @@ class RiskEngine:
         # the old phone would be the owner to risk control, with no step-up ever asked of it.
         if r.outcome not in (None, "allow") or not r.purpose:
             return
-        if not r.purpose.startswith(_ENDS_SESSIONS):
+        kind = r.purpose.partition(":")[0]
+        if not _CONTAINMENT.get(kind, (False, False))[1]:
             return
         target = admin_change_subject(r.purpose)
         if target:
             # Before a device reset, which forgets the sessions along with the devices.
             self.state.end_sessions(target, r.ts)
-            if r.purpose.startswith("devices.reset:"):
+            if kind == "devices.reset":
                 self.state.reset_devices(target, r.ts)
 
     def _ended_session_back(self, r: Rec, acc: AccountState) -> Verdict:

@@ -118,6 +118,12 @@ class Rec:
     risk_refused: bool
 
 
+def _risk_refused(decision: str | None, reason: str | None) -> bool:
+    """Refused or challenged by risk control: the gateway records such an outcome's reason as
+    ``risk:<action>:<codes>``; a policy's refusal has a reason of its own."""
+    return decision not in (None, "allow") and reason is not None and reason.startswith("risk:")
+
+
 def _ts(value: Any, name: str) -> datetime:
     if not isinstance(value, str):
         raise BadEvent(f"{name}: not a string")
@@ -306,8 +312,7 @@ def from_dict(data: Any) -> Rec:
         r.outcome = None
     else:
         r.outcome = _enum(outcome, "decision", "outcome.", DECISIONS)
-        reason = _str(outcome, "reason", "outcome.", 256)
-        r.risk_refused = r.outcome != "allow" and reason is not None and reason.startswith("risk:")
+        r.risk_refused = _risk_refused(r.outcome, _str(outcome, "reason", "outcome.", 256))
     r.exposed = _exposed(r, count)
     r.listed = len(r.ids) if r.ids is not None else (count or 0)  # as _listed, inline: on every event
     return r
@@ -384,8 +389,7 @@ def from_event(event: AccessEvent) -> Rec:
     r.fields = len(event.fields) if event.fields else 0
     r.purpose = event.purpose
     r.outcome = event.outcome.decision.value if event.outcome and event.outcome.decision else None
-    reason = event.outcome.reason if event.outcome else None
-    r.risk_refused = r.outcome not in (None, "allow") and reason is not None and reason.startswith("risk:")
+    r.risk_refused = _risk_refused(r.outcome, event.outcome.reason if event.outcome else None)
     r.exposed = _exposed(r, count)
     r.listed = _listed(r.ids, count)
     return r

@@ -8,12 +8,16 @@ step-up), becoming its second factor. Each now fails closed with 503 ``row_unsea
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
+import orjson
 from sqlalchemy import text
 
 from courierguard.db.rowseal import scan_tables
 from courierguard.gateway.service import RISK_LOCK_REASON
+from courierguard.risk.engine import RiskEngine
+from courierguard.risk.replay import replay
 
 from .conftest import World
 
@@ -121,3 +125,12 @@ def test_a_revocation_rolled_back_with_its_old_seal_locks_the_account(engine_wor
     assert world.deployment.guard.company.suspended_for("C1") == RISK_LOCK_REASON
     [alert] = [a for a in world.deployment.alerts.fetch("C1", tenant=world.tenant) if a["action"] == "lock"]
     assert [r["code"] for r in alert["reasons"]] == ["ended_session"] and alert["session_id"] == session
+
+    # Replayed from the audit trail, a fresh engine finds the same comeback: the entry live refused
+    # is recorded with risk control's reason, and replay judges it as live did.
+    events = world.access_events()
+    out = io.BytesIO()
+    replay((orjson.dumps(e) for e in events), out, RiskEngine())
+    replayed = {d["event_id"]: d for d in map(orjson.loads, out.getvalue().splitlines())}
+    assert [reason["code"] for reason in replayed[alert["event_id"]]["reasons"]] == ["ended_session"]
+    assert replayed[alert["event_id"]]["action"] == "lock"
