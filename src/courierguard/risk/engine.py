@@ -292,9 +292,14 @@ class RiskEngine:
         if sess is None:
             sess = acc.sessions[sk] = SessionState(r.device, ts)
 
+        if (
+            action == "auth.step_up"
+            and (r.outcome != "deny" or r.risk_refused)
+            and acc.reset_ts > acc.enrolled_ts
+        ):
+            # Passed, or refused by risk control (this very rule, when the gateway's trail is replayed).
+            return self._seed_from_before_reset(r, acc)
         if action == "auth.step_up" and r.outcome != "deny":
-            if acc.reset_ts > acc.enrolled_ts:
-                return self._seed_from_before_reset(r, acc)
             sess.verified = True
             sess.stepped = ts
             sess.pending = False

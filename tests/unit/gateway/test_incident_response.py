@@ -521,6 +521,13 @@ def test_with_the_real_engine_a_device_row_put_back_after_the_reset_locks_at_its
     assert world.deployment.guard.company.suspended_for("C1") == "risk_lock"
     [alert] = [a for a in world.deployment.alerts.fetch("C1", tenant=world.tenant) if a["action"] == "lock"]
     assert [reason["code"] for reason in alert["reasons"]] == ["seed_from_before_reset"]
+    # Replayed from the audit trail, a fresh engine finds it too (the entry is recorded refused by
+    # risk control, and replay judges it as live did).
+    out = io.BytesIO()
+    replay((orjson.dumps(e) for e in world.access_events()), out, RiskEngine())
+    replayed = {d["event_id"]: d for d in map(orjson.loads, out.getvalue().splitlines())}
+    assert replayed[alert["event_id"]]["action"] == "lock"
+    assert [reason["code"] for reason in replayed[alert["event_id"]]["reasons"]] == ["seed_from_before_reset"]
 
 
 # --- what was done to an account, on the trail ---------------------------------------------------------
