@@ -95,6 +95,15 @@ class Settings(BaseModel):
         int,
         Field(description="Hours after sign-off during which the delivering courier may still reveal.", ge=0),
     ] = 24
+    session_max_hours: Annotated[
+        int,
+        Field(
+            description="Hours a session lasts from sign-in, however often its token is renewed; then the "
+            "employee signs in again, as a new session.",
+            ge=1,
+            le=168,
+        ),
+    ] = 12
     export_ttl_minutes: Annotated[
         int, Field(description="Minutes an approved bulk export stays downloadable.", ge=1, le=1440)
     ] = 30

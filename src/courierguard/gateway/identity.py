@@ -43,6 +43,10 @@ VERIFIED_TOKENS_KEPT = 50_000
 MAX_TOKEN_LIFETIME = timedelta(hours=24)
 """Longest a bearer token may live (exp - iat): an identity provider's are an hour or a shift; a
 token valid until the year 3000 is a leaked signing key's."""
+SESSION_MAX_AGE = timedelta(hours=12)
+"""Longest a session lasts from its sign-in (``session_max_hours``), however often its token is
+renewed: a courier's shift. An identity provider that refreshes tokens under the same ``sid``
+would otherwise keep one session, and whoever holds it, signed in for weeks."""
 
 
 # Checked on every request: built once with bound parameters (a Core select per call costs more).
@@ -74,6 +78,8 @@ class ActiveCaller:
     """The employee row's seal (:mod:`courierguard.db.rowseal`), checked by the guard."""
     auth: AuthMethod = AuthMethod.SSO
     """How the session was signed in (from the token's ``amr`` at login), for every request's record."""
+    signed_in_at: datetime | None = None
+    """When the session was opened (sealed with it), for its lifetime: :meth:`SessionStore.check_age`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,10 +326,12 @@ class DevIssuer:
         now: datetime,
         ttl: timedelta = timedelta(hours=10),
         amr: tuple[str, ...] = (),
+        session_id: str | None = None,
     ) -> tuple[str, str]:
         """A token for a new session of ``employee_id`` (``amr``: the RFC 8176 methods the
-        provider would assert, none by default); returns (token, session id)."""
-        session_id = "s_" + secrets.token_urlsafe(12)
+        provider would assert, none by default); returns (token, session id). With ``session_id``,
+        a renewed token of that session instead, as a provider's token refresh gives."""
+        session_id = session_id or "s_" + secrets.token_urlsafe(12)
         token = jwt.encode(
             {
                 "iss": self.issuer,
@@ -340,13 +348,24 @@ class DevIssuer:
         return token, session_id
 
 
-class SessionStore:
-    """Sessions Courier Guard knows about; revocation is checked on every request."""
+def _instant(value: datetime | str) -> datetime:
+    """A timestamp column as the driver returns it (PostgreSQL: an aware datetime; SQLite: the
+    text SQLAlchemy stored, naive UTC) as an aware UTC datetime."""
+    return utc(value if isinstance(value, datetime) else datetime.fromisoformat(value))
 
-    def __init__(self, engine: Engine, *, tenant: str, seals: RowSeals) -> None:
+
+class SessionStore:
+    """Sessions Courier Guard knows about; revocation and age are checked on every request."""
+
+    def __init__(
+        self, engine: Engine, *, tenant: str, seals: RowSeals, max_age: timedelta = SESSION_MAX_AGE
+    ) -> None:
+        if max_age <= timedelta(0):
+            raise ValueError("a session's longest life must be positive")
         self.engine = engine
         self.tenant = tenant
         self.seals = seals
+        self.max_age = max_age
         self._caller_query = DriverQuery(engine, _CALLER_SQL)
         self._caller_with_waybill_query = DriverQuery(engine, _CALLER_WITH_WAYBILL_SQL)
         self._caller_with_parties_query = {
@@ -364,6 +383,7 @@ class SessionStore:
                 self.seals.check_row("sessions", row)
                 if row.revoked_at is not None:
                     raise Unauthenticated("session has been revoked; sign in again")
+                self.check_age(utc(row.created_at), now)  # a renewed token resumes no expired session
             else:
                 conn.execute(
                     insert(sessions).values(
@@ -378,6 +398,15 @@ class SessionStore:
                 )
                 self._reseal(conn, session_id)
         return self.get(session_id)
+
+    def check_age(self, signed_in_at: datetime | None, now: datetime) -> None:
+        """Refuse a session opened ``max_age`` or longer ago: the employee signs in again, and the
+        identity provider's new sign-in brings a new session id."""
+        if signed_in_at is None or now - signed_in_at >= self.max_age:
+            hours = self.max_age.total_seconds() / 3600
+            raise Unauthenticated(
+                f"session expired (sessions last {hours:g} hours from sign-in); sign in again"
+            )
 
     def _reseal(self, conn: Connection, session_id: str) -> None:
         self.seals.reseal(conn, sessions, and_(sessions.c.id == session_id, sessions.c.tenant == self.tenant))
@@ -416,6 +445,7 @@ class SessionStore:
             status_reason,
             mac,
             _AUTH_METHODS.get(auth, AuthMethod.SSO),
+            _instant(created_at),
         )
 
     def get(self, session_id: str) -> SessionRecord:

@@ -318,6 +318,7 @@ class Guard:
         )
         if active.revoked:
             raise Unauthenticated(f"session revoked ({active.revoked_reason or 'logout'}); sign in again")
+        self.sessions.check_age(active.signed_in_at, self.clock.now())
         if active.status != EmployeeStatus.ACTIVE.value:
             raise AccessDenied(
                 f"account {employee_id} is {active.status}", reason=DenyReason.ACCOUNT_INACTIVE

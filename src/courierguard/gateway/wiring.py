@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -127,7 +128,12 @@ def open_deployment(
         audit=audit_log,
         audit_queries=AuditQueries(core.audit_engine),
         risk=hook,
-        sessions=SessionStore(core.engine, tenant=settings.tenant, seals=core.vault.seals),
+        sessions=SessionStore(
+            core.engine,
+            tenant=settings.tenant,
+            seals=core.vault.seals,
+            max_age=timedelta(hours=settings.session_max_hours),
+        ),
         devices=Devices(core.engine, core.vault, tenant=settings.tenant),
         api_keys=ApiKeys(core.engine, tenant=settings.tenant, seals=core.vault.seals),
         clock=core.clock,

@@ -525,8 +525,8 @@ class LiveDriver:
             step_up = self._step_up(client, it, session)
             if step_up == "passed":
                 r = send(client, session.headers)
-        if r.status_code == 401 and "Expired" in _detail(r):
-            # The token ran out during a long shift: the app signs in again and retries.
+        if r.status_code == 401 and ("Expired" in _detail(r) or "session expired" in _detail(r)):
+            # The token or the session ran out during a long shift: the app signs in again and retries.
             session.dead = True
             renewed, _ = self._session(client, it, key)
             if renewed is not None:
