@@ -223,6 +223,14 @@ class RiskConfig(BaseModel):
     ] = True
 
     # Harvest signals (is the account used for volume no task explains?).
+    task_stale_hours: Annotated[
+        float,
+        Field(
+            gt=0,
+            description="Hours after a waybill entered its status (resource.status_ts) past which its "
+            "assignee's pickup or delivery task no longer explains a reveal.",
+        ),
+    ] = 48.0
     lock_unexplained_with_doubt: Annotated[
         int, Field(ge=1, description="Unexplained records in a doubted session that lock the account.")
     ] = 4

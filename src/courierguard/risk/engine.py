@@ -56,6 +56,7 @@ REASON_POINTS: dict[str, int] = {
     "reveal_rate": 35,
     "reveal_budget": 40,
     "task_burst": 30,
+    "stale_task": 30,
     "peer_volume": 35,
     "enumeration": 60,
     "denial_burst": 40,
@@ -411,6 +412,17 @@ class RiskEngine:
         # retry are not (each counted as one, the documented 3 a day were about 1 in practice).
         exporting = action == "waybill.export" and n > 0 and r.outcome != "deny"
         explained = self._explained(r) or (exporting and acc.d_exports < budget.exports_per_day)
+        # A task open for days explains nothing now: a parcel out for delivery since last week, or a
+        # waybill row put back (by a DBA) from an assignment long over, which carries its old time.
+        stale_alert = False
+        stale_for = self._stale_task(r) if action == "waybill.reveal" and n else None
+        if stale_for is not None:
+            age_h = stale_for / _HOUR
+            reasons.append(("stale_task", f"{r.status} for {age_h:.0f} h, the assignee revealed it"))
+            evidence["stale_task"] = {"status": r.status, "hours": round(age_h, 1)}
+            if "stale_task" not in acc.d_alerts:
+                acc.d_alerts.append("stale_task")
+                stale_alert = True
         # The day's first approved export is not held to the reveal rate (a whole outlet's 2,000
         # rows were refused as "records in an hour"); later ones are, since repeated bulk exports
         # are how an insider empties an outlet under approvals (the simulator's scenario 8).
@@ -535,7 +547,7 @@ class RiskEngine:
 
         if sev == ALLOW:
             verdict = (ALLOW, self._score(ALLOW, reasons), reasons)
-            if cross:
+            if cross or stale_alert:
                 self._alert(r, acc, sess, verdict, evidence)
             return self._finish(acc, r, sess, verdict)
         verdict = (sev, self._score(sev, reasons), reasons)
@@ -818,10 +830,17 @@ class RiskEngine:
         sess.reasons[code] = detail or ""
         sess.doubt += getattr(self.config, "doubt_" + code)
 
-    @staticmethod
-    def _explained(r: Rec) -> bool:
+    def _stale_task(self, r: Rec) -> float | None:
+        """Seconds since the waybill entered its status, when the actor is its assignee and that is
+        more than ``task_stale_hours`` ago; else None (an event without ``status_ts`` is not judged)."""
+        if r.assignee is None or r.assignee != r.actor or r.status_since is None:
+            return None
+        age = r.ts - r.status_since
+        return age if age > self.config.task_stale_hours * _HOUR else None
+
+    def _explained(self, r: Rec) -> bool:
         if r.assignee is not None and r.assignee == r.actor:
-            return True
+            return self._stale_task(r) is None
         if r.ticket is not None and r.role in _CASE_ROLES:
             return True  # resource.ticket names an open case of the actor's own (Access Event v1)
         if (

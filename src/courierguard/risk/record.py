@@ -79,6 +79,7 @@ class Rec:
         "role",
         "session",
         "status",
+        "status_since",
         "ticket",
         "ts",
         "ts_text",
@@ -105,6 +106,8 @@ class Rec:
     res_org: str | None
     assignee: str | None
     status: str | None
+    status_since: float | None
+    """When the waybill entered ``status`` (``resource.status_ts``): how old the task is."""
     ticket: str | None
     q_kind: str | None
     ids: list[str] | tuple[str, ...] | None
@@ -252,7 +255,7 @@ def from_dict(data: Any) -> Rec:
 
     res = _obj(data, "resource")
     if res is None:
-        r.res_id = r.res_org = r.assignee = r.status = r.ticket = None
+        r.res_id = r.res_org = r.assignee = r.status = r.ticket = r.status_since = None
     else:
         rtype = res.get("type")
         if rtype is not None and rtype != "waybill":
@@ -263,11 +266,16 @@ def from_dict(data: Any) -> Rec:
         r.assignee = who if type(who) is str and len(who) <= 64 else _str(res, "assignee", "resource.", 64)
         r.status = _enum(res, "status", "resource.", STATUSES)
         status_ts = res.get("status_ts")
-        if status_ts is not None and status_ts not in _VALID_TS:
-            _ts(status_ts, "resource.status_ts")
-            if len(_VALID_TS) > 65_536:
-                _VALID_TS.clear()
-            _VALID_TS.add(status_ts)
+        if status_ts is None:
+            r.status_since = None
+        else:
+            since = _STATUS_TS.get(status_ts) if type(status_ts) is str else None
+            if since is None:
+                since = _ts(status_ts, "resource.status_ts").timestamp()
+                if len(_STATUS_TS) > 65_536:
+                    _STATUS_TS.clear()
+                _STATUS_TS[status_ts] = since
+            r.status_since = since
         r.ticket = _str(res, "ticket", "resource.", 64)
 
     query = _obj(data, "query")
@@ -321,7 +329,7 @@ def from_dict(data: Any) -> Rec:
 _KINDS = frozenset({"employee", "service"})
 # status_ts values repeat across a day's events (one arrival time per parcel batch); a valid one need
 # not be parsed again.
-_VALID_TS: set[str] = set()
+_STATUS_TS: dict[str, float] = {}
 
 
 def _exposed(r: Rec, count: int | None) -> int:
@@ -371,10 +379,11 @@ def from_event(event: AccessEvent) -> Rec:
     r.action = event.action.value
     res = event.resource
     if res is None:
-        r.res_id = r.res_org = r.assignee = r.status = r.ticket = None
+        r.res_id = r.res_org = r.assignee = r.status = r.ticket = r.status_since = None
     else:
         r.res_id, r.res_org, r.assignee, r.ticket = res.id, res.org_unit, res.assignee, res.ticket
         r.status = res.status.value if res.status is not None else None
+        r.status_since = res.status_ts.timestamp() if res.status_ts is not None else None
     q = event.query
     count: int | None = None
     r.ids = None

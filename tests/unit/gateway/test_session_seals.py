@@ -9,6 +9,7 @@ step-up), becoming its second factor. Each now fails closed with 503 ``row_unsea
 from __future__ import annotations
 
 import io
+from datetime import timedelta
 from typing import Any
 
 import orjson
@@ -134,3 +135,39 @@ def test_a_revocation_rolled_back_with_its_old_seal_locks_the_account(engine_wor
     replayed = {d["event_id"]: d for d in map(orjson.loads, out.getvalue().splitlines())}
     assert [reason["code"] for reason in replayed[alert["event_id"]]["reasons"]] == ["ended_session"]
     assert replayed[alert["event_id"]]["action"] == "lock"
+
+
+def test_a_waybill_row_rolled_back_to_an_old_assignment_explains_no_reveal(engine_world: World) -> None:
+    """A waybill's row put back exactly as it was sealed days ago (out for delivery to C1) passes
+    the seal, and the policy lets its assignee reveal it. Its ``status_ts`` is as old as the copy:
+    risk control counts the reveal as one no task explains and tells the officers."""
+    world = engine_world
+    number = "YT0000000000001"
+    world.step(number, "out_for_delivery", assignee="C1")
+    columns = "status, status_ts, assignee, task, delivered_at, mac"
+    with world.deployment.core.engine.connect() as conn:
+        kept = conn.execute(
+            text(f"SELECT {columns} FROM waybills WHERE tenant = :t AND number = :n"),
+            {"t": world.tenant, "n": number},
+        ).one()
+    world.clock.advance(timedelta(hours=2))
+    world.step(number, "delivered")
+    world.clock.advance(timedelta(days=3))
+    sql(
+        world,
+        "UPDATE waybills SET status = :status, status_ts = :status_ts, assignee = :assignee, task = :task, "
+        "delivered_at = :delivered_at, mac = :mac WHERE tenant = :t AND number = :n",
+        **kept._asdict(), t=world.tenant, n=number,
+    )  # fmt: skip
+
+    c1 = world.login("C1")
+    r = world.client.post(
+        f"/v1/waybills/{number}/reveal",
+        json={"fields": ["recipient.phone"], "purpose": "delivery"},
+        headers=c1,
+    )
+    assert r.status_code == 200, r.text  # the seal and the policy accept the old row
+    [alert] = [a for a in world.deployment.alerts.fetch("C1", tenant=world.tenant)
+               if "stale_task" in {x["code"] for x in a["reasons"]}]  # fmt: skip
+    assert alert["evidence"]["stale_task"] == {"status": "out_for_delivery", "hours": 74.0}
+    assert alert["evidence"]["unexplained_today"] == 1 and alert["evidence"]["waybill"] == number
