@@ -22,6 +22,7 @@ SCENARIOS: dict[int, str] = {
     14: "mass_ticketed_agent",
     15: "stolen_phone_after_reset",
     16: "rented_officer_holds_responders",
+    17: "restored_assignments",
 }
 """Attack scenario ids and their stable names, as written in the truth file."""
 

@@ -974,6 +974,61 @@ class RentedOfficer(Scenario):
                                     "purpose": purpose, "outcome": ALLOW})  # fmt: skip
 
 
+class RestoredAssignments(Scenario):
+    """17: a courier sells the contacts of parcels delivered days ago, whose rows a DBA put back.
+
+    An accomplice with write access to the database restores the waybill rows of parcels the
+    courier delivered three to five days ago, exactly as they were sealed while out for delivery to
+    him: the seal cannot tell an old sealed row from the current one, and the policy lets the
+    assignee reveal. From his own PDA, in his own session and working hours, the courier reveals
+    name, phone and address of 15-25 of them a day, 2-6 minutes apart, on his first two working
+    days from the start day: nothing tells it from his work but the age of the task on each event
+    (``resource.status_ts``, as old as the restored row). Well under the day's reveal budget.
+    """
+
+    sid = 17
+    description = "a courier revealing parcels delivered days ago, their assignments restored in the database"
+    duration = 10_000  # the courier's first two working days from the start day on
+    late = True
+    kept_from = 5  # days before the start whose deliveries the DBA restores (to 3 days before)
+
+    def setup(self) -> None:
+        self.first_day = max(self.first_day, self.kept_from)
+        self.active = self.first_day < self.sim.config.days
+        person = self.pick(COURIER)
+        if person is None:
+            return self.skip("no courier")
+        self.person = person
+        self.kept: list[Delivery] = []
+        self.days_done = 0
+
+    def run_day(self, day: Day) -> None:
+        if self.active and self.first_day - self.kept_from <= day.d <= self.first_day - 3:
+            # Scenarios run after the day's normal work: today's deliveries are known.
+            outlet = self.sim.today.get(self.person.unit.id, [])
+            self.kept += [w for w in outlet if w.assignee == self.person.id]
+        super().run_day(day)
+
+    def attack(self, day: Day, nth: int) -> None:
+        from courierguard.sim.engine import Delivery
+
+        rng = self.rng
+        person = self.person
+        t = day.d * DAY_MS + (person.shift_start + 60) * MIN_MS
+        session = self.sim.session_at(person.id, t)
+        if session is None or self.days_done >= 2 or not self.kept:
+            return  # not at work today, or done
+        self.days_done += 1
+        todo = rng.sample(self.kept, min(rng.randint(15, 25), len(self.kept)))
+        self.kept = [w for w in self.kept if w not in todo]
+        self.truth.notes.setdefault("restored", 0)
+        self.truth.notes["restored"] += len(todo)
+        for w in todo:
+            t += rng.randint(2, 6) * MIN_MS
+            restored = Delivery(w.number, w.outlet, person.id, "out_for_delivery", w.status_ts)
+            self.reveal(day, person, session, t, restored, F_RNPA)
+
+
 _CLASSES: dict[int, type[Scenario]] = {
     cls.sid: cls
     for cls in (
@@ -993,6 +1048,7 @@ _CLASSES: dict[int, type[Scenario]] = {
         MassTicketed,
         StolenPhoneAfterReset,
         RentedOfficer,
+        RestoredAssignments,
     )
 }
 

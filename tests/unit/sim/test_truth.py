@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import collections
 import itertools
+from datetime import datetime, timedelta
 
 import orjson
+import pytest
 
 from courierguard.sim.config import SCENARIOS
 
@@ -200,14 +203,40 @@ def test_a_rented_officer_holds_every_other_officer_and_admin_from_the_officers_
     assert not truth["devices"] and not truth["ips"]
 
 
-def test_scenario_16_leaves_normal_work_and_the_first_fifteen_unchanged(small_run: Run) -> None:
+def test_a_courier_reveals_parcels_delivered_days_ago_from_restored_rows(small_run: Run) -> None:
+    truth = small_run.scenario(17)
+    by_id = {e["id"]: e for e in small_run.events}
+    events = [by_id[eid] for eid in truth["event_ids"]]
+    [courier] = truth["actors"]
+    assert events and truth["notes"]["restored"] == len(events)
+    assert {e["action"] for e in events} == {"waybill.reveal"}
+    assert {e["actor"]["id"] for e in events} == {courier}
+    # Each restored row: out for delivery to him, since 3-5 days before the start day (the reveals
+    # come on his first working days from it): always well over two days old.
+    for e in events:
+        res = e["resource"]
+        assert res["assignee"] == courier and res["status"] == "out_for_delivery"
+        age = datetime.fromisoformat(e["ts"]) - datetime.fromisoformat(res["status_ts"])
+        assert timedelta(days=2, hours=12) < age < timedelta(days=12)
+    assert len({e["resource"]["id"] for e in events}) == len(events)  # each parcel once
+    per_day = collections.Counter(e["ts"][:10] for e in events)
+    assert len(per_day) <= 2 and all(15 <= n <= 25 for n in per_day.values())
+    # His own session and PDA: nothing tells it from his work but the age of the task.
+    own = [e for e in small_run.events if e["actor"]["id"] == courier and e["id"] not in truth["event_ids"]]
+    assert {e["session"]["id"] for e in events} <= {e["session"]["id"] for e in own}
+    assert not truth["devices"] and not truth["ips"]
+
+
+@pytest.mark.parametrize("sid", [16, 17])
+def test_a_late_scenario_leaves_normal_work_and_the_earlier_ones_unchanged(small_run: Run, sid: int) -> None:
     from dataclasses import replace
 
     from courierguard.sim.engine import Simulation
 
-    sim = Simulation(replace(small_run.config, scenarios=tuple(range(1, 16))))
+    sim = Simulation(replace(small_run.config, scenarios=tuple(range(1, sid))))
     before = [e for e, _ in sim.labelled()]
-    after = [e for e, label in Simulation(small_run.config).labelled() if label != 16]
+    with_it = Simulation(replace(small_run.config, scenarios=tuple(range(1, sid + 1))))
+    after = [e for e, label in with_it.labelled() if label != sid]
     assert _shapes(before) == _shapes(after)
     counts = {t["scenario"]: t["event_count"] for t in sim.truth()[1:]}
-    assert counts == {sid: small_run.scenario(sid)["event_count"] for sid in range(1, 16)}
+    assert counts == {s: small_run.scenario(s)["event_count"] for s in range(1, sid)}
