@@ -793,10 +793,7 @@ class Guard:
         try:
             check_employee_id(employee_id, "employee")
             self._own_account_refused(caller, employee_id, other="admin or officer")
-            try:
-                current: Employee | None = self.company.employee(employee_id)
-            except NotFound:
-                current = None
+            current = self._existing(employee_id)
             before = current.role if current is not None else None
             reactivation = self._reactivation(current, role)
             if not reactivation and (
@@ -914,10 +911,7 @@ class Guard:
         employee that changed meanwhile in a way the request did not foresee is a recorded refusal."""
         employee_id, role = str(approval.scope["employee"]), Role(approval.scope["role"])
         what = f"employee.role:{employee_id}:{role.value}:{approval.id}"
-        try:
-            current: Employee | None = self.company.employee(employee_id)
-        except NotFound:
-            current = None
+        current = self._existing(employee_id)
         before = current.role.value if current is not None else None
         if before != approval.scope.get("from"):
             raise self._refused(
@@ -1300,10 +1294,20 @@ class Guard:
 
     # An admin change is authorised, then checked, then recorded, then made: the trail holds one
     # entry per attempt, a deny naming what refused it or an allow for a change that was made (a
-    # change refused by a race after its allow gets a second, deny, entry).
+    # change refused by a race after its allow gets a second, deny, entry). An employee PUT that
+    # changes a status is two changes to risk control, the status (``employee.status``, judged first,
+    # as status judges it) and the rest (``employee.put``): two allows, or the status refused alone.
+    # Risk control refusing the put right after allowing its status (it judges both from the same
+    # session, so only if it failed in between) leaves that allow for a change not made, followed
+    # by the put's refusal.
 
     def put_employee(self, caller: Caller, employee: Employee) -> Employee:
+        """Create or update an employee. One that changes an existing employee's status is that
+        status change as well, judged by risk control as :meth:`set_employee_status` judges it, before
+        anything is written: the containment rule steps it up or refuses it alike (docs/risk.md)."""
         what = f"employee.put:{employee.id}"
+        current = self._existing(employee.id)  # None: a new employee has no status to change
+        new_status = current is not None and current.status is not employee.status
 
         def check() -> None:
             self._own_account_refused(caller, employee.id)
@@ -1314,23 +1318,18 @@ class Guard:
                     "role", "service is for API keys (courierguard admin api-key create), not employees"
                 )
             self.company.check_employee(employee)
-            self._no_privileged_change(employee)
-            with contextlib.suppress(NotFound):  # a new employee has no status to change
-                current = self.company.employee(employee.id)
-                if current.status is not employee.status:
-                    self._status_change_allowed(caller, current)
-                    if employee.status is EmployeeStatus.ACTIVE:
-                        self._no_privileged_reactivation(current)
-            if employee.status is EmployeeStatus.ACTIVE:
-                with contextlib.suppress(NotFound):  # a new employee is under no hold
-                    self._hold_stays(caller, employee.id)
+            self._no_privileged_change(employee, current)
+            if current is not None and new_status:
+                self._status_change_allowed(caller, current)
+                if employee.status is EmployeeStatus.ACTIVE:
+                    self._no_privileged_reactivation(current)
+            if employee.status is EmployeeStatus.ACTIVE and current is not None:  # a new one is under no hold
+                self._hold_stays(caller, employee.id)
 
-        self._admin(caller, what, check)
-        previous = None
-        with contextlib.suppress(NotFound):
-            previous = self.company.employee(employee.id)
+        status = _status_change(employee.id, employee.status) if new_status else None
+        self._admin(caller, what, check, first=status)
         self._admin_apply(caller, what, lambda: self.company.put_employee(employee, self.clock.now()))
-        if previous is not None and previous.status is not employee.status:
+        if new_status:
             self._status_changed(caller, employee.id, employee.status)
         return self.company.employee(employee.id)
 
@@ -1345,11 +1344,8 @@ class Guard:
         with the account's role (default rules: an admin for operational accounts, a security
         officer for privileged ones); making a disabled privileged account active again is refused
         here (``four_eyes_required``): it is a ``kind: role`` approval."""
-        what = f"employee.status:{employee_id}:{status.value}"
-        try:
-            current: Employee | None = self.company.employee(employee_id)
-        except NotFound:
-            current = None
+        what = _status_change(employee_id, status)
+        current = self._existing(employee_id)
 
         def check() -> None:
             self._own_account_refused(caller, employee_id)
@@ -1520,6 +1516,13 @@ class Guard:
     def _known(self, employee_id: str) -> None:
         self.company.employee(employee_id)  # NotFound, recorded as the refusal
 
+    def _existing(self, employee_id: str) -> Employee | None:
+        """The employee, or None for an id not (yet) in the directory."""
+        try:
+            return self.company.employee(employee_id)
+        except NotFound:
+            return None
+
     def _officer(
         self,
         caller: Caller,
@@ -1539,10 +1542,7 @@ class Guard:
         control, and make ``change``. With ``four_eyes`` (giving an account its access back), a
         ``four_eyes_required`` refusal points at the reactivation approval that takes its place."""
         what = what[:128]
-        try:
-            current: Employee | None = self.company.employee(employee_id)
-        except NotFound:
-            current = None
+        current = self._existing(employee_id)
         hint = None
         if four_eyes and current is not None:
             hint = (
@@ -1585,14 +1585,13 @@ class Guard:
         if employee_id == caller.principal.id:
             raise AccessDenied(f"nobody changes their own account: ask another {other}")
 
-    def _no_privileged_change(self, employee: Employee) -> None:
+    @staticmethod
+    def _no_privileged_change(employee: Employee, current: Employee | None) -> None:
         """Giving or taking away a privileged role is a four-eyes change (``kind: role`` approvals),
         never a plain admin edit: one admin could otherwise make two rented accounts officers who
-        approve each other's company-wide export. Other edits of a privileged account pass."""
-        try:
-            before: Role | None = self.company.employee(employee.id).role
-        except NotFound:
-            before = None
+        approve each other's company-wide export, or demote every officer alone. Other edits of a
+        privileged account pass. ``current`` is the employee as it stands (None: a new one)."""
+        before = current.role if current is not None else None
         if before is employee.role or (
             before not in PRIVILEGED_ROLES and employee.role not in PRIVILEGED_ROLES
         ):
@@ -1652,11 +1651,22 @@ class Guard:
             )
 
     def _admin(
-        self, caller: Caller, what: str, check: Callable[[], None], *, request: PolicyRequest | None = None
+        self,
+        caller: Caller,
+        what: str,
+        check: Callable[[], None],
+        *,
+        request: PolicyRequest | None = None,
+        first: str | None = None,
     ) -> None:
         """Authorise (the policies' ``admin``, or ``request``: a non-admin learns nothing from
         validation), check, and record the change about to be made as judged by risk control (an
-        admin's session in doubt steps up first); a refusal at any step is recorded and raised."""
+        admin's session in doubt steps up first); a refusal at any step is recorded and raised.
+
+        ``first`` is a part of the change that risk control judges under its own name, before
+        ``what`` (an employee PUT's status change, as ``employee.status`` names it): risk control
+        counts containment by what a purpose names, so the same change is judged the same whichever
+        route makes it. Refused, it is the one entry on the trail, and nothing is written."""
         self._authorise(
             caller,
             request or PolicyRequest(caller.principal, PolicyAction.ADMIN, None, self.clock.now()),
@@ -1666,7 +1676,8 @@ class Guard:
             check()
         except CourierGuardError as exc:
             raise self._refused(caller, Action.ADMIN_CHANGE, what, exc) from None
-        self._judge_now(self._event(caller, Action.ADMIN_CHANGE, purpose=what, outcome=Outcome.ALLOW))
+        for purpose in (first, what) if first else (what,):
+            self._judge_now(self._event(caller, Action.ADMIN_CHANGE, purpose=purpose, outcome=Outcome.ALLOW))
 
     def _admin_apply(self, caller: Caller, what: str, change: Callable[[], T]) -> T:
         """Make a recorded change; one refused in between (a race) gets a deny entry too."""
@@ -1989,6 +2000,12 @@ def _ticket(ticket: str) -> str:
     if contains_phone(ticket):
         raise InvalidInput("ticket", "must not hold a phone number: name the ticket or the alert")
     return ticket
+
+
+def _status_change(employee_id: str, status: EmployeeStatus) -> str:
+    """The ``admin.change`` purpose of setting ``employee_id``'s status: what risk control judges
+    before it is made, whether ``status`` or an employee PUT asks for it."""
+    return f"employee.status:{employee_id}:{status.value}"
 
 
 def _risk_error(risk: RiskDecision, codes: str) -> CourierGuardError:
