@@ -411,12 +411,14 @@ class RiskEngine:
         # Only a download that hands out rows is an export: the request for approval and a refused
         # retry are not (each counted as one, the documented 3 a day were about 1 in practice).
         exporting = action == "waybill.export" and n > 0 and r.outcome != "deny"
-        explained = self._explained(r) or (exporting and acc.d_exports < budget.exports_per_day)
         # A task open for days explains nothing now: a parcel out for delivery since last week, or a
         # waybill row put back (by a DBA) from an assignment long over, which carries its old time.
+        stale_for = self._stale_task(r)
+        explained = self._explained(r, stale_for is not None) or (
+            exporting and acc.d_exports < budget.exports_per_day
+        )
         stale_alert = False
-        stale_for = self._stale_task(r) if action == "waybill.reveal" and n else None
-        if stale_for is not None:
+        if stale_for is not None and action == "waybill.reveal" and n:
             age_h = stale_for / _HOUR
             reasons.append(("stale_task", f"{r.status} for {age_h:.0f} h, the assignee revealed it"))
             evidence["stale_task"] = {"status": r.status, "hours": round(age_h, 1)}
@@ -838,9 +840,10 @@ class RiskEngine:
         age = r.ts - r.status_since
         return age if age > self.config.task_stale_hours * _HOUR else None
 
-    def _explained(self, r: Rec) -> bool:
+    @staticmethod
+    def _explained(r: Rec, stale_task: bool) -> bool:
         if r.assignee is not None and r.assignee == r.actor:
-            return self._stale_task(r) is None
+            return not stale_task  # see _stale_task
         if r.ticket is not None and r.role in _CASE_ROLES:
             return True  # resource.ticket names an open case of the actor's own (Access Event v1)
         if (

@@ -327,8 +327,8 @@ def from_dict(data: Any) -> Rec:
 
 
 _KINDS = frozenset({"employee", "service"})
-# status_ts values repeat across a day's events (one arrival time per parcel batch); a valid one need
-# not be parsed again.
+# status_ts values repeat across a day's events (one arrival time per parcel batch): each is parsed
+# (and validated) once, its epoch seconds kept.
 _STATUS_TS: dict[str, float] = {}
 
 
