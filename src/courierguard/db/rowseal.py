@@ -26,7 +26,9 @@ MAC is missing or wrong is refused (:class:`RowIntegrityError`, 503), never serv
   each value tagged with its type and, for text, length-prefixed; timestamps as microseconds since
   the epoch (SQLite hands back text, PostgreSQL a datetime: the same instant encodes the same).
   No two different tuples encode alike (``tests/unit/db/test_rowseal.py`` checks it by property).
-* **Pre-keyed hasher copied per row**, as the audit row MACs do: about a microsecond a row.
+* **Pre-keyed hasher copied per row**, as the audit row MACs do: about a microsecond a row; a
+  row read again with the very values (and types) and seal already checked is not encoded again
+  (:class:`RowSeals`), which took a guarded reveal's three checks from 16 to 4 µs.
 
 What a seal cannot stop: putting a row back to an older *sealed* state (a DBA's own backup of the
 row). The single-use of an export is therefore also anchored in the audit trail (the gateway
@@ -159,13 +161,27 @@ def encode(table: str, values: Sequence[Any]) -> bytes:
     return b"".join(parts)
 
 
-class RowSeals:
-    """The deployment's row seals, under the seal key (set up once, copied per row)."""
+_VERIFIED_MAX = 65_536
+"""Rows whose seal :class:`RowSeals` remembers having checked (emptied when full): a few MB."""
 
-    __slots__ = ("_keyed",)
+
+class RowSeals:
+    """The deployment's row seals, under the seal key (set up once, copied per row).
+
+    A seal checked once is remembered with the exact values it was checked against (each value and
+    its type): the same row read again, as every request of a session reads its session and its
+    employee, is valid without encoding it again, which cost a guarded reveal more than its policy
+    decision's share of the rows. Any change to a value, a seal or a type misses the memory and is
+    checked in full; a seal that failed is never remembered. Valid is a pure function of the values,
+    the seal and the key, and an instance holds one key, so what it remembers never goes stale.
+    """
+
+    __slots__ = ("_keyed", "_verified")
 
     def __init__(self, key: bytes) -> None:
         self._keyed = hashlib.blake2s(key=key, digest_size=MAC_SIZE, person=_PERSON)
+        # (table, seal) -> (values, their types). The seal is a MAC of the values: one entry a row.
+        self._verified: dict[tuple[str, bytes], tuple[tuple[Any, ...], tuple[type, ...]]] = {}
 
     @classmethod
     def from_keys(cls, key_provider: KeyProvider) -> RowSeals:
@@ -188,7 +204,20 @@ class RowSeals:
             return False
         if isinstance(stored, memoryview):
             stored = bytes(stored)
-        return isinstance(stored, bytes) and hmac.compare_digest(stored, self.mac(table, values))
+        if not isinstance(stored, bytes):
+            return False
+        values = tuple(values)
+        # Types too: 1 == 1.0 == True, yet each encodes otherwise (and a DBA could store either).
+        types = tuple(map(type, values))
+        remembered = self._verified.get((table, stored))
+        if remembered is not None and remembered[0] == values and remembered[1] == types:
+            return True
+        if not hmac.compare_digest(stored, self.mac(table, values)):
+            return False
+        if len(self._verified) >= _VERIFIED_MAX:
+            self._verified.clear()
+        self._verified[table, stored] = (values, types)
+        return True
 
     def check(self, table: str, values: Sequence[Any], stored: object, key: str) -> None:
         """Refuse the row (:class:`RowIntegrityError`) unless ``stored`` is the seal of ``values``.

@@ -95,6 +95,63 @@ def test_a_missing_or_wrong_seal_is_refused_without_personal_data() -> None:
         assert refused.value.status == 503 and "E000042" in refused.value.detail
 
 
+@st.composite
+def two_rows_of_one_table(draw: st.DrawFn) -> tuple[str, tuple[Any, ...], tuple[Any, ...]]:
+    table = draw(st.sampled_from(sorted(SEALED_COLUMNS)))
+    first = draw(rows(table))
+    # Often the same row with one value changed, not just two unrelated rows.
+    changed = list(first)
+    position = draw(st.integers(0, len(first) - 1))
+    if position in TIMESTAMPS[table]:
+        later = first[position] and first[position] + timedelta(microseconds=1)
+        changed[position] = draw(st.sampled_from([None, later, first[position]]))
+    else:
+        changed[position] = draw(st.sampled_from([None, "", "1", 1, 1.0, True, b"1", first[position]]))
+    return table, first, draw(st.just(tuple(changed)) | rows(table))
+
+
+@given(two_rows_of_one_table())
+def test_a_remembered_seal_accepts_only_the_values_it_was_checked_against(
+    case: tuple[str, tuple[Any, ...], tuple[Any, ...]],
+) -> None:
+    """Once a seal has been checked, the same seal on other values is judged as if it never had
+    been: valid exactly when they encode alike (an instant as text or datetime), never from memory."""
+    table, first, other = case
+    seals = RowSeals(b"k" * 32)
+    seal = seals.mac(table, first)
+    assert seals.valid(table, first, seal)
+    assert seals.valid(table, first, seal)  # from memory
+    assert seals.valid(table, other, seal) == (encode(table, other) == encode(table, first))
+    assert not seals.valid(table, first, seal[:-1] + bytes([seal[-1] ^ 1]))
+
+
+def test_equal_values_of_another_type_are_checked_again() -> None:
+    """1 == 1.0 == True in Python, yet each encodes otherwise: a DBA who stores a value of another
+    type under a remembered seal is refused, as without the memory."""
+    seals = RowSeals(b"k" * 32)
+    row = ("t", "E000042", "courier", "O1", "active", 1)
+    seal = seals.mac("employees", row)
+    assert seals.valid("employees", row, seal)
+    for retyped in (1.0, True):
+        assert not seals.valid("employees", (*row[:5], retyped), seal)
+    assert seals.valid("employees", list(row), seal)  # a list of the same values is the same row
+
+
+def test_a_refused_seal_is_not_remembered_and_the_memory_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    import courierguard.db.rowseal as rowseal
+
+    monkeypatch.setattr(rowseal, "_VERIFIED_MAX", 4)
+    seals = RowSeals(b"k" * 32)
+    row = ("t", "E1", "courier", "O1", "active", None)
+    assert not seals.valid("employees", row, b"\0" * 16)
+    assert not seals.valid("employees", row, b"\0" * 16)
+    for n in range(10):
+        other = ("t", f"E{n}", "courier", "O1", "active", None)
+        assert seals.valid("employees", other, seals.mac("employees", other))
+        assert len(seals._verified) <= 4
+    assert seals.valid("employees", row, seals.mac("employees", row))
+
+
 def test_the_seal_key_is_its_own(tmp_path: Path) -> None:
     from courierguard.audit import row_mac_key
 
