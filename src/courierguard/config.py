@@ -104,6 +104,16 @@ class Settings(BaseModel):
             le=168,
         ),
     ] = 12
+    session_idle_minutes: Annotated[
+        int,
+        Field(
+            description="Minutes a session may go unused; the next request after them is refused and the "
+            "employee signs in again, as a new session. Measured to the minute: last use is written at "
+            "most once a minute per session.",
+            ge=5,
+            le=720,
+        ),
+    ] = 30
     export_ttl_minutes: Annotated[
         int, Field(description="Minutes an approved bulk export stays downloadable.", ge=1, le=1440)
     ] = 30

@@ -32,6 +32,7 @@ from courierguard.db.tables import api_keys, devices, sessions
 from courierguard.errors import NotFound, Unauthenticated
 from courierguard.events import AuthMethod
 from courierguard.gateway.jwks import JwksKeySet
+from courierguard.gateway.last_use import LastUse
 from courierguard.timeutil import utc, utc_or_none
 from courierguard.vault import Vault
 from courierguard.vault.service import MASKED_COLUMNS, SEALED_COLUMNS
@@ -47,6 +48,12 @@ SESSION_MAX_AGE = timedelta(hours=12)
 """Longest a session lasts from its sign-in (``session_max_hours``), however often its token is
 renewed: a courier's shift. An identity provider that refreshes tokens under the same ``sid``
 would otherwise keep one session, and whoever holds it, signed in for weeks."""
+SESSION_MAX_IDLE = timedelta(minutes=30)
+"""Longest a session may go unused (``session_idle_minutes``): a PDA left signed in on a bench, or a
+token copied off it, stops working once nobody has used it for this long."""
+TOUCH_EVERY = timedelta(minutes=1)
+"""A session's last use is written when it is older than this: at most one write a minute per
+session on the request path, not one per request; idleness is measured to this precision."""
 
 
 # Checked on every request: built once with bound parameters (a Core select per call costs more).
@@ -80,6 +87,8 @@ class ActiveCaller:
     """How the session was signed in (from the token's ``amr`` at login), for every request's record."""
     signed_in_at: datetime | None = None
     """When the session was opened (sealed with it), for its lifetime: :meth:`SessionStore.check_age`."""
+    last_seen: datetime | None = None
+    """When the session was last used, to the minute (not sealed): :meth:`SessionStore.check_idle`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,9 +116,9 @@ _AUTH_METHODS = {method.value: method for method in AuthMethod}
 """A stored sign-in method; a session stored without one (or with an unknown one) is ``sso``."""
 _CALLER = (
     "SELECT s.employee, s.revoked_at, s.revoked_reason, e.role, e.org_unit, e.status, e.status_reason, "
-    "e.mac, s.auth, s.device_id, s.created_at, s.step_up_at, s.mac"
+    "e.mac, s.auth, s.device_id, s.created_at, s.step_up_at, s.mac, s.last_seen"
 )
-_CALLER_COLUMNS = 13
+_CALLER_COLUMNS = 14
 _CALLER_SQL = (
     f"{_CALLER} FROM sessions s "
     "JOIN employees e ON e.tenant = s.tenant AND e.id = s.employee WHERE s.id = ? AND s.tenant = ?"
@@ -358,14 +367,24 @@ class SessionStore:
     """Sessions Courier Guard knows about; revocation and age are checked on every request."""
 
     def __init__(
-        self, engine: Engine, *, tenant: str, seals: RowSeals, max_age: timedelta = SESSION_MAX_AGE
+        self,
+        engine: Engine,
+        *,
+        tenant: str,
+        seals: RowSeals,
+        max_age: timedelta = SESSION_MAX_AGE,
+        max_idle: timedelta = SESSION_MAX_IDLE,
     ) -> None:
         if max_age <= timedelta(0):
             raise ValueError("a session's longest life must be positive")
+        if max_idle <= TOUCH_EVERY:
+            raise ValueError(f"a session's longest idle time must be over {TOUCH_EVERY}")
         self.engine = engine
         self.tenant = tenant
         self.seals = seals
         self.max_age = max_age
+        self.max_idle = max_idle
+        self.last_use = LastUse(engine, tenant)
         self._caller_query = DriverQuery(engine, _CALLER_SQL)
         self._caller_with_waybill_query = DriverQuery(engine, _CALLER_WITH_WAYBILL_SQL)
         self._caller_with_parties_query = {
@@ -384,6 +403,12 @@ class SessionStore:
                 if row.revoked_at is not None:
                     raise Unauthenticated("session has been revoked; sign in again")
                 self.check_age(utc(row.created_at), now)  # a renewed token resumes no expired session
+                self.check_idle(self.last_use.of(session_id, utc(row.last_seen)), now)
+                conn.execute(
+                    update(sessions)
+                    .where(sessions.c.id == session_id, sessions.c.tenant == self.tenant)
+                    .values(last_seen=now)
+                )
             else:
                 conn.execute(
                     insert(sessions).values(
@@ -408,6 +433,26 @@ class SessionStore:
                 f"session expired (sessions last {hours:g} hours from sign-in); sign in again"
             )
 
+    def check_idle(self, last_seen: datetime | None, now: datetime) -> None:
+        """Refuse a session unused for ``max_idle`` or longer (its last use is known to the minute)."""
+        if last_seen is None or now - last_seen >= self.max_idle:
+            minutes = self.max_idle.total_seconds() / 60
+            raise Unauthenticated(f"session expired (unused for {minutes:g} minutes); sign in again")
+
+    def touch(self, session_id: str, last_seen: datetime | None, now: datetime) -> None:
+        """Note that the session is in use, when its last use (:meth:`LastUse.of`) is a minute old
+        or more; written off the request path (:mod:`courierguard.gateway.last_use`).
+
+        ``last_seen`` is not sealed: a DBA who moves it forward keeps an idle session alive, but
+        never past the sealed sign-in time's ``max_age``."""
+        if last_seen is not None and now - last_seen < TOUCH_EVERY:
+            return
+        self.last_use.note(session_id, now)
+
+    def close(self) -> None:
+        """Write the last uses noted and not yet written."""
+        self.last_use.close()
+
     def _reseal(self, conn: Connection, session_id: str) -> None:
         self.seals.reseal(conn, sessions, and_(sessions.c.id == session_id, sessions.c.tenant == self.tenant))
 
@@ -416,7 +461,7 @@ class SessionStore:
         step-up a DBA wrote, is refused (503 ``row_unsealed``)."""
         (
             employee, revoked_at, revoked_reason, role, org_unit, status, status_reason, mac, auth, device_id,
-            created_at, step_up_at, session_mac,
+            created_at, step_up_at, session_mac, last_seen,
         ) = row[:_CALLER_COLUMNS]  # fmt: skip
         self.seals.check(
             "sessions",
@@ -446,6 +491,7 @@ class SessionStore:
             mac,
             _AUTH_METHODS.get(auth, AuthMethod.SSO),
             _instant(created_at),
+            None if last_seen is None else _instant(last_seen),
         )
 
     def get(self, session_id: str) -> SessionRecord:

@@ -318,13 +318,17 @@ class Guard:
         )
         if active.revoked:
             raise Unauthenticated(f"session revoked ({active.revoked_reason or 'logout'}); sign in again")
-        self.sessions.check_age(active.signed_in_at, self.clock.now())
+        now = self.clock.now()
+        self.sessions.check_age(active.signed_in_at, now)
+        last_seen = self.sessions.last_use.of(session_id, active.last_seen)
+        self.sessions.check_idle(last_seen, now)
         if active.status != EmployeeStatus.ACTIVE.value:
             raise AccessDenied(
                 f"account {employee_id} is {active.status}", reason=DenyReason.ACCOUNT_INACTIVE
             )
         if active.role == _SERVICE_ROLE:  # service accounts are API keys, never people's sessions
             raise AccessDenied(f"account {employee_id} has the service role, which is for API keys")
+        self.sessions.touch(session_id, last_seen, now)
         return Caller(
             Principal(employee_id, Role(active.role), active.org_unit, EmployeeStatus.ACTIVE),
             session_id,

@@ -133,12 +133,14 @@ def open_deployment(
             tenant=settings.tenant,
             seals=core.vault.seals,
             max_age=timedelta(hours=settings.session_max_hours),
+            max_idle=timedelta(minutes=settings.session_idle_minutes),
         ),
         devices=Devices(core.engine, core.vault, tenant=settings.tenant),
         api_keys=ApiKeys(core.engine, tenant=settings.tenant, seals=core.vault.seals),
         clock=core.clock,
         inline_database=settings.resolved_inline_database,
     )
+    closables.append(guard.sessions)  # its last-use writer thread
     dev_issuer = None
     if settings.jwks_url:
         tokens = TokenVerifier(

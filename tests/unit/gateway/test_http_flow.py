@@ -71,6 +71,7 @@ def test_grace_period_after_sign_off_is_24_hours(world: World) -> None:
     c1 = world.login("C1")  # the morning's token has expired by now
     assert reveal(world, c1).status_code == 200
     world.clock.advance(timedelta(hours=2))  # 25 hours after sign-off
+    c1 = world.login("C1")  # two idle hours ended the session
     assert reveal(world, c1).json()["reason"] == "no_task"
 
 
@@ -163,6 +164,7 @@ def test_export_link_expires(world: World) -> None:
     ap = world.client.post("/v1/approvals", json=body, headers=m1).json()["id"]
     world.client.post(f"/v1/approvals/{ap}/approve", headers=x1)
     world.clock.advance(timedelta(minutes=31))
+    m1 = world.login("M1")  # 31 idle minutes ended the session too
     assert world.client.get(f"/v1/exports/{ap}/download", headers=m1).json()["reason"] == "four_eyes_required"
 
 

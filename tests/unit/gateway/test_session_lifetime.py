@@ -40,13 +40,24 @@ def _renewed(world: World, sid: str, employee: str = "C1") -> str:
     return token
 
 
+def _keep_using(world: World, token: str, duration: timedelta) -> None:
+    """Advance the clock by ``duration`` with the session in use every 20 minutes, as on a shift:
+    idleness alone never ends it here."""
+    step = timedelta(minutes=20)
+    while duration > step:
+        world.clock.advance(step)
+        duration -= step
+        assert world.client.get("/v1/waybills", headers=_headers(token)).status_code == 200
+    world.clock.advance(duration)
+
+
 def _failed_reasons(world: World) -> list[str]:
     return [e["outcome"]["reason"] for e in world.access_events() if e["action"] == "auth.login_failed"]
 
 
 def test_a_session_serves_until_its_twelfth_hour_and_not_after(world: World) -> None:
     token, _ = _sign_in(world)
-    world.clock.advance(SESSION_MAX_AGE - timedelta(seconds=1))
+    _keep_using(world, token, SESSION_MAX_AGE - timedelta(seconds=1))
     assert world.client.get("/v1/waybills", headers=_headers(token)).status_code == 200
     world.clock.advance(timedelta(seconds=1))
     r = world.client.get("/v1/waybills", headers=_headers(token))
@@ -70,12 +81,13 @@ def test_a_renewed_token_neither_serves_nor_resumes_an_expired_session(world: Wo
 
 
 def test_a_renewed_token_within_the_lifetime_resumes_the_session(world: World) -> None:
-    _, sid = _sign_in(world)
-    world.clock.advance(timedelta(hours=6))
+    token, sid = _sign_in(world)
+    _keep_using(world, token, timedelta(hours=6))
     renewed = _renewed(world, sid)
     assert world.client.post("/v1/auth/login", json={}, headers=_headers(renewed)).status_code == 200
     assert world.client.get("/v1/waybills", headers=_headers(renewed)).status_code == 200
-    world.clock.advance(timedelta(hours=6))  # twelve hours from the first login, not the renewal
+    _keep_using(world, renewed, timedelta(hours=6) - timedelta(minutes=10))
+    world.clock.advance(timedelta(minutes=10))  # twelve hours from the first login, not the renewal
     assert world.client.get("/v1/waybills", headers=_headers(renewed)).status_code == 401
 
 
