@@ -596,6 +596,7 @@ class Guard:
                 )  # fmt: skip
             approved_by = approval.decided_by
         facts = self._facts(number, read)
+        self._check_cases_on_trail(caller, facts)
 
         sealed = read.sealed if read is not None and read.number == number else None
 
@@ -1098,6 +1099,56 @@ class Guard:
                     return True
             if page.next_cursor is None:
                 return False
+            cursor = page.next_cursor
+
+    def _check_cases_on_trail(self, caller: Caller, facts: WaybillFacts) -> None:
+        """Refuse a reveal that an open case of the caller's would explain if the audit trail
+        records that case closed: its row was put back as it was sealed while open (a seal cannot
+        tell an older sealed state from the current one; the trail, a Merkle log, can).
+
+        Only when the caller owns an open case on the waybill (a customer-service reveal); read
+        from the trail's waybill index, a handful of system entries per waybill. A case closed
+        before the retention period is archived is judged by its row alone."""
+        owned = {c.id for c in facts.cases if c.state is CaseState.OPEN and c.owner == caller.principal.id}
+        if not owned:
+            return
+        for case_id, closed_at in self._cases_closed_on_trail(facts.number, owned).items():
+            _log.error("row refused: cases %s/%s is open, the audit trail closed it at %s",
+                      self.settings.tenant, case_id, closed_at)  # fmt: skip
+            raise self._refused(
+                caller, Action.WAYBILL_REVEAL, f"case.rolled_back:{case_id}",
+                RowIntegrityError(
+                    f"case {case_id} is open in the database but the audit trail records it closed at "
+                    f"{closed_at}: its row was put back; refused (a security officer should compare "
+                    "`courierguard audit query --waybill` with the database)",
+                    reason="row_rolled_back", table="cases", key=f"{self.settings.tenant}/{case_id}",
+                ),
+                waybill=facts.number,
+            )  # fmt: skip
+
+    def _cases_closed_on_trail(self, number: str, cases: set[str]) -> dict[str, str]:
+        """Of ``cases`` (on waybill ``number``), those whose last recorded change is a closing, with when.
+
+        A closing is recorded before it is applied, and followed by ``case.closed.rejected`` if it
+        then failed: that one leaves the case open."""
+        last: dict[str, tuple[str, str]] = {}
+        cursor: int | None = None
+        while True:
+            page = self.audit_queries.search(
+                waybills=[number], kinds=[EntryKind.SYSTEM], cursor=cursor, limit=1000
+            )
+            for record in page.records:
+                body = record.body or {}
+                case_id = body.get("case")
+                if case_id not in cases or body.get("tenant") != self.settings.tenant:
+                    continue
+                what = body.get("what")
+                if what == "case.closed":
+                    last[case_id] = ("closed", str(body.get("ts")))
+                elif what in ("case.opened", "case.closed.rejected"):
+                    last[case_id] = ("open", str(body.get("ts")))
+            if page.next_cursor is None:
+                return {case_id: ts for case_id, (state, ts) in last.items() if state == "closed"}
             cursor = page.next_cursor
 
     def _usable_approval(
