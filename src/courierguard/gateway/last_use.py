@@ -104,13 +104,17 @@ class LastUse:
         self.flush()
 
     def _run(self) -> None:
+        # close() sets _stop before _wake: whichever of the checks below runs after it sees _stop,
+        # so the thread never waits again on a _wake that close() already set and this cleared.
         while True:
             self._wake.wait()
-            if self._closed:
+            if self._stop.is_set():
                 return
             # Let the second's uses gather, then write them together.
             self._stop.wait(WRITE_EVERY_S)
             self._wake.clear()
+            if self._stop.is_set():
+                return  # close() writes what is noted
             try:
                 self.flush()
             except Exception as exc:  # kept and retried; never the session ids in the message

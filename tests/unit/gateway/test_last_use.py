@@ -87,3 +87,17 @@ def test_close_writes_what_is_noted_and_later_uses_are_ignored(tmp_path: Path) -
     uses.note("s2", T0 + timedelta(minutes=8))
     uses.flush()
     assert _stored(engine, "s2") == T0
+
+
+@pytest.mark.parametrize("after", [0.0, 0.3])
+def test_close_never_waits_for_the_thread(tmp_path: Path, after: float) -> None:
+    """Closed at once, or while the thread gathers a second's uses (it once then waited for ever)."""
+    engine = _engine(tmp_path)
+    uses = LastUse(engine, "t")
+    uses.note("s1", T0 + timedelta(minutes=9))
+    time.sleep(after)
+    started = time.monotonic()
+    uses.close()
+    assert time.monotonic() - started < 0.5
+    assert uses._thread is not None and not uses._thread.is_alive()
+    assert _stored(engine, "s1") == T0 + timedelta(minutes=9)
