@@ -20,6 +20,7 @@ from courierguard.config import Settings
 from courierguard.domain import Employee, OrgUnit, OrgUnitKind
 from courierguard.events import AccessEvent, RiskAction, RiskDecision, RiskReason, Role
 from courierguard.gateway.http import create_app
+from courierguard.gateway.identity import SessionStore
 from courierguard.gateway.wiring import Deployment, open_deployment
 from courierguard.risk.interfaces import AllowAll
 
@@ -192,6 +193,16 @@ def _world(request: pytest.FixtureRequest, tmp_path: Path, risk: ScriptedRisk | 
     yield w
     client.close()
     deployment.close()
+
+
+@contextmanager
+def session_store(tmp_path: Path, **settings: Any) -> Iterator[SessionStore]:
+    """The session store of a deployment in ``tmp_path`` opened with ``settings`` (closed after)."""
+    deployment = open_deployment(Settings(data_dir=tmp_path, **settings))
+    try:
+        yield deployment.guard.sessions
+    finally:
+        deployment.close()
 
 
 @contextmanager

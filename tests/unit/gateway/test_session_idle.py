@@ -5,7 +5,6 @@ minute, not one per request."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,9 +16,8 @@ from courierguard.config import Settings
 from courierguard.db.tables import sessions
 from courierguard.errors import Unauthenticated
 from courierguard.gateway.identity import SESSION_MAX_IDLE, SessionStore
-from courierguard.gateway.wiring import open_deployment
 
-from .conftest import World
+from .conftest import World, session_store
 
 
 def _headers(token: str) -> dict[str, str]:
@@ -119,26 +117,20 @@ def test_a_session_with_no_last_use_is_refused(world: World) -> None:
         world.deployment.guard.sessions.check_idle(None, world.clock.now())
 
 
-@pytest.fixture
-def ten_minute_sessions(tmp_path: Path) -> Iterator[SessionStore]:
-    deployment = open_deployment(Settings(data_dir=tmp_path, session_idle_minutes=10))
-    yield deployment.guard.sessions
-    deployment.close()
-
-
-def test_the_idle_time_is_a_setting(ten_minute_sessions: SessionStore, tmp_path: Path) -> None:
-    assert ten_minute_sessions.max_idle == timedelta(minutes=10)
-    now = datetime(2026, 12, 7, 12, tzinfo=UTC)
-    ten_minute_sessions.check_idle(now - timedelta(minutes=10) + timedelta(microseconds=1), now)
-    with pytest.raises(Unauthenticated, match="unused for 10 minutes"):
-        ten_minute_sessions.check_idle(now - timedelta(minutes=10), now)
-    for minutes in (4, 721):
-        with pytest.raises(ValidationError):
-            Settings(data_dir=tmp_path, session_idle_minutes=minutes)
-    with pytest.raises(ValueError, match="idle"):
-        SessionStore(
-            ten_minute_sessions.engine,
-            tenant="t",
-            seals=ten_minute_sessions.seals,
-            max_idle=timedelta(minutes=1),
-        )
+def test_the_idle_time_is_a_setting(tmp_path: Path) -> None:
+    with session_store(tmp_path, session_idle_minutes=10) as ten_minute_sessions:
+        assert ten_minute_sessions.max_idle == timedelta(minutes=10)
+        now = datetime(2026, 12, 7, 12, tzinfo=UTC)
+        ten_minute_sessions.check_idle(now - timedelta(minutes=10) + timedelta(microseconds=1), now)
+        with pytest.raises(Unauthenticated, match="unused for 10 minutes"):
+            ten_minute_sessions.check_idle(now - timedelta(minutes=10), now)
+        for minutes in (4, 721):
+            with pytest.raises(ValidationError):
+                Settings(data_dir=tmp_path, session_idle_minutes=minutes)
+        with pytest.raises(ValueError, match="idle"):
+            SessionStore(
+                ten_minute_sessions.engine,
+                tenant="t",
+                seals=ten_minute_sessions.seals,
+                max_idle=timedelta(minutes=1),
+            )

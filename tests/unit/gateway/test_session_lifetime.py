@@ -14,9 +14,8 @@ from pydantic import ValidationError
 from courierguard.config import Settings
 from courierguard.errors import Unauthenticated
 from courierguard.gateway.identity import SESSION_MAX_AGE, SessionStore
-from courierguard.gateway.wiring import open_deployment
 
-from .conftest import World
+from .conftest import World, session_store
 
 _DAY = timedelta(hours=24)  # the longest token a provider may issue
 
@@ -93,9 +92,8 @@ def test_a_renewed_token_within_the_lifetime_resumes_the_session(world: World) -
 
 @pytest.fixture
 def three_hour_sessions(tmp_path: Path) -> Iterator[SessionStore]:
-    deployment = open_deployment(Settings(data_dir=tmp_path, session_max_hours=3))
-    yield deployment.guard.sessions
-    deployment.close()
+    with session_store(tmp_path, session_max_hours=3) as store:
+        yield store
 
 
 def test_the_lifetime_is_a_setting(three_hour_sessions: SessionStore, tmp_path: Path) -> None:
