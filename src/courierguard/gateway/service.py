@@ -912,8 +912,10 @@ class Guard:
         return self._approval(approval_id)
 
     def _make_role_change(self, caller: Caller, approval: Approval) -> None:
-        """Give the approved role: recorded (``employee.role:<id>:<role>:<approval>``) and made; an
-        employee that changed meanwhile in a way the request did not foresee is a recorded refusal."""
+        """Give the approved role: judged by risk control as any admin change is (replay judges the
+        same entry from the trail), recorded (``employee.role:<id>:<role>:<approval>``) and made; an
+        employee that changed meanwhile in a way the request did not foresee is a recorded refusal,
+        and so is a change risk control refuses (the approval is spent: ask again)."""
         employee_id, role = str(approval.scope["employee"]), Role(approval.scope["role"])
         what = f"employee.role:{employee_id}:{role.value}:{approval.id}"
         current = self._existing(employee_id)
@@ -930,7 +932,7 @@ class Guard:
             changed = Employee(employee_id, role, str(approval.scope["org_unit"]))
         else:
             changed = replace(current, role=role, org_unit=str(approval.scope["org_unit"]))
-        self._record(self._event(caller, Action.ADMIN_CHANGE, purpose=what, outcome=Outcome.ALLOW))
+        self._judge_now(self._event(caller, Action.ADMIN_CHANGE, purpose=what, outcome=Outcome.ALLOW))
         self._admin_apply(caller, what, lambda: self.company.put_employee(changed, self.clock.now()))
         if current is not None and current.role in PRIVILEGED_ROLES and role not in PRIVILEGED_ROLES:
             # Taking a privileged role away ends what it opened: the next request signs in anew.
@@ -960,7 +962,7 @@ class Guard:
     def _reactivate(self, caller: Caller, approval: Approval, current: Employee | None, what: str) -> None:
         """Give the disabled privileged account of an approved reactivation its access back: lift
         its security hold, end its risk lock, or make it active, whichever the request found
-        (``scope.ends``). Recorded (``employee.role:<id>:<role>:<approval>``, then
+        (``scope.ends``). Judged and recorded (``employee.role:<id>:<role>:<approval>``, then
         ``employee.reinstated:<id>`` once active) and made; an account active, or held, locked or
         released since the request, is a recorded refusal."""
         employee_id = str(approval.scope["employee"])
@@ -974,7 +976,7 @@ class Guard:
                 raise Conflict(f"employee {employee_id} changed since the request: ask again")
         except CourierGuardError as exc:
             raise self._refused(caller, Action.ADMIN_CHANGE, what, exc) from None
-        self._record(self._event(caller, Action.ADMIN_CHANGE, purpose=what, outcome=Outcome.ALLOW))
+        self._judge_now(self._event(caller, Action.ADMIN_CHANGE, purpose=what, outcome=Outcome.ALLOW))
 
         def change() -> Employee:
             if ends == SECURITY_HOLD:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from courierguard.audit import AuditQueries, EntryKind
-from courierguard.events import Role
+from courierguard.events import AccessEvent, RiskAction, RiskDecision, RiskReason, Role
 
 from .conftest import World
 
@@ -104,6 +104,32 @@ def test_admin_asks_an_officer_approves_and_the_change_is_made(world: World) -> 
     # Used once: approving again, or using it as an export, does nothing.
     assert world.client.post(f"/v1/approvals/{approval['id']}/approve", headers=x1).status_code == 409
     assert world.client.get(f"/v1/exports/{approval['id']}/download", headers=a1).status_code == 403
+
+
+def test_risk_control_judges_the_role_change_itself(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The change an approval makes is an event risk control judges live, as replay judges it from
+    the trail: refused there, it is not made (the approval is spent; ask again)."""
+    a1, x1 = world.login("A1"), world.login("X1")
+    approval = ask(world, a1, "C1", "security_officer", org_unit="OUT-BJ-01").json()["id"]
+    assess = world.risk.assess
+
+    def refuse_role_changes(event: AccessEvent) -> RiskDecision:
+        if (event.purpose or "").startswith("employee.role:"):
+            return RiskDecision(
+                event_id=event.id, ts=event.ts, actor_id=event.actor.id, action=RiskAction.DENY, score=90.0,
+                reasons=(RiskReason(code="scripted"),),
+            )  # fmt: skip
+        return assess(event)
+
+    monkeypatch.setattr(world.risk, "assess", refuse_role_changes)
+    r = world.client.post(f"/v1/approvals/{approval}/approve", headers=x1)
+    assert r.status_code == 403 and r.json()["reason"] == "risk_denied", r.text
+    assert role_of(world, "C1") is Role.COURIER
+    assert purposes(world, "X1") == [
+        (f"approval.approved:{approval}", "allow"),
+        (f"employee.role:C1:security_officer:{approval}", "deny"),
+    ]
+    assert world.client.post(f"/v1/approvals/{approval}/approve", headers=x1).status_code == 409
 
 
 def test_a_new_employee_gets_a_privileged_role_the_same_way(world: World) -> None:
