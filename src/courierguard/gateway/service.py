@@ -1355,8 +1355,8 @@ class Guard:
     # changes a status is two changes to risk control, the status (``employee.status``, judged first,
     # as status judges it) and the rest (``employee.put``): two allows, or the status refused alone.
     # Risk control refusing the put right after allowing its status (it judges both from the same
-    # session, so only if it failed in between) leaves that allow for a change not made, followed
-    # by the put's refusal.
+    # session, so only if it failed in between) is followed by a deny of the status too
+    # (``guard:not_made``): the trail says of each that it was not made.
 
     def put_employee(self, caller: Caller, employee: Employee) -> Employee:
         """Create or update an employee. One that changes an existing employee's status is that
@@ -1733,8 +1733,19 @@ class Guard:
             check()
         except CourierGuardError as exc:
             raise self._refused(caller, Action.ADMIN_CHANGE, what, exc) from None
-        for purpose in (first, what) if first else (what,):
-            self._judge_now(self._event(caller, Action.ADMIN_CHANGE, purpose=purpose, outcome=Outcome.ALLOW))
+        if first is None:
+            self._judge_now(self._event(caller, Action.ADMIN_CHANGE, purpose=what, outcome=Outcome.ALLOW))
+            return
+        self._judge_now(self._event(caller, Action.ADMIN_CHANGE, purpose=first, outcome=Outcome.ALLOW))
+        try:
+            self._judge_now(self._event(caller, Action.ADMIN_CHANGE, purpose=what, outcome=Outcome.ALLOW))
+        except CourierGuardError as refused:
+            # ``first`` was allowed, yet the change it is part of will not be made: a deny entry
+            # follows its allow, as for a change a race refuses after its allow.
+            self._refused(
+                caller, Action.ADMIN_CHANGE, first, _NotMade(f"{what} was refused ({refused.reason})")
+            )
+            raise
 
     def _admin_apply(self, caller: Caller, what: str, change: Callable[[], T]) -> T:
         """Make a recorded change; one refused in between (a race) gets a deny entry too."""
@@ -2045,6 +2056,15 @@ def _purpose(purpose: str) -> str:
 PRIVILEGED_ROLES = frozenset({Role.ADMIN, Role.SECURITY_OFFICER, Role.AUDITOR})
 """Roles that are separate duties (operations, security, audit: GB/T 35273 §7.1) and decide who
 sees personal data: giving or taking one away is a four-eyes change (``kind: role`` approvals)."""
+
+
+class _NotMade(CourierGuardError):
+    """A part of an admin change that was allowed, then not made because the rest was refused: the
+    reason of its deny entry (``guard:not_made``); never raised to the caller."""
+
+    status = 403
+    title = "Access denied"
+    reason = "not_made"
 
 
 def _ticket(ticket: str) -> str:

@@ -19,7 +19,7 @@ import pyotp
 import pytest
 
 from courierguard.domain import Employee, EmployeeStatus, OrgUnit, OrgUnitKind
-from courierguard.events import Role
+from courierguard.events import AccessEvent, RiskAction, RiskDecision, RiskReason, Role
 from courierguard.policy import PolicyEngine, default_policy_dir
 from courierguard.risk.engine import RiskEngine
 from courierguard.risk.replay import replay
@@ -312,3 +312,35 @@ def test_a_put_that_changes_no_status_or_creates_an_employee_is_recorded_as_befo
     assert {e["purpose"].split(":")[0] for e in world.access_events() if e["actor"]["id"] == "A1"
             and e["action"] == "admin.change"} == {"employee.put"}  # fmt: skip
     assert not _burst_alerts_of(world, "A1")
+
+
+def test_a_status_allowed_before_its_put_was_refused_is_denied_after_it(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Risk control allows the status part of a PUT and then refuses the rest (it judges both from
+    the same session, so only if it failed in between): nothing is written, and the status's allow
+    is followed by a deny, so the trail says of each part that it was not made."""
+    assess = world.risk.assess
+
+    def refuse_the_put(event: AccessEvent) -> RiskDecision:
+        if (event.purpose or "").startswith("employee.put:"):
+            return RiskDecision(
+                event_id=event.id, ts=event.ts, actor_id=event.actor.id, action=RiskAction.DENY, score=90.0,
+                reasons=(RiskReason(code="scripted"),),
+            )  # fmt: skip
+        return assess(event)
+
+    monkeypatch.setattr(world.risk, "assess", refuse_the_put)
+    a1 = world.login("A1")
+    body = {"role": "courier", "org_unit": "OUT-BJ-01", "status": "suspended"}
+    r = world.client.put("/v1/admin/employees/C1", json=body, headers=a1)
+    assert r.status_code == 403 and r.json()["reason"] == "risk_denied", r.text
+    assert _status(world, "C1") is EmployeeStatus.ACTIVE
+    assert world.login("C1")  # its sessions were not ended either
+    entries = [(e["purpose"], e["outcome"]["decision"], e["outcome"].get("reason")) for e in world.access_events()
+               if e["actor"]["id"] == "A1" and e["action"] == "admin.change"]  # fmt: skip
+    assert entries == [
+        ("employee.status:C1:suspended", "allow", None),
+        ("employee.put:C1", "deny", "risk:deny:scripted"),
+        ("employee.status:C1:suspended", "deny", "guard:not_made"),
+    ]
