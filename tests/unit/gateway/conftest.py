@@ -195,6 +195,22 @@ def _world(request: pytest.FixtureRequest, tmp_path: Path, risk: ScriptedRisk | 
     deployment.close()
 
 
+def refuse_purposes(world: World, monkeypatch: pytest.MonkeyPatch, prefix: str) -> None:
+    """Make risk control deny every event whose purpose starts with ``prefix`` (``employee.put:``),
+    and answer as scripted otherwise: a refusal in the middle of one request's several judgements."""
+    assess = world.risk.assess
+
+    def refusing(event: AccessEvent) -> RiskDecision:
+        if (event.purpose or "").startswith(prefix):
+            return RiskDecision(
+                event_id=event.id, ts=event.ts, actor_id=event.actor.id, action=RiskAction.DENY, score=90.0,
+                reasons=(RiskReason(code="scripted"),),
+            )  # fmt: skip
+        return assess(event)
+
+    monkeypatch.setattr(world.risk, "assess", refusing)
+
+
 @contextmanager
 def session_store(tmp_path: Path, **settings: Any) -> Iterator[SessionStore]:
     """The session store of a deployment in ``tmp_path`` opened with ``settings`` (closed after)."""

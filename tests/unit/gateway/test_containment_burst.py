@@ -19,12 +19,12 @@ import pyotp
 import pytest
 
 from courierguard.domain import Employee, EmployeeStatus, OrgUnit, OrgUnitKind
-from courierguard.events import AccessEvent, RiskAction, RiskDecision, RiskReason, Role
+from courierguard.events import Role
 from courierguard.policy import PolicyEngine, default_policy_dir
 from courierguard.risk.engine import RiskEngine
 from courierguard.risk.replay import replay
 
-from .conftest import World
+from .conftest import World, refuse_purposes
 
 TICKET = "INC-2026-0077"
 PC = "SEC-PC-1"
@@ -320,17 +320,7 @@ def test_a_status_allowed_before_its_put_was_refused_is_denied_after_it(
     """Risk control allows the status part of a PUT and then refuses the rest (it judges both from
     the same session, so only if it failed in between): nothing is written, and the status's allow
     is followed by a deny, so the trail says of each part that it was not made."""
-    assess = world.risk.assess
-
-    def refuse_the_put(event: AccessEvent) -> RiskDecision:
-        if (event.purpose or "").startswith("employee.put:"):
-            return RiskDecision(
-                event_id=event.id, ts=event.ts, actor_id=event.actor.id, action=RiskAction.DENY, score=90.0,
-                reasons=(RiskReason(code="scripted"),),
-            )  # fmt: skip
-        return assess(event)
-
-    monkeypatch.setattr(world.risk, "assess", refuse_the_put)
+    refuse_purposes(world, monkeypatch, "employee.put:")
     a1 = world.login("A1")
     body = {"role": "courier", "org_unit": "OUT-BJ-01", "status": "suspended"}
     r = world.client.put("/v1/admin/employees/C1", json=body, headers=a1)

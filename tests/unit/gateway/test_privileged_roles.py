@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from courierguard.audit import AuditQueries, EntryKind
-from courierguard.events import AccessEvent, RiskAction, RiskDecision, RiskReason, Role
+from courierguard.events import Role
 
-from .conftest import World
+from .conftest import World, refuse_purposes
 
 ALL_FIELDS = [
     "recipient.name",
@@ -111,17 +111,7 @@ def test_risk_control_judges_the_role_change_itself(world: World, monkeypatch: p
     the trail: refused there, it is not made (the approval is spent; ask again)."""
     a1, x1 = world.login("A1"), world.login("X1")
     approval = ask(world, a1, "C1", "security_officer", org_unit="OUT-BJ-01").json()["id"]
-    assess = world.risk.assess
-
-    def refuse_role_changes(event: AccessEvent) -> RiskDecision:
-        if (event.purpose or "").startswith("employee.role:"):
-            return RiskDecision(
-                event_id=event.id, ts=event.ts, actor_id=event.actor.id, action=RiskAction.DENY, score=90.0,
-                reasons=(RiskReason(code="scripted"),),
-            )  # fmt: skip
-        return assess(event)
-
-    monkeypatch.setattr(world.risk, "assess", refuse_role_changes)
+    refuse_purposes(world, monkeypatch, "employee.role:")
     r = world.client.post(f"/v1/approvals/{approval}/approve", headers=x1)
     assert r.status_code == 403 and r.json()["reason"] == "risk_denied", r.text
     assert role_of(world, "C1") is Role.COURIER
