@@ -404,9 +404,13 @@ class SessionStore:
                     raise Unauthenticated("session has been revoked; sign in again")
                 self.check_age(utc(row.created_at), now)  # a renewed token resumes no expired session
                 self.check_idle(self.last_use.of(session_id, utc(row.last_seen)), now)
-                conn.execute(
+                conn.execute(  # resuming is a use; only forward, as every write of it
                     update(sessions)
-                    .where(sessions.c.id == session_id, sessions.c.tenant == self.tenant)
+                    .where(
+                        sessions.c.id == session_id,
+                        sessions.c.tenant == self.tenant,
+                        sessions.c.last_seen < now,
+                    )
                     .values(last_seen=now)
                 )
             else:
