@@ -111,15 +111,7 @@ def test_a_rented_officer_holding_the_other_officers_is_alerted_stepped_up_and_r
     assert _status(world, "A1") is EmployeeStatus.ACTIVE and _status(world, "U1") is EmployeeStatus.SUSPENDED
     assert _status(world, "X2") is EmployeeStatus.SUSPENDED
 
-    # Replayed from the audit trail, a fresh engine decides as risk control did live.
-    events = world.access_events()
-    out = io.BytesIO()
-    replay((orjson.dumps(e) for e in events), out, RiskEngine())
-    replayed = {d["event_id"]: d["action"] for d in map(orjson.loads, out.getvalue().splitlines())}
-    for e in events:
-        reason = e["outcome"].get("reason") or ""
-        if reason.startswith("risk:"):
-            assert replayed[e["id"]] == reason.split(":")[1], e
+    _replays_as_live(world)
 
 
 def test_an_officer_contains_an_outlet_from_a_stepped_up_session_without_friction(
