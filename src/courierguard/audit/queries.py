@@ -18,7 +18,7 @@ search by subject or employee uses the lower of the two marks (the subject index
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -123,6 +123,17 @@ class AuditQueries:
         rows = rows[:limit]
         records = [self._record(r.seq, r.ts_us, r.kind, r.actor, r.entry, r.leaf_hash, head) for r in rows]
         return Page(records, rows[-1].seq + 1 if more else None)
+
+    def each(self, **filters: Any) -> Iterator[AuditRecord]:
+        """Every entry matching ``filters`` (those of :meth:`search`, without ``cursor`` or
+        ``limit``), oldest first, read a page of :data:`MAX_PAGE` at a time."""
+        cursor: int | None = None
+        while True:
+            page = self.search(**filters, cursor=cursor, limit=self._max_page)
+            yield from page.records
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
 
     def by_actor(self, actor: str, **filters: object) -> Page:
         """Entries of one actor (employee or service id); same keyword filters as :meth:`search`."""

@@ -403,7 +403,7 @@ class SessionStore:
                 if row.revoked_at is not None:
                     raise Unauthenticated("session has been revoked; sign in again")
                 self.check_age(utc(row.created_at), now)  # a renewed token resumes no expired session
-                self.check_idle(self.last_use.of(session_id, utc(row.last_seen)), now)
+                self.check_idle(self.last_seen(session_id, utc(row.last_seen)), now)
                 conn.execute(  # resuming is a use; only forward, as every write of it
                     update(sessions)
                     .where(
@@ -437,6 +437,10 @@ class SessionStore:
                 f"session expired (sessions last {hours:g} hours from sign-in); sign in again"
             )
 
+    def last_seen(self, session_id: str, stored: datetime | None) -> datetime | None:
+        """The session's last use: ``stored`` (read with it), or a later one noted and not yet written."""
+        return self.last_use.of(session_id, stored)
+
     def check_idle(self, last_seen: datetime | None, now: datetime) -> None:
         """Refuse a session unused for ``max_idle`` or longer (its last use is known to the minute)."""
         if last_seen is None or now - last_seen >= self.max_idle:
@@ -444,7 +448,7 @@ class SessionStore:
             raise Unauthenticated(f"session expired (unused for {minutes:g} minutes); sign in again")
 
     def touch(self, session_id: str, last_seen: datetime | None, now: datetime) -> None:
-        """Note that the session is in use, when its last use (:meth:`LastUse.of`) is a minute old
+        """Note that the session is in use, when its last use (:meth:`last_seen`) is a minute old
         or more; written off the request path (:mod:`courierguard.gateway.last_use`).
 
         ``last_seen`` is not sealed: a DBA who moves it forward keeps an idle session alive, but

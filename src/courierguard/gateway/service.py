@@ -320,7 +320,7 @@ class Guard:
             raise Unauthenticated(f"session revoked ({active.revoked_reason or 'logout'}); sign in again")
         now = self.clock.now()
         self.sessions.check_age(active.signed_in_at, now)
-        last_seen = self.sessions.last_use.of(session_id, active.last_seen)
+        last_seen = self.sessions.last_seen(session_id, active.last_seen)
         self.sessions.check_idle(last_seen, now)
         if active.status != EmployeeStatus.ACTIVE.value:
             raise AccessDenied(
@@ -1090,18 +1090,13 @@ class Guard:
     def _spent_on_trail(self, approval: Approval) -> bool:
         """Whether the audit trail already records a download of export ``approval``."""
         since = (approval.decided_at or approval.created_at) - timedelta(minutes=5)
-        cursor: int | None = None
-        while True:
-            page = self.audit_queries.search(
-                actor=approval.requested_by, since=since, kinds=[EntryKind.SYSTEM], cursor=cursor, limit=1000
+        return any(
+            (record.body or {}).get("what") == "export.download"
+            and (record.body or {}).get("approval") == approval.id
+            for record in self.audit_queries.each(
+                actor=approval.requested_by, since=since, kinds=[EntryKind.SYSTEM]
             )
-            for record in page.records:
-                body = record.body or {}
-                if body.get("what") == "export.download" and body.get("approval") == approval.id:
-                    return True
-            if page.next_cursor is None:
-                return False
-            cursor = page.next_cursor
+        )
 
     def _check_cases_on_trail(self, caller: Caller, facts: WaybillFacts) -> None:
         """Refuse a reveal that an open case of the caller's would explain if the audit trail
@@ -1134,24 +1129,17 @@ class Guard:
         A closing is recorded before it is applied, and followed by ``case.closed.rejected`` if it
         then failed: that one leaves the case open."""
         last: dict[str, tuple[str, str]] = {}
-        cursor: int | None = None
-        while True:
-            page = self.audit_queries.search(
-                waybills=[number], kinds=[EntryKind.SYSTEM], cursor=cursor, limit=1000
-            )
-            for record in page.records:
-                body = record.body or {}
-                case_id = body.get("case")
-                if case_id not in cases or body.get("tenant") != self.settings.tenant:
-                    continue
-                what = body.get("what")
-                if what == "case.closed":
-                    last[case_id] = ("closed", str(body.get("ts")))
-                elif what in ("case.opened", "case.closed.rejected"):
-                    last[case_id] = ("open", str(body.get("ts")))
-            if page.next_cursor is None:
-                return {case_id: ts for case_id, (state, ts) in last.items() if state == "closed"}
-            cursor = page.next_cursor
+        for record in self.audit_queries.each(waybills=[number], kinds=[EntryKind.SYSTEM]):
+            body = record.body or {}
+            case_id = body.get("case")
+            if case_id not in cases or body.get("tenant") != self.settings.tenant:
+                continue
+            what = body.get("what")
+            if what == "case.closed":
+                last[case_id] = ("closed", str(body.get("ts")))
+            elif what in ("case.opened", "case.closed.rejected"):
+                last[case_id] = ("open", str(body.get("ts")))
+        return {case_id: ts for case_id, (state, ts) in last.items() if state == "closed"}
 
     def _usable_approval(
         self, approval_id: str, caller: Caller, *, kind: str, waybill: str | None = None
@@ -1733,18 +1721,17 @@ class Guard:
             check()
         except CourierGuardError as exc:
             raise self._refused(caller, Action.ADMIN_CHANGE, what, exc) from None
-        if first is None:
-            self._judge_now(self._event(caller, Action.ADMIN_CHANGE, purpose=what, outcome=Outcome.ALLOW))
-            return
-        self._judge_now(self._event(caller, Action.ADMIN_CHANGE, purpose=first, outcome=Outcome.ALLOW))
+        if first is not None:
+            self._judge_now(self._event(caller, Action.ADMIN_CHANGE, purpose=first, outcome=Outcome.ALLOW))
         try:
             self._judge_now(self._event(caller, Action.ADMIN_CHANGE, purpose=what, outcome=Outcome.ALLOW))
         except CourierGuardError as refused:
-            # ``first`` was allowed, yet the change it is part of will not be made: a deny entry
-            # follows its allow, as for a change a race refuses after its allow.
-            self._refused(
-                caller, Action.ADMIN_CHANGE, first, _NotMade(f"{what} was refused ({refused.reason})")
-            )
+            if first is not None:
+                # ``first`` was allowed, yet the change it is part of will not be made: a deny entry
+                # follows its allow, as for a change a race refuses after its allow.
+                self._refused(
+                    caller, Action.ADMIN_CHANGE, first, _NotMade(f"{what} was refused ({refused.reason})")
+                )
             raise
 
     def _admin_apply(self, caller: Caller, what: str, change: Callable[[], T]) -> T:

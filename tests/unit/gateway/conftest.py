@@ -138,17 +138,11 @@ class World:
         """The bodies of this tenant's audit entries of ``kind`` (access, admin, system, ...), in order."""
         from courierguard.audit import AuditQueries
 
-        queries, out, cursor = AuditQueries(self.deployment.core.audit_engine), [], None
-        while True:
-            page = queries.search(limit=1000, cursor=cursor)
-            out += [
-                r.body
-                for r in page.records
-                if r.kind == kind and r.body is not None and r.body.get("tenant") == self.tenant
-            ]
-            if page.next_cursor is None:
-                return out
-            cursor = page.next_cursor
+        return [
+            r.body
+            for r in AuditQueries(self.deployment.core.audit_engine).each()
+            if r.kind == kind and r.body is not None and r.body.get("tenant") == self.tenant
+        ]
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
