@@ -34,6 +34,14 @@ def _hire(world: World, employee: str, role: Role, unit: str) -> None:
     world.deployment.guard.company.put_employee(Employee(employee, role, unit), world.clock.now())
 
 
+def _hire_couriers(world: World, count: int) -> list[str]:
+    """``count`` couriers of OUT-BJ-01, C10 on: accounts to contain."""
+    couriers = [f"C{i:02d}" for i in range(10, 10 + count)]
+    for employee in couriers:
+        _hire(world, employee, Role.COURIER, "OUT-BJ-01")
+    return couriers
+
+
 def _status(world: World, employee: str) -> EmployeeStatus:
     return world.deployment.guard.company.employee(employee).status
 
@@ -118,9 +126,7 @@ def test_an_officer_contains_an_outlet_from_a_stepped_up_session_without_frictio
     engine_world: World,
 ) -> None:
     world = engine_world
-    couriers = [f"C{i:02d}" for i in range(10, 30)]
-    for employee in couriers:
-        _hire(world, employee, Role.COURIER, "OUT-BJ-01")
+    couriers = _hire_couriers(world, 20)
     x1, seed = _officer(world)
     _step_up(world, x1, seed)
     assert [_hold(world, x1, employee).status_code for employee in couriers] == [200] * 20
@@ -134,9 +140,7 @@ def test_an_officer_contains_an_outlet_from_a_stepped_up_session_without_frictio
 
 def test_without_a_step_up_the_twelfth_account_asks_for_one(engine_world: World) -> None:
     world = engine_world
-    couriers = [f"C{i:02d}" for i in range(10, 23)]
-    for employee in couriers:
-        _hire(world, employee, Role.COURIER, "OUT-BJ-01")
+    couriers = _hire_couriers(world, 13)
     x1, seed = _officer(world)
     statuses = [_hold(world, x1, employee).status_code for employee in couriers[:12]]
     assert statuses == [200] * 11 + [403]
@@ -204,9 +208,7 @@ def test_an_admin_suspending_twelve_accounts_steps_up_through_either_route(
     engine_world: World, route: str
 ) -> None:
     world = engine_world
-    couriers = [f"C{i:02d}" for i in range(10, 23)]
-    for employee in couriers:
-        _hire(world, employee, Role.COURIER, "OUT-BJ-01")
+    couriers = _hire_couriers(world, 13)
     a1, seed = _admin(world)
 
     statuses = [_set_status(world, a1, employee, route).status_code for employee in couriers[:12]]
@@ -277,9 +279,7 @@ def test_a_fourth_privileged_account_is_refused_through_either_route(
 @pytest.mark.parametrize("route", ROUTES)
 def test_the_two_routes_count_together(engine_world: World, route: str) -> None:
     world = engine_world
-    couriers = [f"C{i:02d}" for i in range(10, 22)]
-    for employee in couriers:
-        _hire(world, employee, Role.COURIER, "OUT-BJ-01")
+    couriers = _hire_couriers(world, 12)
     a1, _ = _admin(world)
     other = "put" if route == "status" else "status"
     statuses = [_set_status(world, a1, employee, (route, other)[i % 2]).status_code
