@@ -576,10 +576,17 @@ def _over_http(report: Report, data_dir: Path, work: Work) -> None:
         for mode, label in (("guarded", "real risk engine"), ("allow-all", "risk hook AllowAll")):
             value, st = _median_round(rounds, mode, kind)
             extra = {}
-            if kind == "reveal":
+            if kind == "reveal" and mode == "allow-all":
+                # The gateway's cost, at the default risk hook of the gateway issue (allow). The real
+                # engine refuses this flood of a few accounts' reveals, as it should: no target there.
                 extra = {"target": f"≥ {TARGET:.0%} of unguarded", "met": value >= TARGET * base}
+            why = (
+                "; risk control refuses this flood from a few accounts, as it should"
+                if mode == "guarded"
+                else ""
+            )
             report.add(
-                SECTION, f"HTTP guarded {name} `{route}`, {label}, 2xx only ({_status_note(st)}; "
+                SECTION, f"HTTP guarded {name} `{route}`, {label}, 2xx only ({_status_note(st)}{why}; "
                 f"{_spread(rounds, mode, kind, 'plain')})", value, "req/s",
                 baseline_name=f"unguarded app, same route and record, coroutine route as the product's, {where}; "
                 f"{_status_note(base_st)}",
