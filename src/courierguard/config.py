@@ -11,7 +11,10 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from courierguard.errors import ConfigError
 
@@ -183,6 +186,22 @@ class Settings(BaseModel):
             "database (a round trip would stall every request of the worker)."
         ),
     ] = None
+
+    @field_validator("database_url", "audit_database_url")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        """A URL of a database Courier Guard runs on; the message never repeats it (it may hold a password)."""
+        if value is None:
+            return None
+        try:
+            backend = make_url(value).get_backend_name()
+        except ArgumentError:
+            backend = None
+        if backend not in ("postgresql", "sqlite"):
+            raise PydanticCustomError(
+                "database_url", "must be a PostgreSQL (postgresql://...) or SQLite (sqlite:///...) URL"
+            )
+        return value
 
     @property
     def resolved_database_url(self) -> str:

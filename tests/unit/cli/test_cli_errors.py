@@ -126,3 +126,21 @@ def test_run_refuses_a_configured_database(
     result = runner.invoke(app, ["run", "--data-dir", str(tmp_path / "demo")])
     assert result.exit_code == 1 and "courierguard serve" in result.output and variable[13:] in result.output
     assert not target.exists() and not (tmp_path / "demo").exists()
+
+
+@pytest.mark.parametrize("variable", ["COURIERGUARD_DATABASE_URL", "COURIERGUARD_AUDIT_DATABASE_URL"])
+@pytest.mark.parametrize("url", ["bogus", "nosuchdb://cg_user:s3cret@db/cg", "mysql://cg_user:s3cret@db/cg"])
+@pytest.mark.parametrize(
+    "command", [["admin", "api-key", "list"], ["audit", "verify"], ["init"]], ids=" ".join
+)
+def test_a_database_url_that_is_not_one_names_the_variable(
+    tmp_path: Path, variable: str, url: str, command: list[str]
+) -> None:
+    """configuration.md: a bad value stops the process with a one-line error naming the variable
+    (not a traceback, nor a bare exception class); the URL, which may hold a password, is not
+    repeated."""
+    result = runner.invoke(app, command, env={variable: url, "COURIERGUARD_DATA_DIR": str(tmp_path)})
+    assert result.exit_code in (1, 2), result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert variable in result.output and result.output.count("\n") == 1, result.output
+    assert "s3cret" not in result.output and "cg_user" not in result.output
