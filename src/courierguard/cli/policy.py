@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from courierguard.config import Settings
 from courierguard.errors import CourierGuardError
 from courierguard.policy import PolicyEngine, load_cases, run_cases
 
@@ -26,14 +27,17 @@ PolicyDirOption = Annotated[
     Path | None,
     typer.Option(
         "--policy-dir",
-        help="Folder of *.cedar files and schema.cedarschema. Default: the shipped default set.",
+        help="Folder of *.cedar files and schema.cedarschema. Default: COURIERGUARD_POLICY_DIR (the folder the "
+        "server loads), else the shipped default set.",
         file_okay=False,
     ),
 ]
 
 
 def _engine(policy_dir: Path | None) -> PolicyEngine:
-    return PolicyEngine.default() if policy_dir is None else PolicyEngine.from_folder(policy_dir)
+    """The folder given, else the one the server loads: COURIERGUARD_POLICY_DIR or the shipped set."""
+    folder = policy_dir or Settings.from_env().policy_dir
+    return PolicyEngine.default() if folder is None else PolicyEngine.from_folder(folder)
 
 
 def _fail(console: Console, exc: CourierGuardError) -> typer.Exit:

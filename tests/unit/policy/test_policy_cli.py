@@ -98,3 +98,16 @@ def test_missing_cases_file(tmp_path: Path) -> None:
     result = runner.invoke(app, ["test", str(tmp_path / "nope.yaml")])
     assert result.exit_code != 0
     assert "Traceback" not in result.output
+
+
+def test_commands_check_the_policy_folder_the_server_loads(broken: Path) -> None:
+    """cli.md: every command reads the same settings as the server. With COURIERGUARD_POLICY_DIR set,
+    the server loads that folder, so `policy validate` must not answer "ok" about the shipped set."""
+    env = {"COURIERGUARD_POLICY_DIR": str(broken)}
+    result = runner.invoke(app, ["validate"], env=env)
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("error: ") and "orgunit" in result.output
+    result = runner.invoke(app, ["test", str(DEFAULT / "cases.yaml")], env=env)
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1, result.output
+    result = runner.invoke(app, ["validate", "--policy-dir", str(DEFAULT)], env=env)
+    assert result.exit_code == 0 and result.output.startswith("ok: "), result.output
