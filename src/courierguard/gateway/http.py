@@ -1109,7 +1109,7 @@ def _document_headers(app: FastAPI) -> None:
         document.setdefault("components", {})["securitySchemes"] = {
             "employee": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
             "service": {"type": "apiKey", "in": "header", "name": "Authorization",
-                        "description": "ApiKey cgk_<id>_<secret>"},
+                        "description": "The whole header value: `ApiKey cgk_<id>_<secret>`"},
         }  # fmt: skip
         for path, item in document.get("paths", {}).items():
             if path in _PUBLIC_ROUTES:

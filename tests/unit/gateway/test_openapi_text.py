@@ -1,0 +1,40 @@
+"""The OpenAPI document's prose as /v1/docs shows it: descriptions are CommonMark, so a
+placeholder written as ``<id>`` outside a code span is read as an HTML tag and vanishes (the
+service key's format read ``ApiKey cgk__`` in the docs page)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .conftest import World
+
+_TAG = re.compile(r"<[A-Za-z][^>\n]*>")
+
+
+def _texts(node: Any, path: str = "") -> list[tuple[str, str]]:
+    found: list[tuple[str, str]] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("description", "summary") and isinstance(value, str):
+                found.append((f"{path}/{key}", value))
+            found += _texts(value, f"{path}/{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            found += _texts(value, f"{path}[{i}]")
+    return found
+
+
+def test_no_placeholder_is_swallowed_as_html(world: World) -> None:
+    document = world.client.get("/v1/openapi.json").json()
+    swallowed = [
+        (where, text)
+        for where, text in _texts(document)
+        if _TAG.search(re.sub(r"`[^`]*`", "", text))  # code spans show their text as written
+    ]
+    assert swallowed == []
+
+
+def test_service_key_format_is_shown(world: World) -> None:
+    scheme = world.client.get("/v1/openapi.json").json()["components"]["securitySchemes"]["service"]
+    assert "`ApiKey cgk_<id>_<secret>`" in scheme["description"]
