@@ -1117,10 +1117,26 @@ def _document_headers(app: FastAPI) -> None:
             for operation in item.values():
                 operation.setdefault("parameters", []).extend(device_params)
                 operation["security"] = [{"employee": []}, {"service": []}]
+        for item in document.get("paths", {}).values():
+            for operation in item.values():
+                _problems_as_served(operation)
         app.openapi_schema = document
         return document
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _problems_as_served(operation: dict[str, Any]) -> None:
+    """Every error is served as ``application/problem+json`` (:mod:`.problems`), but FastAPI files
+    the ``Problem`` model of ``ERRORS`` under the route's own media type (``application/json``, or
+    ``text/plain`` for the CSV download), leaving the served type without a schema: the document,
+    the docs page and a client generated from it then describe errors no response carries."""
+    for status, response in operation.get("responses", {}).items():
+        content = response.get("content")
+        if not str(status).startswith(("4", "5")) or not content:
+            continue
+        schema = next((media["schema"] for media in content.values() if "schema" in media), None)
+        response["content"] = {"application/problem+json": {"schema": schema} if schema else {}}
 
 
 _IDENTITY_HEADERS = {b"authorization": 0, b"x-device-id": 1, b"x-device-location": 2, b"user-agent": 3}

@@ -38,3 +38,19 @@ def test_no_placeholder_is_swallowed_as_html(world: World) -> None:
 def test_service_key_format_is_shown(world: World) -> None:
     scheme = world.client.get("/v1/openapi.json").json()["components"]["securitySchemes"]["service"]
     assert "`ApiKey cgk_<id>_<secret>`" in scheme["description"]
+
+
+def test_errors_are_documented_as_served(world: World) -> None:
+    """Each error is documented under the one media type it is served as, with its schema."""
+    document = world.client.get("/v1/openapi.json").json()
+    as_served = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    wrong = [
+        (method, path, status, sorted(response.get("content", {})))
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+        for status, response in operation["responses"].items()
+        if status.startswith(("4", "5")) and response.get("content", {}) != as_served
+    ]
+    assert wrong == []
+    served = world.client.post("/v1/audit/search", json={}, headers={"X-Device-Id": "PC-1"})
+    assert (served.status_code, served.headers["content-type"]) == (401, "application/problem+json")
