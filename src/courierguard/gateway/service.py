@@ -111,6 +111,8 @@ account, and an officer's audit search, not the masked search, is the tool for i
 
 
 _SERVICE_ROLE = Role.SERVICE.value
+_AUDIT_READERS = frozenset({Role.SECURITY_OFFICER, Role.AUDITOR})
+_EMPLOYEE_READERS = frozenset({Role.ADMIN, Role.SECURITY_OFFICER, Role.AUDITOR})
 SystemDetail = int | str | list[str] | None
 """A value in a system entry's body (``waybills`` lists the numbers it concerns, for search)."""
 
@@ -1200,6 +1202,26 @@ class Guard:
 
     # --- investigations ------------------------------------------------------------------------------------
 
+    def check_audit_reader(self, caller: Caller, what: str) -> None:
+        """Officers and auditors read the audit trail (``what``: which part, e.g. ``audit.head``).
+        Anyone else is refused, and the attempt recorded and scored: an account probing the trail
+        (whose phone was searched, who looked at whom) is one an officer wants to see."""
+        if caller.principal.role not in _AUDIT_READERS:
+            raise self._refused(
+                caller, Action.ADMIN_CHANGE, what,
+                AccessDenied("the audit trail is for security officers and auditors"),
+            )  # fmt: skip
+
+    def employee_record(self, caller: Caller, employee_id: str) -> Employee:
+        """One employee's record: their own, or anyone's for admins, officers and auditors. A look
+        at a colleague's record by anyone else is refused and recorded, as a probe of the trail is."""
+        if caller.principal.role not in _EMPLOYEE_READERS and caller.principal.id != employee_id:
+            raise self._refused(
+                caller, Action.ADMIN_CHANGE, f"employee.read:{employee_id}",
+                AccessDenied("only admins and officers look up other employees"),
+            )  # fmt: skip
+        return self.company.employee(employee_id)
+
     def audit_search(
         self,
         caller: Caller,
@@ -1220,8 +1242,7 @@ class Guard:
         Officers and auditors only, and the search is itself recorded (never the phone: only that a
         phone was searched and how many waybills it matched).
         """
-        if caller.principal.role not in (Role.SECURITY_OFFICER, Role.AUDITOR):
-            raise AccessDenied("the audit trail is for security officers and auditors")
+        self.check_audit_reader(caller, "audit.search")
         for name, value in (("since", since), ("until", until)):
             if value is not None and value.tzinfo is None:
                 raise InvalidInput(name, "needs a UTC offset")

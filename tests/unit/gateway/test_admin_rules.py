@@ -327,3 +327,31 @@ def test_a_refused_admin_change_is_one_deny_entry_never_an_allow(world: World) -
     assert r.status_code == 200
     last = [e for e in world.access_events() if e["action"] == "admin.change"][-1]
     assert (last["purpose"], last["outcome"]["decision"]) == ("employee.put:E9", "allow")
+
+
+def test_a_probe_of_the_audit_trail_or_a_colleagues_record_is_refused_and_recorded(world: World) -> None:
+    """A courier who tries the officers' audit search (by a phone, say), the tree head, a proof or a
+    colleague's employee record gets a 403 and leaves a deny on the trail naming what was tried,
+    never the phone."""
+    c1 = world.login("C1")
+    tried = [
+        ("post", "/v1/audit/search", {"json": {"phone": "18687654321"}}, "audit.search"),
+        ("get", "/v1/audit/head", {}, "audit.head"),
+        ("get", "/v1/audit/proofs/inclusion?index=0&size=1", {}, "audit.proof.inclusion"),
+        ("get", "/v1/audit/proofs/consistency?old=0&new=1", {}, "audit.proof.consistency"),
+        ("get", "/v1/admin/employees/C2", {}, "employee.read:C2"),
+    ]
+    for method, path, kwargs, _ in tried:
+        r = getattr(world.client, method)(path, headers=c1, **kwargs)
+        assert r.status_code == 403 and r.json()["reason"] == "policy_denied", (path, r.text)
+    refused = refusals(world, "C1")
+    assert [e["purpose"] for e in refused] == [what for *_, what in tried]
+    assert {e["action"] for e in refused} == {"admin.change"}
+    assert {e["outcome"]["reason"] for e in refused} == {"guard:policy_denied"}
+    assert "18687654321" not in str(refused)
+    # One's own record is no probe, and officers read the trail as before, without refusals.
+    assert world.client.get("/v1/admin/employees/C1", headers=c1).status_code == 200
+    x1 = world.login("X1")
+    assert world.client.get("/v1/audit/head", headers=x1).status_code == 200
+    assert world.client.get("/v1/admin/employees/C2", headers=x1).status_code == 200
+    assert len(refusals(world, "C1")) == len(tried) and refusals(world, "X1") == []
