@@ -10,7 +10,10 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine.url import make_url
+from sqlalchemy.engine.url import URL, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+from courierguard.errors import ConfigError
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -53,9 +56,24 @@ def _owner_only(database: Path) -> None:
             )
 
 
+def _parsed(url: str) -> URL:
+    """``url`` parsed, or a one-line ConfigError that never repeats it (it may hold a password)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(
+            "the database URL is not an SQLAlchemy URL (e.g. postgresql+psycopg://user@host:5432/db)"
+        ) from None
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise ConfigError(
+            f"the database URL names {parsed.get_backend_name()!r}: Courier Guard runs on sqlite or postgresql"
+        )
+    return parsed
+
+
 def create_db_engine(url: str, **kwargs: Any) -> Engine:
     """An engine for ``url``; SQLite gets WAL and a created parent folder, PostgreSQL uses psycopg 3."""
-    parsed = make_url(url)
+    parsed = _parsed(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:" and not database.startswith("file:"):
@@ -73,7 +91,7 @@ def create_db_engine(url: str, **kwargs: Any) -> Engine:
         # connection serves them all, its page cache and prepared statements warm; first in, first
         # out would rotate every idle connection through the request path.
         kwargs.setdefault("pool_use_lifo", True)
-        engine = create_engine(url, connect_args={"check_same_thread": False}, **kwargs)
+        engine = _create(url, parsed, connect_args={"check_same_thread": False}, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in ("", "psycopg2"):
@@ -81,7 +99,17 @@ def create_db_engine(url: str, **kwargs: Any) -> Engine:
     kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_size", 20)
     kwargs.setdefault("max_overflow", 20)
-    return create_engine(url, **kwargs)
+    return _create(url, parsed, **kwargs)
+
+
+def _create(url: str, parsed: URL, **kwargs: Any) -> Engine:
+    try:
+        return create_engine(url, **kwargs)
+    except (NoSuchModuleError, ImportError):  # postgresql+asyncpg, sqlite+foo: a driver not installed
+        raise ConfigError(
+            f"the database URL names driver {parsed.drivername!r}, which is not installed "
+            "(use postgresql+psycopg or sqlite)"
+        ) from None
 
 
 def alembic_config(engine: Engine) -> Config:

@@ -90,6 +90,24 @@ def test_a_database_that_cannot_be_reached_is_one_line_without_its_address(tmp_p
     assert "s3cret" not in result.output and "cg_user" not in result.output
 
 
+@pytest.mark.parametrize(
+    "url",
+    ["not-a-url-s3cret", "mysql://cg_user:s3cret@127.0.0.1/x", "postgresql+asyncpg://cg_user:s3cret@h/x"],
+)
+@pytest.mark.parametrize("command", [["admin", "api-key", "list"], ["audit", "head"]])
+def test_a_malformed_database_url_is_one_line_without_its_secrets(
+    tmp_path: Path, url: str, command: list[str]
+) -> None:
+    # A typo'd or unsupported URL printed SQLAlchemy's traceback (ArgumentError, MySQLdb not found)
+    # from every command but the audit ones, which said only "Error: ArgumentError".
+    result = runner.invoke(
+        app, [*command, "--database-url", url], env={"COURIERGUARD_DATA_DIR": str(tmp_path)}
+    )
+    assert result.exit_code in (1, 2) and "Configuration error: the database URL" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert "s3cret" not in result.output and "cg_user" not in result.output and result.output.count("\n") == 1
+
+
 def test_operator_commands_sign_their_tree_heads_into_the_witness_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
