@@ -35,6 +35,7 @@ from courierguard.config import Settings
 from courierguard.db import create_db_engine
 from courierguard.errors import CourierGuardError, InvalidInput
 from courierguard.vault.keys import key_provider_from_settings
+from courierguard.vault.normalize import InvalidPhone, normalize_phone
 
 app = typer.Typer(help="Tamper-evident audit trail: verify, proofs, tree heads, queries, export, retention.")
 proof_app = typer.Typer(help="RFC 6962 inclusion and consistency proofs.")
@@ -335,6 +336,12 @@ def query_command(
         numbers = list(waybill or [])
         tenant = None
         if phone is not None:
+            try:
+                normalize_phone(phone)
+            except InvalidPhone:  # empty stdin (an unset $PHONE) read as "nobody accessed" the data
+                raise InvalidInput(
+                    "phone", "the line read is not a phone number (was it empty?); nothing was searched"
+                ) from None
             settings = _settings(database_url, key_file)
             tenant = settings.tenant  # the phone was matched in this tenant's vault
             core = open_core(settings, migrate_schema=False)

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import text
 from typer.testing import CliRunner
 
@@ -126,6 +127,23 @@ def test_audit_query_by_phone_reads_the_phone_from_stdin(tmp_path: Path) -> None
     [searched] = [r.body for r in trail.search(kinds=[EntryKind.SYSTEM], limit=10).records]
     assert searched["what"] == "audit.search" and searched["matched"] == 1
     assert recipient.phone not in json.dumps(searched)
+
+
+@pytest.mark.parametrize("line", ["", "   ", "not a phone", "12"])
+def test_audit_query_by_phone_refuses_a_line_that_is_no_phone(tmp_path: Path, line: str) -> None:
+    # `echo "$PHONE" | courierguard audit query --by-phone` with PHONE unset answered an empty page,
+    # exit 0: to a data subject's request, "nobody accessed your data".
+    assert runner.invoke(app, ["init", "--data-dir", str(tmp_path)]).exit_code == 0
+    url = f"sqlite:///{tmp_path / 'courierguard.sqlite3'}"
+    result = runner.invoke(
+        app,
+        ["audit", "query", "--by-phone", "--key-file", str(tmp_path / "keys.json"), "--database-url", url],
+        input=line + "\n",
+    )
+    assert result.exit_code == 2 and "phone: the line read is not a phone number" in result.output
+    assert "records" not in result.output and "Traceback" not in result.output
+    searches = AuditQueries(create_db_engine(url)).search(kinds=[EntryKind.SYSTEM], limit=10).records
+    assert not searches  # nothing was searched, so nothing is recorded as a search
 
 
 def test_audit_query_refuses_bounds_it_cannot_hold(tmp_path: Path) -> None:
