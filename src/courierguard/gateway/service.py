@@ -86,7 +86,7 @@ from courierguard.policy import (
 from courierguard.risk.interfaces import RiskHook
 from courierguard.timeutil import reported_time, utc, utc_or_none
 from courierguard.vault import MaskedWaybill, Vault, VaultError
-from courierguard.vault.normalize import contains_phone
+from courierguard.vault.normalize import InvalidPhone, contains_phone, normalize_phone
 
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -1253,6 +1253,10 @@ class Guard:
         numbers = list(waybills)
         matched = None
         if phone is not None:
+            try:
+                normalize_phone(phone)
+            except InvalidPhone:  # else "matched 0": to a data subject, "nobody accessed your data"
+                raise InvalidInput("phone", "is not a phone number; nothing was searched") from None
             found = self.vault.waybills_by_phone(phone)
             matched = len(found)
             numbers += found

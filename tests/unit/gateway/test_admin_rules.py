@@ -355,3 +355,13 @@ def test_a_probe_of_the_audit_trail_or_a_colleagues_record_is_refused_and_record
     assert world.client.get("/v1/audit/head", headers=x1).status_code == 200
     assert world.client.get("/v1/admin/employees/C2", headers=x1).status_code == 200
     assert len(refusals(world, "C1")) == len(tried) and refusals(world, "X1") == []
+
+
+@pytest.mark.parametrize("phone", ["", "not a phone", "12345"])
+def test_an_audit_search_by_something_that_is_not_a_phone_is_refused(world: World, phone: str) -> None:
+    """Answering "no records" would tell a data subject that nobody accessed their data."""
+    x1 = world.login("X1")
+    before = len(world.access_events())
+    r = world.client.post("/v1/audit/search", json={"phone": phone}, headers=x1)
+    assert r.status_code == 422 and r.json()["field"] == "phone", r.text
+    assert len(world.access_events()) == before  # nothing searched, nothing recorded
