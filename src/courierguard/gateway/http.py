@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import Depends, FastAPI, Path, Query, Request, Response
 from fastapi.responses import PlainTextResponse
+from fastapi_offline import FastAPIOffline
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -462,11 +463,15 @@ def _location(raw: str | None) -> tuple[float, float] | None:
 def create_app(deployment: Deployment) -> FastAPI:
     """The ASGI app for one deployment (built by :func:`courierguard.gateway.wiring.open_deployment`)."""
     guard = deployment.guard
-    app = FastAPI(
+    # The docs page's Swagger UI is served from this app, not a CDN: an officer pastes a bearer token
+    # into that page, where an unpinned third-party script could read it; and it works offline.
+    app = FastAPIOffline(
         title="Courier Guard",
         version=__version__,
         description="Need-to-know access to senders' and recipients' personal data, recorded and risk-controlled.",
         docs_url="/v1/docs",
+        static_url="/v1/docs/static",
+        favicon_url="/v1/docs/static/favicon.png",
         openapi_url="/v1/openapi.json",
         redoc_url=None,
         telemetry=None

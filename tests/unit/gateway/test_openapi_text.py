@@ -54,3 +54,17 @@ def test_errors_are_documented_as_served(world: World) -> None:
     assert wrong == []
     served = world.client.post("/v1/audit/search", json={}, headers={"X-Device-Id": "PC-1"})
     assert (served.status_code, served.headers["content-type"]) == (401, "application/problem+json")
+
+
+def test_the_docs_page_loads_nothing_from_another_origin(world: World) -> None:
+    """An officer pastes a bearer token into /v1/docs: a script from a CDN (FastAPI's default,
+    unpinned) could read it, and offline the page was blank. Every asset comes from the app."""
+    page = world.client.get("/v1/docs")
+    assert page.status_code == 200
+    assets = re.findall(r"""(?:src|href)=["']([^"']+)["']""", page.text)
+    assert assets and all(a.startswith("/v1/docs/static/") for a in assets), assets
+    assert "http://" not in page.text and "https://" not in page.text
+    for asset in assets:
+        r = world.client.get(asset)
+        assert r.status_code == 200 and len(r.content) > 1000, asset
+    assert "/v1/docs/static" not in str(world.client.get("/v1/openapi.json").json()["paths"])
