@@ -848,26 +848,7 @@ class Guard:
     def decide_approval(self, caller: Caller, approval_id: str, *, approve: bool) -> Approval:
         """A second officer approves or rejects; nobody approves their own request."""
         approval = self._approval(approval_id)
-        what = f"approval.{'approved' if approve else 'rejected'}:{approval_id}"
-        if approval.status == "expired":
-            # Stored as expired (the read already says so): a later change of approval_pending_hours
-            # or of the clock cannot make it decidable again.
-            self._update_approval(approval_id, {"status": "expired"}, status="pending")
-            raise self._refused(
-                caller, Action.ADMIN_CHANGE, what,
-                Conflict(
-                    f"approval {approval_id} expired undecided at {approval.decide_by.isoformat() if approval.decide_by else '-'}: "
-                    "its justification may be stale, so ask for it again (POST /v1/approvals)",
-                    reason="approval_expired",
-                ),
-            )  # fmt: skip
-        if approval.status != "pending":
-            raise self._refused(
-                caller,
-                Action.ADMIN_CHANGE,
-                what,
-                Conflict(f"approval {approval_id} is already {approval.status}"),
-            )
+        # Who may decide comes first: a refused caller learns nothing of the approval's state.
         role_change = approval.kind == "role"
         decision = self.policy.decide(
             PolicyRequest(
@@ -891,6 +872,26 @@ class Guard:
         if not decision.allowed:
             self._record(event)
             raise AccessDenied(decision.detail, reason=decision.reason or DenyReason.POLICY_DENIED)
+        what = f"approval.{'approved' if approve else 'rejected'}:{approval_id}"
+        if approval.status == "expired":
+            # Stored as expired (the read already says so): a later change of approval_pending_hours
+            # or of the clock cannot make it decidable again.
+            self._update_approval(approval_id, {"status": "expired"}, status="pending")
+            raise self._refused(
+                caller, Action.ADMIN_CHANGE, what,
+                Conflict(
+                    f"approval {approval_id} expired undecided at {approval.decide_by.isoformat() if approval.decide_by else '-'}: "
+                    "its justification may be stale, so ask for it again (POST /v1/approvals)",
+                    reason="approval_expired",
+                ),
+            )  # fmt: skip
+        if approval.status != "pending":
+            raise self._refused(
+                caller,
+                Action.ADMIN_CHANGE,
+                what,
+                Conflict(f"approval {approval_id} is already {approval.status}"),
+            )
         # The second person is the whole of four-eyes: their session is judged as any officer's
         # action is, so a rented officer account in doubt steps up before it approves anything.
         self._judge_now(event)

@@ -365,3 +365,21 @@ def test_an_audit_search_by_something_that_is_not_a_phone_is_refused(world: Worl
     r = world.client.post("/v1/audit/search", json={"phone": phone}, headers=x1)
     assert r.status_code == 422 and r.json()["field"] == "phone", r.text
     assert len(world.access_events()) == before  # nothing searched, nothing recorded
+
+
+def test_who_may_decide_is_checked_before_the_approvals_state_is_told(world: World) -> None:
+    """A customer-service agent deciding an approval already decided got 409 "already approved":
+    the state of an approval GET would not show them. They get the policy's 403, recorded."""
+    ap, _, x2 = officer_reveal_approval(world)
+    assert world.client.post(f"/v1/approvals/{ap}/approve", headers=x2).status_code == 200
+    s1 = world.login("S1")
+    for verb in ("approve", "reject"):
+        r = world.client.post(f"/v1/approvals/{ap}/{verb}", headers=s1)
+        assert r.status_code == 403 and "approved" not in r.json()["detail"], r.text
+    assert [e["purpose"] for e in refusals(world, "S1")] == [
+        f"approval.approved:{ap}",
+        f"approval.rejected:{ap}",
+    ]
+    assert (
+        world.client.post(f"/v1/approvals/{ap}/reject", headers=x2).status_code == 409
+    )  # an officer: as before
