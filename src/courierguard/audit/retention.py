@@ -154,9 +154,15 @@ def verify_archive(path: Path, engine: Engine | None = None) -> int:
       ``actor``, what a query of the file reads) match the body;
     * given ``engine``, every leaf hash matches the one the database still holds.
     """
-    table = pq.read_table(path, columns=["seq", "ts_us", "kind", "actor", "entry", "leaf_hash"])
-    seqs = table.column("seq").to_pylist()
     named = _NAME.fullmatch(path.name)
+    try:
+        table = pq.read_table(path, columns=["seq", "ts_us", "kind", "actor", "entry", "leaf_hash"])
+    except (pa.ArrowException, OSError, KeyError) as exc:  # a damaged or foreign file is a failed check
+        raise VerificationError(
+            f"archive {path.name} is not a readable archive file ({exc.__class__.__name__})",
+            index=int(named.group(1)) if named else 0,
+        ) from None
+    seqs = table.column("seq").to_pylist()
     first, last = (
         (int(named.group(1)), int(named.group(2))) if named else (seqs[0], seqs[-1]) if seqs else (0, -1)
     )

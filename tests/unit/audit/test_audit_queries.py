@@ -367,3 +367,24 @@ def test_proofs_from_forged_tiles_are_refused_not_handed_out(filled: Engine) -> 
     assert result.exit_code == 2 and "differs from the signed one" in result.output, result.output
     with pytest.raises(VerificationError):
         AuditQueries(filled).by_actor("E2", with_proofs=True)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda p: p.write_bytes(b"PAR1 not a parquet file"),  # garbage
+        lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]),  # cut short
+        lambda p: pq.write_table(pa.table({"seq": [0]}), p),  # a Parquet file, not an archive
+    ],
+    ids=["garbage", "truncated", "foreign"],
+)
+def test_an_unreadable_archive_file_is_a_failed_check_naming_it(
+    filled: Engine, tmp_path: Path, damage: Callable[[Path], object]
+) -> None:
+    """It said only "Error: ArrowInvalid" (exit 2): a damaged archive is what verify-archive is for."""
+    path = _archived(filled, tmp_path)
+    damage(path)
+    result = CliRunner().invoke(app, ["verify-archive", str(path.parent), "--database-url", str(filled.url)])
+    assert result.exit_code == 1 and "FAILED at 0" in result.output and path.name in result.output, (
+        result.output
+    )
