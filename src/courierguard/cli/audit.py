@@ -6,7 +6,6 @@ line on stderr with exit code 1 (a failed check) or 2 (bad input or configuratio
 
 from __future__ import annotations
 
-import errno
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -34,6 +33,7 @@ from courierguard.cli._common import DATABASE_UNREACHABLE, record
 from courierguard.config import Settings
 from courierguard.db import create_db_engine
 from courierguard.errors import CourierGuardError, InvalidInput
+from courierguard.files import written_whole
 from courierguard.vault.keys import key_provider_from_settings
 from courierguard.vault.normalize import InvalidPhone, normalize_phone
 
@@ -391,20 +391,10 @@ def export_command(
             raise InvalidInput("format", "jsonl or ocsf")
         writer = export_jsonl if format == "jsonl" else export_ocsf
         window = {"since": _parse_time(since, "since"), "until": _parse_time(until, "until")}
-        # Written beside the target and renamed when complete: an export stopped by an entry that
-        # does not verify (or a lost database) leaves no partial file a SIEM could pick up.
-        if not out.parent.is_dir():
-            raise FileNotFoundError(errno.ENOENT, "No such file or directory", str(out))
-        partial = out.with_name(f".{out.name}.partial")
-        partial.unlink(missing_ok=True)
-        partial.touch(mode=0o600)  # owner-only: an export names who read which waybill
-        try:
-            with _engine(database_url) as engine, partial.open("wb") as handle:
-                written = writer(engine, handle, **window)
-            partial.replace(out)
-        finally:
-            partial.unlink(missing_ok=True)
-        return written
+        # Owner-only: an export names who read which waybill. Whole or not at all: an export
+        # stopped by an entry that does not verify leaves no partial file a SIEM could pick up.
+        with _engine(database_url) as engine, written_whole(out, mode=0o600) as handle:
+            return writer(engine, handle, **window)
 
     typer.echo(f"wrote {_run(go)} events to {out}")
 

@@ -12,6 +12,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, 
 
 from courierguard.cli._common import one_line_errors
 from courierguard.errors import ConfigError
+from courierguard.files import written_whole
 from courierguard.risk.config import RiskConfig
 from courierguard.risk.engine import RiskEngine
 from courierguard.risk.replay import replay as run_replay
@@ -56,7 +57,8 @@ def replay(
             sys.stderr.write(f"{events.name}:{lineno}: out of time order: {message}\n")
 
     total = events.stat().st_size
-    with one_line_errors(), events.open("rb") as src, out.open("wb") as dst:
+    # Whole or not at all: a replay stopped half-way would leave decisions that evaluate scores as complete.
+    with one_line_errors(), events.open("rb") as src, written_whole(out) as dst:
         if progress and total:
             with Progress(
                 TextColumn("replay"), BarColumn(), TransferSpeedColumn(), TimeRemainingColumn(),

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from courierguard.files import written_whole
 from courierguard.sim.config import SimConfig
 from courierguard.sim.engine import Simulation
 
@@ -38,7 +39,7 @@ class SimSummary:
 
 def write_truth(truth: list[dict[str, Any]], path: Path) -> None:
     """One JSON object a line: the ``meta`` line, then one ``scenario`` line per scenario."""
-    with path.open("wb") as handle:
+    with written_whole(path) as handle:
         for line in truth:
             handle.write(orjson.dumps(line) + b"\n")
 
@@ -49,7 +50,7 @@ def write_files(config: SimConfig, events: Path, truth: Path, progress: Progress
     sim = Simulation(config)
     written = 0
     count = 0
-    with events.open("wb", buffering=_BUFFER) as handle:
+    with written_whole(events, buffering=_BUFFER) as handle:
         for day, lines in enumerate(sim.batches(), start=1):
             handle.writelines(lines)
             written += sum(map(len, lines))
