@@ -198,17 +198,39 @@ def verify_command(
 
 
 @app.command("head")
-def head_command(database_url: DatabaseUrl = None) -> None:
-    """Print the latest signed tree head as JSON.
+def head_command(
+    database_url: DatabaseUrl = None,
+    key_file: KeyFile = None,
+    public_key: Annotated[
+        str | None,
+        typer.Option(
+            help="Pinned Ed25519 public key (hex) the head must be signed with (default: the key provider's)."
+        ),
+    ] = None,
+) -> None:
+    """Print the latest signed tree head as JSON, once its signature checks out; exit 1 if it does not.
+
+    The public key printed is the key provider's (or the pinned one), never the copy stored with the
+    head: a head forged in the database carries a key of its own, and this is the key auditors pin.
 
     Example: ``courierguard audit head``
     """
 
-    def go() -> dict[str, Any]:
+    def go() -> tuple[bool, dict[str, Any]]:
         with _engine(database_url) as engine:
-            return AuditQueries(engine).tree_head().to_dict()
+            head = AuditQueries(engine).tree_head()
+        key, _ = _verify_keys(public_key, database_url, key_file)
+        return head.verify_signature(key), {**head.to_dict(), "public_key": key.hex()}
 
-    _print(_run(go))
+    ok, head = _run(go)
+    if not ok:
+        typer.echo(
+            f"FAILED: the latest tree head (size {head['size']}) is not signed by this audit key; "
+            "run `courierguard audit verify`",
+            err=True,
+        )
+        raise typer.Exit(1)
+    _print(head)
 
 
 @proof_app.command("inclusion")

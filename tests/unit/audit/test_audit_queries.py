@@ -215,8 +215,10 @@ def test_cli(filled: Engine, key_provider: LocalKeyFile, tmp_path: Path) -> None
     result = runner.invoke(app, ["verify", *url, *keys])
     assert result.exit_code == 0, result.output
     assert result.output.startswith("OK: 31 entries")
-    head = orjson.loads(runner.invoke(app, ["head", *url]).output)
-    assert head["size"] == 31
+    head = orjson.loads(runner.invoke(app, ["head", *url, *keys]).output)
+    assert head["size"] == 31 and head["public_key"] == key_provider.signer().public_key.hex()
+    pinned = runner.invoke(app, ["head", *url, "--public-key", head["public_key"]])
+    assert pinned.exit_code == 0 and orjson.loads(pinned.stdout) == head
     inclusion = runner.invoke(app, ["proof", "inclusion", "5", "--size", "20", *url])
     proof = orjson.loads(inclusion.stdout)
     # No stored head signs size 20: the root is computed, and the operator is told so.
@@ -245,6 +247,10 @@ def test_cli(filled: Engine, key_provider: LocalKeyFile, tmp_path: Path) -> None
     other = LocalKeyFile(tmp_path / "other.json")
     failed = runner.invoke(app, ["verify", *url, "--public-key", other.signer().public_key.hex()])
     assert failed.exit_code == 1 and "bad_signature" in failed.output
+    # A head signed by another key (forged in the database, or another deployment's) is not printed
+    # as if it were this trail's: `audit head` printed whatever was stored, exit 0.
+    failed = runner.invoke(app, ["head", *url, "--public-key", other.signer().public_key.hex()])
+    assert failed.exit_code == 1 and "FAILED" in failed.stderr and failed.stdout == "", failed.output
 
 
 def test_archive_reads_age_from_the_hashed_entry_not_the_column(
