@@ -247,6 +247,7 @@ class ApprovalOut(BaseModel):
     id: str
     kind: str
     requested_by: str
+    justification: Annotated[str, Field(description="Why it was asked for: what the second person weighs.")]
     status: Annotated[str, Field(description="pending, approved, rejected or expired")]
     fields: list[PiiField]
     scope: dict[str, Any]
@@ -254,6 +255,10 @@ class ApprovalOut(BaseModel):
     decided_by: str | None
     expires_at: datetime | None
     decide_by: datetime | None = None
+
+
+class ApprovalListOut(BaseModel):
+    approvals: list[ApprovalOut]
 
 
 class ShiftIn(_In):
@@ -439,7 +444,7 @@ def _employee(e: Employee) -> EmployeeOut:
 
 def _approval(a: Approval) -> ApprovalOut:
     return ApprovalOut(
-        id=a.id, kind=a.kind, requested_by=a.requested_by, status=a.status, fields=list(a.fields), scope=a.scope,
+        id=a.id, kind=a.kind, requested_by=a.requested_by, justification=a.justification, status=a.status, fields=list(a.fields), scope=a.scope,
         created_at=a.created_at, decided_by=a.decided_by, expires_at=a.expires_at, decide_by=a.decide_by,
     )  # fmt: skip
 
@@ -780,6 +785,12 @@ def create_app(deployment: Deployment) -> FastAPI:
                 role=body.role,
             )
         )  # fmt: skip
+
+    @app.get("/v1/approvals", response_model=ApprovalListOut, responses=ERRORS, tags=["four-eyes"])
+    def approvals_to_decide(who: Who, limit: Annotated[int, Query(ge=1, le=100)] = 100) -> ApprovalListOut:
+        """The pending requests you may approve or reject, oldest first (nearest deadline first):
+        never your own, nor a role change of your own account; empty for a role that decides none."""
+        return ApprovalListOut(approvals=[_approval(a) for a in guard.approvals_to_decide(who, limit=limit)])
 
     @app.get("/v1/approvals/{approval_id}", response_model=ApprovalOut, responses=ERRORS, tags=["four-eyes"])
     def get_approval(approval_id: Ident, who: Who) -> ApprovalOut:

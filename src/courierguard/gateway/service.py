@@ -106,6 +106,9 @@ as ``INC-2026-0042``, never free text (it is kept for years with the entry, beyo
 _TICKET = re.compile(TICKET_PATTERN)
 SERVICE_ORG_UNIT = "SYSTEM"
 SEARCH_MATCHES_MAX = 1000
+PENDING_APPROVALS_READ = 1000
+"""Pending requests one listing reads: requests expire undecided within hours, so a company has a
+handful at a time; a thousand means someone is filing them faster than anyone could decide."""
 """Waybills one phone or name search reaches, over all its pages: a person with more is a business
 account, and an officer's audit search, not the masked search, is the tool for it."""
 
@@ -850,18 +853,7 @@ class Guard:
         approval = self._approval(approval_id)
         # Who may decide comes first: a refused caller learns nothing of the approval's state.
         role_change = approval.kind == "role"
-        decision = self.policy.decide(
-            PolicyRequest(
-                caller.principal, PolicyAction.ROLE_APPROVE if role_change else PolicyAction.EXPORT_APPROVE,
-                None, self.clock.now(), org_unit=approval.scope.get("org_unit"), requested_by=approval.requested_by,
-            )
-        )  # fmt: skip
-        if caller.principal.id == approval.requested_by:
-            decision = PolicyDecision(False, (), DenyReason.FOUR_EYES, "nobody approves their own request")
-        elif role_change and caller.principal.id == approval.scope.get("employee"):
-            decision = PolicyDecision(
-                False, (), DenyReason.FOUR_EYES, "nobody approves a change to their own account"
-            )
+        decision = self._may_decide(caller, approval)
         now = self.clock.now()
         status = "approved" if approve else "rejected"
         event = self._event(
@@ -913,6 +905,50 @@ class Guard:
         if approve and role_change:
             self._make_role_change(caller, approval)
         return self._approval(approval_id)
+
+    def _may_decide(self, caller: Caller, approval: Approval) -> PolicyDecision:
+        """The policy's answer to ``caller`` deciding ``approval``: nobody decides their own request,
+        nor a role change of their own account, whatever the policies say."""
+        role_change = approval.kind == "role"
+        if caller.principal.id == approval.requested_by:
+            return PolicyDecision(False, (), DenyReason.FOUR_EYES, "nobody approves their own request")
+        if role_change and caller.principal.id == approval.scope.get("employee"):
+            return PolicyDecision(
+                False, (), DenyReason.FOUR_EYES, "nobody approves a change to their own account"
+            )
+        return self.policy.decide(
+            PolicyRequest(
+                caller.principal, PolicyAction.ROLE_APPROVE if role_change else PolicyAction.EXPORT_APPROVE,
+                None, self.clock.now(), org_unit=approval.scope.get("org_unit"), requested_by=approval.requested_by,
+            )
+        )  # fmt: skip
+
+    def approvals_to_decide(self, caller: Caller, *, limit: int = 100) -> list[Approval]:
+        """The pending requests ``caller`` may approve or reject, oldest first (the nearest deadline):
+        how the second person finds the four-eyes work waiting for them.
+
+        The same decision as :meth:`decide_approval` filters them, so nobody sees their own requests
+        or a role change of their own account, and a role that decides nothing gets an empty list.
+        Every row's seal is checked. The look is recorded and scored (how many were listed)."""
+        if not 1 <= limit <= 100:
+            raise InvalidInput("limit", "must be between 1 and 100")
+        with self.vault.engine.connect() as conn:
+            rows = conn.execute(
+                select(approvals)
+                .where(approvals.c.tenant == self.settings.tenant, approvals.c.status == "pending")
+                .order_by(approvals.c.created_at, approvals.c.id)
+                .limit(PENDING_APPROVALS_READ)
+            ).all()
+        for row in rows:
+            self.company.seals.check_row("approvals", row)
+        pending = (self._approval_of(row) for row in rows)
+        found = [a for a in pending if a.status == "pending" and self._may_decide(caller, a).allowed][:limit]
+        self._judge_now(
+            self._event(
+                caller, Action.ADMIN_CHANGE, outcome=Outcome.ALLOW, purpose=f"approval.list:{len(found)}"
+            )
+        )
+        return found
 
     def _make_role_change(self, caller: Caller, approval: Approval) -> None:
         """Give the approved role: judged by risk control as any admin change is (replay judges the
@@ -1045,6 +1081,10 @@ class Guard:
         deadline: it gets ``created_at`` plus ``approval_pending_hours``."""
         with self.vault.engine.connect() as conn:
             row = self._sealed_approval_row(conn, approval_id)
+        return self._approval_of(row)
+
+    def _approval_of(self, row: Any) -> Approval:
+        """:meth:`_approval` of a row already read and its seal checked."""
         created, stored = utc(row.created_at), utc_or_none(row.expires_at)
         status, expires, decide_by = row.status, stored, None
         if status in ("pending", "expired"):

@@ -6,6 +6,7 @@ officer, must leave a trace for the auditors and the risk engine, not only a 403
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -383,3 +384,30 @@ def test_who_may_decide_is_checked_before_the_approvals_state_is_told(world: Wor
     assert (
         world.client.post(f"/v1/approvals/{ap}/reject", headers=x2).status_code == 409
     )  # an officer: as before
+
+
+def test_the_second_officer_finds_the_requests_waiting_for_them(world: World) -> None:
+    """Four-eyes needs the second person to find the request: GET /v1/approvals lists the pending
+    requests the caller may decide, with the justification to weigh, never their own."""
+    ap, x1, x2 = officer_reveal_approval(world)
+    listed = world.client.get("/v1/approvals", headers=x2)
+    assert listed.status_code == 200, listed.text
+    [waiting] = listed.json()["approvals"]
+    assert waiting["id"] == ap and waiting["requested_by"] == "X1" and waiting["status"] == "pending"
+    assert waiting["justification"] == "police request 2026-117 about this parcel"
+    assert world.client.get("/v1/approvals", headers=x1).json() == {"approvals": []}  # one's own: no
+    for other in ("C1", "S1", "K1"):  # roles that decide nothing see nothing
+        assert world.client.get("/v1/approvals", headers=world.login(other)).json() == {"approvals": []}
+    assert world.client.get("/v1/approvals?limit=0", headers=x2).status_code == 422
+    assert world.client.post(f"/v1/approvals/{ap}/approve", headers=x2).status_code == 200
+    assert world.client.get("/v1/approvals", headers=x2).json() == {"approvals": []}  # decided: gone
+    ap2, *_ = officer_reveal_approval(world, W2)
+    assert [a["id"] for a in world.client.get("/v1/approvals", headers=x2).json()["approvals"]] == [ap2]
+    world.clock.advance(timedelta(hours=world.deployment.core.settings.approval_pending_hours, seconds=1))
+    assert world.client.get("/v1/approvals", headers=world.login("X2")).json() == {"approvals": []}  # expired
+    looks = [e for e in world.access_events() if str(e.get("purpose", "")).startswith("approval.list:")]
+    assert [(e["actor"]["id"], e["purpose"]) for e in looks][:3] == [
+        ("X2", "approval.list:1"),
+        ("X1", "approval.list:0"),
+        ("C1", "approval.list:0"),
+    ]
