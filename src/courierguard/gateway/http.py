@@ -29,6 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from courierguard import __version__
+from courierguard.audit import EntryKind
 from courierguard.company import LifecycleChange
 from courierguard.db.rowseal import RowIntegrityError
 from courierguard.domain import (
@@ -407,6 +408,14 @@ class AuditSearchIn(_In):
     ] = None
     waybills: Annotated[list[Annotated[str, Field(pattern=NUMBER)]], Field(max_length=100)] = []
     phone: Annotated[str | None, Field(max_length=32)] = None
+    kinds: Annotated[
+        list[EntryKind],
+        Field(
+            max_length=6,
+            description="Only entries of these kinds (access, alert, admin, policy, key, system); "
+            '["alert"] is risk control\'s alert queue.',
+        ),
+    ] = []
     since: Instant | None = None
     until: Instant | None = None
     cursor: Annotated[int | None, Field(ge=0, le=2**63 - 1)] = None
@@ -959,7 +968,8 @@ def create_app(deployment: Deployment) -> FastAPI:
         """
         page = guard.audit_search(
             who, actor=body.actor, subject=body.subject, employee=body.employee, waybills=body.waybills,
-            phone=body.phone, since=body.since, until=body.until, cursor=body.cursor, limit=body.limit,
+            phone=body.phone, since=body.since, until=body.until, kinds=body.kinds, cursor=body.cursor,
+            limit=body.limit,
         )  # fmt: skip
         return AuditPageOut(records=[r.to_dict() for r in page.records], next_cursor=page.next_cursor)
 

@@ -1274,11 +1274,13 @@ class Guard:
         phone: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
+        kinds: Sequence[EntryKind] = (),
         cursor: int | None = None,
         limit: int = 100,
     ) -> Page:
         """Who accessed what: audit entries by actor, by the employee acted on (``subject``), by
-        either (``employee``: an account's whole timeline), waybill, a data subject's phone, time.
+        either (``employee``: an account's whole timeline), waybill, a data subject's phone, time,
+        kind (``alert``: risk control's alert queue, from the tamper-evident trail).
 
         Officers and auditors only, and the search is itself recorded (never the phone: only that a
         phone was searched and how many waybills it matched).
@@ -1304,7 +1306,8 @@ class Guard:
         people = "".join(
             f":{k}={v}" for k, v in (("subject", subject), ("employee", employee)) if v is not None
         )
-        what = f"audit.search:actor={actor or '-'}{people}:waybills={len(waybills)}:phone={'matched ' + str(matched) if matched is not None else '-'}"
+        sorts = f":kinds={','.join(sorted(kinds))}" if kinds else ""
+        what = f"audit.search:actor={actor or '-'}{people}:waybills={len(waybills)}:phone={'matched ' + str(matched) if matched is not None else '-'}{sorts}"
         self._judge_now(self._event(caller, Action.ADMIN_CHANGE, outcome=Outcome.ALLOW, purpose=what[:128]))
         if phone is not None and not numbers:
             return Page([], None)
@@ -1312,7 +1315,8 @@ class Guard:
         # investigator sees only their own tenant's entries.
         return self.audit_queries.search(
             actor=actor, subject=subject, employee=employee, tenant=self.settings.tenant,
-            waybills=numbers or None, since=since, until=until, cursor=cursor, limit=limit,
+            waybills=numbers or None, since=since, until=until, kinds=list(kinds) or None, cursor=cursor,
+            limit=limit,
         )  # fmt: skip
 
     # --- writes from the order and PDA systems -----------------------------------------------------------

@@ -411,3 +411,28 @@ def test_the_second_officer_finds_the_requests_waiting_for_them(world: World) ->
         ("X1", "approval.list:0"),
         ("C1", "approval.list:0"),
     ]
+
+
+def test_the_alert_queue_is_an_audit_search_by_kind(world: World) -> None:
+    """Officers read risk control's alerts over HTTP from the tamper-evident trail: {"kinds": ["alert"]}."""
+    from courierguard.gateway.wiring import AuditAlertSink
+    from courierguard.risk.alerts import Alert
+
+    AuditAlertSink(world.deployment.guard.audit).emit(
+        Alert(actor_id="C1", event_id="ev_1", ts=world.clock.now(), action="lock", score=90.0,
+              reasons=(("device_new", None),), evidence={"device": "dev-9"}, tenant=world.tenant)
+    )  # fmt: skip
+    x1 = world.login("X1")
+    r = world.client.post("/v1/audit/search", json={"kinds": ["alert"]}, headers=x1)
+    assert r.status_code == 200, r.text
+    [alert] = r.json()["records"]
+    assert (
+        alert["kind"] == "alert" and alert["body"]["actor_id"] == "C1" and alert["body"]["action"] == "lock"
+    )
+    accesses = world.client.post("/v1/audit/search", json={"kinds": ["access"]}, headers=x1).json()["records"]
+    assert accesses and {e["kind"] for e in accesses} == {"access"}
+    assert world.client.post("/v1/audit/search", json={"kinds": ["nope"]}, headers=x1).status_code == 422
+    searches = [
+        e["purpose"] for e in world.access_events() if str(e.get("purpose", "")).startswith("audit.search")
+    ]
+    assert searches[0].endswith(":kinds=alert") and searches[1].endswith(":kinds=access")
