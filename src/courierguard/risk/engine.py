@@ -63,11 +63,15 @@ REASON_POINTS: dict[str, int] = {
     "export_abuse": 45,
     "masked_volume": 40,
     "phone_probing": 45,
+    "name_probing": 45,
     "repeated_denials": 50,
     "containment_burst": 45,
     "inactive_account": 90,
     "account_locked": 90,
 }
+
+#: Searches that name a person, counted as probes when they miss or no task follows their hits.
+_PROBE_CODES = {"by_phone": "phone_probing", "by_name": "name_probing"}
 
 # Score band of each action: the score always agrees with the action it comes with.
 _BANDS = ((0.0, 29.0), (30.0, 59.0), (40.0, 69.0), (60.0, 89.0), (80.0, 100.0))
@@ -591,11 +595,15 @@ class RiskEngine:
             rung = self._masked_volume(r, acc, sess, n, budget, doubted)
             if rung:
                 sev = self._masked_alarm(acc, sess, budget, doubted, rung, sev, reasons, evidence)
-        if r.q_kind == "by_phone" and r.action == "waybill.search":
+        code = _PROBE_CODES.get(r.q_kind or "") if r.action == "waybill.search" else None
+        if code is not None:
+            # A search by name that misses is a probe as one by phone is: the masked row shows the
+            # surname, so an exact-match search that answered misses for free let a script guess the
+            # given name behind it. Both kinds share one budget (searches that name a person).
             rung, why = self._phone_probing(r, acc, sess, budget, doubted)
             if rung:
                 sev = _climb(sev, rung)
-                reasons.append(("phone_probing", why))
+                reasons.append((code, why))
                 evidence["phone_probes_today"] = acc.d_probes
         return sev
 
@@ -688,7 +696,7 @@ class RiskEngine:
 
     def _phone_probing(self, r: Rec, acc: AccountState, sess: SessionState, budget: RoleBudget,
                        doubted: bool) -> tuple[int, str]:  # fmt: skip
-        """Learn one search by phone; the ladder's rung for probes this hour and today."""
+        """Learn one search by phone or name; the ladder's rung for probes this hour and today."""
         c = self.config
         probes = acc.probes
         if probes is None:
@@ -707,7 +715,8 @@ class RiskEngine:
         over = max(hour / budget.phone_probes_per_hour, acc.d_probes / budget.phone_probes_per_day)
         # Counts only: the engine never sees the numbers searched, and an alert must not carry them.
         why = (
-            f"{hour} phone searches in an hour found nothing or nothing a task followed, {acc.d_probes} today"
+            f"{hour} searches by phone or name in an hour found nothing or nothing a task followed, "
+            f"{acc.d_probes} today"
         )
         if doubted and over > 1.0:
             return LOCK, why
