@@ -522,7 +522,7 @@ class Guard:
         """The decided view, for :meth:`settle_async` (see :meth:`reveal_verdict`)."""
         routing_only = caller.principal.role is Role.HUB_OPERATOR
         action = PolicyAction.VIEW_ROUTING if routing_only else PolicyAction.VIEW
-        facts = self._facts(number, read)
+        facts = self._known_facts(caller, Action.WAYBILL_VIEW, number, read)
 
         rows = read.masked if read is not None and read.number == number else None
 
@@ -600,7 +600,7 @@ class Guard:
                     waybill=number,
                 )  # fmt: skip
             approved_by = approval.decided_by
-        facts = self._facts(number, read)
+        facts = self._known_facts(caller, Action.WAYBILL_REVEAL, number, read)
         self._check_cases_on_trail(caller, facts)
 
         sealed = read.sealed if read is not None and read.number == number else None
@@ -1854,6 +1854,23 @@ class Guard:
 
     # --- the guarded core --------------------------------------------------------------------------------------
 
+    def _known_facts(
+        self, caller: Caller, action: Action, number: str, read: WaybillRead | None
+    ) -> WaybillFacts:
+        """:meth:`_facts`, where a number that is no waybill is a refusal recorded and scored (purpose
+        ``waybill.unknown``) before the 404: unrecorded, 404 against 403 told an insider which numbers
+        exist without a trace, and risk control never saw the guessing."""
+        try:
+            return self._facts(number, read)
+        except NotFound:
+            self._judge_now(
+                self._event(
+                    caller, action, outcome=Outcome.DENY, number=number, purpose="waybill.unknown",
+                    reason="guard:not_found",
+                )
+            )  # fmt: skip
+            raise
+
     def _facts(self, number: str, read: WaybillRead | None = None) -> WaybillFacts:
         """The waybill's facts: as read with the session for this request, else read now."""
         if read is not None and read.number == number:
@@ -2031,10 +2048,12 @@ class Guard:
         purpose: str | None = None,
         query: Query | None = None,
         reason: str | None = None,
+        number: str | None = None,
     ) -> AccessEvent:
+        """``number``: a waybill known by its number alone (no such waybill), when there are no facts."""
         # One validation of the whole tree: pydantic checks nested dicts in one call, where a
         # model constructed per part costs a call (and its validators) each, on every request.
-        resource = None
+        resource: dict[str, Any] | None = None if number is None else {"type": "waybill", "id": number}
         if facts is not None:
             # Only a case the caller owns: risk control reads resource.ticket as "a task of the
             # actor explains this access", and the trail must not name a colleague's ticket as the
