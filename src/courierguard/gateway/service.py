@@ -1069,8 +1069,17 @@ class Guard:
         )  # fmt: skip
         return self._settle(verdict)
 
-    def approval(self, approval_id: str) -> Approval:
-        return self._approval(approval_id)
+    def approval(self, caller: Caller, approval_id: str) -> Approval:
+        """An approval as it stands, for its requester and for officers and auditors (who take part
+        in four-eyes). Anyone else gets the 404 an unknown id gets, recorded (``approval.read``):
+        someone trying approval ids is probing the four-eyes rule."""
+        approval = self._approval(approval_id)
+        if caller.principal.id != approval.requested_by and caller.principal.role not in _AUDIT_READERS:
+            raise self._refused(
+                caller, Action.ADMIN_CHANGE, f"approval.read:{approval_id}",
+                NotFound(f"approval {approval_id} not found"),
+            )  # fmt: skip
+        return approval
 
     def _approval(self, approval_id: str) -> Approval:
         """The approval as it stands now: a pending request past its deadline reads ``expired``.

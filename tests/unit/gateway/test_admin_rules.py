@@ -292,7 +292,7 @@ def test_a_decision_that_loses_a_race_is_recorded_as_refused(
             "org_unit": "OUT-BJ-01"}  # fmt: skip
     ap = world.client.post("/v1/approvals", json=body, headers=m1).json()["id"]
     guard = world.deployment.guard
-    pending = guard.approval(ap)
+    pending = guard._approval(ap)
     assert world.client.post(f"/v1/approvals/{ap}/approve", headers=x1).status_code == 200
     monkeypatch.setattr(guard, "_approval", lambda approval_id: pending)  # X2 read it before X1 wrote
     assert world.client.post(f"/v1/approvals/{ap}/reject", headers=x2).status_code == 409
@@ -436,3 +436,13 @@ def test_the_alert_queue_is_an_audit_search_by_kind(world: World) -> None:
         e["purpose"] for e in world.access_events() if str(e.get("purpose", "")).startswith("audit.search")
     ]
     assert searches[0].endswith(":kinds=alert") and searches[1].endswith(":kinds=access")
+
+
+def test_someone_elses_approval_read_by_a_non_officer_is_a_recorded_404(world: World) -> None:
+    ap, x1, _ = officer_reveal_approval(world)
+    s1 = world.login("S1")
+    r = world.client.get(f"/v1/approvals/{ap}", headers=s1)
+    assert r.status_code == 404 and r.json()["reason"] == "not_found", r.text
+    assert [e["purpose"] for e in refusals(world, "S1")] == [f"approval.read:{ap}"]
+    assert world.client.get(f"/v1/approvals/{ap}", headers=x1).status_code == 200  # the requester
+    assert world.client.get(f"/v1/approvals/{ap}", headers=world.login("X2")).status_code == 200  # an officer

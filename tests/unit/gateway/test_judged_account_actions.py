@@ -51,7 +51,7 @@ def test_a_doubted_officer_session_does_not_approve_an_export(world: World) -> N
     r = world.client.post(f"/v1/approvals/{approval}/approve", headers=x2)
     assert r.status_code == 403 and r.json()["reason"] == "step_up_required", r.text
     assert trail(world, "X2")[-1] == (f"approval.approved:{approval}", "challenge")
-    assert world.deployment.guard.approval(approval).status == "pending"  # nothing to download
+    assert world.deployment.guard._approval(approval).status == "pending"  # nothing to download
     m1 = world.login("M1")
     assert world.client.get(f"/v1/exports/{approval}/download", headers=m1).status_code in (403, 409)
     # Once risk control is satisfied (a step-up, here the script lifted), the same officer approves.
