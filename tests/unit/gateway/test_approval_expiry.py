@@ -189,7 +189,7 @@ def test_approval_dataclass_keeps_the_two_times_apart(world: World) -> None:
     guard = world.deployment.guard
     m1 = world.login("M1")
     ap = world.client.post("/v1/approvals", json=EXPORT, headers=m1).json()["id"]
-    pending = guard.approval(ap)
+    pending = guard._approval(ap)
     assert pending.expires_at is None and pending.decide_by is not None
     # _unusable sees no window on a pending approval, even one marked approved by mistake in memory.
     assert guard._unusable(replace(pending, status="approved"), _caller(guard, "M1"), "export") is not None
