@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
@@ -200,6 +201,29 @@ class Settings(BaseModel):
         if backend not in ("postgresql", "sqlite"):
             raise PydanticCustomError(
                 "database_url", "must be a PostgreSQL (postgresql://...) or SQLite (sqlite:///...) URL"
+            )
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        """A Redis URL whose database, if named, is a number: checked here, not when `serve` first
+        builds the risk engine (redis-py's traceback), and never repeated (it may hold a password)."""
+        try:
+            url = urlsplit(value)
+            url.port  # noqa: B018 (raises ValueError for a port that is not a number)
+        except ValueError:
+            url = None
+        database = url.path.strip("/") if url is not None else ""
+        if (
+            url is None
+            or url.scheme not in ("redis", "rediss", "unix")
+            or (
+                url.scheme != "unix" and database and not database.isdigit()  # redis-py would take 0
+            )
+        ):
+            raise PydanticCustomError(
+                "redis_url", "must be a Redis URL (redis://host:6379/<database number>, rediss:// or unix://)"
             )
         return value
 

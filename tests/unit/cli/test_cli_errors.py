@@ -9,6 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from courierguard.cli.main import app
+from courierguard.config import Settings
+from courierguard.errors import ConfigError
 
 runner = CliRunner()
 
@@ -164,3 +166,32 @@ def test_a_database_url_that_is_not_one_names_the_variable(
     assert isinstance(result.exception, SystemExit), repr(result.exception)
     assert variable in result.output and result.output.count("\n") == 1, result.output
     assert "s3cret" not in result.output and "cg_user" not in result.output
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["127.0.0.1:6379", "redis://cg:s3cret@127.0.0.1:notaport/0", "redis://cg:s3cret@127.0.0.1:6379/abc"],
+)
+def test_a_malformed_redis_url_is_a_config_error_without_its_secrets(url: str) -> None:
+    # One whose database is not a number was taken as database 0, another application's.
+    with pytest.raises(ConfigError) as refused:
+        Settings.from_env({"COURIERGUARD_REDIS_URL": url})
+    message = str(refused.value)
+    assert message.startswith("COURIERGUARD_REDIS_URL: must be") and "s3cret" not in message
+
+
+def test_a_redis_url_without_its_scheme_stops_serve_with_one_line(tmp_path: Path) -> None:
+    # It stopped `serve` with redis-py's traceback, once the database was open.
+    env = {"COURIERGUARD_DATA_DIR": str(tmp_path), "COURIERGUARD_RISK_STATE": "redis",
+           "COURIERGUARD_REDIS_URL": "127.0.0.1:6379"}  # fmt: skip
+    result = runner.invoke(app, ["serve", "--port", "1"], env=env)
+    assert result.exit_code in (1, 2) and "COURIERGUARD_REDIS_URL: must be" in result.output, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.output and result.output.count("\n") == 1, result.output
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://127.0.0.1:6379/11", "redis://:pw@h", "rediss://h:6380/1", "unix:///r.sock"]
+)
+def test_redis_urls_that_name_a_database_or_none_are_accepted(url: str) -> None:
+    assert Settings.from_env({"COURIERGUARD_REDIS_URL": url}).redis_url == url
