@@ -249,7 +249,8 @@ class EnvKeyProvider(_DocumentKeys):
         if not raw:
             raise ConfigError(f"{ENV_VARIABLE} is not set")
         try:
-            document = json.loads(base64.b64decode(raw, validate=True))
+            # `base64 FILE` wraps its output at 76 columns; the line breaks are layout, not data.
+            document = json.loads(base64.b64decode("".join(raw.split()), validate=True))
         except (ValueError, json.JSONDecodeError):
             raise ConfigError(f"{ENV_VARIABLE} is not base64 of a key document") from None
         super().__init__(document)

@@ -84,6 +84,18 @@ def test_environment_provider_is_read_only() -> None:
         EnvKeyProvider({"COURIERGUARD_KEYS": "%%%"})
 
 
+def test_environment_provider_takes_base64_wrapped_in_lines() -> None:
+    # `base64 keys.json` (coreutils wraps at 76 columns) was refused as "not base64 of a key
+    # document", and a secret pasted with a trailing newline too: the same bytes, laid out in lines.
+    document = new_key_document()
+    flat = EnvKeyProvider.encode(document)
+    wrapped = "\n".join(flat[i : i + 76] for i in range(0, len(flat), 76)) + "\n"
+    keys = EnvKeyProvider({"COURIERGUARD_KEYS": wrapped})
+    assert keys.blind_index_key() == EnvKeyProvider({"COURIERGUARD_KEYS": flat}).blind_index_key()
+    with pytest.raises(ConfigError, match="not base64"):
+        EnvKeyProvider({"COURIERGUARD_KEYS": flat[:40] + "%" + flat[40:]})
+
+
 class InMemoryKms:
     """A stand-in KMS for the protocol test: AES-GCM keys held in a dict, as a KMS would hold them."""
 
