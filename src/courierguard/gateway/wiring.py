@@ -76,9 +76,7 @@ def policy_digest(folder: Path) -> str:
 def build_risk_engine(settings: Settings, sinks: list[AlertSink]) -> RiskEngine:
     state: Any
     if settings.risk_state == "redis":
-        import redis
-
-        state = RedisState(redis.Redis.from_url(settings.redis_url), prefix=f"cg:risk:{settings.tenant}:")
+        state = RedisState.from_url(settings.redis_url, prefix=f"cg:risk:{settings.tenant}:")
     else:
         state = MemoryState()
     return RiskEngine(state=state, sink=FanoutSink(*sinks), tenant=settings.tenant)

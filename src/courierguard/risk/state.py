@@ -447,6 +447,10 @@ class MemoryState:
             del self.peers[key]
 
 
+REDIS_TIMEOUT_S = 0.5
+"""Longest wait for Redis on a request's path; a risk-state operation takes well under a millisecond."""
+
+
 class RedisState:
     """State in Redis, shared by every API worker.
 
@@ -473,10 +477,17 @@ class RedisState:
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "cg:risk:") -> RedisState:
-        """Connect to ``url`` (e.g. ``redis://127.0.0.1:6379/0``)."""
+        """Connect to ``url`` (e.g. ``redis://127.0.0.1:6379/0``).
+
+        With timeouts of our own, not the client library's defaults (none in some versions): a
+        Redis that accepts connections but does not answer must refuse the request (fail closed)
+        within a fraction of a second, not hold it, and every request behind it, for ever."""
         import redis
 
-        return cls(redis.Redis.from_url(url, socket_timeout=0.5), prefix)
+        return cls(
+            redis.Redis.from_url(url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S),
+            prefix,
+        )
 
     def _k(self, kind: str, key: str) -> str:
         return f"{self.prefix}{kind}:{key}"
