@@ -1043,7 +1043,7 @@ class _Observe:
         try:
             await self.app(scope, receive, send_and_note)
         finally:
-            path = getattr(scope.get("route"), "path", "unmatched")
+            path = getattr(scope.get("route"), "path", None) or _unrouted(scope["path"])
             elapsed = time.perf_counter() - start
             children = self._counted.get((path, status))
             if children is None:
@@ -1052,6 +1052,17 @@ class _Observe:
             children[0].inc()
             children[1].observe(elapsed)
             log_request(scope["method"], path, status, round(elapsed * 1000, 2))
+
+
+def _unrouted(path: str) -> str:
+    """The label of a request no API route took: the OpenAPI document and the docs page's files are
+    served by plain Starlette routes (which name no route in the scope); anything else is unmatched.
+    Never the concrete URL of anything else: it could carry a number or a name."""
+    if path == "/v1/openapi.json":
+        return path
+    if path.startswith("/v1/docs/static/"):
+        return "/v1/docs/static"
+    return "unmatched"
 
 
 class _BodyLimit:

@@ -68,3 +68,13 @@ def test_the_docs_page_loads_nothing_from_another_origin(world: World) -> None:
         r = world.client.get(asset)
         assert r.status_code == 200 and len(r.content) > 1000, asset
     assert "/v1/docs/static" not in str(world.client.get("/v1/openapi.json").json()["paths"])
+
+
+def test_the_document_and_the_docs_files_are_counted_by_name_not_as_unmatched(world: World) -> None:
+    world.client.get("/v1/openapi.json")
+    world.client.get("/v1/docs/static/swagger-ui.css")
+    world.client.get("/v1/no-such-route-18687654321")
+    metrics = world.client.get("/metrics").text
+    assert 'route="/v1/openapi.json",status="200"' in metrics
+    assert 'route="/v1/docs/static",status="200"' in metrics
+    assert 'route="unmatched",status="404"' in metrics and "18687654321" not in metrics
