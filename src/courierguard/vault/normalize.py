@@ -18,7 +18,10 @@ import phonenumbers
 MAX_NAME_CHARS = 64
 MAX_PHONE_CHARS = 32
 
-_MAINLAND_MOBILE = re.compile(r"^(?:\+?86|0086)?(1[3-9]\d{9})$")
+# ASCII digits only: ``\d`` also matches Arabic-Indic and other decimal digits (NFKC leaves them),
+# which made "138" + "١٢٣٤٥٦٧٨" a "+86138١٢٣٤٥٦٧٨" indexed apart from the same number in ASCII;
+# phonenumbers, below, reads those digits as the ASCII ones.
+_MAINLAND_MOBILE = re.compile(r"^(?:\+?86|0086)?(1[3-9][0-9]{9})$")
 _PHONE_NOISE = re.compile(r"[\s\-().]")
 _MIDDLE_DOTS = re.compile(r"[·•‧∙⋅・．.]")
 _SPACES = re.compile(r"\s+")

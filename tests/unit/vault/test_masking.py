@@ -173,3 +173,21 @@ def test_is_cjk_at_the_edges_of_each_range() -> None:
     for low, high in _SYLLABIC:
         for ch in (chr(ord(low) - 1), low, high, chr(ord(high) + 1)):
             assert _is_cjk(ch) == _listed(ch), hex(ord(ch))
+
+
+@given(
+    st.sampled_from(sorted(MOBILE_PREFIXES)),
+    st.text("0123456789", min_size=8, max_size=8),
+    st.integers(min_value=0, max_value=11),
+    st.sampled_from(["\u0660", "\u06f0", "\u0966", "\u09e6", "\u0e50", "\u1040"]),  # zeros of other scripts
+)
+def test_a_mobile_with_digits_of_another_script_normalises_to_the_ascii_one(
+    prefix: str, rest: str, start: int, zero: str
+) -> None:
+    # NFKC leaves Arabic-Indic (and other) decimal digits as they are; the fast path took them as
+    # digits and stored a non-ASCII "E.164" whose blind index no search in ASCII ever matched.
+    digits = (prefix + rest)[:11]
+    mixed = digits[:start] + "".join(chr(ord(zero) + int(d)) for d in digits[start:])
+    phone = normalize_phone(mixed)
+    assert phone.e164 == "+86" + digits
+    assert phone.national == digits
