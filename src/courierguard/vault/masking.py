@@ -171,8 +171,17 @@ _KNOWN_DIVISIONS = frozenset(
 """Province-level short names and Hong Kong and Macau areas, which order systems send bare."""
 
 
+_DETAIL = re.compile(r"号|號|栋|棟|幢|单元|單元|小区|小區|社区|社區")
+"""Words of an address's detail that no division's name holds: a house number (二十七号, in Chinese
+numerals, which the character class above admits), a building, a unit, a residential compound or a
+community (below the town). A part holding one is the detail typed into a division field, even when
+it ends in a division's suffix (南山区桃源街道龙珠花园小区, 中关村大街二十七号院一区)."""
+
+
 def _division_shown(part: str) -> str:
-    return part if part in _KNOWN_DIVISIONS or _DIVISION.fullmatch(part) else MASK * 2
+    if part in _KNOWN_DIVISIONS or (_DIVISION.fullmatch(part) and not _DETAIL.search(part)):
+        return part
+    return MASK * 2
 
 
 def mask_address(province: str, city: str, district: str) -> str:

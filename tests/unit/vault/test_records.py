@@ -75,6 +75,11 @@ def test_real_addresses_are_stored_and_masked_to_their_divisions(
         ("北京市", "北京市", "海淀区中关村大街", "北京市**" + MASK * 4),
         ("北京市", "北京市海淀区中关村大街27号", "海淀区", "北京市**海淀区" + MASK * 4),
         ("13912345678", "深圳市", "南山区", "**深圳市南山区" + MASK * 4),
+        # In Chinese characters only, ending in a division's suffix: a compound, a house number
+        # written in Chinese numerals, a building's zone, a community were shown whole.
+        ("广东省", "深圳市", "南山区桃源街道龙珠花园小区", "广东省深圳市**" + MASK * 4),
+        ("北京市", "北京市", "中关村大街二十七号院一区", "北京市**" + MASK * 4),
+        ("浙江省", "杭州市", "幸福里社区", "浙江省杭州市**" + MASK * 4),
     ],
 )
 def test_a_street_typed_into_a_division_is_hidden_like_the_detail(
