@@ -707,12 +707,21 @@ class Vault:
                 context = _wrap_context(row.tenant, row.month)
                 key = self._keys.unwrap(row.kek_id, row.wrapped, context)
                 kek_id, wrapped = self._keys.wrap(key, context)
-                conn.execute(
+                # Only the key as read: on PostgreSQL (read committed) a shred and a late parcel
+                # may have replaced the month's key since, and writing the old one back over it
+                # made the new one's parcels unreadable and brought the shredded key back.
+                replaced = conn.execute(
                     update(data_keys)
-                    .where(data_keys.c.tenant == row.tenant, data_keys.c.month == row.month)
+                    .where(
+                        data_keys.c.tenant == row.tenant,
+                        data_keys.c.month == row.month,
+                        data_keys.c.kek_id == row.kek_id,
+                        data_keys.c.wrapped == row.wrapped,
+                    )
                     .values(kek_id=kek_id, wrapped=wrapped)
                 )
-                rewrapped += 1
+                if replaced.rowcount == 1:
+                    rewrapped += 1
         with self._lock:
             self._sealing.clear()  # re-read on the next insert of each month
             self._data_keys.clear()

@@ -392,3 +392,39 @@ def test_remask_leaves_a_party_that_does_not_decrypt_as_it_was(vault: Vault) -> 
     report = vault.remask()
     assert (report.parties, report.changed, report.unreadable) == (4, 0, 1)
     assert _masks(vault)[("YT0000000000001", "sender")][0] == "edited"
+
+
+@pytest.mark.postgres
+def test_rotation_does_not_put_back_a_shredded_key_over_its_successor(
+    pg_engine: Engine, tmp_path: Path
+) -> None:
+    # PostgreSQL (read committed) only: on SQLite the rotation's transaction, having read, cannot
+    # write after another connection did, so it fails instead of overwriting.
+    tenant = "t-" + secrets.token_hex(4)
+    worker = Vault(pg_engine, LocalKeyFile(tmp_path / "keys.json"), tenant=tenant)
+    worker.ingest_records([record(1, month="10")])
+
+    class ShredDuringRotation(LocalKeyFile):
+        """The operator's provider: while the rotation re-wraps October's key, another process
+        shreds October and a late October parcel arrives (a new key for the month)."""
+
+        fired = False
+
+        def unwrap(self, kek_id: str, wrapped: bytes, context: bytes) -> bytes:
+            key = super().unwrap(kek_id, wrapped, context)
+            if not self.fired and context.endswith(b"|2026-10"):
+                self.fired = True
+                other = _worker(worker, tmp_path)
+                other.shred_month("2026-10")
+                assert other.ingest_records([record(2, month="10")]).stored == ("YT0000000000002",)
+            return key
+
+    operator = Vault(pg_engine, ShredDuringRotation(tmp_path / "keys.json"), tenant=tenant)
+    operator.rotate_keys()
+    assert operator._keys.fired  # type: ignore[attr-defined]
+    # The late parcel stays readable: the rotation did not write the shredded key back over its
+    # successor (which also resurrected the shredded key, for any copy of its ciphertexts).
+    fresh = _worker(worker, tmp_path)
+    assert fresh.reveal("YT0000000000002", [PiiField.SENDER_NAME]) == {PiiField.SENDER_NAME: "张三"}
+    with pytest.raises(VaultError):
+        fresh.reveal("YT0000000000001", [PiiField.SENDER_NAME])
