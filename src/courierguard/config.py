@@ -14,9 +14,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
 
+from courierguard.db.engine import DATABASE_URL_RULE, parse_database_url
 from courierguard.errors import ConfigError
 
 ENV_PREFIX = "COURIERGUARD_"
@@ -192,16 +191,11 @@ class Settings(BaseModel):
     @classmethod
     def _database_url(cls, value: str | None) -> str | None:
         """A URL of a database Courier Guard runs on; the message never repeats it (it may hold a password)."""
-        if value is None:
-            return None
-        try:
-            backend = make_url(value).get_backend_name()
-        except ArgumentError:
-            backend = None
-        if backend not in ("postgresql", "sqlite"):
-            raise PydanticCustomError(
-                "database_url", "must be a PostgreSQL (postgresql://...) or SQLite (sqlite:///...) URL"
-            )
+        if value is not None:
+            try:
+                parse_database_url(value)
+            except ConfigError:
+                raise PydanticCustomError("database_url", DATABASE_URL_RULE) from None
         return value
 
     @field_validator("redis_url")

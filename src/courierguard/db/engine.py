@@ -56,24 +56,24 @@ def _owner_only(database: Path) -> None:
             )
 
 
-def _parsed(url: str) -> URL:
-    """``url`` parsed, or a one-line ConfigError that never repeats it (it may hold a password)."""
+DATABASE_URL_RULE = "must be a PostgreSQL (postgresql://...) or SQLite (sqlite:///...) URL"
+
+
+def parse_database_url(url: str) -> URL:
+    """``url`` parsed, if it names a database Courier Guard runs on; else a one-line ConfigError that
+    never repeats it (it may hold a password). ``Settings`` checks its URLs with this too."""
     try:
-        parsed = make_url(url)
+        parsed: URL | None = make_url(url)
     except ArgumentError:
-        raise ConfigError(
-            "the database URL is not an SQLAlchemy URL (e.g. postgresql+psycopg://user@host:5432/db)"
-        ) from None
-    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
-        raise ConfigError(
-            f"the database URL names {parsed.get_backend_name()!r}: Courier Guard runs on sqlite or postgresql"
-        )
+        parsed = None
+    if parsed is None or parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise ConfigError(f"the database URL {DATABASE_URL_RULE}")
     return parsed
 
 
 def create_db_engine(url: str, **kwargs: Any) -> Engine:
     """An engine for ``url``; SQLite gets WAL and a created parent folder, PostgreSQL uses psycopg 3."""
-    parsed = _parsed(url)
+    parsed = parse_database_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:" and not database.startswith("file:"):

@@ -106,11 +106,11 @@ as ``INC-2026-0042``, never free text (it is kept for years with the entry, beyo
 _TICKET = re.compile(TICKET_PATTERN)
 SERVICE_ORG_UNIT = "SYSTEM"
 SEARCH_MATCHES_MAX = 1000
+"""Waybills one phone or name search reaches, over all its pages: a person with more is a business
+account, and an officer's audit search, not the masked search, is the tool for it."""
 PENDING_APPROVALS_READ = 1000
 """Pending requests one listing reads: requests expire undecided within hours, so a company has a
 handful at a time; a thousand means someone is filing them faster than anyone could decide."""
-"""Waybills one phone or name search reaches, over all its pages: a person with more is a business
-account, and an officer's audit search, not the masked search, is the tool for it."""
 
 
 _SERVICE_ROLE = Role.SERVICE.value
@@ -856,15 +856,14 @@ class Guard:
         decision = self._may_decide(caller, approval)
         now = self.clock.now()
         status = "approved" if approve else "rejected"
+        what = f"approval.{status}:{approval_id}"
         event = self._event(
-            caller, Action.ADMIN_CHANGE, purpose=f"approval.{status}:{approval_id}",
-            outcome=Outcome.ALLOW if decision.allowed else Outcome.DENY,
+            caller, Action.ADMIN_CHANGE, purpose=what, outcome=Outcome.ALLOW if decision.allowed else Outcome.DENY,
             reason=None if decision.allowed else f"policy:{decision.reason}",
         )  # fmt: skip
         if not decision.allowed:
             self._record(event)
             raise AccessDenied(decision.detail, reason=decision.reason or DenyReason.POLICY_DENIED)
-        what = f"approval.{'approved' if approve else 'rejected'}:{approval_id}"
         if approval.status == "expired":
             # Stored as expired (the read already says so): a later change of approval_pending_hours
             # or of the clock cannot make it decidable again.
