@@ -474,6 +474,11 @@ def _location(raw: str | None) -> tuple[float, float] | None:
 # --- the app ---------------------------------------------------------------------------------------------
 
 
+OPENAPI_URL = "/v1/openapi.json"
+DOCS_FILES = "/v1/docs/static"
+"""Where the docs page's Swagger UI files are served from (the app itself, never a CDN)."""
+
+
 def create_app(deployment: Deployment) -> FastAPI:
     """The ASGI app for one deployment (built by :func:`courierguard.gateway.wiring.open_deployment`)."""
     guard = deployment.guard
@@ -484,9 +489,9 @@ def create_app(deployment: Deployment) -> FastAPI:
         version=__version__,
         description="Need-to-know access to senders' and recipients' personal data, recorded and risk-controlled.",
         docs_url="/v1/docs",
-        static_url="/v1/docs/static",
-        favicon_url="/v1/docs/static/favicon.png",
-        openapi_url="/v1/openapi.json",
+        static_url=DOCS_FILES,
+        favicon_url=f"{DOCS_FILES}/favicon.png",
+        openapi_url=OPENAPI_URL,
         redoc_url=None,
         telemetry=None
         if deployment.core.settings.opentelemetry
@@ -1058,10 +1063,10 @@ def _unrouted(path: str) -> str:
     """The label of a request no API route took: the OpenAPI document and the docs page's files are
     served by plain Starlette routes (which name no route in the scope); anything else is unmatched.
     Never the concrete URL of anything else: it could carry a number or a name."""
-    if path == "/v1/openapi.json":
+    if path == OPENAPI_URL:
         return path
-    if path.startswith("/v1/docs/static/"):
-        return "/v1/docs/static"
+    if path.startswith(f"{DOCS_FILES}/"):
+        return DOCS_FILES
     return "unmatched"
 
 
