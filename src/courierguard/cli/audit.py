@@ -52,6 +52,13 @@ DatabaseUrl = Annotated[
     ),
 ]
 KeyFile = Annotated[Path | None, typer.Option("--key-file", help="Key file (default: from settings).")]
+PinnedKey = Annotated[
+    str | None,
+    typer.Option(
+        help="Pinned Ed25519 public key (hex) the heads must be signed with (default: the key provider's). "
+        "Alone, as an auditor without the key provider: row MACs are not checked; with --key-file, they are."
+    ),
+]
 
 
 def _settings(database_url: str | None, key_file: Path | None) -> Settings:
@@ -154,13 +161,7 @@ def _parse_time(value: str | None, name: str) -> datetime | None:
 def verify_command(
     database_url: DatabaseUrl = None,
     key_file: KeyFile = None,
-    public_key: Annotated[
-        str | None,
-        typer.Option(
-            help="Pinned Ed25519 public key (hex) the heads must be signed with. Alone, as an auditor "
-            "without the key provider: row MACs are not checked; with --key-file, they are."
-        ),
-    ] = None,
+    public_key: PinnedKey = None,
     witness: Annotated[
         Path | None, typer.Option(help="Witness file of tree heads kept outside the database.")
     ] = None,
@@ -201,12 +202,7 @@ def verify_command(
 def head_command(
     database_url: DatabaseUrl = None,
     key_file: KeyFile = None,
-    public_key: Annotated[
-        str | None,
-        typer.Option(
-            help="Pinned Ed25519 public key (hex) the head must be signed with (default: the key provider's)."
-        ),
-    ] = None,
+    public_key: PinnedKey = None,
 ) -> None:
     """Print the latest signed tree head as JSON, once its signature checks out; exit 1 if it does not.
 
