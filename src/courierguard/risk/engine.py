@@ -600,7 +600,7 @@ class RiskEngine:
             # A search by name that misses is a probe as one by phone is: the masked row shows the
             # surname, so an exact-match search that answered misses for free let a script guess the
             # given name behind it. Both kinds share one budget (searches that name a person).
-            rung, why = self._phone_probing(r, acc, sess, budget, doubted)
+            rung, why = self._search_probing(r, acc, sess, budget, doubted)
             if rung:
                 sev = _climb(sev, rung)
                 reasons.append((code, why))
@@ -694,7 +694,7 @@ class RiskEngine:
             over = max(over, acc.d_masked / (c.peer_ratio * mean))
         return over
 
-    def _phone_probing(self, r: Rec, acc: AccountState, sess: SessionState, budget: RoleBudget,
+    def _search_probing(self, r: Rec, acc: AccountState, sess: SessionState, budget: RoleBudget,
                        doubted: bool) -> tuple[int, str]:  # fmt: skip
         """Learn one search by phone or name; the ladder's rung for probes this hour and today."""
         c = self.config
