@@ -4,8 +4,6 @@ Handlers are plain ``def`` so FastAPI runs them on its thread pool: many request
 audit log's group commit together, which is what makes fail-closed recording cheap.
 """
 
-import csv
-import io
 import logging
 import re
 import time
@@ -45,6 +43,7 @@ from courierguard.domain import (
 from courierguard.errors import InvalidInput, Unauthenticated
 from courierguard.events import AuthMethod, PiiField, Role, WaybillStatus
 from courierguard.gateway import problems
+from courierguard.gateway.export_csv import export_csv
 from courierguard.gateway.identity import PartyRead, WaybillRead, claimed_employee
 from courierguard.gateway.service import (
     PURPOSE_PATTERN,
@@ -834,14 +833,8 @@ def create_app(deployment: Deployment) -> FastAPI:
     )
     def download(approval_id: Ident, who: Who) -> PlainTextResponse:
         """The approved export as CSV: once, by the requester, before it expires."""
-        rows = guard.download_export(who, approval_id)
-        out = io.StringIO()
-        columns = ["number", *sorted({k for r in rows for k in r if k != "number"})]
-        writer = csv.DictWriter(out, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
         return PlainTextResponse(
-            out.getvalue(),
+            export_csv(guard.download_export(who, approval_id)),
             media_type="text/csv",
             headers={
                 "Content-Disposition": f'attachment; filename="{approval_id}.csv"',
