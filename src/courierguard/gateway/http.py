@@ -838,7 +838,6 @@ def create_app(deployment: Deployment) -> FastAPI:
             media_type="text/csv",
             headers={
                 "Content-Disposition": f'attachment; filename="{approval_id}.csv"',
-                "Cache-Control": "no-store",
             },
         )
 
@@ -1011,8 +1010,21 @@ def create_app(deployment: Deployment) -> FastAPI:
     return app
 
 
+SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    # Reveals and exports carry clear text: no browser, proxy or load balancer may keep a copy.
+    (b"cache-control", b"no-store"),
+    (b"x-content-type-options", b"nosniff"),
+    # The docs page is where officers paste bearer tokens: no other site may frame it (clickjacking).
+    (b"x-frame-options", b"DENY"),
+    (b"content-security-policy", b"frame-ancestors 'none'"),
+    (b"referrer-policy", b"no-referrer"),
+)
+"""Headers on every response the app sends, added where every response passes (:class:`_Observe`)."""
+
+
 class _Observe:
-    """Logs and counts every request by route template (never the concrete URL or body).
+    """Logs and counts every request by route template (never the concrete URL or body), and puts
+    :data:`SECURITY_HEADERS` on every response.
 
     A plain ASGI middleware: Starlette's ``BaseHTTPMiddleware`` would cost more per request than
     the policy decision does.
@@ -1036,6 +1048,7 @@ class _Observe:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message = {**message, "headers": [*message.get("headers", ()), *SECURITY_HEADERS]}
             await send(message)
 
         try:

@@ -510,3 +510,21 @@ def test_a_data_subject_asks_who_accessed_their_data(world: World) -> None:
         ("X1", "allow"),
     ]  # the clerk's attempt too: a probe of the trail is on it
     assert all(RECIPIENT_PHONE not in str(e) for e in searches)
+
+
+def test_every_response_forbids_caching_sniffing_and_framing(world: World) -> None:
+    world.step(W1, "out_for_delivery", assignee="C1")
+    c1 = world.login("C1")
+    responses = {
+        "reveal": reveal(world, c1),  # clear text
+        "refused": reveal(world, world.login("C2")),  # a problem
+        "unmatched": world.client.get("/nowhere"),
+        "docs": world.client.get("/v1/docs"),  # where officers paste tokens
+        "openapi": world.client.get("/v1/openapi.json"),
+    }
+    assert [r.status_code for r in responses.values()] == [200, 403, 404, 200, 200]
+    for name, r in responses.items():
+        assert r.headers.get_list("cache-control") == ["no-store"], name
+        assert r.headers["x-content-type-options"] == "nosniff", name
+        assert r.headers["x-frame-options"] == "DENY", name
+        assert r.headers["content-security-policy"] == "frame-ancestors 'none'", name
