@@ -172,6 +172,10 @@ class RiskEngine:
 
     def unlock(self, actor_id: str) -> None:
         """An officer's review is done: lift the account's lock and clear today's strikes."""
+        with self.state.hold(actor_id):
+            self._unlock(actor_id)
+
+    def _unlock(self, actor_id: str) -> None:
         self.state.set_lock(actor_id, None)
         acc = self.state.load(actor_id)
         acc.d_strikes = 0
@@ -201,6 +205,10 @@ class RiskEngine:
 
         The gateway calls this after an assignment or a case is applied: the tasks themselves are
         the source systems' to give, so nothing is refused here."""
+        with self.state.hold(assignee):
+            return self._note_task(assignee, role, kind, ts, by, ref)
+
+    def _note_task(self, assignee: str, role: str, kind: str, ts: datetime, by: str, ref: str) -> bool:
         st = self.state
         day = ts.toordinal()
         if day > self._today:
@@ -254,6 +262,10 @@ class RiskEngine:
 
     def decide(self, r: Rec) -> Verdict:
         """Severity index (0 allow … 4 lock), score and reasons for one record; updates state."""
+        with self.state.hold(r.actor):  # the account's counts see every decision made at once
+            return self._decide(r)
+
+    def _decide(self, r: Rec) -> Verdict:
         c = self.config
         st = self.state
         if r.day > self._today:
