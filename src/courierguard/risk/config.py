@@ -212,6 +212,7 @@ class RiskConfig(BaseModel):
     doubt_no_location: float = 0.2
     doubt_impossible_travel: float = 0.6
     doubt_concurrent_devices: float = 0.6
+    doubt_concurrent_sessions: float = 0.6
     doubt_shared_device: float = 0.6
     doubt_dormant_account: float = 0.5
     step_up_doubt: float = 0.5

@@ -47,6 +47,7 @@ REASON_POINTS: dict[str, int] = {
     "no_location": 10,
     "dormant_account": 25,
     "concurrent_devices": 35,
+    "concurrent_sessions": 35,
     "impossible_travel": 40,
     "shared_device": 35,
     "step_up_pending": 30,
@@ -76,7 +77,7 @@ _PROBE_CODES = {"by_phone": "phone_probing", "by_name": "name_probing"}
 # Score band of each action: the score always agrees with the action it comes with.
 _BANDS = ((0.0, 29.0), (30.0, 59.0), (40.0, 69.0), (60.0, 89.0), (80.0, 100.0))
 _IDENTITY = ("new_device", "new_network", "new_place", "off_shift", "no_location", "dormant_account",
-             "concurrent_devices", "impossible_travel", "shared_device")  # fmt: skip
+             "concurrent_devices", "concurrent_sessions", "impossible_travel", "shared_device")  # fmt: skip
 _OFFICERS = frozenset({"security_officer", "auditor"})
 # Roles whose right to a party's data comes from cases they own: customer service's tickets, the
 # outlet desk's return and claim cases. A courier's or hub operator's right comes from assignments
@@ -373,9 +374,29 @@ class RiskEngine:
                     acc.devices[dev] = ts  # used cleanly on several days: a replaced phone, now learned
                 else:
                     self._doubt(sess, "new_device", f"device {dev}")
+        ip = r.ip
+        net = self._net(ip) if ip is not None else None
+        last = acc.last_session
+        previous = acc.sessions.get(last) if last is not None and last != sk else None
+        if (
+            previous is not None
+            and net is not None
+            and previous.net is not None
+            and previous.net != net
+            and previous.device == sess.device  # two devices at once are concurrent_devices'
+            and ts - sess.last_ts < c.concurrent_window_s
+            and ts - acc.last_ts < c.concurrent_window_s
+        ):
+            # S -> T -> S within the window, one device id, two networks: whoever copied the
+            # owner's device id works beside the owner. One session flapping between networks (a
+            # carrier's address pool) or two apps on one phone (one network) is not this.
+            self._doubt(
+                sess, "concurrent_sessions", f"two sessions on device {sess.device} from two networks"
+            )
+        sess.net, sess.last_ts = net, ts
+        acc.last_session = sk
         if warmed and not sess.verified:
-            ip = r.ip
-            if ip is not None and "new_network" not in sess.reasons and self._net(ip) not in acc.nets:
+            if net is not None and "new_network" not in sess.reasons and net not in acc.nets:
                 self._doubt(sess, "new_network", None)
             if (
                 r.lat is not None
@@ -385,8 +406,9 @@ class RiskEngine:
             ):
                 self._doubt(sess, "new_place", None)
             if r.lat is None and acc.places and "no_location" not in sess.reasons:
-                # The account's device reports its position, and this session does not: the device
-                # id is only a header, which a renter copies, but the position is not.
+                # The account's device reports its position, and this session does not: a renter's
+                # own client often sends none. Both are headers, so one that copies the owner's device
+                # id and a position passes this; concurrent_sessions catches it beside the owner.
                 self._doubt(sess, "no_location", None)
             if "off_shift" not in sess.reasons and acc.hours.score_one({"hour": r.hour}) >= 0.5:
                 self._doubt(sess, "off_shift", f"hour {int(r.hour):02d}")

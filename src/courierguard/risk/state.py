@@ -29,7 +29,9 @@ class SessionState:
         "device",
         "doubt",
         "first_ts",
+        "last_ts",
         "masked",
+        "net",
         "pending",
         "reasons",
         "stepped",
@@ -49,6 +51,10 @@ class SessionState:
         # When the session last passed a step-up (0: never): containing many accounts asks for a
         # recent one, so a session hijacked hours after its owner's step-up is asked again.
         self.stepped = 0.0
+        # The network of the session's last event, and when that was: two sessions taking turns on
+        # one device id from two networks (concurrent_sessions).
+        self.net: str | None = None
+        self.last_ts = 0.0
 
     def to_state(self) -> list[Any]:
         return [
@@ -61,6 +67,8 @@ class SessionState:
             self.unexpl,
             self.masked,
             self.stepped,
+            self.net,
+            self.last_ts,
         ]
 
     @classmethod
@@ -69,6 +77,8 @@ class SessionState:
         out.doubt, out.reasons, out.pending, out.verified, out.unexpl = s[2], dict(s[3]), s[4], s[5], s[6]
         out.masked = s[7] if len(s) > 7 else 0  # absent from state saved by earlier versions
         out.stepped = s[8] if len(s) > 8 else 0.0  # likewise
+        if len(s) > 10:  # likewise
+            out.net, out.last_ts = s[9], s[10]
         return out
 
 
@@ -105,6 +115,7 @@ class AccountState:
         "hour_rv",
         "hours",
         "last_device",
+        "last_session",
         "last_ts",
         "loc",
         "lock_reason",
@@ -153,6 +164,7 @@ class AccountState:
         # never learned by use alone, only by a step-up (a renter's phone must not turn trusted).
         self.dev_doubted: dict[str, float] = {}
         self.last_device: str | None = None
+        self.last_session: str | None = None
         self.trusted_key: list[Any] | None = None
         # When a security officer last reset the account's devices (0: never); see forget_devices.
         self.reset_ts = 0.0
@@ -221,7 +233,7 @@ class AccountState:
             "m_sent": self.m_sent, "m_over": self.m_over, "m_free": self.m_free, "daily_masked": self.daily_masked.to_state(),
             "probes": self.probes.to_state() if self.probes is not None else None, "d_probes": self.d_probes,
             "d_rv": self.d_rv, "hour_rv": self.hour_rv, "rv_times": list(self.rv_times), "d_tasks": self.d_tasks,
-            "reset_ts": self.reset_ts,
+            "reset_ts": self.reset_ts, "last_session": self.last_session,
         }  # fmt: skip
 
     @classmethod
@@ -233,6 +245,7 @@ class AccountState:
             setattr(a, name, s[name])
         a.dev_doubted = s.get("dev_doubted", {})  # absent from state saved by earlier versions
         a.reset_ts = s.get("reset_ts", 0.0)  # likewise
+        a.last_session = s.get("last_session")  # likewise
         a.hours = HourProfile.from_state(s["hours"])
         a.daily_records = RunningZ.from_state(s["daily_records"])
         a.daily_unexpl = RunningZ.from_state(s["daily_unexpl"])

@@ -270,6 +270,47 @@ def test_concurrent_devices(feed: Feed) -> None:
     assert "concurrent_devices" in codes(reasons) and action == "step_up"
 
 
+def test_concurrent_sessions_on_a_copied_device_id(feed: Feed) -> None:
+    # A renter who copied the owner's device id works beside the owner from another network: the
+    # two sessions take turns, and each is asked for a step-up the renter cannot pass.
+    feed.warm()
+    owner = {"device": "PDA-1", "session": "S-OWN", "ip": "111.160.3.4"}
+    renter = {"device": "PDA-1", "session": "S-RENT", "ip": "111.161.9.9"}  # another /16
+    assert feed.one(at(4, 10), **owner)[0] == "allow"
+    feed.one(at(4, 10, 1), **renter)
+    action, _, reasons = feed.one(at(4, 10, 2), **owner)
+    assert "concurrent_sessions" in codes(reasons) and action == "step_up"
+    action, _, reasons = feed.one(at(4, 10, 3), **renter)
+    assert "concurrent_sessions" in codes(reasons) and action == "step_up"
+    assert "concurrent_devices" not in codes(reasons)
+
+
+@pytest.mark.parametrize(
+    "second",
+    [
+        {"session": "S-OWN", "ip": "111.161.9.9"},  # one session, the carrier moved its address
+        {"session": "S-APP2", "ip": "111.160.7.7"},  # a second app on the same phone and network
+    ],
+)
+def test_one_session_changing_networks_or_two_apps_on_one_network_are_not_concurrent(
+    feed: Feed, second: dict[str, str]
+) -> None:
+    feed.warm()
+    owner = {"device": "PDA-1", "session": "S-OWN", "ip": "111.160.3.4"}
+    feed.one(at(4, 10), **owner)
+    feed.one(at(4, 10, 1), device="PDA-1", **second)
+    action, _, reasons = feed.one(at(4, 10, 2), **owner)
+    assert "concurrent_sessions" not in codes(reasons) and action == "allow"
+
+
+def test_sessions_taking_turns_beyond_the_window_are_not_concurrent(feed: Feed) -> None:
+    feed.warm()
+    feed.one(at(4, 10), device="PDA-1", session="S-A", ip="111.160.3.4")
+    feed.one(at(4, 10, 1), device="PDA-1", session="S-B", ip="111.161.9.9")
+    _, _, reasons = feed.one(at(4, 10, 12), device="PDA-1", session="S-A", ip="111.160.3.4")
+    assert "concurrent_sessions" not in codes(reasons)
+
+
 def test_impossible_travel(feed: Feed) -> None:
     feed.warm()
     feed.one(at(4, 10), loc=(39.9, 116.4))
