@@ -638,16 +638,8 @@ class Guard:
         size = self._page_size(page_size)
         scope = _default_scope(caller, org_unit)
         numbers = self.company.page(org_unit=scope, status=status, after=cursor, limit=size + 1)
-        more = len(numbers) > size
-        numbers = numbers[:size]
         kind = QueryKind.BY_STATUS if status is not None else QueryKind.BY_ORG_UNIT
-        verdict = self._guard(
-            caller, Action.WAYBILL_LIST, PolicyAction.LIST, org_unit=scope,
-            query=Query(kind=kind, result_count=len(numbers), result_ids=tuple(numbers)),
-            serve=lambda: self.vault.masked_many(numbers),
-        )  # fmt: skip
-        items = self._settle(verdict)
-        return PageResult(items, numbers[-1] if more and numbers else None)
+        return self._masked_page(caller, Action.WAYBILL_LIST, PolicyAction.LIST, scope, kind, numbers, size)
 
     def search(
         self,
@@ -685,10 +677,26 @@ class Guard:
             numbers = sorted(n for n in set(numbers) if cursor is None or n > cursor)
             if org_unit is not None and numbers:
                 numbers = self.company.within(numbers, org_unit)
+        return self._masked_page(
+            caller, Action.WAYBILL_SEARCH, PolicyAction.SEARCH, org_unit, kind, numbers, size
+        )
+
+    def _masked_page(
+        self,
+        caller: Caller,
+        action: Action,
+        policy_action: PolicyAction,
+        org_unit: str | None,
+        kind: QueryKind,
+        numbers: list[str],
+        size: int,
+    ) -> PageResult:
+        """A page of at most ``size`` of ``numbers`` (one more was read to tell whether more follow),
+        decided and recorded as one list or search, served masked."""
         more = len(numbers) > size
         numbers = numbers[:size]
         verdict = self._guard(
-            caller, Action.WAYBILL_SEARCH, PolicyAction.SEARCH, org_unit=org_unit,
+            caller, action, policy_action, org_unit=org_unit,
             query=Query(kind=kind, result_count=len(numbers), result_ids=tuple(numbers)),
             serve=lambda: self.vault.masked_many(numbers),
         )  # fmt: skip
