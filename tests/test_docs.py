@@ -63,3 +63,15 @@ def test_shipped_schemas_equal_the_shared_contracts() -> None:
     shipped = ROOT / "src" / "courierguard" / "schemas"
     for path in shared.glob("*.json"):
         assert json.loads((shipped / path.name).read_text()) == json.loads(path.read_text()), path.name
+
+
+def test_the_cases_file_example_in_policies_md_passes(tmp_path: Path) -> None:
+    # Officers copy this block to start their own cases file: it must load and pass as written.
+    from courierguard.policy import PolicyEngine, load_cases, run_cases
+
+    text = (DOCS / "policies.md").read_text(encoding="utf-8")
+    block = text.split("## The cases file", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    cases_file = tmp_path / "cases.yaml"
+    cases_file.write_text(block, encoding="utf-8")
+    results = run_cases(PolicyEngine.default(), load_cases(cases_file))
+    assert results and all(r.passed for r in results), [r.problem for r in results if not r.passed]

@@ -23,8 +23,10 @@ The format (documented in ``docs/policies.md``)::
         fields: [recipient.phone]
         purpose: delivery_contact
         expect: allow                      # allow | deny
-        reason: no_task                    # optional, a DenyReason value (deny only)
         policy: courier-contact-recipient-while-delivering   # optional, must be among the deciding ids
+      - name: ...
+        expect: deny
+        reason: no_task                    # optional, a DenyReason value (deny only)
 
 Cases name employee ids and synthetic waybill numbers only, never personal data.
 """
