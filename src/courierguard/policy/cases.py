@@ -34,12 +34,11 @@ Cases name employee ids and synthetic waybill numbers only, never personal data.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from courierguard.domain import CaseKind, CaseState, EmployeeStatus, TaskKind
 from courierguard.errors import ConfigError, DenyReason
@@ -77,10 +76,10 @@ class _WaybillSpec(_Strict):
     origin_outlet: str
     dest_outlet: str
     status: WaybillStatus
-    status_ts: datetime
+    status_ts: AwareDatetime
     assignee: str | None = None
     task: TaskKind | None = None
-    delivered_at: datetime | None = None
+    delivered_at: AwareDatetime | None = None
     cases: tuple[_CaseSpec, ...] = ()
 
 
@@ -95,14 +94,16 @@ class _TestSpec(_Strict):
     approved_by: str | None = None
     requested_by: str | None = None
     account_role: Role | None = None
-    now: datetime | None = None
+    now: AwareDatetime | None = None
     expect: Literal["allow", "deny"]
     reason: DenyReason | None = None
     policy: str | None = None
 
 
 class _FileSpec(_Strict):
-    now: datetime
+    # Times need an offset: the engine denies a naive one (its zone would be a guess), so a case
+    # would fail as "no permit matched" instead of naming the time.
+    now: AwareDatetime
     principals: dict[str, _PrincipalSpec]
     waybills: dict[str, _WaybillSpec] = Field(default_factory=dict)
     cases: Annotated[tuple[_TestSpec, ...], Field(min_length=1)]

@@ -83,6 +83,25 @@ def test_cases_against_broken_policies_fail_in_one_line(broken: Path) -> None:
             "cases: [{name: x, principal: E, action: view, expect: deny}]\n",
             "role",
         ),
+        # The engine denies a time without an offset (its zone would be a guess): every allow case
+        # would fail as "no permit matched" and send the officer hunting in the wrong rule.
+        (
+            "now: '2026-11-11T12:00:00'\nprincipals: {E: {role: courier, org_unit: X}}\n"
+            "cases: [{name: x, principal: E, action: view, expect: deny}]\n",
+            "now: ",
+        ),
+        (
+            "now: 2026-11-11T12:00:00+08:00\nprincipals: {E: {role: courier, org_unit: X}}\n"
+            "cases: [{name: x, principal: E, action: view, now: '2026-11-11T12:00:00', expect: deny}]\n",
+            "cases.0.now",
+        ),
+        (
+            "now: 2026-11-11T12:00:00+08:00\nprincipals: {E: {role: courier, org_unit: X}}\n"
+            "waybills: {w: {number: YT1, origin_outlet: X, dest_outlet: Y, status: delivered,\n"
+            "  status_ts: '2026-11-11T08:00:00+08:00', delivered_at: '2026-11-11T08:00:00'}}\n"
+            "cases: [{name: x, principal: E, action: view, waybill: w, expect: deny}]\n",
+            "waybills.w.delivered_at",
+        ),
     ],
 )
 def test_bad_cases_file_fails_in_one_line(tmp_path: Path, content: str, message: str) -> None:
