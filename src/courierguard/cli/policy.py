@@ -15,7 +15,7 @@ from rich.table import Table
 
 from courierguard.config import Settings
 from courierguard.errors import CourierGuardError
-from courierguard.policy import PolicyEngine, load_cases, run_cases
+from courierguard.policy import PolicyEngine, default_policy_dir, load_cases, run_cases
 
 app = typer.Typer(
     help="Need-to-know policies: validate a Cedar policy folder, run its test cases.",
@@ -35,9 +35,17 @@ PolicyDirOption = Annotated[
 
 
 def _engine(policy_dir: Path | None) -> PolicyEngine:
-    """The folder given, else the one the server loads: COURIERGUARD_POLICY_DIR or the shipped set."""
-    folder = policy_dir or Settings.from_env().policy_dir
-    return PolicyEngine.default() if folder is None else PolicyEngine.from_folder(folder)
+    """The folder given, else the one the server loads: COURIERGUARD_POLICY_DIR or the shipped set.
+
+    Built as the server builds it, with its grace period (COURIERGUARD_REVEAL_GRACE_HOURS becomes
+    ``context.grace_seconds``): otherwise a case could pass here that the server decides otherwise.
+    """
+    settings = Settings.from_env()
+    return PolicyEngine.from_folder(
+        policy_dir or settings.policy_dir or default_policy_dir(),
+        grace_hours=settings.reveal_grace_hours,
+        compile_policies=settings.policy_compiled,
+    )
 
 
 def _fail(console: Console, exc: CourierGuardError) -> typer.Exit:
@@ -59,7 +67,8 @@ def validate(policy_dir: PolicyDirOption = None) -> None:
     forbids = sum(1 for p in engine.policies if p.effect == "forbid")
     Console().print(
         f"ok: {len(engine.policies)} policies ({len(engine.policies) - forbids} permit, {forbids} forbid) "
-        f"valid against {engine.schema_file.name} in {engine.folder}",
+        f"valid against {engine.schema_file.name} in {engine.folder}; "
+        f"grace {engine.grace_hours} h after sign-off (COURIERGUARD_REVEAL_GRACE_HOURS)",
         markup=False,
         highlight=False,
         soft_wrap=True,

@@ -130,3 +130,14 @@ def test_commands_check_the_policy_folder_the_server_loads(broken: Path) -> None
     assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1, result.output
     result = runner.invoke(app, ["validate", "--policy-dir", str(DEFAULT)], env=env)
     assert result.exit_code == 0 and result.output.startswith("ok: "), result.output
+
+
+def test_cases_are_decided_with_the_grace_period_the_server_uses() -> None:
+    """The server hands the policies COURIERGUARD_REVEAL_GRACE_HOURS; `policy test` must too, or a
+    case passes that the running server decides the other way (23 h after sign-off, with 2 h)."""
+    env = {"COURIERGUARD_REVEAL_GRACE_HOURS": "2"}
+    result = runner.invoke(app, ["test", str(DEFAULT / "cases.yaml")], env=env)
+    assert result.exit_code == 1, result.output
+    assert " 1 failed" in result.output
+    result = runner.invoke(app, ["validate"], env=env)
+    assert result.exit_code == 0 and "grace 2 h" in result.output, result.output
