@@ -77,3 +77,15 @@ def test_audit_database_url_rules(tmp_path: Path) -> None:
     )
     env = Settings.from_env({"COURIERGUARD_AUDIT_DATABASE_URL": explicit})
     assert env.audit_database_url == explicit
+
+
+def test_the_policy_set_loaded_is_found_by_the_tenants_audit_search(tmp_path: Path) -> None:
+    """An investigator asks the trail which rules were in force (`POST /v1/audit/search` with
+    kinds ["policy"]); that search is confined to the tenant, so the entry must name it."""
+    deployment = open_deployment(Settings(data_dir=tmp_path, tenant="acme"))
+    try:
+        page = deployment.guard.audit_queries.search(tenant="acme", kinds=[EntryKind.POLICY])
+        assert [r.body["what"] for r in page.records] == ["policy.loaded"]
+        assert page.records[0].body["tenant"] == "acme"
+    finally:
+        deployment.close()

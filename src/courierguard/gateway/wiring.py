@@ -105,10 +105,12 @@ def open_deployment(
         witness_file=settings.audit_witness_file,
         commit_delay=settings.audit_commit_delay_ms / 1000,
     )
+    # The tenant: an officer's audit search is confined to it, and must find which rules were in force.
     audit_log.append(
         EntryKind.POLICY,
-        {"what": "policy.loaded", "ts": core.clock.now().isoformat(), "digest": policy_digest(policy.folder),
-         "policies": list(policy.policy_ids), "grace_hours": settings.reveal_grace_hours},
+        {"what": "policy.loaded", "ts": core.clock.now().isoformat(), "tenant": settings.tenant,
+         "digest": policy_digest(policy.folder), "policies": list(policy.policy_ids),
+         "grace_hours": settings.reveal_grace_hours},
     )  # fmt: skip
     alerts = SqlSink(core.engine)
     sinks: list[AlertSink] = [alerts, AuditAlertSink(audit_log)]
