@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from datetime import datetime
 from pathlib import Path
@@ -40,7 +41,7 @@ def test_copy_of_default_loads(folder: Path) -> None:
     [
         ("", "no policies|empty"),
         ("permit (principal, action, resource) when {", "policies.cedar"),
-        ('@id("x")\npermit (principal, action, resource) when { principal.nope == 1 };', "x: "),
+        ('@id("x")\npermit (principal, action, resource) when { principal.nope == 1 };', r"\(x\): "),
         ('@id("x")\npermit (principal in Role::"curier", action, resource);', "curier"),
         ("permit (principal, action, resource);", "@id"),
         (
@@ -56,6 +57,55 @@ def test_broken_policies_raise_config_error(folder: Path, text: str, message: st
     with pytest.raises(ConfigError, match=message) as info:
         PolicyEngine.from_folder(folder)
     assert "\n" not in info.value.diagnostics()
+
+
+_GOOD = '@id("ok")\n// a comment; with a semicolon\npermit (principal, action == Action::"view", resource)\nwhen { principal.org_unit == "A;B" };\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # A syntax error: the file and the line its statement starts on.
+        (
+            _GOOD + '\n@id("bad")\npermit (principal, action resource);\n',
+            r"^policies\.cedar:6: unexpected token",
+        ),
+        # Validation errors: file, line and @id, not Cedar's internal "policy1".
+        (
+            _GOOD + '@id("typo")\npermit (principal, action, resource) when { principal.orgunit == "A" };\n',
+            r"^policies\.cedar:5 \(typo\): attribute `orgunit`",
+        ),
+        (
+            _GOOD + '\n\n@id("act")\npermit (principal, action == Action::"view_route", resource);\n',
+            r"^policies\.cedar:7 \(act\): unrecognized action",
+        ),
+        (_GOOD + "permit (principal, action, resource);\n", r"^policies\.cedar:5: .*@id"),
+        (
+            _GOOD + '@id("ok")\nforbid (principal, action, resource);\n',
+            r"^policies\.cedar:5: duplicate @id 'ok'",
+        ),
+        (
+            _GOOD + '@id("y")\n@deny_reason("nope")\nforbid (principal, action, resource);\n',
+            r"^policies\.cedar:5 \(y\): unknown @deny_reason",
+        ),
+    ],
+)
+def test_errors_name_the_file_and_line(folder: Path, text: str, message: str) -> None:
+    (folder / "policies.cedar").write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        PolicyEngine.from_folder(folder)
+    diagnostics = info.value.diagnostics().removeprefix("Configuration error: ")
+    assert re.search(message, diagnostics), diagnostics
+    assert "policy1" not in diagnostics and "\n" not in diagnostics
+
+
+def test_errors_in_a_second_file_name_that_file(folder: Path) -> None:
+    (folder / "zz-local.cedar").write_text(
+        '// local rules\n\n@id("local")\npermit (principal in Role::"hub_operatr", action, resource);\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError, match=r"zz-local\.cedar:3 \(local\): .*hub_operatr"):
+        PolicyEngine.from_folder(folder)
 
 
 def test_missing_folder_schema_or_policies(tmp_path: Path, folder: Path) -> None:

@@ -66,6 +66,48 @@ def check_shape(text: str, name: str, *, angle_brackets: bool = False) -> None:
             )
 
 
+def statements(text: str) -> list[tuple[int, str]]:
+    """Each statement of a policy file (a policy, up to and including its ``;``) with the line it
+    starts on: Cedar's own messages name no line, so the loader points at the statement instead.
+
+    Comments and string literals are skipped as in :func:`check_shape`; text after the last ``;``
+    (a policy missing its ``;``) is a statement too.
+    """
+    found: list[tuple[int, str]] = []
+    depth, line = 0, 1
+    start: tuple[int, int] | None = None  # (line, offset) of the current statement's first token
+    for match in _TOKEN.finditer(text):
+        token = match.group()
+        if not (token[0].isspace() or token.startswith("//")):
+            if start is None:
+                start = (line, match.start())
+            if token in _OPEN:
+                depth += 1
+            elif token in _CLOSE:
+                depth = max(0, depth - 1)
+            elif token == ";" and depth == 0:
+                found.append((start[0], text[start[1] : match.end()]))
+                start = None
+        line += token.count("\n")
+    if start is not None:
+        found.append((start[0], text[start[1] :]))
+    return found
+
+
+def _syntax_error(name: str, text: str, exc: ValueError) -> ConfigError:
+    """The first statement that does not parse on its own, as ``file:line: message``."""
+    for line, statement in statements(text):
+        try:
+            cedarpy.PolicySet.from_str(statement)
+        except ValueError as inner:
+            return ConfigError(f"{name}:{line}: {one_line(str(inner))}")
+    return ConfigError(f"{name}: {one_line(str(exc))}")
+
+
+_CEDAR_POLICY_PREFIX = re.compile(r"^for policy `[^`]*`[,:]?\s*")
+"""Cedar's validation messages start with its internal id (``policy13``), which nobody wrote."""
+
+
 @dataclass(frozen=True, slots=True)
 class PolicyInfo:
     """What the engine keeps about one policy: its Cedar id, @id, effect and deny reason."""
@@ -133,6 +175,7 @@ def load_folder(folder: Path) -> LoadedPolicies:
     if not files:
         raise ConfigError(f"{folder}: no *.cedar policy files (an empty set would deny or allow blindly)")
     texts: list[str] = []
+    located: list[str] = []  # "file:line" of each policy, in Cedar's order (policy0, policy1, ...)
     for path in files:
         text = _read(path)
         check_shape(text, path.name)
@@ -140,18 +183,26 @@ def load_folder(folder: Path) -> LoadedPolicies:
         try:
             cedarpy.PolicySet.from_str(text)
         except ValueError as exc:
-            raise ConfigError(f"{path.name}: {one_line(str(exc))}") from None
+            raise _syntax_error(path.name, text, exc) from None
         texts.append(text)
+        located += [f"{path.name}:{line}" for line, _ in statements(text)]
     source = "\n".join(texts)
+
+    def where(cedar_id: str) -> str:
+        """Where a policy is written; Cedar numbers them in source order."""
+        index = cedar_id.removeprefix("policy")
+        return located[int(index)] if index.isdigit() and int(index) < len(located) else cedar_id
+
     result = cedarpy.validate_policies(source, schema)
     if not result.validation_passed:
         names = result.id_annotations_by_policy_id
         first = result.errors[0] if result.errors else None
         if first is None:
             raise ConfigError(f"{folder}: policies do not validate against {schema_file.name}")
-        where = names.get(first.policy_id) or first.policy_id or "policies"
+        name = names.get(first.policy_id)
+        at = where(first.policy_id) + (f" ({name})" if name else "")
         more = f" (+{len(result.errors) - 1} more)" if len(result.errors) > 1 else ""
-        raise ConfigError(f"{where}: {one_line(first.error)}{more}")
+        raise ConfigError(f"{at}: {_CEDAR_POLICY_PREFIX.sub('', one_line(first.error))}{more}")
     policy_set = cedarpy.PolicySet.from_str(source)
     try:
         tree = cedarpy.policies_to_pst(source)
@@ -160,19 +211,21 @@ def load_folder(folder: Path) -> LoadedPolicies:
     if tree.templates:
         raise ConfigError(f"{folder}: policy templates are not supported, write static policies")
     policies: dict[str, PolicyInfo] = {}
-    seen: set[str] = set()
+    seen: dict[str, str] = {}  # @id -> where it is first written
     for cedar_id, policy in tree.static_policies.items():
         name = policy.annotations.get("id")
         if not name:
-            raise ConfigError(f"{cedar_id} ({policy.effect}): every policy needs an @id annotation")
+            raise ConfigError(
+                f"{where(cedar_id)}: a {policy.effect} without @id; every policy needs an @id annotation"
+            )
         if name in seen:
-            raise ConfigError(f"{name}: duplicate @id")
-        seen.add(name)
+            raise ConfigError(f"{where(cedar_id)}: duplicate @id {name!r} (first at {seen[name]})")
+        seen[name] = where(cedar_id)
         raw_reason = policy.annotations.get("deny_reason", DenyReason.POLICY_DENIED.value)
         try:
             reason = DenyReason(raw_reason)
         except ValueError:
-            raise ConfigError(f"{name}: unknown @deny_reason {raw_reason!r}") from None
+            raise ConfigError(f"{where(cedar_id)} ({name}): unknown @deny_reason {raw_reason!r}") from None
         policies[cedar_id] = PolicyInfo(cedar_id, name, policy.effect, reason)
     if not policies:
         raise ConfigError(f"{folder}: the policy set is empty")
