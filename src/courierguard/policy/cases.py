@@ -33,6 +33,7 @@ Cases name employee ids and synthetic waybill numbers only, never personal data.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -134,26 +135,53 @@ class CaseResult:
         return self.problem is None
 
 
-def _first_error(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "file"
-    return f"{where}: {first['msg']}"
+def _line_of(root: yaml.Node | None, loc: Sequence[str | int]) -> int | None:
+    """The line of the deepest node of ``loc`` (a pydantic error location) the file holds: the
+    misspelt key's, or the case's when a key is missing."""
+    node, line = root, None if root is None else root.start_mark.line + 1
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            node = next(
+                (v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == str(part)), None
+            )
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+            node = node.value[part]
+        else:
+            node = None
+        if node is None:
+            break
+        line = node.start_mark.line + 1
+    return line
+
+
+def _at(path: Path, root: yaml.Node | None, loc: Sequence[str | int]) -> str:
+    line = _line_of(root, loc)
+    return f"{path}:{line}" if line is not None else str(path)
 
 
 def load_cases(path: Path) -> list[PolicyCase]:
-    """Read a cases file; any problem raises :class:`ConfigError` with a one-line message."""
+    """Read a cases file; any problem raises :class:`ConfigError` with a one-line message naming
+    the file and, where the file has it, the line."""
     try:
-        raw: Any = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        text = Path(path).read_text(encoding="utf-8")
+        raw: Any = yaml.safe_load(text)
+        root = yaml.compose(text)  # the same document again, with line marks for the messages
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read ({type(exc).__name__})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{path}:{line} not valid YAML") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{path}: expected a mapping with keys now, principals, waybills and cases (docs/policies.md)"
+        )
     try:
         spec = _FileSpec.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"{path}: {_first_error(exc)}") from None
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"{_at(path, root, first['loc'])}: {where}: {first['msg']}") from None
     principals = {
         key: Principal(id=key, role=p.role, org_unit=p.org_unit, status=p.status)
         for key, p in spec.principals.items()
@@ -174,7 +202,7 @@ def load_cases(path: Path) -> list[PolicyCase]:
     }
     cases: list[PolicyCase] = []
     for index, test in enumerate(spec.cases):
-        where = f"{path}: cases.{index} ({test.name})"
+        where = f"{_at(path, root, ('cases', index))}: cases.{index} ({test.name})"
         if test.principal not in principals:
             raise ConfigError(f"{where}: unknown principal {test.principal!r}")
         if test.waybill is not None and test.waybill not in waybills:

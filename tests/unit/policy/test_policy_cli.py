@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -141,3 +142,54 @@ def test_cases_are_decided_with_the_grace_period_the_server_uses() -> None:
     assert " 1 failed" in result.output
     result = runner.invoke(app, ["validate"], env=env)
     assert result.exit_code == 0 and "grace 2 h" in result.output, result.output
+
+
+_CASES_HEAD = (
+    'now: "2026-11-11T12:00:00+08:00"\n'
+    "principals:\n"
+    "  C-100: {role: courier, org_unit: OUT-SH-01}\n"
+    "cases:\n"
+    "  - {name: lists own outlet, principal: C-100, action: list, org_unit: OUT-SH-01, expect: allow}\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("tail", "message"),
+    [
+        # An officer's usual slips, each named by file and line: a misspelt key, an unknown action,
+        # a missing name, a principal nobody declared.
+        (
+            "  - {name: x, principal: C-100, action: list, org_unit: OUT-SH-01, expect: allow, polcy: x}\n",
+            r"cases\.yaml:6: cases\.1\.polcy: Extra inputs are not permitted",
+        ),
+        (
+            "  - {name: x, principal: C-100, action: lists, expect: deny}\n",
+            r"cases\.yaml:6: cases\.1\.action: ",
+        ),
+        (
+            "  - {principal: C-100, action: list, expect: deny}\n",
+            r"cases\.yaml:6: cases\.1\.name: Field required",
+        ),
+        (
+            "  - {name: x, principal: C-999, action: list, expect: deny}\n",
+            r"cases\.yaml:6: cases\.1 \(x\): unknown principal 'C-999'",
+        ),
+    ],
+)
+def test_cases_file_errors_name_the_line(tmp_path: Path, tail: str, message: str) -> None:
+    cases = tmp_path / "cases.yaml"
+    cases.write_text(_CASES_HEAD + tail, encoding="utf-8")
+    result = runner.invoke(app, ["test", str(cases)])
+    assert result.exit_code == 1
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    assert re.search(message, result.output), result.output
+
+
+@pytest.mark.parametrize("content", ["", "- a list\n", "just text\n"])
+def test_a_cases_file_that_is_no_mapping_says_what_it_should_be(tmp_path: Path, content: str) -> None:
+    cases = tmp_path / "cases.yaml"
+    cases.write_text(content, encoding="utf-8")
+    result = runner.invoke(app, ["test", str(cases)])
+    assert result.exit_code == 1
+    assert "_FileSpec" not in result.output
+    assert "a mapping" in result.output and "principals" in result.output, result.output
