@@ -44,6 +44,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 from courierguard.domain import CaseKind, CaseState, EmployeeStatus, TaskKind
 from courierguard.errors import ConfigError, DenyReason
 from courierguard.events import PiiField, Role, WaybillStatus
+from courierguard.policy._internal.loading import read_utf8
 from courierguard.policy.interfaces import PolicyDecider
 from courierguard.policy.models import (
     CaseFacts,
@@ -162,12 +163,10 @@ def _at(path: Path, root: yaml.Node | None, loc: Sequence[str | int]) -> str:
 def load_cases(path: Path) -> list[PolicyCase]:
     """Read a cases file; any problem raises :class:`ConfigError` with a one-line message naming
     the file and, where the file has it, the line."""
+    text = read_utf8(Path(path))
     try:
-        text = Path(path).read_text(encoding="utf-8")
         raw: Any = yaml.safe_load(text)
         root = yaml.compose(text)  # the same document again, with line marks for the messages
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read ({type(exc).__name__})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark is not None else ""

@@ -193,3 +193,13 @@ def test_a_cases_file_that_is_no_mapping_says_what_it_should_be(tmp_path: Path, 
     assert result.exit_code == 1
     assert "_FileSpec" not in result.output
     assert "a mapping" in result.output and "principals" in result.output, result.output
+
+
+def test_cases_file_not_utf8_names_the_line_and_a_byte_order_mark_is_fine(tmp_path: Path) -> None:
+    cases = tmp_path / "cases.yaml"
+    cases.write_bytes(_CASES_HEAD.encode() + b"# caf\xe9\n")
+    result = runner.invoke(app, ["test", str(cases)])
+    assert result.exit_code == 1 and re.search(r"cases\.yaml:6: not UTF-8", result.output), result.output
+    cases.write_bytes(b"\xef\xbb\xbf" + _CASES_HEAD.encode())
+    result = runner.invoke(app, ["test", str(cases)])
+    assert result.exit_code == 0, result.output

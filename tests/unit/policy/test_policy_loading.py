@@ -282,3 +282,18 @@ def test_schema_nesting_is_bounded(folder: Path) -> None:
     )
     with pytest.raises(ConfigError, match=r"schema\.cedarschema:\d+: brackets nested deeper than 64"):
         PolicyEngine.from_folder(folder)
+
+
+def test_a_byte_that_is_not_utf8_is_named_by_line(folder: Path) -> None:
+    text = (folder / "policies.cedar").read_bytes()
+    (folder / "policies.cedar").write_bytes(text + b"\n// caf\xe9\n")
+    line = text.count(b"\n") + 2
+    with pytest.raises(ConfigError, match=rf"policies\.cedar:{line}: not UTF-8"):
+        PolicyEngine.from_folder(folder)
+
+
+def test_a_file_saved_with_a_byte_order_mark_and_crlf_loads(folder: Path) -> None:
+    # What a Windows editor writes; Cedar read the mark as "invalid token" on line 1.
+    path = folder / "policies.cedar"
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes().replace(b"\n", b"\r\n"))
+    assert PolicyEngine.from_folder(folder).policy_ids == PolicyEngine.default().policy_ids

@@ -140,11 +140,21 @@ def one_line(text: str) -> str:
     return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
 
 
-def _read(path: Path) -> str:
+def read_utf8(path: Path) -> str:
+    """A policy, schema or cases file's text, or ConfigError naming the line of a byte that is not
+    UTF-8. A byte order mark (what a Windows editor writes first) is dropped: Cedar reads it as an
+    invalid token."""
     try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        data = path.read_bytes()
+    except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({type(exc).__name__})") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}:{line}: not UTF-8 (byte {data[exc.start]:#04x}); save the file as UTF-8"
+        ) from None
 
 
 def _load_schema(folder: Path) -> tuple[Path, cedarpy.Schema]:
@@ -152,7 +162,7 @@ def _load_schema(folder: Path) -> tuple[Path, cedarpy.Schema]:
     if len(found) != 1:
         raise ConfigError(f"{folder}: expected exactly one of {', '.join(SCHEMA_NAMES)}, found {len(found)}")
     path = found[0]
-    text = _read(path)
+    text = read_utf8(path)
     if not path.name.endswith(".json"):  # JSON's own parser bounds its depth (128 levels)
         check_shape(text, path.name, angle_brackets=True)
     try:
@@ -177,7 +187,7 @@ def load_folder(folder: Path) -> LoadedPolicies:
     texts: list[str] = []
     located: list[str] = []  # "file:line" of each policy, in Cedar's order (policy0, policy1, ...)
     for path in files:
-        text = _read(path)
+        text = read_utf8(path)
         check_shape(text, path.name)
         # Parsed file by file first so a syntax error names its file, not an offset in the concatenation.
         try:
