@@ -3,16 +3,22 @@ a database that already holds one."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
+import pytest
 from sqlalchemy import create_engine, func, select
+from typer.testing import CliRunner
 
 from courierguard.app import audit_database_url, open_core
 from courierguard.audit import EntryKind, open_audit_log, verify
 from courierguard.audit.tables import audit_entries
+from courierguard.cli.main import app as cli
 from courierguard.config import Settings
 from courierguard.db import create_db_engine, migrate
+from courierguard.errors import ConfigError
 from courierguard.gateway.wiring import open_deployment
+from courierguard.policy import default_policy_dir, load_cases
 from courierguard.vault.keys import LocalKeyFile
 
 
@@ -89,3 +95,44 @@ def test_the_policy_set_loaded_is_found_by_the_tenants_audit_search(tmp_path: Pa
         assert page.records[0].body["tenant"] == "acme"
     finally:
         deployment.close()
+
+
+def _folder_with(tmp_path: Path, extra_rule: str = "", *, cases: bool = True) -> Path:
+    folder = tmp_path / "policies"
+    shutil.copytree(default_policy_dir(), folder)
+    if extra_rule:
+        with (folder / "policies.cedar").open("a", encoding="utf-8") as rules:
+            rules.write(extra_rule)
+    if not cases:
+        (folder / "cases.yaml").unlink()
+    return folder
+
+
+def test_a_policy_set_its_own_cases_refute_does_not_start(tmp_path: Path) -> None:
+    # Valid Cedar that hands every role every parcel: validation cannot tell, the cases can.
+    folder = _folder_with(tmp_path, '\n@id("oops")\npermit (principal, action, resource);\n')
+    with pytest.raises(ConfigError, match=r"cases\.yaml: \d+ of \d+ cases fail with these policies"):
+        open_deployment(Settings(data_dir=tmp_path / "data", policy_dir=folder))
+    run = CliRunner().invoke(
+        cli, ["serve", "--data-dir", str(tmp_path / "data")], env={"COURIERGUARD_POLICY_DIR": str(folder)}
+    )
+    assert run.exit_code == 1 and "cases fail with these policies" in run.output
+    assert "Traceback" not in run.output
+
+
+def test_the_cases_that_passed_at_start_are_on_the_trail(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    shipped = len(load_cases(default_policy_dir() / "cases.yaml"))
+    for name, folder, expected in (
+        ("shipped", None, shipped),
+        ("edited", _folder_with(tmp_path / "edited", '\n@id("extra")\nforbid (principal, action, resource) when { false };\n'), shipped),
+        ("untested", _folder_with(tmp_path / "untested", cases=False), None),
+    ):  # fmt: skip
+        deployment = open_deployment(Settings(data_dir=tmp_path / name, tenant="acme", policy_dir=folder))
+        try:
+            page = deployment.guard.audit_queries.search(tenant="acme", kinds=[EntryKind.POLICY])
+            assert page.records[0].body["cases_passed"] == expected, name
+        finally:
+            deployment.close()
+    assert "has no cases.yaml" in caplog.text

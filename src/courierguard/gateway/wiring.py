@@ -19,7 +19,8 @@ from courierguard.company import CompanyStore
 from courierguard.config import Settings
 from courierguard.gateway.identity import ApiKeys, Devices, DevIssuer, SessionStore, TokenVerifier
 from courierguard.gateway.service import Guard
-from courierguard.policy import PolicyEngine, default_policy_dir
+from courierguard.policy import PolicyEngine, check_own_cases, default_policy_dir
+from courierguard.policy.cases import CASES_FILE
 from courierguard.risk.alerts import Alert, AlertSink, FanoutSink, SqlSink, WebhookSink
 from courierguard.risk.engine import RiskEngine
 from courierguard.risk.interfaces import RiskHook
@@ -98,6 +99,12 @@ def open_deployment(
         grace_hours=settings.reveal_grace_hours,
         compile_policies=settings.policy_compiled,
     )
+    digest = policy_digest(policy.folder)
+    tested = check_own_cases(policy, digest)
+    if tested is None:
+        log.warning(
+            "policy folder %s has no %s: its rules are not checked at start", policy.folder, CASES_FILE
+        )
     audit_log = audit or open_audit_log(
         core.audit_engine,
         core.keys,
@@ -109,7 +116,7 @@ def open_deployment(
     audit_log.append(
         EntryKind.POLICY,
         {"what": "policy.loaded", "ts": core.clock.now().isoformat(), "tenant": settings.tenant,
-         "digest": policy_digest(policy.folder), "policies": list(policy.policy_ids),
+         "digest": digest, "policies": list(policy.policy_ids), "cases_passed": tested,
          "grace_hours": settings.reveal_grace_hours},
     )  # fmt: skip
     alerts = SqlSink(core.engine)

@@ -5,7 +5,7 @@ Every read of a waybill goes through :meth:`PolicyEngine.decide`, which asks a C
 now. See ``docs/policies.md``.
 """
 
-from courierguard.policy.cases import CaseResult, PolicyCase, load_cases, run_cases
+from courierguard.policy.cases import CaseResult, PolicyCase, check_own_cases, load_cases, run_cases
 from courierguard.policy.interfaces import PolicyDecider
 from courierguard.policy.models import (
     CaseFacts,
@@ -28,6 +28,7 @@ __all__ = [
     "PolicyRequest",
     "Principal",
     "WaybillFacts",
+    "check_own_cases",
     "default_policy_dir",
     "load_cases",
     "run_cases",

@@ -36,7 +36,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
@@ -54,6 +54,9 @@ from courierguard.policy.models import (
     Principal,
     WaybillFacts,
 )
+
+if TYPE_CHECKING:
+    from courierguard.policy.service import PolicyEngine
 
 
 class _Strict(BaseModel):
@@ -235,6 +238,41 @@ def check(case: PolicyCase, decision: PolicyDecision) -> str | None:
     if case.expect_policy is not None and case.expect_policy not in decision.policy_ids:
         return f"expected policy {case.expect_policy}, got {', '.join(decision.policy_ids) or 'none'}"
     return None
+
+
+CASES_FILE = "cases.yaml"
+"""The cases a policy folder ships with, beside its rules (``policy/default/cases.yaml``)."""
+_PASSED: dict[tuple[str, int], int] = {}
+"""How many cases passed, by (digest of the folder, grace hours): a process that opens the same
+folder again (a test suite's many deployments) reads its YAML once."""
+
+
+def check_own_cases(engine: PolicyEngine, digest: str) -> int | None:
+    """Run the cases file of the engine's own folder: how many passed, or ``None`` when the folder
+    has none. Any failure is a :class:`ConfigError` naming the first, and the server does not start.
+
+    Why at start: a rule can validate and still be wrong, down to ``permit (principal, action,
+    resource);`` appended by mistake, which hands every role every parcel. The cases are where the
+    officer wrote down what the rules must decide; a set that contradicts them is not served.
+    ``digest`` is :func:`courierguard.gateway.wiring.policy_digest` of the folder (rules and cases).
+    """
+    path = engine.folder / CASES_FILE
+    if not path.is_file():
+        return None
+    key = (digest, engine.grace_hours)
+    passed = _PASSED.get(key)
+    if passed is None:
+        results = run_cases(engine, load_cases(path))
+        failed = [r for r in results if not r.passed]
+        if failed:
+            first = failed[0]
+            raise ConfigError(
+                f"{path}: {len(failed)} of {len(results)} cases fail with these policies "
+                f"(first: {first.case.name!r}: {first.problem}); fix the rules or the cases, "
+                "see courierguard policy test"
+            )
+        passed = _PASSED[key] = len(results)
+    return passed
 
 
 def run_cases(engine: PolicyDecider, cases: list[PolicyCase]) -> list[CaseResult]:
