@@ -130,6 +130,15 @@ _TASK_ENDS = {
 """Steps that end a courier's task. Delivered keeps it, for the grace period the policies bound;
 any later step (a return, an exception) ends it, so no status that follows revives the courier's
 access: a new assignment does that, and it is recorded."""
+_ANY_TIME = {
+    WaybillStatus.DELIVERED,
+    WaybillStatus.REFUSED,
+    WaybillStatus.RETURNED,
+    WaybillStatus.EXCEPTION,
+}
+"""Steps taken whatever their time against the current status: each ends the courier's task (or
+starts the grace period), so taking one late only narrows access, while refusing a sign-off from a
+PDA whose clock runs slow would leave the task open."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -508,6 +517,8 @@ class CompanyStore:
         with self.engine.begin() as conn:
             self._locked(conn, waybills, key)
             values = self._planned(conn, change)
+            if not values:
+                return self.waybill(change.number, conn)
             conn.execute(update(waybills).where(key).values(**values))
             self.seals.reseal(conn, waybills, key)
             conn.execute(
@@ -522,17 +533,36 @@ class CompanyStore:
             )
             return self.waybill(change.number, conn)
 
-    def check(self, change: LifecycleChange) -> None:
+    def check(self, change: LifecycleChange) -> bool:
         """Refuse, as :meth:`apply` would, a change that cannot be applied now; writes nothing.
+        False for the waybill's current step sent again, which :meth:`apply` leaves as it is.
 
         For a caller that records a change on the audit trail before it takes effect.
         """
         with self.engine.connect() as conn:
-            self._planned(conn, change)
+            return bool(self._planned(conn, change))
 
     def _planned(self, conn: Connection, change: LifecycleChange) -> dict[str, Any]:
-        """The waybill columns ``change`` sets, or the error that refuses it."""
+        """The waybill columns ``change`` sets (none for the current step sent again), or the error
+        that refuses it."""
         current = self.waybill(change.number, conn)
+        if (
+            change.status is current.status
+            and utc(change.ts) == current.status_ts
+            and (change.status not in _TASK_FOR_STATUS or change.assignee == current.assignee)
+        ):
+            return {}  # a retry after a timeout: it was applied, and is not applied twice
+        if (
+            change.status not in _ANY_TIME
+            and current.status is not WaybillStatus.CREATED  # then the creation rule below decides
+            and utc(change.ts) < current.status_ts
+        ):
+            # Sources deliver late and retry: a stale assignment would hand a task back to a courier
+            # whose task a later step ended or gave to another, a stale transit step end a live one.
+            raise Conflict(
+                f"waybill {change.number} is {current.status.value} since "
+                f"{current.status_ts.isoformat()}: a step dated before that is out of order"
+            )
         if current.status in _TERMINAL and change.status not in (
             WaybillStatus.RETURNED,
             WaybillStatus.EXCEPTION,

@@ -1366,7 +1366,7 @@ class Guard:
     def lifecycle(self, caller: Caller, change: LifecycleChange) -> Any:
         self._require(caller, PolicyAction.INGEST)
         change = replace(change, ts=reported_time(change.ts, "ts", now=self.clock.now()))
-        self.company.check(change)
+        changes = self.company.check(change)
         what: dict[str, SystemDetail] = {
             "waybills": [change.number], "status": change.status.value, "ts": change.ts.isoformat(),
             "assignee": change.assignee,
@@ -1377,7 +1377,7 @@ class Guard:
         except CourierGuardError as exc:
             self._record_system(caller, "waybill.lifecycle.rejected", **what, error=exc.__class__.__name__)
             raise
-        if applied.task is not None and applied.assignee is not None:
+        if changes and applied.task is not None and applied.assignee is not None:  # a retry is no new task
             self._note_task(caller, applied.assignee, "courier", applied.task.value, change.number)
         return applied
 

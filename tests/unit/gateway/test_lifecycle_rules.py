@@ -231,3 +231,48 @@ def test_no_later_step_revives_a_delivery_task(world: World, after: list[str]) -
         assert step(world, status).status_code == 200
     assert reveal() == 403
     assert step(world, "out_for_delivery", assignee="C1").status_code in (200, 409)
+
+
+def test_a_stale_assignment_arriving_late_does_not_take_the_task_back(world: World) -> None:
+    # The PDA backend retries a pickup assignment after a timeout; by the time it arrives the parcel
+    # is out for delivery with another courier. Applying it would hand C1 the task back (and take
+    # C2's away): a step dated before the waybill's current status is out of order.
+    t0 = world.clock.now()
+    assert step(world, "awaiting_pickup", assignee="C1", ts=t0.isoformat()).status_code == 200
+    world.clock.advance(timedelta(hours=3))
+    later = world.clock.now().isoformat()
+    assert step(world, "out_for_delivery", assignee="C2", ts=later).status_code == 200
+    stale = step(world, "awaiting_pickup", assignee="C1", ts=t0.isoformat())
+    assert stale.status_code == 409, stale.text
+    assert "out of order" in stale.json()["detail"]
+    assert step(world, "in_transit", ts=(t0 + timedelta(hours=1)).isoformat()).status_code == 409
+    waybill = world.deployment.guard.company.waybill(W1)
+    assert (waybill.status.value, waybill.assignee) == ("out_for_delivery", "C2")
+    # A step that only ends the task is taken whatever its time: a sign-off from a PDA whose clock
+    # runs a minute slow must not leave the courier's task open.
+    assert (
+        step(world, "delivered", ts=(world.clock.now() - timedelta(minutes=1)).isoformat()).status_code == 200
+    )
+
+
+def test_a_step_retried_after_a_timeout_is_answered_again_without_a_second_change(world: World) -> None:
+    body = {"assignee": "C1", "ts": world.clock.now().isoformat()}
+    first = step(world, "out_for_delivery", **body)
+    assert first.status_code == 200
+    assert step(world, "delivered", ts=body["ts"]).status_code == 200
+    again = step(world, "delivered", ts=body["ts"])
+    assert again.status_code == 200, again.text  # the same step: the retry learns it was applied
+    assert again.json()["status"] == "delivered"
+    with world.deployment.core.engine.connect() as conn:
+        from sqlalchemy import func, select
+
+        from courierguard.db.tables import waybill_history
+
+        signed_off = conn.execute(
+            select(func.count())
+            .select_from(waybill_history)
+            .where(waybill_history.c.tenant == world.tenant, waybill_history.c.number == W1)
+            .where(waybill_history.c.status == "delivered")
+        ).scalar_one()
+    assert signed_off == 1
+
