@@ -207,6 +207,15 @@ class CaseIn(_In):
     waybill: Annotated[str, Field(pattern=NUMBER)]
     owner: Annotated[str, Field(pattern=ID)]
 
+    @field_validator("id")
+    @classmethod
+    def _no_phone_numbers(cls, value: str) -> str:
+        # Kept in clear on the trail and in every Access Event naming the ticket (the SIEM's copy),
+        # beyond the reach of crypto-shredding: a ticket numbered by the caller's phone is refused.
+        if contains_phone(value):
+            raise ValueError("must not hold a phone number (a case id is kept in clear)")
+        return value
+
 
 class CaseOut(BaseModel):
     id: str

@@ -276,3 +276,14 @@ def test_a_step_retried_after_a_timeout_is_answered_again_without_a_second_chang
         ).scalar_one()
     assert signed_off == 1
 
+
+@pytest.mark.parametrize("case_id", ["13812345678", "TK-138-1234-5678", "010-62551234"])
+def test_a_case_id_written_like_a_phone_number_is_refused(world: World, case_id: str) -> None:
+    # A case id is kept in clear on the trail and in every Access Event naming the ticket, exported
+    # to the SIEM beyond crypto-shredding: an order system that numbers tickets by the caller's
+    # phone must be told, not have the phone kept for years.
+    case = {"id": case_id, "kind": "ticket", "waybill": W1, "owner": "S1"}
+    r = world.client.post("/v1/cases", json=case, headers=world.svc)
+    assert r.status_code == 422, r.text
+    assert r.json()["field"] == "id" and case_id not in r.text
+    assert system_entries(world, "case.opened", waybill=W1) == []
