@@ -370,6 +370,24 @@ def test_batch_ingest_reports_bad_records_without_echoing_values(world: World) -
     assert "999" not in r.text and "李四" not in r.text
 
 
+def test_a_record_that_is_not_an_object_fails_alone(world: World) -> None:
+    # A null or a string in a batch of 5,000 (a serialiser's hiccup) must not refuse the other 4,999.
+    from .conftest import record
+
+    r = world.client.post(
+        "/v1/waybills",
+        json={"records": [record(41), None, "13812345678", [1], record(42)]},
+        headers=world.svc,
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["stored"] == ["YT0000000000041", "YT0000000000042"]
+    assert [(f["index"], f["field"], f["number"]) for f in body["failed"]] == [
+        (1, "record", None), (2, "record", None), (3, "record", None),
+    ]  # fmt: skip
+    assert "13812345678" not in r.text
+
+
 def test_validation_problems_do_not_echo_input(world: World) -> None:
     k1 = world.login("K1")
     r = world.client.post("/v1/waybills/search", json={"phone": "1" * 40}, headers=k1)
