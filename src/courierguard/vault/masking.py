@@ -105,7 +105,8 @@ def mask_phone(phone: NormalizedPhone) -> str:
     if phone.kind is PhoneKind.LANDLINE:
         area, local = digits[: phone.area_code_length], digits[phone.area_code_length :]
         shown = max(0, min(2, len(local) - MIN_HIDDEN_PHONE_DIGITS))
-        return f"0{area}-" + MASK * (len(local) - shown) + local[len(local) - shown :]
+        prefix = f"0{area}-" if area else ""  # 400 and 800 numbers have no area code to show
+        return prefix + MASK * (len(local) - shown) + local[len(local) - shown :]
     country = phone.e164[1 : len(phone.e164) - len(digits)]
     shown = max(0, min(2, len(digits) - MIN_HIDDEN_PHONE_DIGITS))
     return f"+{country} " + MASK * (len(digits) - shown) + digits[len(digits) - shown :]

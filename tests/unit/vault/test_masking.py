@@ -191,3 +191,11 @@ def test_a_mobile_with_digits_of_another_script_normalises_to_the_ascii_one(
     phone = normalize_phone(mixed)
     assert phone.e164 == "+86" + digits
     assert phone.national == digits
+
+
+@pytest.mark.parametrize(
+    ("phone", "masked"), [("400-820-8820", "********20"), ("800 810 8888", "********88")]
+)
+def test_a_number_without_an_area_code_is_not_shown_with_a_made_up_one(phone: str, masked: str) -> None:
+    # 400 and 800 numbers (businesses as senders) have no area code: "0-********20" read as one.
+    assert mask_phone(normalize_phone(phone)) == masked
