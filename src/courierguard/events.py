@@ -9,6 +9,7 @@ properties stay ``None`` and are left out when an event is written.
 from __future__ import annotations
 
 import os
+import re
 import threading
 from datetime import datetime
 from enum import StrEnum
@@ -106,9 +107,20 @@ class AuthMethod(StrEnum):
     API_KEY = "api_key"
 
 
-def _require_offset(value: datetime) -> datetime:
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError("timestamp needs an offset (RFC 3339)")
+RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})")
+"""The schemas' ``date-time`` (RFC 3339 §5.6): a full date, a full time and an offset. Python's
+``fromisoformat`` and pydantic read many other ISO 8601 forms (``+0800``, ``2026-W46-3``, no
+seconds), which a consumer validating against the schema refuses."""
+
+
+def _require_offset(value: Any) -> Any:
+    """Before parsing: a text timestamp must be RFC 3339; a datetime (the gateway's) needs an offset."""
+    if isinstance(value, datetime):
+        if value.utcoffset() is None:
+            raise ValueError("timestamp needs an offset (RFC 3339)")
+        return value
+    if not isinstance(value, str) or not RFC3339.fullmatch(value):
+        raise ValueError("timestamp must be an RFC 3339 date-time with an offset")
     return value
 
 
@@ -146,7 +158,7 @@ class Resource(_Part):
     status_ts: datetime | None = None
     ticket: Annotated[str, Field(max_length=64)] | None = None
 
-    _offset = field_validator("status_ts")(lambda v: v if v is None else _require_offset(v))
+    _offset = field_validator("status_ts", mode="before")(lambda v: v if v is None else _require_offset(v))
 
 
 class Query(_Part):
@@ -176,7 +188,7 @@ class AccessEvent(_Part):
     purpose: Annotated[str, Field(max_length=128)] | None = None
     outcome: EventOutcome | None = None
 
-    _offset = field_validator("ts")(_require_offset)
+    _offset = field_validator("ts", mode="before")(_require_offset)
 
     @field_validator("fields")
     @classmethod

@@ -13,7 +13,7 @@ import re
 from datetime import datetime
 from typing import Any
 
-from courierguard.events import AccessEvent
+from courierguard.events import RFC3339, AccessEvent
 
 ACTIONS = frozenset(
     {
@@ -127,16 +127,19 @@ def _risk_refused(decision: str | None, reason: str | None) -> bool:
     return decision not in (None, "allow") and reason is not None and reason.startswith("risk:")
 
 
+_RFC3339 = RFC3339.fullmatch
+
+
 def _ts(value: Any, name: str) -> datetime:
     if not isinstance(value, str):
         raise BadEvent(f"{name}: not a string")
-    try:
-        dt = datetime.fromisoformat(value)
-    except ValueError:
+    # RFC 3339 only: a decision repeats its event's ts, and must be a valid Risk Decision v1 itself.
+    if not _RFC3339(value):
+        raise BadEvent(f"{name}: not an RFC 3339 date-time (a date, a time and an offset)")
+    try:  # RFC 3339 allows a lower-case "z", Python 3.11 does not
+        return datetime.fromisoformat(value if value[-1] != "z" else value[:-1] + "Z")
+    except ValueError:  # a 30 February, a 25th hour
         raise BadEvent(f"{name}: not an RFC 3339 date-time") from None
-    if dt.tzinfo is None or "T" not in value.upper():
-        raise BadEvent(f"{name}: needs a date, a time and an offset")
-    return dt
 
 
 def _str(obj: dict[str, Any], key: str, where: str, max_len: int, min_len: int = 0) -> str | None:

@@ -59,12 +59,18 @@ BAD = [
     ("resource.status_ts", "noon"), ("query.result_count", -1), ("query.result_count", 1.5),
     ("query.result_ids", [1]), ("fields", ["recipient.phone", "recipient.phone"]), ("fields", ["customer.ssn"]),
     ("outcome.decision", "maybe"), ("v", 2), ("purpose", "p" * 129),
+    # ISO 8601 forms that are not RFC 3339 date-times (the schema's "date-time"): replay copies an
+    # event's ts into its Risk Decision, which would then break the contract downstream.
+    ("ts", "2026-11-11T09:15:03+0800"), ("ts", "20261111T091503+08:00"), ("ts", "2026-11-11T09:15+08:00"),
+    ("ts", "2026-11-11T09+08:00"), ("ts", "2026-W46-3T09:15:03+08:00"), ("ts", "2026-11-11T09:15:03,5+08:00"),
+    ("ts", "2026-11-11T09:15:03+08"), ("ts", "2026-11-11T09:15:03+08:00:30"), ("ts", 1762823703),
+    ("resource.status_ts", "2026-11-11T08:00+08:00"), ("resource.status_ts", 1762819200),
 ]  # fmt: skip
 GOOD = [
     ("tenant", _DROP), ("session", _DROP), ("resource", _DROP), ("query", _DROP), ("fields", _DROP),
     ("outcome", _DROP), ("v", _DROP), ("actor.role", _DROP), ("session.location", _DROP),
     ("unknown_top", {"x": 1}), ("actor.unknown", 1), ("resource.extra", [1, 2]),
-    ("ts", "2026-11-11T01:15:03Z"),
+    ("ts", "2026-11-11T01:15:03Z"), ("ts", "2026-11-11t01:15:03z"), ("ts", "2026-11-11T09:15:03.1234567+08:00"),
 ]  # fmt: skip
 
 
