@@ -15,9 +15,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import orjson
 import pytest
+from jsonschema import Draft202012Validator
 
 from courierguard.risk.alerts import MemorySink
 from courierguard.risk.config import RiskConfig
@@ -26,6 +26,7 @@ from courierguard.risk.replay import replay
 from courierguard.risk.state import RiskState
 from courierguard.risk.streams import event, iter_lines
 
+from ..contracts import format_checker
 from .helpers import Feed, at, codes, live_decisions, replayed_decisions
 
 OFFICER: dict[str, Any] = {"role": "security_officer", "org": "SEC", "device": "SEC-PC-1", "loc": None,
@@ -232,8 +233,9 @@ def test_every_decision_is_valid_under_the_public_schema() -> None:
     replay(iter_lines(_stream()), buf, RiskEngine())
     decided = [orjson.loads(line) for line in buf.getvalue().splitlines()]
     assert any(r["code"] == "containment_burst" for d in decided for r in d["reasons"])
+    checked = Draft202012Validator(schema, format_checker=format_checker())  # date-time too
     for d in decided:
-        jsonschema.validate(d, schema)
+        checked.validate(d)
 
 
 def test_replay_is_the_same_on_every_state_backend(state: RiskState) -> None:

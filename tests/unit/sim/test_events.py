@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from pathlib import Path
 
 import orjson
 import pytest
-from jsonschema import Draft202012Validator, FormatChecker
+from jsonschema import Draft202012Validator
 
 from courierguard.sim import SimConfig, simulate, write_files
 from courierguard.sim.config import default_festival
 
+from ..contracts import validator
 from .conftest import Run
 
 SCHEMAS = Path(__file__).resolve().parents[3] / "src" / "courierguard" / "schemas"
@@ -20,8 +20,7 @@ SHARED = Path(__file__).resolve().parents[4] / "shared" / "schemas"
 
 
 def _validator() -> Draft202012Validator:
-    schema = json.loads((SCHEMAS / "access-event.v1.schema.json").read_text(encoding="utf-8"))
-    return Draft202012Validator(schema, format_checker=FormatChecker())
+    return validator("access-event.v1")  # date-time checked too
 
 
 @pytest.mark.parametrize("name", ["access-event.v1.schema.json", "risk-decision.v1.schema.json"])
