@@ -41,12 +41,15 @@ class Alert:
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (what the webhook receives)."""
-        return {
+        """JSON-ready form (what the webhook receives, and the audit trail's ``alert`` entry): a Risk
+        Decision v1 (``shared/schemas``), so a SIEM reads alerts and replay's decisions with one
+        parser, plus the alert's ``id``, ``tenant`` and ``evidence``. ``session_id`` is left out
+        when there is none, as the schema types it as a string."""
+        out: dict[str, Any] = {
+            "v": 1,
             "id": self.id,
             "tenant": self.tenant,
             "actor_id": self.actor_id,
-            "session_id": self.session_id,
             "event_id": self.event_id,
             "ts": self.ts.isoformat(),
             "action": self.action,
@@ -54,6 +57,9 @@ class Alert:
             "reasons": [{"code": c, "detail": d} if d else {"code": c} for c, d in self.reasons],
             "evidence": self.evidence,
         }
+        if self.session_id is not None:
+            out["session_id"] = self.session_id
+        return out
 
 
 class AlertSink(Protocol):

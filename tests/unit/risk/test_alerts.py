@@ -19,6 +19,8 @@ from courierguard.risk.engine import RiskEngine
 from courierguard.risk.record import from_dict
 from courierguard.risk.streams import rented_stream
 
+from ..contracts import validator
+
 
 def _alerts() -> list[Alert]:
     sink = MemorySink()
@@ -37,6 +39,20 @@ def test_alerts_carry_evidence_but_no_pii() -> None:
         assert forbidden not in blob
     lock = next(a for a in alerts if a.action == "lock")
     assert lock.evidence["device_id"] == "PHONE-X" and lock.evidence["session_unexplained"] >= 1
+
+
+def test_every_alert_is_a_risk_decision_v1() -> None:
+    # What the webhook posts: a SIEM reads it with the parser of replay's decisions.
+    alerts = _alerts()
+    schema = validator("risk-decision.v1")
+    for alert in [*alerts, Alert("E1", "ev_1", alerts[0].ts, "lock", 95.0, (("account_locked", None),), {})]:
+        body = orjson.loads(orjson.dumps(alert.to_dict()))
+        assert not list(schema.iter_errors(body)), body
+        assert (
+            body["v"] == 1
+            and body["id"] == alert.id
+            and ("session_id" in body) == (alert.session_id is not None)
+        )
 
 
 def test_sql_sink_stores_alerts(tmp_path: Path) -> None:
