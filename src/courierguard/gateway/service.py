@@ -111,6 +111,10 @@ account, and an officer's audit search, not the masked search, is the tool for i
 PENDING_APPROVALS_READ = 1000
 """Pending requests one listing reads: requests expire undecided within hours, so a company has a
 handful at a time; a thousand means someone is filing them faster than anyone could decide."""
+PENDING_PER_REQUESTER = 10
+"""Requests one employee may have waiting for a decision at once. A rented manager's account filed
+60 export requests in seconds: the officers' queue (oldest first) showed only them, and each was one
+more chance of an outlet's export approved by a tired officer. The next waits for a decision."""
 
 
 _SERVICE_ROLE = Role.SERVICE.value
@@ -727,6 +731,7 @@ class Guard:
         if not 10 <= len(justification or "") <= 500 or not justification.strip():
             raise InvalidInput("justification", "must be 10 to 500 characters and say something")
         justification = justification.strip()
+        self._room_to_ask(caller, kind)
         if kind == "role":
             return self._request_role(caller, justification, fields, employee, role, org_unit)
         if not fields:
@@ -767,6 +772,24 @@ class Guard:
             )
         )
         return store()
+
+    def _room_to_ask(self, caller: Caller, kind: str) -> None:
+        """Refuse (409, recorded) a request from someone with ``PENDING_PER_REQUESTER`` waiting."""
+        with self.vault.engine.connect() as conn:
+            rows = conn.execute(
+                select(approvals).where(
+                    approvals.c.tenant == self.settings.tenant,
+                    approvals.c.requested_by == caller.principal.id,
+                    approvals.c.status == "pending",
+                )
+            ).all()
+        waiting = sum(1 for row in rows if self._approval_of(row).status == "pending")  # not the expired
+        if waiting >= PENDING_PER_REQUESTER:
+            kinds = {"export": Action.WAYBILL_EXPORT, "reveal": Action.WAYBILL_REVEAL}
+            raise self._refused(
+                caller, kinds.get(kind, Action.ADMIN_CHANGE), "approval.request",
+                Conflict(f"{waiting} requests of yours are waiting for a decision: ask again once one is decided"),
+            )  # fmt: skip
 
     def _decide_by(self, created_at: datetime) -> datetime:
         """When a request made at ``created_at`` expires undecided (``approval_pending_hours``)."""
