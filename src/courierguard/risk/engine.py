@@ -182,11 +182,14 @@ class RiskEngine:
         acc.d_strikes = 0
         acc.deny_times.clear()
         acc.sessions.clear()
-        # Far beyond the masked or probe budget locks again on the next read: the review is done.
+        # Far beyond the masked, probe or reveal budget locks again on the next read (refused reveals
+        # count too): the owner, reviewed and signed in anew, would be locked by the renter's hour.
         acc.d_masked = acc.hour_masked = acc.m_sent = acc.m_free = acc.d_probes = 0
         acc.m_over = 0.0
         acc.masked_times.clear()
         acc.probes = None
+        acc.d_rv = acc.hour_rv = 0
+        acc.rv_times.clear()
         self.state.save(acc)
 
     def lock(self, actor_id: str, reason: str = "officer") -> None:

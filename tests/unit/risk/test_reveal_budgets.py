@@ -30,6 +30,18 @@ def test_courier_burst_of_assigned_reveals_climbs_the_ladder(feed: Feed) -> None
     assert locks[0].evidence["revealed_last_hour"] == 4 * budget + 1
 
 
+def test_unlock_clears_the_reveal_counts_so_the_reviewed_owner_can_work(feed: Feed) -> None:
+    feed.warm()
+    budget = feed.engine.config.budget("courier").revealed_per_hour
+    for i in range(4 * budget + 1):
+        feed.one(at(4, 10, 0, i), waybill=wb(i), assignee="E1", fields=PHONE, action="waybill.reveal")
+    assert feed.engine.is_locked("E1")
+    feed.engine.unlock("E1")  # the officer's review found the owner, not a renter
+    owner = {"session": "S-E1-reviewed", "assignee": "E1", "fields": PHONE, "action": "waybill.reveal"}
+    assert feed.one(at(4, 10, 5), waybill=wb(900), **owner)[0] == "allow"
+    assert feed.engine.state.load("E1").hour_rv == 1
+
+
 def test_agent_sixty_ticketed_reveals_in_seconds_are_stopped(feed: Feed) -> None:
     kw = {"role": "customer_service", "org": "CS-BJ", "device": "PC-1", "loc": None}
     names = [
