@@ -707,12 +707,13 @@ class CompanyStore:
                 )
             )
 
-    def check_case(self, case: Case) -> None:
-        """Refuse, as :meth:`open_case` would, a case that cannot be opened now; writes nothing."""
+    def check_case(self, case: Case) -> Employee:
+        """Refuse, as :meth:`open_case` would, a case that cannot be opened now; writes nothing.
+        Returns the case's owner."""
         with self.engine.connect() as conn:
-            self._check_case(conn, case)
+            return self._check_case(conn, case)
 
-    def _check_case(self, conn: Connection, case: Case) -> None:
+    def _check_case(self, conn: Connection, case: Case) -> Employee:
         self.waybill(case.waybill, conn)
         exists = conn.execute(
             select(cases.c.id).where(cases.c.tenant == self.tenant, cases.c.id == case.id)
@@ -721,7 +722,7 @@ class CompanyStore:
             raise Conflict(f"case {case.id} already exists")
         # The owner of an open ticket may reveal the waybill's contacts: it must be a real account.
         try:
-            self.employee(case.owner, conn)
+            return self.employee(case.owner, conn)
         except NotFound:
             raise InvalidInput("owner", "is not an employee") from None
 

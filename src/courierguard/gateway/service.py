@@ -1406,7 +1406,7 @@ class Guard:
 
     def open_case(self, caller: Caller, case: Case) -> None:
         self._require(caller, PolicyAction.INGEST)
-        self.company.check_case(case)
+        owner = self.company.check_case(case)
         what: dict[str, SystemDetail] = {
             "waybills": [case.waybill], "case": case.id, "kind": case.kind.value, "owner": case.owner,
         }  # fmt: skip
@@ -1416,7 +1416,8 @@ class Guard:
         except CourierGuardError as exc:
             self._record_system(caller, "case.opened.rejected", **what, error=exc.__class__.__name__)
             raise
-        self._note_task(caller, case.owner, "customer_service", "case", case.id)
+        # The owner's own role: a return or claim case goes to outlet staff, whose task budget differs.
+        self._note_task(caller, case.owner, owner.role.value, "case", case.id)
 
     def _note_task(self, caller: Caller, assignee: str, role: str, kind: str, ref: str) -> None:
         """Tell risk control a task was handed out: a burst to one account raises an alert there.

@@ -103,3 +103,13 @@ def test_risk_control_counts_an_agent_browsing_a_colleagues_tickets(engine_world
     engine = world.deployment.guard.risk
     assert engine.state.load("S1").d_masked == 0  # type: ignore[attr-defined]
     assert engine.state.load("S2").d_masked >= 31  # type: ignore[attr-defined]
+
+
+def test_risk_control_counts_a_case_under_its_owners_own_role(world: World) -> None:
+    # A return case goes to outlet staff: counted as customer service's task, an account risk
+    # control had never seen act was judged against the agents' task budget.
+    noted: list[tuple[str, str, str]] = []
+    world.risk.note_task = lambda who, role, kind, ts, by, ref: noted.append((who, role, kind)) or False  # type: ignore[attr-defined]
+    _open(world, "RT-1", W1, "K1", kind="return")
+    _open(world, "TK-1", NUMBERS[1], "S1")
+    assert noted == [("K1", "outlet_clerk", "case"), ("S1", "customer_service", "case")]
