@@ -615,11 +615,14 @@ class Guard:
                     return self.vault.open_sealed(number, fields, sealed)
                 return self.vault.reveal(number, fields)
             except VaultError as exc:
-                # The caller sees "record unavailable"; why (shredded, unreadable) goes on the record.
+                # The caller sees "record unavailable"; why (shredded, unreadable) goes on the record,
+                # filed under the waybill: the reveal's own entry says allow, and a data subject's
+                # search by phone or waybill must show that nothing was served.
                 receipt = last_receipt.get()
                 self._record_system(
-                    caller, "vault.failure", failure=exc.failure.value, event=receipt[1] if receipt else None
-                )
+                    caller, "vault.failure", failure=exc.failure.value, event=receipt[1] if receipt else None,
+                    waybills=[number],
+                )  # fmt: skip
                 raise
 
         verdict = self._guard(
