@@ -365,9 +365,13 @@ def query_command(
             core = open_core(settings, migrate_schema=False)
             try:
                 found = core.vault.waybills_by_phone(phone)
-                # As over HTTP, the search is on the trail (never the phone): from a phone to
-                # someone's parcels is exactly what the trail must show.
-                record(core, EntryKind.SYSTEM, {"what": "audit.search", "by": "phone", "matched": len(found)})
+                # As over HTTP, the search is on the trail (never the phone), filed under the
+                # parcels it found: from a phone to someone's parcels is exactly what the trail
+                # must show, to the data subject's next request as well.
+                record(
+                    core, EntryKind.SYSTEM,
+                    {"what": "audit.search", "by": "phone", "matched": len(found), "waybills": found},
+                )  # fmt: skip
             finally:
                 core.close()
             if not found:

@@ -120,6 +120,9 @@ more chance of an outlet's export approved by a tired officer. The next waits fo
 _SERVICE_ROLE = Role.SERVICE.value
 _AUDIT_READERS = frozenset({Role.SECURITY_OFFICER, Role.AUDITOR})
 _EMPLOYEE_READERS = frozenset({Role.ADMIN, Role.SECURITY_OFFICER, Role.AUDITOR})
+_QUERY_IDS_MAX = 10_000
+"""Most waybill numbers one Access Event v1 ``query.result_ids`` holds (the schema's bound)."""
+
 SystemDetail = int | str | list[str] | None
 """A value in a system entry's body (``waybills`` lists the numbers it concerns, for search)."""
 
@@ -1350,7 +1353,19 @@ class Guard:
         )
         sorts = f":kinds={','.join(sorted(kinds))}" if kinds else ""
         what = f"audit.search:actor={actor or '-'}{people}:waybills={len(waybills)}:phone={'matched ' + str(matched) if matched is not None else '-'}{sorts}"
-        self._judge_now(self._event(caller, Action.ADMIN_CHANGE, outcome=Outcome.ALLOW, purpose=what[:128]))
+        # The parcels looked up are named (never the phone), so the search is filed under them: a
+        # look-up of someone's phone is itself an access to their data, which their own request
+        # (by phone or waybill) and an investigator must find, not only "a phone, 3 matches".
+        looked_up = (
+            Query(
+                kind=QueryKind.BY_PHONE if phone is not None else QueryKind.OTHER,
+                result_count=len(numbers), result_ids=tuple(numbers[:_QUERY_IDS_MAX]),
+            )
+            if numbers else None
+        )  # fmt: skip
+        self._judge_now(
+            self._event(caller, Action.ADMIN_CHANGE, outcome=Outcome.ALLOW, purpose=what[:128], query=looked_up)
+        )
         if phone is not None and not numbers:
             return Page([], None)
         # One audit log may serve several tenants (waybill numbers can repeat between them): an

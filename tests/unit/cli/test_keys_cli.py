@@ -120,12 +120,15 @@ def test_audit_query_by_phone_reads_the_phone_from_stdin(tmp_path: Path) -> None
                            input=recipient.phone + "\n")  # fmt: skip
     assert result.exit_code == 0, result.output
     records = json.loads(result.output)["records"]
-    assert [r["body"]["actor"]["id"] for r in records] == ["E7"]
+    assert [r["body"]["actor"]["id"] for r in records if r["kind"] == "access"] == ["E7"]
     assert recipient.phone not in result.output
-    # The search itself is on the trail, as over HTTP: who went from a phone to whose parcels.
+    # The search itself is on the trail, as over HTTP: who went from a phone to whose parcels,
+    # filed under those parcels, so the data subject's next request shows this look-up too.
     trail = AuditQueries(engine)  # this database already held the trail, so it stays there
     [searched] = [r.body for r in trail.search(kinds=[EntryKind.SYSTEM], limit=10).records]
     assert searched["what"] == "audit.search" and searched["matched"] == 1
+    assert searched["waybills"] == ["YT0000000000001"]
+    assert [r["body"]["what"] for r in records if r["kind"] == "system"] == ["audit.search"]
     assert recipient.phone not in json.dumps(searched)
 
 

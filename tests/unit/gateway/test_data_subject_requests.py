@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .conftest import World
+from .conftest import RECIPIENT_PHONE, World
 
 W1 = "YT0000000000001"
 
@@ -32,3 +32,15 @@ def test_a_reveal_that_served_nothing_is_found_with_its_reason(world: World) -> 
     failure = [b for b in found if b.get("what") == "vault.failure"]
     assert failure and failure[-1]["event"] == reveal["id"] and failure[-1]["failure"] == "shredded"
 
+
+def test_an_officers_look_up_of_a_phone_is_found_by_that_phone(world: World) -> None:
+    x1, x2 = world.login("X1"), world.login("X2")
+    _search(world, x1, {"phone": RECIPIENT_PHONE})
+    later = _search(world, x2, {"phone": RECIPIENT_PHONE})
+    lookups = [b for b in later if str(b.get("purpose", "")).startswith("audit.search")]
+    # X1 went from the phone to the person's parcels (and who handled them): that is an access
+    # to their data the data subject and the investigators must see, not "a phone, 5 matches".
+    # (X2's own search is recorded before it runs, so it is in its answer too.)
+    assert [(b["actor"]["id"], b["query"]["result_count"]) for b in lookups] == [("X1", 5), ("X2", 5)]
+    assert sorted(lookups[0]["query"]["result_ids"]) == [f"YT{n:013d}" for n in range(1, 6)]
+    assert RECIPIENT_PHONE not in str(lookups)
