@@ -85,7 +85,7 @@ from courierguard.policy import (
 )
 from courierguard.risk.interfaces import RiskHook
 from courierguard.timeutil import reported_time, utc, utc_or_none
-from courierguard.vault import MaskedWaybill, Vault, VaultError
+from courierguard.vault import MaskedWaybill, Vault, VaultError, VaultFailure
 from courierguard.vault.normalize import InvalidPhone, contains_phone, normalize_phone
 
 _log = logging.getLogger(__name__)
@@ -1092,8 +1092,16 @@ class Guard:
             rows = []
             with self.vault.engine.connect() as conn:
                 for number in numbers:
-                    clear = self.vault.reveal_in(conn, number, approval.fields)
-                    rows.append({"number": number, **{f.value: v for f, v in clear.items()}})
+                    try:
+                        clear = self.vault.reveal_in(conn, number, approval.fields)
+                    except VaultError as exc:
+                        # A crypto-shredded parcel has nothing left to hand over: its cells stay
+                        # blank. Failing here failed every later export of the unit, each after
+                        # its approval was spent. A row that does not decrypt (tampering) still stops it.
+                        if exc.failure is not VaultFailure.SHREDDED:
+                            raise
+                        clear = {}
+                    rows.append({"number": number, **{f.value: clear.get(f, "") for f in approval.fields}})
             return rows
 
         verdict = self._guard(

@@ -44,3 +44,25 @@ def test_an_officers_look_up_of_a_phone_is_found_by_that_phone(world: World) -> 
     assert [(b["actor"]["id"], b["query"]["result_count"]) for b in lookups] == [("X1", 5), ("X2", 5)]
     assert sorted(lookups[0]["query"]["result_ids"]) == [f"YT{n:013d}" for n in range(1, 6)]
     assert RECIPIENT_PHONE not in str(lookups)
+
+
+def test_an_export_after_a_shred_hands_over_what_is_left(world: World) -> None:
+    from datetime import UTC, datetime
+
+    from .conftest import RECIPIENT_NAME, record
+
+    old = record(9, created_at=datetime(2026, 10, 20, tzinfo=UTC).isoformat())
+    assert world.client.post("/v1/waybills", json={"records": [old]}, headers=world.svc).status_code == 200
+    world.deployment.guard.vault.shred_month("2026-10")  # deleted on request, or by retention
+    m1, x1 = world.login("M1"), world.login("X1")
+    body = {"kind": "export", "justification": "quarterly claims reconciliation", "fields": ["recipient.name"],
+            "org_unit": "OUT-BJ-01"}  # fmt: skip
+    ap = world.client.post("/v1/approvals", json=body, headers=m1).json()["id"]
+    assert world.client.post(f"/v1/approvals/{ap}/approve", headers=x1).status_code == 200
+    csv = world.client.get(f"/v1/exports/{ap}/download", headers=m1)
+    # One shredded parcel in the unit made every export of it 409 record_unavailable, after the
+    # approval was spent and the trail said the rows were handed over: the shredded row has
+    # nothing left to give, its cells stay blank, and the rest is exported.
+    assert csv.status_code == 200, csv.text
+    lines = csv.text.splitlines()
+    assert "YT0000000000009," in lines and csv.text.count(RECIPIENT_NAME) == 5
