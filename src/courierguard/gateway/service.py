@@ -1083,10 +1083,22 @@ class Guard:
         def serve() -> list[dict[str, str]]:
             # On the trail before the approval is spent and before any row leaves: what makes the
             # download single-use even against a row put back to its sealed, unused state.
+            # The access entry names at most _QUERY_IDS_MAX rows (the event's bound) and an export
+            # holds up to EXPORT_MAX_ROWS: the rest are named here, a chunk an entry, so every
+            # parcel that leaves is found by its waybill (a data subject's request, an investigation).
+            rest = numbers[_QUERY_IDS_MAX:]
             self._record_system(
                 caller, "export.download", approval=approval_id, approved_by=approval.decided_by,
                 requested_by=approval.requested_by, rows=len(numbers),
+                **({"waybills": rest[:_QUERY_IDS_MAX]} if rest else {}),
             )  # fmt: skip
+            for i in range(_QUERY_IDS_MAX, len(rest), _QUERY_IDS_MAX):
+                self._record_system(
+                    caller,
+                    "export.download.waybills",
+                    approval=approval_id,
+                    waybills=rest[i : i + _QUERY_IDS_MAX],
+                )
             if not self._update_approval(approval_id, {"used_at": self.clock.now()}, used_at=None):
                 raise Conflict(f"export {approval_id} was already downloaded")
             rows = []
@@ -1108,7 +1120,7 @@ class Guard:
             caller, Action.WAYBILL_EXPORT, PolicyAction.EXPORT_DOWNLOAD, org_unit=approval.scope.get("org_unit"),
             fields=approval.fields, approved_by=approval.decided_by, requested_by=approval.requested_by,
             purpose=f"export:{approval.id};approved_by:{approval.decided_by}"[:128],
-            query=Query(kind=QueryKind.BY_ORG_UNIT, result_count=len(numbers), result_ids=tuple(numbers[:10000])),
+            query=Query(kind=QueryKind.BY_ORG_UNIT, result_count=len(numbers), result_ids=tuple(numbers[:_QUERY_IDS_MAX])),
             serve=serve,
         )  # fmt: skip
         return self._settle(verdict)
@@ -1372,7 +1384,9 @@ class Guard:
             if numbers else None
         )  # fmt: skip
         self._judge_now(
-            self._event(caller, Action.ADMIN_CHANGE, outcome=Outcome.ALLOW, purpose=what[:128], query=looked_up)
+            self._event(
+                caller, Action.ADMIN_CHANGE, outcome=Outcome.ALLOW, purpose=what[:128], query=looked_up
+            )
         )
         if phone is not None and not numbers:
             return Page([], None)

@@ -22,7 +22,9 @@ def test_a_reveal_that_served_nothing_is_found_with_its_reason(world: World) -> 
     c1, x1 = world.login("C1"), world.login("X1")
     world.deployment.guard.vault.shred_month("2026-11")
     r = world.client.post(
-        f"/v1/waybills/{W1}/reveal", json={"fields": ["recipient.phone"], "purpose": "delivery_contact"}, headers=c1
+        f"/v1/waybills/{W1}/reveal",
+        json={"fields": ["recipient.phone"], "purpose": "delivery_contact"},
+        headers=c1,
     )
     assert r.status_code == 409
     found = _search(world, x1, {"waybills": [W1]})
@@ -66,3 +68,24 @@ def test_an_export_after_a_shred_hands_over_what_is_left(world: World) -> None:
     assert csv.status_code == 200, csv.text
     lines = csv.text.splitlines()
     assert "YT0000000000009," in lines and csv.text.count(RECIPIENT_NAME) == 5
+
+
+def test_every_parcel_of_a_large_export_is_found_by_its_waybill(world: World) -> None:
+    from .conftest import record
+
+    # An export holds up to EXPORT_MAX_ROWS (50,000) rows; its access entry names 10,000 of them.
+    for first in range(10, 10_010, 5_000):
+        batch = [record(n) for n in range(first, first + 5_000)]
+        assert (
+            world.client.post("/v1/waybills", json={"records": batch}, headers=world.svc).status_code == 200
+        )
+    m1, x1 = world.login("M1"), world.login("X1")
+    body = {"kind": "export", "justification": "quarterly claims reconciliation", "fields": ["recipient.name"],
+            "org_unit": "OUT-BJ-01"}  # fmt: skip
+    ap = world.client.post("/v1/approvals", json=body, headers=m1).json()["id"]
+    assert world.client.post(f"/v1/approvals/{ap}/approve", headers=x1).status_code == 200
+    csv = world.client.get(f"/v1/exports/{ap}/download", headers=m1)
+    assert csv.status_code == 200 and len(csv.text.splitlines()) == 1 + 10_005
+    for n in (1, 10_009):  # the first row and the last, beyond the access entry's 10,000
+        found = _search(world, x1, {"waybills": [f"YT{n:013d}"]})
+        assert any(ap in str(b.get("purpose", "")) or b.get("approval") == ap for b in found), n
