@@ -214,6 +214,11 @@ def shred(
             {"op": "month.shred.done", "tenant": settings.tenant, "month": month, "parties": report.parties},
         )
         console.print(f"shredded {report.month}: {report.parties} parties are now unrecoverable")
+        if report.wal_cleared is False:
+            console.print(
+                "warning: a reader kept the SQLite WAL, which still holds the pages from before the shred; "
+                "stop the service (SQLite empties it when the last connection closes)"
+            )
         core.close()
 
 

@@ -221,6 +221,9 @@ class RetireReport:
 class ShredReport:
     month: str
     parties: int
+    wal_cleared: bool | None = None
+    """SQLite: whether the WAL, which held the pages from before the shred, was emptied (False: a
+    reader held it; run the shred's checkpoint again with the service stopped). None elsewhere."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -834,7 +837,10 @@ class Vault:
         """Crypto-shred one month of this tenant: delete its data key, masks and blind indexes."""
         if not _MONTH.fullmatch(month):
             raise InvalidInput("month", "must be YYYY-MM")
+        sqlite = self.engine.dialect.name == "sqlite"
         with self.engine.begin() as conn:
+            if sqlite:  # the cells the shred frees are zeroed, whatever the build's default
+                conn.exec_driver_sql("PRAGMA secure_delete=ON")
             conn.execute(
                 delete(data_keys).where(data_keys.c.tenant == self.tenant, data_keys.c.month == month)
             )
@@ -853,7 +859,19 @@ class Vault:
                 )
             )
         self._forget_key(month)
-        return ShredReport(month, result.rowcount or 0)
+        return ShredReport(month, result.rowcount or 0, self._clear_wal() if sqlite else None)
+
+    def _clear_wal(self) -> bool:
+        """Copy the shred into the SQLite file and empty the WAL; True if it could.
+
+        While any connection is open (a running service) SQLite neither checkpoints nor removes the
+        WAL, and its older frames hold the pages as they were before the shred: the wrapped data
+        key, whose KEK is still in the key file, and the ciphertexts, masks and blind indexes. A
+        reader in the middle of a transaction keeps the frames it reads; the checkpoint waits for
+        it (busy_timeout) and, if it cannot finish, says so."""
+        with self.engine.connect() as conn:
+            busy, *_ = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
+        return bool(busy == 0)
 
 
 def _valid_number(raw: Any) -> str | None:
