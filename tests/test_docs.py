@@ -75,3 +75,34 @@ def test_the_cases_file_example_in_policies_md_passes(tmp_path: Path) -> None:
     cases_file.write_text(block, encoding="utf-8")
     results = run_cases(PolicyEngine.default(), load_cases(cases_file))
     assert results and all(r.passed for r in results), [r.problem for r in results if not r.passed]
+
+
+def test_an_outsider_checks_evidence_with_the_documented_script(tmp_path: Path) -> None:
+    """audit.md's check_evidence.py, run as a regulator would: a head and records with proofs from
+    the CLI's JSON, the pinned public key, nothing of Courier Guard imported."""
+    from courierguard.audit import AuditQueries, EntryKind, open_audit_log
+    from courierguard.db import create_db_engine
+    from courierguard.db.engine import migrate
+    from courierguard.vault import LocalKeyFile
+
+    script = (DOCS / "audit.md").read_text().split("```python\n# check_evidence.py", 1)[1].split("```", 1)[0]
+    (tmp_path / "check_evidence.py").write_text("# check_evidence.py" + script)
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'audit.sqlite3'}")
+    migrate(engine)
+    keys = LocalKeyFile(tmp_path / "keys.json")
+    log = open_audit_log(engine, keys)
+    for i in range(37):  # sizes that are not powers of two, bodies with non-ASCII text
+        log.append(EntryKind.ACCESS, {"actor": {"id": f"E{i % 3}"}, "purpose": "派送", "n": i, "tenant": "t"})
+    head = log.checkpoint()
+    log.close()
+    (tmp_path / "head.json").write_text(json.dumps(head.to_dict()))
+    records = AuditQueries(engine).search(actor="E1", limit=100, with_proofs=True).records
+    (tmp_path / "records.json").write_text(
+        json.dumps({"records": [r.to_dict() for r in records]}, ensure_ascii=False), encoding="utf-8"
+    )
+    run = [sys.executable, "check_evidence.py", head.public_key.hex(), "head.json", "records.json"]
+    ok = subprocess.run(run, check=False, cwd=tmp_path, capture_output=True, text=True)
+    assert ok.returncode == 0 and ok.stdout.startswith(f"OK: {len(records)} entries"), ok.stderr
+    (tmp_path / "records.json").write_text((tmp_path / "records.json").read_text().replace("派送", "调查"))
+    assert subprocess.run(run, check=False, cwd=tmp_path, capture_output=True).returncode == 1  # edited
+    engine.dispose()
