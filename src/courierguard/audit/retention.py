@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -57,9 +57,14 @@ def archive(
     before_days: int | None = None,
     retention_days: int = MIN_RETENTION_DAYS,
     clock: Clock | None = None,
+    before_purge: Callable[[ArchiveResult], None] | None = None,
 ) -> ArchiveResult:
     """Write entries older than ``before_days`` (default: ``retention_days``) to one Parquet file in
     ``out_dir``, then purge their bodies.
+
+    ``before_purge`` is called with what was archived once the file is durable and checked, and
+    before the purge: the CLI records the archive on the trail there, so a purge never happens
+    without its entry (a failure there stops the purge; the next run archives the bodies again).
 
     ``retention_days`` is the deployment's retention period (``COURIERGUARD_AUDIT_RETENTION_DAYS``):
     nothing younger is archived, since ``verify`` holds bodies purged inside it for tampering, and a
@@ -113,12 +118,22 @@ def archive(
     finally:
         os.close(fd)
     os.replace(tmp, path)
+    # The rename itself is durable only once the folder is: a crash after the purge below must not
+    # leave the bodies neither in the database nor in a file.
+    dir_fd = os.open(out_dir, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
     verify_archive(path)
+    result = ArchiveResult(len(rows), first, last, path)
+    if before_purge is not None:
+        before_purge(result)
     seqs = [r.seq for r in rows]
     with engine.begin() as conn:
         for i in range(0, len(seqs), 5000):
             conn.execute(update(audit_entries).where(e.seq.in_(seqs[i : i + 5000])).values(entry=None))
-    return ArchiveResult(len(rows), first, last, path)
+    return result
 
 
 def _old_prefix(rows: Sequence[Any], cutoff: int, first_kept: int | None) -> list[Any]:

@@ -6,6 +6,7 @@ line on stderr with exit code 1 (a failed check) or 2 (bad input or configuratio
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ from sqlalchemy import Engine
 
 from courierguard.app import open_audit_engine, open_core
 from courierguard.audit import (
+    ArchiveResult,
     AuditQueries,
     EntryKind,
     archive,
@@ -440,9 +442,27 @@ def archive_command(
     """
 
     def go() -> str:
-        retention = _settings(database_url, None).audit_retention_days
+        settings = _settings(database_url, None)
+        retention = settings.audit_retention_days
+
+        def on_trail(done: ArchiveResult) -> None:
+            # Before the purge: which bodies left the database, for where, with the file's digest.
+            assert done.path is not None
+            core = open_core(settings, migrate_schema=False)
+            try:
+                record(
+                    core, EntryKind.SYSTEM,
+                    {"what": "audit.archive", "first": done.first_index, "last": done.last_index,
+                     "entries": done.archived, "file": done.path.name,
+                     "sha256": hashlib.sha256(done.path.read_bytes()).hexdigest()},
+                )  # fmt: skip
+            finally:
+                core.close()
+
         with _engine(database_url) as engine:
-            result = archive(engine, out, before_days=before_days, retention_days=retention)
+            result = archive(
+                engine, out, before_days=before_days, retention_days=retention, before_purge=on_trail
+            )
         if result.path is None:
             return "nothing older than the retention window"
         return (

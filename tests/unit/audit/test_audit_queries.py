@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 from collections.abc import Callable
@@ -394,3 +395,29 @@ def test_an_unreadable_archive_file_is_a_failed_check_naming_it(
     assert result.exit_code == 1 and "FAILED at 0" in result.output and path.name in result.output, (
         result.output
     )
+
+
+def test_the_cli_archive_is_on_the_trail_before_the_purge(
+    filled: Engine, key_provider: LocalKeyFile, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A purge of who-read-what bodies left no entry of its own (the privacy review).
+    monkeypatch.setenv("COURIERGUARD_KEY_FILE", str(key_provider.path))
+    url = ["--database-url", filled.url.render_as_string(hide_password=False)]
+    done = CliRunner().invoke(app, ["archive", "--out", str(tmp_path / "arch"), *url])
+    assert done.exit_code == 0, done.output
+    (path,) = (tmp_path / "arch").iterdir()
+    entry = AuditQueries(filled).search(kinds=[EntryKind.SYSTEM], limit=10).records[-1].body
+    assert entry is not None and entry["what"] == "audit.archive"
+    assert (entry["first"], entry["file"]) == (0, path.name)
+    assert entry["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert verify(filled, key_provider.signer().public_key).ok
+
+
+def test_no_purge_without_the_record_of_it(filled: Engine, tmp_path: Path) -> None:
+    def unrecorded(_done: object) -> None:
+        raise OSError("the trail is unreachable")
+
+    clock = FixedClock(START + timedelta(days=190))
+    with pytest.raises(OSError):
+        archive(filled, tmp_path / "arch", before_days=180, clock=clock, before_purge=unrecorded)
+    assert AuditQueries(filled).entry(3).body is not None  # every body still in the database
