@@ -772,11 +772,14 @@ class Guard:
                 query=Query(kind=QueryKind.BY_STATUS if status else QueryKind.BY_ORG_UNIT, result_count=0),
             )  # fmt: skip
             return self._settle(verdict)
+        # Filed under the waybill: an officer asking to see someone's parcel is part of what their
+        # own request (by phone or waybill) and an investigation must find.
         self._judge_now(
             self._event(
-                caller, Action.ADMIN_CHANGE, outcome=Outcome.ALLOW, purpose=f"approval.request:{approval.id}"
+                caller, Action.ADMIN_CHANGE, outcome=Outcome.ALLOW, purpose=f"approval.request:{approval.id}",
+                query=Query(kind=QueryKind.OTHER, result_count=1, result_ids=(scope["waybill"],)),
             )
-        )
+        )  # fmt: skip
         return store()
 
     def _room_to_ask(self, caller: Caller, kind: str) -> None:

@@ -89,3 +89,13 @@ def test_every_parcel_of_a_large_export_is_found_by_its_waybill(world: World) ->
     for n in (1, 10_009):  # the first row and the last, beyond the access entry's 10,000
         found = _search(world, x1, {"waybills": [f"YT{n:013d}"]})
         assert any(ap in str(b.get("purpose", "")) or b.get("approval") == ap for b in found), n
+
+
+def test_an_officers_request_to_reveal_a_parcel_is_found_by_that_parcel(world: World) -> None:
+    x1, x2 = world.login("X1"), world.login("X2")
+    body = {"kind": "reveal", "justification": "police request 2026-117 about this parcel",
+            "fields": ["recipient.phone"], "waybill": W1}  # fmt: skip
+    asked = world.client.post("/v1/approvals", json=body, headers=x1)
+    assert asked.status_code == 201, asked.text
+    found = _search(world, x2, {"waybills": [W1]})
+    assert f"approval.request:{asked.json()['id']}" in [b.get("purpose") for b in found]
