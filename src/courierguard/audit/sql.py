@@ -942,6 +942,10 @@ class SqlAuditLog:
                 self._refused = exc.index
                 log.critical("%s", exc.detail)
             log.error("audit batch of %d entries not committed: %s", len(batch), exc.__class__.__name__)
+            # The overdue head is tried again a head interval from now, not at once: with the
+            # storage still failing (a full disk), the writer otherwise looped on head-only batches,
+            # thousands a second, each logged.
+            self._last_head_at = time.monotonic()
             for request in batch:
                 request.error = exc
 

@@ -162,6 +162,27 @@ def test_storage_failure_raises_audit_unavailable(engine: Engine, key_provider: 
     assert verify(engine, key_provider.signer().public_key).ok
 
 
+def test_failing_storage_does_not_spin_the_writer(sqlite_engine: Engine, key_provider: LocalKeyFile) -> None:
+    """A disk that stays full: the writer retries the overdue tree head once a head interval, not in
+    a loop (seen on a full tmpfs: thousands of failed head-only batches a second, each logged)."""
+    log = open_audit_log(sqlite_engine, key_provider, head_interval=0.05)
+    log.append(EntryKind.SYSTEM, {})
+    log.append(EntryKind.SYSTEM, {"unsigned": 1})  # within the interval: no head covers it yet
+    attempts = 0
+
+    def full(*args: object, **kwargs: object) -> None:
+        nonlocal attempts
+        attempts += 1
+        raise OSError(28, "No space left on device")
+
+    log._write = full  # type: ignore[method-assign]
+    time.sleep(0.5)
+    assert 1 <= attempts <= 20  # about one per interval (10), where a spin made thousands
+    del log._write  # space again: the next head goes through
+    log.close()
+    assert verify(sqlite_engine, key_provider.signer().public_key).ok
+
+
 def test_migration_creates_audit_tables(tmp_path: Path) -> None:
     from sqlalchemy import inspect
 
