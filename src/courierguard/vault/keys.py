@@ -223,6 +223,14 @@ class LocalKeyFile(_DocumentKeys):
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        # The rename itself reaches the disk only with its folder: `keys rotate` commits data keys
+        # wrapped by the new KEK right after this, and a power cut that kept that commit but lost
+        # the rename would leave them wrapped by a KEK no key file holds.
+        folder = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
 
     def rotate(self) -> str:
         self._refresh()
