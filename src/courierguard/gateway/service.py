@@ -1440,8 +1440,8 @@ class Guard:
         self._record_system(caller, "waybill.lifecycle", **what)
         try:
             applied = self.company.apply(change)
-        except CourierGuardError as exc:
-            self._record_system(caller, "waybill.lifecycle.rejected", **what, error=exc.__class__.__name__)
+        except Exception as exc:
+            self._record_rejected(caller, "waybill.lifecycle.rejected", what, exc)
             raise
         if changes and applied.task is not None and applied.assignee is not None:  # a retry is no new task
             self._note_task(caller, applied.assignee, "courier", applied.task.value, change.number)
@@ -1456,11 +1456,25 @@ class Guard:
         self._record_system(caller, "case.opened", **what)
         try:
             self.company.open_case(case)
-        except CourierGuardError as exc:
-            self._record_system(caller, "case.opened.rejected", **what, error=exc.__class__.__name__)
+        except Exception as exc:
+            self._record_rejected(caller, "case.opened.rejected", what, exc)
             raise
         # The owner's own role: a return or claim case goes to outlet staff, whose task budget differs.
         self._note_task(caller, case.owner, owner.role.value, "case", case.id)
+
+    def _record_rejected(
+        self, caller: Caller, what: str, details: dict[str, SystemDetail], exc: Exception
+    ) -> None:
+        """The second entry of a change recorded and then not applied. A refusal (a race) fails the
+        request if it cannot be recorded; a database error (a connection lost, a database gone
+        read-only) may have taken the trail down with it, so that entry is best effort and the
+        caller sees the database error: before, none was tried, and the trail named an assignment
+        or a ticket that never took effect."""
+        if isinstance(exc, CourierGuardError):
+            self._record_system(caller, what, **details, error=exc.__class__.__name__)
+            return
+        with contextlib.suppress(Exception):
+            self._record_system(caller, what, **details, error=exc.__class__.__name__)
 
     def _note_task(self, caller: Caller, assignee: str, role: str, kind: str, ref: str) -> None:
         """Tell risk control a task was handed out: a burst to one account raises an alert there.
@@ -1484,8 +1498,8 @@ class Guard:
         self._record_system(caller, "case.closed", **what)
         try:
             return self.company.close_case(case_id, self.clock.now())
-        except CourierGuardError as exc:
-            self._record_system(caller, "case.closed.rejected", **what, error=exc.__class__.__name__)
+        except Exception as exc:
+            self._record_rejected(caller, "case.closed.rejected", what, exc)
             raise
 
     # --- administration -------------------------------------------------------------------------------------

@@ -287,3 +287,26 @@ def test_a_case_id_written_like_a_phone_number_is_refused(world: World, case_id:
     assert r.status_code == 422, r.text
     assert r.json()["field"] == "id" and case_id not in r.text
     assert system_entries(world, "case.opened", waybill=W1) == []
+
+
+def test_a_change_the_database_fails_to_apply_gets_a_rejected_entry(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Recorded, then lost to a database error (seen when the database went read-only under load):
+    the trail says so, as ingest's does, instead of naming an assignment that never took effect."""
+    from sqlalchemy.exc import OperationalError
+
+    def lost(*args: object) -> None:
+        raise OperationalError("UPDATE", {}, Exception("read-only transaction"))
+
+    company = world.deployment.guard.company
+    monkeypatch.setattr(company, "apply", lost)
+    monkeypatch.setattr(company, "open_case", lost)
+    r = step(world, "out_for_delivery", assignee="C1", ts=world.clock.now().isoformat())
+    assert r.status_code == 503 and r.json()["reason"] == "database_unavailable", r.text
+    case = {"id": "TK-5", "kind": "ticket", "waybill": W1, "owner": "S1"}
+    assert world.client.post("/v1/cases", json=case, headers=world.svc).status_code == 503
+    [rejected] = system_entries(world, "waybill.lifecycle.rejected", waybill=W1)
+    assert rejected["assignee"] == "C1" and rejected["error"] == "OperationalError"
+    [rejected_case] = system_entries(world, "case.opened.rejected", waybill=W1)
+    assert rejected_case["owner"] == "S1"
