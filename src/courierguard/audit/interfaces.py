@@ -38,6 +38,11 @@ class AuditLog(Protocol):
         """:meth:`append_event` for a coroutine: awaits durability; the same fail-closed contract."""
         ...
 
+    def check_writable(self) -> None:
+        """Raise :class:`courierguard.errors.AuditUnavailable` when an append now would fail (the log
+        is closed, its writer stopped, or its last commit failed): for a health check."""
+        ...
+
     def tree_head(self) -> SignedTreeHead:
         """The latest signed tree head (at most about a second behind the last append)."""
         ...

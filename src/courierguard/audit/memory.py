@@ -129,6 +129,10 @@ class MemoryAuditLog:
         with self._lock:
             return len(self._tree)
 
+    def check_writable(self) -> None:
+        if self._closed:
+            raise AuditUnavailable("audit log is closed")
+
     def close(self) -> None:
         """Sign a final head and refuse further appends."""
         with self._lock:

@@ -451,6 +451,7 @@ class SqlAuditLog:
         self._row_key = row_mac_key(key_provider)
         self._macs: RowMac | None = None
         self._refused = -1  # the last row refused as unauthenticated, logged once
+        self._failing = False  # the last commit failed (a full disk, a database gone read-only)
         self._witness = Witness(witness_file) if witness_file else None
         self._interval = head_interval
         self._max_batch = max(1, max_batch)
@@ -611,6 +612,14 @@ class SqlAuditLog:
         staged.append((future, request))
         await future
         return request.index
+
+    def check_writable(self) -> None:
+        """Fails while appends would: every request is refused then, and a health check that said
+        200 kept the load balancer sending them (a full disk, a read-only database, a dead writer)."""
+        if self._closing or not self._thread.is_alive():
+            raise AuditUnavailable("the audit writer is not running")
+        if self._failing:
+            raise AuditUnavailable("the audit trail's last commit failed")
 
     def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
         """Queue the entries ``loop`` staged during its last turn (runs on ``loop``)."""
@@ -935,7 +944,9 @@ class SqlAuditLog:
         try:
             self._write(batch, force_head=force_head)
             self._refused = -1
+            self._failing = False
         except Exception as exc:
+            self._failing = True
             if isinstance(exc, UnauthenticatedEntry) and exc.index != self._refused:
                 # Every batch fails on this row until someone acts: one alert per row, not per batch.
                 # The detail names the index and why, nothing of the row.

@@ -1009,9 +1009,11 @@ def create_app(deployment: Deployment) -> FastAPI:
 
     @app.get("/healthz", tags=["operations"], responses={503: ERRORS[503]})
     def healthz() -> dict[str, str]:
-        """200 while the databases answer; a 503 problem otherwise, so that a load balancer drains
-        a worker that cannot serve (every request would be refused)."""
+        """200 while the databases answer and the audit trail takes entries; a 503 problem
+        otherwise, so that a load balancer drains a worker that cannot serve (every request would
+        be refused) and monitoring sees it."""
         deployment.core.check_databases()
+        guard.audit.check_writable()
         return {"status": "ok", "version": __version__}
 
     @app.get("/metrics", response_class=PlainTextResponse, tags=["operations"])

@@ -546,3 +546,28 @@ def test_every_response_forbids_caching_sniffing_and_framing(world: World) -> No
         assert r.headers["x-content-type-options"] == "nosniff", name
         assert r.headers["x-frame-options"] == "DENY", name
         assert r.headers["content-security-policy"] == "frame-ancestors 'none'", name
+
+
+def test_healthz_fails_while_the_audit_trail_takes_no_entries(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A full disk or a read-only database: every request was a 503 audit_unavailable while /healthz
+    # said 200, so the load balancer kept sending them and monitoring saw nothing (the crash review).
+    world.step(W1, "out_for_delivery", assignee="C1")
+    c1 = world.login("C1")
+    audit = world.deployment.guard.audit
+    assert world.client.get("/healthz").status_code == 200
+    original = audit._write  # type: ignore[attr-defined]
+
+    def full_disk(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(audit, "_write", full_disk)
+    assert reveal(world, c1).status_code == 503
+    health = world.client.get("/healthz")
+    assert health.status_code == 503 and health.json()["reason"] == "audit_unavailable", health.text
+    monkeypatch.setattr(audit, "_write", original)  # space freed: the next commit clears it
+    assert reveal(world, c1).status_code == 200
+    assert world.client.get("/healthz").status_code == 200
+    audit.close()  # a writer that stopped
+    assert world.client.get("/healthz").status_code == 503
