@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +28,19 @@ def written_whole(target: Path, *, mode: int = 0o644, buffering: int = -1) -> It
     try:
         with partial.open("wb", buffering=buffering) as handle:
             yield handle
+            # On disk before the rename: after a power cut the name must not point at an empty file.
+            handle.flush()
+            os.fsync(handle.fileno())
         partial.replace(target)
+        fsync_path(target.parent)
     finally:
         partial.unlink(missing_ok=True)
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file, or a folder, to disk: a rename is durable only once its folder is (POSIX)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

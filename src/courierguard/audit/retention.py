@@ -27,6 +27,7 @@ from courierguard.audit.models import MIN_RETENTION_DAYS, decode_entry, entry_ts
 from courierguard.audit.tables import audit_entries
 from courierguard.clock import Clock, SystemClock
 from courierguard.errors import InvalidInput
+from courierguard.files import fsync_path
 
 _SCHEMA = pa.schema(
     [
@@ -112,19 +113,11 @@ def archive(
     tmp = path.with_suffix(".parquet.tmp")
     pq.write_table(table, tmp)
     os.chmod(tmp, 0o600)  # the bodies of who-read-what: owner-only, like the database
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_path(tmp)
     os.replace(tmp, path)
     # The rename itself is durable only once the folder is: a crash after the purge below must not
     # leave the bodies neither in the database nor in a file.
-    dir_fd = os.open(out_dir, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_path(out_dir)
     verify_archive(path)
     result = ArchiveResult(len(rows), first, last, path)
     if before_purge is not None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol, cast
 
 from courierguard.errors import ConfigError
+from courierguard.files import fsync_path
 from courierguard.vault._internal.aead import Aead, DecryptionFailed, new_key
 from courierguard.vault._internal.signing import Signer, new_signing_key
 
@@ -226,11 +227,7 @@ class LocalKeyFile(_DocumentKeys):
         # The rename itself reaches the disk only with its folder: `keys rotate` commits data keys
         # wrapped by the new KEK right after this, and a power cut that kept that commit but lost
         # the rename would leave them wrapped by a KEK no key file holds.
-        folder = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
+        fsync_path(self.path.parent)
 
     def rotate(self) -> str:
         self._refresh()
