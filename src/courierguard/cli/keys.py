@@ -205,7 +205,12 @@ def shred(
         # Checked first: a mistyped month must not leave a "shred started" entry, nor report success.
         if not core.vault.has_month(month):
             core.close()
-            raise NotFound(f"no data key for {month} in tenant {settings.tenant}: nothing to shred")
+            # A shred stopped after its commit left its start entry without a "done": the key is
+            # gone, so it did complete, which is what this says.
+            raise NotFound(
+                f"no data key for {month} in tenant {settings.tenant}: nothing to shred (a shred of it that "
+                "was interrupted after month.shred.start completed if the key is gone)"
+            )
         # Recorded before it happens: if the audit trail cannot take the entry, nothing is destroyed.
         _record(core, {"op": "month.shred.start", "tenant": settings.tenant, "month": month})
         report = core.vault.shred_month(month)
