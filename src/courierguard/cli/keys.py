@@ -278,8 +278,9 @@ def seal_tables(
     """Seal, once, the rows stored before row seals existed (after the migration that added them).
 
     Rows with a wrong seal are left alone (and still refused). Run it with the service stopped,
-    right after `courierguard db upgrade`, after checking the tables are as they should be: whatever
-    rows have no seal now are vouched for from here on. Recorded in the audit trail, with the tables
+    right after installing the new version (it migrates the database first, as `courierguard init`
+    does), after checking the tables are as they should be: whatever rows have no seal now are
+    vouched for from here on. Recorded in the audit trail, with the tables
     it sealed; a later run seals only tables no earlier run sealed (those a newer migration added
     seals to), and is refused when there are none, unless --again (a row a DBA inserted later must
     not be sealed by routine).
