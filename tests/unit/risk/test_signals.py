@@ -285,6 +285,32 @@ def test_concurrent_sessions_on_a_copied_device_id(feed: Feed) -> None:
     assert "concurrent_devices" not in codes(reasons)
 
 
+def test_state_saved_by_the_release_before_concurrent_sessions_still_decides(feed: Feed) -> None:
+    # A rolling upgrade: a worker of the previous release saves the account without the sessions'
+    # networks and last use, or the account's last session. The new engine reads it (no false
+    # concurrent_sessions from the missing fields) and catches the renter again on the next turn.
+    from courierguard.risk.state import AccountState, MemoryState
+
+    feed.warm()
+    owner = {"device": "PDA-1", "session": "S-OWN", "ip": "111.160.3.4"}
+    renter = {"device": "PDA-1", "session": "S-RENT", "ip": "111.161.9.9"}
+    feed.one(at(4, 10), **owner)
+    feed.one(at(4, 10, 1), **renter)
+    old = feed.engine.state.load("E1").to_state()
+    del old["last_session"]
+    old["sessions"] = {k: v[:9] for k, v in old["sessions"].items()}
+    state = feed.engine.state
+    assert isinstance(state, MemoryState)
+    state.accounts["E1"] = AccountState.from_state(old)  # as Redis would load the older blob
+    n = state.load("E1").n
+    action, _, reasons = feed.one(at(4, 10, 2), **owner)
+    assert "concurrent_sessions" not in codes(reasons) and action == "allow"
+    feed.one(at(4, 10, 3), **renter)
+    action, _, reasons = feed.one(at(4, 10, 4), **owner)
+    assert "concurrent_sessions" in codes(reasons) and action == "step_up"
+    assert state.load("E1").n == n + 3
+
+
 @pytest.mark.parametrize(
     "second",
     [
