@@ -619,7 +619,10 @@ class SqlAuditLog:
         if self._closing or not self._thread.is_alive():
             raise AuditUnavailable("the audit writer is not running")
         if self._failing:
-            raise AuditUnavailable("the audit trail's last commit failed")
+            # Tried again here, not only by the next request: a worker the load balancer drained
+            # gets no requests, and must say when its storage is back. A head-only commit: it
+            # raises AuditUnavailable while the storage still fails, and clears the failure once not.
+            self.checkpoint()
 
     def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
         """Queue the entries ``loop`` staged during its last turn (runs on ``loop``)."""

@@ -566,8 +566,10 @@ def test_healthz_fails_while_the_audit_trail_takes_no_entries(
     assert reveal(world, c1).status_code == 503
     health = world.client.get("/healthz")
     assert health.status_code == 503 and health.json()["reason"] == "audit_unavailable", health.text
-    monkeypatch.setattr(audit, "_write", original)  # space freed: the next commit clears it
-    assert reveal(world, c1).status_code == 200
+    assert world.client.get("/healthz").status_code == 503  # still full: the probe's commit fails too
+    monkeypatch.setattr(audit, "_write", original)  # space freed
+    # A drained worker gets no requests: the health check's own commit finds the storage back.
     assert world.client.get("/healthz").status_code == 200
+    assert reveal(world, c1).status_code == 200
     audit.close()  # a writer that stopped
     assert world.client.get("/healthz").status_code == 503
