@@ -84,3 +84,17 @@ def engine(request: pytest.FixtureRequest) -> Engine:
     """The same test on both backends."""
     name = "sqlite_engine" if request.param == "sqlite" else "pg_engine"
     return request.getfixturevalue(name)  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """What ``os.fsync`` is called on from here on, in order: ``"file"`` or ``"dir"`` (Linux)."""
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append("dir" if os.path.isdir(f"/proc/self/fd/{fd}") else "file")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return synced

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -42,17 +41,9 @@ def test_a_missing_folder_or_a_folder_as_target_is_refused_before_anything_is_wr
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
 
-def test_the_file_and_then_its_folder_reach_the_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_file_and_then_its_folder_reach_the_disk(tmp_path: Path, fsyncs: list[str]) -> None:
     # Renamed before it was on disk, a replay's decisions could be an empty file after a power cut
     # (the crash review); the rename itself needs the folder flushed.
-    synced: list[str] = []
-    real_fsync = os.fsync
-
-    def fsync(fd: int) -> None:
-        synced.append("dir" if os.path.isdir(f"/proc/self/fd/{fd}") else "file")
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", fsync)
     with written_whole(tmp_path / "out.jsonl") as out:
         out.write(b"{}\n")
-    assert synced == ["file", "dir"]
+    assert fsyncs == ["file", "dir"]

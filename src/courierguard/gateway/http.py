@@ -22,7 +22,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -126,6 +126,18 @@ Instant = Annotated[datetime, AfterValidator(_representable_in_utc)]
 """A timestamp that converts to UTC (whether it needs an offset is the route's rule)."""
 
 
+def _no_phone(hint: str) -> AfterValidator:
+    """For text kept in clear on the trail for years (and in the SIEM's copy), beyond the reach of
+    crypto-shredding: anything written like a phone number is refused, ``hint`` saying what to write."""
+
+    def check(value: str) -> str:
+        if contains_phone(value):
+            raise ValueError(f"must not hold a phone number{hint}")
+        return value
+
+    return AfterValidator(check)
+
+
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -204,19 +216,11 @@ class LifecycleIn(_In):
 
 
 class CaseIn(_In):
-    id: Annotated[str, Field(pattern=ID)]
+    # Named by every Access Event of the ticket: one numbered by the caller's phone is refused.
+    id: Annotated[str, Field(pattern=ID), _no_phone(" (a case id is kept in clear)")]
     kind: CaseKind
     waybill: Annotated[str, Field(pattern=NUMBER)]
     owner: Annotated[str, Field(pattern=ID)]
-
-    @field_validator("id")
-    @classmethod
-    def _no_phone_numbers(cls, value: str) -> str:
-        # Kept in clear on the trail and in every Access Event naming the ticket (the SIEM's copy),
-        # beyond the reach of crypto-shredding: a ticket numbered by the caller's phone is refused.
-        if contains_phone(value):
-            raise ValueError("must not hold a phone number (a case id is kept in clear)")
-        return value
 
 
 class CaseOut(BaseModel):
@@ -232,15 +236,11 @@ class ApprovalIn(_In):
     or loses a privileged role (admin, security_officer, auditor), no fields."""
 
     kind: Literal["export", "reveal", "role"]
-    justification: Annotated[str, Field(min_length=10, max_length=500, pattern=STATED)]
-
-    @field_validator("justification")
-    @classmethod
-    def _no_phone_numbers(cls, value: str) -> str:
-        # Kept in clear with the approval and on the trail, beyond the reach of crypto-shredding.
-        if contains_phone(value):
-            raise ValueError("must not hold a phone number: name the waybill or ticket instead")
-        return value
+    justification: Annotated[
+        str,
+        Field(min_length=10, max_length=500, pattern=STATED),
+        _no_phone(": name the waybill or ticket instead"),
+    ]
 
     fields: Annotated[list[PiiField], Field(max_length=6)] = []
     org_unit: Annotated[str | None, Field(pattern=ID)] = None
@@ -306,15 +306,8 @@ class TicketIn(_In):
             pattern=TICKET,
             description="The incident, case or alert this action belongs to, e.g. INC-2026-0042 (a reference, not text).",
         ),
+        _no_phone(": name the ticket or the alert"),
     ]
-
-    @field_validator("ticket")
-    @classmethod
-    def _no_phone_numbers(cls, value: str) -> str:
-        # Kept in clear on the trail for years, beyond the reach of crypto-shredding.
-        if contains_phone(value):
-            raise ValueError("must not hold a phone number: name the ticket or the alert")
-        return value
 
 
 class DeviceResetIn(TicketIn):

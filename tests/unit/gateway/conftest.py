@@ -238,3 +238,15 @@ def serving(body: bytes, path: str = "/jwks") -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def approved_export(world: World, fields: list[str]) -> tuple[str, dict[str, str]]:
+    """An export of OUT-BJ-01 requested by M1 and approved by X1: its id and M1's headers."""
+    m1, x1 = world.login("M1"), world.login("X1")
+    body = {"kind": "export", "justification": "quarterly claims reconciliation", "fields": fields,
+            "org_unit": "OUT-BJ-01"}  # fmt: skip
+    asked = world.client.post("/v1/approvals", json=body, headers=m1)
+    assert asked.status_code == 201, asked.text
+    approval = asked.json()["id"]
+    assert world.client.post(f"/v1/approvals/{approval}/approve", headers=x1).json()["status"] == "approved"
+    return approval, m1

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .conftest import RECIPIENT_PHONE, World
+from .conftest import RECIPIENT_PHONE, World, approved_export
 
 W1 = "YT0000000000001"
 
@@ -56,11 +56,7 @@ def test_an_export_after_a_shred_hands_over_what_is_left(world: World) -> None:
     old = record(9, created_at=datetime(2026, 10, 20, tzinfo=UTC).isoformat())
     assert world.client.post("/v1/waybills", json={"records": [old]}, headers=world.svc).status_code == 200
     world.deployment.guard.vault.shred_month("2026-10")  # deleted on request, or by retention
-    m1, x1 = world.login("M1"), world.login("X1")
-    body = {"kind": "export", "justification": "quarterly claims reconciliation", "fields": ["recipient.name"],
-            "org_unit": "OUT-BJ-01"}  # fmt: skip
-    ap = world.client.post("/v1/approvals", json=body, headers=m1).json()["id"]
-    assert world.client.post(f"/v1/approvals/{ap}/approve", headers=x1).status_code == 200
+    ap, m1 = approved_export(world, ["recipient.name"])
     csv = world.client.get(f"/v1/exports/{ap}/download", headers=m1)
     # One shredded parcel in the unit made every export of it 409 record_unavailable, after the
     # approval was spent and the trail said the rows were handed over: the shredded row has
@@ -79,15 +75,11 @@ def test_every_parcel_of_a_large_export_is_found_by_its_waybill(world: World) ->
         assert (
             world.client.post("/v1/waybills", json={"records": batch}, headers=world.svc).status_code == 200
         )
-    m1, x1 = world.login("M1"), world.login("X1")
-    body = {"kind": "export", "justification": "quarterly claims reconciliation", "fields": ["recipient.name"],
-            "org_unit": "OUT-BJ-01"}  # fmt: skip
-    ap = world.client.post("/v1/approvals", json=body, headers=m1).json()["id"]
-    assert world.client.post(f"/v1/approvals/{ap}/approve", headers=x1).status_code == 200
+    ap, m1 = approved_export(world, ["recipient.name"])
     csv = world.client.get(f"/v1/exports/{ap}/download", headers=m1)
     assert csv.status_code == 200 and len(csv.text.splitlines()) == 1 + 10_005
     for n in (1, 10_009):  # the first row and the last, beyond the access entry's 10,000
-        found = _search(world, x1, {"waybills": [f"YT{n:013d}"]})
+        found = _search(world, world.login("X1"), {"waybills": [f"YT{n:013d}"]})
         assert any(ap in str(b.get("purpose", "")) or b.get("approval") == ap for b in found), n
 
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from courierguard.gateway.export_csv import FORMULA_STARTS, export_csv, spreadsheet_safe
 
-from .conftest import World, record
+from .conftest import World, approved_export, record
 
 HOSTILE = '=HYPERLINK("http://evil/x","点击查看")'
 
@@ -52,11 +52,7 @@ def test_downloaded_export_carries_no_formula(world: World) -> None:
     hostile["recipient"] = {**hostile["recipient"], "name": HOSTILE}
     stored = world.client.post("/v1/waybills", json={"records": [hostile]}, headers=world.svc)
     assert stored.status_code == 200, stored.text
-    m1, x1 = world.login("M1"), world.login("X1")
-    body = {"kind": "export", "justification": "quarterly claims reconciliation",
-            "fields": ["recipient.name", "recipient.phone"], "org_unit": "OUT-BJ-01"}  # fmt: skip
-    ap = world.client.post("/v1/approvals", json=body, headers=m1).json()["id"]
-    assert world.client.post(f"/v1/approvals/{ap}/approve", headers=x1).json()["status"] == "approved"
+    ap, m1 = approved_export(world, ["recipient.name", "recipient.phone"])
     download = world.client.get(f"/v1/exports/{ap}/download", headers=m1)
     assert download.status_code == 200, download.text
     rows = {r["number"]: r for r in csv.DictReader(io.StringIO(download.text))}

@@ -34,21 +34,14 @@ def test_key_file_is_created_private_and_reloads_the_same_keys(tmp_path: Path) -
     assert again.signer().public_key == first.signer().public_key
 
 
-def test_rotation_makes_the_key_file_rename_durable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rotation_makes_the_key_file_rename_durable(tmp_path: Path, fsyncs: list[str]) -> None:
     """The new KEK's file is renamed into place before `keys rotate` re-wraps every data key under
     it: the rename must reach the disk first (the folder fsync'd), or a power cut after the
     database commit leaves data keys wrapped by a KEK no key file holds."""
     keys = LocalKeyFile(tmp_path / "keys.json")
-    synced: list[str] = []
-    real_fsync = os.fsync
-
-    def fsync(fd: int) -> None:
-        synced.append("dir" if os.path.isdir(f"/proc/self/fd/{fd}") else "file")
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", fsync)
+    fsyncs.clear()
     keys.rotate()
-    assert synced == ["file", "dir"]
+    assert fsyncs == ["file", "dir"]
 
 
 def test_key_file_readable_by_others_is_refused(tmp_path: Path) -> None:
