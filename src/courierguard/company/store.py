@@ -228,6 +228,11 @@ class CompanyStore:
             self.seals.check_row(table.name, row)
         return row
 
+    def lock_employee(self, conn: Connection, employee_id: str) -> None:
+        """Lock ``employee_id``'s row for the rest of ``conn``'s transaction (seal checked): it
+        serialises one employee's check-then-write across workers (their four-eyes requests)."""
+        self._locked(conn, employees, self._employee_key(employee_id))
+
     def _employee_key(self, employee_id: str) -> ColumnElement[bool]:
         return and_(employees.c.tenant == self.tenant, employees.c.id == employee_id)
 

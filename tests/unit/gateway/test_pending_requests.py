@@ -10,10 +10,14 @@ until one is decided or expires.
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
-from courierguard.gateway.service import PENDING_PER_REQUESTER
+import pytest
+
+from courierguard.gateway.service import PENDING_PER_REQUESTER, Guard
 
 from .conftest import World
 
@@ -51,3 +55,40 @@ def test_a_requester_cannot_flood_the_officers_queue(world: World) -> None:
     assert ask(world, "M1", EXPORT).status_code == 409
     world.clock.advance(timedelta(hours=73))
     assert ask(world, "M1", EXPORT).status_code == 201
+
+
+def test_requests_made_at_once_do_not_pass_the_limit_together(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Requests sent at once all passed the early count (30 of 30 stored on two workers against
+    PostgreSQL); the count is made again, under a lock on the requester, where the row is stored.
+    Here the early check sees nothing, as each of thirty simultaneous requests saw the others."""
+    monkeypatch.setattr(Guard, "_room_to_ask", lambda self, caller, kind: None)
+    made = [ask(world, "M1", EXPORT) for _ in range(PENDING_PER_REQUESTER + 2)]
+    assert [r.status_code for r in made] == [201] * PENDING_PER_REQUESTER + [409] * 2, [r.text for r in made]
+    assert made[-1].json()["reason"] == "conflict" and "waiting for a decision" in made[-1].json()["detail"]
+    # The allow recorded before the store is followed by the refusal.
+    last = [e for e in world.access_events() if e["actor"]["id"] == "M1"][-2:]
+    assert [e["outcome"]["decision"] for e in last] == ["allow", "deny"]
+    assert last[-1]["outcome"]["reason"] == "guard:conflict" and last[-1]["purpose"] == "approval.request"
+    role = {"kind": "role", "justification": "new regional security lead", "employee": "C2",
+            "role": "security_officer"}  # fmt: skip
+    for _ in range(PENDING_PER_REQUESTER):
+        ask(world, "A1", role)
+    assert ask(world, "A1", role).status_code == 409
+
+
+def test_thirty_requests_at_once_store_at_most_the_limit(world: World) -> None:
+    headers = world.login("M1")
+    guard = world.deployment.guard
+    barrier = threading.Barrier(30)
+
+    def one() -> int:
+        barrier.wait()
+        return world.client.post("/v1/approvals", json=EXPORT, headers=headers).status_code
+
+    with ThreadPoolExecutor(30) as pool:
+        codes = list(pool.map(lambda _: one(), range(30)))
+    assert codes.count(201) == PENDING_PER_REQUESTER, codes
+    with guard.vault.engine.connect() as conn:
+        assert guard._waiting(conn, "M1") == PENDING_PER_REQUESTER
