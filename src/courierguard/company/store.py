@@ -343,7 +343,10 @@ class CompanyStore:
 
     # --- employees ----------------------------------------------------------------------------------
 
-    def put_employee(self, employee: Employee, now: datetime) -> None:
+    def put_employee(self, employee: Employee, now: datetime, *, checked: Employee | None = None) -> None:
+        """Create or update ``employee``. ``checked``: the row as the caller read and judged it (its
+        role, unit and status); Conflict if it changed since. An admin's PUT checked against a
+        clerk, racing the approval that made that clerk an officer, demoted the new officer alone."""
         check_employee_id(employee.id)
         values = {
             "role": employee.role.value,
@@ -355,7 +358,14 @@ class CompanyStore:
         }
         key = self._employee_key(employee.id)
         with self.engine.begin() as conn:
-            if self._locked(conn, employees, key) is not None:
+            row = self._locked(conn, employees, key)
+            if checked is not None and (
+                row is None
+                or (row.role, row.org_unit, row.status)
+                != (checked.role.value, checked.org_unit, checked.status.value)
+            ):
+                raise Conflict(f"employee {employee.id} changed meanwhile: ask again")
+            if row is not None:
                 conn.execute(update(employees).where(key).values(**values))
             else:
                 conn.execute(insert(employees).values(tenant=self.tenant, id=employee.id, **values))

@@ -1028,7 +1028,9 @@ class Guard:
         else:
             changed = replace(current, role=role, org_unit=str(approval.scope["org_unit"]))
         self._judge_now(self._event(caller, Action.ADMIN_CHANGE, purpose=what, outcome=Outcome.ALLOW))
-        self._admin_apply(caller, what, lambda: self.company.put_employee(changed, self.clock.now()))
+        self._admin_apply(
+            caller, what, lambda: self.company.put_employee(changed, self.clock.now(), checked=current)
+        )
         if current is not None and current.role in PRIVILEGED_ROLES and role not in PRIVILEGED_ROLES:
             # Taking a privileged role away ends what it opened: the next request signs in anew.
             self.sessions.revoke_all(employee_id, self.clock.now(), "role_removed")
@@ -1557,7 +1559,9 @@ class Guard:
 
         status = _status_change(employee.id, employee.status) if new_status else None
         self._admin(caller, what, check, first=status)
-        self._admin_apply(caller, what, lambda: self.company.put_employee(employee, self.clock.now()))
+        self._admin_apply(
+            caller, what, lambda: self.company.put_employee(employee, self.clock.now(), checked=current)
+        )
         if new_status:
             self._status_changed(caller, employee.id, employee.status)
         return self.company.employee(employee.id)

@@ -206,3 +206,35 @@ def test_role_changes_are_found_under_the_employee_concerned(world: World) -> No
         ("A1", f"employee.role.request:C1:auditor:{approval}"),
         ("X1", f"employee.role:C1:auditor:{approval}"),
     ]
+
+
+def test_a_put_racing_a_role_approval_does_not_demote_the_new_officer(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Measured on two workers: an admin's PUT of a clerk (checked as a clerk's, an operational
+    change) sent while an officer approved making that clerk a security officer answered 200 after
+    the role change was made and recorded, and wrote `courier` over it: a privileged role taken away
+    by one person. The write now names the row it checked, and a changed row is a recorded 409."""
+    from courierguard.domain import Employee
+
+    company = world.deployment.guard.company
+    put = company.put_employee
+
+    def approval_lands_first(employee: Employee, now: Any, **kw: Any) -> None:
+        if employee.id == "C2" and employee.role is Role.OUTLET_CLERK:
+            put(Employee("C2", Role.SECURITY_OFFICER, "OUT-BJ-01"), now)  # the approval's write
+        put(employee, now, **kw)
+
+    monkeypatch.setattr(company, "put_employee", approval_lands_first)
+    r = world.client.put(
+        "/v1/admin/employees/C2",
+        json={"role": "outlet_clerk", "org_unit": "OUT-BJ-01"},
+        headers=world.login("A1"),
+    )
+    assert r.status_code == 409, r.text
+    assert role_of(world, "C2") is Role.SECURITY_OFFICER
+    last = [e for e in world.access_events() if e["actor"]["id"] == "A1"][-1]
+    assert last["purpose"] == "employee.put:C2" and last["outcome"] == {
+        "decision": "deny",
+        "reason": "guard:conflict",
+    }
