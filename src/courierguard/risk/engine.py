@@ -68,6 +68,7 @@ REASON_POINTS: dict[str, int] = {
     "repeated_denials": 50,
     "containment_burst": 45,
     "inactive_account": 90,
+    "session_ended": 40,
     "account_locked": 90,
 }
 
@@ -101,6 +102,10 @@ _CONTAINMENT: dict[str, tuple[bool, bool]] = {
 }
 _ADMIN_STATUS = {"employee.left": "left", "employee.suspended": "suspended", "employee.reinstated": "active"}
 _HOUR = 3600.0
+ENDED_IN_FLIGHT_S = 5.0
+"""How long after containment ended a session an event of it counts as in flight (begun before the
+gateway refused the session, judged after): refused (``session_ended``), not a comeback. A session
+row put back by a DBA serves minutes or hours later, and is ``ended_session``."""
 _MINUTE = 60.0
 
 Reasons = list[tuple[str, str | None]]
@@ -306,6 +311,14 @@ class RiskEngine:
             and (r.outcome in (None, "allow") or r.risk_refused)
         ):
             # Served, or refused by risk control (this very rule, when the gateway's trail is replayed).
+            if r.ts - acc.ended[r.session] <= ENDED_IN_FLIGHT_S:
+                # Begun before the gateway refused the session (an officer's revoke while its
+                # requests were in flight): refused, but nothing came back. Locking it locked
+                # accounts an officer had only signed out (the race review: 7 of 30 reveals).
+                in_flight: Reasons = [
+                    ("session_ended", f"session {r.session} ended at {_iso(acc.ended[r.session])}")
+                ]
+                return (DENY, self._score(DENY, in_flight), in_flight)
             return self._ended_session_back(r, acc)
 
         sk = r.session or r.device or "-"

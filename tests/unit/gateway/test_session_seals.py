@@ -119,6 +119,7 @@ def test_a_revocation_rolled_back_with_its_old_seal_locks_the_account(engine_wor
         "UPDATE sessions SET revoked_at = NULL, revoked_reason = NULL, mac = :mac WHERE id = :id",
         mac=kept, id=session,
     )  # fmt: skip
+    world.clock.advance(timedelta(minutes=2))  # a comeback, not a request in flight at the revoke
 
     r = world.client.get("/v1/waybills?page_size=5", headers=c1)
     assert r.status_code == 403 and r.json()["reason"] == "risk_locked", r.text

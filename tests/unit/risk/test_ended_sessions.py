@@ -249,3 +249,20 @@ def test_an_enrolment_outlives_a_stale_copy_saved_by_another_worker(redis_state:
     assert _enrol(feed, at(0, 10), session="S-new", device="PHONE-NEW") == "allow"
     redis_state.save(stale)  # saved without the enrolment
     assert _step_up(feed, at(0, 11), "S-new", device="PHONE-NEW") == ("allow", set())
+
+
+def test_a_request_in_flight_when_an_officer_revoked_its_session_is_refused_not_a_comeback(
+    state: RiskState,
+) -> None:
+    # An officer signs an employee out while their reveals are in flight: those judged after the
+    # revocation was recorded are refused, and the account is not locked (the race review: 7 of 30
+    # in-flight reveals locked an account the officer had only signed out).
+    feed = Feed(RiskEngine(state=state))
+    feed.warm()
+    assert _use(feed, at(4, 9))[0] == "allow"
+    assert _officer(feed, at(4, 10), "sessions.revoke:E1:INC-1") == "allow"
+    assert _use(feed, at(4, 10, 0, 0.2)) == ("deny", {"session_ended"})
+    assert _use(feed, at(4, 10, 0, 4)) == ("deny", {"session_ended"})
+    assert not feed.engine.is_locked("E1") and not [a for a in feed.sink.alerts if a.action == "lock"]
+    # Minutes later it is no request in flight: the row was put back.
+    assert _use(feed, at(4, 10, 2)) == ("lock", {"ended_session"})
