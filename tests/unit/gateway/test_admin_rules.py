@@ -15,7 +15,7 @@ from courierguard.domain import Employee
 from courierguard.errors import InvalidInput, NotFound
 from courierguard.events import Role
 
-from .conftest import World
+from .conftest import World, approved_export
 
 W1, W2 = "YT0000000000001", "YT0000000000002"
 
@@ -446,3 +446,17 @@ def test_someone_elses_approval_read_by_a_non_officer_is_a_recorded_404(world: W
     assert [e["purpose"] for e in refusals(world, "S1")] == [f"approval.read:{ap}"]
     assert world.client.get(f"/v1/approvals/{ap}", headers=x1).status_code == 200  # the requester
     assert world.client.get(f"/v1/approvals/{ap}", headers=world.login("X2")).status_code == 200  # an officer
+
+
+def test_a_download_that_lost_the_race_says_so_on_the_trail(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two downloads at once: both record export.download before spending the approval, one wins.
+    # The loser served nothing, and the trail says so (the race review: 3 entries for 1 download).
+    ap, m1 = approved_export(world, ["recipient.name"])
+    guard = world.deployment.guard
+    monkeypatch.setattr(guard, "_update_approval", lambda *a, **k: False)  # the other one spent it
+    assert world.client.get(f"/v1/exports/{ap}/download", headers=m1).status_code == 409
+    spent = [e for e in world.entries("system") if e["what"].startswith("export.download")]
+    assert [e["what"] for e in spent] == ["export.download", "export.download.rejected"]
+    assert spent[1]["approval"] == ap
