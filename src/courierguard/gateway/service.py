@@ -1123,7 +1123,9 @@ class Guard:
                 )
             if not self._update_approval(approval_id, {"used_at": self.clock.now()}, used_at=None):
                 # Another download of it won the race: this one's entries above served nothing.
-                self._record_system(caller, "export.download.rejected", approval=approval_id, error="Conflict")
+                self._record_system(
+                    caller, "export.download.rejected", approval=approval_id, error="Conflict"
+                )
                 raise Conflict(f"export {approval_id} was already downloaded")
             rows = []
             with self.vault.engine.connect() as conn:
