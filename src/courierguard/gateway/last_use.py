@@ -48,6 +48,8 @@ class LastUse:
         self.engine = engine
         self.tenant = tenant
         self._noted: dict[str, datetime] = {}
+        # Taken from _noted by a write not yet committed: they still count (see of()).
+        self._writing: dict[str, datetime] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -55,11 +57,14 @@ class LastUse:
         self._thread: threading.Thread | None = None
 
     def of(self, session_id: str, stored: datetime | None) -> datetime | None:
-        """The session's last use: ``stored`` (read with the session), or a later one noted here."""
-        noted = self._noted.get(session_id)
-        if noted is None or (stored is not None and stored >= noted):
-            return stored
-        return noted
+        """The session's last use: ``stored`` (read with the session), or a later one noted here,
+        written or not: a use taken for a write still in flight counts until it is committed, or
+        a request in that window read the older stored time and was refused as idle."""
+        latest = stored
+        for noted in (self._noted.get(session_id), self._writing.get(session_id)):
+            if noted is not None and (latest is None or noted > latest):
+                latest = noted
+        return latest
 
     def note(self, session_id: str, at: datetime) -> None:
         """Record a use of the session at ``at``; written within about a second."""
@@ -78,6 +83,7 @@ class LastUse:
         """Write every noted use now, in one transaction (the thread does this about once a second)."""
         with self._lock:
             noted, self._noted = self._noted, {}
+            self._writing = noted
         if not noted:
             return
         try:
@@ -91,6 +97,9 @@ class LastUse:
                     if sid not in self._noted or self._noted[sid] < at:
                         self._noted[sid] = at
             raise
+        finally:
+            with self._lock:
+                self._writing = {}
 
     def close(self) -> None:
         """Write what is noted and stop the thread."""

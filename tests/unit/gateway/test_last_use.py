@@ -3,9 +3,14 @@ failed write is kept rather than lost."""
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, create_engine, insert, select
@@ -101,3 +106,31 @@ def test_close_never_waits_for_the_thread(tmp_path: Path, after: float) -> None:
     assert time.monotonic() - started < 0.5
     assert uses._thread is not None and not uses._thread.is_alive()
     assert _stored(engine, "s1") == T0 + timedelta(minutes=9)
+
+
+def test_a_use_being_written_still_counts_until_committed(tmp_path: Path) -> None:
+    # A write takes the noted uses, then commits: a request reading the session in between read
+    # the older stored time and, the noted use gone, was refused as idle (the renter e2e test's
+    # owner got a 401 under load, with the simulated clock 25 minutes on).
+    engine = _engine(tmp_path)
+    uses = LastUse(engine, "t")
+    uses.note("s1", T0 + timedelta(minutes=20))
+    inside, release = threading.Event(), threading.Event()
+    real_begin = engine.begin
+
+    @contextlib.contextmanager
+    def slow_begin() -> Iterator[Any]:
+        inside.set()
+        assert release.wait(10)
+        with real_begin() as conn:
+            yield conn
+
+    uses.engine = SimpleNamespace(begin=slow_begin)  # type: ignore[assignment]
+    writer = threading.Thread(target=uses.flush)
+    writer.start()
+    assert inside.wait(10)
+    assert uses.of("s1", T0) == T0 + timedelta(minutes=20)  # taken for the write, not yet committed
+    release.set()
+    writer.join(10)
+    assert _stored(engine, "s1") == T0 + timedelta(minutes=20)
+    assert uses.of("s1", _stored(engine, "s1")) == T0 + timedelta(minutes=20)
