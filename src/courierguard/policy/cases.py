@@ -167,13 +167,17 @@ def load_cases(path: Path) -> list[PolicyCase]:
     """Read a cases file; any problem raises :class:`ConfigError` with a one-line message naming
     the file and, where the file has it, the line."""
     text = read_utf8(Path(path))
+    # One parse: the node tree (its line marks name lines in the messages), then the data built from it.
+    loader = yaml.SafeLoader(text)
     try:
-        raw: Any = yaml.safe_load(text)
-        root = yaml.compose(text)  # the same document again, with line marks for the messages
+        root: yaml.Node | None = loader.get_single_node()
+        raw: Any = None if root is None else loader.construct_document(root)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{path}:{line} not valid YAML") from None
+    finally:
+        loader.dispose()
     if not isinstance(raw, dict):
         raise ConfigError(
             f"{path}: expected a mapping with keys now, principals, waybills and cases (docs/policies.md)"
