@@ -223,8 +223,10 @@ class RiskEngine:
         if day > self._today:
             self._new_day(day)
         acc = st.load(assignee)
-        if day != acc.cur_day:
+        if day > acc.cur_day:
             self._roll_day(acc, day)
+        else:
+            day = acc.cur_day  # a day never goes back (see _decide)
         acc.role = acc.role or role
         acc.d_tasks += 1
         c = self.config
@@ -281,8 +283,14 @@ class RiskEngine:
             self._new_day(r.day)
         acc = st.load(r.actor)
         ts = r.ts
-        if r.day != acc.cur_day:
+        if r.day > acc.cur_day:
             self._roll_day(acc, r.day)
+        elif r.day < acc.cur_day:
+            # An account's day never goes back: an event dated the day before (a clock stepped back
+            # across midnight, a worker whose clock is a second behind, or the same instant written
+            # in another UTC offset by another source) counts in the current day. Rolling back
+            # cleared the day's counts, twice (back, then forward again): budgets given anew.
+            r.day = acc.cur_day
         if acc.n == 0:
             acc.first_ts = ts
         if r.role is not None:
