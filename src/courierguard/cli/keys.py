@@ -184,7 +184,9 @@ def _open_existing(settings: Settings) -> Core:
 
 @app.command()
 def shred(
-    month: Annotated[str, typer.Option("--month", help="The month to destroy, YYYY-MM.")],
+    month: Annotated[
+        str, typer.Option("--month", help="The month to destroy, YYYY-MM (UTC month of creation).")
+    ],
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
     database_url: DatabaseUrl = None,
     data_dir: DataDir = None,

@@ -203,6 +203,26 @@ def test_shredding_a_month_makes_exactly_that_month_unreadable(vault: Vault, tmp
         vault.shred_month("secrets")
 
 
+def test_a_shred_takes_the_utc_month_of_creation_as_documented(vault: Vault) -> None:
+    # docs/vault.md: the key month is the UTC month of created_at, not the month in Beijing time
+    created = {
+        1: "2026-11-01T07:59:59.999999+08:00",  # 31 October UTC: 2026-10
+        2: "2026-11-01T08:00:00+08:00",  # the first instant of 2026-11
+        3: "2026-11-30T23:59:59.999+08:00",  # the last day of November in Beijing: 2026-11
+        4: "2026-12-01T07:59:59.999999+08:00",  # 1 December in Beijing, 30 November UTC: 2026-11
+        5: "2026-12-01T08:00:00+08:00",  # 2026-12
+    }
+    assert vault.ingest_records([record(n, created_at=at) for n, at in created.items()]).failed == ()
+    assert vault.shred_month("2026-11").parties == 3 * 2
+    for n, readable in ((1, True), (2, False), (3, False), (4, False), (5, True)):
+        if readable:
+            assert vault.reveal(f"YT{n:013d}", [PiiField.SENDER_NAME]) == {PiiField.SENDER_NAME: "张三"}
+        else:
+            with pytest.raises(VaultError) as caught:
+                vault.reveal(f"YT{n:013d}", [PiiField.SENDER_NAME])
+            assert caught.value.failure == VaultFailure.SHREDDED
+
+
 def test_lookup_by_phone_and_name_through_the_blind_index(vault: Vault) -> None:
     vault.ingest_records([record(1), record(2, phone="13999998888"), record(3)])
     assert vault.waybills_by_phone("+86 138-1234-5634") == ["YT0000000000001", "YT0000000000003"]
