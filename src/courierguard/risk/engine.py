@@ -79,6 +79,9 @@ _PROBE_CODES = {"by_phone": "phone_probing", "by_name": "name_probing"}
 _BANDS = ((0.0, 29.0), (30.0, 59.0), (40.0, 69.0), (60.0, 89.0), (80.0, 100.0))
 _IDENTITY = ("new_device", "new_network", "new_place", "off_shift", "no_location", "dormant_account",
              "concurrent_devices", "concurrent_sessions", "impossible_travel", "shared_device")  # fmt: skip
+_TWO_HANDS = ("concurrent_devices", "concurrent_sessions", "impossible_travel", "shared_device")
+"""Signs that a session is in two hands at once: judged even in a stepped-up session, and answered
+by a step-up only as far as they were raised before it (see ``_decide``)."""
 _OFFICERS = frozenset({"security_officer", "auditor"})
 # Roles whose right to a party's data comes from cases they own: customer service's tickets, the
 # outlet desk's return and claim cases. A courier's or hub operator's right comes from assignments
@@ -346,6 +349,8 @@ class RiskEngine:
             sess.stepped = ts
             sess.pending = False
             sess.doubt = 0.0
+            for code in _TWO_HANDS:  # answered: raised again, they ask again
+                sess.reasons.pop(code, None)
             self._trust(acc, r)
             return self._finish(acc, r, sess, _ALLOW)
         if action == "auth.device_bound" and r.outcome != "deny":
@@ -447,6 +452,15 @@ class RiskEngine:
                     self._doubt(sess, "impossible_travel", f"{km:.0f} km in {hours * 60:.0f} min")
             acc.loc = [r.lat, r.lon, ts]
 
+        if sess.verified and sess.doubt >= c.step_up_doubt:
+            # A step-up vouches for the session as it was when it was answered (it cleared the
+            # doubt): a sign raised since that the session is in two hands (two devices or networks
+            # at once, impossible travel, a shared device) asks again, and nothing is learned from
+            # the session until then. It used to hold for the session's whole life (12 h): a token
+            # taken after its owner's step-up was never asked, and taught the account its device,
+            # network and place, so the taker's own new sessions passed too.
+            sess.verified = False
+            sess.unexpl = 0  # the lock on unexplained records counts from the new doubt
         doubted = sess.doubt >= c.step_up_doubt and not sess.verified
         if doubted:
             sev = STEP_UP
