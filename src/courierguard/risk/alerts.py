@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol
 
 import httpx
@@ -175,9 +176,11 @@ class WebhookSink:
 
     def flush(self, timeout_s: float = 5.0) -> bool:
         """Wait until every queued alert was attempted (for shutdown and tests); True when done."""
-        deadline = datetime.now(UTC).timestamp() + timeout_s
+        # A monotonic clock: the wall clock stepping during a shutdown must neither cut the wait
+        # short (alerts left unsent) nor stretch it.
+        deadline = time.monotonic() + timeout_s
         while self._queue.unfinished_tasks:
-            if datetime.now(UTC).timestamp() > deadline:
+            if time.monotonic() > deadline:
                 return False
             threading.Event().wait(0.01)
         return True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, tzinfo
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
@@ -150,3 +151,29 @@ def test_config_rejects_typos(tmp_path: Path) -> None:
     path.write_text("peer_ratoi: 5\n")
     with pytest.raises(ConfigError):
         RiskConfig.load(path)
+
+
+@pytest.mark.http
+def test_webhook_flush_waits_on_a_monotonic_clock(
+    receiver: tuple[str, list[bytes], threading.Event], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The wall clock steps an hour forward while the sink flushes (NTP after a VM resumed): the
+    # flush used to give up at once, leaving the queued alerts unsent at shutdown.
+    from courierguard.risk import alerts as alerts_module
+
+    class Stepping(datetime):
+        calls = 0
+
+        @classmethod
+        def now(cls, tz: tzinfo | None = None) -> Stepping:
+            cls.calls += 1
+            return cls(2026, 11, 11, tzinfo=UTC) + timedelta(hours=cls.calls)  # type: ignore[return-value]
+
+    url, got, slow = receiver
+    slow.set()  # each POST takes 1.5 s
+    sink = WebhookSink(url, timeout_s=5)
+    monkeypatch.setattr(alerts_module, "datetime", Stepping)
+    sink.emit(_alerts()[0])
+    assert sink.flush(10)
+    assert len(got) == 1
+    sink.close()
