@@ -53,3 +53,21 @@ def test_a_task_dated_the_day_before_counts_today(feed: Feed) -> None:
     engine.note_task("E1", "courier", "delivery", today - timedelta(seconds=10), "svc:pda", wb(9))
     acc = engine.state.load("E1")
     assert acc.cur_day == today.toordinal() and acc.d_tasks == 4  # was: rolled back, 1
+
+
+def test_the_day_budget_is_a_fixed_utc_day_and_the_hour_holds_across_its_edge(feed: Feed) -> None:
+    # As docs/risk.md says: a day's budget on each side of the edge (00:00 UTC, 08:00 Beijing), never
+    # more than the hour's budget in any hour.
+    feed.warm()
+    budget = feed.engine.config.budget("courier")  # 40 an hour, 120 a day
+    edge = datetime(2026, 11, 7, tzinfo=UTC)
+    served = []
+    for i in range(313):  # one every 92 s (just under 40 an hour), from 04:00 to 12:00 Beijing
+        t = edge - timedelta(hours=4) + timedelta(seconds=92 * i)
+        if feed.one(t, waybill=wb(i), assignee="E1", fields=PHONE, action="waybill.reveal")[0] == "allow":
+            served.append(t)
+    assert len(served) == 2 * budget.revealed_per_day
+    assert sum(t < edge for t in served) == budget.revealed_per_day
+    assert (
+        max(sum(s <= t < s + timedelta(hours=1) for t in served) for s in served) <= budget.revealed_per_hour
+    )
