@@ -43,6 +43,7 @@ def cli_markdown() -> str:
         "",
         "Generated from `--help` by `tools/gendocs.py` (`make docs`); do not edit by hand.",
         "Every command reads the same settings as the server (see [configuration.md](configuration.md)).",
+        "`python -m courierguard ...` runs the same command where the `courierguard` script is not on the PATH.",
         "",
     ]
     for path, command in _commands(root, "courierguard"):
