@@ -24,7 +24,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Engine, Select, func, select
 
-from courierguard.audit._internal.core import actor_of, subject_of, waybills_of
+from courierguard.audit._internal.core import actor_of, session_of, subject_of, waybills_of
 from courierguard.audit.merkle import TiledTree, VerificationError, leaf_hash, verify_inclusion
 from courierguard.audit.models import (
     AuditRecord,
@@ -49,6 +49,7 @@ from courierguard.errors import InvalidInput, NotFound
 
 MAX_PAGE = 1000
 MAX_WAYBILLS = 1000
+SESSION_SCAN = 1000  # entries of the account read at a time while looking for one session's
 
 
 class AuditQueries:
@@ -66,6 +67,7 @@ class AuditQueries:
         actor: str | None = None,
         subject: str | None = None,
         employee: str | None = None,
+        session: str | None = None,
         tenant: str | None = None,
         waybills: Sequence[str] | None = None,
         since: datetime | None = None,
@@ -82,6 +84,12 @@ class AuditQueries:
 
         ``actor`` is who acted, ``subject`` the employee acted on (both given: what one did to the
         other), ``employee`` either of the two (an account's whole timeline; not with the other two).
+
+        ``session`` keeps the entries of that session (an Access Event's ``session.id``) and the risk
+        alerts it drew (their ``session_id``): what an alert's session did, served or refused. A
+        session is one account's, so it needs ``actor`` or ``employee``; the account's entries are
+        read in order and matched on their hashed bodies (a body that does not match its leaf hash
+        fails the search, as when it is served).
         """
         if not 1 <= limit <= self._max_page:
             raise InvalidInput("limit", f"must be between 1 and {self._max_page}")
@@ -89,6 +97,8 @@ class AuditQueries:
             raise InvalidInput(
                 "employee", "is the actor or the subject: give it alone, not with actor or subject"
             )
+        if session is not None and actor is None and employee is None:
+            raise InvalidInput("session", "is one account's: give it with actor or employee")
         who = _Who(actor, subject, employee)
         wanted: list[str] | None = None
         if waybills is not None:
@@ -111,11 +121,25 @@ class AuditQueries:
             # Entries below the mark stay indexed, so reading it first is consistent with both reads.
             actors_upto, subjects_upto = marks(conn)
             upto = min(actors_upto, subjects_upto) if who.needs_subjects else actors_upto
-            rows: list[Any] = []
-            if start < upto:
-                rows = _indexed(conn, who, wanted, common, start, upto, limit + 1)
-            if len(rows) <= limit:
-                rows += _unindexed(conn, who, wanted, common, max(start, upto), limit + 1 - len(rows))
+
+            def fetch(start: int, count: int) -> list[Any]:
+                rows: list[Any] = []
+                if start < upto:
+                    rows = _indexed(conn, who, wanted, common, start, upto, count)
+                if len(rows) < count:
+                    rows += _unindexed(conn, who, wanted, common, max(start, upto), count - len(rows))
+                return rows
+
+            if session is None:
+                rows = fetch(start, limit + 1)
+            else:
+                rows = []
+                while len(rows) <= limit:
+                    chunk = fetch(start, SESSION_SCAN)
+                    rows += [row for row in chunk if _in_session(row, session)]
+                    if len(chunk) < SESSION_SCAN:
+                        break
+                    start = chunk[-1].seq + 1
             head = latest_head(conn) if with_proofs else None
             if head is not None:
                 self._tree_of(head.size)
@@ -290,6 +314,19 @@ class AuditQueries:
 
 
 _Row = tuple[int, int, str, str | None, bytes | None, bytes]
+
+
+def _in_session(row: Any, session: str) -> bool:
+    """Whether a stored entry belongs to ``session``, read from its hashed body (never from a body
+    that no longer matches its leaf hash: hiding a read from the search would be the point)."""
+    if row.entry is None:
+        return False  # archived: its session is in the Parquet archive
+    raw = stored_bytes(row.entry)
+    if leaf_hash(raw) != stored_bytes(row.leaf_hash):
+        raise VerificationError(
+            f"entry {row.seq} does not match its leaf hash; run `courierguard audit verify`", index=row.seq
+        )
+    return session_of(decode_entry(raw).body) == session
 
 
 def _columns() -> Select[_Row]:

@@ -316,6 +316,13 @@ def query_command(
             help="Everything by or about this employee (--actor or --subject): the account's timeline."
         ),
     ] = None,
+    session: Annotated[
+        str | None,
+        typer.Option(
+            help="Only this session's entries and the alerts it drew (an alert's session_id); with "
+            "--actor or --employee."
+        ),
+    ] = None,
     waybill: Annotated[list[str] | None, typer.Option(help="Waybill number; repeat for several.")] = None,
     since: Annotated[str | None, typer.Option(help="From this ISO 8601 time (inclusive).")] = None,
     until: Annotated[str | None, typer.Option(help="Up to this ISO 8601 time (exclusive).")] = None,
@@ -353,6 +360,8 @@ def query_command(
             raise InvalidInput(
                 "employee", "is the actor or the subject: give it alone, not with --actor or --subject"
             )
+        if session is not None and actor is None and employee is None:
+            raise InvalidInput("session", "is one account's: give it with --actor or --employee")
         numbers = list(waybill or [])
         tenant = None
         if phone is not None:
@@ -384,6 +393,7 @@ def query_command(
                 actor=actor,
                 subject=subject,
                 employee=employee,
+                session=session,
                 tenant=tenant,
                 waybills=numbers or None,
                 since=_parse_time(since, "since"),

@@ -409,6 +409,14 @@ class AuditSearchIn(_In):
             "timeline. Not with actor or subject.",
         ),
     ] = None
+    session: Annotated[
+        str | None,
+        Field(
+            pattern=r"^[\x21-\x7e]{1,64}$",
+            description="Only this session's entries and the risk alerts it drew (an alert's session_id): "
+            "what the session an alert names did, served or refused. With actor or employee.",
+        ),
+    ] = None
     waybills: Annotated[list[Annotated[str, Field(pattern=NUMBER)]], Field(max_length=100)] = []
     phone: Annotated[str | None, Field(max_length=32)] = None
     kinds: Annotated[
@@ -963,8 +971,8 @@ def create_app(deployment: Deployment) -> FastAPI:
         The phone travels in the body, never the URL; the search itself is recorded.
         """
         page = guard.audit_search(
-            who, actor=body.actor, subject=body.subject, employee=body.employee, waybills=body.waybills,
-            phone=body.phone, since=body.since, until=body.until, kinds=body.kinds, cursor=body.cursor,
+            who, actor=body.actor, subject=body.subject, employee=body.employee, session=body.session,
+            waybills=body.waybills, phone=body.phone, since=body.since, until=body.until, kinds=body.kinds, cursor=body.cursor,
             limit=body.limit,
         )  # fmt: skip
         return AuditPageOut(records=[r.to_dict() for r in page.records], next_cursor=page.next_cursor)

@@ -1361,6 +1361,7 @@ class Guard:
         actor: str | None = None,
         subject: str | None = None,
         employee: str | None = None,
+        session: str | None = None,
         waybills: Sequence[str] = (),
         phone: str | None = None,
         since: datetime | None = None,
@@ -1371,7 +1372,8 @@ class Guard:
     ) -> Page:
         """Who accessed what: audit entries by actor, by the employee acted on (``subject``), by
         either (``employee``: an account's whole timeline), waybill, a data subject's phone, time,
-        kind (``alert``: risk control's alert queue, from the tamper-evident trail).
+        kind (``alert``: risk control's alert queue, from the tamper-evident trail), session (with
+        an actor or employee: what the session an alert names did, and the alerts it drew).
 
         Officers and auditors only, and the search is itself recorded (never the phone: only that a
         phone was searched and how many waybills it matched).
@@ -1384,6 +1386,8 @@ class Guard:
             raise InvalidInput(
                 "employee", "is the actor or the subject: give it alone, not with actor or subject"
             )
+        if session is not None and actor is None and employee is None:
+            raise InvalidInput("session", "is one account's: give it with actor or employee")
         numbers = list(waybills)
         matched = None
         if phone is not None:
@@ -1395,7 +1399,9 @@ class Guard:
             matched = len(found)
             numbers += found
         people = "".join(
-            f":{k}={v}" for k, v in (("subject", subject), ("employee", employee)) if v is not None
+            f":{k}={v}"
+            for k, v in (("subject", subject), ("employee", employee), ("session", session))
+            if v is not None
         )
         sorts = f":kinds={','.join(sorted(kinds))}" if kinds else ""
         what = f"audit.search:actor={actor or '-'}{people}:waybills={len(waybills)}:phone={'matched ' + str(matched) if matched is not None else '-'}{sorts}"
@@ -1419,7 +1425,7 @@ class Guard:
         # One audit log may serve several tenants (waybill numbers can repeat between them): an
         # investigator sees only their own tenant's entries.
         return self.audit_queries.search(
-            actor=actor, subject=subject, employee=employee, tenant=self.settings.tenant,
+            actor=actor, subject=subject, employee=employee, session=session, tenant=self.settings.tenant,
             waybills=numbers or None, since=since, until=until, kinds=list(kinds) or None, cursor=cursor,
             limit=limit,
         )  # fmt: skip

@@ -421,3 +421,41 @@ def test_no_purge_without_the_record_of_it(filled: Engine, tmp_path: Path) -> No
     with pytest.raises(OSError):
         archive(filled, tmp_path / "arch", before_days=180, clock=clock, before_purge=unrecorded)
     assert AuditQueries(filled).entry(3).body is not None  # every body still in the database
+
+
+def test_query_by_session_finds_one_sessions_entries_and_its_alerts(
+    sqlite_engine: Engine, key_provider: LocalKeyFile
+) -> None:
+    """An alert names a session: everything that session did (served or refused) and the alerts
+    about it, in one query, paged like any other; another account's session of the same id is not it."""
+    clock = FixedClock(START)
+    log = open_audit_log(sqlite_engine, key_provider, clock=clock)
+    for i in range(12):
+        body = _event(i, clock.now()).model_dump(mode="json", exclude_none=True)
+        body["actor"]["id"] = "E9" if i == 11 else "E1"
+        body["session"]["id"] = "s_renter" if i % 2 else "s_owner"
+        log.append(EntryKind.ACCESS, body)
+        clock.advance(timedelta(minutes=1))
+    alert = {"v": 1, "id": "a1", "actor_id": "E1", "session_id": "s_renter", "event_id": "ev-9",
+             "ts": clock.now().isoformat(), "action": "lock", "score": 90.0, "reasons": [{"code": "enumeration"}]}  # fmt: skip
+    log.append(EntryKind.ALERT, alert)
+    log.append(EntryKind.ADMIN, {"actor": "E1", "change": "role"})
+    log.close()
+    queries = AuditQueries(sqlite_engine)
+    renter = [r.index for r in queries.each(actor="E1", session="s_renter")]
+    assert renter == [1, 3, 5, 7, 9, 12]  # entry 11 is E9's, 12 the alert, 13 names no session
+    assert [r.index for r in queries.each(employee="E1", session="s_owner")] == [0, 2, 4, 6, 8, 10]
+    page = queries.search(actor="E1", session="s_renter", limit=4)
+    assert [r.index for r in page.records] == [1, 3, 5, 7] and page.next_cursor == 8
+    rest = queries.search(actor="E1", session="s_renter", limit=4, cursor=page.next_cursor)
+    assert [r.index for r in rest.records] == [9, 12] and rest.next_cursor is None
+    with pytest.raises(InvalidInput, match="session"):
+        queries.search(session="s_renter")  # a session is one account's: name it
+    runner = CliRunner()
+    url = ["--database-url", sqlite_engine.url.render_as_string(hide_password=False)]
+    out = runner.invoke(app, ["query", "--actor", "E1", "--session", "s_renter", "--proofs", *url])
+    assert out.exit_code == 0, out.output
+    records = orjson.loads(out.stdout)["records"]
+    assert [r["index"] for r in records] == renter and all(r["proof"] for r in records)
+    bad = runner.invoke(app, ["query", "--session", "s_renter", *url])
+    assert bad.exit_code == 2 and "session" in bad.output

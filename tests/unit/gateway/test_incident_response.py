@@ -604,6 +604,27 @@ def test_an_investigator_finds_what_was_done_to_an_account_as_well_as_what_it_di
     assert "audit.search:actor=X1:subject=C1:waybills=0:phone=-" in searched
 
 
+def test_an_investigator_lists_everything_one_session_did_in_one_search(world: World) -> None:
+    # The alert names a session (the renter's, beside the owner's): what it was served and refused,
+    # without paging through the account's whole timeline and filtering by hand.
+    owner = world.login("C1", device="PDA-1")
+    renter = world.login("C1", device="PHONE-NEW")
+    for headers in (owner, renter, owner, renter):
+        works(world, headers)
+    x1 = world.login("X1")
+    renter_session = _session_of(world, renter)
+    found = search(world, x1, actor="C1", session=renter_session)
+    assert [r["body"]["action"] for r in found] == ["auth.login", "waybill.view", "waybill.view"]
+    assert {r["body"]["session"]["id"] for r in found} == {renter_session}
+    assert search(world, x1, employee="C1", session=renter_session) == found
+    mine = search(world, x1, actor="C1", session=_session_of(world, owner))
+    assert len(mine) == 3 and not {r["index"] for r in mine} & {r["index"] for r in found}
+    r = world.client.post("/v1/audit/search", json={"session": renter_session}, headers=x1)
+    assert r.status_code == 422 and r.json()["field"] == "session"
+    searched = [e["purpose"] for e in by(world, "X1") if e.get("purpose", "").startswith("audit.search")]
+    assert f"audit.search:actor=C1:session={renter_session}:waybills=0:phone=-" in searched
+
+
 def test_with_the_real_engine_a_stolen_phone_is_a_new_device_after_the_reset(engine_world: World) -> None:
     """The review's finding: the reset took the phone's seed away, but risk control still knew the
     phone as the account's own, so a thief using it at the outlet in working hours was the owner."""

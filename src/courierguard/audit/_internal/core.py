@@ -65,6 +65,17 @@ def actor_of(body: Mapping[str, Any]) -> str | None:
     return _column_text(actor)
 
 
+def session_of(body: Mapping[str, Any]) -> str | None:
+    """The session an entry belongs to: an Access Event's ``session.id``, or a risk alert's
+    ``session_id`` (the session whose event drew it); None for entries of no session."""
+    session = body.get("session")
+    if _is_mapping(session):
+        session = session.get("id")
+    if session is None:
+        session = body.get("session_id")
+    return session if isinstance(session, str) else None
+
+
 def subject_of_purpose(purpose: str) -> str | None:
     """The employee an ``admin.change`` purpose names, as a search column holds it (see
     :func:`courierguard.events.admin_change_subject`)."""
