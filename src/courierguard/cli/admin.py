@@ -8,6 +8,7 @@ too (a ``system`` entry whose actor is ``operator:<login>``), recorded before it
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Annotated
 
 import typer
@@ -263,8 +264,10 @@ def alerts(
 ) -> None:
     """List risk alerts (step-ups, throttles, denials, locks), newest last, with their reasons.
 
-    They name accounts and reason codes, never a customer's data. Each alert is also an entry on the
-    audit trail (`courierguard audit query --actor ID`) and, if configured, a webhook POST.
+    They name accounts and reason codes, never a customer's data. Each line: the time (UTC, RFC 3339,
+    as on the trail and the webhook), action, account, session (`-` for none), score, reasons. Each
+    alert is also an entry on the audit trail (`courierguard audit query --actor ID --session S`: what
+    that session did) and, if configured, a webhook POST.
 
     Example: courierguard admin alerts --actor E000041
     """
@@ -279,7 +282,8 @@ def alerts(
         for row in rows:
             reasons = ",".join(r["code"] for r in row["reasons"])
             console.print(
-                f"{row['ts']:%Y-%m-%d %H:%M:%S}  {row['action']:<8} {row['actor_id']:<12} score {row['score']:>5.1f}  {reasons}",
+                f"{row['ts'].astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}  {row['action']:<8} {row['actor_id']:<12} "
+                f"{row['session_id'] or '-':<20} score {row['score']:>5.1f}  {reasons}",
                 highlight=False,
                 soft_wrap=True,
             )

@@ -149,3 +149,23 @@ def test_officers_list_alerts_by_account_from_the_host(tmp_path: Path) -> None:
     assert "E000007" not in result.output
     latest = runner.invoke(app, ["admin", "alerts", "--limit", "1", "--data-dir", str(tmp_path)])
     assert latest.exit_code == 0 and "lock" in latest.output and "step_up" not in latest.output
+
+
+def test_listed_alerts_say_their_time_zone_and_session(tmp_path: Path) -> None:
+    """`admin alerts` printed "2026-11-05 23:00:00", no zone (read as Beijing time, 8 hours off the
+    trail and the webhook) and no session, which is what an analyst searches the trail by next."""
+    from datetime import timedelta, timezone
+
+    from courierguard.risk.alerts import Alert, SqlSink
+
+    assert runner.invoke(app, ["init", "--data-dir", str(tmp_path)]).exit_code == 0
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'courierguard.sqlite3'}")
+    beijing = timezone(timedelta(hours=8))
+    when = datetime(2026, 11, 6, 7, 15, 2, tzinfo=beijing)
+    reasons = (("unexplained_reveals", None),)
+    SqlSink(engine).emit(Alert("E000041", "ev1", when, "lock", 95.0, reasons, {}, session_id="s_renter"))
+    engine.dispose()
+    result = runner.invoke(app, ["admin", "alerts", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    [line] = result.output.strip().splitlines()
+    assert line.startswith("2026-11-05T23:15:02Z ") and "s_renter" in line and "unexplained_reveals" in line
