@@ -291,6 +291,14 @@ class EmployeeOut(BaseModel):
     role: Role
     org_unit: str
     status: EmployeeStatus
+    containment: Annotated[
+        Literal["risk_lock", "security_hold"] | None,
+        Field(
+            description="What keeps the account out besides its status, and so who ends it: risk_lock "
+            "(risk control's, ended by unlock), security_hold (a security officer's, lifted by reinstate); "
+            "null: nothing (a suspended account without one was suspended by an admin: status)."
+        ),
+    ] = None
 
 
 class StatusIn(_In):
@@ -458,8 +466,10 @@ def _waybill(m: MaskedWaybill) -> WaybillOut:
     )  # fmt: skip
 
 
-def _employee(e: Employee) -> EmployeeOut:
-    return EmployeeOut(id=e.id, role=e.role, org_unit=e.org_unit, status=e.status)
+def _employee(e: Employee, containment: str | None) -> EmployeeOut:
+    return EmployeeOut.model_validate(
+        {"id": e.id, "role": e.role, "org_unit": e.org_unit, "status": e.status, "containment": containment}
+    )
 
 
 def _approval(a: Approval) -> ApprovalOut:
@@ -863,13 +873,14 @@ def create_app(deployment: Deployment) -> FastAPI:
         e = guard.put_employee(
             who, Employee(employee_id, body.role, body.org_unit, body.status, shifts, body.name)
         )
-        return _employee(e)
+        return _employee(e, guard.containment(e.id))
 
     @app.get(
         "/v1/admin/employees/{employee_id}", response_model=EmployeeOut, responses=ERRORS, tags=["admin"]
     )
     def get_employee(employee_id: Ident, who: Who) -> EmployeeOut:
-        return _employee(guard.employee_record(who, employee_id))
+        e = guard.employee_record(who, employee_id)
+        return _employee(e, guard.containment(e.id))
 
     @app.post(
         "/v1/admin/employees/{employee_id}/status",
@@ -880,7 +891,7 @@ def create_app(deployment: Deployment) -> FastAPI:
     def set_status(employee_id: Ident, body: StatusIn, who: Who) -> EmployeeOut:
         """Suspend, reinstate or record that an employee left; sessions are revoked at once."""
         e = guard.set_employee_status(who, employee_id, body.status)
-        return _employee(e)
+        return _employee(e, guard.containment(e.id))
 
     @app.post(
         "/v1/admin/employees/{employee_id}/unlock",
@@ -891,7 +902,7 @@ def create_app(deployment: Deployment) -> FastAPI:
     def unlock(employee_id: Ident, who: Who) -> EmployeeOut:
         """An officer's review ends a risk lock."""
         e = guard.unlock(who, employee_id)
-        return _employee(e)
+        return _employee(e, guard.containment(e.id))
 
     # --- incident response (security officers) ---
 
@@ -904,7 +915,8 @@ def create_app(deployment: Deployment) -> FastAPI:
     def suspend(employee_id: Ident, body: TicketIn, who: Who) -> EmployeeOut:
         """A security hold: suspend the account and end every session of it at once (a security
         officer; only a security officer lifts it)."""
-        return _employee(guard.suspend_account(who, employee_id, ticket=body.ticket))
+        e = guard.suspend_account(who, employee_id, ticket=body.ticket)
+        return _employee(e, guard.containment(e.id))
 
     @app.post(
         "/v1/admin/employees/{employee_id}/reinstate",
@@ -914,7 +926,8 @@ def create_app(deployment: Deployment) -> FastAPI:
     )
     def reinstate(employee_id: Ident, body: TicketIn, who: Who) -> EmployeeOut:
         """Lift a security hold after review (a security officer): the account is active again."""
-        return _employee(guard.reinstate_account(who, employee_id, ticket=body.ticket))
+        e = guard.reinstate_account(who, employee_id, ticket=body.ticket)
+        return _employee(e, guard.containment(e.id))
 
     @app.post(
         "/v1/admin/employees/{employee_id}/sessions/revoke",

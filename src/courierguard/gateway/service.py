@@ -1046,6 +1046,11 @@ class Guard:
             and current.status is not EmployeeStatus.ACTIVE
         )
 
+    def containment(self, employee_id: str) -> str | None:
+        """What keeps the account out besides its status (``security_hold``, ``risk_lock``), or None:
+        what an officer reads to know which route ends it (reinstate, unlock; an admin's status)."""
+        return self._containment(employee_id)
+
     def _containment(self, employee_id: str) -> str | None:
         """What keeps the account out besides a plain status: a security hold (``security_hold``,
         lifted as :meth:`reinstate_account` lifts it), a risk lock (``risk_lock``, ended as

@@ -269,6 +269,27 @@ def test_a_hold_turns_a_risk_lock_into_the_security_teams_and_lifting_it_ends_bo
     assert status_of(world, "C1") is EmployeeStatus.ACTIVE
 
 
+def test_an_employee_read_says_which_suspension_keeps_the_account_out(world: World) -> None:
+    # A locked account read "status": "suspended" whatever suspended it, and each kind is ended by
+    # another route (unlock, reinstate, status): the analyst had to try them and read the 409s.
+    def read(headers: dict[str, str]) -> dict[str, Any]:
+        r = world.client.get("/v1/admin/employees/C1", headers=headers)
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    x1, c1 = world.login("X1"), world.login("C1")
+    assert read(x1)["containment"] is None and read(c1)["containment"] is None
+    world.risk.script["C1"] = RiskAction.LOCK
+    assert works(world, c1) == 403
+    del world.risk.script["C1"]
+    assert read(x1) == {"id": "C1", "role": "courier", "org_unit": "OUT-BJ-01", "status": "suspended",
+                        "containment": "risk_lock"}  # fmt: skip
+    r = suspend(world, x1)
+    assert r.status_code == 200 and r.json()["containment"] == "security_hold"
+    r = reinstate(world, world.login("X2"))
+    assert r.status_code == 200 and r.json()["containment"] is None and r.json()["status"] == "active"
+
+
 def test_a_risk_lock_of_a_held_account_keeps_the_hold(world: World) -> None:
     assert suspend(world, world.login("X1")).status_code == 200
     world.deployment.guard._lock("C1")  # e.g. a decision racing the hold
