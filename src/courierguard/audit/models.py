@@ -202,6 +202,8 @@ class Page:
 
     records: list[AuditRecord]
     next_cursor: int | None
+    head: SignedTreeHead | None = None
+    """With proofs: the signed tree head they lead to (the evidence's other half)."""
 
 
 MIN_RETENTION_DAYS = 180

@@ -76,11 +76,14 @@ class AuditQueries:
         cursor: int | None = None,
         limit: int = 100,
         with_proofs: bool = False,
+        head_size: int | None = None,
     ) -> Page:
         """Entries matching every given filter, oldest first, ``limit`` per page.
 
         ``since`` is inclusive and ``until`` exclusive. ``cursor`` is the ``next_cursor`` of the previous
-        page. With ``with_proofs`` each record carries its inclusion proof in the latest signed tree head.
+        page. With ``with_proofs`` each record carries its inclusion proof in the latest signed tree head,
+        or in the stored head of ``head_size`` entries (one already handed over, a witness line's;
+        entries appended after it get none), and the page names that head.
 
         ``actor`` is who acted, ``subject`` the employee acted on (both given: what one did to the
         other), ``employee`` either of the two (an account's whole timeline; not with the other two).
@@ -140,13 +143,15 @@ class AuditQueries:
                     if len(chunk) < SESSION_SCAN:
                         break
                     start = chunk[-1].seq + 1
-            head = latest_head(conn) if with_proofs else None
+            head = None
+            if with_proofs:
+                head = latest_head(conn) if head_size is None else _head_of_size(conn, head_size)
             if head is not None:
                 self._tree_of(head.size)
         more = len(rows) > limit
         rows = rows[:limit]
         records = [self._record(r.seq, r.ts_us, r.kind, r.actor, r.entry, r.leaf_hash, head) for r in rows]
-        return Page(records, rows[-1].seq + 1 if more else None)
+        return Page(records, rows[-1].seq + 1 if more else None, head)
 
     def each(self, **filters: Any) -> Iterator[AuditRecord]:
         """Every entry matching ``filters`` (those of :meth:`search`, without ``cursor`` or
@@ -314,6 +319,19 @@ class AuditQueries:
 
 
 _Row = tuple[int, int, str, str | None, bytes | None, bytes]
+
+
+def _head_of_size(conn: Connection, size: int) -> SignedTreeHead:
+    """The stored signed tree head of exactly ``size`` entries (its signature is checked by whoever
+    the evidence goes to, and by ``audit verify``)."""
+    t = audit_tree_heads.c
+    row = conn.execute(
+        select(audit_tree_heads).where(t.size == size).order_by(t.timestamp_ms).limit(1)
+    ).first()
+    if row is None:
+        raise InvalidInput("head_size", f"no signed tree head of {size} entries is stored")
+    root, signature, key = stored_bytes(row.root), stored_bytes(row.signature), stored_bytes(row.public_key)
+    return SignedTreeHead(row.size, root, row.timestamp_ms, signature, key)
 
 
 def _in_session(row: Any, session: str) -> bool:

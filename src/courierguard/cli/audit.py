@@ -330,7 +330,18 @@ def query_command(
     cursor: Annotated[
         int | None, typer.Option(help="next_cursor of the previous page.", min=0, max=2**63 - 1)
     ] = None,
-    proofs: Annotated[bool, typer.Option(help="Attach inclusion proofs in the latest head.")] = False,
+    proofs: Annotated[
+        bool, typer.Option(help='Attach inclusion proofs in the latest head, and that head ("head").')
+    ] = False,
+    head_size: Annotated[
+        int | None,
+        typer.Option(
+            "--head-size",
+            help="With --proofs: prove in the stored signed head of this many entries (the head already "
+            "handed over, a witness line's) instead of the latest.",
+            min=1,
+        ),
+    ] = None,
     by_phone: Annotated[
         bool,
         typer.Option(
@@ -362,6 +373,8 @@ def query_command(
             )
         if session is not None and actor is None and employee is None:
             raise InvalidInput("session", "is one account's: give it with --actor or --employee")
+        if head_size is not None and not proofs:
+            raise InvalidInput("head-size", "names the head of the proofs: give it with --proofs")
         numbers = list(waybill or [])
         tenant = None
         if phone is not None:
@@ -401,8 +414,15 @@ def query_command(
                 limit=limit,
                 cursor=cursor,
                 with_proofs=proofs,
+                head_size=head_size,
             )
-        return {"records": [r.to_dict() for r in page.records], "next_cursor": page.next_cursor}
+        out: dict[str, Any] = {
+            "records": [r.to_dict() for r in page.records],
+            "next_cursor": page.next_cursor,
+        }
+        if page.head is not None:
+            out["head"] = page.head.to_dict()
+        return out
 
     _print(_run(go))
 

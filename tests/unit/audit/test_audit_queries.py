@@ -459,3 +459,44 @@ def test_query_by_session_finds_one_sessions_entries_and_its_alerts(
     assert [r["index"] for r in records] == renter and all(r["proof"] for r in records)
     bad = runner.invoke(app, ["query", "--session", "s_renter", *url])
     assert bad.exit_code == 2 and "session" in bad.output
+
+
+def test_evidence_for_a_head_the_regulator_already_holds(
+    sqlite_engine: Engine, key_provider: LocalKeyFile
+) -> None:
+    """`audit head`, then `audit query --proofs`: on a live trail a newer head is signed in between
+    (one a second while requests arrive), the proofs were in that newer head, and the docs' check
+    of the pair failed ("proof for another head"). Proofs now name their head, and can be asked
+    for in a given stored head (the one handed over, a witness line's)."""
+    clock = FixedClock(START)
+    log = open_audit_log(sqlite_engine, key_provider, clock=clock)
+    for i in range(6):
+        log.append_event(_event(i, clock.now()))
+        clock.advance(timedelta(minutes=1))
+    log.checkpoint()
+    runner = CliRunner()
+    url = ["--database-url", sqlite_engine.url.render_as_string(hide_password=False)]
+    given = orjson.loads(runner.invoke(app, ["head", *url, "--key-file", str(key_provider.path)]).stdout)
+    for i in range(6, 9):  # the server goes on working and signs a newer head
+        log.append_event(_event(i, clock.now()))
+        clock.advance(timedelta(minutes=1))
+    log.close()
+    latest = orjson.loads(runner.invoke(app, ["query", "--actor", "E1", "--proofs", *url]).stdout)
+    assert latest["head"]["size"] == 9 and {r["proof_tree_size"] for r in latest["records"]} == {9}
+    pinned = runner.invoke(
+        app, ["query", "--actor", "E1", "--proofs", "--head-size", str(given["size"]), *url]
+    )
+    assert pinned.exit_code == 0, pinned.output
+    out = orjson.loads(pinned.stdout)
+    assert out["head"] == given and [r["index"] for r in out["records"]] == [1, 4, 7]
+    for r in out["records"]:
+        if r["index"] < given["size"]:
+            assert r["proof_tree_size"] == given["size"]
+            proof = [bytes.fromhex(h) for h in r["proof"]]
+            verify_inclusion(
+                r["index"], given["size"], bytes.fromhex(r["leaf_hash"]), proof, bytes.fromhex(given["root"])
+            )
+        else:  # appended after the head: no proof in it
+            assert r.get("proof") is None
+    unsigned = runner.invoke(app, ["query", "--actor", "E1", "--proofs", "--head-size", "99", *url])
+    assert unsigned.exit_code == 2 and "no signed tree head of 99 entries" in unsigned.output
