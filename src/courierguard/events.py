@@ -220,6 +220,7 @@ _SUBJECT_PURPOSES: dict[str, int] = {
     "employee.moved": 1,
     "employee.hold": 1,
     "employee.hold_lifted": 1,
+    "employee.unlocked": 1,
     "sessions.revoke": 1,
     "devices.reset": 1,
     "employee.role": 2,  # <id>:<role>:<approval>

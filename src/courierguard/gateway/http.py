@@ -899,9 +899,9 @@ def create_app(deployment: Deployment) -> FastAPI:
         responses=ERRORS,
         tags=["admin"],
     )
-    def unlock(employee_id: Ident, who: Who) -> EmployeeOut:
-        """An officer's review ends a risk lock."""
-        e = guard.unlock(who, employee_id)
+    def unlock(employee_id: Ident, body: TicketIn, who: Who) -> EmployeeOut:
+        """An officer's review ends a risk lock, naming its ticket."""
+        e = guard.unlock(who, employee_id, ticket=body.ticket)
         return _employee(e, guard.containment(e.id))
 
     # --- incident response (security officers) ---

@@ -57,11 +57,13 @@ def install(app: FastAPI, *, pattern_rules: dict[str, str] | None = None) -> Non
         return str(err.get("msg", "")).removeprefix("Value error, ")
 
     def field(err: Any) -> str:
-        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+        raw = [str(p) for p in err.get("loc", ())]
+        loc = [p for p in raw if p != "body"]
         if err.get("type") == "extra_forbidden" and loc:
             # The unknown key is the client's text, and may be anything (a phone, a name): not echoed.
             loc[-1] = "(unknown)"
-        return ".".join(loc)
+        # A request without its JSON body at all is located at "body", not at "" (": Field required").
+        return ".".join(loc) or ("body" if raw else "")
 
     @app.exception_handler(CourierGuardError)
     async def _domain(_: Request, exc: CourierGuardError) -> JSONResponse:

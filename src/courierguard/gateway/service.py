@@ -1616,11 +1616,16 @@ class Guard:
         self._status_changed(caller, employee_id, status)
         return employee
 
-    def unlock(self, caller: Caller, employee_id: str) -> Employee:
+    def unlock(self, caller: Caller, employee_id: str, *, ticket: str) -> Employee:
         """An officer's review ends a risk lock: the account is active again. Authorised by the
         policies' ``account_unlock`` (a security officer; an admin for accounts without a privileged
         role; nobody alone for a privileged account, whose lock ends through a reactivation
-        approval), checked, recorded and judged by risk control as an officer's other account actions."""
+        approval), checked, recorded and judged by risk control as an officer's other account actions.
+
+        Recorded as ``employee.unlocked:<id>:<ticket>``, then ``employee.reinstated:<id>`` as the
+        other ways back are: the review that gave a contained account back names its ticket, as the
+        hold's lift does, so an analyst finds why (it used to name none)."""
+        ticket = _ticket(ticket)
 
         def check() -> None:
             suspended_for = self.company.suspended_for(employee_id)  # NotFound, recorded as the refusal
@@ -1634,10 +1639,13 @@ class Guard:
                     "(an admin's, or a security officer's for a privileged account)"
                 )
 
-        return self._officer(
-            caller, PolicyAction.ACCOUNT_UNLOCK, employee_id, f"employee.reinstated:{employee_id}", check,
+        employee = self._officer(
+            caller, PolicyAction.ACCOUNT_UNLOCK, employee_id, f"employee.unlocked:{employee_id}:{ticket}", check,
             lambda: self._end_risk_lock(employee_id), other="security officer or admin", four_eyes=True,
         )  # fmt: skip
+        if employee.status is EmployeeStatus.ACTIVE:
+            self._status_changed(caller, employee_id, EmployeeStatus.ACTIVE)
+        return employee
 
     def _end_risk_lock(self, employee_id: str) -> Employee:
         # Only a risk lock ends here: an account that left, or that an admin suspended, stays so.

@@ -219,16 +219,24 @@ def test_unlock_ends_a_risk_lock_and_nothing_else(world: World) -> None:
         world.client.post("/v1/admin/employees/K1/status", json={"status": "left"}, headers=a1).status_code
         == 200
     )
-    r = world.client.post("/v1/admin/employees/K1/unlock", headers=x1)
+    r = world.client.post("/v1/admin/employees/K1/unlock", json={"ticket": "INC-7"}, headers=x1)
     assert r.status_code == 409 and "not locked by risk control" in r.json()["detail"]
     assert world.deployment.guard.company.employee("K1").status.value == "left"
-    assert world.client.post("/v1/admin/employees/X1/unlock", headers=x1).status_code == 403  # own account
+    assert (
+        world.client.post("/v1/admin/employees/X1/unlock", json={"ticket": "INC-7"}, headers=x1).status_code
+        == 403
+    )  # own account
     from courierguard.domain import EmployeeStatus
     from courierguard.gateway.service import RISK_LOCK_REASON
 
     company = world.deployment.guard.company
     company.set_employee_status("C2", EmployeeStatus.SUSPENDED, world.clock.now(), reason=RISK_LOCK_REASON)
-    assert world.client.post("/v1/admin/employees/C2/unlock", headers=x1).json()["status"] == "active"
+    assert (
+        world.client.post("/v1/admin/employees/C2/unlock", json={"ticket": "INC-7"}, headers=x1).json()[
+            "status"
+        ]
+        == "active"
+    )
 
 
 def test_a_unit_name_of_zero_width_spaces_is_refused(world: World) -> None:

@@ -241,7 +241,12 @@ def test_risk_lock_revokes_sessions_until_an_officer_unlocks(world: World) -> No
     assert reveal(world, c1).status_code == 401  # sessions revoked
     assert world.client.post("/v1/auth/login", json={}, headers=c1).status_code in (401, 403)
     x1 = world.login("X1")
-    assert world.client.post("/v1/admin/employees/C1/unlock", headers=x1).json()["status"] == "active"
+    assert (
+        world.client.post("/v1/admin/employees/C1/unlock", json={"ticket": "INC-7"}, headers=x1).json()[
+            "status"
+        ]
+        == "active"
+    )
     assert reveal(world, world.login("C1")).status_code == 200
 
 

@@ -25,7 +25,7 @@ from courierguard.audit import EntryKind
 from courierguard.audit.search_index import SUBJECTS_MARK, indexed_upto
 from courierguard.db.tables import devices
 from courierguard.domain import Employee, EmployeeStatus
-from courierguard.events import RiskAction, Role
+from courierguard.events import RiskAction, Role, admin_change_subject
 from courierguard.policy import PolicyAction, PolicyEngine, PolicyRequest, Principal, default_policy_dir
 from courierguard.risk.engine import RiskEngine
 from courierguard.risk.replay import replay
@@ -219,7 +219,7 @@ def test_only_a_security_officer_lifts_a_hold_and_an_admin_cannot_undo_it(world:
     assert post(world, "/v1/admin/employees/C1/status", a1, {"status": "suspended"}).status_code == 200
     assert post(world, "/v1/admin/employees/C1/status", a1, {"status": "active"}).status_code == 403
     # Nor the risk lock's unlock.
-    r = post(world, "/v1/admin/employees/C1/unlock", x2)
+    r = post(world, "/v1/admin/employees/C1/unlock", x2, {"ticket": TICKET})
     assert r.status_code == 409 and "security hold" in r.json()["detail"]
 
     # Another officer (the night shift held it, the day shift reviews it) lifts it.
@@ -264,7 +264,7 @@ def test_a_hold_turns_a_risk_lock_into_the_security_teams_and_lifting_it_ends_bo
     del world.risk.script["C1"]
     x1 = world.login("X1")
     assert suspend(world, x1).status_code == 200
-    assert post(world, "/v1/admin/employees/C1/unlock", x1).status_code == 409
+    assert post(world, "/v1/admin/employees/C1/unlock", x1, {"ticket": TICKET}).status_code == 409
     assert reinstate(world, world.login("X2")).status_code == 200
     assert status_of(world, "C1") is EmployeeStatus.ACTIVE
 
@@ -675,3 +675,20 @@ def test_with_the_real_engine_a_stolen_phone_is_a_new_device_after_the_reset(eng
         reason = e["outcome"].get("reason") or ""
         if reason.startswith("risk:"):
             assert replayed[e["id"]]["action"] == reason.split(":")[1], e["action"]
+
+
+def test_an_unlock_names_its_ticket_on_the_trail(world: World) -> None:
+    """An analyst reading why a contained account came back finds the review's ticket, as for a
+    hold's lift: the unlock used to be recorded as ``employee.reinstated:<id>`` alone."""
+    world.deployment.guard._lock("C1")
+    x1 = world.login("X1")
+    r = post(world, "/v1/admin/employees/C1/unlock", x1)
+    assert r.status_code == 422 and r.json()["field"] in ("body", "ticket"), r.text  # none named
+    assert status_of(world, "C1") is EmployeeStatus.SUSPENDED
+    r = post(world, "/v1/admin/employees/C1/unlock", x1, {"ticket": "13812345678"})
+    assert r.status_code == 422 and status_of(world, "C1") is EmployeeStatus.SUSPENDED  # not a phone
+    r = post(world, "/v1/admin/employees/C1/unlock", x1, {"ticket": "ALERT-2026-118"})
+    assert r.status_code == 200 and r.json()["status"] == "active", r.text
+    allowed = [e.get("purpose") for e in by(world, "X1", "allow")]
+    assert allowed[-2:] == ["employee.unlocked:C1:ALERT-2026-118", "employee.reinstated:C1"]
+    assert admin_change_subject(allowed[-2]) == "C1"  # filed under the account, as the hold's lift is

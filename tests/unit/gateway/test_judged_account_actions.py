@@ -122,27 +122,41 @@ def test_unlock_is_the_policies_and_every_refusal_is_recorded(world: World) -> N
         )
     c2, a1, x1 = world.login("C2"), world.login("A1"), world.login("X1")
 
-    assert world.client.post("/v1/admin/employees/C1/unlock", headers=c2).status_code == 403
-    assert trail(world, "C2") == [("employee.reinstated:C1", "deny")]
+    assert (
+        world.client.post("/v1/admin/employees/C1/unlock", json={"ticket": "INC-7"}, headers=c2).status_code
+        == 403
+    )
+    assert trail(world, "C2") == [("employee.unlocked:C1:INC-7", "deny")]
     # A privileged account's way back takes two people (a reactivation approval): not an admin alone.
-    r = world.client.post("/v1/admin/employees/X2/unlock", headers=a1)
+    r = world.client.post("/v1/admin/employees/X2/unlock", json={"ticket": "INC-7"}, headers=a1)
     assert r.status_code == 403 and r.json()["reason"] == "four_eyes_required"
-    assert world.client.post("/v1/admin/employees/K1/unlock", headers=a1).status_code == 409  # not locked
-    assert world.client.post("/v1/admin/employees/E404/unlock", headers=a1).status_code == 404
+    assert (
+        world.client.post("/v1/admin/employees/K1/unlock", json={"ticket": "INC-7"}, headers=a1).status_code
+        == 409
+    )  # not locked
+    assert (
+        world.client.post("/v1/admin/employees/E404/unlock", json={"ticket": "INC-7"}, headers=a1).status_code
+        == 404
+    )
     assert trail(world, "A1")[-3:] == [
-        ("employee.reinstated:X2", "deny"), ("employee.reinstated:K1", "deny"),
-        ("employee.reinstated:E404", "deny"),
+        ("employee.unlocked:X2:INC-7", "deny"), ("employee.unlocked:K1:INC-7", "deny"),
+        ("employee.unlocked:E404:INC-7", "deny"),
     ]  # fmt: skip
 
-    assert world.client.post("/v1/admin/employees/C1/unlock", headers=a1).json()["status"] == "active"
+    assert (
+        world.client.post("/v1/admin/employees/C1/unlock", json={"ticket": "INC-7"}, headers=a1).json()[
+            "status"
+        ]
+        == "active"
+    )
     # Nor a security officer alone (test_privileged_status: the reactivation that ends it).
-    r = world.client.post("/v1/admin/employees/X2/unlock", headers=x1)
+    r = world.client.post("/v1/admin/employees/X2/unlock", json={"ticket": "INC-7"}, headers=x1)
     assert r.status_code == 403 and r.json()["reason"] == "four_eyes_required", r.text
-    assert trail(world, "X1")[-1] == ("employee.reinstated:X2", "deny")
+    assert trail(world, "X1")[-1] == ("employee.unlocked:X2:INC-7", "deny")
     assert company.employee("X2").status is EmployeeStatus.SUSPENDED
     # Judged like the officers' other account actions: a doubted session steps up first.
     company.set_employee_status("C1", EmployeeStatus.SUSPENDED, world.clock.now(), reason=RISK_LOCK_REASON)
     doubted(world, "X1")
-    r = world.client.post("/v1/admin/employees/C1/unlock", headers=x1)
+    r = world.client.post("/v1/admin/employees/C1/unlock", json={"ticket": "INC-7"}, headers=x1)
     assert r.status_code == 403 and r.json()["reason"] == "step_up_required"
     assert company.employee("C1").status is EmployeeStatus.SUSPENDED

@@ -186,7 +186,9 @@ def hold(world: World, headers: dict[str, str], employee: str, path: str = "susp
 
 
 def unlock(world: World, headers: dict[str, str], employee: str) -> Any:
-    return world.client.post(f"/v1/admin/employees/{employee}/unlock", headers=headers)
+    return world.client.post(
+        f"/v1/admin/employees/{employee}/unlock", json={"ticket": "INC-7"}, headers=headers
+    )
 
 
 def privileged(world: World) -> None:
@@ -258,7 +260,11 @@ def test_ending_a_risk_lock_of_a_privileged_account_takes_two_people(
         r = unlock(world, headers, "X3")
         assert r.status_code == 403 and r.json()["reason"] == "four_eyes_required", r.text
         assert "POST /v1/approvals" in r.json()["detail"] and "role security_officer" in r.json()["detail"]
-        assert changes(world, actor)[-1] == ("employee.reinstated:X3", "deny", "policy:four_eyes_required")
+        assert changes(world, actor)[-1] == (
+            "employee.unlocked:X3:INC-7",
+            "deny",
+            "policy:four_eyes_required",
+        )
     assert status_of(world, "X3") is EmployeeStatus.SUSPENDED
 
     r = ask(world, a1, "X3", "security_officer")
@@ -288,9 +294,10 @@ def test_an_operational_account_keeps_the_single_officer_way_back(world: World) 
     assert unlock(world, a1, "C1").json()["status"] == "active"
     world.deployment.guard._lock("C1")
     assert unlock(world, x1, "C1").json()["status"] == "active"
-    assert changes(world, "X1")[-3:] == [
+    assert changes(world, "X1")[-4:] == [
         ("employee.hold_lifted:C1:INC-9", "allow", None),
         ("employee.reinstated:C1", "allow", None),
+        ("employee.unlocked:C1:INC-7", "allow", None),  # the unlock names its ticket
         ("employee.reinstated:C1", "allow", None),
     ]
     # Nor does a reactivation apply to it: an operational account's way back is one person's.
