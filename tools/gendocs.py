@@ -66,6 +66,9 @@ def settings_table() -> str:
             for attr, sign in (("ge", "≥"), ("le", "≤"), ("max_length", "length ≤")):
                 if getattr(meta, attr, None) is not None:
                     bounds.append(f"{sign} {getattr(meta, attr)}")
+        extra = field.json_schema_extra
+        if isinstance(extra, dict) and extra.get("empty") == "refused":
+            bounds.append("not empty")
         annotation = str(field.annotation)
         if "Literal" in annotation:
             bounds.append("one of " + ", ".join(re.findall(r"'([^']+)'", annotation)))

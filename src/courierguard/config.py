@@ -13,12 +13,18 @@ from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
 from courierguard.db.engine import DATABASE_URL_RULE, parse_database_url
 from courierguard.errors import ConfigError
 
 ENV_PREFIX = "COURIERGUARD_"
+
+
+def _refuses_empty(field: FieldInfo) -> bool:
+    extra = field.json_schema_extra
+    return isinstance(extra, dict) and extra.get("empty") == "refused"
 
 
 class Settings(BaseModel):
@@ -65,7 +71,12 @@ class Settings(BaseModel):
         "demo"
     )
     policy_dir: Annotated[
-        Path | None, Field(description="Folder of Cedar policies and schema. Unset: the shipped default set.")
+        Path | None,
+        Field(
+            description="Folder of Cedar policies and schema. Unset: the shipped default set. Set but empty "
+            "is refused (a templating slip would otherwise serve the shipped rules in place of yours).",
+            json_schema_extra={"empty": "refused"},
+        ),
     ] = None
     policy_compiled: Annotated[
         bool,
@@ -187,6 +198,16 @@ class Settings(BaseModel):
         ),
     ] = None
 
+    @field_validator("policy_dir", mode="before")
+    @classmethod
+    def _not_empty(cls, value: object) -> object:
+        """A variable set to nothing (``${POLICY_DIR}`` of a missing variable) is a mistake, not "unset"."""
+        if isinstance(value, str) and not value.strip():
+            raise PydanticCustomError(
+                "empty", "set but empty; unset it for the shipped default set, or name a folder"
+            )
+        return value
+
     @field_validator("database_url", "audit_database_url")
     @classmethod
     def _database_url(cls, value: str | None) -> str | None:
@@ -242,9 +263,10 @@ class Settings(BaseModel):
         """Settings from ``COURIERGUARD_*`` variables, then explicit overrides; a bad value is a ConfigError."""
         env = os.environ if environ is None else environ
         values: dict[str, object] = {}
-        for name in cls.model_fields:
+        for name, field in cls.model_fields.items():
             raw = env.get(ENV_PREFIX + name.upper())
-            if raw is not None and raw != "":
+            # Empty is unset, except where the default would quietly replace what runs (refused).
+            if raw is not None and (raw != "" or _refuses_empty(field)):
                 values[name] = raw
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:

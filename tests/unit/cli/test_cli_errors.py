@@ -195,3 +195,21 @@ def test_a_redis_url_without_its_scheme_stops_serve_with_one_line(tmp_path: Path
 )
 def test_redis_urls_that_name_a_database_or_none_are_accepted(url: str) -> None:
     assert Settings.from_env({"COURIERGUARD_REDIS_URL": url}).redis_url == url
+
+
+@pytest.mark.parametrize("value", ["", "  "])
+def test_an_empty_policy_dir_is_refused_not_read_as_the_shipped_set(tmp_path: Path, value: str) -> None:
+    # `Environment=COURIERGUARD_POLICY_DIR=${POLICY_DIR}` with the variable missing: the server ran the
+    # shipped rules, not the officer's, and said nothing.
+    with pytest.raises(ConfigError, match=r"^COURIERGUARD_POLICY_DIR: set but empty"):
+        Settings.from_env({"COURIERGUARD_POLICY_DIR": value})
+    env = {"COURIERGUARD_DATA_DIR": str(tmp_path), "COURIERGUARD_POLICY_DIR": value}
+    for command in (["serve", "--port", "1"], ["policy", "validate"]):
+        result = runner.invoke(app, command, env=env)
+        assert result.exit_code == 1, (command, result.output)
+        assert "COURIERGUARD_POLICY_DIR: set but empty" in result.output, (command, result.output)
+        assert "Traceback" not in result.output and result.output.count("\n") == 1, result.output
+    assert not (tmp_path / "courierguard.sqlite3").exists()  # refused before anything was opened
+    # Unset still means the shipped set; other settings keep "empty is unset".
+    assert Settings.from_env({}).policy_dir is None
+    assert Settings.from_env({"COURIERGUARD_TENANT": ""}).tenant == "demo"
