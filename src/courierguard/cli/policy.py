@@ -73,6 +73,13 @@ def validate(policy_dir: PolicyDirOption = None) -> None:
         highlight=False,
         soft_wrap=True,
     )
+    if engine.ignored:
+        Console().print(
+            f"ignored (hidden, never loaded): {', '.join(engine.ignored)}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @app.command()

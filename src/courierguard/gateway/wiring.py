@@ -101,6 +101,12 @@ def open_deployment(
     )
     digest = policy_digest(policy.folder)
     tested = check_own_cases(policy, digest)
+    if policy.ignored:
+        log.warning(
+            "policy folder %s: ignored hidden files %s (a name starting with '.' is never loaded)",
+            policy.folder,
+            ", ".join(policy.ignored),
+        )
     if tested is None:
         log.warning(
             "policy folder %s has no %s: its rules are not checked at start", policy.folder, CASES_FILE
@@ -116,7 +122,8 @@ def open_deployment(
     audit_log.append(
         EntryKind.POLICY,
         {"what": "policy.loaded", "ts": core.clock.now().isoformat(), "tenant": settings.tenant,
-         "digest": digest, "policies": list(policy.policy_ids), "cases_passed": tested,
+         "digest": digest, "policies": list(policy.policy_ids), "ignored": list(policy.ignored),
+         "cases_passed": tested,
          "grace_hours": settings.reveal_grace_hours},
     )  # fmt: skip
     alerts = SqlSink(core.engine)

@@ -58,7 +58,8 @@ class PolicyEngine:
 
     @classmethod
     def from_folder(cls, path: Path, *, grace_hours: int = 24, compile_policies: bool = True) -> PolicyEngine:
-        """Load every ``*.cedar`` file of ``path`` and its schema; invalid or empty raises ConfigError."""
+        """Load every ``*.cedar`` file of ``path`` (hidden ones excepted) and its schema; invalid or
+        empty raises ConfigError."""
         return cls(load_folder(Path(path)), grace_hours=grace_hours, compile_policies=compile_policies)
 
     @classmethod
@@ -77,6 +78,11 @@ class PolicyEngine:
     def schema_file(self) -> Path:
         """The schema file the policies were validated against."""
         return self._loaded.schema_file
+
+    @property
+    def ignored(self) -> tuple[str, ...]:
+        """Hidden ``*.cedar`` files of the folder (editor locks, macOS' ``._`` files): never loaded."""
+        return self._loaded.ignored
 
     @property
     def policies(self) -> tuple[PolicyInfo, ...]:

@@ -133,6 +133,14 @@ class LoadedPolicies:
     programs: dict[tuple[str, str], compiled.Program]
     """The same slices compiled to Python (``compiled``); a slice holding a policy outside the
     compiled subset is missing here and decided by Cedar alone."""
+    ignored: tuple[str, ...] = ()
+    """Hidden ``*.cedar`` files of the folder (a name starting with ``.``), never loaded."""
+
+
+def shown(name: str) -> str:
+    """A file name as messages and the audit trail can hold it: a byte that is not UTF-8 (Python
+    keeps it as a lone surrogate, which JSON refuses) appears as ``\\xNN``."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def one_line(text: str) -> str:
@@ -181,7 +189,12 @@ def load_folder(folder: Path) -> LoadedPolicies:
     if not folder.is_dir():
         raise ConfigError(f"{folder}: policy folder not found")
     schema_file, schema = _load_schema(folder)
-    files = sorted(folder.glob("*.cedar"))
+    found = sorted(folder.glob("*.cedar"))
+    # Hidden files are never rules: editors' locks (emacs' .#x.cedar, a dangling symlink), macOS'
+    # ._x.cedar, a stray copy. Loading one would put a rule in force that a listing does not show;
+    # each is named on the trail and in a warning instead. Backups (x.cedar~) do not end in .cedar.
+    files = [path for path in found if not path.name.startswith(".")]
+    ignored = tuple(shown(path.name) for path in found if path.name.startswith("."))
     if not files:
         raise ConfigError(f"{folder}: no *.cedar policy files (an empty set would deny or allow blindly)")
     texts: list[str] = []
@@ -249,6 +262,7 @@ def load_folder(folder: Path) -> LoadedPolicies:
         folder, schema_file, policy_set, schema, policies,
         {key: sliced for key, (sliced, _) in slices.items()},
         compile_slices(tree, {key: ids for key, (_, ids) in slices.items()}),
+        ignored,
     )  # fmt: skip
 
 
