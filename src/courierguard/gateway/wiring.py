@@ -5,11 +5,9 @@ The one place where the gateway's collaborators are chosen; HTTP, CLI and demo a
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 from courierguard.app import Core, open_core
@@ -66,14 +64,6 @@ class Deployment:
         self.core.close()
 
 
-def policy_digest(folder: Path) -> str:
-    """SHA-256 over the policy folder's files (names and contents): which rules were in force."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()
-
-
 def build_risk_engine(settings: Settings, sinks: list[AlertSink]) -> RiskEngine:
     state: Any
     if settings.risk_state == "redis":
@@ -99,8 +89,8 @@ def open_deployment(
         grace_hours=settings.reveal_grace_hours,
         compile_policies=settings.policy_compiled,
     )
-    digest = policy_digest(policy.folder)
-    tested = check_own_cases(policy, digest)
+    digest = policy.digest  # of the very bytes the rules and cases were built from
+    tested = check_own_cases(policy)
     if policy.ignored:
         log.warning(
             "policy folder %s: ignored hidden files %s (a name starting with '.' is never loaded)",

@@ -44,7 +44,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 from courierguard.domain import CaseKind, CaseState, EmployeeStatus, TaskKind
 from courierguard.errors import ConfigError, DenyReason
 from courierguard.events import PiiField, Role, WaybillStatus
-from courierguard.policy._internal.loading import read_utf8
+from courierguard.policy._internal import loading
+from courierguard.policy._internal.loading import decode_utf8, read_utf8, shown
 from courierguard.policy.interfaces import PolicyDecider
 from courierguard.policy.models import (
     CaseFacts,
@@ -163,10 +164,11 @@ def _at(path: Path, root: yaml.Node | None, loc: Sequence[str | int]) -> str:
     return f"{path}:{line}" if line is not None else str(path)
 
 
-def load_cases(path: Path) -> list[PolicyCase]:
-    """Read a cases file; any problem raises :class:`ConfigError` with a one-line message naming
-    the file and, where the file has it, the line."""
-    text = read_utf8(Path(path))
+def load_cases(path: Path, text: str | None = None) -> list[PolicyCase]:
+    """Read a cases file (``text``: its text, already read); any problem raises :class:`ConfigError`
+    with a one-line message naming the file and, where the file has it, the line."""
+    if text is None:
+        text = read_utf8(Path(path))
     # One parse: the node tree (its line marks name lines in the messages), then the data built from it.
     loader = yaml.SafeLoader(text)
     try:
@@ -244,29 +246,31 @@ def check(case: PolicyCase, decision: PolicyDecision) -> str | None:
     return None
 
 
-CASES_FILE = "cases.yaml"
+CASES_FILE = loading.CASES_FILE
 """The cases a policy folder ships with, beside its rules (``policy/default/cases.yaml``)."""
 _PASSED: dict[tuple[str, int], int] = {}
 """How many cases passed, by (digest of the folder, grace hours): a process that opens the same
 folder again (a test suite's many deployments) reads its YAML once."""
 
 
-def check_own_cases(engine: PolicyEngine, digest: str) -> int | None:
+def check_own_cases(engine: PolicyEngine) -> int | None:
     """Run the cases file of the engine's own folder: how many passed, or ``None`` when the folder
     has none. Any failure is a :class:`ConfigError` naming the first, and the server does not start.
 
     Why at start: a rule can validate and still be wrong, down to ``permit (principal, action,
     resource);`` appended by mistake, which hands every role every parcel. The cases are where the
     officer wrote down what the rules must decide; a set that contradicts them is not served.
-    ``digest`` is :func:`courierguard.gateway.wiring.policy_digest` of the folder (rules and cases).
+    The cases run are the bytes read with the rules (``engine.own_cases``, covered by
+    ``engine.digest``), never the file read again.
     """
-    path = engine.folder / CASES_FILE
-    if not path.is_file():
+    data = engine.own_cases
+    if data is None:
         return None
-    key = (digest, engine.grace_hours)
+    path = engine.folder / CASES_FILE
+    key = (engine.digest, engine.grace_hours)
     passed = _PASSED.get(key)
     if passed is None:
-        results = run_cases(engine, load_cases(path))
+        results = run_cases(engine, load_cases(path, decode_utf8(data, shown(str(path)))))
         failed = [r for r in results if not r.passed]
         if failed:
             first = failed[0]

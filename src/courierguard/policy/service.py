@@ -80,6 +80,17 @@ class PolicyEngine:
         return self._loaded.schema_file
 
     @property
+    def digest(self) -> str:
+        """SHA-256 over the names and bytes of the schema, rule and cases files as read: exactly
+        what this engine was built from (each file is read once)."""
+        return self._loaded.digest
+
+    @property
+    def own_cases(self) -> bytes | None:
+        """The folder's ``cases.yaml`` as read with the rules (None: the folder has none)."""
+        return self._loaded.cases
+
+    @property
     def ignored(self) -> tuple[str, ...]:
         """Hidden ``*.cedar`` files of the folder (editor locks, macOS' ``._`` files): never loaded."""
         return self._loaded.ignored

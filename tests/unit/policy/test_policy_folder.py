@@ -7,14 +7,17 @@ import os
 import shutil
 from pathlib import Path
 
+import cedarpy
 import pytest
 from typer.testing import CliRunner
 
 from courierguard.audit import EntryKind
 from courierguard.cli.policy import app
 from courierguard.config import Settings
+from courierguard.errors import ConfigError
 from courierguard.gateway.wiring import open_deployment
 from courierguard.policy import PolicyEngine, default_policy_dir
+from courierguard.policy._internal import loading
 
 DEFAULT = default_policy_dir()
 PERMIT_ALL = '@id("hidden-permit")\npermit (principal, action, resource);\n'
@@ -68,3 +71,90 @@ def test_a_folder_without_hidden_files_ignores_nothing(folder: Path) -> None:
     assert engine.ignored == ()
     result = CliRunner().invoke(app, ["validate", "--policy-dir", str(folder)])
     assert result.exit_code == 0 and len(result.output.splitlines()) == 1, result.output
+
+
+def _loaded_entry(folder: Path, data_dir: Path) -> dict[str, object]:
+    deployment = open_deployment(Settings(data_dir=data_dir, tenant="acme", policy_dir=folder))
+    try:
+        page = deployment.guard.audit_queries.search(tenant="acme", kinds=[EntryKind.POLICY])
+        return dict(page.records[0].body)
+    finally:
+        deployment.close()
+
+
+def test_the_recorded_digest_is_of_the_bytes_in_force_even_if_a_file_is_swapped_meanwhile(
+    folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deploy that rewrites the folder while a worker starts: the digest on the trail must be of
+    the rules that worker enforces (and its cases of the cases it ran), not of what came after."""
+    clean = tmp_path / "clean"
+    shutil.copytree(folder, clean)
+    expected = _loaded_entry(clean, tmp_path / "d1")
+    rules = (folder / "policies.cedar").read_text(encoding="utf-8")
+    cases = (folder / "cases.yaml").read_text(encoding="utf-8")
+    validate = cedarpy.validate_policies
+    swaps = []
+
+    def swap_then_validate(source: str, schema: cedarpy.Schema) -> cedarpy.ValidationResult:
+        # After the rules were read and before anything else looks at the folder again.
+        (folder / "policies.cedar").write_text(
+            rules + '\n@id("swapped")\nforbid (principal, action, resource) when { false };\n',
+            encoding="utf-8",
+        )
+        (folder / "cases.yaml").write_text(cases + "# edited\n", encoding="utf-8")
+        swaps.append(1)
+        return validate(source, schema)
+
+    monkeypatch.setattr(cedarpy, "validate_policies", swap_then_validate)
+    entry = _loaded_entry(folder, tmp_path / "d2")
+    assert swaps, "the swap hook never ran"
+    assert "swapped" not in entry["policies"]  # the rules in force are the ones first read ...
+    assert entry["digest"] == expected["digest"]  # ... and the digest is theirs
+    assert entry["cases_passed"] == expected["cases_passed"]
+    monkeypatch.undo()
+    assert _loaded_entry(folder, tmp_path / "d3")["digest"] != expected["digest"]  # the swap mattered
+
+
+@pytest.mark.parametrize("kind", ["folder", "dangling symlink"])
+def test_a_cases_file_that_cannot_be_read_stops_the_start(folder: Path, tmp_path: Path, kind: str) -> None:
+    # It was taken for "no cases.yaml": a warning, and the rules served untested.
+    (folder / "cases.yaml").unlink()
+    if kind == "folder":
+        (folder / "cases.yaml").mkdir()
+    else:
+        os.symlink("cases-v2.yaml", folder / "cases.yaml")
+    with pytest.raises(ConfigError, match=r"cases\.yaml: (not a regular file|cannot read)"):
+        open_deployment(Settings(data_dir=tmp_path / "data", policy_dir=folder))
+    result = CliRunner().invoke(app, ["validate", "--policy-dir", str(folder)])
+    assert result.exit_code == 1 and "cases.yaml" in result.output, result.output
+
+
+def test_a_release_switched_under_a_symlinked_folder_is_not_mixed_into_the_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """COURIERGUARD_POLICY_DIR=/etc/cg/current, a symlink a deploy moves (ln -sfn) to the next
+    release: a worker starting meanwhile reads every file from the release it opened."""
+    releases = tmp_path / "releases"
+    shutil.copytree(DEFAULT, releases / "v1")
+    shutil.copytree(DEFAULT, releases / "v2")
+    with (releases / "v2" / "policies.cedar").open("a", encoding="utf-8") as rules:
+        rules.write('\n@id("v2-only")\nforbid (principal, action, resource) when { false };\n')
+    current = tmp_path / "current"
+    current.symlink_to(releases / "v1")
+    real = loading.read_file
+    reads: list[str] = []
+
+    def read_then_switch(name: str, **kwargs: object) -> bytes:
+        data = real(name, **kwargs)  # type: ignore[arg-type]
+        reads.append(name)
+        if len(reads) == 1:  # the schema read: now the deploy switches the link
+            (tmp_path / "next").symlink_to(releases / "v2")
+            os.replace(tmp_path / "next", current)
+        return data
+
+    monkeypatch.setattr(loading, "read_file", read_then_switch)
+    engine = PolicyEngine.from_folder(current)
+    assert reads == ["schema.cedarschema", "policies.cedar", "cases.yaml"]  # each file read once
+    assert "v2-only" not in engine.policy_ids
+    monkeypatch.undo()
+    assert "v2-only" in PolicyEngine.from_folder(current).policy_ids

@@ -6,8 +6,11 @@ or an unknown ``@deny_reason`` raises :class:`ConfigError` with a one-line messa
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,8 @@ from courierguard.errors import ConfigError, DenyReason
 from courierguard.policy._internal import compiled
 
 SCHEMA_NAMES = ("schema.cedarschema", "schema.cedarschema.json")
+CASES_FILE = "cases.yaml"
+"""The cases a policy folder ships with, beside its rules (``policy/default/cases.yaml``)."""
 
 MAX_NESTING = 64
 """Deepest bracket nesting a policy or schema file may have. Cedar's parser recurses per level and
@@ -135,6 +140,31 @@ class LoadedPolicies:
     compiled subset is missing here and decided by Cedar alone."""
     ignored: tuple[str, ...] = ()
     """Hidden ``*.cedar`` files of the folder (a name starting with ``.``), never loaded."""
+    digest: str = ""
+    """SHA-256 over the names and bytes of the files read (:meth:`FolderFiles.digest`)."""
+    cases: bytes | None = None
+    """The bytes of the folder's ``cases.yaml`` as read with the rules, or None without one."""
+
+
+@dataclass(frozen=True, slots=True)
+class FolderFiles:
+    """A policy folder's files, each read once: exactly these bytes are parsed and digested."""
+
+    folder: Path
+    schema: tuple[str, bytes]
+    policies: tuple[tuple[str, bytes], ...]
+    cases: bytes | None
+    ignored: tuple[str, ...]
+
+    def digest(self) -> str:
+        """SHA-256 over each file read (schema, rules, cases), in name order: name, NUL, bytes, NUL."""
+        files = [self.schema, *self.policies]
+        if self.cases is not None:
+            files.append((CASES_FILE, self.cases))
+        digest = hashlib.sha256()
+        for name, data in sorted(files):
+            digest.update(os.fsencode(name) + b"\0" + data + b"\0")
+        return digest.hexdigest()
 
 
 def shown(name: str) -> str:
@@ -148,67 +178,123 @@ def one_line(text: str) -> str:
     return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
 
 
-def read_utf8(path: Path) -> str:
+_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+"""O_NONBLOCK: a FIFO named like a policy file must not hang the start (it is then refused)."""
+
+
+def read_file(name: str, *, dir_fd: int | None = None, where: str | None = None) -> bytes:
+    """A file's bytes, read once, or ConfigError. ``name`` is taken relative to ``dir_fd`` (an open
+    folder) when given; ``where`` is how messages name it. Anything but a regular file (a folder,
+    a FIFO, a dangling symlink) is refused."""
+    where = where or shown(name)
+    try:
+        fd = os.open(name, _OPEN_FLAGS, dir_fd=dir_fd)
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read ({type(exc).__name__})") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConfigError(f"{where}: not a regular file")
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read ({type(exc).__name__})") from None
+    finally:
+        os.close(fd)
+
+
+def decode_utf8(data: bytes, where: str) -> str:
     """A policy, schema or cases file's text, or ConfigError naming the line of a byte that is not
     UTF-8. A byte order mark (what a Windows editor writes first) is dropped: Cedar reads it as an
     invalid token."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({type(exc).__name__})") from None
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise ConfigError(
-            f"{path}:{line}: not UTF-8 (byte {data[exc.start]:#04x}); save the file as UTF-8"
+            f"{where}:{line}: not UTF-8 (byte {data[exc.start]:#04x}); save the file as UTF-8"
         ) from None
 
 
-def _load_schema(folder: Path) -> tuple[Path, cedarpy.Schema]:
-    found = [folder / name for name in SCHEMA_NAMES if (folder / name).is_file()]
-    if len(found) != 1:
-        raise ConfigError(f"{folder}: expected exactly one of {', '.join(SCHEMA_NAMES)}, found {len(found)}")
-    path = found[0]
-    text = read_utf8(path)
-    if not path.name.endswith(".json"):  # JSON's own parser bounds its depth (128 levels)
-        check_shape(text, path.name, angle_brackets=True)
+def read_utf8(path: Path) -> str:
+    """A file's text (:func:`read_file`, :func:`decode_utf8`)."""
+    return decode_utf8(read_file(str(path), where=shown(str(path))), shown(str(path)))
+
+
+def read_folder(folder: Path) -> FolderFiles:
+    """Read the schema, every rule file and ``cases.yaml`` of ``folder``, each once.
+
+    The folder is opened once and every file is read relative to that handle, so a folder that is
+    a symlink switched to another release meanwhile (``ln -sfn``) cannot mix two releases' files.
+    Hidden files are never rules: editors' locks (emacs' ``.#x.cedar``, a dangling symlink),
+    macOS' ``._x.cedar``, a stray copy. Loading one would put a rule in force that a listing does
+    not show; each is named (``ignored``) instead. Backups (``x.cedar~``) do not end in ``.cedar``.
+    """
     try:
-        schema = (
-            cedarpy.Schema.from_json_str(text)
-            if path.name.endswith(".json")
-            else cedarpy.Schema.from_str(text)
+        dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
+    except (FileNotFoundError, NotADirectoryError):
+        raise ConfigError(f"{folder}: policy folder not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{folder}: cannot open the policy folder ({type(exc).__name__})") from None
+    try:
+        try:
+            names = sorted(os.listdir(dir_fd))
+        except OSError as exc:
+            raise ConfigError(f"{folder}: cannot list the policy folder ({type(exc).__name__})") from None
+        schemas = [name for name in SCHEMA_NAMES if name in names]
+        if len(schemas) != 1:
+            raise ConfigError(
+                f"{folder}: expected exactly one of {', '.join(SCHEMA_NAMES)}, found {len(schemas)}"
+            )
+        found = [name for name in names if name.endswith(".cedar")]
+        rules = [name for name in found if not name.startswith(".")]
+        if not rules:
+            raise ConfigError(f"{folder}: no *.cedar policy files (an empty set would deny or allow blindly)")
+
+        def read(name: str) -> bytes:
+            return read_file(name, dir_fd=dir_fd, where=shown(str(folder / name)))
+
+        return FolderFiles(
+            folder,
+            (schemas[0], read(schemas[0])),
+            tuple((name, read(name)) for name in rules),
+            read(CASES_FILE) if CASES_FILE in names else None,
+            tuple(shown(name) for name in found if name.startswith(".")),
         )
+    finally:
+        os.close(dir_fd)
+
+
+def _load_schema(folder: Path, name: str, data: bytes) -> cedarpy.Schema:
+    text = decode_utf8(data, shown(str(folder / name)))
+    if not name.endswith(".json"):  # JSON's own parser bounds its depth (128 levels)
+        check_shape(text, shown(name), angle_brackets=True)
+    try:
+        return cedarpy.Schema.from_json_str(text) if name.endswith(".json") else cedarpy.Schema.from_str(text)
     except ValueError as exc:
-        raise ConfigError(f"{path.name}: {one_line(str(exc))}") from None
-    return path, schema
+        raise ConfigError(f"{shown(name)}: {one_line(str(exc))}") from None
 
 
 def load_folder(folder: Path) -> LoadedPolicies:
-    """Parse and validate the policy folder, or raise :class:`ConfigError`."""
-    if not folder.is_dir():
-        raise ConfigError(f"{folder}: policy folder not found")
-    schema_file, schema = _load_schema(folder)
-    found = sorted(folder.glob("*.cedar"))
-    # Hidden files are never rules: editors' locks (emacs' .#x.cedar, a dangling symlink), macOS'
-    # ._x.cedar, a stray copy. Loading one would put a rule in force that a listing does not show;
-    # each is named on the trail and in a warning instead. Backups (x.cedar~) do not end in .cedar.
-    files = [path for path in found if not path.name.startswith(".")]
-    ignored = tuple(shown(path.name) for path in found if path.name.startswith("."))
-    if not files:
-        raise ConfigError(f"{folder}: no *.cedar policy files (an empty set would deny or allow blindly)")
+    """Read (:func:`read_folder`), parse and validate the policy folder, or raise :class:`ConfigError`."""
+    files = read_folder(folder)
+    schema_name, schema_bytes = files.schema
+    schema_file = folder / schema_name
+    schema = _load_schema(folder, schema_name, schema_bytes)
     texts: list[str] = []
     located: list[str] = []  # "file:line" of each policy, in Cedar's order (policy0, policy1, ...)
-    for path in files:
-        text = read_utf8(path)
-        check_shape(text, path.name)
+    for file_name, data in files.policies:
+        label = shown(file_name)
+        text = decode_utf8(data, shown(str(folder / file_name)))
+        check_shape(text, label)
         # Parsed file by file first so a syntax error names its file, not an offset in the concatenation.
         try:
             cedarpy.PolicySet.from_str(text)
         except ValueError as exc:
-            raise _syntax_error(path.name, text, exc) from None
+            raise _syntax_error(label, text, exc) from None
         texts.append(text)
-        located += [f"{path.name}:{line}" for line, _ in statements(text)]
+        located += [f"{label}:{line}" for line, _ in statements(text)]
     source = "\n".join(texts)
 
     def where(cedar_id: str) -> str:
@@ -262,7 +348,7 @@ def load_folder(folder: Path) -> LoadedPolicies:
         folder, schema_file, policy_set, schema, policies,
         {key: sliced for key, (sliced, _) in slices.items()},
         compile_slices(tree, {key: ids for key, (_, ids) in slices.items()}),
-        ignored,
+        files.ignored, files.digest(), files.cases,
     )  # fmt: skip
 
 
