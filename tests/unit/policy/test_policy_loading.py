@@ -297,3 +297,47 @@ def test_a_file_saved_with_a_byte_order_mark_and_crlf_loads(folder: Path) -> Non
     path = folder / "policies.cedar"
     path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes().replace(b"\n", b"\r\n"))
     assert PolicyEngine.from_folder(folder).policy_ids == PolicyEngine.default().policy_ids
+
+
+def _line_of(text: str, marker: str) -> int:
+    """The line the first non-blank character of ``marker`` is on."""
+    start = text.index(marker) + len(marker) - len(marker.lstrip())
+    return text[:start].count("\n") + 1
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "marker", "message"),
+    [
+        # A syntax error: the line of the declaration it is in.
+        ("entity Employee in [Role]", "entity Employee in [Role] x", "entity Employee in", "unexpected token"),
+        # A declaration missing its ";": the line of that declaration.
+        ("  status: String,\n};", "  status: String,\n}", "entity Employee in", "unexpected token"),
+        # A type that does not exist: the line that names it.
+        ("entity Employee in [Role]", "entity Employee in [Rolle]", "entity Employee in", "failed to resolve type: Rolle"),
+        ("  org_unit: String,", "  org_unit: Strin,", "  org_unit: Strin,", "failed to resolve type: Strin"),
+        # A second declaration of a name: the second one's line.
+        (None, "\n// again\nentity Employee;\n", "\nentity Employee;", "`Employee` is declared twice"),
+    ],
+)  # fmt: skip
+def test_schema_errors_name_the_line(
+    folder: Path, old: str | None, new: str, marker: str, message: str
+) -> None:
+    path = folder / "schema.cedarschema"
+    text = path.read_text(encoding="utf-8")
+    text = text + new if old is None else text.replace(old, new, 1)
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        PolicyEngine.from_folder(folder)
+    assert re.match(rf"schema\.cedarschema:{_line_of(text, marker)}: .*{message}", str(info.value)), (
+        info.value
+    )
+
+
+def test_json_schema_errors_name_the_line(folder: Path) -> None:
+    (folder / "schema.cedarschema").unlink()
+    entity_types = {"Role": {}, "Employee": {"memberOfTypes": ["Role"], "shap": {}}}
+    text = json.dumps({"": {"entityTypes": entity_types, "actions": {}}}, indent=2)
+    (folder / "schema.cedarschema.json").write_text(text, encoding="utf-8")
+    line = _line_of(text, '"shap"')
+    with pytest.raises(ConfigError, match=rf"^schema\.cedarschema\.json:{line}: unknown field `shap`"):
+        PolicyEngine.from_folder(folder)

@@ -266,14 +266,58 @@ def read_folder(folder: Path) -> FolderFiles:
         os.close(dir_fd)
 
 
+_JSON_AT = re.compile(r" at line (\d+) column \d+$")
+_UNRESOLVED = re.compile(r"failed to resolve types?: (?:[A-Za-z_][A-Za-z0-9_]*::)*([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def _schema_line(text: str, message: str, *, is_json: bool) -> int | None:
+    """The line a schema error is on; Cedar names none (bar JSON syntax errors' "at line N").
+
+    A type that does not resolve: the first line that names it. Anything else in a Cedar-syntax
+    schema: the first declaration whose prefix of the file fails with the same message (the
+    declaration that broke it; a declaration missing its ``;`` runs into the next, so that is the
+    line of the one to fix).
+    """
+    found = _JSON_AT.search(message)
+    if found:
+        return int(found.group(1))
+    unresolved = _UNRESOLVED.search(message)
+    if unresolved:
+        name = unresolved.group(1)
+        if is_json:
+            at = re.search(rf'"(?:[A-Za-z0-9_]+::)*{name}"', text)
+            return None if at is None else text[: at.start()].count("\n") + 1
+        line = 1
+        for match in _TOKEN.finditer(text):
+            token = match.group()
+            if token == name:
+                return line
+            line += token.count("\n")
+        return None
+    if is_json:
+        return None
+    parts = statements(text)
+    for n, (line, _) in enumerate(parts, 1):
+        try:
+            cedarpy.Schema.from_str("\n".join(part for _, part in parts[:n]))
+        except ValueError as exc:
+            if one_line(str(exc)) == message:
+                return line
+    return None
+
+
 def _load_schema(folder: Path, name: str, data: bytes) -> cedarpy.Schema:
     text = decode_utf8(data, shown(str(folder / name)))
-    if not name.endswith(".json"):  # JSON's own parser bounds its depth (128 levels)
+    is_json = name.endswith(".json")
+    if not is_json:  # JSON's own parser bounds its depth (128 levels)
         check_shape(text, shown(name), angle_brackets=True)
     try:
-        return cedarpy.Schema.from_json_str(text) if name.endswith(".json") else cedarpy.Schema.from_str(text)
+        return cedarpy.Schema.from_json_str(text) if is_json else cedarpy.Schema.from_str(text)
     except ValueError as exc:
-        raise ConfigError(f"{shown(name)}: {one_line(str(exc))}") from None
+        message = one_line(str(exc))
+        line = _schema_line(text, message, is_json=is_json)
+        where = shown(name) if line is None else f"{shown(name)}:{line}"
+        raise ConfigError(f"{where}: {_JSON_AT.sub('', message)}") from None
 
 
 def load_folder(folder: Path) -> LoadedPolicies:
