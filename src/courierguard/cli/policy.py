@@ -15,7 +15,7 @@ from rich.table import Table
 
 from courierguard.config import Settings
 from courierguard.errors import CourierGuardError
-from courierguard.policy import PolicyEngine, default_policy_dir, load_cases, run_cases
+from courierguard.policy import PolicyEngine, check_own_cases, default_policy_dir, load_cases, run_cases
 
 app = typer.Typer(
     help="Need-to-know policies: validate a Cedar policy folder, run its test cases.",
@@ -55,19 +55,22 @@ def _fail(console: Console, exc: CourierGuardError) -> typer.Exit:
 
 @app.command()
 def validate(policy_dir: PolicyDirOption = None) -> None:
-    """Parse the policies and validate them against the schema.
+    """Parse the policies, validate them against the schema and run the folder's own cases.yaml,
+    as the server does at start: "ok" exactly when the server would start on the folder.
 
     Example: ``courierguard policy validate --policy-dir ./policies``
     """
     err = Console(stderr=True)
     try:
         engine = _engine(policy_dir)
+        passed = check_own_cases(engine)
     except CourierGuardError as exc:
         raise _fail(err, exc) from None
     forbids = sum(1 for p in engine.policies if p.effect == "forbid")
+    cases = "no cases.yaml (not checked)" if passed is None else f"{passed} cases of cases.yaml pass"
     Console().print(
         f"ok: {len(engine.policies)} policies ({len(engine.policies) - forbids} permit, {forbids} forbid) "
-        f"valid against {engine.schema_file.name} in {engine.folder}; "
+        f"valid against {engine.schema_file.name} in {engine.folder}; {cases}; "
         f"grace {engine.grace_hours} h after sign-off (COURIERGUARD_REVEAL_GRACE_HOURS)",
         markup=False,
         highlight=False,

@@ -140,8 +140,14 @@ def test_cases_are_decided_with_the_grace_period_the_server_uses() -> None:
     result = runner.invoke(app, ["test", str(DEFAULT / "cases.yaml")], env=env)
     assert result.exit_code == 1, result.output
     assert " 1 failed" in result.output
+    # validate runs the folder's own cases as the server's start does: the shipped cases expect
+    # 24 h, so the server refuses to start on them with 2 h, and validate says so.
     result = runner.invoke(app, ["validate"], env=env)
-    assert result.exit_code == 0 and "grace 2 h" in result.output, result.output
+    assert result.exit_code == 1 and "'courier reveals 23 hours after sign-off'" in result.output, (
+        result.output
+    )
+    result = runner.invoke(app, ["validate"], env={"COURIERGUARD_REVEAL_GRACE_HOURS": "25"})
+    assert result.exit_code == 0 and "grace 25 h" in result.output, result.output
 
 
 _CASES_HEAD = (

@@ -158,3 +158,42 @@ def test_a_release_switched_under_a_symlinked_folder_is_not_mixed_into_the_start
     assert "v2-only" not in engine.policy_ids
     monkeypatch.undo()
     assert "v2-only" in PolicyEngine.from_folder(current).policy_ids
+
+
+def _server_verdict(folder: Path, data_dir: Path) -> str:
+    try:
+        open_deployment(Settings(data_dir=data_dir, policy_dir=folder)).close()
+    except ConfigError as exc:
+        return f"error: {exc.diagnostics()}"
+    return "ok"
+
+
+def _oddities(tmp_path: Path) -> dict[str, Path]:
+    made = {}
+    for name in ("refuted by its cases", "non-UTF-8 file name", "cases.yaml a folder", "only hidden rules"):
+        made[name] = tmp_path / name.replace(" ", "-")
+        shutil.copytree(DEFAULT, made[name])
+    with (made["refuted by its cases"] / "policies.cedar").open("a", encoding="utf-8") as rules:
+        rules.write('\n@id("oops")\npermit (principal, action, resource);\n')
+    extra = os.fsdecode(b"r\xe8gles.cedar")  # a Latin-1 name from an old file server
+    (made["non-UTF-8 file name"] / extra).write_text(
+        '@id("extra")\nforbid (principal, action, resource) when { false };\n'
+    )
+    (made["cases.yaml a folder"] / "cases.yaml").unlink()
+    (made["cases.yaml a folder"] / "cases.yaml").mkdir()
+    (made["only hidden rules"] / "policies.cedar").rename(made["only hidden rules"] / ".policies.cedar")
+    return made
+
+
+def test_validate_and_the_server_agree_on_every_folder(tmp_path: Path) -> None:
+    """`policy validate` answers "ok" exactly when the server starts on the folder, and otherwise
+    prints the very line the server stops with."""
+    for name, folder in _oddities(tmp_path).items():
+        server = _server_verdict(folder, tmp_path / "data" / folder.name)
+        result = CliRunner().invoke(app, ["validate", "--policy-dir", str(folder)])
+        assert "Traceback" not in result.output, (name, result.output)
+        if server == "ok":
+            assert result.exit_code == 0 and result.output.startswith("ok: "), (name, result.output)
+        else:
+            assert result.exit_code == 1, (name, server, result.output)
+            assert result.output.splitlines()[0] == server, (name, result.output)
