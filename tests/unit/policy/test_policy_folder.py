@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -197,3 +198,12 @@ def test_validate_and_the_server_agree_on_every_folder(tmp_path: Path) -> None:
         else:
             assert result.exit_code == 1, (name, server, result.output)
             assert result.output.splitlines()[0] == server, (name, result.output)
+
+
+@pytest.mark.parametrize("name", ["zz-huge.cedar", "cases.yaml", "schema.cedarschema"])
+def test_a_file_too_large_for_a_policy_folder_is_refused_before_it_is_parsed(folder: Path, name: str) -> None:
+    # 100 MB of comments loaded in 8.4 s holding 900 MB: a log copied in by mistake is not a rule.
+    with (folder / name).open("a", encoding="utf-8") as out:
+        out.write(("// " + "x" * 77 + "\n") * (4 * 1024 * 1024 // 80 + 1))
+    with pytest.raises(ConfigError, match=rf"{re.escape(name)}: larger than 4,194,304 bytes"):
+        PolicyEngine.from_folder(folder)

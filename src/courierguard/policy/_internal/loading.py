@@ -178,6 +178,9 @@ def one_line(text: str) -> str:
     return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
 
 
+MAX_FILE_BYTES = 4 * 1024 * 1024
+"""Largest schema, rule or cases file read (the shipped ones are 4-41 KB). A log copied into the
+folder by mistake is refused before it is parsed: 100 MB of comments took 8.4 s and 900 MB."""
 _OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 """O_NONBLOCK: a FIFO named like a policy file must not hang the start (it is then refused)."""
 
@@ -194,9 +197,14 @@ def read_file(name: str, *, dir_fd: int | None = None, where: str | None = None)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise ConfigError(f"{where}: not a regular file")
-        chunks = []
-        while chunk := os.read(fd, 1 << 20):
+        chunks, size = [], 0
+        while size <= MAX_FILE_BYTES and (chunk := os.read(fd, 1 << 20)):
             chunks.append(chunk)
+            size += len(chunk)
+        if size > MAX_FILE_BYTES:
+            raise ConfigError(
+                f"{where}: larger than {MAX_FILE_BYTES:,} bytes; not a policy, schema or cases file"
+            )
         return b"".join(chunks)
     except OSError as exc:
         raise ConfigError(f"{where}: cannot read ({type(exc).__name__})") from None
