@@ -207,3 +207,11 @@ def test_a_file_too_large_for_a_policy_folder_is_refused_before_it_is_parsed(fol
         out.write(("// " + "x" * 77 + "\n") * (4 * 1024 * 1024 // 80 + 1))
     with pytest.raises(ConfigError, match=rf"{re.escape(name)}: larger than 4,194,304 bytes"):
         PolicyEngine.from_folder(folder)
+
+
+def test_a_folder_whose_only_rules_are_hidden_says_why_it_has_none(folder: Path) -> None:
+    (folder / "policies.cedar").rename(folder / ".policies.cedar")
+    with pytest.raises(
+        ConfigError, match=r"no \*\.cedar policy files .*hidden, never loaded: \.policies\.cedar"
+    ):
+        PolicyEngine.from_folder(folder)

@@ -258,7 +258,11 @@ def read_folder(folder: Path) -> FolderFiles:
         found = [name for name in names if name.endswith(".cedar")]
         rules = [name for name in found if not name.startswith(".")]
         if not rules:
-            raise ConfigError(f"{folder}: no *.cedar policy files (an empty set would deny or allow blindly)")
+            hidden = [shown(name) for name in found]
+            why = f"; hidden, never loaded: {', '.join(hidden)}" if hidden else ""
+            raise ConfigError(
+                f"{folder}: no *.cedar policy files (an empty set would deny or allow blindly){why}"
+            )
 
         def read(name: str) -> bytes:
             return read_file(name, dir_fd=dir_fd, where=shown(str(folder / name)))
