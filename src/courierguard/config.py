@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
@@ -20,6 +20,14 @@ from courierguard.db.engine import DATABASE_URL_RULE, parse_database_url
 from courierguard.errors import ConfigError
 
 ENV_PREFIX = "COURIERGUARD_"
+
+
+_EMPTY_REFUSED = {
+    "policy_dir": "set but empty; unset it for the shipped default set, or name a folder",
+    "jwks_url": "set but empty; unset it for the development token issuer (a token for any employee), "
+    "or give your identity provider's JWKS URL",
+}
+"""Settings whose empty value is refused (``json_schema_extra={"empty": "refused"}``), and why."""
 
 
 def _refuses_empty(field: FieldInfo) -> bool:
@@ -177,7 +185,11 @@ class Settings(BaseModel):
     )
     jwks_url: Annotated[
         str | None,
-        Field(description="JWKS URL of a real identity provider. Unset: the built-in development issuer."),
+        Field(
+            description="JWKS URL of a real identity provider. Unset: the built-in development issuer. Set but "
+            "empty is refused (a templating slip would otherwise open /v1/dev/token).",
+            json_schema_extra={"empty": "refused"},
+        ),
     ] = None
     opentelemetry: Annotated[
         bool,
@@ -198,14 +210,12 @@ class Settings(BaseModel):
         ),
     ] = None
 
-    @field_validator("policy_dir", mode="before")
+    @field_validator("policy_dir", "jwks_url", mode="before")
     @classmethod
-    def _not_empty(cls, value: object) -> object:
+    def _not_empty(cls, value: object, info: ValidationInfo) -> object:
         """A variable set to nothing (``${POLICY_DIR}`` of a missing variable) is a mistake, not "unset"."""
         if isinstance(value, str) and not value.strip():
-            raise PydanticCustomError(
-                "empty", "set but empty; unset it for the shipped default set, or name a folder"
-            )
+            raise PydanticCustomError("empty", _EMPTY_REFUSED[str(info.field_name)])
         return value
 
     @field_validator("database_url", "audit_database_url")

@@ -213,3 +213,16 @@ def test_an_empty_policy_dir_is_refused_not_read_as_the_shipped_set(tmp_path: Pa
     # Unset still means the shipped set; other settings keep "empty is unset".
     assert Settings.from_env({}).policy_dir is None
     assert Settings.from_env({"COURIERGUARD_TENANT": ""}).tenant == "demo"
+
+
+def test_an_empty_jwks_url_is_refused_not_read_as_the_development_issuer(tmp_path: Path) -> None:
+    # Unset, the gateway mounts /v1/dev/token (a token for any employee): a templating slip must not.
+    with pytest.raises(
+        ConfigError, match=r"^COURIERGUARD_JWKS_URL: set but empty; unset it for the development"
+    ):
+        Settings.from_env({"COURIERGUARD_JWKS_URL": ""})
+    env = {"COURIERGUARD_DATA_DIR": str(tmp_path), "COURIERGUARD_JWKS_URL": ""}
+    result = runner.invoke(app, ["serve", "--port", "1"], env=env)
+    assert result.exit_code == 1 and "COURIERGUARD_JWKS_URL: set but empty" in result.output, result.output
+    assert not (tmp_path / "courierguard.sqlite3").exists()
+    assert Settings.from_env({}).jwks_url is None
