@@ -20,6 +20,7 @@ from courierguard import logging as cg_logging
 from courierguard.audit import verify
 from courierguard.errors import AuditUnavailable
 from courierguard.events import AccessEvent, RiskAction
+from courierguard.gateway.http import RevealOut
 from courierguard.logging import configure_logging
 
 from .conftest import RECIPIENT_NAME, RECIPIENT_PHONE, SENDER_NAME, SENDER_PHONE, World
@@ -61,6 +62,22 @@ def test_courier_reveals_only_the_waybill_assigned_to_them_for_delivery(world: W
     # The served reveal names its durable record, once each.
     assert r.headers.get_list("x-audit-event") == [served[0]["id"]]
     assert len(r.headers.get_list("x-audit-entry")) == 1 and int(r.headers["x-audit-entry"]) >= 0
+
+
+def test_reveal_answers_as_its_response_model_would(world: World) -> None:
+    """The reveal's JSON is encoded by the route, not by FastAPI from ``RevealOut``: the same bytes
+    (compact, clear UTF-8 names), the JSON media type, the receipt and the security headers."""
+    world.step(W1, "out_for_delivery", assignee="C1")
+    r = reveal(world, world.login("C1"), fields=["recipient.name", "recipient.phone"])
+    assert r.status_code == 200, r.text
+    expected = RevealOut(
+        number=W1, fields={"recipient.name": RECIPIENT_NAME, "recipient.phone": "+86" + RECIPIENT_PHONE}
+    )
+    assert r.content == expected.model_dump_json().encode()
+    assert r.headers["content-type"] == "application/json"
+    assert r.headers["content-length"] == str(len(r.content))
+    assert r.headers["cache-control"] == "no-store" and r.headers["x-frame-options"] == "DENY"
+    assert len(r.headers.get_list("x-audit-event")) == 1 and len(r.headers.get_list("x-audit-entry")) == 1
 
 
 def test_grace_period_after_sign_off_is_24_hours(world: World) -> None:
