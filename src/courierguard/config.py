@@ -26,6 +26,11 @@ _EMPTY_REFUSED = {
     "policy_dir": "set but empty; unset it for the shipped default set, or name a folder",
     "jwks_url": "set but empty; unset it for the development token issuer (a token for any employee), "
     "or give your identity provider's JWKS URL",
+    "database_url": "set but empty; unset it for the embedded SQLite database, or give your database's URL",
+    "audit_database_url": "set but empty; unset it for the default audit database, or give its URL",
+    "key_file": "set but empty; unset it for DATA_DIR/keys.json, or name your key file",
+    "audit_witness_file": "set but empty; unset it to keep no witness file, or name the file",
+    "alert_webhook": "set but empty; unset it to send no alerts, or give the receiver's URL",
 }
 """Settings whose empty value is refused (``json_schema_extra={"empty": "refused"}``), and why."""
 
@@ -45,7 +50,11 @@ class Settings(BaseModel):
     ] = Path("var")
     database_url: Annotated[
         str | None,
-        Field(description="SQLAlchemy URL. Unset: SQLite (WAL) at DATA_DIR/courierguard.sqlite3."),
+        Field(
+            description="SQLAlchemy URL. Unset: SQLite (WAL) at DATA_DIR/courierguard.sqlite3. Set but empty is "
+            "refused (a templating slip would otherwise run on an empty embedded database).",
+            json_schema_extra={"empty": "refused"},
+        ),
     ] = None
     audit_database_url: Annotated[
         str | None,
@@ -55,6 +64,7 @@ class Settings(BaseModel):
             "neither hold the data's write lock nor empty the page caches of the readers on every request's "
             "path; an SQLite database that already holds an audit trail keeps it. Any other database: the "
             "main database.",
+            json_schema_extra={"empty": "refused"},
         ),
     ] = None
     key_provider: Annotated[
@@ -73,7 +83,11 @@ class Settings(BaseModel):
         ),
     ] = None
     key_file: Annotated[
-        Path | None, Field(description="Local key file (created with mode 0600). Unset: DATA_DIR/keys.json.")
+        Path | None,
+        Field(
+            description="Local key file (created with mode 0600). Unset: DATA_DIR/keys.json.",
+            json_schema_extra={"empty": "refused"},
+        ),
     ] = None
     tenant: Annotated[str, Field(description="Tenant id used when a request names none.", max_length=64)] = (
         "demo"
@@ -157,7 +171,11 @@ class Settings(BaseModel):
         ),
     ] = 180
     audit_witness_file: Annotated[
-        Path | None, Field(description="File every signed tree head is appended to, outside the database.")
+        Path | None,
+        Field(
+            description="File every signed tree head is appended to, outside the database.",
+            json_schema_extra={"empty": "refused"},
+        ),
     ] = None
     audit_commit_delay_ms: Annotated[
         float,
@@ -174,9 +192,14 @@ class Settings(BaseModel):
     redis_url: Annotated[str, Field(description="Redis URL for shared risk state.")] = (
         "redis://127.0.0.1:6379/0"
     )
-    alert_webhook: Annotated[str | None, Field(description="URL each risk alert is POSTed to as JSON.")] = (
-        None
-    )
+    alert_webhook: Annotated[
+        str | None,
+        Field(
+            description="URL each risk alert is POSTed to as JSON. Set but empty is refused (a templating slip "
+            "would otherwise send the SOC no alert at all).",
+            json_schema_extra={"empty": "refused"},
+        ),
+    ] = None
     jwt_issuer: Annotated[str, Field(description="Expected `iss` of employee bearer tokens.")] = (
         "courierguard-dev"
     )
@@ -210,7 +233,7 @@ class Settings(BaseModel):
         ),
     ] = None
 
-    @field_validator("policy_dir", "jwks_url", mode="before")
+    @field_validator(*_EMPTY_REFUSED, mode="before")
     @classmethod
     def _not_empty(cls, value: object, info: ValidationInfo) -> object:
         """A variable set to nothing (``${POLICY_DIR}`` of a missing variable) is a mistake, not "unset"."""

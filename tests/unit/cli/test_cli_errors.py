@@ -226,3 +226,17 @@ def test_an_empty_jwks_url_is_refused_not_read_as_the_development_issuer(tmp_pat
     assert result.exit_code == 1 and "COURIERGUARD_JWKS_URL: set but empty" in result.output, result.output
     assert not (tmp_path / "courierguard.sqlite3").exists()
     assert Settings.from_env({}).jwks_url is None
+
+
+@pytest.mark.parametrize(
+    "name", ["DATABASE_URL", "AUDIT_DATABASE_URL", "KEY_FILE", "AUDIT_WITNESS_FILE", "ALERT_WEBHOOK"]
+)
+def test_other_empty_paths_and_urls_are_refused_not_read_as_their_defaults(tmp_path: Path, name: str) -> None:
+    # Each default is a quiet surprise in production: an empty embedded database in place of yours, a
+    # new key file (data unreadable, a new signing key), no witness copy of the heads, no alerts.
+    with pytest.raises(ConfigError, match=rf"^COURIERGUARD_{name}: set but empty; unset it"):
+        Settings.from_env({f"COURIERGUARD_{name}": " "})
+    env = {"COURIERGUARD_DATA_DIR": str(tmp_path), f"COURIERGUARD_{name}": ""}
+    result = runner.invoke(app, ["serve", "--port", "1"], env=env)
+    assert result.exit_code == 1 and f"COURIERGUARD_{name}: set but empty" in result.output, result.output
+    assert not (tmp_path / "courierguard.sqlite3").exists() and not (tmp_path / "keys.json").exists()
