@@ -200,6 +200,10 @@ class RiskConfig(BaseModel):
     shared_device_accounts: Annotated[int, Field(ge=2)] = 3
     shared_device_org_units: Annotated[int, Field(ge=1)] = 2
     shared_window_s: Annotated[float, Field(gt=0)] = 86_400.0
+    devices_per_day: Annotated[
+        int,
+        Field(ge=1, description="Distinct device ids one account may use in a day; beyond, refused."),
+    ] = 16
     dormant_days: Annotated[float, Field(gt=0, description="Silence after which a return is suspicious.")] = (
         6.0
     )

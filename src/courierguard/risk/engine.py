@@ -33,7 +33,15 @@ from courierguard.risk.alerts import Alert, AlertSink
 from courierguard.risk.config import RiskConfig, RoleBudget
 from courierguard.risk.detectors import PhoneProbes
 from courierguard.risk.record import Rec, from_event, waybill_number
-from courierguard.risk.state import AccountState, MemoryState, RiskState, SessionState
+from courierguard.risk.state import (
+    DEVICES_KEPT,
+    PLACES_KEPT,
+    AccountState,
+    MemoryState,
+    RiskState,
+    SessionState,
+    remember,
+)
 
 ALLOW, STEP_UP, THROTTLE, DENY, LOCK = 0, 1, 2, 3, 4
 ACTION_NAMES = ("allow", "step_up", "throttle", "deny", "lock")
@@ -360,7 +368,7 @@ class RiskEngine:
                 reasons_: Reasons = [("enrol_while_doubted", ",".join(sorted(sess.reasons)) or None)]
                 return self._finish(acc, r, sess, (STEP_UP, self._score(STEP_UP, reasons_), reasons_))
             if r.device is not None:
-                acc.devices[r.device] = ts
+                remember(acc.devices, r.device, ts, DEVICES_KEPT)
             st.device_enrolled(r.actor, ts)
             acc.enrolled_ts = ts
             return self._finish(acc, r, sess, _ALLOW)
@@ -373,6 +381,10 @@ class RiskEngine:
         # ---- is the account still held by its owner?
         dev = r.device
         if dev is not None:
+            days = acc.dev_days.get(dev)
+            first_today = days is None or days[-1] != r.day
+            if first_today and acc.d_devices >= c.devices_per_day:
+                return self._device_flood(r, acc)
             seen = acc.dev_last.get(dev)
             last_dev = acc.last_device
             if (
@@ -384,23 +396,30 @@ class RiskEngine:
             ):
                 # D -> E -> D within the window: two devices in use at once, not a replaced phone.
                 self._doubt(sess, "concurrent_devices", f"devices {last_dev} and {dev}")
-            days = acc.dev_days.get(dev)
-            if days is None:
-                days = acc.dev_days[dev] = []
-            if not days or days[-1] != r.day:
+            if first_today:
+                acc.d_devices += 1
+                days = days or []
                 days.append(r.day)
                 if len(days) > 8:
                     del days[0]
+                remember(acc.dev_days, dev, days, DEVICES_KEPT)
                 n_acc, n_org = st.device_touch(dev, r.actor, r.org, ts, c.shared_window_s)
                 if n_acc >= c.shared_device_accounts and n_org >= c.shared_device_org_units:
                     self._doubt(
                         sess, "shared_device", f"device {dev} used by {n_acc} accounts in {n_org} units"
                     )
-            acc.dev_last[dev] = ts
+            remember(acc.dev_last, dev, ts, DEVICES_KEPT)
             acc.last_device = dev
             if warmed and dev not in acc.devices and not sess.verified:
-                if len(days) >= c.device_trust_days and acc.d_strikes == 0 and dev not in acc.dev_doubted:
-                    acc.devices[dev] = ts  # used cleanly on several days: a replaced phone, now learned
+                if (
+                    days is not None
+                    and len(days) >= c.device_trust_days
+                    and acc.d_strikes == 0
+                    and dev not in acc.dev_doubted
+                    and not acc.doubted_evicted
+                ):
+                    # Used cleanly on several days: a replaced phone, now learned.
+                    remember(acc.devices, dev, ts, DEVICES_KEPT)
                 else:
                     self._doubt(sess, "new_device", f"device {dev}")
         ip = r.ip
@@ -873,8 +892,12 @@ class RiskEngine:
         if sess.verified or sess.doubt < self.config.step_up_doubt:
             acc.hours.learn_one({"hour": r.hour})
             self._trust(acc, r)
-        elif r.device is not None and any(code != "new_device" for code in sess.reasons):
-            acc.dev_doubted[r.device] = r.ts
+        elif (
+            r.device is not None
+            and any(code != "new_device" for code in sess.reasons)
+            and remember(acc.dev_doubted, r.device, r.ts, DEVICES_KEPT)
+        ):
+            acc.doubted_evicted = True  # the device forgotten must not be learned by use: none is
         acc.n += 1
         acc.last_ts = r.ts
         self.state.save(acc)
@@ -892,11 +915,11 @@ class RiskEngine:
         acc.trusted_key = key
         ts = r.ts
         if r.device is not None:
-            acc.devices[r.device] = ts
+            remember(acc.devices, r.device, ts, DEVICES_KEPT)
         if r.ip is not None:
-            acc.nets[self._net(r.ip)] = ts
+            remember(acc.nets, self._net(r.ip), ts, PLACES_KEPT)
         if r.lat is not None and r.lon is not None:
-            acc.places[self._cell(r.lat, r.lon)] = ts
+            remember(acc.places, self._cell(r.lat, r.lon), ts, PLACES_KEPT)
 
     def _net(self, ip: str) -> str:
         if ":" in ip:
@@ -1063,6 +1086,35 @@ class RiskEngine:
         self.state.save(acc)
         return verdict
 
+    def _device_flood(self, r: Rec, acc: AccountState) -> Verdict:
+        """One device id more than ``devices_per_day`` today: refused, and remembered nowhere.
+
+        ``X-Device-Id`` is the client's word: an account sending a new id on every request grew its
+        device maps and the device registry without bound. Forgetting ids instead would let whoever
+        floods them push the owner's phone, or their own doubted one, out of memory; refusing keeps
+        what is known, and repeated, locks the account like any other denials."""
+        c = self.config
+        reasons: Reasons = [
+            ("concurrent_devices", f"device {r.device}: more than {c.devices_per_day} device ids today")
+        ]
+        acc.d_strikes += 1
+        sev = DENY
+        if acc.d_strikes >= c.strikes_to_lock:
+            sev = LOCK
+            reasons.append(("repeated_denials", f"{acc.d_strikes} denials today"))
+        verdict: Verdict = (sev, self._score(sev, reasons), reasons)
+        evidence = {"devices_today": acc.d_devices}
+        if sev == LOCK:
+            self.state.set_lock(r.actor, "repeated_denials")
+            acc.locked, acc.lock_reason = True, "repeated_denials"
+            self.state.end_sessions(r.actor, r.ts)  # the gateway revokes them with the lock
+            self._alert(r, acc, None, verdict, evidence)
+        elif "deny:device_flood" not in acc.d_alerts:
+            acc.d_alerts.append("deny:device_flood")
+            self._alert(r, acc, None, verdict, evidence)
+        self.state.save(acc)
+        return verdict
+
     def _new_day(self, day: int) -> None:
         # Peer counters older than yesterday are never read again; Redis expires them by TTL.
         self._today = day
@@ -1079,7 +1131,7 @@ class RiskEngine:
         acc.cur_day = day
         acc.d_records = acc.d_unexpl = acc.d_exports = acc.d_strikes = 0
         acc.d_masked = acc.m_sent = acc.m_free = acc.d_probes = 0
-        acc.d_rv = acc.d_tasks = 0
+        acc.d_rv = acc.d_tasks = acc.d_devices = 0
         acc.m_over = 0.0
         acc.d_alerts = []
         horizon = 2 * 86_400

@@ -90,6 +90,7 @@ class AccountState:
         "burst_unexpl",
         "cur_day",
         "d_alerts",
+        "d_devices",
         "d_exports",
         "d_masked",
         "d_probes",
@@ -107,6 +108,7 @@ class AccountState:
         "dev_doubted",
         "dev_last",
         "devices",
+        "doubted_evicted",
         "ended",
         "enrolled_ts",
         "first_ts",
@@ -163,6 +165,11 @@ class AccountState:
         # Devices used in a session doubted for more than being new (another network, off shift...):
         # never learned by use alone, only by a step-up (a renter's phone must not turn trusted).
         self.dev_doubted: dict[str, float] = {}
+        # Whether a doubted device was ever evicted to keep dev_doubted bounded (DEVICES_KEPT): from
+        # then on no device of the account is learned by use alone, only by a step-up (fail closed).
+        self.doubted_evicted = False
+        # Distinct device ids used today (each counts on its first event of the day).
+        self.d_devices = 0
         self.last_device: str | None = None
         self.last_session: str | None = None
         self.trusted_key: list[Any] | None = None
@@ -234,6 +241,7 @@ class AccountState:
             "probes": self.probes.to_state() if self.probes is not None else None, "d_probes": self.d_probes,
             "d_rv": self.d_rv, "hour_rv": self.hour_rv, "rv_times": list(self.rv_times), "d_tasks": self.d_tasks,
             "reset_ts": self.reset_ts, "last_session": self.last_session,
+            "doubted_evicted": self.doubted_evicted, "d_devices": self.d_devices,
         }  # fmt: skip
 
     @classmethod
@@ -246,6 +254,8 @@ class AccountState:
         a.dev_doubted = s.get("dev_doubted", {})  # absent from state saved by earlier versions
         a.reset_ts = s.get("reset_ts", 0.0)  # likewise
         a.last_session = s.get("last_session")  # likewise
+        a.doubted_evicted = s.get("doubted_evicted", False)  # likewise
+        a.d_devices = s.get("d_devices", 0)  # likewise
         a.hours = HourProfile.from_state(s["hours"])
         a.daily_records = RunningZ.from_state(s["daily_records"])
         a.daily_unexpl = RunningZ.from_state(s["daily_unexpl"])
@@ -284,6 +294,29 @@ class AccountState:
         self.sessions.clear()
         self.trusted_key = None  # the cache that lets _trust skip re-learning the same device
         self.reset_ts = ts
+
+
+DEVICES_KEPT = 64
+"""At most this many device ids per account in each of its device maps (trusted, last use, days of
+use, doubted), the most recently used: a courier has a PDA and a phone. ``X-Device-Id`` is the
+client's word, and one account sending 100,000 ids kept 100,000 entries in each map (and its Redis
+blob, read and written on every event, grew with them). Forgetting a trusted device, or one's days
+of use, only makes it new again; forgetting a doubted one sets ``doubted_evicted`` (see there)."""
+PLACES_KEPT = 64
+"""At most this many networks and places per account, the most recently used: forgetting one only
+makes it new again (``new_network``, ``new_place``)."""
+
+
+def remember(seen: dict[str, Any], key: str, value: Any, keep: int) -> bool:
+    """``seen[key] = value``, then drop the least recently used entries beyond ``keep`` (values are
+    times, or lists of days whose last is the latest). True when an entry was dropped."""
+    seen[key] = value
+    if len(seen) <= keep:
+        return False
+    while len(seen) > keep:
+        oldest = min(seen, key=lambda k: seen[k][-1] if isinstance(seen[k], list) else seen[k])
+        del seen[oldest]
+    return True
 
 
 ENDED_KEEP_S = 90 * 86_400
@@ -400,6 +433,11 @@ def _touch(
     return len(registry), len(orgs)
 
 
+REGISTRY_SWEEP_MIN = 1024
+"""The device registry in memory is swept of devices unused within the window once it holds this many
+(then whenever it has doubled since)."""
+
+
 class MemoryState:
     """All state in this process's memory: the embedded default, and the fastest for replay."""
 
@@ -412,6 +450,7 @@ class MemoryState:
         self.peers: dict[str, dict[str, list[int]]] = {}
         self.contained: dict[str, dict[str, float]] = {}
         self._stripes = _Stripes()
+        self._sweep_at = REGISTRY_SWEEP_MIN
 
     def hold(self, actor: str) -> AbstractContextManager[object]:
         return self._stripes.of(actor)  # the lock itself: replay decides ~40,000 events a second
@@ -454,7 +493,16 @@ class MemoryState:
     def device_touch(
         self, device: str, actor: str, org: str | None, ts: float, window: float
     ) -> tuple[int, int]:
-        return _touch(self.device_registry.setdefault(device, {}), actor, org, ts, window)
+        registry = self.device_registry
+        if len(registry) >= self._sweep_at:
+            # Devices nobody used within the window count no account any more (as Redis expires
+            # their keys): without this every device id ever sent stayed, 100,000 ids kept 100,000
+            # entries. Swept when the registry has doubled since the last sweep: O(1) a touch.
+            cutoff = ts - window
+            for stale in [d for d, users in registry.items() if all(t < cutoff for _o, t in users.values())]:
+                del registry[stale]
+            self._sweep_at = max(REGISTRY_SWEEP_MIN, 2 * len(registry))
+        return _touch(registry.setdefault(device, {}), actor, org, ts, window)
 
     def peer_add(self, group: str, member: str, records: int, unexplained: int) -> None:
         g = self.peers.get(group)
