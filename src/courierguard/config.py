@@ -119,8 +119,9 @@ class Settings(BaseModel):
     max_body_bytes: Annotated[
         int,
         Field(
-            description="Largest request body accepted; a larger one is refused with 413 before it is read "
-            "in full (a batch of 5,000 waybills is about 3 MB).",
+            description="Largest request body the ingest (POST /v1/waybills) accepts; a larger one is refused "
+            "with 413 before it is read in full (a batch of 5,000 waybills is about 3 MB). Every other route "
+            "takes at most 64 KB (or this, if lower).",
             ge=1024,
         ),
     ] = 8 * 1024 * 1024

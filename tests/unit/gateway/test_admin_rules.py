@@ -14,6 +14,7 @@ import pytest
 from courierguard.domain import Employee
 from courierguard.errors import InvalidInput, NotFound
 from courierguard.events import Role
+from courierguard.gateway.http import SMALL_BODY_BYTES
 
 from .conftest import World, approved_export
 
@@ -211,6 +212,23 @@ def test_an_oversized_body_without_a_length_is_cut_off(world: World) -> None:
         "/v1/waybills/search", content=chunks(), headers={"Content-Type": "application/json"}
     )
     assert r.status_code == 413 and r.json()["reason"] == "payload_too_large"
+
+
+def test_only_the_ingest_takes_a_large_body(world: World) -> None:
+    # Bodies are parsed before authentication: a search, an audit search or a login is a few
+    # kilobytes, and an anonymous 8 MB JSON object there cost the event loop a second.
+    big = b'{"records": [' + b",".join([b"{}"] * 100_000) + b"]}"  # 300 KB
+    for path in ("/v1/waybills/search", "/v1/audit/search", "/v1/auth/login", "/v1/cases"):
+        r = world.client.post(path, content=big, headers={"Content-Type": "application/json"})
+        assert r.status_code == 413 and r.json()["reason"] == "payload_too_large", path
+        assert str(SMALL_BODY_BYTES) in r.json()["detail"]
+    chunked = world.client.post(
+        "/v1/waybills/search", content=iter([big]), headers={"Content-Type": "application/json"}
+    )
+    assert chunked.status_code == 413
+    # The ingest takes up to MAX_BODY_BYTES (5,000 waybills are about 3 MB): this one is read, then 401.
+    r = world.client.post("/v1/waybills", content=big, headers={"Content-Type": "application/json"})
+    assert r.status_code == 401
 
 
 def test_unlock_ends_a_risk_lock_and_nothing_else(world: World) -> None:
