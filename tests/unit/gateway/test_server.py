@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import socket
@@ -50,6 +51,16 @@ def test_serve_tunes_the_collector_then_runs_uvicorn(tmp_path: Path, monkeypatch
 @pytest.fixture
 def bounded_server() -> Iterator[int]:
     """A real uvicorn on an ephemeral port with the protocol ``serve`` uses; yields the port."""
+    yield from _running(bounded_httptools())
+
+
+@pytest.fixture
+def impatient_server() -> Iterator[int]:
+    """The same, waiting at most half a second for a request's head."""
+    yield from _running(bounded_httptools(head_timeout_s=0.5))
+
+
+def _running(protocol: type[asyncio.Protocol]) -> Iterator[int]:
     app = FastAPI()
 
     @app.get("/ok")
@@ -58,7 +69,7 @@ def bounded_server() -> Iterator[int]:
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, http=bounded_httptools(), log_level="critical", lifespan="off")
+    config = uvicorn.Config(app, http=protocol, log_level="critical", lifespan="off")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -123,3 +134,25 @@ def test_an_unparseable_request_is_answered_with_problem_json(bounded_server: in
     assert reply.startswith(b"HTTP/1.1 400 ")
     head, _, body = reply.partition(b"\r\n\r\n")
     assert b"application/problem+json" in head and json.loads(body)["reason"] == "bad_request"
+
+
+def test_a_head_sent_too_slowly_is_refused_and_the_connection_closed(impatient_server: int) -> None:
+    start = time.perf_counter()
+    half = socket.create_connection(("127.0.0.1", impatient_server), timeout=5)
+    half.sendall(b"GET /ok HTTP/1.1\r\nHost: x\r\nX-Junk: aaaa")
+    silent = socket.create_connection(("127.0.0.1", impatient_server), timeout=5)
+    for conn in (half, silent):
+        reply = b""
+        while chunk := conn.recv(65536):  # until the server closes it
+            reply += chunk
+        conn.close()
+        assert reply.startswith(b"HTTP/1.1 408 ")
+        assert json.loads(reply.partition(b"\r\n\r\n")[2])["reason"] == "request_timeout"
+    assert time.perf_counter() - start < 3
+    # A request sent in time is served, and its connection kept for the next one.
+    conn = socket.create_connection(("127.0.0.1", impatient_server), timeout=5)
+    for _ in range(2):
+        conn.sendall(b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.7)  # longer than the head timeout, shorter than keep-alive's 5 s
+        assert conn.recv(65536).startswith(b"HTTP/1.1 200 ")
+    conn.close()
