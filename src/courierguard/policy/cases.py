@@ -3,6 +3,7 @@
 The format (documented in ``docs/policies.md``)::
 
     now: "2026-11-11T12:00:00+08:00"      # default decision time of every case
+    grace_hours: 24                        # optional: the grace the cases assume (else the server's)
     principals:                            # key = employee id
       C-100: {role: courier, org_unit: OUT-SH-01}          # status defaults to active
     waybills:                              # key = a name the cases refer to
@@ -110,6 +111,9 @@ class _FileSpec(_Strict):
     # Times need an offset: the engine denies a naive one (its zone would be a guess), so a case
     # would fail as "no permit matched" instead of naming the time.
     now: AwareDatetime
+    # The grace period the cases were written for (a case "23 hours after sign-off" assumes 24). Unset:
+    # the engine's own, the server's COURIERGUARD_REVEAL_GRACE_HOURS.
+    grace_hours: Annotated[int, Field(ge=0, le=24 * 366)] | None = None
     principals: dict[str, _PrincipalSpec]
     waybills: dict[str, _WaybillSpec] = Field(default_factory=dict)
     cases: Annotated[tuple[_TestSpec, ...], Field(min_length=1)]
@@ -124,6 +128,8 @@ class PolicyCase:
     expect_allowed: bool
     expect_reason: DenyReason | None = None
     expect_policy: str | None = None
+    grace_hours: int | None = None
+    """The grace period the case is decided with (its file's ``grace_hours``); None: the engine's."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,7 +235,9 @@ def load_cases(path: Path, text: str | None = None) -> list[PolicyCase]:
             requested_by=test.requested_by,
             account_role=test.account_role,
         )
-        cases.append(PolicyCase(test.name, request, test.expect == "allow", test.reason, test.policy))
+        cases.append(
+            PolicyCase(test.name, request, test.expect == "allow", test.reason, test.policy, spec.grace_hours)
+        )
     return cases
 
 
@@ -284,9 +292,15 @@ def check_own_cases(engine: PolicyEngine) -> int | None:
 
 
 def run_cases(engine: PolicyDecider, cases: list[PolicyCase]) -> list[CaseResult]:
-    """Decide every case and compare with its expectation."""
+    """Decide every case and compare with its expectation; a case written for a stated grace period
+    is decided by the same rules with that grace (``PolicyEngine.with_grace``), so that a deployment
+    that shortens the courier's window still starts on cases written for the shipped 24 hours."""
     results = []
     for case in cases:
-        decision = engine.decide(case.request)
+        decider = engine
+        with_grace = getattr(engine, "with_grace", None)
+        if case.grace_hours is not None and callable(with_grace):
+            decider = with_grace(case.grace_hours)
+        decision = decider.decide(case.request)
         results.append(CaseResult(case, decision, check(case, decision)))
     return results

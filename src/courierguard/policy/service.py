@@ -51,10 +51,24 @@ class PolicyEngine:
             raise ConfigError(f"grace_hours must be >= 0, got {grace_hours}")
         self._loaded = loaded
         self._programs = loaded.programs if compile_policies else {}
+        self._compiled = compile_policies
         self._order = {cedar_id: n for n, cedar_id in enumerate(loaded.policies)}
         self._worded: dict[tuple[PolicyAction, Role, bool, tuple[str, ...]], PolicyDecision] = {}
         self._grace_seconds = grace_hours * 3600
         self.grace_hours = grace_hours
+        self._graced: dict[int, PolicyEngine] = {}
+
+    def with_grace(self, grace_hours: int) -> PolicyEngine:
+        """The same rules, read once, with another grace period (this engine when it is the same):
+        how a cases file written for a stated grace is decided under a server configured otherwise."""
+        if grace_hours == self.grace_hours:
+            return self
+        variant = self._graced.get(grace_hours)
+        if variant is None:
+            variant = self._graced[grace_hours] = PolicyEngine(
+                self._loaded, grace_hours=grace_hours, compile_policies=self._compiled
+            )
+        return variant
 
     @classmethod
     def from_folder(cls, path: Path, *, grace_hours: int = 24, compile_policies: bool = True) -> PolicyEngine:

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from courierguard.cli.policy import app
-from courierguard.policy import default_policy_dir
+from courierguard.policy import PolicyEngine, default_policy_dir
 
 DEFAULT = default_policy_dir()
 runner = CliRunner()
@@ -133,21 +133,54 @@ def test_commands_check_the_policy_folder_the_server_loads(broken: Path) -> None
     assert result.exit_code == 0 and result.output.startswith("ok: "), result.output
 
 
-def test_cases_are_decided_with_the_grace_period_the_server_uses() -> None:
+def test_cases_are_decided_with_the_grace_period_the_server_uses(tmp_path: Path) -> None:
     """The server hands the policies COURIERGUARD_REVEAL_GRACE_HOURS; `policy test` must too, or a
     case passes that the running server decides the other way (23 h after sign-off, with 2 h)."""
     env = {"COURIERGUARD_REVEAL_GRACE_HOURS": "2"}
-    result = runner.invoke(app, ["test", str(DEFAULT / "cases.yaml")], env=env)
+    text = (DEFAULT / "cases.yaml").read_text(encoding="utf-8")
+    assert "\ngrace_hours: 24\n" in text
+    unstated = tmp_path / "cases.yaml"
+    unstated.write_text(text.replace("\ngrace_hours: 24\n", "\n"), encoding="utf-8")
+    result = runner.invoke(app, ["test", str(unstated)], env=env)
     assert result.exit_code == 1, result.output
     assert " 1 failed" in result.output
-    # validate runs the folder's own cases as the server's start does: the shipped cases expect
-    # 24 h, so the server refuses to start on them with 2 h, and validate says so.
-    result = runner.invoke(app, ["validate"], env=env)
-    assert result.exit_code == 1 and "'courier reveals 23 hours after sign-off'" in result.output, (
-        result.output
+
+
+def test_cases_written_for_a_stated_grace_are_decided_with_it() -> None:
+    """The shipped cases state the 24 hours they were written for: a server configured for a shorter
+    or longer window (the documented COURIERGUARD_REVEAL_GRACE_HOURS) still starts on the shipped
+    folder. It used to refuse to: 'courier reveals 23 hours after sign-off' failed with 2 h."""
+    for hours in ("2", "25"):
+        env = {"COURIERGUARD_REVEAL_GRACE_HOURS": hours}
+        result = runner.invoke(app, ["validate"], env=env)
+        assert result.exit_code == 0 and f"grace {hours} h" in result.output, result.output
+        result = runner.invoke(app, ["test", str(DEFAULT / "cases.yaml")], env=env)
+        assert result.exit_code == 0 and "234 passed, 0 failed" in result.output, result.output
+
+
+def test_a_stated_grace_decides_the_sign_off_window_of_its_cases(tmp_path: Path) -> None:
+    cases = tmp_path / "cases.yaml"
+    cases.write_text(
+        'now: "2026-11-11T12:00:00+08:00"\n'
+        "grace_hours: 2\n"
+        "principals:\n"
+        "  C-100: {role: courier, org_unit: OUT-SH-01}\n"
+        "waybills:\n"
+        "  delivered:\n"
+        "    {number: YT4512000000017, origin_outlet: OUT-BJ-01, dest_outlet: OUT-SH-01, status: delivered,\n"
+        '     status_ts: "2026-11-11T09:00:00+08:00", assignee: C-100, task: delivery,\n'
+        '     delivered_at: "2026-11-11T09:00:00+08:00"}\n'
+        "cases:\n"
+        "  - {name: within 2 h, principal: C-100, action: reveal, waybill: delivered, fields: [recipient.phone],\n"
+        '     purpose: complaint, now: "2026-11-11T10:59:00+08:00", expect: allow}\n'
+        "  - {name: after 2 h, principal: C-100, action: reveal, waybill: delivered, fields: [recipient.phone],\n"
+        '     purpose: complaint, now: "2026-11-11T11:01:00+08:00", expect: deny, reason: no_task}\n',
+        encoding="utf-8",
     )
-    result = runner.invoke(app, ["validate"], env={"COURIERGUARD_REVEAL_GRACE_HOURS": "25"})
-    assert result.exit_code == 0 and "grace 25 h" in result.output, result.output
+    result = runner.invoke(app, ["test", str(cases)], env={"COURIERGUARD_REVEAL_GRACE_HOURS": "24"})
+    assert result.exit_code == 0, result.output
+    engine = PolicyEngine.default(grace_hours=24)
+    assert engine.with_grace(24) is engine and engine.with_grace(2) is engine.with_grace(2)
 
 
 _CASES_HEAD = (
