@@ -31,6 +31,7 @@ from courierguard.db.fast import DriverQuery, timestamp
 from courierguard.db.rowseal import RowSeals
 from courierguard.db.tables import cases, employees, org_units, tenants, waybill_history, waybills
 from courierguard.domain import (
+    NEXT_STEPS,
     Case,
     CaseKind,
     CaseState,
@@ -578,11 +579,6 @@ class CompanyStore:
                 f"waybill {change.number} is {current.status.value} since "
                 f"{current.status_ts.isoformat()}: a step dated before that is out of order"
             )
-        if current.status in _TERMINAL and change.status not in (
-            WaybillStatus.RETURNED,
-            WaybillStatus.EXCEPTION,
-        ):
-            raise Conflict(f"waybill {change.number} is already {current.status.value}")
         if utc(change.ts) < current.created_at - CLOCK_SKEW:
             raise InvalidInput("ts", "is before the waybill was created")
         values: dict[str, Any] = {"status": change.status.value, "status_ts": utc(change.ts)}
@@ -594,6 +590,14 @@ class CompanyStore:
             values.update(assignee=change.assignee, task=task.value)
         elif change.status in _TASK_ENDS:
             values.update(assignee=None, task=None)  # the courier's task has ended
+        if change.status not in NEXT_STEPS[current.status]:
+            # A step the lifecycle does not allow here: a PDA event out of thin air (a sign-off of
+            # a parcel never out for delivery) or a broken source, not a state to take on its word.
+            if current.status in _TERMINAL:
+                raise Conflict(f"waybill {change.number} is already {current.status.value}")
+            raise Conflict(
+                f"waybill {change.number} is {current.status.value}: {change.status.value} cannot follow it"
+            )
         if change.status is WaybillStatus.DELIVERED:
             values["delivered_at"] = utc(change.ts)  # assignee stays: the grace period needs it
         return values

@@ -1466,11 +1466,18 @@ class Guard:
     def lifecycle(self, caller: Caller, change: LifecycleChange) -> Any:
         self._require(caller, PolicyAction.INGEST)
         change = replace(change, ts=reported_time(change.ts, "ts", now=self.clock.now()))
-        changes = self.company.check(change)
         what: dict[str, SystemDetail] = {
             "waybills": [change.number], "status": change.status.value, "ts": change.ts.isoformat(),
             "assignee": change.assignee,
         }  # fmt: skip
+        try:
+            changes = self.company.check(change)
+        except CourierGuardError as exc:
+            # A step the waybill's state refuses (one the lifecycle does not allow, out of order, to
+            # an assignee who may not have it) is on the trail too: a source sending sign-offs of
+            # parcels never out for delivery is a broken or a misused key, which an officer sees.
+            self._record_rejected(caller, "waybill.lifecycle.rejected", what, exc)
+            raise
         self._record_system(caller, "waybill.lifecycle", **what)
         try:
             applied = self.company.apply(change)

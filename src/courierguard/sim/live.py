@@ -31,14 +31,15 @@ import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from datetime import time as dtime
 from typing import Any
 
 import httpx
 import pyotp
 
-from courierguard.domain import Party
+from courierguard.domain import Party, lifecycle_path
+from courierguard.events import WaybillStatus
 from courierguard.sim.intents import Intent
 from courierguard.sim.synthetic import PartyGenerator
 from courierguard.sim.world import Staff, World
@@ -145,6 +146,9 @@ class LiveReport:
     requests: int = 0
     setup: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    steps: Counter[str] = field(default_factory=Counter)
+    """Lifecycle steps the driver sent as the PDA system, by answer (``ok`` or the problem reason):
+    the simulated flows are ones the lifecycle allows, so anything but ``ok`` is the driver's fault."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, result: IntentResult, requests: int) -> None:
@@ -169,6 +173,10 @@ class LiveReport:
                 if result.actor not in tally.contained_actors:
                     tally.records_before_containment.add(result.waybill)
 
+    def count_step(self, outcome: str) -> None:
+        with self._lock:
+            self.steps[outcome] += 1
+
     def tally(self, scenario: int) -> ScenarioTally:
         """The tally of ``scenario`` (empty if it sent nothing)."""
         return self.scenarios.get(scenario) or ScenarioTally(scenario)
@@ -178,6 +186,7 @@ class LiveReport:
             "requests": self.requests,
             "seconds": round(self.seconds, 2),
             "setup": dict(self.setup),
+            "lifecycle_steps": dict(sorted(self.steps.items())),
             "scenarios": [self.scenarios[k].to_dict() for k in sorted(self.scenarios)],
         }
 
@@ -197,6 +206,9 @@ class _Waybill:
     org_unit: str
     status: str = "created"
     assignee: str | None = None
+    since: datetime | None = None
+    """The earliest time the intents show of it (a step's ``status_ts``, an intent's time): it was
+    created before that, or the target refuses that step as dated before the waybill."""
 
 
 def _problem(response: httpx.Response) -> str:
@@ -254,6 +266,12 @@ def plan_waybills(intents: Iterable[Intent]) -> dict[str, _Waybill]:
             if listed not in plan:
                 plan[listed] = _Waybill(listed, it.org_unit or "HQ")
                 guessed.add(listed)
+        if number and number in plan:
+            wb = plan[number]
+            for seen in (resource.get("status_ts"), it.at):
+                moment = datetime.fromisoformat(seen) if isinstance(seen, str) else None
+                if moment is not None and (wb.since is None or moment < wb.since):
+                    wb.since = moment
     return plan
 
 
@@ -348,6 +366,11 @@ class LiveDriver:
         parties = PartyGenerator(self._seed)
         units = {u.id: u for u in world.units}
         batch: list[dict[str, Any]] = []
+        # Created before anything the intents show of any of them (no later: the target refuses a
+        # creation time ahead of its clock, which is at the first intent at most).
+        created = min([wb.since - timedelta(hours=1) for wb in waybills.values() if wb.since], default=now)
+        if created is not None and now is not None:
+            created = min(created, now)
         for wb in waybills.values():
             home = units.get(wb.org_unit)
             sender, recipient = parties.party(), parties.party(home.city if home else None)
@@ -355,7 +378,7 @@ class LiveDriver:
                 {"number": wb.number, "origin_outlet": wb.org_unit, "dest_outlet": wb.org_unit,
                  "routing_code": f"{(home.city.code if home else 'XX')}-{wb.number[-3:]}",
                  "sender": _party(sender), "recipient": _party(recipient),
-                 **({"created_at": now.isoformat()} if now else {})}
+                 **({"created_at": created.isoformat()} if created else {})}
             )  # fmt: skip
             self._waybills[wb.number] = wb
             self._phones[wb.number] = recipient.phone
@@ -687,13 +710,21 @@ class LiveDriver:
                 != (status, assignee if status in _TASK_STATUSES else None)
                 and (status not in _TASK_STATUSES or assignee is not None)
             )
+            before = wb.status if wb is not None else "created"
             if change and wb is not None:
                 wb.status, wb.assignee = str(status), assignee
         if change:
-            body: dict[str, Any] = {"status": status, "ts": resource.get("status_ts") or it.at}
-            if status in _TASK_STATUSES:
-                body["assignee"] = assignee
-            client.post(f"/v1/waybills/{number}/events", json=body, headers=self._svc)
+            # As the PDA system would report it: the steps the parcel passed on its way first (the
+            # simulated event shows where it is, not how it got there); the lifecycle refuses jumps.
+            ts = resource.get("status_ts") or it.at
+            target = WaybillStatus(str(status))
+            path = lifecycle_path(WaybillStatus(before), target) or [target]
+            for step in path:
+                body: dict[str, Any] = {"status": step.value, "ts": ts}
+                if step.value in _TASK_STATUSES:
+                    body["assignee"] = assignee
+                r = client.post(f"/v1/waybills/{number}/events", json=body, headers=self._svc)
+                self.report.count_step(_problem(r))
         ticket = it.ticket
         if ticket and ticket[:2] in _CASE_KIND and ticket not in self._cases:
             self._cases.add(ticket)

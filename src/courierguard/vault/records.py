@@ -119,6 +119,10 @@ def parse_new_waybill(raw: Any, *, default_time: datetime) -> NewWaybill:
         status = WaybillStatus(status_raw)
     except ValueError:
         raise InvalidInput("status", "is not a waybill status") from None
+    if status is not WaybillStatus.CREATED:
+        # Every later status is a lifecycle step, checked against the one before it: a waybill
+        # stored as out for delivery or delivered would skip those checks.
+        raise InvalidInput("status", "must be created: later steps are lifecycle events")
     return NewWaybill(
         number=number,
         origin_outlet=_code(raw, "origin_outlet", MAX_ORG_UNIT),

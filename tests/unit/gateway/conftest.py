@@ -17,8 +17,8 @@ from fastapi.testclient import TestClient
 
 from courierguard.clock import FixedClock
 from courierguard.config import Settings
-from courierguard.domain import Employee, OrgUnit, OrgUnitKind
-from courierguard.events import AccessEvent, RiskAction, RiskDecision, RiskReason, Role
+from courierguard.domain import Employee, OrgUnit, OrgUnitKind, lifecycle_path
+from courierguard.events import AccessEvent, RiskAction, RiskDecision, RiskReason, Role, WaybillStatus
 from courierguard.gateway.http import create_app
 from courierguard.gateway.identity import SessionStore
 from courierguard.gateway.wiring import Deployment, open_deployment
@@ -125,11 +125,16 @@ class World:
         return {"Authorization": f"ApiKey {self.service_key}"}
 
     def step(self, number: str, status: str, assignee: str | None = None) -> None:
-        body: dict[str, Any] = {"status": status, "ts": self.clock.now().isoformat()}
-        if assignee:
-            body["assignee"] = assignee
-        r = self.client.post(f"/v1/waybills/{number}/events", json=body, headers=self.svc)
-        assert r.status_code == 200, r.text
+        """Bring the waybill to ``status`` now, as the PDA system reports it: through the steps the
+        parcel passes on the way there first (picked up, in transit, ...), as the lifecycle asks."""
+        current = self.deployment.guard.company.waybill(number).status
+        path = lifecycle_path(current, WaybillStatus(status)) or [WaybillStatus(status)]
+        for each in path:
+            body: dict[str, Any] = {"status": each.value, "ts": self.clock.now().isoformat()}
+            if assignee and each.value == status:
+                body["assignee"] = assignee
+            r = self.client.post(f"/v1/waybills/{number}/events", json=body, headers=self.svc)
+            assert r.status_code == 200, r.text
 
     def access_events(self) -> list[dict[str, Any]]:
         return self.entries("access")

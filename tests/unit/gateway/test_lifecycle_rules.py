@@ -37,9 +37,10 @@ def step(world: World, status: str, **body: Any) -> Any:
 
 def test_an_assignment_is_recorded_before_it_opens_reveal_rights(world: World) -> None:
     c1 = world.login("C1")
+    world.step(W1, "in_transit")
     r = step(world, "out_for_delivery", assignee="C1", ts=world.clock.now().isoformat())
     assert r.status_code == 200, r.text
-    [entry] = system_entries(world, "waybill.lifecycle", waybill=W1)
+    entry = system_entries(world, "waybill.lifecycle", waybill=W1)[-1]
     assert entry["actor"] == "svc:order-system" and entry["assignee"] == "C1"
     assert entry["status"] == "out_for_delivery" and entry["waybills"] == [W1]
     revealed = world.client.post(
@@ -48,12 +49,15 @@ def test_an_assignment_is_recorded_before_it_opens_reveal_rights(world: World) -
     assert revealed.status_code == 200
     assert step(world, "delivered").status_code == 200
     assert [e["status"] for e in system_entries(world, "waybill.lifecycle", waybill=W1)] == [
+        "picked_up",
+        "in_transit",
         "out_for_delivery",
         "delivered",
     ]
 
 
 def test_a_refused_step_leaves_the_waybill_and_the_trail_as_they_were(world: World) -> None:
+    world.step(W1, "in_transit")
     assert step(world, "out_for_delivery", assignee="C1").status_code == 200
     assert step(world, "delivered").status_code == 200
     before = world.client.get(f"/v1/waybills/{W1}", headers=world.login("K1")).json()
@@ -61,7 +65,7 @@ def test_a_refused_step_leaves_the_waybill_and_the_trail_as_they_were(world: Wor
     assert (
         world.client.get(f"/v1/waybills/{W1}", headers=world.login("K1")).json()["status"] == before["status"]
     )
-    assert len(system_entries(world, "waybill.lifecycle", waybill=W1)) == 2
+    assert len(system_entries(world, "waybill.lifecycle", waybill=W1)) == 4
 
 
 @pytest.mark.parametrize(
@@ -82,11 +86,13 @@ def test_a_step_time_outside_what_is_possible_is_a_422_naming_ts(world: World, t
 
 
 def test_a_device_clock_a_few_minutes_ahead_is_accepted(world: World) -> None:
+    world.step(W1, "in_transit")
     ahead = (world.clock.now() + timedelta(minutes=9)).isoformat()
     assert step(world, "out_for_delivery", assignee="C1", ts=ahead).status_code == 200
 
 
 def test_a_sign_off_dated_in_the_future_cannot_stretch_the_grace_period(world: World) -> None:
+    world.step(W1, "in_transit")
     assert step(world, "out_for_delivery", assignee="C1").status_code == 200
     r = step(world, "delivered", ts="2099-01-01T00:00:00Z")
     assert r.status_code == 422
@@ -215,7 +221,9 @@ def test_a_ticket_id_taken_by_a_concurrent_request_is_a_409_with_a_rejected_entr
     assert world.deployment.guard.company.case("TK-4").owner == "S1"
 
 
-@pytest.mark.parametrize("after", [["exception", "in_locker"], ["returned", "exception", "at_destination"]])
+@pytest.mark.parametrize(
+    "after", [["exception", "at_destination", "in_locker"], ["returned", "exception", "at_destination"]]
+)
 def test_no_later_step_revives_a_delivery_task(world: World, after: list[str]) -> None:
     def reveal() -> int:
         return world.client.post(
@@ -224,6 +232,7 @@ def test_no_later_step_revives_a_delivery_task(world: World, after: list[str]) -
             headers=world.login("C1"),
         ).status_code
 
+    world.step(W1, "in_transit")
     assert step(world, "out_for_delivery", assignee="C1").status_code == 200
     assert step(world, "delivered").status_code == 200
     assert reveal() == 200  # the grace period after sign-off
@@ -241,6 +250,7 @@ def test_a_stale_assignment_arriving_late_does_not_take_the_task_back(world: Wor
     assert step(world, "awaiting_pickup", assignee="C1", ts=t0.isoformat()).status_code == 200
     world.clock.advance(timedelta(hours=3))
     later = world.clock.now().isoformat()
+    assert step(world, "picked_up", ts=later).status_code == 200
     assert step(world, "out_for_delivery", assignee="C2", ts=later).status_code == 200
     stale = step(world, "awaiting_pickup", assignee="C1", ts=t0.isoformat())
     assert stale.status_code == 409, stale.text
@@ -256,6 +266,7 @@ def test_a_stale_assignment_arriving_late_does_not_take_the_task_back(world: Wor
 
 
 def test_a_step_retried_after_a_timeout_is_answered_again_without_a_second_change(world: World) -> None:
+    world.step(W1, "in_transit")
     body = {"assignee": "C1", "ts": world.clock.now().isoformat()}
     first = step(world, "out_for_delivery", **body)
     assert first.status_code == 200
@@ -300,6 +311,7 @@ def test_a_change_the_database_fails_to_apply_gets_a_rejected_entry(
         raise OperationalError("UPDATE", {}, Exception("read-only transaction"))
 
     company = world.deployment.guard.company
+    world.step(W1, "in_transit")
     monkeypatch.setattr(company, "apply", lost)
     monkeypatch.setattr(company, "open_case", lost)
     r = step(world, "out_for_delivery", assignee="C1", ts=world.clock.now().isoformat())
@@ -310,3 +322,105 @@ def test_a_change_the_database_fails_to_apply_gets_a_rejected_entry(
     assert rejected["assignee"] == "C1" and rejected["error"] == "OperationalError"
     [rejected_case] = system_entries(world, "case.opened.rejected", waybill=W1)
     assert rejected_case["owner"] == "S1"
+
+
+# --- the lifecycle is a state machine ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("before", [[], ["awaiting_pickup"], ["picked_up"], ["picked_up", "in_transit"]])
+def test_a_sign_off_of_a_parcel_never_out_for_delivery_is_refused_and_recorded(
+    world: World, before: list[str]
+) -> None:
+    """A fake or broken PDA event must not make a waybill delivered (which opens the delivering
+    courier's grace period) before anyone was handed it to deliver: 409, nothing changes, and the
+    refusal is on the trail for an officer to see."""
+    for status in before:
+        world.step(W1, status, assignee="C1" if status == "awaiting_pickup" else None)
+    was = world.deployment.guard.company.waybill(W1)
+    r = step(world, "delivered", ts=world.clock.now().isoformat())
+    assert r.status_code == 409, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert r.json()["reason"] == "conflict" and "cannot follow" in r.json()["detail"]
+    assert world.deployment.guard.company.waybill(W1) == was
+    [rejected] = system_entries(world, "waybill.lifecycle.rejected", waybill=W1)
+    assert rejected["status"] == "delivered" and rejected["error"] == "Conflict"
+    assert [e["status"] for e in system_entries(world, "waybill.lifecycle", waybill=W1)] == before
+
+
+def test_every_step_is_taken_or_refused_as_the_lifecycle_table_says(world: World) -> None:
+    """NEXT_STEPS is the rule: each status against each step, on the store itself."""
+    from courierguard.company.store import LifecycleChange
+    from courierguard.domain import NEXT_STEPS, lifecycle_path
+    from courierguard.errors import Conflict
+    from courierguard.events import WaybillStatus
+
+    company = world.deployment.guard.company
+    records = [record(200 + i) for i in range(len(WaybillStatus))]
+    assert world.client.post("/v1/waybills", json={"records": records}, headers=world.svc).status_code == 200
+    world.clock.advance(timedelta(minutes=1))
+    mismatches = []
+    for i, current in enumerate(WaybillStatus):
+        number = f"YT{200 + i:013d}"
+        path = lifecycle_path(WaybillStatus.CREATED, current)
+        assert path is not None, current
+        for status in path:
+            assignee = (
+                "C1" if status in (WaybillStatus.AWAITING_PICKUP, WaybillStatus.OUT_FOR_DELIVERY) else None
+            )
+            company.apply(LifecycleChange(number, status, world.clock.now(), assignee))
+        assert company.waybill(number).status is current
+        later = world.clock.now() + timedelta(minutes=1)
+        for status in WaybillStatus:
+            assignee = (
+                "C2" if status in (WaybillStatus.AWAITING_PICKUP, WaybillStatus.OUT_FOR_DELIVERY) else None
+            )
+            try:
+                company.check(LifecycleChange(number, status, later, assignee))
+                taken = True
+            except Conflict:
+                taken = False
+            if taken != (status in NEXT_STEPS[current]):
+                mismatches.append((current.value, status.value, taken))
+    assert mismatches == []
+
+
+def test_what_a_real_network_does_is_accepted(world: World) -> None:
+    """A failed attempt back at the outlet and out again with another courier the next day, a parcel
+    misrouted between hubs and sent on, a refused parcel's trip back to its sender, an exception
+    resolved by a redelivery, a return after the sign-off."""
+    flows = {
+        "YT0000000000002": [
+            ("picked_up", None), ("in_transit", None), ("in_transit", None), ("at_destination", None),
+            ("in_transit", None), ("at_destination", None), ("out_for_delivery", "C1"),
+            ("at_destination", None), ("out_for_delivery", "C2"), ("in_locker", None), ("delivered", None),
+            ("returned", None),
+        ],
+        "YT0000000000003": [
+            ("awaiting_pickup", "C1"), ("awaiting_pickup", "C2"), ("picked_up", None), ("in_transit", None),
+            ("out_for_delivery", "C1"), ("refused", None), ("in_transit", None), ("at_destination", None),
+            ("returned", None),
+        ],
+        "YT0000000000004": [
+            ("picked_up", None), ("out_for_delivery", "C1"), ("exception", None), ("out_for_delivery", "C1"),
+            ("delivered", None), ("exception", None),
+        ],
+    }  # fmt: skip
+    for number, steps in flows.items():
+        for status, assignee in steps:
+            world.clock.advance(timedelta(hours=1))
+            body: dict[str, Any] = {"status": status, "ts": world.clock.now().isoformat()}
+            if assignee:
+                body["assignee"] = assignee
+            r = world.client.post(f"/v1/waybills/{number}/events", json=body, headers=world.svc)
+            assert r.status_code == 200, (number, status, r.text)
+    assert system_entries(world, "waybill.lifecycle.rejected") == []
+
+
+def test_a_new_waybill_is_created_never_stored_further_on(world: World) -> None:
+    """A record's ``status`` would skip every lifecycle check (a waybill stored out for delivery)."""
+    records = [record(300, status="delivered"), record(301, status="created"), record(302)]
+    r = world.client.post("/v1/waybills", json={"records": records}, headers=world.svc)
+    assert r.status_code == 200, r.text
+    assert r.json()["stored"] == ["YT0000000000301", "YT0000000000302"]
+    [failed] = r.json()["failed"]
+    assert failed["index"] == 0 and failed["field"] == "status"

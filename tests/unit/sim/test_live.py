@@ -92,6 +92,8 @@ def test_driver_plays_a_small_world_and_the_audit_log_holds_it(
     finally:
         driver.close()
     assert report.setup["waybills failed"] == 0 and report.setup["waybills stored"] > 50
+    # As the PDA system, the driver reports only flows the lifecycle allows, each step taken.
+    assert set(report.steps) == {"ok"} and report.steps["ok"] > 50, report.steps
     normal = report.tally(0)
     assert normal.intents == len(intents)
     outcomes = Counter({k: n for k, n in normal.outcomes.items()})
