@@ -1441,7 +1441,7 @@ class Guard:
         """Checked and sealed, recorded with the numbers about to be stored, then stored: personal
         data enters the vault only under an entry on the trail (none if the trail is down)."""
         self._require(caller, PolicyAction.INGEST)
-        prepared = self.vault.prepare_records(records)
+        prepared = self.vault.prepare_records(records, known_outlets=True)
         numbers = list(prepared.numbers)
         self._record_system(
             caller, "waybill.ingest", stored=len(numbers), failed=len(prepared.failed), waybills=numbers

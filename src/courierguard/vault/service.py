@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from courierguard.clock import Clock, SystemClock
 from courierguard.db.fast import DriverInsert, DriverQuery, bind_value, timestamp
 from courierguard.db.rowseal import RowSeals
-from courierguard.db.tables import data_keys, parties, waybill_history, waybills
+from courierguard.db.tables import data_keys, org_units, parties, waybill_history, waybills
 from courierguard.domain import WAYBILL_NUMBER, NewWaybill, Party, TaskKind, Waybill
 from courierguard.errors import CourierGuardError, InvalidInput, NotFound
 from courierguard.events import PiiField, WaybillStatus
@@ -349,8 +349,11 @@ class Vault:
         """Store already-built waybills (phones are still validated)."""
         return self.store(self.prepare(batch))
 
-    def prepare_records(self, records: Sequence[Any]) -> PreparedIngest:
-        """Validate and seal a batch of loose records without storing any: see :meth:`store`."""
+    def prepare_records(self, records: Sequence[Any], *, known_outlets: bool = False) -> PreparedIngest:
+        """Validate and seal a batch of loose records without storing any: see :meth:`store`.
+
+        ``known_outlets``: a record whose origin or destination outlet is no org unit of the tenant
+        fails too (the ingest API's records; the seed and the benchmarks build their own)."""
         now = self._clock.now()
         good: list[tuple[int, NewWaybill]] = []
         failed: list[RecordError] = []
@@ -359,17 +362,35 @@ class Vault:
                 good.append((i, parse_new_waybill(raw, default_time=now)))
             except InvalidInput as exc:
                 failed.append(RecordError(i, _valid_number(raw), exc.field, exc.message))
-        return self._prepare(good, failed)
+        return self._prepare(good, failed, known_outlets=known_outlets)
 
     def prepare(self, batch: Sequence[NewWaybill]) -> PreparedIngest:
         return self._prepare(list(enumerate(batch)), [])
 
-    def _prepare(self, good: list[tuple[int, NewWaybill]], failed: list[RecordError]) -> PreparedIngest:
+    def _prepare(
+        self, good: list[tuple[int, NewWaybill]], failed: list[RecordError], *, known_outlets: bool = False
+    ) -> PreparedIngest:
         seen: set[str] = set()
         sealed: list[_Sealed] = []
         with self.engine.connect() as conn:
             existing = self._existing_numbers(conn, [wb.number for _, wb in good])
+            outlets = (
+                {o for _, wb in good for o in (wb.origin_outlet, wb.dest_outlet)} if known_outlets else set()
+            )
+            units = self._org_units(conn, outlets)
             for i, wb in good:
+                if known_outlets:
+                    # The outlets decide who may see and deliver the parcel (outlet staff, couriers
+                    # of either end): a mistyped code would leave it to nobody, or to a unit made
+                    # later under that code.
+                    unknown = next(
+                        (f for f in ("origin_outlet", "dest_outlet") if getattr(wb, f) not in units), None
+                    )
+                    if unknown is not None:
+                        failed.append(
+                            RecordError(i, wb.number, unknown, "is not an org unit of this company")
+                        )
+                        continue
                 if wb.number in seen:
                     failed.append(RecordError(i, wb.number, "number", "appears twice in the batch"))
                     continue
@@ -473,6 +494,19 @@ class Vault:
         )  # fmt: skip
         history_row = (tenant, number, status, stored_time)
         return _Sealed(index, wb, month, wrapped, waybill_row, history_row, party_rows)
+
+    def _org_units(self, conn: Connection, ids: set[str]) -> set[str]:
+        """Which of ``ids`` are org units of the tenant."""
+        found: set[str] = set()
+        wanted = sorted(ids)
+        for start in range(0, len(wanted), _MASKED_CHUNK):
+            chunk = wanted[start : start + _MASKED_CHUNK]
+            found.update(
+                conn.execute(
+                    select(org_units.c.id).where(org_units.c.tenant == self.tenant, org_units.c.id.in_(chunk))
+                ).scalars()
+            )
+        return found
 
     def _existing_numbers(self, conn: Connection, numbers: list[str]) -> set[str]:
         # Driver-level: Core expanded and processed the 500 bound numbers of each chunk for a few

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from courierguard.audit import AuditQueries
-from courierguard.domain import Employee, EmployeeStatus
+from courierguard.domain import Employee, EmployeeStatus, OrgUnit, OrgUnitKind
 from courierguard.events import Role
 
 from .conftest import START, World, record
@@ -424,3 +424,31 @@ def test_a_new_waybill_is_created_never_stored_further_on(world: World) -> None:
     assert r.json()["stored"] == ["YT0000000000301", "YT0000000000302"]
     [failed] = r.json()["failed"]
     assert failed["index"] == 0 and failed["field"] == "status"
+
+
+def test_a_record_naming_an_outlet_the_company_does_not_have_fails_alone(world: World) -> None:
+    """A mistyped outlet code would leave the parcel to no outlet's staff and no courier, or to a
+    unit created later under that code; a unit of another tenant is not this company's."""
+    from courierguard.company import CompanyStore
+
+    core = world.deployment.core
+    other = CompanyStore(core.engine, tenant=world.tenant + "x", seals=core.vault.seals)
+    other.ensure_tenant("Other Express", world.clock.now())
+    other.put_org_unit(OrgUnit("OUT-GZ-03", OrgUnitKind.OUTLET, "OUT-GZ-03"))
+    records = [
+        record(400, origin_outlet="OUT-SZ-99"),
+        record(401, dest_outlet="OUT-GZ-03"),
+        record(402, origin_outlet="HUB-01"),  # an org unit of the company: a parcel handed in at the hub
+        record(403),
+    ]
+    r = world.client.post("/v1/waybills", json={"records": records}, headers=world.svc)
+    assert r.status_code == 200, r.text
+    assert r.json()["stored"] == ["YT0000000000402", "YT0000000000403"]
+    failed = [(f["index"], f["field"], f["message"]) for f in r.json()["failed"]]
+    assert failed == [
+        (0, "origin_outlet", "is not an org unit of this company"),
+        (1, "dest_outlet", "is not an org unit of this company"),
+    ]
+    assert "OUT-SZ-99" not in r.text and "OUT-GZ-03" not in r.text
+    [entry] = [e for e in system_entries(world, "waybill.ingest") if e["stored"] == 2]
+    assert entry["failed"] == 2 and sorted(entry["waybills"]) == ["YT0000000000402", "YT0000000000403"]

@@ -12,6 +12,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from courierguard.domain import OrgUnit, OrgUnitKind
+
 from .conftest import World, record
 
 ALL6 = [f"{p}.{f}" for p in ("sender", "recipient") for f in ("name", "phone", "address")]
@@ -34,6 +36,8 @@ def _assign(world: World, number: str, assignee: str = "C1") -> Any:
 
 def test_an_assignment_to_a_courier_of_another_outlet_is_refused(engine_world: World) -> None:
     world = engine_world
+    for unit in ("OUT-SH-02", "OUT-SH-07"):
+        world.deployment.guard.company.put_org_unit(OrgUnit(unit, OrgUnitKind.OUTLET, unit))
     [elsewhere] = _ingest(world, 100, 1, origin_outlet="OUT-SH-02", dest_outlet="OUT-SH-07")
     r = _assign(world, elsewhere)
     assert r.status_code == 422, r.text
