@@ -35,6 +35,25 @@ _UNSTORABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ud800-\udfff]")
 """Control characters (the address's parts are joined with \\x1f) and lone UTF-16 surrogates, which
 JSON can carry but UTF-8 cannot store."""
 
+RECORD_KEYS = frozenset(
+    {"number", "origin_outlet", "dest_outlet", "routing_code", "created_at", "status", "sender", "recipient"}
+)
+PARTY_KEYS = frozenset({"name", "phone", "address"})
+ADDRESS_KEYS = frozenset({"province", "city", "district", "detail"})
+_KEY_SHOWN = re.compile(r"[a-z][a-z_]{0,31}")
+"""An unknown key written like a field name (``recipent_phone``) is named in the failure; any other
+is the client's text, which may be anything (a phone number, a name), and is named ``(unknown)``: no
+digit is echoed, nor anything but lower-case ASCII letters and underscores."""
+
+
+def _known_keys(raw: Mapping[str, Any], known: frozenset[str], where: str) -> None:
+    """Refuse a key ``known`` does not have: dropped, it would lose what the sender meant to store
+    (a ``recipent_phone`` typo), so the record fails, naming the key's path, never its value."""
+    for key in raw:
+        if key not in known:
+            safe = isinstance(key, str) and _KEY_SHOWN.fullmatch(key)
+            raise InvalidInput(f"{where}{key if safe else '(unknown)'}", "is not a field of a waybill record")
+
 
 def _text(raw: Mapping[str, Any], key: str, where: str, limit: int) -> str:
     value = raw.get(key)
@@ -64,6 +83,7 @@ def parse_party(raw: Any, role: str) -> Party:
         raise InvalidInput(role, "is required")
     if not isinstance(raw, Mapping):
         raise InvalidInput(role, "must be an object")
+    _known_keys(raw, PARTY_KEYS, f"{role}.")
     name_raw = raw.get("name")
     if not isinstance(name_raw, str):
         raise InvalidInput(f"{role}.name", "is required")
@@ -82,6 +102,7 @@ def parse_party(raw: Any, role: str) -> Party:
     if not isinstance(address, Mapping):
         raise InvalidInput(f"{role}.address", "is required (province, city, district, detail)")
     where = f"{role}.address."
+    _known_keys(address, ADDRESS_KEYS, where)
     return Party(
         name=name,
         phone=phone_raw.strip(),
@@ -98,6 +119,7 @@ def parse_new_waybill(raw: Any, *, default_time: datetime) -> NewWaybill:
     """A validated :class:`NewWaybill` from a loose mapping; raises InvalidInput naming the field."""
     if not isinstance(raw, Mapping):
         raise InvalidInput("record", "must be an object")
+    _known_keys(raw, RECORD_KEYS, "")
     number = _text(raw, "number", "", 32)
     if not WAYBILL_NUMBER.match(number):
         raise InvalidInput("number", "must be two capital letters and 13 digits")

@@ -452,3 +452,21 @@ def test_a_record_naming_an_outlet_the_company_does_not_have_fails_alone(world: 
     assert "OUT-SZ-99" not in r.text and "OUT-GZ-03" not in r.text
     [entry] = [e for e in system_entries(world, "waybill.ingest") if e["stored"] == 2]
     assert entry["failed"] == 2 and sorted(entry["waybills"]) == ["YT0000000000402", "YT0000000000403"]
+
+
+def test_a_record_with_a_key_no_record_has_fails_alone_naming_the_key(world: World) -> None:
+    """A ``recipent_phone`` typo used to be dropped silently: the waybill stored without what the
+    order system meant to send. Now that record fails, named by the key's path, never its value."""
+    typo = record(500)
+    typo["recipent_phone"] = "+86 139 0013 9000"
+    nested = record(501)
+    nested["recipient"]["address"]["floor"] = "3"
+    r = world.client.post("/v1/waybills", json={"records": [typo, nested, record(502)]}, headers=world.svc)
+    assert r.status_code == 200, r.text
+    assert r.json()["stored"] == ["YT0000000000502"]
+    failed = [(f["index"], f["number"], f["field"]) for f in r.json()["failed"]]
+    assert failed == [
+        (0, "YT0000000000500", "recipent_phone"),
+        (1, "YT0000000000501", "recipient.address.floor"),
+    ]
+    assert "139" not in r.text

@@ -131,3 +131,21 @@ def test_codes_with_names_or_phones_and_unstorable_text_are_refused(
         parse_new_waybill(_with(path, value), default_time=NOW)
     assert info.value.field == field
     assert value not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("path", "named"),
+    [
+        ("recipent_phone", "recipent_phone"),  # a typo of a field would lose what it holds
+        ("recipient.mobile", "recipient.mobile"),
+        ("sender.address.street", "sender.address.street"),
+        ("13800138000", "(unknown)"),  # a key is the client's text: shown only if it reads as a field name
+        ("recipient.张伟", "recipient.(unknown)"),
+        ("sender.tel_13800138000", "sender.(unknown)"),
+    ],
+)
+def test_a_key_no_record_has_fails_the_record_naming_its_path_not_its_value(path: str, named: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        parse_new_waybill(_with(path, "+86 138 0013 8000"), default_time=NOW)
+    assert caught.value.field == named
+    assert "138" not in caught.value.field + caught.value.message
