@@ -45,7 +45,7 @@ from courierguard.errors import CourierGuardError, InvalidInput, Unauthenticated
 from courierguard.events import AuthMethod, PiiField, Role, WaybillStatus
 from courierguard.gateway import problems
 from courierguard.gateway.export_csv import export_csv
-from courierguard.gateway.identity import PartyRead, WaybillRead, claimed_employee
+from courierguard.gateway.identity import PartyRead, TokenClaims, WaybillRead, claimed_employee
 from courierguard.gateway.service import (
     PURPOSE_PATTERN,
     TICKET_PATTERN,
@@ -632,10 +632,22 @@ def create_app(deployment: Deployment) -> FastAPI:
         if scheme.lower() != "bearer" or not credential.strip():
             return
         device_id, _, ip, ua = device
+        held = verified_claims(credential.strip())
         await guard.request_refused_async(
-            claimed_employee(credential.strip()), f"request:{refused.detail}", device_id=device_id, ip=ip,
-            user_agent=ua,
+            held.employee_id if held is not None else claimed_employee(credential.strip()),
+            f"request:{refused.detail}", device_id=device_id, ip=ip, user_agent=ua,
+            session_id=held.session_id if held is not None else None,
         )  # fmt: skip
+
+    def verified_claims(token: str) -> TokenClaims | None:
+        """A refused token's claims when its signature and times hold (its session was revoked,
+        ended or idle): the entry may then name the session, which a search by session finds. An
+        unverified token's session id is never recorded: a forger could file entries under another's
+        session. Verified tokens are cached, so this costs nothing for the tokens it names."""
+        try:
+            return deployment.tokens.verify(token)
+        except CourierGuardError:
+            return None
 
     async def note_unsealed_key(
         device: tuple[str | None, tuple[float, float] | None, str | None, str | None],
@@ -723,12 +735,14 @@ def create_app(deployment: Deployment) -> FastAPI:
                 location=location, auth=claims.auth,
             )  # fmt: skip
         except Unauthenticated as exc:
+            held = verified_claims(token.strip())
             guard.login_refused(
-                claimed_employee(token.strip()),
+                held.employee_id if held is not None else claimed_employee(token.strip()),
                 f"token:{exc.detail}",
                 device_id=device_id,
                 ip=ip,
                 user_agent=ua,
+                session_id=held.session_id if held is not None else None,
             )
             raise
         return SessionOut(

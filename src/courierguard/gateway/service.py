@@ -403,6 +403,7 @@ class Guard:
         device_id: str | None,
         ip: str | None,
         user_agent: str | None,
+        session_id: str | None = None,
     ) -> None:
         """Record a refused login (forged or expired token, unknown employee, a revoked session
         reused) as ``auth.login_failed``: renters retry, and each try is evidence.
@@ -410,8 +411,12 @@ class Guard:
         ``claimed`` is the employee the token names, unverified: the entry says whom someone tried to
         be, not who they are. At most ``LOGIN_FAILURES_RECORDED_PER_MINUTE`` per client address are
         recorded, so anonymous clients cannot flood the trail; the rest are counted in a metric.
+        ``session_id``: the session of a token that verified (a revoked or ended session reused),
+        so that a search by session finds the retries too; never taken from an unverified token.
         """
-        event = self._refused_credential(claimed, reason, device_id=device_id, ip=ip, user_agent=user_agent)
+        event = self._refused_credential(
+            claimed, reason, device_id=device_id, ip=ip, user_agent=user_agent, session_id=session_id
+        )
         if event is not None:
             self._record(event)
 
@@ -423,11 +428,14 @@ class Guard:
         device_id: str | None,
         ip: str | None,
         user_agent: str | None,
+        session_id: str | None = None,
     ) -> None:
         """:meth:`login_refused` for a bearer token refused on any other route (the read routes
         run on the event loop, so the record is awaited, not waited for). A revoked session's token
         tried again after an officer ended it is the evidence that matters most here."""
-        event = self._refused_credential(claimed, reason, device_id=device_id, ip=ip, user_agent=user_agent)
+        event = self._refused_credential(
+            claimed, reason, device_id=device_id, ip=ip, user_agent=user_agent, session_id=session_id
+        )
         if event is not None:
             await self._record_async(event)
 
@@ -439,6 +447,7 @@ class Guard:
         device_id: str | None,
         ip: str | None,
         user_agent: str | None,
+        session_id: str | None = None,
     ) -> AccessEvent | None:
         """The ``auth.login_failed`` entry of a refused credential, or None past the address's budget."""
         if not self._login_failures.admit(ip or "-", self.clock.now()):
@@ -450,6 +459,7 @@ class Guard:
                 "tenant": self.settings.tenant,
                 "actor": {"id": claimed or "unknown", "kind": "employee"},
                 "session": {
+                    "id": session_id,
                     "device_id": device_id,
                     "ip": ip,
                     "user_agent": (user_agent or None) and user_agent[:512],

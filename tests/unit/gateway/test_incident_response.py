@@ -692,3 +692,25 @@ def test_an_unlock_names_its_ticket_on_the_trail(world: World) -> None:
     allowed = [e.get("purpose") for e in by(world, "X1", "allow")]
     assert allowed[-2:] == ["employee.unlocked:C1:ALERT-2026-118", "employee.reinstated:C1"]
     assert admin_change_subject(allowed[-2]) == "C1"  # filed under the account, as the hold's lift is
+
+
+def test_a_revoked_sessions_retries_name_the_session_a_forged_token_does_not(world: World) -> None:
+    """SOC review: the renter's retries after a revocation were recorded without their session, so
+    a search by that session missed them. A token that verifies names its session; a forged one,
+    whatever session it claims, names none (a forger must not file entries under another's)."""
+    import jwt
+
+    renter = world.login("C1", device="RENTER-PHONE")
+    session = _session_of(world, renter)
+    assert revoke(world, world.login("X1")).status_code == 200
+    assert works(world, renter) == 401
+    assert world.client.post("/v1/auth/login", json={}, headers=renter).status_code in (401, 403)
+    token = renter["Authorization"].split(" ", 1)[1]
+    claims = jwt.decode(token, options={"verify_signature": False})
+    forged = jwt.encode(claims, "not-the-issuer-key-" * 3, algorithm="HS256")
+    assert works(world, {**renter, "Authorization": f"Bearer {forged}"}) == 401
+    refused = [e for e in world.access_events() if e["action"] == "auth.login_failed"]
+    assert len(refused) == 3, refused
+    assert [(e["actor"]["id"], e["session"].get("id")) for e in refused] == [
+        ("C1", session), ("C1", session), ("C1", None),
+    ]  # fmt: skip
