@@ -205,6 +205,19 @@ class Page:
     head: SignedTreeHead | None = None
     """With proofs: the signed tree head they lead to (the evidence's other half)."""
 
+    def to_dict(self) -> dict[str, Any]:
+        """The page as evidence, one format wherever it is handed out (``audit query``, ``POST
+        /v1/audit/search``): ``records`` (each with ``proof`` and ``proof_tree_size`` when proved),
+        ``next_cursor`` and, with proofs, ``head`` as :meth:`SignedTreeHead.to_dict` writes it (the
+        witness file's and ``audit head``'s form, which audit.md's ``check_evidence.py`` reads)."""
+        out: dict[str, Any] = {
+            "records": [r.to_dict() for r in self.records],
+            "next_cursor": self.next_cursor,
+        }
+        if self.head is not None:
+            out["head"] = self.head.to_dict()
+        return out
+
 
 MIN_RETENTION_DAYS = 180
 """Days audit entries must be kept in full (Cybersecurity Law Art. 21): nothing younger is archived."""

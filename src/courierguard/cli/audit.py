@@ -416,13 +416,7 @@ def query_command(
                 with_proofs=proofs,
                 head_size=head_size,
             )
-        out: dict[str, Any] = {
-            "records": [r.to_dict() for r in page.records],
-            "next_cursor": page.next_cursor,
-        }
-        if page.head is not None:
-            out["head"] = page.head.to_dict()
-        return out
+        return page.to_dict()
 
     _print(_run(go))
 

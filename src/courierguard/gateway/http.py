@@ -440,11 +440,43 @@ class AuditSearchIn(_In):
     until: Instant | None = None
     cursor: Annotated[int | None, Field(ge=0, le=2**63 - 1)] = None
     limit: Annotated[int, Field(ge=1, le=1000)] = 100
+    proofs: Annotated[
+        bool,
+        Field(
+            description="Evidence: each record carries its inclusion proof (`proof`, `proof_tree_size`) "
+            "and the answer the signed tree head they lead to (`head`), in the form audit.md's "
+            "`check_evidence.py` reads as saved. The head is the latest, signed for this search.",
+        ),
+    ] = False
+    head_size: Annotated[
+        int | None,
+        Field(
+            ge=1,
+            le=2**63 - 1,
+            description="With `proofs`: prove in the stored signed head of this many entries (one "
+            "already held, a witness's) instead of the latest; entries appended after it carry no proof.",
+        ),
+    ] = None
+
+
+class EvidenceHeadOut(BaseModel):
+    """A signed tree head as evidence: as `courierguard audit head` and the witness file write it."""
+
+    size: int
+    root: Annotated[str, Field(description="Merkle root, hex.")]
+    timestamp_ms: int
+    signature: Annotated[str, Field(description="Ed25519 over the RFC 6962 TreeHeadSignature, base64.")]
+    public_key: Annotated[
+        str, Field(description="The key stored with the head, hex; check with the key you pinned, not this.")
+    ]
 
 
 class AuditPageOut(BaseModel):
     records: list[dict[str, Any]]
     next_cursor: int | None
+    head: Annotated[
+        EvidenceHeadOut | None, Field(description="With `proofs`: the signed tree head the proofs lead to.")
+    ] = None
 
 
 class ProofOut(BaseModel):
@@ -1008,20 +1040,28 @@ def create_app(deployment: Deployment) -> FastAPI:
             signature=head.signature.hex(),
         )  # fmt: skip
 
-    @app.post("/v1/audit/search", response_model=AuditPageOut, responses=ERRORS, tags=["audit"])
+    @app.post(
+        "/v1/audit/search",
+        response_model=AuditPageOut,
+        response_model_exclude_unset=True,
+        responses=ERRORS,
+        tags=["audit"],
+    )
     def audit_search(body: AuditSearchIn, who: Who) -> AuditPageOut:
         """Who accessed what: entries by actor, by the employee acted on (subject), by either
         (employee: what an account did and what was done to it), waybills, a data subject's phone
-        (blind index), time.
+        (blind index), time. With `proofs`, the answer is evidence: saved as it is, audit.md's
+        `check_evidence.py` checks it with the pinned public key alone.
 
         The phone travels in the body, never the URL; the search itself is recorded.
         """
         page = guard.audit_search(
             who, actor=body.actor, subject=body.subject, employee=body.employee, session=body.session,
             waybills=body.waybills, phone=body.phone, since=body.since, until=body.until, kinds=body.kinds, cursor=body.cursor,
-            limit=body.limit,
+            limit=body.limit, proofs=body.proofs, head_size=body.head_size,
         )  # fmt: skip
-        return AuditPageOut(records=[r.to_dict() for r in page.records], next_cursor=page.next_cursor)
+        # The CLI's `audit query` output, field for field (no "head" without proofs).
+        return AuditPageOut.model_validate(page.to_dict())
 
     @app.get("/v1/audit/witness", response_model=WitnessOut, tags=["audit"])
     def audit_witness() -> WitnessOut:

@@ -1384,11 +1384,18 @@ class Guard:
         kinds: Sequence[EntryKind] = (),
         cursor: int | None = None,
         limit: int = 100,
+        proofs: bool = False,
+        head_size: int | None = None,
     ) -> Page:
         """Who accessed what: audit entries by actor, by the employee acted on (``subject``), by
         either (``employee``: an account's whole timeline), waybill, a data subject's phone, time,
         kind (``alert``: risk control's alert queue, from the tamper-evident trail), session (with
         an actor or employee: what the session an alert names did, and the alerts it drew).
+
+        With ``proofs`` the page is evidence (as ``courierguard audit query --proofs``): each record
+        carries its inclusion proof in a signed tree head, the page names that head. Without
+        ``head_size`` a head is signed after the search is recorded, so that it covers every entry
+        committed by then; with it, the stored head of that many entries.
 
         Officers and auditors only, and the search is itself recorded (never the phone: only that a
         phone was searched and how many waybills it matched).
@@ -1403,6 +1410,8 @@ class Guard:
             )
         if session is not None and actor is None and employee is None:
             raise InvalidInput("session", "is one account's: give it with actor or employee")
+        if head_size is not None and not proofs:
+            raise InvalidInput("head_size", "names the head of the proofs: give it with proofs")
         numbers = list(waybills)
         matched = None
         if phone is not None:
@@ -1437,12 +1446,17 @@ class Guard:
         )
         if phone is not None and not numbers:
             return Page([], None)
+        if proofs and head_size is None:
+            # The latest stored head may be up to a second behind (the writer signs one a second
+            # while entries arrive): proofs in it would leave this search's own entry, and any
+            # committed since, without one.
+            self.audit.checkpoint()
         # One audit log may serve several tenants (waybill numbers can repeat between them): an
         # investigator sees only their own tenant's entries.
         return self.audit_queries.search(
             actor=actor, subject=subject, employee=employee, session=session, tenant=self.settings.tenant,
             waybills=numbers or None, since=since, until=until, kinds=list(kinds) or None, cursor=cursor,
-            limit=limit,
+            limit=limit, with_proofs=proofs, head_size=head_size,
         )  # fmt: skip
 
     # --- writes from the order and PDA systems -----------------------------------------------------------
