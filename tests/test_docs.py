@@ -101,7 +101,22 @@ def test_an_outsider_checks_evidence_with_the_documented_script(tmp_path: Path) 
     (tmp_path / "records.json").write_text(
         json.dumps({"records": [r.to_dict() for r in records]}, ensure_ascii=False), encoding="utf-8"
     )
-    run = [sys.executable, "check_evidence.py", head.public_key.hex(), "head.json", "records.json"]
+    # As an outsider runs it: isolated, and with courierguard blocked even where the virtualenv holds
+    # it (an editable install), so that the script can lean on nothing of the service.
+    outsider = (
+        "import runpy, sys; sys.modules['courierguard'] = None; sys.argv = sys.argv[1:]; "
+        "runpy.run_path(sys.argv[0], run_name='__main__')"
+    )
+    run = [
+        sys.executable,
+        "-I",
+        "-c",
+        outsider,
+        "check_evidence.py",
+        head.public_key.hex(),
+        "head.json",
+        "records.json",
+    ]
     ok = subprocess.run(run, check=False, cwd=tmp_path, capture_output=True, text=True)
     assert ok.returncode == 0 and ok.stdout.startswith(f"OK: {len(records)} entries"), ok.stderr
     (tmp_path / "records.json").write_text((tmp_path / "records.json").read_text().replace("派送", "调查"))

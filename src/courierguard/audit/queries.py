@@ -150,8 +150,15 @@ class AuditQueries:
                 self._tree_of(head.size)
         more = len(rows) > limit
         rows = rows[:limit]
+        next_cursor = rows[-1].seq + 1 if more else None
+        if head is not None and head_size is None and rows and rows[0].seq < head.size <= rows[-1].seq:
+            # Entries committed after the latest head was signed have no proof in it: they start the
+            # next page (under a later head), so that every record of a page with proofs is proved.
+            # A page of such entries only is served unproved, as before (a head may never come).
+            next_cursor = next(r.seq for r in rows if r.seq >= head.size)
+            rows = [r for r in rows if r.seq < head.size]
         records = [self._record(r.seq, r.ts_us, r.kind, r.actor, r.entry, r.leaf_hash, head) for r in rows]
-        return Page(records, rows[-1].seq + 1 if more else None, head)
+        return Page(records, next_cursor, head)
 
     def each(self, **filters: Any) -> Iterator[AuditRecord]:
         """Every entry matching ``filters`` (those of :meth:`search`, without ``cursor`` or

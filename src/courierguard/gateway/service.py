@@ -1444,13 +1444,14 @@ class Guard:
                 caller, Action.ADMIN_CHANGE, outcome=Outcome.ALLOW, purpose=what[:128], query=looked_up
             )
         )
-        if phone is not None and not numbers:
-            return Page([], None)
         if proofs and head_size is None:
             # The latest stored head may be up to a second behind (the writer signs one a second
             # while entries arrive): proofs in it would leave this search's own entry, and any
             # committed since, without one.
             self.audit.checkpoint()
+        if phone is not None and not numbers:
+            # Nothing to find; with proofs, still the head, so that the answer is an evidence file.
+            return Page([], None, self.audit_queries.tree_head() if proofs and head_size is None else None)
         # One audit log may serve several tenants (waybill numbers can repeat between them): an
         # investigator sees only their own tenant's entries.
         return self.audit_queries.search(

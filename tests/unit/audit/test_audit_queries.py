@@ -500,3 +500,40 @@ def test_evidence_for_a_head_the_regulator_already_holds(
             assert r.get("proof") is None
     unsigned = runner.invoke(app, ["query", "--actor", "E1", "--proofs", "--head-size", "99", *url])
     assert unsigned.exit_code == 2 and "no signed tree head of 99 entries" in unsigned.output
+
+
+def test_entries_after_the_latest_head_start_the_next_page_of_a_search_with_proofs(
+    sqlite_engine: Engine, key_provider: LocalKeyFile
+) -> None:
+    """Evidence review: an entry committed between the head's signing and the search's read came
+    back without a proof, and the outsider's check failed on it. Such entries now start the next
+    page, to be proved under a later head; a page of them only is served unproved (no head may come)."""
+    clock = FixedClock(START)
+    for first, count in ((0, 20), (20, 11)):
+        log = open_audit_log(sqlite_engine, key_provider, clock=clock)
+        for i in range(first, first + count):
+            log.append_event(_event(i, clock.now()))
+            clock.advance(timedelta(days=1))
+        log.close()
+    with sqlite_engine.begin() as conn:  # as if entries 20-30 were committed after the latest head
+        conn.execute(text("DELETE FROM audit_tree_heads WHERE size > 20"))
+    queries = AuditQueries(sqlite_engine)
+    assert queries.tree_head().size == 20
+    page = queries.by_actor("E1", with_proofs=True)
+    assert [r.index for r in page.records] == [1, 4, 7, 10, 13, 16, 19]
+    assert all(r.proof is not None for r in page.records) and page.next_cursor == 22
+    rest = queries.by_actor("E1", with_proofs=True, cursor=page.next_cursor)
+    assert [r.index for r in rest.records] == [22, 25, 28] and rest.next_cursor is None
+    assert all(r.proof is None for r in rest.records)
+    assert [r.index for r in queries.each(actor="E1", with_proofs=True)] == [
+        1,
+        4,
+        7,
+        10,
+        13,
+        16,
+        19,
+        22,
+        25,
+        28,
+    ]

@@ -122,3 +122,15 @@ def test_who_may_not_search_gets_no_evidence(world: World) -> None:
     c1 = world.login("C1")
     r = world.client.post("/v1/audit/search", json={"waybills": [W1], "proofs": True}, headers=c1)
     assert r.status_code == 403 and "proof" not in r.text
+
+
+def test_a_phone_search_that_finds_nothing_is_still_an_evidence_file(world: World, tmp_path: Path) -> None:
+    """'This phone appears nowhere on the trail' is evidence too: the answer names the head it was
+    searched under, and the script checks it (it failed with a TypeError: the answer had no head)."""
+    x1 = world.login("X1")
+    evidence = _search(world, x1, {"phone": "+8613900000000", "proofs": True})
+    assert evidence["records"] == [] and evidence["head"]["size"] > 0
+    (tmp_path / "none.json").write_text(json.dumps(evidence), encoding="utf-8")
+    key = world.deployment.core.keys.signer().public_key.hex()
+    ok = _check(tmp_path, key, "none.json")
+    assert ok.returncode == 0 and ok.stdout.startswith("OK: 0 entries"), (ok.stdout, ok.stderr)
