@@ -120,7 +120,7 @@ def open_deployment(
     sinks: list[AlertSink] = [alerts, AuditAlertSink(audit_log)]
     closables: list[Any] = []
     if settings.alert_webhook:
-        webhook = WebhookSink(settings.alert_webhook)
+        webhook = WebhookSink(settings.alert_webhook, sign=core.keys.signer().sign)
         sinks.append(webhook)
         closables.append(webhook)
     hook: RiskHook = risk if risk is not None else build_risk_engine(settings, sinks)

@@ -8,11 +8,14 @@ thread through a bounded queue and drops (and counts) alerts when the queue is f
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import queue
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -128,17 +131,47 @@ class SqlSink:
         return rows
 
 
+ALERT_SIGNATURE_CONTEXT = b"courierguard-alert-v1\n"
+"""Prefixed to an alert's body before it is signed: the key also signs audit tree heads (RFC 6962
+``TreeHeadSignature`` bytes, which start 0x00 0x01), and a signature over one can never be passed off
+as a signature over the other."""
+
+SIGNATURE_HEADER = "X-CourierGuard-Signature"
+
+
+def verify_alert(public_key: bytes, body: bytes, signature: str) -> bool:
+    """For a receiver: True when ``signature`` (the header's base64) is the service's Ed25519
+    signature of exactly ``body`` (the POST's bytes, as received), under ``public_key`` (the audit
+    public key, pinned: ``courierguard audit head`` prints it)."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    try:
+        raw = base64.b64decode(signature, validate=True)
+        Ed25519PublicKey.from_public_bytes(public_key).verify(raw, ALERT_SIGNATURE_CONTEXT + body)
+    except (InvalidSignature, ValueError, binascii.Error):
+        return False
+    return True
+
+
 class WebhookSink:
     """POSTs each alert as JSON to ``url`` from a background thread.
 
     ``emit`` only enqueues (bounded by ``max_queue``), so a slow or dead receiver never delays a
     request; alerts that do not fit are counted in ``dropped``. Each POST has ``timeout_s``.
+
+    With ``sign`` (the audit signer's), each POST carries :data:`SIGNATURE_HEADER`: the base64
+    Ed25519 signature of :data:`ALERT_SIGNATURE_CONTEXT` + the body, so that the SIEM can tell the
+    service's alerts from anyone's who found the webhook's URL (a renter's forged "all clear", or a
+    flood of false alarms). Replays of a genuine alert repeat its ``id``: receivers keep each once.
     """
 
     def __init__(self, url: str, *, timeout_s: float = 2.0, max_queue: int = 10_000,
-                 client: httpx.Client | None = None) -> None:  # fmt: skip
+                 client: httpx.Client | None = None,
+                 sign: Callable[[bytes], bytes] | None = None) -> None:  # fmt: skip
         self.url = url
         self.timeout_s = timeout_s
+        self._sign = sign
         self.dropped = 0
         self.failed = 0
         self.sent = 0
@@ -160,12 +193,12 @@ class WebhookSink:
                 if alert is None:
                     return
                 try:
-                    resp = self._client.post(
-                        self.url,
-                        content=orjson.dumps(alert.to_dict()),
-                        headers={"content-type": "application/json"},
-                        timeout=self.timeout_s,
-                    )
+                    body = orjson.dumps(alert.to_dict())
+                    headers = {"content-type": "application/json"}
+                    if self._sign is not None:
+                        signature = self._sign(ALERT_SIGNATURE_CONTEXT + body)
+                        headers[SIGNATURE_HEADER] = base64.b64encode(signature).decode("ascii")
+                    resp = self._client.post(self.url, content=body, headers=headers, timeout=self.timeout_s)
                     resp.raise_for_status()
                     self.sent += 1
                 except httpx.HTTPError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import threading
 import time
 from collections.abc import Iterator
@@ -14,7 +15,15 @@ import pytest
 
 from courierguard.db.engine import create_db_engine, migrate
 from courierguard.errors import ConfigError
-from courierguard.risk.alerts import Alert, FanoutSink, MemorySink, SqlSink, WebhookSink
+from courierguard.risk.alerts import (
+    SIGNATURE_HEADER,
+    Alert,
+    FanoutSink,
+    MemorySink,
+    SqlSink,
+    WebhookSink,
+    verify_alert,
+)
 from courierguard.risk.config import RiskConfig
 from courierguard.risk.engine import RiskEngine
 from courierguard.risk.record import from_dict
@@ -177,3 +186,59 @@ def test_webhook_flush_waits_on_a_monotonic_clock(
     assert sink.flush(10)
     assert len(got) == 1
     sink.close()
+
+
+@pytest.fixture
+def signed_receiver() -> Iterator[tuple[str, list[tuple[bytes, str | None]]]]:
+    got: list[tuple[bytes, str | None]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["content-length"]))
+            got.append((body, self.headers.get(SIGNATURE_HEADER)))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            return
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/alerts", got
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.http
+def test_webhook_alerts_are_signed_so_the_siem_can_tell_them_from_forgeries(
+    signed_receiver: tuple[str, list[tuple[bytes, str | None]]], tmp_path: Path
+) -> None:
+    """SOC review: the webhook was unsigned, so whoever found its URL could post a forged 'all
+    clear' or a flood of false alarms. Deployed, each alert carries an Ed25519 signature under the
+    audit key that `audit head` publishes; a receiver checks it with the public key alone."""
+    from courierguard.audit.models import signed_tree_head_bytes
+    from courierguard.config import Settings
+    from courierguard.gateway.wiring import open_deployment
+
+    url, got = signed_receiver
+    deployment = open_deployment(Settings(data_dir=tmp_path, alert_webhook=url))
+    try:
+        webhooks = [c for c in deployment.closables if isinstance(c, WebhookSink)]
+        assert len(webhooks) == 1
+        alerts = _alerts()
+        for a in alerts:
+            webhooks[0].emit(a)
+        assert webhooks[0].flush(10)
+        signer = deployment.core.keys.signer()
+    finally:
+        deployment.close()
+    assert len(got) == len(alerts) >= 2
+    for body, signature in got:
+        assert signature is not None and verify_alert(signer.public_key, body, signature)
+        forged = body.replace(b'"lock"', b'"allow"').replace(b'"step_up"', b'"allow"')
+        assert forged == body or not verify_alert(signer.public_key, forged, signature)
+    assert not verify_alert(signer.public_key, got[0][0], got[1][1] or "")  # another alert's
+    assert not verify_alert(signer.public_key, got[0][0], "not base64!")
+    # A tree head's signature is no alert's: the alert's context prefix keeps the two apart.
+    sth = signed_tree_head_bytes(5, 1_700_000_000_000, b"\x00" * 32)
+    assert not verify_alert(signer.public_key, sth, base64.b64encode(signer.sign(sth)).decode())
