@@ -23,6 +23,7 @@ from courierguard.audit import (
     ArchiveResult,
     AuditQueries,
     EntryKind,
+    Page,
     archive,
     export_jsonl,
     export_ocsf,
@@ -326,6 +327,10 @@ def query_command(
     waybill: Annotated[list[str] | None, typer.Option(help="Waybill number; repeat for several.")] = None,
     since: Annotated[str | None, typer.Option(help="From this ISO 8601 time (inclusive).")] = None,
     until: Annotated[str | None, typer.Option(help="Up to this ISO 8601 time (exclusive).")] = None,
+    kind: Annotated[
+        list[EntryKind] | None,
+        typer.Option(help="Only entries of this kind (access, alert, admin, ...); repeat for several."),
+    ] = None,
     limit: Annotated[int, typer.Option(help="Entries per page.", min=1, max=1000)] = 100,
     cursor: Annotated[
         int | None, typer.Option(help="next_cursor of the previous page.", min=0, max=2**63 - 1)
@@ -399,7 +404,11 @@ def query_command(
             finally:
                 core.close()
             if not found:
-                return {"records": [], "next_cursor": None}
+                if not proofs or head_size is not None:
+                    return {"records": [], "next_cursor": None}
+                # "Appears nowhere" is evidence too: under the head it was searched in.
+                with _engine(database_url) as engine:
+                    return Page([], None, AuditQueries(engine).tree_head()).to_dict()
             numbers += found
         with _engine(database_url) as engine:
             page = AuditQueries(engine).search(
@@ -411,6 +420,7 @@ def query_command(
                 waybills=numbers or None,
                 since=_parse_time(since, "since"),
                 until=_parse_time(until, "until"),
+                kinds=kind or None,
                 limit=limit,
                 cursor=cursor,
                 with_proofs=proofs,

@@ -131,6 +131,19 @@ def test_audit_query_by_phone_reads_the_phone_from_stdin(tmp_path: Path) -> None
     assert [r["body"]["what"] for r in records if r["kind"] == "system"] == ["audit.search"]
     assert recipient.phone not in json.dumps(searched)
 
+    # --kind keeps one kind of entry, as "kinds" does over HTTP (SOC review: the CLI had none).
+    url = f"sqlite:///{tmp_path / 'courierguard.sqlite3'}"
+    result = runner.invoke(app, ["audit", "query", "--waybill", "YT0000000000001", "--kind", "system",
+                                 "--database-url", url])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert {r["kind"] for r in json.loads(result.output)["records"]} == {"system"}
+    # A phone found nowhere, with proofs: still an evidence file, under the head it was searched in.
+    result = runner.invoke(app, ["audit", "query", "--by-phone", "--proofs", "--key-file", str(tmp_path / "keys.json"),
+                                 "--database-url", url], input="+8613900000000\n")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    nowhere = json.loads(result.output)
+    assert nowhere["records"] == [] and nowhere["head"]["size"] >= 3
+
 
 @pytest.mark.parametrize("line", ["", "   ", "not a phone", "12"])
 def test_audit_query_by_phone_refuses_a_line_that_is_no_phone(tmp_path: Path, line: str) -> None:
