@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from courierguard.config import Settings
-from courierguard.errors import CourierGuardError
+from courierguard.errors import ConfigError, CourierGuardError
 from courierguard.policy import PolicyEngine, check_own_cases, default_policy_dir, load_cases, run_cases
 
 app = typer.Typer(
@@ -24,17 +24,29 @@ app = typer.Typer(
 )
 
 PolicyDirOption = Annotated[
-    Path | None,
+    str | None,
     typer.Option(
         "--policy-dir",
         help="Folder of *.cedar files and schema.cedarschema. Default: COURIERGUARD_POLICY_DIR (the folder the "
         "server loads), else the shipped default set.",
-        file_okay=False,
     ),
 ]
+# A string, checked here: a Path option reads "" as "." (an empty ${POLICY_DIR} validated whatever
+# folder the shell stood in), and its own checks answered in click's usage box, not one line.
 
 
-def _engine(policy_dir: Path | None) -> PolicyEngine:
+def _folder(policy_dir: str | None) -> Path | None:
+    if policy_dir is None:
+        return None
+    if not policy_dir.strip():
+        raise ConfigError("--policy-dir: empty; leave it out for the server's folder, or name a folder")
+    folder = Path(policy_dir)
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError("--policy-dir: names a file, not a folder")
+    return folder
+
+
+def _engine(policy_dir: str | None) -> PolicyEngine:
     """The folder given, else the one the server loads: COURIERGUARD_POLICY_DIR or the shipped set.
 
     Built as the server builds it, with its grace period (COURIERGUARD_REVEAL_GRACE_HOURS becomes
@@ -42,7 +54,7 @@ def _engine(policy_dir: Path | None) -> PolicyEngine:
     """
     settings = Settings.from_env()
     return PolicyEngine.from_folder(
-        policy_dir or settings.policy_dir or default_policy_dir(),
+        _folder(policy_dir) or settings.policy_dir or default_policy_dir(),
         grace_hours=settings.reveal_grace_hours,
         compile_policies=settings.policy_compiled,
     )

@@ -242,3 +242,19 @@ def test_cases_file_not_utf8_names_the_line_and_a_byte_order_mark_is_fine(tmp_pa
     cases.write_bytes(b"\xef\xbb\xbf" + _CASES_HEAD.encode())
     result = runner.invoke(app, ["test", str(cases)])
     assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("command", ["validate", "test"])
+def test_an_empty_or_file_policy_dir_is_one_line(tmp_path: Path, command: str) -> None:
+    """`--policy-dir ""` (an empty ${POLICY_DIR}) validated the shell's current folder: a Path option
+    reads "" as "."; a file gave click's usage box. Both are one line, exit 1, like every error here."""
+    cases = [str(DEFAULT / "cases.yaml")] if command == "test" else []
+    afile = tmp_path / "policies.cedar"
+    afile.write_text("", encoding="utf-8")
+    for value, message in (("", "--policy-dir: empty"), ("  ", "--policy-dir: empty"),
+                           (str(afile), "--policy-dir: names a file")):  # fmt: skip
+        result = runner.invoke(app, [command, *cases, "--policy-dir", value])
+        assert result.exit_code == 1, result.output
+        assert result.output.startswith("error: ") and message in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1 and "Usage" not in result.output
+    assert runner.invoke(app, [command, *cases, "--policy-dir", str(DEFAULT)]).exit_code == 0
