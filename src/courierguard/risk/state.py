@@ -313,8 +313,10 @@ def remember(seen: dict[str, Any], key: str, value: Any, keep: int) -> bool:
     seen[key] = value
     if len(seen) <= keep:
         return False
-    while len(seen) > keep:
-        oldest = min(seen, key=lambda k: seen[k][-1] if isinstance(seen[k], list) else seen[k])
+    # One sort for however many are dropped: a map an earlier version let grow (100,000 ids) is
+    # trimmed on its first event, and one scan per id dropped took minutes under the account's lock.
+    latest = sorted(seen, key=lambda k: seen[k][-1] if isinstance(seen[k], list) else seen[k])
+    for oldest in latest[: len(seen) - keep]:
         del seen[oldest]
     return True
 

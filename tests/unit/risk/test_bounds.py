@@ -7,8 +7,10 @@ the bound must not let it push what is known about the owner out of memory.
 
 from __future__ import annotations
 
+import time
+
 from courierguard.risk.engine import RiskEngine
-from courierguard.risk.state import DEVICES_KEPT, PLACES_KEPT, MemoryState, RiskState
+from courierguard.risk.state import DEVICES_KEPT, PLACES_KEPT, MemoryState, RiskState, remember
 
 from .helpers import Feed, at, codes
 
@@ -80,3 +82,35 @@ def test_a_doubted_device_pushed_out_of_memory_is_not_then_learned_by_use() -> N
         action, _, reasons = feed.one(at(day, 9), device="PHONE-N", session=f"S-n{day}")
         assert action == "step_up" and "new_device" in codes(reasons)
     assert "PHONE-N" not in acc.devices
+
+
+def test_state_an_earlier_version_grew_is_trimmed_at_once_on_its_first_event(state: RiskState) -> None:
+    """An account flooded before the bounds existed keeps every id in its stored state; its first
+    event after the upgrade trims each map to the most recent ids in one pass. Trimmed one id at a
+    time, each by a scan of the whole map, 8,000 ids took 7.6 s under the account's lock (100,000:
+    about 20 minutes), every other decision of its lock stripe or Redis hold waiting."""
+    feed = Feed(RiskEngine(state=state))
+    feed.warm()
+    acc = state.load("E1")
+    base = at(3, 8).timestamp()
+    n = 10_000
+    for i in range(n):  # as 75ec620 kept them: newest first
+        acc.dev_last[f"X{i}"] = base - i
+        acc.dev_days[f"X{i}"] = [0, 1] if i % 2 else [1]
+        acc.dev_doubted[f"X{i}"] = base - i
+    state.save(acc)
+    started = time.perf_counter()
+    assert feed.one(at(4, 9), device="PDA-1", session="S-after")[0] == "allow"
+    assert time.perf_counter() - started < 1.5
+    acc = state.load("E1")
+    assert len(acc.dev_last) == len(acc.dev_days) == DEVICES_KEPT
+    # The most recently used are the ones kept: the owner's phone and the newest of the old ids.
+    assert "PDA-1" in acc.dev_last and "X0" in acc.dev_last and f"X{DEVICES_KEPT}" not in acc.dev_last
+
+
+def test_remember_keeps_the_most_recent_entries_whatever_it_drops() -> None:
+    seen: dict[str, object] = {f"k{i}": float(i) for i in range(300)}
+    seen.update({f"d{i}": [1, 1000 + i] for i in range(10)})  # lists of days: the last is the latest
+    assert remember(seen, "new", 5000.0, 16) is True
+    assert set(seen) == {"new", *(f"d{i}" for i in range(10)), *(f"k{i}" for i in range(295, 300))}
+    assert remember(seen, "new", 5001.0, 16) is False and len(seen) == 16
