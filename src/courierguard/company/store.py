@@ -562,26 +562,23 @@ class CompanyStore:
         """The waybill columns ``change`` sets (none for the current step sent again), or the error
         that refuses it."""
         current = self.waybill(change.number, conn)
-        if (
-            change.status is current.status
-            and utc(change.ts) == current.status_ts
-            and (change.status not in _TASK_FOR_STATUS or change.assignee == current.assignee)
-        ):
+        ts = utc(change.ts)
+        same = change.status is current.status and (
+            change.status not in _TASK_FOR_STATUS or change.assignee == current.assignee
+        )
+        if same and (ts == current.status_ts or (ts < current.status_ts and self._is_last(conn, change))):
             return {}  # a retry after a timeout: it was applied, and is not applied twice
         if (
             change.status not in _ANY_TIME
             and current.status is not WaybillStatus.CREATED  # then the creation rule below decides
-            and utc(change.ts) < current.status_ts
+            and ts < current.status_ts
         ):
-            # Sources deliver late and retry: a stale assignment would hand a task back to a courier
-            # whose task a later step ended or gave to another, a stale transit step end a live one.
-            raise Conflict(
-                f"waybill {change.number} is {current.status.value} since "
-                f"{current.status_ts.isoformat()}: a step dated before that is out of order"
-            )
+            self._check_order(conn, change, current)
         if utc(change.ts) < current.created_at - CLOCK_SKEW:
             raise InvalidInput("ts", "is before the waybill was created")
-        values: dict[str, Any] = {"status": change.status.value, "status_ts": utc(change.ts)}
+        # The status time never goes back: the latest time any device gave, so that a step tolerated
+        # within the skew cannot open a window for one dated further back still.
+        values: dict[str, Any] = {"status": change.status.value, "status_ts": max(ts, current.status_ts)}
         task = _TASK_FOR_STATUS.get(change.status)
         if task is not None:
             if not change.assignee:
@@ -599,8 +596,63 @@ class CompanyStore:
                 f"waybill {change.number} is {current.status.value}: {change.status.value} cannot follow it"
             )
         if change.status is WaybillStatus.DELIVERED:
-            values["delivered_at"] = utc(change.ts)  # assignee stays: the grace period needs it
+            # The sign-off's own time, not the status time a faster device left: the grace ends at
+            # most CLOCK_SKEW after the real sign-off (the check of how far ahead a step may be).
+            values["delivered_at"] = ts  # assignee stays: the grace period needs it
         return values
+
+    def _check_order(self, conn: Connection, change: LifecycleChange, current: Waybill) -> None:
+        """Refuse a step dated before the waybill's current status unless it is a real change from a
+        device whose clock is behind the one that dated the current status: dated at most
+        :data:`CLOCK_SKEW` before it, and after every step of its own status the waybill went
+        through (a later or equal one in the history means a replay of that step, or one it
+        superseded). Whether the step may follow the current status at all is the lifecycle
+        table's to say, after this.
+
+        Sources deliver late and retry: a stale assignment would hand a task back to a courier whose
+        task a later step ended or gave to another, a stale transit step end a live one. So what
+        stays refused inside the skew: a replay of an earlier step (its row is in the history), an
+        assignment that lost to another courier's dated after it (a late retry undoing a takeover),
+        and an assignment dated before an ``exception`` (which ended the task it would revive)."""
+        ts = utc(change.ts)
+        if current.status_ts - ts > CLOCK_SKEW or (
+            change.status in _TASK_FOR_STATUS and current.status is WaybillStatus.EXCEPTION
+        ):
+            raise Conflict(
+                f"waybill {change.number} is {current.status.value} since "
+                f"{current.status_ts.isoformat()}: a step dated before that is out of order"
+            )
+        went_through = conn.execute(
+            select(func.count())
+            .select_from(waybill_history)
+            .where(
+                waybill_history.c.tenant == self.tenant,
+                waybill_history.c.number == change.number,
+                waybill_history.c.status == change.status.value,
+                waybill_history.c.ts >= ts,
+            )
+        ).scalar_one()
+        if went_through:
+            raise Conflict(
+                f"waybill {change.number} was {change.status.value} at or after {ts.isoformat()}: "
+                "a step dated before that is out of order"
+            )
+
+    def _is_last(self, conn: Connection, change: LifecycleChange) -> bool:
+        """Whether ``change`` is the waybill's latest step as recorded (status, time, assignee): the
+        current step sent again when the status time is a faster device's, later than its own."""
+        last = conn.execute(
+            select(waybill_history.c.status, waybill_history.c.ts, waybill_history.c.assignee)
+            .where(waybill_history.c.tenant == self.tenant, waybill_history.c.number == change.number)
+            .order_by(waybill_history.c.seq.desc())
+            .limit(1)
+        ).first()
+        return (
+            last is not None
+            and last.status == change.status.value
+            and utc(last.ts) == utc(change.ts)
+            and (change.status not in _TASK_FOR_STATUS or last.assignee == change.assignee)
+        )
 
     def _check_assignee(self, conn: Connection, employee_id: str, waybill: Waybill) -> None:
         """A pickup or delivery task goes to an active courier of the waybill's origin or destination

@@ -9,7 +9,7 @@ clerk would hand reveal rights to the wrong account.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -21,6 +21,7 @@ from courierguard.events import Role
 from .conftest import START, World, record
 
 W1 = "YT0000000000001"
+US = timedelta(microseconds=1)
 
 
 def system_entries(world: World, what: str | None = None, waybill: str | None = None) -> list[dict[str, Any]]:
@@ -470,3 +471,170 @@ def test_a_record_with_a_key_no_record_has_fails_alone_naming_the_key(world: Wor
         (1, "YT0000000000501", "recipient.address.floor"),
     ]
     assert "139" not in r.text
+
+
+# --- device clocks: a few minutes apart, within CLOCK_SKEW ----------------------------------------------
+
+Real = tuple[int, int, str, str | None]
+"""(real minute the step happens and is sent, how many minutes the device's clock is off, status, assignee)"""
+
+
+def _send(world: World, t0: datetime, real: int, off: int, status: str, assignee: str | None = None) -> Any:
+    world.clock.set(t0 + timedelta(minutes=real))
+    ts = (t0 + timedelta(minutes=real + off)).isoformat()
+    return step(world, status, ts=ts, **({"assignee": assignee} if assignee else {}))
+
+
+@pytest.mark.parametrize(
+    "steps",
+    [
+        # a hub scanner 5 minutes fast sends the parcel on; the outlet's correct scanner takes it in two
+        # minutes later, and a courier is sent out with it
+        [(0, 5, "in_transit", None), (2, 0, "at_destination", None), (3, 0, "out_for_delivery", "C2")],
+        # the outlet scans the arrival; the courier's PDA, 7 minutes slow, takes the parcel out 3 later
+        [(0, 0, "at_destination", None), (3, -7, "out_for_delivery", "C2")],
+        # the pickup courier's PDA 8 minutes fast, the hubs right, the delivery courier's PDA 4 slow
+        [
+            (0, 8, "picked_up", None),
+            (1, 0, "in_transit", None),
+            (5, 0, "at_destination", None),
+            (6, -4, "out_for_delivery", "C2"),
+        ],
+        # the courier's PDA at the skew's very limit ahead, the locker's right: exactly 10 minutes apart
+        [
+            (0, 0, "at_destination", None),
+            (1, 10, "out_for_delivery", "C2"),
+            (1, 0, "in_locker", None),
+        ],
+        # the outlet's scanner 6 minutes fast; C1 is sent out, and C2 takes the round over a minute later
+        [(0, 6, "at_destination", None), (1, 0, "out_for_delivery", "C1"), (2, 0, "out_for_delivery", "C2")],
+    ],
+    ids=["fast-hub", "slow-pda", "three-clocks", "at-the-skew", "takeover"],
+)
+def test_steps_from_clocks_within_the_skew_are_taken_in_the_order_they_arrive(
+    world: World, steps: list[Real]
+) -> None:
+    """Devices' clocks differ by minutes in a real network. A step an earlier one (from a faster
+    clock) appears to postdate, sent in real order and allowed by the lifecycle, is a real change:
+    refusing it as out of order lost the arrival, and the next courier's delivery task with it."""
+    t0 = world.clock.now()
+    world.step(W1, "picked_up")
+    for real, off, status, assignee in steps:
+        r = _send(world, t0, real, off, status, assignee)
+        assert r.status_code == 200, (real, status, r.text)
+    last = steps[-1]
+    waybill = world.deployment.guard.company.waybill(W1)
+    assert (waybill.status.value, waybill.assignee) == (last[2], "C2")
+    # the status time never goes back: the latest any device gave, so the next comparison is sane
+    assert waybill.status_ts == max(t0 + timedelta(minutes=real + off) for real, off, _, _ in steps)
+    assert system_entries(world, "waybill.lifecycle.rejected", waybill=W1) == []
+    c2 = world.login("C2")
+    revealed = world.client.post(
+        f"/v1/waybills/{W1}/reveal", json={"fields": ["recipient.phone"], "purpose": "delivery"}, headers=c2
+    )
+    assert revealed.status_code == 200, revealed.text
+
+
+def test_a_step_dated_more_than_the_skew_before_the_current_status_is_still_out_of_order(
+    world: World,
+) -> None:
+    t0 = world.clock.now()
+    world.step(W1, "picked_up")
+    assert _send(world, t0, 0, 10, "in_transit").status_code == 200  # dated t0 + 10 min
+    world.clock.set(t0 + timedelta(minutes=1))
+    late = step(world, "at_destination", ts=(t0 - US).isoformat())  # 10 minutes and 1 µs before
+    assert late.status_code == 409 and "out of order" in late.json()["detail"], late.text
+    assert step(world, "at_destination", ts=t0.isoformat()).status_code == 200  # exactly the skew
+
+
+def test_within_the_skew_an_old_step_still_does_not_give_a_task_back(world: World) -> None:
+    """What the ordering rule is for, inside the tolerance: a retried or replayed assignment, or one
+    another courier's later assignment superseded, is refused even when dated minutes, not hours,
+    before the current status and allowed by the lifecycle from it."""
+    t0 = world.clock.now()
+    world.step(W1, "at_destination")
+    assert _send(world, t0, 1, 0, "out_for_delivery", "C1").status_code == 200
+    # the same step again, dated earlier: another courier's takeover is not undone by a retry
+    assert _send(world, t0, 2, 0, "out_for_delivery", "C2").status_code == 200
+    retried = _send(world, t0, 3, -2, "out_for_delivery", "C1")  # C1's step of minute 1, sent again
+    assert retried.status_code == 409 and "out of order" in retried.json()["detail"], retried.text
+    # C2's task ends (the recipient cannot be reached), the parcel is back at the outlet
+    assert _send(world, t0, 3, 0, "exception").status_code == 200
+    assert _send(world, t0, 4, 0, "at_destination").status_code == 200
+    # from at_destination out_for_delivery is allowed and minute 1 or 2 is within the skew: a replay
+    # of a step the waybill already went through, or one superseded by a later one, is refused
+    for minute, courier in ((1, "C1"), (2, "C2"), (1, "C2")):
+        old = _send(world, t0, 5, minute - 5, "out_for_delivery", courier)
+        assert old.status_code == 409 and "out of order" in old.json()["detail"], (minute, courier, old.text)
+    waybill = world.deployment.guard.company.waybill(W1)
+    assert (waybill.status.value, waybill.assignee, waybill.task) == ("at_destination", None, None)
+    assert len(system_entries(world, "waybill.lifecycle.rejected", waybill=W1)) == 4
+
+
+def test_within_the_skew_an_assignment_dated_before_an_exception_does_not_revive_the_task(
+    world: World,
+) -> None:
+    """An assignment lost and retried: the exception (damage, held parcel) that ended the task came in
+    first, from a faster clock. Sent again now, the assignment would give the task back."""
+    t0 = world.clock.now()
+    world.step(W1, "at_destination")
+    assert _send(world, t0, 1, 4, "exception").status_code == 200  # dated t0 + 5
+    stale = _send(world, t0, 3, -1, "out_for_delivery", "C1")  # dated t0 + 2, never applied before
+    assert stale.status_code == 409 and "out of order" in stale.json()["detail"], stale.text
+    assert _send(world, t0, 4, 0, "at_destination").status_code == 200  # the parcel itself may move
+    waybill = world.deployment.guard.company.waybill(W1)
+    assert (waybill.status.value, waybill.assignee, waybill.task) == ("at_destination", None, None)
+
+
+def test_a_tolerated_step_retried_after_a_timeout_is_answered_without_a_second_change(world: World) -> None:
+    t0 = world.clock.now()
+    world.step(W1, "picked_up")
+    assert _send(world, t0, 0, 6, "at_destination").status_code == 200
+    assert _send(world, t0, 1, 0, "out_for_delivery", "C1").status_code == 200
+    again = _send(world, t0, 2, -1, "out_for_delivery", "C1")  # the same step, the same ts
+    assert again.status_code == 200, again.text
+    assert again.json()["assignee"] == "C1"
+    entries = system_entries(world, "waybill.lifecycle", waybill=W1)
+    assert [e["status"] for e in entries][1:] == ["at_destination", "out_for_delivery", "out_for_delivery"]
+    assert len(task_rows(world, "out_for_delivery")) == 1
+
+
+def task_rows(world: World, status: str) -> list[Any]:
+    from sqlalchemy import select
+
+    from courierguard.db.tables import waybill_history
+
+    with world.deployment.core.engine.connect() as conn:
+        return list(
+            conn.execute(
+                select(waybill_history.c.ts).where(
+                    waybill_history.c.tenant == world.tenant,
+                    waybill_history.c.number == W1,
+                    waybill_history.c.status == status,
+                )
+            )
+        )
+
+
+def test_a_fast_clock_before_the_sign_off_does_not_stretch_the_grace(world: World) -> None:
+    """The grace runs from the sign-off's own time, not from the later status time a faster device
+    left: a PDA at most CLOCK_SKEW fast moves the end of the window at most that much."""
+    t0 = world.clock.now()
+    world.step(W1, "at_destination")
+    assert _send(world, t0, 0, 9, "out_for_delivery", "C1").status_code == 200
+    assert _send(world, t0, 2, 0, "delivered").status_code == 200
+    assert _send(world, t0, 3, -1, "delivered").status_code == 200  # a retry: still the last step
+    waybill = world.deployment.guard.company.waybill(W1)
+    signed = t0 + timedelta(minutes=2)
+    assert waybill.delivered_at == signed and waybill.status_ts == t0 + timedelta(minutes=9)
+
+    def reveal() -> int:
+        body = {"fields": ["recipient.phone"], "purpose": "delivery"}
+        return world.client.post(
+            f"/v1/waybills/{W1}/reveal", json=body, headers=world.login("C1")
+        ).status_code
+
+    world.clock.set(signed + timedelta(hours=24) - US)
+    assert reveal() == 200
+    world.clock.set(signed + timedelta(hours=24))
+    assert reveal() == 403
