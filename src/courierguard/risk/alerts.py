@@ -25,6 +25,7 @@ import orjson
 from sqlalchemy import Engine
 
 from courierguard.risk.tables import risk_alerts
+from courierguard.vault.signing import verify_signature
 
 log = logging.getLogger(__name__)
 
@@ -143,15 +144,11 @@ def verify_alert(public_key: bytes, body: bytes, signature: str) -> bool:
     """For a receiver: True when ``signature`` (the header's base64) is the service's Ed25519
     signature of exactly ``body`` (the POST's bytes, as received), under ``public_key`` (the audit
     public key, pinned: ``courierguard audit head`` prints it)."""
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
     try:
         raw = base64.b64decode(signature, validate=True)
-        Ed25519PublicKey.from_public_bytes(public_key).verify(raw, ALERT_SIGNATURE_CONTEXT + body)
-    except (InvalidSignature, ValueError, binascii.Error):
+    except (ValueError, binascii.Error):
         return False
-    return True
+    return verify_signature(public_key, ALERT_SIGNATURE_CONTEXT + body, raw)
 
 
 class WebhookSink:
