@@ -393,6 +393,12 @@ class RiskEngine:
                 and seen is not None
                 and ts - seen < c.concurrent_window_s
                 and ts - acc.last_ts < c.concurrent_window_s
+                # Not in a stepped-up session on its own device, the other one trusted too: a
+                # courier's own PDA and phone, each session vouched for, were asked again at every
+                # switch (119 of 120). A session's token on a device not its own is still asked.
+                and not (
+                    sess.verified and dev == sess.device and dev in acc.devices and last_dev in acc.devices
+                )
             ):
                 # D -> E -> D within the window: two devices in use at once, not a replaced phone.
                 self._doubt(sess, "concurrent_devices", f"devices {last_dev} and {dev}")

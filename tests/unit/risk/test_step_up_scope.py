@@ -48,3 +48,26 @@ def test_a_stepped_up_session_used_as_before_is_not_asked_again(feed: Feed) -> N
     _stepped_up(feed)
     for minute in range(3, 300, 7):  # the rest of the shift, same phone, network and place
         assert feed.one(at(4, 9, minute), waybill=wb(minute), assignee="E1", **OWNER)[0] == "allow"
+
+
+def test_the_owners_own_pda_and_phone_are_not_asked_at_every_switch(feed: Feed) -> None:
+    """Review: a courier who stepped up on their PDA and on their phone, then alternated between
+    them every 3 minutes, was asked again at every switch (59 step-ups in 60 reveals): both
+    devices were vouched for, so two of them in use is the owner's, not a taker's."""
+    feed.warm(days=4, device="PDA-1")
+    asked = 0
+    for i in range(60):
+        dev, sess = ("PDA-1", "S-PDA") if i % 2 == 0 else ("PHONE-1", "S-PH")
+        name, _, _ = feed.one(at(4, 9, i * 3), "E1", "waybill.reveal", session=sess, device=dev,
+                              waybill=wb(i), assignee="E1", fields=["recipient.phone"], ip="111.160.3.4")  # fmt: skip
+        if name == "step_up":
+            asked += 1
+            feed.one(at(4, 9, i * 3, 5), "E1", "auth.step_up", session=sess, device=dev, ip="111.160.3.4")
+    assert asked <= 2, asked  # the phone's first use, and at most one more (59 of 60 before)
+    # The session's token on a device not its own, beside them, is still asked.
+    for t, dev in ((180, "PDA-X"), (181, "PHONE-1")):
+        feed.one(at(4, 9, t), "E1", "waybill.reveal", session="S-PH", device=dev, waybill=wb(t),
+                 assignee="E1", fields=["recipient.phone"], ip="111.160.3.4")  # fmt: skip
+    name, _, reasons = feed.one(at(4, 9, 182), "E1", "waybill.reveal", session="S-PH", device="PDA-X",
+                                waybill=wb(182), assignee="E1", fields=["recipient.phone"], ip="111.160.3.4")  # fmt: skip
+    assert name == "step_up" and "concurrent_devices" in dict(reasons), (name, reasons)
