@@ -13,7 +13,6 @@ from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
-from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
 from courierguard.db.engine import DATABASE_URL_RULE, parse_database_url
@@ -22,7 +21,7 @@ from courierguard.errors import ConfigError
 ENV_PREFIX = "COURIERGUARD_"
 
 
-_EMPTY_REFUSED = {
+EMPTY_REFUSED = {
     "policy_dir": "set but empty; unset it for the shipped default set, or name a folder",
     "jwks_url": "set but empty; unset it for the development token issuer (a token for any employee), "
     "or give your identity provider's JWKS URL",
@@ -32,12 +31,8 @@ _EMPTY_REFUSED = {
     "audit_witness_file": "set but empty; unset it to keep no witness file, or name the file",
     "alert_webhook": "set but empty; unset it to send no alerts, or give the receiver's URL",
 }
-"""Settings whose empty value is refused (``json_schema_extra={"empty": "refused"}``), and why."""
-
-
-def _refuses_empty(field: FieldInfo) -> bool:
-    extra = field.json_schema_extra
-    return isinstance(extra, dict) and extra.get("empty") == "refused"
+"""Settings whose empty value is refused, and why (the one list: ``from_env``, the validator and the
+configuration table read it)."""
 
 
 class Settings(BaseModel):
@@ -53,7 +48,6 @@ class Settings(BaseModel):
         Field(
             description="SQLAlchemy URL. Unset: SQLite (WAL) at DATA_DIR/courierguard.sqlite3. Set but empty is "
             "refused (a templating slip would otherwise run on an empty embedded database).",
-            json_schema_extra={"empty": "refused"},
         ),
     ] = None
     audit_database_url: Annotated[
@@ -64,7 +58,6 @@ class Settings(BaseModel):
             "neither hold the data's write lock nor empty the page caches of the readers on every request's "
             "path; an SQLite database that already holds an audit trail keeps it. Any other database: the "
             "main database.",
-            json_schema_extra={"empty": "refused"},
         ),
     ] = None
     key_provider: Annotated[
@@ -86,7 +79,6 @@ class Settings(BaseModel):
         Path | None,
         Field(
             description="Local key file (created with mode 0600). Unset: DATA_DIR/keys.json.",
-            json_schema_extra={"empty": "refused"},
         ),
     ] = None
     tenant: Annotated[str, Field(description="Tenant id used when a request names none.", max_length=64)] = (
@@ -97,7 +89,6 @@ class Settings(BaseModel):
         Field(
             description="Folder of Cedar policies and schema. Unset: the shipped default set. Set but empty "
             "is refused (a templating slip would otherwise serve the shipped rules in place of yours).",
-            json_schema_extra={"empty": "refused"},
         ),
     ] = None
     policy_compiled: Annotated[
@@ -175,7 +166,6 @@ class Settings(BaseModel):
         Path | None,
         Field(
             description="File every signed tree head is appended to, outside the database.",
-            json_schema_extra={"empty": "refused"},
         ),
     ] = None
     audit_commit_delay_ms: Annotated[
@@ -198,7 +188,6 @@ class Settings(BaseModel):
         Field(
             description="URL each risk alert is POSTed to as JSON. Set but empty is refused (a templating slip "
             "would otherwise send the SOC no alert at all).",
-            json_schema_extra={"empty": "refused"},
         ),
     ] = None
     jwt_issuer: Annotated[str, Field(description="Expected `iss` of employee bearer tokens.")] = (
@@ -212,7 +201,6 @@ class Settings(BaseModel):
         Field(
             description="JWKS URL of a real identity provider. Unset: the built-in development issuer. Set but "
             "empty is refused (a templating slip would otherwise open /v1/dev/token).",
-            json_schema_extra={"empty": "refused"},
         ),
     ] = None
     opentelemetry: Annotated[
@@ -234,12 +222,12 @@ class Settings(BaseModel):
         ),
     ] = None
 
-    @field_validator(*_EMPTY_REFUSED, mode="before")
+    @field_validator(*EMPTY_REFUSED, mode="before")
     @classmethod
     def _not_empty(cls, value: object, info: ValidationInfo) -> object:
         """A variable set to nothing (``${POLICY_DIR}`` of a missing variable) is a mistake, not "unset"."""
         if isinstance(value, str) and not value.strip():
-            raise PydanticCustomError("empty", _EMPTY_REFUSED[str(info.field_name)])
+            raise PydanticCustomError("empty", EMPTY_REFUSED[str(info.field_name)])
         return value
 
     @field_validator("database_url", "audit_database_url")
@@ -297,10 +285,10 @@ class Settings(BaseModel):
         """Settings from ``COURIERGUARD_*`` variables, then explicit overrides; a bad value is a ConfigError."""
         env = os.environ if environ is None else environ
         values: dict[str, object] = {}
-        for name, field in cls.model_fields.items():
+        for name in cls.model_fields:
             raw = env.get(ENV_PREFIX + name.upper())
             # Empty is unset, except where the default would quietly replace what runs (refused).
-            if raw is not None and (raw != "" or _refuses_empty(field)):
+            if raw is not None and (raw != "" or name in EMPTY_REFUSED):
                 values[name] = raw
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:

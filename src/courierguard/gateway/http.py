@@ -52,6 +52,7 @@ from courierguard.gateway.service import (
     Approval,
     Caller,
     DeviceResetReason,
+    Guard,
     Verdict,
     last_receipt,
 )
@@ -499,10 +500,12 @@ def _waybill(m: MaskedWaybill) -> WaybillOut:
     )  # fmt: skip
 
 
-def _employee(e: Employee, containment: str | None) -> EmployeeOut:
+def _employee(guard: Guard, e: Employee) -> EmployeeOut:
+    """An employee as every route answers it, with what keeps the account out (read now)."""
     return EmployeeOut.model_validate(
-        {"id": e.id, "role": e.role, "org_unit": e.org_unit, "status": e.status, "containment": containment}
-    )
+        {"id": e.id, "role": e.role, "org_unit": e.org_unit, "status": e.status,
+         "containment": guard.containment(e.id)}
+    )  # fmt: skip
 
 
 def _approval(a: Approval) -> ApprovalOut:
@@ -938,14 +941,14 @@ def create_app(deployment: Deployment) -> FastAPI:
         e = guard.put_employee(
             who, Employee(employee_id, body.role, body.org_unit, body.status, shifts, body.name)
         )
-        return _employee(e, guard.containment(e.id))
+        return _employee(guard, e)
 
     @app.get(
         "/v1/admin/employees/{employee_id}", response_model=EmployeeOut, responses=ERRORS, tags=["admin"]
     )
     def get_employee(employee_id: Ident, who: Who) -> EmployeeOut:
         e = guard.employee_record(who, employee_id)
-        return _employee(e, guard.containment(e.id))
+        return _employee(guard, e)
 
     @app.post(
         "/v1/admin/employees/{employee_id}/status",
@@ -956,7 +959,7 @@ def create_app(deployment: Deployment) -> FastAPI:
     def set_status(employee_id: Ident, body: StatusIn, who: Who) -> EmployeeOut:
         """Suspend, reinstate or record that an employee left; sessions are revoked at once."""
         e = guard.set_employee_status(who, employee_id, body.status)
-        return _employee(e, guard.containment(e.id))
+        return _employee(guard, e)
 
     @app.post(
         "/v1/admin/employees/{employee_id}/unlock",
@@ -967,7 +970,7 @@ def create_app(deployment: Deployment) -> FastAPI:
     def unlock(employee_id: Ident, body: TicketIn, who: Who) -> EmployeeOut:
         """An officer's review ends a risk lock, naming its ticket."""
         e = guard.unlock(who, employee_id, ticket=body.ticket)
-        return _employee(e, guard.containment(e.id))
+        return _employee(guard, e)
 
     # --- incident response (security officers) ---
 
@@ -981,7 +984,7 @@ def create_app(deployment: Deployment) -> FastAPI:
         """A security hold: suspend the account and end every session of it at once (a security
         officer; only a security officer lifts it)."""
         e = guard.suspend_account(who, employee_id, ticket=body.ticket)
-        return _employee(e, guard.containment(e.id))
+        return _employee(guard, e)
 
     @app.post(
         "/v1/admin/employees/{employee_id}/reinstate",
@@ -992,7 +995,7 @@ def create_app(deployment: Deployment) -> FastAPI:
     def reinstate(employee_id: Ident, body: TicketIn, who: Who) -> EmployeeOut:
         """Lift a security hold after review (a security officer): the account is active again."""
         e = guard.reinstate_account(who, employee_id, ticket=body.ticket)
-        return _employee(e, guard.containment(e.id))
+        return _employee(guard, e)
 
     @app.post(
         "/v1/admin/employees/{employee_id}/sessions/revoke",
